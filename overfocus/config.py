@@ -1,0 +1,219 @@
+"""Configuration: dataclasses per stage, loaded from YAML/JSON plus dotted `--set a.b=v` overrides.
+
+Unknown keys and values of the wrong type are errors (OverfocusError), so a typo never silently
+falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+from .errors import OverfocusError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataConfig:
+    """Which data, and the preprocessing applied identically by train, analyze and audit."""
+
+    spec: str = "builtin"
+    image_size: int = 64
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    batch_size: int = 64
+    num_workers: int = 0
+    augment: bool = False
+    train_subset: int = 0  # size of the fixed eval-mode train subset; 0 = same size as test
+    skip_bad: bool = False
+    limit: int = 0  # use at most this many training images (0 = all); handy for smoke runs
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cifarnet"
+    width: float = 1.0
+    small_input: bool = True
+    num_classes: int = 0  # 0 = from the dataset
+    latent_layer: str = ""  # "" = the model's declared latent layer
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "none"  # none | step | cosine
+    step_size: int = 10
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    amp: bool = False
+    channels_last: bool = False
+    progress: bool = True
+
+
+@dataclass
+class RegularizerConfig:
+    """`name` picks the method; `params` is validated by that method's own dataclass."""
+
+    name: str = "none"
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+
+
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type, data: Dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types.
+
+    Example:
+        >>> from_dict(OptimConfig, {"lr": 0.1}).lr
+        0.1
+    """
+    if not isinstance(data, dict):
+        raise OverfocusError(f"config section {where or cls.__name__} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise OverfocusError(f"unknown config key {path!r}: known keys here are {sorted(names)}")
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    """Check `value` against the type hint, converting only where no information is lost."""
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, path)
+    origin = typing.get_origin(hint)
+    if origin in (dict, Dict) or hint is dict:
+        if not isinstance(value, dict):
+            raise OverfocusError(f"config key {path!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (tuple, Tuple, list, List):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise OverfocusError(f"config key {path!r} must be a list, got {value!r}")
+        inner = typing.get_args(hint)[0] if typing.get_args(hint) else Any
+        items = [_coerce(inner, v, path) for v in value]
+        return tuple(items) if origin in (tuple, Tuple) else items
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(args[0], value, path)
+    return _coerce_scalar(hint, value, path)
+
+
+def _coerce_scalar(hint: Any, value: Any, path: str) -> Any:
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise OverfocusError(f"config key {path!r} must be true or false, got {value!r}")
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise OverfocusError(f"config key {path!r} must be a {hint.__name__}, got {value!r}")
+
+
+def parse_override(text: str) -> Tuple[List[str], Any]:
+    """Split `a.b=value` into (["a", "b"], parsed value); values are read as YAML scalars.
+
+    Example:
+        >>> parse_override("regularizer.rho=0.01")
+        (['regularizer', 'rho'], 0.01)
+    """
+    if "=" not in text:
+        raise OverfocusError(f"--set {text!r} needs the form key=value, e.g. --set optim.lr=0.01")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise OverfocusError(f"--set {text!r}: the key is empty; write e.g. --set train.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    """Apply dotted overrides to a nested dict. `regularizer.X` (X not `name`) goes to params."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] == "regularizer" and len(keys) == 2 and keys[1] not in ("name", "params"):
+            keys = ["regularizer", "params", keys[1]]
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise OverfocusError(f"--set {text!r}: {key!r} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def load_file(path: str) -> Dict[str, Any]:
+    """Read a YAML or JSON configuration file into a dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise OverfocusError(f"config file {path} does not exist: check the path given to --config")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise OverfocusError(f"config file {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}")
+    if not isinstance(data, dict):
+        raise OverfocusError(f"config file {path} must hold a mapping of sections (data, model, ...)")
+    return data
+
+
+def build_config(config_file: Optional[str] = None, overrides: Optional[List[str]] = None,
+                 base: Optional[Dict[str, Any]] = None) -> RunConfig:
+    """Resolve base dict + file + overrides into a validated RunConfig.
+
+    Example:
+        >>> build_config(overrides=["train.epochs=3", "regularizer.name=sgdrop"]).train.epochs
+        3
+    """
+    data: Dict[str, Any] = dict(base or {})
+    if config_file:
+        data = _deep_merge(data, load_file(config_file))
+    data = apply_overrides(data, list(overrides or []))
+    return from_dict(RunConfig, data)
+
+
+def _deep_merge(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

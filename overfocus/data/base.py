@@ -1,0 +1,156 @@
+"""The one sample type shared by every dataset, the batch it collates into, and image reading.
+
+Every dataset returns a dict sample:
+    image     float tensor 3 x H x W in [0, 1] (NOT mean/std normalised: see `normalize`)
+    label     int
+    boxes     float tensor N x 4, (x0, y0, x1, y1) in pixels of the image AS THE MODEL SEES IT
+              (after every resize and crop); N may be 0
+    image_id  str, stable across runs (used to pick the same probe images every epoch)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import OverfocusError
+
+
+@dataclass
+class Batch:
+    """A collated batch: images B x 3 x H x W in [0, 1], labels B, boxes list of N_i x 4, ids."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    boxes: List[torch.Tensor]
+    image_ids: List[str]
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.images.to(device, non_blocking=True), self.labels.to(device, non_blocking=True),
+                     [b.to(device) for b in self.boxes], self.image_ids)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def collate_samples(samples: Sequence[Dict]) -> Batch:
+    """Stack dict samples into a Batch; boxes stay a list since counts differ per image.
+
+    Example:
+        >>> s = {"image": torch.zeros(3, 4, 4), "label": 1, "boxes": torch.zeros(0, 4), "image_id": "a"}
+        >>> collate_samples([s, s]).images.shape
+        torch.Size([2, 3, 4, 4])
+    """
+    samples = [s for s in samples if s is not None]  # None = a bad file skipped under --skip-bad
+    if not samples:
+        raise OverfocusError("every image of a batch was unreadable: check the data or drop --skip-bad")
+    images = torch.stack([s["image"] for s in samples])
+    labels = torch.tensor([int(s["label"]) for s in samples], dtype=torch.long)
+    boxes = [torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4) for s in samples]
+    return Batch(images, labels, boxes, [str(s["image_id"]) for s in samples])
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Mean/std normalisation of a batch in [0, 1]; the single place where it happens."""
+    m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return (images - m) / s
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Read an image file as H x W x 3 uint8 RGB (greyscale and RGBA converted).
+
+    A file that cannot be decoded raises OverfocusError naming it: never a silent wrong sample.
+    """
+    import cv2  # imported here: keeps `import overfocus` light
+
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    if data is None or data.size == 0:
+        raise OverfocusError(f"cannot read image {path}: the file is missing or empty")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None or _looks_truncated(path, data):
+        raise OverfocusError(f"cannot decode image {path}: the file is corrupt; "
+                             "replace it or pass --skip-bad to skip such files")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.dtype != np.uint8:
+        img = (img / max(1, img.max()) * 255).astype(np.uint8)
+    return img
+
+
+def _looks_truncated(path: Path, data: np.ndarray) -> bool:
+    """OpenCV decodes a truncated JPEG with a grey tail and only a warning; catch it here."""
+    if str(path).lower().endswith((".jpg", ".jpeg")):
+        tail = data[-64:].tobytes()
+        return b"\xff\xd9" not in tail
+    return False
+
+
+def resize_with_boxes(img: np.ndarray, boxes: np.ndarray, size: int) -> tuple:
+    """Resize H x W x 3 uint8 to size x size; boxes (N x 4, pixels) follow the resize."""
+    import cv2
+
+    h, w = img.shape[:2]
+    if (h, w) != (size, size):
+        interp = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_LINEAR
+        img = cv2.resize(img, (size, size), interpolation=interp)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+    boxes[:, [0, 2]] *= size / w
+    boxes[:, [1, 3]] *= size / h
+    return img, clip_boxes(boxes, size, size)
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Clip boxes to the image and drop those left with no area."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep]
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """H x W x 3 uint8 -> 3 x H x W float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+
+
+class FileDataset(torch.utils.data.Dataset):
+    """A dataset over a list of (path, label, boxes-in-original-pixels, image_id) records.
+
+    Subclasses (one per file format) only build `records`; reading, resizing, augmentation and
+    the bad-file policy live here once.
+    """
+
+    has_boxes = True
+
+    def __init__(self, records: List[tuple], classes: List[str], image_size: int,
+                 augment: Optional[object] = None, skip_bad: bool = False, source: str = ""):
+        if not records:
+            raise OverfocusError(f"no images found in {source or 'the dataset'}: check the path and layout")
+        self.records, self.classes, self.image_size = records, classes, image_size
+        self.augment, self.skip_bad, self.source = augment, skip_bad, source
+        self.bad_files: List[str] = []
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Optional[Dict]:
+        path, label, boxes, image_id = self.records[index]
+        try:
+            img = read_rgb(Path(path))
+        except OverfocusError:
+            if not self.skip_bad:
+                raise
+            self.bad_files.append(str(path))  # counted and warned about by the caller
+            return None
+        img, boxes = resize_with_boxes(img, boxes, self.image_size)
+        if self.augment is not None:
+            img, boxes = self.augment(img, boxes, index)
+        return {"image": to_tensor(img), "label": label, "boxes": torch.from_numpy(boxes), "image_id": image_id}

@@ -1,0 +1,66 @@
+"""Dataset spec strings (`builtin`, `tiny-imagenet:PATH`, `cub:PATH`, ...) and the dataset registry.
+
+A spec is `KIND[:PATH][?key=value&key=value]`. Each registered kind is a factory
+`factory(path, split, image_size, augment, skip_bad, options) -> torch Dataset` whose samples
+follow `overfocus.data.base` (image in [0, 1], label, boxes in model-input pixels, image_id), and
+which has attributes `classes` (list of names) and `has_boxes` (bool).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import yaml
+
+from ..errors import OverfocusError
+from ..registry import Registry
+
+DATASETS: Registry = Registry("dataset kind")
+
+
+@dataclass
+class DataSpec:
+    kind: str
+    path: str = ""
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+def parse_spec(text: str) -> DataSpec:
+    """Parse a `--data` spec string.
+
+    Example:
+        >>> parse_spec("tiny-imagenet:/data/tin?limit=100")
+        DataSpec(kind='tiny-imagenet', path='/data/tin', options={'limit': 100})
+        >>> parse_spec("builtin?classes=4").options
+        {'classes': 4}
+    """
+    if not text:
+        raise OverfocusError("empty --data spec: use e.g. --data builtin or --data tiny-imagenet:PATH")
+    head, _, query = text.partition("?")
+    kind, _, path = head.partition(":")
+    options: Dict[str, Any] = {}
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise OverfocusError(f"data option {part!r} in {text!r} needs key=value")
+        options[key] = yaml.safe_load(value)
+    if kind not in DATASETS:
+        raise OverfocusError(f"unknown dataset kind {kind!r} in --data {text!r}: choose one of "
+                             f"{', '.join(DATASETS.names())} (e.g. --data cub:/path/to/CUB_200_2011)")
+    return DataSpec(kind, path, options)
+
+
+def open_dataset(spec: str, split: str, image_size: int = 64, augment: Optional[object] = None,
+                 skip_bad: bool = False):
+    """Open one split (`train` or `test`) of the dataset named by a spec string.
+
+    Example:
+        >>> ds = open_dataset("builtin?train=8&test=4", "test", 32)
+        >>> len(ds), ds[0]["image"].shape
+        (4, torch.Size([3, 32, 32]))
+    """
+    if split not in ("train", "test"):
+        raise OverfocusError(f"unknown split {split!r}: use train or test")
+    parsed = parse_spec(spec)
+    factory = DATASETS.get(parsed.kind)
+    return factory(parsed.path, split, image_size, augment, skip_bad, dict(parsed.options))

@@ -1,0 +1,67 @@
+"""The model registry: every model declares where it is cut into encoder and classifier."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+
+from ..errors import OverfocusError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its factory and the names of its latent and Grad-CAM layers.
+
+    `build(num_classes, width, small_input)` returns an nn.Module with random weights.
+    `latent_layer` is the module whose output is z (METHODS.md's cut f = psi o phi).
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    latent_layer: str
+    gradcam_layer: str
+    description: str = ""
+
+
+MODELS: Registry = Registry("model")
+
+
+def register_model(name: str, latent_layer: str, gradcam_layer: str = "", description: str = ""):
+    """Decorator registering a factory `f(num_classes, width, small_input) -> nn.Module`."""
+
+    def decorator(factory):
+        MODELS.register(name)(ModelEntry(name, factory, latent_layer, gradcam_layer or latent_layer, description))
+        return factory
+
+    return decorator
+
+
+def build_model(name: str, num_classes: int, width: float = 1.0, small_input: bool = False) -> nn.Module:
+    """Build a registered model with random weights.
+
+    Example:
+        >>> m = build_model("cifarnet", num_classes=10, width=0.25, small_input=True)
+        >>> type(m).__name__
+        'CifarNet'
+    """
+    if num_classes < 1:
+        raise OverfocusError(f"num_classes must be at least 1, got {num_classes}")
+    if width <= 0:
+        raise OverfocusError(f"model width must be positive, got {width}")
+    return MODELS.get(name).build(num_classes=num_classes, width=width, small_input=small_input)
+
+
+def get_module(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called `name` (dotted), with a one-line error listing close names."""
+    modules = dict(model.named_modules())
+    if name not in modules:
+        top = [n for n in modules if n and "." not in n]
+        raise OverfocusError(f"the model has no layer {name!r}: top-level layers are {top}; "
+                             "pass a dotted name such as features.10 or layer4")
+    return modules[name]
+
+
+def latent_layer_name(model_name: str, override: str = "") -> str:
+    return override or MODELS.get(model_name).latent_layer

@@ -1,0 +1,5 @@
+"""Training-time regularizers (METHODS.md); each module registers its method on import."""
+from .base import REGULARIZERS, RegContext, Regularizer, StepInfo, build_regularizer, latent_hook
+from . import dropout  # noqa: F401
+
+__all__ = ["REGULARIZERS", "RegContext", "Regularizer", "StepInfo", "build_regularizer", "latent_hook"]

@@ -1,0 +1,369 @@
+"""The training engine: fit, evaluate, a checkpoint per epoch, resume.
+
+Determinism: the model is initialised from `seed`; epoch e shuffles with a generator seeded from
+(seed, e); augmentation draws from (seed, e, index); the global torch RNG state (dropout) and the
+regularizer's state are saved in each checkpoint. Resuming from epoch e's checkpoint therefore
+replays epochs e+1... exactly as an uninterrupted run would on the CPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import RunConfig, from_dict, to_dict
+from .data import Batch, collate_samples, normalize, open_dataset
+from .data.transforms import BoxAwareAugment
+from .errors import OverfocusError
+from .models import MODELS, build_model, latent_layer_name
+from .progress import progress
+from .regularizers import RegContext, Regularizer, StepInfo, build_regularizer
+from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save, load_checkpoint
+from .versions import software_versions
+
+PROBE_SIZE = 16
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; `cuda` without a GPU is an error with a fix."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise OverfocusError(f"device {name!r} asked for, but no CUDA GPU is visible: use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise OverfocusError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
+
+
+@dataclass
+class Datasets:
+    train: Any  # with augmentation when enabled
+    train_eval: Any  # same images, no augmentation: the fixed eval-mode subset comes from it
+    test: Any
+    classes: List[str]
+    has_boxes: bool
+
+
+def open_datasets(cfg: RunConfig) -> Datasets:
+    """Open train (augmented when asked) and test splits of the configured data."""
+    d = cfg.data
+    augment = BoxAwareAugment(d.image_size, cfg.train.seed) if d.augment else None
+    train = open_dataset(d.spec, "train", d.image_size, augment, d.skip_bad)
+    train_eval = open_dataset(d.spec, "train", d.image_size, None, d.skip_bad)
+    test = open_dataset(d.spec, "test", d.image_size, None, d.skip_bad)
+    if d.limit:
+        indices = list(range(min(d.limit, len(train))))
+        train, train_eval = Subset(train, indices), Subset(train_eval, indices)
+    return Datasets(train, train_eval, test, list(train_eval.classes), bool(getattr(test, "has_boxes", False)))
+
+
+class Subset(torch.utils.data.Subset):
+    """torch Subset that keeps the dataset attributes the engine reads."""
+
+    @property
+    def classes(self):
+        return self.dataset.classes
+
+    @property
+    def has_boxes(self):
+        return getattr(self.dataset, "has_boxes", False)
+
+
+def fixed_subset_indices(n_total: int, n_pick: int, seed: int) -> List[int]:
+    """Indices of the fixed train subset evaluated each epoch (chosen once per run, sorted)."""
+    g = torch.Generator().manual_seed(seed + 7919)
+    return sorted(torch.randperm(n_total, generator=g)[: min(n_pick, n_total)].tolist())
+
+
+def make_loader(dataset, batch_size: int, num_workers: int, generator: Optional[torch.Generator] = None,
+                sampler=None) -> torch.utils.data.DataLoader:
+    shuffle = generator is not None and sampler is None
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                                       generator=generator if shuffle else None, num_workers=num_workers,
+                                       collate_fn=collate_samples, drop_last=False)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, mean, std, amp: bool = False) -> Tuple[float, float]:
+    """Eval-mode (loss, accuracy) of `model` over a loader; restores the model's mode after."""
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
+    try:
+        for batch in loader:
+            batch = batch.to(device)
+            with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+                logits = model(normalize(batch.images, mean, std))
+            total_loss += F.cross_entropy(logits.float(), batch.labels, reduction="sum")
+            correct += (logits.argmax(1) == batch.labels).sum()
+            count += len(batch)
+    finally:
+        model.train(was_training)
+    return (total_loss.item() / max(count, 1), correct.item() / max(count, 1))
+
+
+def build_optimizer(model: nn.Module, cfg: RunConfig):
+    o = cfg.optim
+    if o.name == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    elif o.name == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    else:
+        raise OverfocusError(f"unknown optimizer {o.name!r}: use adam or sgd")
+    if o.schedule == "none":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _e: 1.0)
+    elif o.schedule == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, o.step_size, o.gamma)
+    elif o.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.train.epochs))
+    else:
+        raise OverfocusError(f"unknown schedule {o.schedule!r}: use none, step or cosine")
+    return opt, sched
+
+
+def rng_state(device: torch.device) -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def dataset_fingerprint(cfg: RunConfig, data: Datasets) -> Dict[str, Any]:
+    """What identifies the data: spec, sizes, classes, and a hash of the test image ids."""
+    ids = [data.test[i]["image_id"] for i in range(min(len(data.test), 256))]
+    digest = hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:16]
+    return {"spec": cfg.data.spec, "train_size": len(data.train), "test_size": len(data.test),
+            "classes": data.classes, "has_boxes": data.has_boxes, "test_ids_sha": digest}
+
+
+class Trainer:
+    """Owns model, optimizer, scheduler, regularizer and data of one run.
+
+    Example:
+        >>> from overfocus.config import build_config
+        >>> cfg = build_config(overrides=["data.spec=builtin?train=32&test=16", "train.epochs=1",
+        ...                               "model.width=0.125", "train.progress=false"])
+        >>> Trainer(cfg, "/tmp/overfocus-doctest-run", force=True).fit()  # doctest: +ELLIPSIS
+        PosixPath('/tmp/overfocus-doctest-run')
+    """
+
+    def __init__(self, cfg: RunConfig, run_dir: Path | str, force: bool = False, resuming: bool = False,
+                 rank: int = 0, world_size: int = 1):
+        self.cfg, self.run = cfg, RunDir(run_dir)
+        self.rank, self.world_size = rank, world_size
+        if not resuming:
+            self._claim_run_dir(force)
+        self.device = resolve_device(cfg.train.device)
+        self.data = open_datasets(cfg)
+        num_classes = cfg.model.num_classes or len(self.data.classes)
+        self.num_classes = num_classes
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_model(cfg.model.name, num_classes, cfg.model.width, cfg.model.small_input).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.latent_layer = latent_layer_name(cfg.model.name, cfg.model.latent_layer)
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
+        self.train_model = self.model  # DDP wraps this one; checkpoints always save self.model
+        self.regularizer = build_regularizer(cfg.regularizer, self._reg_context())
+        self._eval_loaders = self._make_eval_loaders()
+
+    def _claim_run_dir(self, force: bool) -> None:
+        if self.rank != 0:
+            return
+        root = self.run.root
+        if root.exists() and any(root.iterdir()):
+            if not force:
+                raise OverfocusError(f"run directory {root} already exists: choose another --out, "
+                                     f"resume it with `overfocus resume {root}`, or pass --force to replace it")
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _reg_context(self) -> RegContext:
+        steps = math.ceil(len(self.data.train) / (self.cfg.data.batch_size * self.world_size))
+        return RegContext(self.cfg.model.name, self.latent_layer, self.num_classes, steps, self.cfg.train.epochs,
+                          self.device, self.data.has_boxes, self.cfg.data.image_size, self.cfg.train.seed)
+
+    def _make_eval_loaders(self) -> Dict[str, Any]:
+        d = self.cfg.data
+        n_pick = d.train_subset or len(self.data.test)
+        subset = Subset(self.data.train_eval, fixed_subset_indices(len(self.data.train_eval), n_pick,
+                                                                    self.cfg.train.seed))
+        return {"train": make_loader(subset, d.batch_size, d.num_workers),
+                "test": make_loader(self.data.test, d.batch_size, d.num_workers)}
+
+    # ---- the loop -------------------------------------------------------------------------
+    def fit(self, start_epoch: int = 0) -> Path:
+        """Train from `start_epoch` (0 = fresh: epoch 0 checkpoint is the initial weights)."""
+        self.regularizer.setup(self.model)
+        try:
+            if start_epoch == 0:
+                self._write_manifest(status="running", epochs=[])
+                self._end_epoch(0, train_stats={"train_loss": None}, seconds=0.0)
+            bar = progress(range(start_epoch + 1, self.cfg.train.epochs + 1), self.cfg.train.progress,
+                           desc="epochs", initial=start_epoch, total=self.cfg.train.epochs)
+            for epoch in bar:
+                t0 = time.perf_counter()
+                stats = self.train_epoch(epoch)
+                self._end_epoch(epoch, stats, time.perf_counter() - t0)
+            if self.rank == 0:
+                manifest = self.run.read_manifest()
+                manifest["status"] = "complete"
+                self.run.write_manifest(manifest)
+        except BaseException:
+            self._mark_failed()
+            raise
+        finally:
+            self.regularizer.teardown(self.model)
+        return self.run.root
+
+    def epoch_loader(self, epoch: int):
+        """The shuffled training loader of one epoch (order from (seed, epoch) alone)."""
+        if hasattr(self.data.train, "dataset") and hasattr(self.data.train.dataset, "augment"):
+            aug = self.data.train.dataset.augment
+        else:
+            aug = getattr(self.data.train, "augment", None)
+        if aug is not None:
+            aug.set_epoch(epoch)
+        g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
+        return make_loader(self.data.train, self.cfg.data.batch_size, self.cfg.data.num_workers, g)
+
+    def train_epoch(self, epoch: int) -> Dict[str, float]:
+        """One epoch of regularized training; returns averaged loss and regularizer stats."""
+        self.train_model.train()
+        self.regularizer.on_epoch_start(epoch)
+        loader = self.epoch_loader(epoch)
+        mean, std, device = self.cfg.data.mean, self.cfg.data.std, self.device
+        total = torch.zeros((), device=device)
+        sums: Dict[str, Any] = {}
+        steps = 0
+        amp = self.cfg.train.amp and device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=amp) if amp else None
+        for i, batch in enumerate(progress(loader, self.cfg.train.progress, desc=f"epoch {epoch}")):
+            batch = batch.to(device)
+            batch = Batch(normalize(batch.images, mean, std), batch.labels, batch.boxes, batch.image_ids)
+            if self.cfg.train.channels_last:
+                batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+            info = StepInfo((epoch - 1) * len(loader) + i, epoch, i)
+            with torch.autocast(device.type, enabled=amp):
+                loss, stats = self.regularizer.loss(self.train_model, batch, info)
+            self.optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(self.optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            self.regularizer.after_step(self.model)
+            total += loss.detach()
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + (value.detach() if torch.is_tensor(value) else value)
+            steps += 1
+        self.scheduler.step()
+        out = {"train_loss": (total / max(steps, 1)).item()}
+        out.update({k: float(v / max(steps, 1)) for k, v in sums.items()})
+        return out
+
+    def _end_epoch(self, epoch: int, train_stats: Dict[str, float], seconds: float) -> None:
+        """Evaluate, then make the epoch durable: checkpoint, metrics line, manifest, `latest`."""
+        if self.rank != 0:
+            return
+        mean, std, amp = self.cfg.data.mean, self.cfg.data.std, self.cfg.train.amp
+        train_loss_eval, train_acc = evaluate(self.model, self._eval_loaders["train"], self.device, mean, std, amp)
+        test_loss, test_acc = evaluate(self.model, self._eval_loaders["test"], self.device, mean, std, amp)
+        row = {"epoch": epoch, **train_stats, "train_eval_loss": train_loss_eval, "train_acc": train_acc,
+               "test_loss": test_loss, "test_acc": test_acc, "gap": train_acc - test_acc,
+               "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
+        sha = atomic_torch_save(self.run.checkpoint_path(epoch), self._checkpoint_payload(epoch))
+        rows = [r for r in self.run.read_metrics() if r["epoch"] < epoch] + [row]
+        self.run.write_metrics(rows)
+        manifest = self.run.read_manifest()
+        manifest["epochs"] = [e for e in manifest["epochs"] if e["epoch"] < epoch] + [
+            {"epoch": epoch, "file": f"checkpoints/{self.run.checkpoint_path(epoch).name}", "sha256": sha,
+             "train_acc": train_acc, "test_acc": test_acc, "seconds": seconds}]
+        self.run.write_manifest(manifest)
+        self.run.set_latest(epoch)
+
+    def _checkpoint_payload(self, epoch: int) -> Dict[str, Any]:
+        return {"schema": SCHEMA_VERSION, "epoch": epoch, "model_name": self.cfg.model.name,
+                "num_classes": self.num_classes, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "regularizer": self.regularizer.state_dict(), "rng": rng_state(self.device)}
+
+    def _write_manifest(self, status: str, epochs: List[Dict[str, Any]]) -> None:
+        if self.rank != 0:
+            return
+        probe = [self.data.test[i]["image_id"] for i in range(min(PROBE_SIZE, len(self.data.test)))]
+        self.run.write_manifest({
+            "schema": SCHEMA_VERSION, "status": status, "config": to_dict(self.cfg), "seed": self.cfg.train.seed,
+            "versions": software_versions(), "dataset": dataset_fingerprint(self.cfg, self.data),
+            "num_classes": self.num_classes, "latent_layer": self.latent_layer,
+            "gradcam_layer": self.cfg.model.latent_layer or MODELS.get(self.cfg.model.name).gradcam_layer,
+            "probe_ids": probe, "epochs": epochs})
+
+    def _mark_failed(self) -> None:
+        if self.rank == 0 and self.run.exists():
+            try:
+                manifest = self.run.read_manifest()
+                manifest["status"] = "failed"
+                self.run.write_manifest(manifest)
+            except (OverfocusError, OSError):
+                pass  # never hide the original error behind a bookkeeping one
+
+    def restore(self, epoch: int) -> None:
+        """Load everything of epoch `epoch`'s checkpoint (model, optimizer, RNG, regularizer)."""
+        ckpt = load_checkpoint(self.run.checkpoint_path(epoch))
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.regularizer.load_state_dict(ckpt["regularizer"])
+        set_rng_state(ckpt["rng"], self.device)
+
+
+def train(cfg: RunConfig, run_dir: Path | str, force: bool = False) -> Path:
+    """Train a model as configured, writing the run directory.
+
+    Example:
+        >>> from overfocus.config import build_config
+        >>> cfg = build_config(overrides=["data.spec=builtin?train=32&test=16", "train.epochs=1",
+        ...                               "model.width=0.125", "train.progress=false"])
+        >>> train(cfg, "/tmp/overfocus-doctest-train", force=True).name
+        'overfocus-doctest-train'
+    """
+    return Trainer(cfg, run_dir, force=force).fit()
+
+
+def resume(run_dir: Path | str, epochs: Optional[int] = None) -> Path:
+    """Continue a run from its last durable checkpoint (optionally to a new total of epochs)."""
+    run = RunDir(run_dir)
+    manifest = run.read_manifest()
+    cfg = from_dict(RunConfig, manifest["config"])
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    last = run.latest_epoch()
+    if last is None:
+        raise OverfocusError(f"{run.root} has no durable checkpoint yet: start it again with `overfocus train`")
+    trainer = Trainer(cfg, run.root, resuming=True)
+    trainer.restore(last)
+    if epochs is not None:
+        manifest["config"] = to_dict(cfg)
+    manifest["status"] = "running"
+    run.write_manifest(manifest)
+    return trainer.fit(start_epoch=last)
