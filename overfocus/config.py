@@ -43,6 +43,7 @@ class ModelConfig:
     small_input: bool = True
     num_classes: int = 0  # 0 = from the dataset
     latent_layer: str = ""  # "" = the model's declared latent layer
+    classifier_dropout: float = -1.0  # p of the classifier's own Dropout layers; -1 = the architecture's
 
 
 @dataclass

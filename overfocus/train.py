@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from .config import RunConfig, from_dict, to_dict
 from .data import Batch, collate_samples, normalize, open_dataset
 from .data.transforms import BoxAwareAugment
+from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier, env_info, gather_objects,
+                          init_process_group)
 from .errors import OverfocusError
 from .models import MODELS, build_model, latent_layer_name
 from .progress import progress
@@ -32,14 +34,18 @@ from .versions import software_versions
 PROBE_SIZE = 16
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; `cuda` without a GPU is an error with a fix."""
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA when present; `cuda` without a GPU is an error with a fix.
+
+    Under torchrun, `cuda` and `auto` mean this process's GPU (cuda:LOCAL_RANK).
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise OverfocusError(f"device {name!r} asked for, but no CUDA GPU is visible: use --device cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
+        return torch.device("cuda", local_rank) if device.type == "cuda" and device.index is None else device
     except RuntimeError:
         raise OverfocusError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
 
@@ -84,12 +90,18 @@ def fixed_subset_indices(n_total: int, n_pick: int, seed: int) -> List[int]:
     return sorted(torch.randperm(n_total, generator=g)[: min(n_pick, n_total)].tolist())
 
 
-def make_loader(dataset, batch_size: int, num_workers: int, generator: Optional[torch.Generator] = None,
-                sampler=None) -> torch.utils.data.DataLoader:
-    shuffle = generator is not None and sampler is None
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-                                       generator=generator if shuffle else None, num_workers=num_workers,
-                                       collate_fn=collate_samples, drop_last=False)
+def make_loader(dataset, batch_size: int, num_workers: int, batch_sampler=None) -> torch.utils.data.DataLoader:
+    """In-order loader (evaluation), or one driven by a batch sampler (training).
+
+    Each loader gets its own generator: a DataLoader without one draws its worker seed from the
+    global torch RNG, which would make dropout masks depend on how often data was loaded.
+    """
+    own_rng = torch.Generator().manual_seed(0)
+    if batch_sampler is not None:
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                                           collate_fn=collate_samples, generator=own_rng)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                       collate_fn=collate_samples, generator=own_rng)
 
 
 @torch.no_grad()
@@ -165,33 +177,47 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, run_dir: Path | str, force: bool = False, resuming: bool = False,
-                 rank: int = 0, world_size: int = 1):
+                 dist_info: Optional[DistInfo] = None):
         self.cfg, self.run = cfg, RunDir(run_dir)
-        self.rank, self.world_size = rank, world_size
+        self.dist = dist_info or env_info()
+        self.rank, self.world_size = self.dist.rank, self.dist.world_size
+        self.device = resolve_device(cfg.train.device, self.dist.local_rank)
+        init_process_group(self.dist, self.device)
         if not resuming:
             self._claim_run_dir(force)
-        self.device = resolve_device(cfg.train.device)
+        barrier(self.dist)  # nobody reads the run directory before rank 0 has claimed it
         self.data = open_datasets(cfg)
         num_classes = cfg.model.num_classes or len(self.data.classes)
         self.num_classes = num_classes
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(cfg.model.name, num_classes, cfg.model.width, cfg.model.small_input).to(self.device)
+        if cfg.model.classifier_dropout >= 0:
+            for module in self.model.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = cfg.model.classifier_dropout
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.latent_layer = latent_layer_name(cfg.model.name, cfg.model.latent_layer)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
-        self.train_model = self.model  # DDP wraps this one; checkpoints always save self.model
+        self.train_model = self._wrap_ddp(self.model)  # checkpoints always save the bare self.model
         self.regularizer = build_regularizer(cfg.regularizer, self._reg_context())
         self._eval_loaders = self._make_eval_loaders()
 
+    def _wrap_ddp(self, model: nn.Module) -> nn.Module:
+        if not self.dist.enabled:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
     def _claim_run_dir(self, force: bool) -> None:
+        root = self.run.root
+        occupied = root.exists() and any(root.iterdir())
+        if occupied and not force:  # every rank checks, so no rank waits for one that failed
+            raise OverfocusError(f"run directory {root} already exists: choose another --out, "
+                                 f"resume it with `overfocus resume {root}`, or pass --force to replace it")
         if self.rank != 0:
             return
-        root = self.run.root
-        if root.exists() and any(root.iterdir()):
-            if not force:
-                raise OverfocusError(f"run directory {root} already exists: choose another --out, "
-                                     f"resume it with `overfocus resume {root}`, or pass --force to replace it")
+        if occupied:
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
 
@@ -241,14 +267,15 @@ class Trainer:
             aug = getattr(self.data.train, "augment", None)
         if aug is not None:
             aug.set_epoch(epoch)
-        g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
-        return make_loader(self.data.train, self.cfg.data.batch_size, self.cfg.data.num_workers, g)
+        sampler = GlobalBatchSampler(len(self.data.train), self.cfg.data.batch_size,
+                                     self.cfg.train.seed * 100_003 + epoch, self.rank, self.world_size)
+        return make_loader(self.data.train, self.cfg.data.batch_size, self.cfg.data.num_workers, sampler), sampler
 
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         """One epoch of regularized training; returns averaged loss and regularizer stats."""
         self.train_model.train()
         self.regularizer.on_epoch_start(epoch)
-        loader = self.epoch_loader(epoch)
+        loader, sampler = self.epoch_loader(epoch)
         mean, std, device = self.cfg.data.mean, self.cfg.data.std, self.device
         total = torch.zeros((), device=device)
         sums: Dict[str, Any] = {}
@@ -263,6 +290,8 @@ class Trainer:
             info = StepInfo((epoch - 1) * len(loader) + i, epoch, i)
             with torch.autocast(device.type, enabled=amp):
                 loss, stats = self.regularizer.loss(self.train_model, batch, info)
+            if self.world_size > 1:  # DDP averages over ranks: weight each by its share of the batch
+                loss = loss * (len(batch) * self.world_size / sampler.global_sizes[i])
             self.optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -277,13 +306,16 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + (value.detach() if torch.is_tensor(value) else value)
             steps += 1
         self.scheduler.step()
+        total = all_reduce_sum(total, self.dist) / self.world_size
         out = {"train_loss": (total / max(steps, 1)).item()}
         out.update({k: float(v / max(steps, 1)) for k, v in sums.items()})
         return out
 
     def _end_epoch(self, epoch: int, train_stats: Dict[str, float], seconds: float) -> None:
         """Evaluate, then make the epoch durable: checkpoint, metrics line, manifest, `latest`."""
+        rng_states = gather_objects(rng_state(self.device), self.dist)  # every rank's, for exact resume
         if self.rank != 0:
+            barrier(self.dist)
             return
         mean, std, amp = self.cfg.data.mean, self.cfg.data.std, self.cfg.train.amp
         train_loss_eval, train_acc = evaluate(self.model, self._eval_loaders["train"], self.device, mean, std, amp)
@@ -291,7 +323,7 @@ class Trainer:
         row = {"epoch": epoch, **train_stats, "train_eval_loss": train_loss_eval, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc, "gap": train_acc - test_acc,
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
-        sha = atomic_torch_save(self.run.checkpoint_path(epoch), self._checkpoint_payload(epoch))
+        sha = atomic_torch_save(self.run.checkpoint_path(epoch), self._checkpoint_payload(epoch, rng_states))
         rows = [r for r in self.run.read_metrics() if r["epoch"] < epoch] + [row]
         self.run.write_metrics(rows)
         manifest = self.run.read_manifest()
@@ -300,12 +332,14 @@ class Trainer:
              "train_acc": train_acc, "test_acc": test_acc, "seconds": seconds}]
         self.run.write_manifest(manifest)
         self.run.set_latest(epoch)
+        barrier(self.dist)
 
-    def _checkpoint_payload(self, epoch: int) -> Dict[str, Any]:
+    def _checkpoint_payload(self, epoch: int, rng_states: List[Dict[str, Any]]) -> Dict[str, Any]:
         return {"schema": SCHEMA_VERSION, "epoch": epoch, "model_name": self.cfg.model.name,
                 "num_classes": self.num_classes, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "regularizer": self.regularizer.state_dict(), "rng": rng_state(self.device)}
+                "regularizer": self.regularizer.state_dict(), "rng": rng_states[0],
+                "rng_per_rank": rng_states}
 
     def _write_manifest(self, status: str, epochs: List[Dict[str, Any]]) -> None:
         if self.rank != 0:
@@ -334,7 +368,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.regularizer.load_state_dict(ckpt["regularizer"])
-        set_rng_state(ckpt["rng"], self.device)
+        per_rank = ckpt.get("rng_per_rank") or [ckpt["rng"]]
+        set_rng_state(per_rank[self.rank] if len(per_rank) == self.world_size else ckpt["rng"], self.device)
 
 
 def train(cfg: RunConfig, run_dir: Path | str, force: bool = False) -> Path:
@@ -365,5 +400,6 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None) -> Path:
     if epochs is not None:
         manifest["config"] = to_dict(cfg)
     manifest["status"] = "running"
-    run.write_manifest(manifest)
+    if trainer.rank == 0:
+        run.write_manifest(manifest)
     return trainer.fit(start_epoch=last)

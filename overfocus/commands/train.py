@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 from .common import RAW, add_config_args, add_shortcut_args, shortcut_overrides
@@ -13,6 +15,8 @@ EXAMPLES = """examples:
   overfocus train --data cub:/data/CUB_200_2011 --set data.image_size=128 \\
       --set regularizer.name=sgdrop --set regularizer.rho=0.01 --out runs/cub-sgdrop
   overfocus train --config my.yaml --set optim.lr=0.01 --out runs/x
+  overfocus train --nproc 2 --out runs/ddp          # DDP on this machine (same as torchrun below)
+  torchrun --nproc_per_node=4 -m overfocus train --device cuda --out runs/ddp4
 """
 
 
@@ -23,14 +27,41 @@ def register(sub) -> None:
     add_shortcut_args(p)
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.add_argument("--nproc", type=int, default=0,
+                   help="launch N processes with torchrun on this machine (DistributedDataParallel)")
     p.set_defaults(func=run)
+
+
+def relaunch_with_torchrun(nproc: int, command: str, argv: list) -> int:
+    """Re-run this command under `torch.distributed.run` with `nproc` local processes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "overfocus", command, *argv]
+    return subprocess.call(cmd)
+
+
+def strip_nproc(argv: list) -> list:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config
     from ..train import train
 
-    cfg = build_config(args.config, shortcut_overrides(args) + args.overrides)
+    cfg = build_config(args.config, shortcut_overrides(args) + args.overrides)  # validate before launching
+    if args.nproc > 1:
+        argv = sys.argv[sys.argv.index("train") + 1:]
+        return relaunch_with_torchrun(args.nproc, "train", strip_nproc(argv))
     out = train(cfg, Path(args.out), force=args.force)
-    print(f"run written to {out}\n  checkpoints: {out / 'checkpoints'}\n  metrics:     {out / 'metrics.jsonl'}")
+    from ..distributed import env_info
+
+    if env_info().is_main:
+        print(f"run written to {out}\n  checkpoints: {out / 'checkpoints'}\n  metrics:     {out / 'metrics.jsonl'}")
     return 0
