@@ -2,5 +2,6 @@
 from .base import Batch, collate_samples, normalize
 from .specs import DATASETS, open_dataset, parse_spec
 from . import builtin  # noqa: F401  (registers `builtin`)
+from . import coco, cub, folder, tiny_imagenet, voc, yolo  # noqa: F401  (register the file formats)
 
 __all__ = ["Batch", "collate_samples", "normalize", "DATASETS", "open_dataset", "parse_spec"]

@@ -1,0 +1,46 @@
+"""`overfocus compare RUN_A RUN_B ...`: curves, gap curves, a side-by-side video and a table of runs."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import RAW
+from .render import add_style_args, csv_list
+
+EXAMPLES = """examples:
+  overfocus compare runs/vanilla runs/sgdrop
+  overfocus compare runs/vanilla runs/dropout runs/sgdrop --labels vanilla,dropout,sgdrop --out figures/cmp
+  overfocus compare runs/a runs/b --method sgdrop --metrics area_ratio,hit --formats gif
+
+writes into --out (default: compare_<A>_vs_<B> beside the first run): metrics.png (one curve per
+run and metric), gap.png (test accuracy and gap per run), evolution.mp4/.gif (the same probe
+images under each run, epochs common to all runs), last_epoch.md and last_epoch.csv.
+The runs must share their probe images (same data and analysis probe set).
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="compare analysed runs: curves, video, last-epoch table",
+                       epilog=EXAMPLES, formatter_class=RAW)
+    p.add_argument("runs", nargs="+", help="two or more analysed run directories")
+    p.add_argument("--labels", type=csv_list, help="one name per run, comma-separated (default: folder names)")
+    p.add_argument("--out", type=Path, help="output folder (default: compare_<A>_vs_<B> beside the first run)")
+    p.add_argument("--method", help="attribution method to compare (default: first one analysed in all runs)")
+    p.add_argument("--metrics", type=csv_list, help="metrics to plot and tabulate (default: all common ones)")
+    add_style_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..render.compare import CompareOptions, compare_runs
+    from ..render.video import parse_formats
+
+    opts = CompareOptions(labels=args.labels, out=args.out, method=args.method, metrics=args.metrics, fps=args.fps,
+                          size=args.size, alpha=args.alpha, cmap=args.cmap, formats=parse_formats(args.formats),
+                          probes=args.probes)
+    result = compare_runs(args.runs, opts)
+    print(f"compared {len(args.runs)} runs over epochs {result.epochs[0]}-{result.epochs[-1]} "
+          f"({len(result.epochs)} in common); wrote:")
+    for path in result.written:
+        print(f"  {path}")
+    return 0

@@ -1,0 +1,131 @@
+"""`yolo:PATH`: YOLO txt labels (Ultralytics / Darknet / Roboflow exports).
+
+Layouts (the first found wins):
+    PATH/images/{train,val}/*.jpg + PATH/labels/{train,val}/*.txt
+    PATH/train/{images,labels}/ + PATH/valid/ (or val/, test/) with the same two folders
+    PATH/images/*.jpg + PATH/labels/*.txt  (test split: a deterministic `test_fraction`, 0.2)
+Class names come from PATH/data.yaml (`names:` as a list or an {id: name} map) or PATH/classes.txt
+(one name a line). A label line is `class cx cy w h`, normalised to [0, 1] by the image size;
+a segmentation line `class x1 y1 x2 y2 ...` counts as the box around its points.
+
+Label rule: the label is the class of the LARGEST object (box area); the boxes are every object
+of that class. Images with no label file or an empty one (YOLO's background images) are left out.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import yaml
+
+from ..errors import OverfocusError
+from .base import FileDataset, read_rgb, resize_with_boxes, to_tensor
+from .formats import (SPLIT_OPTIONS, Record, check_options, list_images, make_dataset, pick_label,
+                      require_path, split_fraction, split_records)
+from .specs import DATASETS
+
+LAYOUT = ("PATH/images/{train,val}/ + PATH/labels/{train,val}/ (or PATH/train/{images,labels}/ + "
+          "PATH/valid/{images,labels}/, or flat PATH/images/ + PATH/labels/) and PATH/data.yaml or PATH/classes.txt")
+
+
+class YoloDataset(FileDataset):
+    """FileDataset whose record boxes are fractions of the image, scaled once the image is read.
+
+    Scaling at read time avoids opening every image when the dataset is built.
+    """
+
+    def __getitem__(self, index: int) -> Optional[Dict]:
+        path, label, boxes, image_id = self.records[index]
+        try:
+            img = read_rgb(Path(path))
+        except OverfocusError:
+            if not self.skip_bad:
+                raise
+            self.bad_files.append(str(path))
+            return None
+        h, w = img.shape[:2]
+        img, boxes = resize_with_boxes(img, boxes * np.array([w, h, w, h], np.float32), self.image_size)
+        if self.augment is not None:
+            img, boxes = self.augment(img, boxes, index)
+        return {"image": to_tensor(img), "label": label, "boxes": torch.from_numpy(boxes), "image_id": image_id}
+
+
+def class_names(root: Path) -> List[str]:
+    """Names from data.yaml (`names`) or classes.txt; neither is an error naming both."""
+    if (root / "data.yaml").is_file():
+        names = (yaml.safe_load((root / "data.yaml").read_text()) or {}).get("names")
+        if isinstance(names, dict):
+            names = [names[k] for k in sorted(names, key=int)]
+        if not isinstance(names, list) or not names:
+            raise OverfocusError(f"{root / 'data.yaml'} has no `names:` list of class names")
+        return [str(n) for n in names]
+    if (root / "classes.txt").is_file():
+        return [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+    raise OverfocusError(f"missing annotation file {root / 'data.yaml'} (or {root / 'classes.txt'}) with the "
+                         f"class names: a yolo dataset is laid out as {LAYOUT}")
+
+
+def split_folders(root: Path, split: str) -> Tuple[Path, Path, bool]:
+    """(images folder, labels folder, whether the split still has to be made) for one split."""
+    names = ["train"] if split == "train" else ["val", "valid", "test"]
+    for name in names:
+        if (root / "images" / name).is_dir():
+            return root / "images" / name, root / "labels" / name, False
+        if (root / name / "images").is_dir():
+            return root / name / "images", root / name / "labels", False
+    if (root / "images").is_dir() and list_images(root / "images"):
+        return root / "images", root / "labels", True
+    raise OverfocusError(f"no {split} images found under {root}: a yolo dataset is laid out as {LAYOUT}")
+
+
+def parse_label_file(path: Path, num_classes: int) -> List[Tuple[int, Tuple[float, ...]]]:
+    """[(class, (x0, y0, x1, y1) as fractions)] of one label file; a bad line is an error."""
+    objects = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            cls, values = int(parts[0]), [float(v) for v in parts[1:]]
+        except ValueError:
+            raise OverfocusError(f"{path} line {number}: expected `class cx cy w h` numbers") from None
+        if not 0 <= cls < num_classes or len(values) < 4 or (len(values) > 4 and len(values) % 2):
+            raise OverfocusError(f"{path} line {number}: class {cls} of {num_classes} with {len(values)} "
+                                 "coordinates; expected `class cx cy w h` (or a polygon of x y pairs)")
+        objects.append((cls, _to_corners(values)))
+    return objects
+
+
+def _to_corners(values: List[float]) -> Tuple[float, ...]:
+    if len(values) == 4:
+        cx, cy, w, h = values
+        return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+    xs, ys = values[0::2], values[1::2]
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+def yolo_records(root: Path, images: Path, labels: Path, num_classes: int) -> List[Record]:
+    """One record per image with a non-empty label file; boxes stay fractions of the image."""
+    records = []
+    for img in list_images(images, recursive=True):
+        label_file = labels / img.relative_to(images).with_suffix(".txt")
+        picked = pick_label(parse_label_file(label_file, num_classes)) if label_file.is_file() else None
+        if picked is not None:
+            records.append((str(img), picked[0], picked[1], img.relative_to(root).as_posix()))
+    return records
+
+
+@DATASETS.register("yolo")
+def open_yolo(path: str, split: str, image_size: int, augment, skip_bad: bool, options: Dict):
+    """Factory for `--data yolo:PATH[?limit=N&test_fraction=0.2]` (label = largest object's class)."""
+    check_options("yolo", options, SPLIT_OPTIONS)
+    root = require_path(path, "yolo", LAYOUT)
+    classes = class_names(root)
+    images, labels, must_split = split_folders(root, split)
+    records = yolo_records(root, images, labels, len(classes))
+    if must_split:
+        records = split_records(records, split, split_fraction(options))
+    return make_dataset(records, classes, image_size, augment, skip_bad, f"{root} ({split})", options,
+                        cls=YoloDataset)

@@ -1,0 +1,258 @@
+"""Compare several analysed runs: overlaid curves, gap curves, a side-by-side video, a last-epoch table.
+
+Runs are comparable only on the same probe images: runs whose probe ids differ are refused.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import OverfocusError
+from ..rundir import atomic_write_text
+from .io import Analysis, load_analysis, method_name
+from .overlay import attribution_panel
+from .video import (Cell, FrameStyle, check_fps, check_style, compose_frame, compute_layout, fmt_num, fmt_pct,
+                    prediction_caption, write_video)
+
+
+@dataclass
+class CompareOptions:
+    """Options of `overfocus compare` (defaults = the command's defaults)."""
+
+    labels: Optional[List[str]] = None    # default: the run folder names
+    out: Optional[Path] = None            # default: RUN_A/../compare_<label>_vs_<label>
+    method: Optional[str] = None          # default: the first method analysed in every run
+    metrics: Optional[List[str]] = None   # default: every metric common to all runs
+    fps: float = 2.0
+    size: int = 640
+    alpha: float = 0.5
+    cmap: str = "inferno"
+    formats: Sequence[str] = ("mp4", "gif")
+    probes: Optional[int] = None
+
+
+@dataclass
+class CompareResult:
+    out_dir: Path
+    written: List[Path] = field(default_factory=list)
+    epochs: List[int] = field(default_factory=list)
+
+
+def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOptions] = None) -> CompareResult:
+    """Write comparison figures, video and tables of several analysed runs into one folder.
+
+    Example:
+        >>> res = compare_runs(["runs/vanilla", "runs/sgdrop"], CompareOptions(formats=["gif"]))  # doctest: +SKIP
+        >>> sorted(p.name for p in res.written)                                                  # doctest: +SKIP
+        ['evolution.gif', 'gap.png', 'last_epoch.csv', 'last_epoch.md', 'metrics.png']
+    """
+    opts = options or CompareOptions()
+    style = FrameStyle(opts.size, opts.alpha, opts.cmap)
+    check_style(style)
+    check_fps(opts.fps)
+    if len(run_dirs) < 2:
+        raise OverfocusError("compare needs at least two run directories: overfocus compare RUN_A RUN_B")
+    runs = dict(zip(run_labels(run_dirs, opts.labels), (load_analysis(r) for r in run_dirs)))
+    order = check_same_probes(runs)
+    method = common_method(runs, opts.method)
+    epochs = common_epochs(runs)
+    metrics = common_metrics(runs, method, opts.metrics)
+    out = Path(opts.out) if opts.out else Path(run_dirs[0]).parent / f"compare_{'_vs_'.join(runs)}"
+    result = CompareResult(out, epochs=epochs)
+    result.written += _plots(runs, method, metrics, out)
+    frames = compare_frames(runs, order, method, epochs, _indices(len(order[next(iter(runs))]), opts.probes), style)
+    result.written += write_video(list(frames), out / "evolution", opts.fps, opts.formats)
+    result.written += write_tables(runs, method, metrics, out)
+    return result
+
+
+def run_labels(run_dirs: Sequence[Path | str], labels: Optional[Sequence[str]]) -> List[str]:
+    """The given labels (one per run, distinct) or the run folder names."""
+    names = list(labels) if labels else [Path(r).resolve().name for r in run_dirs]
+    if len(names) != len(run_dirs):
+        raise OverfocusError(f"--labels has {len(names)} names for {len(run_dirs)} runs: give one label per run")
+    if len(set(names)) != len(names):
+        raise OverfocusError(f"run labels {', '.join(names)} are not distinct: pass --labels a,b,... to name them")
+    return names
+
+
+def check_same_probes(runs: Dict[str, Analysis]) -> Dict[str, List[int]]:
+    """Refuse runs with different probe sets; return, per run, the probe indices in the first run's order."""
+    (first, ref), order = next(iter(runs.items())), {}
+    for label, analysis in runs.items():
+        ids = analysis.probe.image_ids
+        if sorted(ids) != sorted(ref.probe.image_ids):
+            odd = sorted(set(ids) ^ set(ref.probe.image_ids))
+            raise OverfocusError(
+                f"runs {first!r} and {label!r} have different probe sets ({len(odd)} image ids differ, e.g. "
+                f"{odd[0]!r}): compare only runs analysed on the same data and probe images")
+        position = {image_id: i for i, image_id in enumerate(ids)}
+        order[label] = [position[image_id] for image_id in ref.probe.image_ids]
+    return order
+
+
+def common_method(runs: Dict[str, Analysis], method: Optional[str]) -> str:
+    shared = [m for m in next(iter(runs.values())).methods if all(m in a.methods for a in runs.values())]
+    if method is None and shared:
+        return shared[0]
+    if method not in shared:
+        raise OverfocusError(f"method {method!r} was not analysed in every run: choose from "
+                             f"{', '.join(shared) or 'nothing (re-run `overfocus analyze` with the same --methods)'}")
+    return method
+
+
+def common_epochs(runs: Dict[str, Analysis]) -> List[int]:
+    epochs = sorted(set.intersection(*(set(a.epochs) for a in runs.values())))
+    if not epochs:
+        raise OverfocusError("the runs have no analysed epoch in common: analyse the same epochs of each run")
+    return epochs
+
+
+def _metrics_of(analysis: Analysis, method: str) -> set:
+    return {r["metric"] for r in analysis.summary if r["method"] in (method, "model")}
+
+
+def common_metrics(runs: Dict[str, Analysis], method: str, requested: Optional[Sequence[str]]) -> List[str]:
+    from .plots import order_metrics
+
+    shared = set.intersection(*(_metrics_of(a, method) for a in runs.values()))
+    if requested:
+        absent = [m for m in requested if m not in shared]
+        if absent:
+            raise OverfocusError(f"metric {absent[0]!r} is not in every run's summary: choose from "
+                                 f"{', '.join(order_metrics(shared)) or 'nothing (analyse the runs first)'}")
+        return list(requested)
+    return order_metrics(shared)
+
+
+def _indices(total: int, count: Optional[int]) -> List[int]:
+    if count is not None and count < 1:
+        raise OverfocusError(f"--probes {count} must be at least 1")
+    return list(range(min(total, count or total)))
+
+
+def _plots(runs: Dict[str, Analysis], method: str, metrics: List[str], out: Path) -> List[Path]:
+    from .plots import plot_compare_gap, plot_compare_metrics
+
+    names = ", ".join(runs)
+    written = []
+    if metrics:
+        written.append(plot_compare_metrics({k: a.summary for k, a in runs.items()}, out / "metrics.png", metrics,
+                                            method, f"{names}: {method_name(method)} metrics per epoch, 95% CI"))
+    if all(a.metrics for a in runs.values()):
+        written.append(plot_compare_gap({k: a.metrics for k, a in runs.items()}, out / "gap.png",
+                                        f"{names}: accuracy and generalization gap per epoch"))
+    return written
+
+
+# --- video --------------------------------------------------------------------------------------
+
+def compare_header(runs: Dict[str, Analysis], method: str, epoch: int) -> List[str]:
+    """Title, epoch, one line per run (accuracies, gap, mean area ratio), legend."""
+    lines = [f"{method_name(method)}: {' | '.join(runs)} (left to right)", f"epoch {epoch}"]
+    for label, a in runs.items():
+        row = a.metrics_row(epoch) or {}
+        gap = row.get("gap")
+        lines.append(f"{label}: train {fmt_pct(row.get('train_acc'))}, test {fmt_pct(row.get('test_acc'))}, gap "
+                     f"{'n/a' if gap is None else f'{100 * gap:+.1f} pts'}, area ratio "
+                     f"{fmt_num(a.summary_value(epoch, method, 'area_ratio'))}")
+    return lines + ["above: true class; green box: object; below: each run's prediction (green right, red wrong)"]
+
+
+def compare_frames(runs: Dict[str, Analysis], order: Dict[str, List[int]], method: str, epochs: Sequence[int],
+                   indices: Sequence[int], style: FrameStyle):
+    """One frame per common epoch: per probe image, one panel per run."""
+    ref = next(iter(runs.values())).probe
+    layout = compute_layout(len(indices), len(runs), style.width, ref.images.shape[1] / ref.images.shape[2],
+                            header_lines=3 + len(runs))
+    for epoch in epochs:
+        loaded = {label: a.load_epoch(epoch) for label, a in runs.items()}
+        cells = [_cell(runs, order, loaded, method, i, layout.panel_w, style) for i in indices]
+        yield compose_frame(layout, cells, compare_header(runs, method, epoch), style.cmap)
+
+
+def _cell(runs, order, loaded, method: str, i: int, width: int, style: FrameStyle) -> Cell:
+    panels, captions = [], []
+    for label, a in runs.items():
+        j, maps = order[label][i], loaded[label]
+        if method not in maps.maps:
+            raise OverfocusError(f"probe maps of epoch {maps.epoch} in {a.run_dir} lack {method!r}: "
+                                 f"re-run `overfocus analyze {a.run_dir}`")
+        panels.append(attribution_panel(a.probe.images[j], maps.maps[method][j], a.probe.boxes_of(j), width,
+                                        style.alpha, style.cmap))
+        captions.append(prediction_caption(int(maps.pred[j]), float(maps.conf[j]), int(a.probe.labels[j]),
+                                           a.probe.classes))
+    first = next(iter(runs.values())).probe
+    return Cell(first.class_name(int(first.labels[order[next(iter(runs))][i]])), panels, captions)
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+def last_epoch_rows(runs: Dict[str, Analysis], method: str, metrics: Sequence[str]) -> List[Dict]:
+    """Per run: its last analysed epoch, accuracies, and each metric's mean and CI at that epoch."""
+    rows = []
+    for label, a in runs.items():
+        epoch = a.epochs[-1]
+        acc = a.metrics_row(epoch) or {}
+        row = {"label": label, "run": str(a.run_dir), "epoch": epoch, "method": method,
+               **{k: acc.get(k, math.nan) for k in ("train_acc", "test_acc", "gap")}}
+        for metric in metrics:
+            row.update(_metric_cells(a, epoch, method, metric))
+        rows.append(row)
+    return rows
+
+
+def _metric_cells(a: Analysis, epoch: int, method: str, metric: str) -> Dict[str, float]:
+    hit = [r for r in a.summary if r["epoch"] == epoch and r["metric"] == metric and r["method"] in (method, "model")]
+    hit.sort(key=lambda r: r["method"] != method)  # the method's own row before a `model` row
+    r = hit[0] if hit else {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    return {metric: r["mean"], f"{metric}_ci_low": r["ci_low"], f"{metric}_ci_high": r["ci_high"]}
+
+
+def _cell_text(value) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def tables_csv(rows: List[Dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _cell_text(v) for k, v in r.items()} for r in rows)
+    return buffer.getvalue()
+
+
+def tables_markdown(rows: List[Dict], metrics: Sequence[str]) -> str:
+    """A Markdown table: one row per run, accuracies in %, metrics as mean [95% CI]."""
+    head = ["run", "epoch", "train acc", "test acc", "gap (pts)"] + list(metrics)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["label"], str(r["epoch"]), fmt_pct(r["train_acc"]), fmt_pct(r["test_acc"]),
+                 "n/a" if not np.isfinite(r["gap"]) else f"{100 * r['gap']:+.1f}"]
+        cells += [_mean_ci(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean_ci(mean: float, lo: float, hi: float) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo == hi:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def write_tables(runs: Dict[str, Analysis], method: str, metrics: Sequence[str], out: Path) -> List[Path]:
+    rows = last_epoch_rows(runs, method, metrics)
+    md = (f"# Last analysed epoch per run ({method_name(method)})\n\nMetrics: mean [95% bootstrap CI] over the "
+          f"probe/analysis images; gap = train - test accuracy.\n\n" + tables_markdown(rows, metrics))
+    atomic_write_text(out / "last_epoch.md", md)
+    atomic_write_text(out / "last_epoch.csv", tables_csv(rows))
+    return [out / "last_epoch.md", out / "last_epoch.csv"]

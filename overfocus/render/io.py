@@ -1,0 +1,225 @@
+"""Readers of what `overfocus analyze` wrote (RUN/analysis/, see docs/rendering.md) and atomic writers.
+
+Rendering reads only files: analysis.json, summary.csv, probe/images.npz, probe/epoch_NNNN.npz and
+the run's metrics.jsonl. Nothing here runs a model.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import OverfocusError
+from ..rundir import RunDir
+
+SUMMARY_COLUMNS = ("epoch", "method", "metric", "mean", "ci_low", "ci_high", "n")
+METHOD_NAMES = {"grad_cam": "Grad-CAM", "sgdrop": "SGDrop", "saliency": "saliency",
+                "input_x_gradient": "input x gradient", "integrated_gradients": "integrated gradients",
+                "guided_grad_cam": "guided Grad-CAM", "model": "model"}
+
+
+def method_name(method: str) -> str:
+    """Display name of an attribution method ('grad_cam' -> 'Grad-CAM')."""
+    return METHOD_NAMES.get(method, method)
+
+
+@dataclass
+class ProbeSet:
+    """The fixed probe images of a run, as the model saw them (un-normalised uint8)."""
+
+    images: np.ndarray          # P x H x W x 3 uint8
+    boxes: np.ndarray           # P x K x 4 float32, padded with -1 rows
+    labels: np.ndarray          # P int64
+    image_ids: List[str]
+    classes: List[str]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def boxes_of(self, index: int) -> np.ndarray:
+        """The real boxes (N x 4) of one probe image, padding rows dropped."""
+        b = self.boxes[index].reshape(-1, 4)
+        return b[(b >= 0).all(axis=1) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])]
+
+    def class_name(self, index: int) -> str:
+        return self.classes[index] if 0 <= index < len(self.classes) else str(index)
+
+
+@dataclass
+class EpochMaps:
+    """One analysed epoch of the probe set: normalised maps per method, prediction, confidence."""
+
+    epoch: int
+    maps: Dict[str, np.ndarray]  # method -> P x H x W float32 in [0, 1]
+    pred: np.ndarray             # P int64
+    conf: np.ndarray             # P float32
+
+
+@dataclass
+class Analysis:
+    """Everything rendering needs from one run directory.
+
+    Example:
+        >>> a = load_analysis("runs/demo")          # doctest: +SKIP
+        >>> a.epochs[:3], a.methods                  # doctest: +SKIP
+        ([0, 1, 2], ['grad_cam', 'sgdrop'])
+    """
+
+    run_dir: Path
+    meta: Dict
+    probe: ProbeSet
+    epochs: List[int]
+    summary: List[Dict] = field(default_factory=list)
+    metrics: List[Dict] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.resolve().name
+
+    @property
+    def methods(self) -> List[str]:
+        return list(self.meta.get("methods", []))
+
+    def load_epoch(self, epoch: int) -> EpochMaps:
+        return read_probe_epoch(self.run_dir / "analysis" / "probe" / f"epoch_{epoch:04d}.npz", epoch)
+
+    def metrics_row(self, epoch: int) -> Optional[Dict]:
+        """The metrics.jsonl line of `epoch` (train/test accuracy, gap), or None."""
+        return next((r for r in self.metrics if r.get("epoch") == epoch), None)
+
+    def summary_value(self, epoch: int, method: str, metric: str) -> float:
+        """Mean of `metric` for `method` at `epoch` from summary.csv; NaN when absent."""
+        for r in self.summary:
+            if r["epoch"] == epoch and r["method"] == method and r["metric"] == metric:
+                return r["mean"]
+        return math.nan
+
+
+def no_analysis_error(run_dir: Path, detail: str) -> OverfocusError:
+    return OverfocusError(f"{run_dir} has no usable analysis ({detail}): run `overfocus analyze {run_dir}` first")
+
+
+def load_analysis(run_dir: Path | str) -> Analysis:
+    """Read analysis.json, the probe set, summary.csv and metrics.jsonl of a run directory.
+
+    Raises OverfocusError (telling the user to run `overfocus analyze RUN`) when the analysis is
+    missing or incomplete.
+
+    Example:
+        >>> load_analysis("runs/demo").epochs      # doctest: +SKIP
+        [0, 1, 2, 3]
+    """
+    run_dir = Path(run_dir)
+    meta = read_analysis_json(run_dir)
+    probe = read_probe_set(run_dir)
+    epochs = analysed_epochs(run_dir, meta)
+    summary_path = run_dir / "analysis" / "summary.csv"
+    summary = read_summary(summary_path) if summary_path.is_file() else []
+    return Analysis(run_dir, meta, probe, epochs, summary, RunDir(run_dir).read_metrics())
+
+
+def read_analysis_json(run_dir: Path) -> Dict:
+    path = run_dir / "analysis" / "analysis.json"
+    if not path.is_file():
+        raise no_analysis_error(run_dir, f"{path} is missing")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise no_analysis_error(run_dir, f"{path} is not valid JSON: {exc.msg}") from None
+    if meta.get("schema") != 1:
+        raise OverfocusError(f"{path} has schema {meta.get('schema')!r}, this overfocus reads schema 1: "
+                             f"re-run `overfocus analyze {run_dir}`")
+    return meta
+
+
+def analysed_epochs(run_dir: Path, meta: Dict) -> List[int]:
+    """Sorted, de-duplicated analysed epochs; each must have its probe maps file."""
+    epochs = sorted({int(e) for e in meta.get("epochs_done", [])})
+    if not epochs:
+        raise no_analysis_error(run_dir, "no epoch has been analysed yet")
+    missing = [e for e in epochs if not (run_dir / "analysis" / "probe" / f"epoch_{e:04d}.npz").is_file()]
+    if missing:
+        raise no_analysis_error(run_dir, f"probe maps of epoch {missing[0]} are missing")
+    return epochs
+
+
+def read_probe_set(run_dir: Path) -> ProbeSet:
+    path = run_dir / "analysis" / "probe" / "images.npz"
+    if not path.is_file():
+        raise no_analysis_error(run_dir, f"{path} is missing")
+    with np.load(path, allow_pickle=False) as z:
+        return ProbeSet(np.asarray(z["images"], np.uint8), np.asarray(z["boxes"], np.float32).reshape(
+            len(z["labels"]), -1, 4), np.asarray(z["labels"], np.int64), [str(s) for s in z["image_ids"]],
+            [str(s) for s in z["classes"]])
+
+
+def read_probe_epoch(path: Path, epoch: int) -> EpochMaps:
+    """Read probe/epoch_NNNN.npz: `maps_<method>` (float16 -> float32), `pred`, `conf`."""
+    if not path.is_file():
+        raise OverfocusError(f"{path} is missing: re-run `overfocus analyze` on this run")
+    with np.load(path, allow_pickle=False) as z:
+        maps = {k[len("maps_"):]: np.nan_to_num(z[k].astype(np.float32)).clip(0.0, 1.0)
+                for k in z.files if k.startswith("maps_")}
+        return EpochMaps(epoch, maps, np.asarray(z["pred"], np.int64), np.asarray(z["conf"], np.float32))
+
+
+def _num(text: str) -> float:
+    return float(text) if text not in ("", None) else math.nan
+
+
+def read_summary(path: Path) -> List[Dict]:
+    """Read summary.csv into dicts with typed values (empty cells -> NaN).
+
+    Example:
+        >>> rows = read_summary(Path("runs/demo/analysis/summary.csv"))   # doctest: +SKIP
+        >>> rows[0]["metric"], rows[0]["mean"]                             # doctest: +SKIP
+        ('area_ratio', 0.21)
+    """
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        absent = [c for c in SUMMARY_COLUMNS if c not in (reader.fieldnames or [])]
+        if absent:
+            raise OverfocusError(f"{path} lacks the columns {', '.join(absent)}: re-run `overfocus analyze`")
+        return [{"epoch": int(r["epoch"]), "method": r["method"], "metric": r["metric"], "mean": _num(r["mean"]),
+                 "ci_low": _num(r["ci_low"]), "ci_high": _num(r["ci_high"]), "n": int(float(r["n"] or 0))}
+                for r in reader]
+
+
+def select_methods(available: Sequence[str], requested: Optional[Sequence[str]], where: Path) -> List[str]:
+    """The requested methods (default: all analysed), refusing names the analysis lacks."""
+    if not requested:
+        if not available:
+            raise OverfocusError(f"the analysis of {where} has no attribution method: re-run `overfocus analyze`")
+        return list(available)
+    unknown = [m for m in requested if m not in available]
+    if unknown:
+        raise OverfocusError(f"method {unknown[0]!r} was not analysed in {where}: choose from "
+                             f"{', '.join(available)} (or re-run `overfocus analyze` with --methods)")
+    return list(requested)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary path in the target folder; on success fsync it and rename it into place.
+
+    For writers that insist on a file name of their own (ffmpeg).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,441 @@
+"""Evolution videos and filmstrips of the probe set: frame layout, frame drawing, MP4/GIF writers.
+
+A frame is a header (run, epoch, accuracies, mean area ratio, a colour bar) above a grid of
+cells; a cell is one probe image: its ground-truth class above one panel per method (or per
+run, in `overfocus compare`) and each panel's prediction below it.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import OverfocusError
+from ..rundir import atomic_write_bytes
+from .io import Analysis, EpochMaps, atomic_output, method_name
+from .overlay import (BAD, GOOD, MUTED, TEXT, Color, attribution_panel, blank, colorbar, draw_lines, draw_text,
+                      text_width, wrap_text)
+
+MIN_PANEL = 40
+TARGET_ASPECT = 4 / 3  # frames near 4:3 suit both screens and slides
+
+
+@dataclass
+class FrameStyle:
+    """How frames look: width in pixels (even), map opacity, colormap."""
+
+    width: int = 640
+    alpha: float = 0.5
+    cmap: str = "inferno"
+
+
+def check_style(style: FrameStyle) -> None:
+    """Refuse bad options before any work: odd or tiny width, opacity outside [0, 1], unknown colormap."""
+    from .overlay import colormap_lut
+
+    if style.width < 160 or style.width % 2:
+        raise OverfocusError(f"--size {style.width} must be an even number of pixels >= 160 (e.g. --size 640)")
+    if not 0.0 <= style.alpha <= 1.0:
+        raise OverfocusError(f"--alpha {style.alpha} is outside [0, 1]: use e.g. --alpha 0.5")
+    colormap_lut(style.cmap)
+
+
+@dataclass
+class Cell:
+    """One probe image in a frame: a title (ground truth), panels, one caption per panel."""
+
+    title: str
+    panels: List[np.ndarray]
+    captions: List[Tuple[str, Color]] = field(default_factory=list)
+
+
+@dataclass
+class Layout:
+    """Pixel geometry of a frame grid (computed once per video so every frame has the same size)."""
+
+    width: int
+    cols: int
+    rows: int
+    per_cell: int
+    panel_w: int
+    panel_h: int
+    header_h: int
+    font: int
+    margin: int
+    gap: int = 2
+
+    @property
+    def cell_w(self) -> int:
+        return self.per_cell * self.panel_w + (self.per_cell - 1) * self.gap
+
+    @property
+    def cell_h(self) -> int:
+        return self.panel_h + 2 * self.line_h
+
+    @property
+    def line_h(self) -> int:
+        return int(round(self.font * 1.45))
+
+    @property
+    def col_step(self) -> int:
+        return self.cell_w + 2 * self.margin
+
+    @property
+    def height(self) -> int:
+        h = self.header_h + self.rows * (self.cell_h + self.margin) + self.margin
+        return h + (h % 2)  # H.264 in yuv420p needs even dimensions
+
+    def origin(self, index: int) -> Tuple[int, int]:
+        row, col = divmod(index, self.cols)
+        left = (self.width - self.cols * self.col_step) // 2 + self.margin
+        return left + col * self.col_step, self.header_h + row * (self.cell_h + self.margin)
+
+
+def compute_layout(n_cells: int, per_cell: int, width: int, aspect: float = 1.0, header_lines: int = 3) -> Layout:
+    """Choose the number of columns whose frame is closest to 4:3 with readable panels.
+
+    Args:
+        n_cells: probe images shown.
+        per_cell: panels per image (methods side by side, or runs in a comparison).
+        width: frame width in pixels (rounded down to even).
+        aspect: probe image height / width.
+        header_lines: text lines in the header.
+
+    Example:
+        >>> lay = compute_layout(16, 1, 640)
+        >>> lay.cols, lay.width, lay.height % 2
+        (6, 640, 0)
+    """
+    width = int(width) - int(width) % 2
+    best = None
+    for cols in range(1, n_cells + 1):
+        lay = _layout_for(cols, n_cells, per_cell, width, aspect, header_lines)
+        if lay.panel_w < MIN_PANEL and best is not None:
+            break
+        score = abs(math.log(lay.width / lay.height / TARGET_ASPECT))
+        if best is None or score < best[0]:
+            best = (score, lay)
+    lay = best[1]
+    if lay.panel_w < MIN_PANEL:
+        raise OverfocusError(f"frame width {width} px is too small for {n_cells} probe images x {per_cell} panels: "
+                             f"use a larger --size (e.g. {MIN_PANEL * per_cell * 4 + 64}) or fewer --probes")
+    return lay
+
+
+def _layout_for(cols: int, n_cells: int, per_cell: int, width: int, aspect: float, header_lines: int) -> Layout:
+    margin = max(4, width // 100)
+    gap = 2
+    panel_w = (width - 2 * margin * cols - margin - cols * (per_cell - 1) * gap) // (cols * per_cell)
+    panel_w = max(panel_w, 1)
+    font = int(min(16, max(10, round(panel_w / 8))))
+    hfont = header_font(width)
+    header_h = int(round(hfont * 1.35 * header_lines)) + 2 * margin
+    return Layout(width, cols, math.ceil(n_cells / cols), per_cell, panel_w, max(1, round(panel_w * aspect)),
+                  header_h, font, margin, gap)
+
+
+def header_font(width: int) -> int:
+    return int(min(22, max(11, round(width / 48))))
+
+
+def compose_frame(layout: Layout, cells: Sequence[Cell], header: Sequence[str], cmap: str) -> np.ndarray:
+    """Draw the header and the cells into one RGB frame of `layout`'s size.
+
+    Args:
+        layout: geometry from compute_layout.
+        cells: one per probe image, each with `layout.per_cell` panels of the layout's panel size.
+        header: lines of text; the first is drawn bold (the title), the last one muted (a legend).
+        cmap: colormap of the colour bar drawn at the top right.
+
+    Example:
+        >>> lay = compute_layout(1, 1, 320, header_lines=1)
+        >>> p = np.zeros((lay.panel_h, lay.panel_w, 3), np.uint8)
+        >>> compose_frame(lay, [Cell("gt: a", [p], [("pred a 90%", GOOD)])], ["title"], "inferno").shape[1]
+        320
+    """
+    frame = blank(layout.width, layout.height)
+    text_right = _draw_colorbar(frame, layout, cmap)
+    hfont, y = header_font(layout.width), layout.margin
+    for i, line in enumerate(header):
+        size = hfont if i == 0 else max(10, hfont - 2)
+        color = MUTED if i == len(header) - 1 and i > 0 else TEXT
+        width = (text_right if i < 3 else layout.width - layout.margin) - layout.margin
+        draw_text(frame, (layout.margin, y), line, size, color, bold=i == 0, max_width=width)
+        y += int(round(size * 1.35))
+    for i, cell in enumerate(cells):
+        _draw_cell(frame, layout, layout.origin(i), cell)
+    return frame
+
+
+def _draw_colorbar(frame: np.ndarray, layout: Layout, cmap: str) -> int:
+    """Colour bar with 0 / 1 ticks at the top right; return the x where header text must stop."""
+    size = max(10, header_font(layout.width) - 3)
+    bar_w = max(80, layout.width // 5)
+    x = layout.width - layout.margin - bar_w
+    y = layout.margin
+    draw_text(frame, (x, y), "attribution (÷ own max)", size, MUTED, max_width=bar_w)
+    y += int(size * 1.4)
+    frame[y:y + size, x:x + bar_w] = colorbar(bar_w, size, cmap)
+    draw_text(frame, (x, y + size + 2), "0", size, MUTED)
+    draw_text(frame, (x + bar_w, y + size + 2), "1", size, MUTED, anchor="ra")
+    return x - layout.margin
+
+
+def _draw_cell(frame: np.ndarray, layout: Layout, origin: Tuple[int, int], cell: Cell) -> None:
+    x, y = origin
+    draw_text(frame, (x, y + 2), cell.title, layout.font, TEXT, bold=True, max_width=layout.cell_w)
+    py = y + layout.line_h
+    for j, panel in enumerate(cell.panels):
+        px = x + j * (layout.panel_w + layout.gap)
+        frame[py:py + layout.panel_h, px:px + layout.panel_w] = panel[:layout.panel_h, :layout.panel_w]
+    shared = len(set(cell.captions)) == 1  # the same prediction under every panel: write it once
+    for j, (text, color) in enumerate(cell.captions[:1] if shared else cell.captions):
+        px = x + j * (layout.panel_w + layout.gap)
+        width = layout.cell_w if shared else layout.panel_w
+        draw_text(frame, (px, py + layout.panel_h + 2), text, layout.font, color, max_width=width)
+
+
+def prediction_caption(pred: int, conf: float, label: int, classes: Sequence[str]) -> Tuple[str, Color]:
+    """'pred circle 93%', green when it is the ground truth, red otherwise."""
+    name = classes[pred] if 0 <= pred < len(classes) else str(pred)
+    return f"{name} {conf:.0%}", GOOD if int(pred) == int(label) else BAD
+
+
+def probe_cells(analysis: Analysis, maps: EpochMaps, methods: Sequence[str], indices: Sequence[int],
+                layout: Layout, style: FrameStyle) -> List[Cell]:
+    """Cells of one epoch: per probe image, one panel per method with the same prediction below."""
+    probe, cells = analysis.probe, []
+    for i in indices:
+        caption = prediction_caption(int(maps.pred[i]), float(maps.conf[i]), int(probe.labels[i]), probe.classes)
+        panels = [attribution_panel(probe.images[i], maps.maps[m][i], probe.boxes_of(i), layout.panel_w,
+                                    style.alpha, style.cmap) for m in methods]
+        cells.append(Cell(f"{probe.class_name(int(probe.labels[i]))}", panels, [caption] * len(methods)))
+    return cells
+
+
+def fmt_pct(value: Optional[float]) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def fmt_num(value: Optional[float]) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def epoch_header(analysis: Analysis, epoch: int, methods: Sequence[str]) -> List[str]:
+    """Title, accuracy line and mean area ratio line of one epoch's frame."""
+    row = analysis.metrics_row(epoch) or {}
+    gap = row.get("gap")
+    gap_txt = "n/a" if gap is None else f"{100 * gap:+.1f} pts"
+    shown = " | ".join(method_name(m) for m in methods)
+    order = " (left to right)" if len(methods) > 1 else ""
+    areas = ", ".join(f"{method_name(m)} {fmt_num(analysis.summary_value(epoch, m, 'area_ratio'))}" for m in methods)
+    return [f"{analysis.name} - {shown}{order}",
+            f"epoch {epoch}   train acc {fmt_pct(row.get('train_acc'))}   test acc {fmt_pct(row.get('test_acc'))}"
+            f"   gap {gap_txt}",
+            f"mean area ratio (pixels > 0.5 of max): {areas}", LEGEND]
+
+
+LEGEND = "above: true class; green box: object; below: prediction (green right, red wrong)"
+
+
+def evolution_frames(analysis: Analysis, methods: Sequence[str], indices: Sequence[int],
+                     style: FrameStyle) -> Iterable[np.ndarray]:
+    """One frame per analysed epoch, in epoch order."""
+    aspect = analysis.probe.images.shape[1] / analysis.probe.images.shape[2]
+    layout = compute_layout(len(indices), len(methods), style.width, aspect, header_lines=4)
+    for epoch in analysis.epochs:
+        maps = analysis.load_epoch(epoch)
+        _check_methods(maps, methods, analysis)
+        cells = probe_cells(analysis, maps, methods, indices, layout, style)
+        yield compose_frame(layout, cells, epoch_header(analysis, epoch, methods), style.cmap)
+
+
+def _check_methods(maps: EpochMaps, methods: Sequence[str], analysis: Analysis) -> None:
+    absent = [m for m in methods if m not in maps.maps]
+    if absent:
+        raise OverfocusError(f"probe maps of epoch {maps.epoch} in {analysis.run_dir} lack {absent[0]!r}: "
+                             f"re-run `overfocus analyze {analysis.run_dir}`")
+
+
+# --- writers ------------------------------------------------------------------------------------
+
+VIDEO_FORMATS = ("mp4", "gif")
+
+
+def write_video(frames: Sequence[np.ndarray], stem: Path, fps: float, formats: Sequence[str]) -> List[Path]:
+    """Write the frames as `stem`.mp4 and/or `stem`.gif; return the paths written.
+
+    Example:
+        >>> f = [np.zeros((8, 8, 3), np.uint8)] * 2
+        >>> [p.name for p in write_video(f, Path("/tmp/x"), 2, ["gif"])]    # doctest: +SKIP
+        ['x.gif']
+    """
+    check_fps(fps)
+    if not frames:
+        raise OverfocusError("no frame to write: the analysis has no epoch")
+    writers = {"mp4": write_mp4, "gif": write_gif}
+    out = []
+    for fmt in formats:
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        writers[fmt](frames, path, fps)
+        out.append(path)
+    return out
+
+
+def check_fps(fps: float) -> None:
+    if not fps > 0:
+        raise OverfocusError(f"--fps {fps} must be positive (e.g. --fps 2)")
+
+
+def parse_formats(text: str) -> List[str]:
+    formats = [f.strip().lower() for f in str(text).split(",") if f.strip()]
+    bad = [f for f in formats if f not in VIDEO_FORMATS]
+    if bad or not formats:
+        raise OverfocusError(f"unknown video format {bad[0] if bad else text!r}: use mp4, gif or mp4,gif")
+    return list(dict.fromkeys(formats))
+
+
+def write_mp4(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:
+    """H.264 MP4 (yuv420p, +faststart) through imageio-ffmpeg's bundled ffmpeg: plays in browsers."""
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        raise OverfocusError("MP4 needs ffmpeg: pip install imageio-ffmpeg, or use --formats gif") from None
+    h, w = frames[0].shape[:2]
+    if h % 2 or w % 2:
+        raise OverfocusError(f"H.264 needs even frame sizes, got {w} x {h}: use an even --size")
+    with atomic_output(path) as tmp:
+        writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                                             macro_block_size=2, quality=8, ffmpeg_log_level="error",
+                                             output_params=["-movflags", "+faststart"])
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame, dtype=np.uint8))
+        writer.close()
+    return path
+
+
+def write_gif(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:
+    """Looping GIF (adaptive palette per frame), written atomically."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)) for f in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
+                   duration=max(20, int(round(1000 / fps))), loop=0)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def write_png(image: np.ndarray, path: Path) -> Path:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+# --- filmstrip ----------------------------------------------------------------------------------
+
+def default_filmstrip_epochs(epochs: Sequence[int], count: int = 6) -> List[int]:
+    """Up to `count` analysed epochs spread evenly, always the first and the last.
+
+    Example:
+        >>> default_filmstrip_epochs(list(range(11)), 4)
+        [0, 3, 7, 10]
+    """
+    idx = np.unique(np.round(np.linspace(0, len(epochs) - 1, min(count, len(epochs)))).astype(int))
+    return [epochs[i] for i in idx]
+
+
+def check_epochs(requested: Sequence[int], analysed: Sequence[int], where: Path) -> List[int]:
+    missing = [e for e in requested if e not in analysed]
+    if missing:
+        raise OverfocusError(f"epoch {missing[0]} was not analysed in {where}: choose from "
+                             f"{', '.join(map(str, analysed))}")
+    return list(requested)
+
+
+FILM_LEGEND = "green box: true object; below: prediction (green right, red wrong)"
+
+
+@dataclass
+class _Film:
+    """Geometry of a filmstrip: a label column, then one column per epoch; one row per (image, method)."""
+
+    panel: int
+    panel_h: int
+    columns: int
+    margin: int = 10
+    gap: int = 4
+
+    @property
+    def font(self) -> int:
+        return int(min(16, max(11, self.panel // 9)))
+
+    @property
+    def line(self) -> int:
+        return int(round(self.font * 1.45))
+
+    @property
+    def label_w(self) -> int:
+        return max(self.panel, text_width("integrated gradients", self.font) + 12)
+
+    @property
+    def width(self) -> int:
+        return 2 * self.margin + self.label_w + self.columns * (self.panel + self.gap)
+
+    @property
+    def row_h(self) -> int:
+        return self.panel_h + self.line + self.gap
+
+    def column_x(self, c: int) -> int:
+        return self.margin + self.label_w + c * (self.panel + self.gap)
+
+
+def filmstrip(analysis: Analysis, methods: Sequence[str], epochs: Sequence[int], indices: Sequence[int],
+              style: FrameStyle, panel: int = 128) -> np.ndarray:
+    """A still image: one row per (probe image, method), one column per epoch.
+
+    Example:
+        >>> img = filmstrip(load_analysis("runs/demo"), ["grad_cam"], [0, 5], [0, 1], FrameStyle())  # doctest: +SKIP
+    """
+    images = analysis.probe.images
+    g = _Film(panel, int(round(panel * images.shape[1] / images.shape[2])), len(epochs))
+    text_w = g.width - 2 * g.margin
+    title = f"{analysis.name} - {', '.join(method_name(m) for m in methods)}: attribution over training"
+    lines = [(t, g.font + 2, True) for t in wrap_text(title, g.font + 2, text_w, bold=True)]
+    lines += [(t, g.font - 1, False) for t in wrap_text(FILM_LEGEND, g.font - 1, text_w)]
+    top = int(round(1.3 * sum(size for _, size, _ in lines))) + g.margin + 8
+    rows = [(i, m) for i in indices for m in methods]
+    canvas = blank(g.width, top + g.line + 4 + len(rows) * g.row_h + g.margin)
+    draw_lines(canvas, g.margin, g.margin, lines, text_w)
+    for c, epoch in enumerate(epochs):
+        draw_text(canvas, (g.column_x(c) + panel // 2, top), f"epoch {epoch}", g.font, TEXT, True, anchor="ma")
+    loaded = {e: analysis.load_epoch(e) for e in epochs}
+    for r, row in enumerate(rows):
+        _filmstrip_row(canvas, analysis, [loaded[e] for e in epochs], row, top + g.line + 4 + r * g.row_h, g, style)
+    return canvas
+
+
+def _filmstrip_row(canvas: np.ndarray, analysis: Analysis, loaded: Sequence[EpochMaps], row: Tuple[int, str],
+                   y: int, g: _Film, style: FrameStyle) -> None:
+    (i, method), probe = row, analysis.probe
+    label_lines = [(probe.image_ids[i], g.font, True), (f"gt: {probe.class_name(int(probe.labels[i]))}", g.font, False),
+                   (method_name(method), g.font, False)]
+    draw_lines(canvas, g.margin, y + 4, label_lines, g.label_w - 8)
+    for c, maps in enumerate(loaded):
+        _check_methods(maps, [method], analysis)
+        img = attribution_panel(probe.images[i], maps.maps[method][i], probe.boxes_of(i), g.panel, style.alpha,
+                                style.cmap)
+        x = g.column_x(c)
+        canvas[y:y + img.shape[0], x:x + g.panel] = img
+        text, color = prediction_caption(int(maps.pred[i]), float(maps.conf[i]), int(probe.labels[i]), probe.classes)
+        draw_text(canvas, (x, y + img.shape[0] + 2), text, g.font, color, max_width=g.panel)

@@ -1,0 +1,377 @@
+"""Every file format on tiny fixtures written here: labels, classes, splits, box scaling, errors.
+
+The common fixture image is 100 x 50 (w x h) with one object at (10, 5, 60, 45) in 0-based pixels
+with exclusive right/bottom edges; each format stores it in its own convention. Opened at
+image_size 32, the box must become (3.2, 3.2, 19.2, 28.8) exactly (x * 32/100, y * 32/50).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from overfocus.data import collate_samples, open_dataset
+from overfocus.errors import OverfocusError
+
+EXPECTED_32 = [3.2, 3.2, 19.2, 28.8]
+
+
+def write_image(path: Path, w: int = 100, h: int = 50, value: int = 120, grey: bool = False) -> Path:
+    """A small real image file (format from the suffix) with a bright rectangle in it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.full((h, w) if grey else (h, w, 3), value, np.uint8)
+    img[5:45, 10:60] = 250
+    ok, data = cv2.imencode(path.suffix.lower() if path.suffix.lower() != ".jpeg" else ".jpg", img)
+    assert ok
+    path.write_bytes(data.tobytes())
+    return path
+
+
+def boxes_of(ds, index: int = 0) -> list:
+    return ds[index]["boxes"].tolist()
+
+
+def assert_box(actual, expected=EXPECTED_32):
+    assert len(actual) == 1
+    assert actual[0] == pytest.approx(expected, abs=1e-4)
+
+
+# ----------------------------------------------------------------------------------- folder
+def make_folder_split(root: Path) -> Path:
+    for split, n in (("train", 3), ("val", 2)):
+        for cls in ("cat", "dog"):
+            for i in range(n):
+                write_image(root / split / cls / f"{cls}_{i}.png", value=40 * i)
+    return root
+
+
+def test_folder_with_train_and_val(tmp_path):
+    root = make_folder_split(tmp_path / "imgs")
+    train = open_dataset(f"folder:{root}", "train", 32)
+    test = open_dataset(f"folder:{root}", "test", 32)
+    assert train.classes == ["cat", "dog"] and test.classes == ["cat", "dog"]
+    assert (len(train), len(test)) == (6, 4)
+    assert train.has_boxes is False
+    assert [train[i]["label"] for i in range(6)] == [0, 0, 0, 1, 1, 1]
+    s = test[3]
+    assert s["image"].shape == (3, 32, 32) and tuple(s["boxes"].shape) == (0, 4)
+    assert s["image_id"] == "val/dog/dog_1.png"
+
+
+def test_folder_test_folder_and_unknown_class(tmp_path):
+    root = make_folder_split(tmp_path / "imgs")
+    (root / "val").rename(root / "test")
+    assert len(open_dataset(f"folder:{root}", "test", 32)) == 4
+    write_image(root / "test" / "bird" / "b.png")
+    with pytest.raises(OverfocusError, match="bird"):
+        open_dataset(f"folder:{root}", "test", 32)
+
+
+def test_folder_single_tree_is_split_deterministically(tmp_path):
+    for cls in ("a", "b", "c"):
+        for i in range(10):
+            write_image(tmp_path / "d" / cls / f"{i}.png", w=8, h=8)
+    train = open_dataset(f"folder:{tmp_path / 'd'}?test_fraction=0.3", "train", 16)
+    test = open_dataset(f"folder:{tmp_path / 'd'}?test_fraction=0.3", "test", 16)
+    ids_train = {r[3] for r in train.records}
+    ids_test = {r[3] for r in test.records}
+    assert len(ids_train) + len(ids_test) == 30 and not ids_train & ids_test
+    assert 0 < len(ids_test) < 30
+    again = open_dataset(f"folder:{tmp_path / 'd'}?test_fraction=0.3", "test", 16)
+    assert [r[3] for r in again.records] == [r[3] for r in test.records]
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "does not exist"),
+    (lambda p: p.mkdir(), "no class folders"),
+    (lambda p: write_image(p / "loose.png"), "no class folders"),
+    (lambda p: (p / "train" / "a").mkdir(parents=True), "no val/ or test/"),
+])
+def test_folder_errors(tmp_path, setup, message):
+    root = tmp_path / "x"
+    setup(root)
+    with pytest.raises(OverfocusError, match=message):
+        open_dataset(f"folder:{root}", "train", 32)
+
+
+def test_kind_without_path_is_an_error():
+    with pytest.raises(OverfocusError, match="needs a path"):
+        open_dataset("folder", "train", 32)
+
+
+# ---------------------------------------------------------------------------- tiny-imagenet
+def make_tiny_imagenet(root: Path, flat_val: bool = False) -> Path:
+    for wnid in ("n02", "n01"):
+        lines = []
+        for i in range(2):
+            name = f"{wnid}_{i}.JPEG"
+            write_image(root / "train" / wnid / "images" / name, grey=(i == 1))
+            lines.append(f"{name}\t10\t5\t59\t44")  # inclusive corners of (10, 5, 60, 45)
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("\n".join(lines) + "\n")
+    ann = ["val_0.JPEG\tn01\t10\t5\t59\t44", "val_1.JPEG\tn02\t0\t0\t99\t49",
+           "val_2.JPEG\tn01\t1\t1\t2\t2", "val_9.JPEG\tn07\t1\t1\t2\t2"]  # val_2: file absent
+    if flat_val:
+        for name in ("val_0.JPEG", "val_1.JPEG", "val_9.JPEG"):
+            write_image(root / "val" / "images" / name)
+        (root / "val" / "val_annotations.txt").write_text("\n".join(ann) + "\n")
+    else:
+        write_image(root / "val" / "n01" / "val_0.JPEG")
+        write_image(root / "val" / "n02" / "val_1.JPEG")
+        (root / "val_annotations.txt").write_text("\n".join(ann) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_tiny_imagenet(tmp_path, flat):
+    root = make_tiny_imagenet(tmp_path / "tin", flat_val=flat)
+    train = open_dataset(f"tiny-imagenet:{root}", "train", 32)
+    test = open_dataset(f"tiny-imagenet:{root}", "test", 32)
+    assert train.classes == ["n01", "n02"]
+    assert [r[1] for r in train.records] == [0, 0, 1, 1]
+    assert_box(boxes_of(train, 0))
+    grey = train[1]["image"]
+    assert grey.shape == (3, 32, 32) and torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+    assert len(test) == 2  # val_2 is absent, val_9's class n07 is not in train
+    assert [r[1] for r in test.records] == [0, 1]
+    assert_box(boxes_of(test, 0))
+    assert_box(boxes_of(test, 1), [0, 0, 32, 32])
+
+
+def test_tiny_imagenet_missing_annotation_files(tmp_path):
+    root = make_tiny_imagenet(tmp_path / "tin")
+    (root / "val_annotations.txt").unlink()
+    with pytest.raises(OverfocusError, match="val_annotations.txt"):
+        open_dataset(f"tiny-imagenet:{root}", "test", 32)
+    (root / "train" / "n02" / "n02_boxes.txt").unlink()
+    with pytest.raises(OverfocusError, match="n02_boxes.txt.*laid out as"):
+        open_dataset(f"tiny-imagenet:{root}", "train", 32)
+
+
+def test_tiny_imagenet_without_classes(tmp_path):
+    (tmp_path / "tin" / "train").mkdir(parents=True)
+    with pytest.raises(OverfocusError, match="no class folders"):
+        open_dataset(f"tiny-imagenet:{tmp_path / 'tin'}", "train", 32)
+
+
+# ---------------------------------------------------------------------------------------- cub
+def make_cub(root: Path) -> Path:
+    # ids 1-4 present; 5 only in the long files (as with the shared subset). Classes 3 and 7 used.
+    present = {1: (3, 1), 2: (3, 0), 3: (7, 1), 4: (7, 0)}
+    images, boxes, labels, split = [], [], [], []
+    for i in range(1, 6):
+        cls, is_train = present.get(i, (9, 1))
+        rel = f"{cls:03d}.Bird_{cls}/img_{i}.jpg"
+        if i in present:
+            write_image(root / "images" / rel)
+            images.append(f"{i} {rel}")
+        boxes.append(f"{i} 10.0 5.0 50.0 40.0")
+        labels.append(f"{i} {cls}")
+        split.append(f"{i} {is_train}")
+    for name, lines in (("images", images), ("bounding_boxes", boxes), ("image_class_labels", labels),
+                        ("train_test_split", split)):
+        (root / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    (root / "classes.txt").write_text("\n".join(f"{c} {c:03d}.Bird_{c}" for c in range(1, 11)) + "\n")
+    return root
+
+
+def test_cub(tmp_path):
+    root = make_cub(tmp_path / "parent" / "CUB_200_2011")
+    train = open_dataset(f"cub:{root}", "train", 32)
+    test = open_dataset(f"cub:{root}", "test", 32)
+    assert train.classes == ["003.Bird_3", "007.Bird_7"]
+    assert (len(train), len(test)) == (2, 2)
+    assert [r[1] for r in train.records] == [0, 1] and [r[1] for r in test.records] == [0, 1]
+    assert_box(boxes_of(train, 1))
+    assert len(open_dataset(f"cub:{tmp_path / 'parent'}", "train", 32)) == 2  # the folder above works too
+
+
+def test_cub_missing_file(tmp_path):
+    root = make_cub(tmp_path / "cub")
+    (root / "bounding_boxes.txt").unlink()
+    with pytest.raises(OverfocusError, match="bounding_boxes.txt.*laid out as"):
+        open_dataset(f"cub:{root}", "train", 32)
+
+
+# ---------------------------------------------------------------------------------------- voc
+def voc_xml(filename: str, objects) -> str:
+    objs = "".join(f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin>"
+                   f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+                   for n, b in objects)
+    return f"<annotation><filename>{filename}</filename>{objs}</annotation>"
+
+
+def make_voc(root: Path, image_sets: bool = True) -> Path:
+    big = (11, 6, 60, 45)  # 1-based inclusive VOC corners of (10, 5, 60, 45)
+    objects = {"a1": [("dog", big)], "a2": [("cat", (1, 1, 5, 5)), ("person", big), ("person", (2, 2, 4, 4))],
+               "a3": [("cat", big)], "a4": [], "a5": [("dog", (1, 1, 20, 20))]}
+    for stem, objs in objects.items():
+        write_image(root / "JPEGImages" / f"{stem}.jpg")
+        (root / "Annotations").mkdir(parents=True, exist_ok=True)
+        (root / "Annotations" / f"{stem}.xml").write_text(voc_xml(f"{stem}.jpg", objs))
+    if image_sets:
+        (root / "ImageSets" / "Main").mkdir(parents=True)
+        (root / "ImageSets" / "Main" / "train.txt").write_text("a1\na2\na4\n")
+        (root / "ImageSets" / "Main" / "val.txt").write_text("a3\na5\n")
+    return root
+
+
+def test_voc_with_image_sets(tmp_path):
+    root = make_voc(tmp_path / "VOCdevkit" / "VOC2012")
+    train = open_dataset(f"voc:{root}", "train", 32)
+    test = open_dataset(f"voc:{tmp_path}", "test", 32)  # the single VOC folder below is found
+    assert train.classes == ["cat", "dog", "person"] and test.classes == train.classes
+    assert [r[3] for r in train.records] == ["a1", "a2"]  # a4 has no object: left out
+    assert [r[1] for r in train.records] == [1, 2]
+    assert_box(boxes_of(train, 0))
+    person = boxes_of(train, 1)  # largest object is a person: both person boxes, not the cat
+    assert len(person) == 2 and person[0] == pytest.approx(EXPECTED_32, abs=1e-4)
+    assert [r[3] for r in test.records] == ["a3", "a5"] and [r[1] for r in test.records] == [0, 1]
+
+
+def test_voc_test_list_and_deterministic_split(tmp_path):
+    root = make_voc(tmp_path / "voc")
+    (root / "ImageSets" / "Main" / "test.txt").write_text("a5\n")
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text("a1\na2\na3\n")
+    assert [r[3] for r in open_dataset(f"voc:{root}", "train", 32).records] == ["a1", "a2", "a3"]
+    assert [r[3] for r in open_dataset(f"voc:{root}", "test", 32).records] == ["a5"]
+    plain = make_voc(tmp_path / "plain", image_sets=False)
+    ids = [{r[3] for r in open_dataset(f"voc:{plain}?test_fraction=0.5", s, 32).records} for s in ("train", "test")]
+    assert ids[0] | ids[1] == {"a1", "a2", "a3", "a5"} and not ids[0] & ids[1]
+
+
+def test_voc_missing_annotations(tmp_path):
+    (tmp_path / "voc" / "JPEGImages").mkdir(parents=True)
+    with pytest.raises(OverfocusError, match="Annotations.*laid out as"):
+        open_dataset(f"voc:{tmp_path / 'voc'}", "train", 32)
+
+
+# --------------------------------------------------------------------------------------- coco
+def coco_json(images, anns) -> dict:
+    cats = [{"id": 5, "name": "zebra"}, {"id": 2, "name": "bus"}, {"id": 9, "name": "kite"}]
+    return {"images": [{"id": i, "file_name": f, "width": 100, "height": 50} for i, f in images],
+            "annotations": [{"id": k, "image_id": i, "category_id": c, "bbox": b, "iscrowd": crowd}
+                            for k, (i, c, b, crowd) in enumerate(anns)],
+            "categories": cats}
+
+
+def make_coco(root: Path) -> Path:
+    (root / "annotations").mkdir(parents=True)
+    train_imgs, val_imgs = [(1, "t1.jpg"), (2, "t2.jpg"), (3, "t3.jpg")], [(7, "v7.jpg")]
+    train_anns = [(1, 5, [10, 5, 50, 40], 0),
+                  (2, 2, [0, 0, 5, 5], 0), (2, 9, [10, 5, 50, 40], 0), (2, 9, [0, 0, 2, 2], 0),
+                  (3, 2, [0, 0, 90, 45], 1)]  # image 3: crowd only -> left out
+    for folder, imgs in (("train2017", train_imgs), ("val2017", val_imgs)):
+        for _, name in imgs:
+            write_image(root / folder / name)
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(coco_json(train_imgs, train_anns)))
+    (root / "annotations" / "instances_val2017.json").write_text(
+        json.dumps(coco_json(val_imgs, [(7, 2, [10, 5, 50, 40], 0)])))
+    return root
+
+
+def test_coco(tmp_path):
+    root = make_coco(tmp_path / "coco")
+    train = open_dataset(f"coco:{root}", "train", 32)
+    test = open_dataset(f"coco:{root}", "test", 32)
+    assert train.classes == ["bus", "zebra", "kite"]  # category-id order 2, 5, 9
+    assert [r[1] for r in train.records] == [1, 2] and len(train) == 2
+    assert_box(boxes_of(train, 0))
+    kites = boxes_of(train, 1)
+    assert len(kites) == 2 and kites[0] == pytest.approx(EXPECTED_32, abs=1e-4)
+    assert [r[1] for r in test.records] == [0] and test.records[0][3] == "val2017/v7.jpg"
+    assert_box(boxes_of(test, 0))
+
+
+def test_coco_single_file_and_missing_file(tmp_path):
+    root = make_coco(tmp_path / "coco")
+    (root / "annotations" / "instances_val2017.json").unlink()
+    ids = [[r[3] for r in open_dataset(f"coco:{root}?test_fraction=0.3", s, 32).records] for s in ("train", "test")]
+    assert ids == [["train2017/t1.jpg"], ["train2017/t2.jpg"]]  # crc32 of the ids: 0.45 and 0.21
+    (root / "annotations" / "instances_train2017.json").unlink()
+    with pytest.raises(OverfocusError, match="instances_train2017.json.*laid out as"):
+        open_dataset(f"coco:{root}", "train", 32)
+
+
+# --------------------------------------------------------------------------------------- yolo
+def make_yolo(root: Path, flat: bool = False) -> Path:
+    labels = {"p1": "1 0.35 0.5 0.5 0.8\n", "p2": "0 0.1 0.1 0.02 0.02\n2 0.35 0.5 0.5 0.8\n2 0.05 0.05 0.1 0.1\n",
+              "p3": "", "p4": "2 0.1 0.1 0.6 0.2 0.6 0.9\n"}  # p3 background; p4 a polygon
+    for stem, text in labels.items():
+        split = "" if flat else ("val" if stem == "p4" else "train")
+        write_image(root / "images" / split / f"{stem}.png")
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split / f"{stem}.txt").write_text(text)
+    (root / "data.yaml").write_text("names:\n  0: ant\n  1: bee\n  2: cow\n")
+    return root
+
+
+def test_yolo(tmp_path):
+    root = make_yolo(tmp_path / "y")
+    train = open_dataset(f"yolo:{root}", "train", 32)
+    test = open_dataset(f"yolo:{root}", "test", 32)
+    assert train.classes == ["ant", "bee", "cow"]
+    assert [r[3] for r in train.records] == ["images/train/p1.png", "images/train/p2.png"]
+    assert [r[1] for r in train.records] == [1, 2]
+    assert_box(boxes_of(train, 0))
+    cows = boxes_of(train, 1)
+    assert len(cows) == 2 and cows[0] == pytest.approx(EXPECTED_32, abs=1e-4)
+    assert test.records[0][1] == 2
+    assert_box(boxes_of(test, 0), [0.1 * 32, 0.1 * 32, 0.6 * 32, 0.9 * 32])  # polygon spans x 0.1-0.6, y 0.1-0.9
+
+
+def test_yolo_flat_layout_and_classes_txt(tmp_path):
+    root = make_yolo(tmp_path / "y", flat=True)
+    (root / "data.yaml").unlink()
+    (root / "classes.txt").write_text("ant\nbee\ncow\n")
+    sizes = [len(open_dataset(f"yolo:{root}?test_fraction=0.5", s, 32)) for s in ("train", "test")]
+    assert sum(sizes) == 3
+
+
+def test_yolo_errors(tmp_path):
+    root = make_yolo(tmp_path / "y")
+    (root / "labels" / "train" / "p1.txt").write_text("7 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(OverfocusError, match="p1.txt line 1"):
+        open_dataset(f"yolo:{root}", "train", 32)
+    (root / "data.yaml").unlink()
+    with pytest.raises(OverfocusError, match="data.yaml.*classes.txt"):
+        open_dataset(f"yolo:{root}", "train", 32)
+
+
+# ------------------------------------------------------------------------- options, bad files
+@pytest.mark.parametrize("kind", ["folder", "tiny-imagenet", "cub", "voc", "coco", "yolo"])
+def test_unknown_option_is_an_error(tmp_path, kind):
+    with pytest.raises(OverfocusError, match="unknown .*option.*colour"):
+        open_dataset(f"{kind}:{tmp_path}?colour=red", "train", 32)
+
+
+def test_limit_keeps_a_deterministic_mix_of_classes(tmp_path):
+    for cls in ("a", "b"):
+        for i in range(20):
+            write_image(tmp_path / "d" / "train" / cls / f"{i}.png", w=8, h=8)
+            write_image(tmp_path / "d" / "val" / cls / f"{i}.png", w=8, h=8)
+    ds = open_dataset(f"folder:{tmp_path / 'd'}?limit=10", "train", 16)
+    again = open_dataset(f"folder:{tmp_path / 'd'}?limit=10", "train", 16)
+    assert len(ds) == 10 and [r[3] for r in ds.records] == [r[3] for r in again.records]
+    assert {r[1] for r in ds.records} == {0, 1}
+    with pytest.raises(OverfocusError, match="limit"):
+        open_dataset(f"folder:{tmp_path / 'd'}?limit=-1", "train", 16)
+
+
+def test_truncated_jpeg_is_named_or_skipped_and_counted(tmp_path):
+    root = make_folder_split(tmp_path / "imgs")
+    bad = root / "train" / "cat" / "cat_1.jpg"
+    write_image(bad, w=64, h=64)
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    ds = open_dataset(f"folder:{root}", "train", 32)
+    index = [r[0] for r in ds.records].index(str(bad))
+    with pytest.raises(OverfocusError, match="cat_1.jpg"):
+        ds[index]
+    lenient = open_dataset(f"folder:{root}", "train", 32, skip_bad=True)
+    samples = [lenient[i] for i in range(len(lenient))]
+    assert samples[index] is None and sum(s is None for s in samples) == 1
+    assert lenient.bad_files == [str(bad)]
+    assert len(collate_samples(samples)) == len(samples) - 1
