@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from .errors import OverfocusError
 
-COMMANDS = ["train", "resume", "demo", "list"]
+COMMANDS = ["train", "resume", "demo", "list", "data", "analyze", "audit", "render", "compare", "tensorboard"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """The built-in default dataset: generated shapes with exact boxes, no download, no licence.
 
 How an image is made (deterministic from (seed, split, index)):
-1. Background clutter: a smooth random colour gradient plus pixel noise, and 6-12 random thin
+1. Background clutter: a smooth random colour gradient plus pixel noise, and 3-6 random thin
    lines and small rectangles in random colours (so the object is not the only edge).
 2. One object of class y: a filled shape whose FORM is the class (circle, square, triangle,
    cross, star, ring, diamond, hexagon, ...). Its colour, size (25-55% of the image side),
@@ -93,7 +93,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     ramp = (np.cos(angle) * t + np.sin(angle) * t.transpose(1, 0, 2)) / 2 + 0.5
     img = c0 * (1 - ramp) + c1 * ramp + rng.normal(0, 12, (size, size, 3))
     img = np.clip(img, 0, 255).astype(np.uint8)
-    for _ in range(int(rng.integers(6, 13))):
+    for _ in range(int(rng.integers(3, 7))):
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         p0 = tuple(int(v) for v in rng.integers(0, size, 2))
         if rng.random() < 0.5:
@@ -114,7 +114,7 @@ def _draw_object(img: np.ndarray, rng: np.random.Generator, label: int) -> list:
     cx, cy = rng.uniform(side / 2 + 1, size - side / 2 - 1, 2)
     mask = np.zeros((size, size), np.uint8)
     _shape_mask(mask, SHAPES[label], cx, cy, side / 2, rng.uniform(0, math.pi / 6))
-    colour = rng.integers(0, 256, 3).astype(np.float64)
+    colour = _contrasting_colour(rng, img[mask > 0].mean(0) if mask.any() else img.mean((0, 1)))
     paint = np.broadcast_to(colour, img.shape).copy()
     texture = int(rng.integers(3))
     if texture == 1:  # stripes
@@ -129,6 +129,16 @@ def _draw_object(img: np.ndarray, rng: np.random.Generator, label: int) -> list:
     img[on] = paint[on].astype(np.uint8)
     ys, xs = np.nonzero(on)
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    """A random colour at least 100 (Euclidean, 0-255 RGB) away from the background under the object,
+    so that the shape, not a faint outline, is what there is to see."""
+    for _ in range(20):
+        colour = rng.integers(0, 256, 3).astype(np.float64)
+        if np.linalg.norm(colour - background) >= 100:
+            return colour
+    return 255.0 - background
 
 
 def _shape_mask(mask: np.ndarray, shape: str, cx: float, cy: float, r: float, rot: float) -> None:

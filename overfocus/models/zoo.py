@@ -27,7 +27,8 @@ def _scaled(channels: int, width: float) -> int:
     return max(8, int(round(channels * width)))
 
 
-def _vgg_features(cfg: Sequence[Union[int, str]], width: float, keep_pools: int) -> nn.Sequential:
+def _vgg_features(cfg: Sequence[Union[int, str]], width: float, keep_pools: int,
+                  batch_norm: bool = False) -> nn.Sequential:
     """VGG conv stack; pools beyond the first `keep_pools` are dropped (small-input variant)."""
     layers: List[nn.Module] = []
     in_ch, pools = 3, 0
@@ -38,7 +39,9 @@ def _vgg_features(cfg: Sequence[Union[int, str]], width: float, keep_pools: int)
                 layers.append(nn.MaxPool2d(2, 2))
             continue
         out = _scaled(int(item), width)
-        layers += [nn.Conv2d(in_ch, out, 3, padding=1), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(in_ch, out, 3, padding=1)]
+        layers += [nn.BatchNorm2d(out)] if batch_norm else []
+        layers += [nn.ReLU(inplace=True)]
         in_ch = out
     return nn.Sequential(*layers)
 
@@ -49,7 +52,9 @@ class VGG(nn.Module):
     def __init__(self, cfg, num_classes: int, width: float = 1.0, small_input: bool = False):
         super().__init__()
         total_pools = sum(1 for c in cfg if c == "M")
-        self.features = _vgg_features(cfg, width, 3 if small_input else total_pools)
+        # The small-input variant adds BatchNorm (as torchvision's vgg*_bn): without it a narrow VGG
+        # trained from scratch on a few thousand images stays at chance for many epochs.
+        self.features = _vgg_features(cfg, width, 3 if small_input else total_pools, batch_norm=small_input)
         channels = _scaled(512, width)
         pool = 2 if small_input else 7
         hidden = _scaled(4096, width) if not small_input else _scaled(1024, width)
@@ -57,18 +62,20 @@ class VGG(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(channels * pool * pool, hidden), nn.ReLU(True), nn.Dropout(0.5),
             nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(0.5), nn.Linear(hidden, num_classes))
-        _init_vgg(self)
+        _init_vgg(self, small_input)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def _init_vgg(model: nn.Module) -> None:
+def _init_vgg(model: nn.Module, small_input: bool) -> None:
+    """torchvision's VGG init; the small variant keeps PyTorch's default Linear init, whose larger
+    logits at the start let a narrow model leave chance level within the first epoch."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
+        elif isinstance(m, nn.Linear) and not small_input:
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
 
@@ -78,7 +85,7 @@ for _name in VGG_CFGS:
         return VGG(_cfg, num_classes, width, small_input)
 
     register_model(_name, "features", description=f"{_name.upper()} (torchvision layout); "
-                   "small_input keeps 3 pools")(_factory)
+                   "small_input: 3 pools + BatchNorm")(_factory)
 
 
 class _ScaledResNet(tvm.ResNet):

@@ -1,0 +1,8 @@
+"""Attribution maps following the conventions of specs/METRICS.md (docs/conventions.md)."""
+from .api import attribute, normalize_maps
+from .context import attribution_mode
+from .layer import LayerGradients, grad_cam_raw, layer_cams, layer_gradients, sgdrop_raw, upsample
+from .methods import ATTRIBUTIONS, AttributionRequest
+
+__all__ = ["attribute", "normalize_maps", "attribution_mode", "ATTRIBUTIONS", "AttributionRequest",
+           "LayerGradients", "layer_gradients", "layer_cams", "grad_cam_raw", "sgdrop_raw", "upsample"]

@@ -1,0 +1,100 @@
+"""Layer activations and gradients from ONE forward and ONE backward, and the maps made of them.
+
+Captum's layer utility (`compute_layer_gradients_and_eval`) hooks the layer, runs the model,
+and differentiates the selected PRE-SOFTMAX logits with respect to the layer output. Its hook
+hands a clone of the output to the rest of the network, so a following in-place ReLU (VGG's
+`features.N` conv layers feed `ReLU(inplace=True)`) cannot overwrite the activation we keep.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import OverfocusError
+from ..models import get_module
+from .context import attribution_mode
+
+
+@dataclass
+class LayerGradients:
+    """Activation z (B x C x h x w), d(target logit)/dz (same shape) and the logits (B x K)."""
+
+    activations: torch.Tensor
+    gradients: torch.Tensor
+    logits: torch.Tensor
+
+
+def checked_forward(model: nn.Module, targets: torch.Tensor, store: dict) -> Callable:
+    """A forward function that keeps the logits and rejects targets outside the label space."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        if logits.dim() != 2:
+            raise OverfocusError(f"the model returns shape {tuple(logits.shape)}; attribution needs B x classes logits")
+        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= logits.shape[1]):
+            raise OverfocusError(f"target classes {targets.tolist()[:8]} fall outside the model's {logits.shape[1]} "
+                                 "classes: use predicted targets for data with other labels")
+        store.setdefault("logits", logits.detach())
+        return logits
+
+    return forward
+
+
+def layer_gradients(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: str) -> LayerGradients:
+    """Activation and gradient of the target logit at `layer`, in one forward and one backward.
+
+    Example:
+        >>> from overfocus.models import build_model
+        >>> m = build_model("cifarnet", 3, width=0.125)
+        >>> g = layer_gradients(m, torch.randn(2, 3, 32, 32), torch.tensor([0, 2]), "block3")
+        >>> g.activations.shape == g.gradients.shape, g.logits.shape
+        (True, torch.Size([2, 3]))
+    """
+    from captum._utils.gradient import compute_layer_gradients_and_eval
+
+    module = get_module(model, layer)
+    store: dict = {}
+    with attribution_mode(model):
+        grads, acts = compute_layer_gradients_and_eval(checked_forward(model, targets, store), module, images,
+                                                       target_ind=targets)
+    if not isinstance(acts, tuple) or len(acts) != 1 or acts[0].dim() != 4:
+        shape = tuple(acts[0].shape) if isinstance(acts, tuple) and acts else "a tuple"
+        raise OverfocusError(f"layer {layer!r} outputs {shape}; Grad-CAM needs a B x C x H x W feature map: "
+                             "pass a convolutional layer or block")
+    return LayerGradients(acts[0].detach(), grads[0].detach(), store["logits"])
+
+
+def grad_cam_raw(grads: LayerGradients) -> torch.Tensor:
+    """Grad-CAM at layer resolution: relu(sum_c mean_hw(dy/dz)_c * z_c), B x h x w."""
+    weights = grads.gradients.mean(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * grads.activations).sum(dim=1))
+
+
+def sgdrop_raw(grads: LayerGradients) -> torch.Tensor:
+    """The SGDrop attribution summed over channels: sum_c relu(dy/dz * z), B x h x w."""
+    return torch.relu(grads.gradients * grads.activations).sum(dim=1)
+
+
+def upsample(maps: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear (align_corners=False) upsampling of B x h x w maps to `size` = (H, W)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def layer_cams(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: str) -> dict:
+    """Raw (layer-resolution) Grad-CAM and SGDrop maps from one pass; used by oracle tests.
+
+    Example:
+        >>> from overfocus.models import build_model
+        >>> m = build_model("cifarnet", 3, width=0.125)
+        >>> cams = layer_cams(m, torch.randn(1, 3, 32, 32), torch.tensor([1]), "block3")
+        >>> sorted(cams), cams["grad_cam"].shape
+        (['grad_cam', 'sgdrop'], torch.Size([1, 4, 4]))
+    """
+    grads = layer_gradients(model, images, targets, layer)
+    return {"grad_cam": grad_cam_raw(grads), "sgdrop": sgdrop_raw(grads)}

@@ -1,0 +1,111 @@
+"""`overfocus audit`: one checkpoint -> report.json + self-contained report.html + exit code."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Tuple
+
+from .common import RAW
+
+EXAMPLES = """examples:
+  overfocus audit runs/shapes                                   # a run's last checkpoint, with its history
+  overfocus audit runs/shapes/checkpoints/epoch_0005.pt --limit 200
+  overfocus audit resnet18.pt --model resnet18 --num-classes 10 --data tiny-imagenet:DATA \\
+      --image-size 64 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+  overfocus audit model.pt --arch torchvision.models:resnet18 --layer layer4 --data folder:PHOTOS
+  overfocus audit runs/shapes --fail-under accuracy=0.8 --fail-under energy_pg=0.5 --json   # CI gate
+
+exit codes: 0 every gate passed, 1 a gate failed (named on stderr), 2 bad input
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("audit", help="audit a checkpoint: attention findings, HTML report, CI gates",
+                       epilog=EXAMPLES, formatter_class=RAW)
+    p.add_argument("checkpoint", help="checkpoint file (.pt: run checkpoint, state_dict, TorchScript, pickled "
+                   "module) or a run directory")
+    p.add_argument("--data", help="dataset spec (default for a run: the run's data); the test split is audited")
+    add_model_args(p)
+    add_preprocessing_args(p)
+    p.add_argument("--out", help="output folder (default RUN/audit, or <checkpoint dir>/audit-<stem>)")
+    p.add_argument("--fail-under", action="append", default=[], metavar="METRIC=VALUE",
+                   help="gate, repeatable: exit 1 when METRIC < VALUE (e.g. accuracy=0.8, energy_pg=0.5, "
+                   "sgdrop.area_ratio=0.05)")
+    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a finding threshold (see docs/audit.md), e.g. area_problem=0.02")
+    p.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
+    p.add_argument("--limit", type=int, default=500, help="audit at most N test images, evenly spaced (0 = all; "
+                   "default 500)")
+    p.add_argument("--human", metavar="DIR", help="folder of human importance maps named <image_id>.npy/.png")
+    p.add_argument("--target", dest="target_class", choices=["gt", "predicted"], default="gt",
+                   help="class to explain: ground truth (default) or the predicted class")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.set_defaults(func=run)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="registered model name for a plain state_dict (see `overfocus list models`)")
+    p.add_argument("--arch", metavar="MODULE:FACTORY", help="import path of a model factory, e.g. "
+                   "torchvision.models:resnet18 (called with num_classes= when given)")
+    p.add_argument("--layer", help="layer for the attention maps (default: the model's declared layer)")
+    p.add_argument("--num-classes", type=int, help="number of outputs (default: read from the weights)")
+    p.add_argument("--width", type=float, help="width multiplier of a registered model (default 1)")
+    p.add_argument("--small-input", action="store_true", help="the registered model's small-input variant")
+    p.add_argument("--trust-pickle", action="store_true", help="allow files with pickled Python objects "
+                   "(full nn.Modules): only for files from a source you trust")
+
+
+def add_preprocessing_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-size", type=int, help="input size in pixels (default: the run's, else 64)")
+    p.add_argument("--mean", help="normalisation mean, three comma-separated values (default: ImageNet's)")
+    p.add_argument("--std", help="normalisation std, three comma-separated values (default: ImageNet's)")
+
+
+def triple(text: Optional[str], flag: str) -> Optional[Tuple[float, float, float]]:
+    from ..errors import OverfocusError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise OverfocusError(f"{flag} {text!r} needs three comma-separated numbers, e.g. {flag} 0.5,0.5,0.5")
+    return values
+
+
+def options(args: argparse.Namespace):
+    from ..audit import AuditOptions, parse_pairs
+    from ..errors import OverfocusError
+    from ..loading import ModelOptions
+
+    if args.limit < 0 or args.batch_size < 1:
+        raise OverfocusError("--limit must be 0 (all) or more and --batch-size at least 1")
+    model = ModelOptions(args.model, args.arch, args.layer, args.num_classes,
+                         args.width if args.width is not None else 1.0, args.small_input, args.trust_pickle)
+    return AuditOptions(args.checkpoint, args.data, model, args.image_size, triple(args.mean, "--mean"),
+                        triple(args.std, "--std"), args.limit, args.batch_size, args.human,
+                        dict(parse_pairs(args.threshold, "--threshold")), parse_pairs(args.fail_under, "--fail-under"),
+                        target_class=args.target_class, device=args.device)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..audit import audit, check_options, default_out, summary_lines, write_outputs
+
+    opts = options(args)
+    check_options(opts)  # bad gates and thresholds fail before any work
+    result = audit(opts)
+    json_path, html_path = write_outputs(result, Path(args.out) if args.out else default_out(args.checkpoint))
+    if args.json:
+        print(json.dumps(result.report, indent=2))
+    else:
+        print("\n".join(summary_lines(result.report)))
+        print(f"report: {html_path}\n        {json_path}")
+    failed = [g for g in result.report["gates"] if not g["passed"]]
+    for g in failed:
+        print(f"overfocus audit: gate failed: {g['metric']} = {g['value']:.4g} < {g['min']:g}", file=sys.stderr)
+    return 1 if failed else 0

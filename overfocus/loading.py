@@ -1,0 +1,284 @@
+"""Safe loading of models from files of unknown origin (for `overfocus audit`).
+
+Accepted files:
+- a checkpoint of an overfocus run (`{"schema", "model_name", "num_classes", "model": state_dict}`);
+- a plain state_dict (torchvision style), also wrapped as `{"state_dict": ...}` or `{"model": ...}`,
+  loaded into a registered model (`--model`) or a factory (`--arch package.module:Factory`);
+- a TorchScript archive (`torch.jit.save`), recognised by the `code/` folder inside its zip;
+- a pickled `nn.Module` (`torch.save(model)`), only when the user passes `trust_pickle=True`,
+  since unpickling can run arbitrary code.
+
+Everything except TorchScript and trusted pickles goes through `overfocus.rundir.load_checkpoint`
+(`torch.load(weights_only=True)`). TorchScript modules do not support forward hooks, so attribution
+needs an eager copy: pass `--model`/`--arch` and the archive's weights are loaded into it.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from .errors import OverfocusError
+from .rundir import load_checkpoint, sha256_file
+
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel and torch.compile wrappers
+
+
+@dataclass
+class ModelOptions:
+    """How to turn a file into a model (the audit's --model/--arch/... options)."""
+
+    model: Optional[str] = None
+    arch: Optional[str] = None
+    layer: Optional[str] = None
+    num_classes: Optional[int] = None
+    width: float = 1.0
+    small_input: bool = False
+    trust_pickle: bool = False
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation and what is known about where it came from."""
+
+    model: nn.Module
+    kind: str  # run-checkpoint | state-dict | torchscript | pickled-module
+    path: Path
+    sha256: str
+    description: str
+    num_classes: Optional[int] = None
+    layer: Optional[str] = None  # attribution layer; None = pick automatically
+    latent_layer: Optional[str] = None
+    hookable: bool = True  # False for TorchScript: no hooks, hence no attribution or coverage
+    epoch: Optional[int] = None
+    notes: List[str] = field(default_factory=list)
+
+
+def load_model(path: Path | str, opts: ModelOptions) -> LoadedModel:
+    """Load a model from any accepted file; bad files raise a one-line OverfocusError.
+
+    Example:
+        >>> lm = load_model("resnet18.pt", ModelOptions(model="resnet18", num_classes=3))  # doctest: +SKIP
+        >>> lm.kind, lm.layer                                                             # doctest: +SKIP
+        ('state-dict', 'layer4')
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OverfocusError(f"checkpoint {path} does not exist: check the path")
+    sha = sha256_file(path)
+    if is_torchscript(path):
+        return _from_torchscript(path, sha, opts)
+    payload = load_checkpoint(path, trust_pickle=opts.trust_pickle)
+    if isinstance(payload, nn.Module):
+        return _from_module(payload, path, sha, opts)
+    state = extract_state_dict(payload, path)
+    if isinstance(state, nn.Module):  # {"model": module} saved by a trusted pickle
+        return _from_module(state, path, sha, opts)
+    return _from_state_dict(state, payload, path, sha, opts)
+
+
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip with a `<name>/code/` folder; torch.save zips have none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def extract_state_dict(payload: Any, path: Path) -> Any:
+    """The state_dict inside a payload (itself, or under a wrapper key), prefixes stripped."""
+    if isinstance(payload, dict) and payload and all(torch.is_tensor(v) for v in payload.values()):
+        return strip_prefixes(payload)
+    if isinstance(payload, dict):
+        for key in WRAPPER_KEYS:
+            if isinstance(payload.get(key), (dict, nn.Module)):
+                return extract_state_dict(payload[key], path) if isinstance(payload[key], dict) else payload[key]
+        keys = sorted(map(str, payload))[:8]
+        raise OverfocusError(f"checkpoint {path} holds a dict without weights (keys {keys}): expected a "
+                             "state_dict or a dict with 'state_dict' or 'model'")
+    raise OverfocusError(f"checkpoint {path} holds a {type(payload).__name__}, not model weights: expected a "
+                         "state_dict, a TorchScript file or (with --trust-pickle) a pickled nn.Module")
+
+
+def strip_prefixes(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Drop a `module.` / `_orig_mod.` prefix shared by every key (DDP, torch.compile)."""
+    for prefix in PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def infer_num_classes(state: Dict[str, torch.Tensor]) -> Optional[int]:
+    """Output size of the last linear layer: the last 2-D `.weight` in the state_dict."""
+    last = [v for k, v in state.items() if k.endswith("weight") and torch.is_tensor(v) and v.dim() == 2]
+    return int(last[-1].shape[0]) if last else None
+
+
+def check_and_load(model: nn.Module, state: Dict[str, torch.Tensor], target: str) -> None:
+    """load_state_dict(strict) with a one-line message naming the first mismatches and counts."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        detail = _mismatch_text(missing, unexpected, shapes, own, state)
+        raise OverfocusError(f"the weights do not fit {target}: {detail}; check --model/--arch, --width, "
+                             "--small-input and --num-classes")
+    model.load_state_dict(state, strict=True)
+
+
+def _mismatch_text(missing, unexpected, shapes, own, state) -> str:
+    parts = [f"{len(missing)} missing keys" + (f" (first: {missing[0]})" if missing else ""),
+             f"{len(unexpected)} unexpected keys" + (f" (first: {unexpected[0]})" if unexpected else "")]
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} shape mismatches (first: {k} is {_shape(state[k])} in the file, "
+                     f"{_shape(own[k])} in the model)")
+    return ", ".join(parts)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "scalar"
+
+
+# ---- building the target model ----------------------------------------------------------------------
+def build_target(opts: ModelOptions, num_classes: int) -> Tuple[nn.Module, str, Optional[str], Optional[str]]:
+    """(model, description, gradcam layer, latent layer) from --model or --arch."""
+    if opts.model and opts.arch:
+        raise OverfocusError("pass either --model or --arch, not both")
+    if opts.model:
+        from .models import MODELS, build_model
+
+        entry = MODELS.get(opts.model)
+        model = build_model(opts.model, num_classes, opts.width, opts.small_input)
+        desc = (f"{opts.model} (width {opts.width:g}, {'small input, ' if opts.small_input else ''}"
+                f"{num_classes} classes)")
+        return model, desc, entry.gradcam_layer, entry.latent_layer
+    if opts.arch:
+        return build_arch(opts.arch, num_classes), f"{opts.arch} ({num_classes} classes)", None, None
+    raise OverfocusError("this file holds only weights: name the architecture with --model NAME "
+                         "(see `overfocus list models`) or --arch package.module:Factory")
+
+
+def build_arch(spec: str, num_classes: Optional[int]) -> nn.Module:
+    """Call `package.module:Factory` (with num_classes= when it accepts it)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise OverfocusError(f"--arch {spec!r} needs the form package.module:Factory, "
+                             "e.g. --arch torchvision.models:resnet18")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise OverfocusError(f"--arch {spec!r} cannot be imported ({exc}): check the module path") from None
+    kwargs = {"num_classes": num_classes} if num_classes and _accepts(factory, "num_classes") else {}
+    try:
+        model = factory(**kwargs)
+    except TypeError as exc:
+        raise OverfocusError(f"--arch {spec!r} could not be called with {kwargs or 'no arguments'} ({exc})") from None
+    if not isinstance(model, nn.Module):
+        raise OverfocusError(f"--arch {spec!r} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+# ---- the four kinds of file ---------------------------------------------------------------------------
+def _from_state_dict(state, payload, path: Path, sha: str, opts: ModelOptions) -> LoadedModel:
+    run_ckpt = isinstance(payload, dict) and "schema" in payload and "model_name" in payload
+    if run_ckpt and not opts.model and not opts.arch:
+        opts = _with(opts, model=str(payload["model_name"]))
+    num_classes = opts.num_classes or (int(payload["num_classes"]) if run_ckpt else None) or infer_num_classes(state)
+    if not num_classes:
+        raise OverfocusError(f"cannot tell the number of classes of {path}: pass --num-classes N")
+    model, desc, layer, latent = build_target(opts, num_classes)
+    check_and_load(model, state, desc)
+    epoch = int(payload["epoch"]) if run_ckpt and "epoch" in payload else None
+    return LoadedModel(model, "run-checkpoint" if run_ckpt else "state-dict", path, sha, desc, num_classes,
+                       opts.layer or layer, opts.layer or latent, epoch=epoch)
+
+
+def _from_module(module: nn.Module, path: Path, sha: str, opts: ModelOptions) -> LoadedModel:
+    desc = f"pickled {type(module).__name__}"
+    return LoadedModel(module, "pickled-module", path, sha, desc, opts.num_classes, opts.layer, opts.layer)
+
+
+def _from_torchscript(path: Path, sha: str, opts: ModelOptions) -> LoadedModel:
+    try:
+        with warnings.catch_warnings():  # torch.jit.* deprecation warnings are not the user's business
+            warnings.simplefilter("ignore")
+            script = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError and friends for damaged archives
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise OverfocusError(f"TorchScript file {path} cannot be loaded ({reason})") from None
+    if not (opts.model or opts.arch):
+        note = ("TorchScript modules support no hooks, so attention maps and coverage were skipped: pass "
+                "--model or --arch to load its weights into an eager copy")
+        return LoadedModel(script, "torchscript", path, sha, f"TorchScript {script.original_name}",
+                           opts.num_classes, None, None, hookable=False, notes=[note])
+    state = strip_prefixes(dict(script.state_dict()))
+    num_classes = opts.num_classes or infer_num_classes(state)
+    model, desc, layer, latent = build_target(opts, num_classes or 0)
+    check_and_load(model, state, desc)
+    return LoadedModel(model, "torchscript", path, sha, f"{desc}, weights from TorchScript", num_classes,
+                       opts.layer or layer, opts.layer or latent)
+
+
+def _with(opts: ModelOptions, **changes: Any) -> ModelOptions:
+    from dataclasses import replace
+
+    return replace(opts, **changes)
+
+
+SKIP_LAYER_TYPES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.Identity, nn.Flatten,
+                    nn.Dropout, nn.Dropout2d)
+
+
+@torch.no_grad()
+def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
+    """The last module to finish with a 4-D output of more than 1 x 1 pixels (the conv trunk's end).
+
+    Forward hooks fire when a module finishes, so a container (`layer4`, `features`) comes after
+    its children: the last hit is the largest block that ends the convolutional part.
+
+    Example:
+        >>> m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> auto_layer(m, torch.zeros(1, 3, 8, 8))
+        '1'
+    """
+    order: List[Tuple[str, bool]] = []
+    hooks = [m.register_forward_hook(_recorder(order, name)) for name, m in model.named_modules()
+             if name and not isinstance(m, SKIP_LAYER_TYPES)]
+    was_training = model.training
+    try:
+        model.eval()
+        model(images[:1])
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    spatial = [name for name, big in order if big]
+    if not spatial:
+        raise OverfocusError("found no convolutional layer with a spatial output: pass --layer NAME")
+    return spatial[-1]
+
+
+def _recorder(order: List[Tuple[str, bool]], name: str):
+    def hook(_module, _inputs, output):
+        if torch.is_tensor(output) and output.dim() == 4:
+            order.append((name, output.shape[2] * output.shape[3] > 1))
+    return hook

@@ -1,0 +1,268 @@
+"""`overfocus analyze`: the files of contract C, incremental calls, skipped checkpoints, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from overfocus.analysis_io import (RECORD_COLUMNS, SUMMARY_COLUMNS, read_probe, read_records, read_summary,
+                                   records_path)
+from overfocus.analyze import IMAGE_METRICS, analyze, parse_epochs
+from overfocus.errors import OverfocusError
+from overfocus.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+N_TEST = 24  # test images of the `tiny_run` fixture
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    """A private copy of the shared run (the fixture run is read by other tests)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("analysis"))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny_run, tmp_path_factory):
+    """A copy of the tiny run analysed once with the defaults, and the result of that call."""
+    run = _copy_run(tiny_run, tmp_path_factory.mktemp("analysed") / "run")
+    return run, analyze(run, device="cpu", show_progress=False)
+
+
+def _map_metrics(meta):
+    return [m for m in meta["metrics"] if m not in IMAGE_METRICS and not m.startswith("coverage")]
+
+
+def test_files_follow_contract_c(analysed):
+    run, result = analysed
+    folder = run / "analysis"
+    meta = json.loads((folder / "analysis.json").read_text())
+    for key in ("schema", "methods", "metrics", "layer", "target", "data_spec", "probe_ids", "epochs_done",
+                "skipped", "classes"):
+        assert key in meta, key
+    assert meta["methods"] == ["grad_cam", "sgdrop"] and meta["target"] == "gt"
+    assert meta["epochs_done"] == [0, 1, 2] and meta["skipped"] == [] and result.computed == [0, 1, 2]
+    assert meta["layer"] == "block3" and meta["classes"] == ["circle", "square", "triangle"]
+    assert {"area_ratio", "box_iou", "hit", "pointing_game", "energy_pg"} <= set(meta["metrics"])
+    assert sorted(p.name for p in (folder / "records").iterdir()) == [f"epoch_000{e}.csv" for e in range(3)]
+    header = (folder / "records" / "epoch_0001.csv").read_text().splitlines()[0]
+    assert header == ",".join(RECORD_COLUMNS)
+    assert (folder / "summary.csv").read_text().splitlines()[0] == ",".join(SUMMARY_COLUMNS)
+
+
+def test_one_row_per_image_method_and_metric(analysed):
+    run, _ = analysed
+    meta = json.loads((run / "analysis" / "analysis.json").read_text())
+    rows = read_records(run, epochs=[1])
+    per_image = [r for r in rows if r["method"] != "model"]
+    assert len(per_image) == N_TEST * len(meta["methods"]) * len(_map_metrics(meta))
+    keys = {(r["method"], r["image_id"], r["metric"]) for r in per_image}
+    assert len(keys) == len(per_image)  # no duplicates
+    model_rows = [r for r in rows if r["method"] == "model" and r["image_id"] != "__all__"]
+    assert len(model_rows) == N_TEST * 4  # correct, confidence, coverage_global, coverage_latent
+    assert {r["epoch"] for r in rows} == {1}
+    assert all(0.0 <= r["value"] <= 1.0 for r in rows if r["metric"] in ("area_ratio", "hit", "confidence"))
+
+
+def test_records_agree_with_the_accuracy_of_training(analysed):
+    run, _ = analysed
+    test_acc = {r["epoch"]: r["test_acc"] for r in RunDir(run).read_metrics()}
+    for epoch in (0, 2):
+        correct = [r["value"] for r in read_records(run, epochs=[epoch]) if r["metric"] == "correct"]
+        assert len(correct) == N_TEST
+        assert abs(np.mean(correct) - test_acc[epoch]) < 1e-9
+
+
+def test_summary_is_the_mean_of_the_records_with_a_bootstrap_interval(analysed):
+    run, result = analysed
+    summary = read_summary(run)
+    assert summary == list(result)
+    records = read_records(run)
+    for row in summary:
+        assert row["ci_low"] <= row["mean"] + 1e-12 and row["mean"] <= row["ci_high"] + 1e-12, row
+        if row["metric"].endswith(("_cumulative", "_per_class")):
+            continue
+        values = [r["value"] for r in records if (r["epoch"], r["method"], r["metric"]) ==
+                  (row["epoch"], row["method"], row["metric"]) and not math.isnan(r["value"])]
+        assert row["n"] == len(values)
+        assert abs(row["mean"] - np.mean(values)) < 1e-6
+    metrics = {(r["method"], r["metric"]) for r in summary}
+    assert ("model", "coverage_global_cumulative") in metrics and ("model", "coverage_latent_cumulative") in metrics
+    assert ("grad_cam", "pointing_game_per_class") in metrics and ("sgdrop", "pointing_game_per_class") in metrics
+    hit = [r for r in summary if r["metric"] == "area_ratio"]
+    assert any(r["ci_low"] < r["ci_high"] for r in hit)  # a real interval, not the mean repeated
+
+
+def test_probe_maps_are_float16_with_the_same_images_every_epoch(analysed):
+    run, _ = analysed
+    probe_ids = RunDir(run).read_manifest()["probe_ids"]
+    probe = read_probe(run)
+    assert probe["images"].dtype == np.uint8 and probe["images"].shape == (16, 32, 32, 3)
+    assert list(probe["image_ids"]) == probe_ids
+    assert probe["boxes"].dtype == np.float32 and probe["boxes"].shape[0] == 16 and probe["boxes"].shape[2] == 4
+    assert probe["labels"].dtype == np.int64 and list(probe["classes"]) == ["circle", "square", "triangle"]
+    for epoch in range(3):
+        p = read_probe(run, epoch=epoch)
+        own = np.load(run / "analysis" / "probe" / f"epoch_000{epoch}.npz")
+        assert list(own["image_ids"]) == probe_ids and int(p["epoch"]) == epoch
+        for method in ("grad_cam", "sgdrop"):
+            maps = p[f"maps_{method}"]
+            assert maps.dtype == np.float16 and maps.shape == (16, 32, 32)
+            assert maps.min() >= 0 and maps.max() <= 1
+        assert p["pred"].dtype == np.int64 and p["conf"].dtype == np.float32 and p["conf"].shape == (16,)
+
+
+def test_probe_maps_match_the_records(analysed):
+    """The probe images are test images: their stored maps give back the recorded area ratio."""
+    run, _ = analysed
+    p = read_probe(run, epoch=2)
+    area = {r["image_id"]: r["value"] for r in read_records(run, epochs=[2])
+            if r["method"] == "grad_cam" and r["metric"] == "area_ratio"}
+    conf = {r["image_id"]: r["value"] for r in read_records(run, epochs=[2]) if r["metric"] == "confidence"}
+    diffs = []
+    for i, image_id in enumerate(p["image_ids"]):
+        diffs.append(abs(float((p["maps_grad_cam"][i].astype(np.float32) > 0.5).mean()) - area[image_id]))
+        assert abs(float(p["conf"][i]) - conf[image_id]) < 1e-5
+    # float16 rounding moves a few pixels that sit right at the threshold, no more
+    assert max(diffs) <= 0.01 and np.mean(diffs) <= 2 / (32 * 32)
+
+
+def test_a_second_call_does_no_work(analysed):
+    run, _ = analysed
+    folder = run / "analysis"
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    again = analyze(run, device="cpu", show_progress=False)
+    assert again.computed == [] and again.epochs_done == [0, 1, 2]
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != "analysis.json"} == \
+        {p: t for p, t in before.items() if p.name != "analysis.json"}
+    assert list(again) == read_summary(run)
+
+
+def test_a_different_configuration_is_refused_until_forced(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    analyze(run, epochs="2", metrics=["area_ratio"], device="cpu", show_progress=False, limit=8)
+    with pytest.raises(OverfocusError, match="--force"):
+        analyze(run, epochs="2", metrics=["hit"], device="cpu", show_progress=False, limit=8)
+    res = analyze(run, epochs="2", metrics=["hit"], device="cpu", show_progress=False, limit=8, force=True)
+    assert res.computed == [2]
+    assert {r["metric"] for r in read_records(run)} == {"hit", "correct", "confidence"}
+
+
+def test_corrupt_checkpoint_is_skipped_then_filled_in(tiny_run, tmp_path, capsys):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    ckpt = RunDir(run).checkpoint_path(1)
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated, as after a full disk
+    res = analyze(run, metrics=["area_ratio"], device="cpu", show_progress=False)
+    assert res.computed == [0, 2] and [s["epoch"] for s in res.skipped] == [1]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "epoch 1" in err[0] and "corrupt" in err[0]
+    meta = json.loads((run / "analysis" / "analysis.json").read_text())
+    assert meta["epochs_done"] == [0, 2] and meta["skipped"][0]["epoch"] == 1
+    assert not records_path(run / "analysis", 1).exists()
+    shutil.copy(RunDir(tiny_run).checkpoint_path(1), ckpt)  # the checkpoint is repaired
+    res = analyze(run, metrics=["area_ratio"], device="cpu", show_progress=False)
+    assert res.computed == [1] and res.skipped == []
+    meta = json.loads((run / "analysis" / "analysis.json").read_text())
+    assert meta["epochs_done"] == [0, 1, 2] and meta["skipped"] == []
+    assert sorted({r["epoch"] for r in read_summary(run)}) == [0, 1, 2]
+
+
+def test_predicted_target_and_epoch_ranges(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    res = analyze(run, epochs="0:2:2", methods=["grad_cam"], metrics=["area_ratio", "coverage"], target="predicted",
+                  limit=8, device="cpu", show_progress=False, out=tmp_path / "pred")
+    assert res.computed == [0, 2]
+    meta = json.loads((tmp_path / "pred" / "analysis.json").read_text())
+    assert meta["target"] == "predicted" and meta["coverage_forward"] == "separate" and meta["limit"] == 8
+    rows = read_records(run, out=tmp_path / "pred")
+    assert len([r for r in rows if r["metric"] == "coverage_latent"]) == 2 * 8
+    assert not (run / "analysis").exists()
+
+
+def test_parse_epochs():
+    assert parse_epochs(None, [0, 1, 2]) == ([0, 1, 2], [])
+    assert parse_epochs("all", [0, 1, 2]) == ([0, 1, 2], [])
+    assert parse_epochs("0:50:5", range(21)) == ([0, 5, 10, 15, 20], [])
+    assert parse_epochs("3,5,7", range(6)) == ([3, 5], [7])
+    assert parse_epochs([2, 1], range(3)) == ([1, 2], [])
+    with pytest.raises(OverfocusError, match="START:STOP"):
+        parse_epochs("1:x", range(3))
+    with pytest.raises(OverfocusError):
+        parse_epochs("one", range(3))
+
+
+def _heatmap_folder(root: Path) -> Path:
+    """Six photos (PNG) with a bright square and a human heatmap on that square (`heatmaps:` layout)."""
+    import cv2
+
+    (root / "images").mkdir(parents=True)
+    (root / "heatmaps").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        img = (rng.random((40, 40, 3)) * 80).astype(np.uint8)
+        heat = np.zeros((40, 40), np.uint8)
+        img[8:24, 4 * i:4 * i + 14] = 255
+        heat[8:24, 4 * i:4 * i + 14] = 255
+        cv2.imwrite(str(root / "images" / f"s{i}.png"), img)
+        cv2.imwrite(str(root / "heatmaps" / f"s{i}.png"), heat)
+    return root
+
+
+def test_human_maps_give_harmonization(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    spec = f"heatmaps:{_heatmap_folder(tmp_path / 'human')}"
+    res = analyze(run, epochs="2", methods=["grad_cam"], metrics=["area_ratio"], human=spec, limit=4,
+                  device="cpu", show_progress=False)
+    rows = [r for r in read_records(run) if r["metric"] == "harmonization"]
+    assert len(rows) == 6 and all(r["image_id"].startswith("human:") and r["label"] == -1 for r in rows)
+    assert all(math.isnan(r["value"]) or -1 <= r["value"] <= 1 for r in rows)
+    assert any(r["metric"] == "harmonization" for r in res)
+    assert json.loads((run / "analysis" / "analysis.json").read_text())["human"] == spec
+    with pytest.raises(OverfocusError, match="--human"):
+        analyze(run, epochs="2", metrics=["harmonization"], device="cpu", show_progress=False, out=tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_osie_fixations_on_a_run(tiny_run, tmp_path):
+    from tests.conftest import shared_data
+
+    osie = shared_data("osie-150")
+    run = _copy_run(tiny_run, tmp_path / "run")
+    analyze(run, epochs="2", methods=["grad_cam", "sgdrop"], metrics=["area_ratio"], human=f"osie:{osie}",
+            limit=4, device="cpu", show_progress=False)
+    rows = [r for r in read_records(run) if r["metric"] == "harmonization"]
+    assert len(rows) == 2 * 150 and rows[0]["image_id"].startswith("human:osie/")
+    assert sum(not math.isnan(r["value"]) for r in rows) > 100
+
+
+def test_python_api_is_lazy_and_callable():
+    code = ("import sys, overfocus; assert 'torch' not in sys.modules; "
+            "import overfocus.analyze as m; assert callable(overfocus.analyze) and m is overfocus.analyze; "
+            "assert callable(m.parse_epochs) and callable(overfocus.analyze.read_records); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    import overfocus
+
+    assert callable(overfocus.analyze)
+
+
+def test_cli_analyzes_a_run(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    ok = subprocess.run([sys.executable, "-m", "overfocus", "analyze", str(run), "--epochs", "2", "--limit", "8",
+                         "--device", "cpu", "--methods", "grad_cam"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert (run / "analysis" / "records" / "epoch_0002.csv").is_file() and "summary" in ok.stdout
+
+
+def test_cli_exit_2_with_one_line_on_a_non_run_folder(tmp_path, capsys):
+    from overfocus.cli import main
+
+    assert main(["analyze", str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run.json" in err[0] and err[0].startswith("overfocus analyze: error:")

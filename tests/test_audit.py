@@ -1,0 +1,376 @@
+"""`overfocus audit`: accepted inputs, bad inputs (exit 2, one line), gates (exit 0 / 1), findings, report."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from overfocus.audit import (THRESHOLDS, default_out, make_findings, parse_pairs, pct,
+                             resolve_source)
+from overfocus.cli import main
+from overfocus.errors import OverfocusError
+from overfocus.loading import ModelOptions, auto_layer, check_and_load, extract_state_dict, load_model
+from overfocus.models import build_model
+from overfocus.rundir import RunDir
+
+DATA = "builtin?classes=3&train=8&test=12"
+SMALL = ["--data", DATA, "--image-size", "32", "--limit", "12"]
+CIFAR = ["--model", "cifarnet", "--width", "0.125", "--small-input", "--num-classes", "3"]
+
+
+def cli(capsys, *args):
+    code = main(["audit", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code: int, err: str) -> str:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def cifar_state(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sd") / "cifarnet.pt"
+    torch.save(build_model("cifarnet", 3, 0.125, True).state_dict(), path)
+    return path
+
+
+# ---- a run directory: gates -------------------------------------------------------------------------------
+def test_run_directory_passing_gate_writes_both_reports(tiny_run, tmp_path, capsys):
+    code, out, err = cli(capsys, tiny_run, "--out", tmp_path, "--fail-under", "accuracy=0.0",
+                         "--fail-under", "sgdrop.area_ratio=0")
+    assert code == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    latest = RunDir(tiny_run).checkpoint_path(RunDir(tiny_run).latest_epoch())
+    assert report["inputs"]["sha256"] == hashlib.sha256(latest.read_bytes()).hexdigest()
+    assert report["inputs"]["kind"] == "run-checkpoint" and report["inputs"]["epoch"] == 2
+    assert report["preprocessing"] == {"image_size": 32, "mean": [0.485, 0.456, 0.406],
+                                       "std": [0.229, 0.224, 0.225], "source": "run.json", "assumed": []}
+    assert report["inputs"]["images"] == 24 and report["inputs"]["layer"] == "block3"
+    assert {"torch", "python", "overfocus"} <= set(report["versions"])
+    assert [g["passed"] for g in report["gates"]] == [True, True] and report["passed"] is True
+    for key in ("accuracy", "coverage_global", "coverage_latent", "grad_cam.area_ratio", "grad_cam.energy_pg",
+                "grad_cam.hit_ratio", "grad_cam.pointing_game", "sgdrop.area_ratio"):
+        assert report["metrics"][key]["value"] is not None, key
+    assert all(f["level"] in ("ok", "warning", "problem") and f["message"] for f in report["findings"])
+    assert any(f["id"] == "gap" for f in report["findings"])  # history of the run is used
+    html = (tmp_path / "report.html").read_text()
+    assert "Run history" in html and "report.html" in out
+
+
+def test_failing_gate_exits_1_and_names_it(tiny_run, tmp_path, capsys):
+    code, out, err = cli(capsys, tiny_run, "--out", tmp_path, "--fail-under", "accuracy=1.01",
+                         "--fail-under", "area_ratio=0")
+    assert code == 1
+    assert "gate failed: accuracy" in err and "area_ratio" not in err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [g["passed"] for g in report["gates"]] == [False, True] and report["passed"] is False
+
+
+def test_accuracy_matches_an_independent_evaluation(tiny_run, tmp_path, capsys):
+    from overfocus.data import normalize, open_dataset
+    from overfocus.rundir import load_checkpoint
+
+    code, out, _ = cli(capsys, tiny_run, "--out", tmp_path, "--json")
+    report = json.loads(out)
+    model = build_model("cifarnet", 3, 0.125, True)
+    model.load_state_dict(load_checkpoint(RunDir(tiny_run).checkpoint_path(2))["model"])
+    ds = open_dataset("builtin?classes=3&train=48&test=24", "test", 32)
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    y = torch.tensor([ds[i]["label"] for i in range(len(ds))])
+    with torch.no_grad():
+        acc = (model.eval()(normalize(x, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))).argmax(1) == y).float().mean()
+    assert code == 0 and report["metrics"]["accuracy"]["value"] == pytest.approx(float(acc))
+
+
+def test_json_flag_prints_the_report(tiny_run, tmp_path, capsys):
+    code, out, _ = cli(capsys, tiny_run, "--out", tmp_path, "--json", "--limit", "6")
+    assert code == 0
+    assert json.loads(out)["inputs"]["images"] == 6
+
+
+def test_checkpoint_inside_a_run_uses_the_run(tiny_run):
+    ckpt = RunDir(tiny_run).checkpoint_path(1)
+    source = resolve_source(ckpt)
+    assert source.run is not None and source.run.root.resolve() == tiny_run.resolve()
+    assert default_out(tiny_run) == tiny_run / "audit"
+    assert default_out(ckpt) == ckpt.parent / "audit-epoch_0001"
+
+
+def test_run_audit_defaults_to_run_audit_folder(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("audit*"))
+    code, _, err = cli(capsys, run, "--limit", "4")
+    assert code == 0, err
+    assert (run / "audit" / "report.json").is_file() and (run / "audit" / "report.html").is_file()
+
+
+# ---- gates and thresholds given wrongly ------------------------------------------------------------------
+def test_unknown_gate_metric_is_bad_input(tiny_run, tmp_path, capsys):
+    code, _, err = cli(capsys, tiny_run, "--out", tmp_path, "--fail-under", "acuracy=0.5")
+    assert "unknown metric 'acuracy'" in one_line_error(code, err)
+    assert not (tmp_path / "report.json").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("gate", ["accuracy", "accuracy=high", "=0.5"])
+def test_malformed_gate_is_bad_input(tiny_run, tmp_path, capsys, gate):
+    code, _, err = cli(capsys, tiny_run, "--out", tmp_path, "--fail-under", gate)
+    assert "name=number" in one_line_error(code, err)
+
+
+def test_unknown_threshold_is_bad_input(tiny_run, tmp_path, capsys):
+    code, _, err = cli(capsys, tiny_run, "--out", tmp_path, "--threshold", "area_tiny=0.1")
+    assert "unknown name 'area_tiny'" in one_line_error(code, err)
+
+
+def test_gate_on_a_metric_the_input_cannot_give_is_bad_input(tiny_run, tmp_path, capsys):
+    code, _, err = cli(capsys, tiny_run, "--out", tmp_path, "--fail-under", "harmonization=0.1")
+    assert "not computed" in one_line_error(code, err)
+
+
+def test_threshold_override_changes_the_finding(tiny_run, tmp_path, capsys):
+    cli(capsys, tiny_run, "--out", tmp_path, "--limit", "6", "--threshold", "area_problem=1.01")
+    report = json.loads((tmp_path / "report.json").read_text())
+    area = next(f for f in report["findings"] if f["id"] == "area_ratio")
+    assert area["level"] == "problem" and report["thresholds"]["area_problem"] == 1.01
+
+
+# ---- bad inputs: exit 2, one line, no traceback -----------------------------------------------------------
+def test_truncated_checkpoint(tiny_run, tmp_path, capsys):
+    data = RunDir(tiny_run).checkpoint_path(2).read_bytes()
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    code, _, err = cli(capsys, bad, *SMALL, *CIFAR, "--out", tmp_path / "o")
+    assert "corrupt" in one_line_error(code, err) and str(bad) in err
+
+
+def test_state_dict_of_another_architecture(cifar_state, tmp_path, capsys):
+    code, _, err = cli(capsys, cifar_state, *SMALL, "--model", "resnet18", "--num-classes", "3", "--out", tmp_path)
+    line = one_line_error(code, err)
+    assert "missing keys (first: conv1.weight)" in line and "unexpected keys (first: block1.0.weight)" in line
+    assert "--model" in line
+
+
+def test_shape_mismatch_is_named(cifar_state, tmp_path, capsys):
+    code, _, err = cli(capsys, cifar_state, *SMALL, "--model", "cifarnet", "--width", "0.25", "--small-input",
+                       "--out", tmp_path)
+    assert "shape mismatches (first: block1.0.weight is 12x3x5x5 in the file, 24x3x5x5" in one_line_error(code, err)
+
+
+def test_pickled_module_needs_trust_pickle(tmp_path, capsys):
+    path = tmp_path / "full.pt"
+    torch.save(build_model("cifarnet", 3, 0.125, True), path)
+    code, _, err = cli(capsys, path, *SMALL, "--out", tmp_path / "a")
+    assert "pickled" in one_line_error(code, err) and "--trust-pickle" in err
+    code, _, err = cli(capsys, path, *SMALL, "--out", tmp_path / "b", "--trust-pickle")
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert code == 0 and report["inputs"]["kind"] == "pickled-module"
+    assert report["inputs"]["layer"] == "block3"  # picked automatically: the end of the conv trunk
+
+
+def test_data_without_images(cifar_state, tmp_path, capsys):
+    (tmp_path / "EMPTY").mkdir()
+    code, _, err = cli(capsys, cifar_state, "--data", f"folder:{tmp_path / 'EMPTY'}", *CIFAR, "--out", tmp_path / "o")
+    assert "no class folders with images" in one_line_error(code, err)
+    code, _, err = cli(capsys, cifar_state, "--data", "builtin?classes=3&test=0", *CIFAR, "--out", tmp_path / "o")
+    assert "no test images" in one_line_error(code, err)
+
+
+def test_weights_only_file_without_model_is_bad_input(cifar_state, tmp_path, capsys):
+    code, _, err = cli(capsys, cifar_state, *SMALL, "--out", tmp_path)
+    assert "--model NAME" in one_line_error(code, err)
+
+
+def test_labels_outside_the_model_outputs(cifar_state, tmp_path, capsys):
+    code, _, err = cli(capsys, cifar_state, "--data", "builtin?classes=6&test=12", "--image-size", "32", *CIFAR,
+                       "--out", tmp_path)
+    assert "--target predicted" in one_line_error(code, err)
+    code, _, err = cli(capsys, cifar_state, "--data", "builtin?classes=6&test=12", "--image-size", "32", *CIFAR,
+                       "--out", tmp_path, "--target", "predicted")
+    assert code == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert any("3 outputs but the data has 6 classes" in f["message"] for f in report["findings"])
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch: ~10 s on a loaded 2-core machine
+def test_missing_file_and_real_cli_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "overfocus", "audit", str(tmp_path / "nope.pt"), "--data", DATA],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "does not exist" in proc.stderr
+
+
+# ---- accepted external inputs ----------------------------------------------------------------------------
+def test_plain_state_dict_of_a_registered_model(tmp_path, capsys):
+    path = tmp_path / "resnet18_small.pt"
+    torch.save(build_model("resnet18", 10, 0.125, True).state_dict(), path)
+    code, _, err = cli(capsys, path, "--model", "resnet18", "--width", "0.125", "--small-input", "--num-classes",
+                       "10", "--data", "builtin?classes=10&test=8", "--image-size", "32", "--out", tmp_path / "o")
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["inputs"]["kind"] == "state-dict" and report["inputs"]["layer"] == "layer4"
+    assert report["inputs"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert report["preprocessing"]["source"] == "options"
+    assert report["preprocessing"]["assumed"] == ["mean", "std"]
+    assert any("pass --mean and --std" in f["message"] for f in report["findings"])
+    assert report["metrics"]["grad_cam.area_ratio"]["n"] == 8
+
+
+def test_real_torchvision_state_dict(tmp_path, capsys):
+    import torchvision
+
+    path = tmp_path / "tv_resnet18.pt"
+    torch.save({"state_dict": torchvision.models.resnet18(num_classes=3).state_dict(), "epoch": 7}, path)
+    code, _, err = cli(capsys, path, "--model", "resnet18", "--num-classes", "3", "--data", DATA, "--limit", "4",
+                       "--batch-size", "4", "--out", tmp_path / "o")
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["inputs"]["model"].startswith("resnet18 (width 1") and report["inputs"]["images"] == 4
+    assert report["preprocessing"]["source"] == "assumed"
+    assert any(f["message"].startswith("preprocessing was not fully given") for f in report["findings"])
+
+
+def test_arch_factory_infers_classes_and_layer(tmp_path):
+    import torchvision
+
+    path = tmp_path / "tv.pt"
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), path)
+    loaded = load_model(path, ModelOptions(arch="torchvision.models:resnet18"))
+    assert loaded.num_classes == 3 and loaded.layer is None
+    assert auto_layer(loaded.model, torch.zeros(1, 3, 64, 64)) == "layer4"
+    with pytest.raises(OverfocusError, match="package.module:Factory"):
+        load_model(path, ModelOptions(arch="torchvision.models.resnet18"))
+
+
+def test_torchscript_with_and_without_an_eager_copy(tmp_path, capsys):
+    torch.manual_seed(0)
+    path = tmp_path / "scripted.pt"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(build_model("cifarnet", 3, 0.125, True).eval()), str(path))
+    code, _, err = cli(capsys, path, *SMALL, "--out", tmp_path / "a")
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert code == 0 and report["inputs"]["kind"] == "torchscript" and report["inputs"]["methods"] == []
+    assert report["metrics"]["accuracy"]["n"] == 12
+    assert any("TorchScript" in f["message"] and f["level"] == "warning" for f in report["findings"])
+    code, _, err = cli(capsys, path, *SMALL, *CIFAR, "--out", tmp_path / "b")
+    report_b = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert code == 0 and report_b["inputs"]["methods"] == ["grad_cam", "sgdrop"]
+    assert report_b["metrics"]["accuracy"]["value"] == report["metrics"]["accuracy"]["value"]
+
+
+def test_state_dict_helpers():
+    sd = {"module.a.weight": torch.zeros(2, 3), "module.a.bias": torch.zeros(2)}
+    assert list(extract_state_dict({"model": sd}, Path("x"))) == ["a.weight", "a.bias"]
+    with pytest.raises(OverfocusError, match="without weights"):
+        extract_state_dict({"optimizer": {}}, Path("x"))
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    with pytest.raises(OverfocusError, match=r"1 missing keys \(first: 0.bias\)"):
+        check_and_load(model, {"0.weight": torch.zeros(2, 3)}, "lin")
+
+
+def test_human_maps_give_harmonization(cifar_state, tmp_path, capsys):
+    from overfocus.data import open_dataset
+
+    human = tmp_path / "human"
+    human.mkdir()
+    ds = open_dataset(DATA, "test", 32)
+    for i in range(len(ds)):  # the object's box as the human map
+        x0, y0, x1, y1 = ds[i]["boxes"][0].int().tolist()
+        m = np.zeros((32, 32), np.float32)
+        m[y0:y1, x0:x1] = 1.0
+        np.save(human / f"{ds[i]['image_id']}.npy", m)
+    code, _, err = cli(capsys, cifar_state, *SMALL, *CIFAR, "--human", human, "--out", tmp_path / "o",
+                       "--fail-under", "harmonization=-1")
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["metrics"]["grad_cam.harmonization"]["n"] > 0
+    assert any(f["id"] == "harmonization" for f in report["findings"])
+
+
+# ---- findings and the HTML ---------------------------------------------------------------------------
+def _entry(v):
+    return {"value": v, "ci_low": None, "ci_high": None, "n": 10}
+
+
+def test_findings_sentences_and_levels():
+    t = {k: th.default for k, th in THRESHOLDS.items()}
+    metrics = {"accuracy": _entry(0.12), "grad_cam.area_ratio": _entry(0.02), "grad_cam.outside_box": _entry(0.61),
+               "grad_cam.hit_ratio": _entry(0.9), "coverage_latent": _entry(0.05)}
+    found = make_findings(metrics, t, {"method": "grad_cam", "n_classes": 10, "layer": "features"})
+    text = {f["id"]: (f["level"], f["message"]) for f in found}
+    assert text["accuracy"] == ("problem", "accuracy 12% is near chance (10%)")
+    assert text["area_ratio"] == ("problem", "Grad-CAM attention covers 2.0% of the image on average (overfocused)")
+    assert text["outside_box"][0] == "problem" and "outside the object box in 61% of images" in text["outside_box"][1]
+    assert text["hit_ratio"][0] == "ok" and text["coverage_latent"][0] == "warning"
+    assert [f["level"] for f in found] == sorted((f["level"] for f in found),
+                                                 key=["problem", "warning", "ok"].index)
+    healthy = make_findings({"accuracy": _entry(0.9), "grad_cam.area_ratio": _entry(0.2)}, t,
+                            {"method": "grad_cam", "n_classes": 10})
+    assert {f["level"] for f in healthy} == {"ok"}
+
+
+def test_helpers():
+    assert parse_pairs(["a=1", "b.c=-0.5"], "--x") == [("a", 1.0), ("b.c", -0.5)]
+    assert pct(0.004) == "0.4%" and pct(0.61) == "61%" and pct(0.0) == "0%"
+
+
+def test_html_is_self_contained_and_escaped(tiny_run, tmp_path, capsys):
+    ckpt = tmp_path / "evil<b>&.pt"
+    shutil.copy(RunDir(tiny_run).checkpoint_path(2), ckpt)
+    code, _, err = cli(capsys, ckpt, *SMALL, *CIFAR, "--out", tmp_path / "o")
+    assert code == 0, err
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "evil&lt;b&gt;&amp;.pt" in html and "evil<b>" not in html
+    assert "<script" not in html.lower() and "http://" not in html and "https://" not in html
+    assert "@import" not in html and "url(" not in html
+    import re
+
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert 'class="finding problem"' in html or 'class="finding warning"' in html or 'class="finding ok"' in html
+    assert "Worst examples" in html and "Best examples" in html
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert not any(isinstance(v, float) and math.isnan(v) for v in report["metrics"]["accuracy"].values())
+
+
+def test_docs_list_every_threshold_with_its_default():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text()
+    for name, threshold in THRESHOLDS.items():
+        assert f"| `{name}` | {threshold.default:g} |" in docs, name
+
+
+class FunctionalNet(torch.nn.Module):
+    """A model with no activation modules (functional ReLU): coverage cannot be hooked."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_arch_without_activation_modules_skips_coverage_with_a_note(tmp_path, capsys):
+    path = tmp_path / "f.pt"
+    torch.save(FunctionalNet().state_dict(), path)
+    code, _, err = cli(capsys, path, "--arch", "test_audit:FunctionalNet", *SMALL, "--out", tmp_path / "o")
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["inputs"]["layer"] == "conv" and "coverage_global" not in report["metrics"]
+    assert any("neuron coverage skipped" in f["message"] for f in report["findings"])
+    assert report["metrics"]["grad_cam.area_ratio"]["n"] == 12
