@@ -8,7 +8,7 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: threading costs more than it gives
 
 
 def shared_data(name: str) -> Path:

@@ -1,0 +1,110 @@
+"""Saliency-guided training (METHODS.md section 6; Ismail et al., NeurIPS 2021).
+
+Per batch: the input-gradient saliency of the gt class (the signed gradient averaged over colour
+channels; option `abs`), the floor(r*H*W) pixels of LOWEST saliency of each sample replaced,
+without gradient, by uniform random values in that sample's [min, max] (option: the sample's
+channel means), and loss = CE(f(x), y) + lambda * KL(p(.|x) || p(.|x_masked)), both from
+log-probabilities. The clean forward is reused: its graph gives the saliency (retain_graph) and
+the CE term, so a step costs two forwards and two backwards.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import OverfocusError
+from .base import REGULARIZERS, Regularizer, StepInfo
+from .sgdrop import largest_k_mask
+
+
+def input_saliency(grads: torch.Tensor, mode: str = "signed") -> torch.Tensor:
+    """B x H x W saliency: the gradient averaged over colour channels (of |gradient| for `abs`)."""
+    return (grads.abs() if mode == "abs" else grads).mean(1)
+
+
+def lowest_saliency_mask(saliency: torch.Tensor, r: float) -> torch.Tensor:
+    """B x 1 x H x W boolean mask of the floor(r*H*W) lowest-saliency pixels (ties: lower index).
+
+    Example:
+        >>> s = torch.tensor([[[0.5, -1.0], [2.0, 0.0]]])
+        >>> lowest_saliency_mask(s, 0.5)[0, 0].int()
+        tensor([[0, 1],
+                [0, 1]], dtype=torch.int32)
+    """
+    b, h, w = saliency.shape
+    k = math.floor(r * h * w)
+    return largest_k_mask(-saliency.reshape(b, -1), k).view(b, 1, h, w)
+
+
+def mask_images(images: torch.Tensor, mask: torch.Tensor, replace: str = "random") -> torch.Tensor:
+    """Replace masked pixels (all channels) by uniform values in each sample's [min, max], or by
+    its channel means; the result carries no gradient. Random values come from the global RNG."""
+    images = images.detach()
+    if replace == "mean":
+        fill = images.mean((2, 3), keepdim=True).expand_as(images)
+    else:
+        low = images.amin((1, 2, 3), keepdim=True)
+        high = images.amax((1, 2, 3), keepdim=True)
+        fill = low + (high - low) * torch.rand_like(images)
+    return torch.where(mask, fill, images)
+
+
+def kl_from_logits(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) averaged over the batch, both given as logits (computed in log-probabilities).
+
+    Example:
+        >>> float(kl_from_logits(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 2.0]])))
+        0.0
+    """
+    return F.kl_div(F.log_softmax(logits_q, 1), F.log_softmax(logits_p, 1), log_target=True, reduction="batchmean")
+
+
+@REGULARIZERS.register("saliency_guided")
+class SaliencyGuided(Regularizer):
+    """Saliency-guided training: mask low-saliency pixels, keep the prediction (KL term).
+
+    Hyper-parameters: `r` (fraction of pixels masked, default 0.5), `lambda_kl` (default 1),
+    `saliency` (signed | abs, default signed), `replace` (random | mean, default random).
+
+    Example:
+        >>> from overfocus.config import RegularizerConfig
+        >>> from overfocus.regularizers import build_regularizer
+        >>> build_regularizer(RegularizerConfig("saliency_guided"), None).params.r
+        0.5
+    """
+
+    name = "saliency_guided"
+
+    @dataclass
+    class Params:
+        r: float = 0.5
+        lambda_kl: float = 1.0
+        saliency: str = "signed"
+        replace: str = "random"
+
+    def __init__(self, params: Any, ctx):
+        super().__init__(params, ctx)
+        if not 0.0 <= params.r <= 1.0:
+            raise OverfocusError(f"regularizer.r={params.r}: the masked fraction must be in [0, 1]")
+        if params.lambda_kl < 0:
+            raise OverfocusError(f"regularizer.lambda_kl={params.lambda_kl}: use a weight >= 0")
+        if params.saliency not in ("signed", "abs"):
+            raise OverfocusError(f"regularizer.saliency={params.saliency!r}: choose signed or abs")
+        if params.replace not in ("random", "mean"):
+            raise OverfocusError(f"regularizer.replace={params.replace!r}: choose random or mean")
+
+    def loss(self, model: nn.Module, batch, step: StepInfo) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        x = batch.images.detach().requires_grad_(True)
+        y = batch.labels
+        logits = model(x)
+        (grads,) = torch.autograd.grad(logits.gather(1, y.view(-1, 1)).sum(), x, retain_graph=True)
+        mask = lowest_saliency_mask(input_saliency(grads, self.params.saliency), self.params.r)
+        masked_logits = model(mask_images(batch.images, mask, self.params.replace))
+        kl = kl_from_logits(logits, masked_logits)
+        loss = F.cross_entropy(logits, y) + self.params.lambda_kl * kl
+        return loss, {"kl": kl.detach()}

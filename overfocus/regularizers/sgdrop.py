@@ -1,0 +1,505 @@
+"""SGDrop, saliency-guided dropout (METHODS.md section 1; Bertoin et al. 2024), and the head runner.
+
+Per step: an attribution network (an EMA copy of the whole model, or the online weights when
+`ema=False`) gives A = relu(g * z') at the latent layer, g = d(sum of gt logits)/dz'. For each
+sample the k = max(1, ceil(rho * units)) most attributed units are zeroed in the ONLINE network's
+latent z (a forward hook, z * M, no rescaling), and the loss is cross-entropy on those logits.
+
+Cost. With `ema=True` the extra work is one eval-mode forward of the EMA copy (its encoder builds
+no autograd graph: no parameter needs grad and the input does not either), a backward through the
+small classifier psi only (to the detached latent leaf), and the EMA update. With `ema=False` the
+online encoder's z is reused: inside the latent hook, psi alone runs on a detached copy of z (eval
+mode, so no dropout noise and no RNG use, as for the EMA copy) by `HeadRunner`, which skips every
+encoder module; the mask then multiplies the live z. Both keep METHODS.md's semantics exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import OverfocusError
+from ..models import get_module
+from .base import REGULARIZERS, RegContext, Regularizer, StepInfo
+
+GRANULARITIES = ("element", "spatial", "channel")
+
+
+# ---- running the classifier psi alone -------------------------------------------------------
+class HeadRunner:
+    """Runs psi, the part of a model after module `layer`, on a given latent tensor.
+
+    One traced eval-mode forward finds the modules that run entirely before `layer` (the encoder);
+    during a head run their `forward` is temporarily the identity and `layer` returns the given z,
+    so the model's own `forward` (flatten, pooling, ...) does the rest: psi works for any model
+    without knowing its code. The trace also checks head(z) == model(x); if not (a model whose
+    forward mixes encoder outputs), the encoder runs in full and only z is substituted.
+
+    Example:
+        >>> from overfocus.models import build_model
+        >>> m = build_model("resnet18", 3, 0.125, True).eval()
+        >>> x = torch.randn(2, 3, 32, 32)
+        >>> head = HeadRunner(m, "layer4", x)
+        >>> z = m.layer4(m.layer3(m.layer2(m.layer1(m.relu(m.bn1(m.conv1(x)))))))
+        >>> bool(torch.allclose(head(z, x), m(x), atol=1e-5))
+        True
+    """
+
+    def __init__(self, model: nn.Module, layer: str, example: torch.Tensor):
+        self.model, self.layer = model, layer
+        self.latent = get_module(model, layer)
+        self.all_modules = list(model.modules())
+        self.encoder_roots: List[nn.Module] = []
+        self.head_leaves: List[Tuple[str, nn.Module]] = []
+        self._trace(example)
+
+    @torch.no_grad()
+    def _trace(self, example: torch.Tensor) -> None:
+        """Eval mode and no grad: the trace changes no BatchNorm statistic and draws no random number."""
+        names = {m: n for n, m in self.model.named_modules()}
+        by_name = {n: m for m, n in names.items()}
+        calls: Dict[nn.Module, List[Tuple[int, int]]] = {}
+        order: List[Tuple[int, nn.Module]] = []
+        with eval_mode(self.all_modules):
+            with _call_recorder(self.model, calls, order):
+                reference = self.model(example)
+            latent_start = min(s for s, _ in calls[self.latent])
+            latent_end = max(e for _, e in calls[self.latent])
+            encoder = {m for m, c in calls.items() if max(e for _, e in c) < latent_start}
+            self.encoder_roots = [m for m in encoder if by_name.get(_parent_name(names[m])) not in encoder]
+            self.head_leaves = [(names[m], m) for s, m in order if s > latent_end and not list(m.children())]
+            self._verify(example, reference)
+
+    def _verify(self, example: torch.Tensor, reference: torch.Tensor) -> None:
+        z = capture_output(self.model, self.latent, example)
+        try:
+            ok = torch.allclose(self(z, example), reference, rtol=1e-4, atol=1e-5)
+        except Exception:  # a forward that consumes encoder outputs besides z: fall back below
+            ok = False
+        if not ok:
+            self.encoder_roots = []
+
+    @contextlib.contextmanager
+    def substituted(self, z: torch.Tensor) -> Iterator[None]:
+        """Within the block, a call of the model skips the encoder and uses z as the latent."""
+        for m in self.encoder_roots:
+            m.forward = _identity
+        self.latent.forward = lambda *_a, **_k: z
+        try:
+            yield
+        finally:
+            for m in self.encoder_roots + [self.latent]:
+                del m.forward
+
+    def __call__(self, z: torch.Tensor, stub: torch.Tensor) -> torch.Tensor:
+        """psi(z); `stub` is any valid model input (it flows through the skipped encoder)."""
+        with self.substituted(z):
+            return self.model(stub)
+
+
+def _identity(x, *_args, **_kwargs):
+    return x
+
+
+def _parent_name(name: str) -> str:
+    """Dotted name of the parent module ("" is the model itself)."""
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+@contextlib.contextmanager
+def _call_recorder(model: nn.Module, calls, order) -> Iterator[None]:
+    """Record (start, end) event numbers of every module call, and the call order."""
+    clock = [0]
+    pending: Dict[nn.Module, List[int]] = {}
+
+    def pre(m, _inp):
+        clock[0] += 1
+        pending.setdefault(m, []).append(clock[0])
+        order.append((clock[0], m))
+
+    def post(m, _inp, _out):
+        clock[0] += 1
+        calls.setdefault(m, []).append((pending[m].pop(), clock[0]))
+
+    handles = [h for m in model.modules() for h in (m.register_forward_pre_hook(pre),
+                                                     m.register_forward_hook(post))]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def eval_mode(modules: List[nn.Module]) -> Iterator[None]:
+    """Put every module in eval mode for the block, then restore each one's own flag."""
+    flags = [m.training for m in modules]
+    for m in modules:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, flag in zip(modules, flags):
+            m.training = flag
+
+
+def capture_output(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The output of `module` during model(x) (the rest of the forward is cut short)."""
+    holder: Dict[str, torch.Tensor] = {}
+
+    def hook(_m, _i, out):
+        holder["out"] = out
+        raise _StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return holder["out"]
+
+
+def probe_input(model: nn.Module, image_size: int = 64) -> torch.Tensor:
+    """A fixed 2 x 3 x S x S input for tracing, from a private generator (the global RNG is untouched)."""
+    param = next(model.parameters())
+    noise = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    return noise.to(device=param.device, dtype=param.dtype)
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the wanted activation is known."""
+
+
+# ---- the pure pieces of SGDrop ----------------------------------------------------------------
+def grad_times_latent(z_leaf: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A = relu(g * z), g = d(sum_b logits[b, y_b]) / dz (no create_graph); detached.
+
+    Example:
+        >>> z = torch.tensor([[1.0, 2.0]], requires_grad=True)
+        >>> grad_times_latent(z, z * torch.tensor([3.0, -1.0]), torch.tensor([1]))
+        tensor([[0., 0.]])
+        >>> grad_times_latent(z, z @ torch.tensor([[3.0], [-1.0]]), torch.tensor([0]))
+        tensor([[3., 0.]])
+    """
+    score = logits.gather(1, labels.view(-1, 1)).sum()
+    (g,) = torch.autograd.grad(score, z_leaf)
+    return F.relu(g * z_leaf).detach()
+
+
+def largest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean B x n mask of exactly k largest entries per row; ties go to the lower index.
+
+    torch.topk finds the k-th value; entries above it are taken, and among those equal to it the
+    first ones by index (a cumulative count) until k: deterministic on every device.
+
+    Example:
+        >>> largest_k_mask(torch.tensor([[0.0, 2.0, 2.0, 1.0]]), 2).int()
+        tensor([[0, 1, 1, 0]], dtype=torch.int32)
+        >>> largest_k_mask(torch.tensor([[0.0, 0.0, 5.0, 0.0]]), 2).int()
+        tensor([[1, 0, 1, 0]], dtype=torch.int32)
+    """
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    kth = torch.topk(scores, k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
+    above = scores > kth
+    tied = scores == kth
+    room = k - above.sum(dim=1, keepdim=True)
+    return above | (tied & (tied.cumsum(dim=1) <= room))
+
+
+def unit_scores(attribution: torch.Tensor, granularity: str) -> torch.Tensor:
+    """B x units scores of the chosen granularity: elements, H x W positions or channels."""
+    if granularity == "element":
+        return attribution.flatten(1)
+    if granularity == "spatial":
+        return attribution.sum(1).flatten(1)
+    if granularity == "channel":
+        return attribution.flatten(2).sum(2)
+    raise OverfocusError(f"regularizer.granularity={granularity!r}: choose one of {', '.join(GRANULARITIES)}")
+
+
+def drop_count(rho: float, units: int) -> int:
+    """k = max(1, ceil(rho * units)), at most `units`.
+
+    Example:
+        >>> drop_count(0.01, 25088)
+        251
+    """
+    return min(units, max(1, math.ceil(rho * units - 1e-9)))
+
+
+def sgdrop_mask(attribution: torch.Tensor, k: int, granularity: str = "element") -> torch.Tensor:
+    """Multiplicative mask M (0 on the k most attributed units of each sample, 1 elsewhere).
+
+    The mask broadcasts against z: B x C x H x W (element), B x 1 x H x W (spatial) or
+    B x C x 1 x 1 (channel).
+
+    Example:
+        >>> a = torch.zeros(1, 2, 2, 2); a[0, 1, 0, 1] = 5.0
+        >>> sgdrop_mask(a, 1)[0, 1]
+        tensor([[1., 0.],
+                [1., 1.]])
+    """
+    scores = unit_scores(attribution, granularity)
+    keep = (~largest_k_mask(scores, k)).to(attribution.dtype)
+    b, c, h, w = attribution.shape
+    shape = {"element": (b, c, h, w), "spatial": (b, 1, h, w), "channel": (b, c, 1, 1)}[granularity]
+    return keep.view(shape)
+
+
+def linear_ramp(t: float, length: float, start: float, end: float) -> float:
+    """start at t=0, end at t=length-1 and after, linear in between.
+
+    Example:
+        >>> [linear_ramp(t, 5, 0.0, 0.1) for t in (0, 4, 9)]
+        [0.0, 0.1, 0.1]
+    """
+    frac = 1.0 if length <= 1 else min(1.0, max(0.0, t / (length - 1)))
+    return end if frac == 1.0 else start + (end - start) * frac
+
+
+def ema_tau(total_steps: int, horizon: float) -> float:
+    """tau = 1 - 1/(horizon * total_steps), clipped to [0.9, 0.9999].
+
+    Example:
+        >>> round(ema_tau(1600, 0.05), 4)
+        0.9875
+    """
+    steps = max(1.0, horizon * total_steps)
+    return min(0.9999, max(0.9, 1.0 - 1.0 / steps))
+
+
+@torch.no_grad()
+def ema_update_(ema_params: List[torch.Tensor], params: List[torch.Tensor], ema_buffers: List[torch.Tensor],
+                buffers: List[torch.Tensor], tau: float) -> None:
+    """theta' <- tau * theta' + (1 - tau) * theta in place; buffers (BN statistics) copied."""
+    torch._foreach_mul_(ema_params, tau)
+    torch._foreach_add_(ema_params, params, alpha=1.0 - tau)
+    if ema_buffers:
+        torch._foreach_copy_(ema_buffers, buffers)  # one fused call: fewer kernel launches on a GPU
+
+
+def full_model_attribution(model: nn.Module, latent: nn.Module, x: torch.Tensor,
+                           labels: torch.Tensor) -> torch.Tensor:
+    """A at `latent` for model(x): the latent output becomes a detached leaf that needs grad.
+
+    Used on the EMA copy (eval mode, parameters without grad), so its encoder records no graph.
+    """
+    holder: Dict[str, torch.Tensor] = {}
+
+    def hook(_m, _i, out):
+        holder["z"] = out.detach().requires_grad_(True)
+        return holder["z"]
+
+    handle = latent.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+    finally:
+        handle.remove()
+    return grad_times_latent(holder["z"], logits, labels)
+
+
+# ---- the regularizer -----------------------------------------------------------------------------
+@REGULARIZERS.register("sgdrop")
+class SGDrop(Regularizer):
+    """Saliency-guided dropout at the latent layer (see the module docstring and docs/methods.md).
+
+    Example:
+        >>> from overfocus.config import RegularizerConfig
+        >>> from overfocus.regularizers import build_regularizer
+        >>> reg = build_regularizer(RegularizerConfig("sgdrop", {"rho": 0.05}), None)
+        >>> reg.params.granularity, reg.params.ema
+        ('element', True)
+    """
+
+    name = "sgdrop"
+
+    @dataclass
+    class Params:
+        rho: float = -1.0  # drop rate; -1 = 0.1 for ResNets, 0.01 otherwise (METHODS.md)
+        schedule: str = "fixed"  # fixed | linear (curriculum from rho_start to rho_max)
+        rho_start: float = 0.0
+        rho_max: float = -1.0  # end of the linear schedule; -1 = rho
+        ramp: float = 0.0  # ramp length in schedule_unit; 0 = the whole run
+        schedule_unit: str = "step"  # step | epoch
+        granularity: str = "element"  # element | spatial | channel
+        ema: bool = True
+        tau: float = 0.0  # EMA decay; 0 = from ema_horizon
+        ema_horizon: float = 0.05  # EMA horizon 1/(1-tau) as a fraction of the run's steps
+        ema_layout: str = "auto"  # memory format of the EMA copy: auto (channels_last on CPU) | keep | channels_last
+        clean_ce_weight: float = 0.0
+        k_override: int = -1  # >= 0 forces k (0 = no unit dropped); -1 = from rho
+        layer: str = ""  # "" = the model's latent layer
+
+    def __init__(self, params: Any, ctx: RegContext):
+        super().__init__(params, ctx)
+        _validate(params)
+        self.ema: Optional[nn.Module] = None
+        self._pending_state: Optional[Dict[str, Any]] = None
+        self._mask_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+        self._handle = None
+        self.head: Optional[HeadRunner] = None
+
+    # -- lifecycle --
+    def setup(self, model: nn.Module) -> None:
+        self.model = model
+        self.layer = self.params.layer or self.ctx.latent_layer
+        self.latent = get_module(model, self.layer)
+        self.modules = list(model.modules())
+        if self.params.ema:
+            self._make_ema(model)
+        else:
+            self.head = HeadRunner(model, self.layer, probe_input(model, getattr(self.ctx, "image_size", 64)))
+        self._handle = self.latent.register_forward_hook(self._latent_hook)
+
+    def _make_ema(self, model: nn.Module) -> None:
+        """Deep copy of the whole network before any hook of ours is on it; eval, no grad."""
+        self.ema = copy.deepcopy(model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.ema_channels_last = self._channels_last(model)
+        if self.ema_channels_last:  # same values; its inference forward is much faster on CPU
+            self.ema = self.ema.to(memory_format=torch.channels_last)
+        self.ema_latent = get_module(self.ema, self.layer)
+        self._pairs = (list(self.ema.parameters()), list(model.parameters()),
+                       list(self.ema.buffers()), list(model.buffers()))
+        if self._pending_state is not None:
+            self.load_state_dict(self._pending_state)
+
+    def _channels_last(self, model: nn.Module) -> bool:
+        layout = self.params.ema_layout
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        return layout == "channels_last" or (layout == "auto" and on_cpu)
+
+    def ema_attribution(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """A = relu(g * z') from the EMA copy (in its own memory format)."""
+        if self.ema_channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return full_model_attribution(self.ema, self.ema_latent, x, y)
+
+    def teardown(self, model: nn.Module) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore the EMA weights; before setup (the engine restores first) they wait for it."""
+        if "ema" not in state:
+            return
+        if self.ema is None:
+            self._pending_state = state
+            return
+        self.ema.load_state_dict(state["ema"])
+        self._pending_state = None
+
+    # -- schedule --
+    @property
+    def base_rho(self) -> float:
+        if self.params.rho >= 0:
+            return self.params.rho
+        name = self.ctx.model_name if self.ctx is not None else ""
+        return 0.1 if name.startswith("resnet") else 0.01
+
+    def total_steps(self) -> int:
+        return max(1, self.ctx.steps_per_epoch * self.ctx.epochs)
+
+    def rho_at(self, step: StepInfo) -> float:
+        """rho of this step: fixed, or the linear curriculum from rho_start to rho_max."""
+        p = self.params
+        if p.schedule == "fixed":
+            return self.base_rho
+        end = p.rho_max if p.rho_max >= 0 else self.base_rho
+        if p.schedule_unit == "epoch":
+            return linear_ramp(step.epoch - 1, p.ramp or self.ctx.epochs, p.rho_start, end)
+        return linear_ramp(step.step, p.ramp or self.total_steps(), p.rho_start, end)
+
+    @property
+    def tau(self) -> float:
+        return self.params.tau or ema_tau(self.total_steps(), self.params.ema_horizon)
+
+    def k_for(self, rho: float, attribution_shape: torch.Size) -> int:
+        """Units dropped per sample at the configured granularity."""
+        b, c, h, w = attribution_shape
+        units = {"element": c * h * w, "spatial": h * w, "channel": c}[self.params.granularity]
+        return min(units, self.params.k_override) if self.params.k_override >= 0 else drop_count(rho, units)
+
+    # -- the step --
+    def loss(self, model: nn.Module, batch, step: StepInfo) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        x, y = batch.images, batch.labels
+        rho = self.rho_at(step)
+        stats: Dict[str, Any] = {"rho": rho}
+        if self.ema is not None:
+            attribution = self.ema_attribution(x, y)
+            mask = self._mask(attribution, rho, stats)
+            self._mask_fn = lambda z: z * mask
+        else:
+            self._mask_fn = lambda z: z * self._mask(self._online_attribution(z, x, y), rho, stats)
+        try:
+            loss = F.cross_entropy(model(x), y)
+        finally:
+            self._mask_fn = None
+        if self.params.clean_ce_weight:
+            loss = loss + self.params.clean_ce_weight * F.cross_entropy(model(x), y)
+        return loss, stats
+
+    def _mask(self, attribution: torch.Tensor, rho: float, stats: Dict[str, Any]) -> torch.Tensor:
+        k = self.k_for(rho, attribution.shape)
+        stats["dropped_units"] = float(k)
+        if k == 0:
+            return torch.ones((), dtype=attribution.dtype, device=attribution.device)
+        return sgdrop_mask(attribution, k, self.params.granularity)
+
+    def _latent_hook(self, module: nn.Module, _inp, out: torch.Tensor):
+        """Masks z only inside this regularizer's training forward (never in eval or nested runs)."""
+        if self._mask_fn is None or not module.training:
+            return None
+        return self._mask_fn(out)
+
+    def _online_attribution(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """A from the online weights: psi alone (eval mode) on a detached leaf copy of z."""
+        leaf = z.detach().requires_grad_(True)
+        with eval_mode(self.modules), torch.enable_grad():
+            logits = self.head(leaf, x)
+        return grad_times_latent(leaf, logits, y)
+
+    def after_step(self, model: nn.Module) -> None:
+        if self.ema is not None:
+            ema_update_(*self._pairs, tau=self.tau)
+
+
+def _validate(p: Any) -> None:
+    """One-line errors for impossible SGDrop settings."""
+    checks = [
+        (p.rho < 0 and p.rho != -1.0, f"regularizer.rho={p.rho}: use a rate in [0, 1) or -1 for the default"),
+        (p.rho >= 1, f"regularizer.rho={p.rho}: use a rate in [0, 1)"),
+        (not 0 <= p.rho_start < 1, f"regularizer.rho_start={p.rho_start}: use a rate in [0, 1)"),
+        (p.rho_max >= 1 or (p.rho_max < 0 and p.rho_max != -1.0),
+         f"regularizer.rho_max={p.rho_max}: use a rate in [0, 1) or -1 (= rho)"),
+        (p.schedule not in ("fixed", "linear"), f"regularizer.schedule={p.schedule!r}: choose fixed or linear"),
+        (p.schedule_unit not in ("step", "epoch"),
+         f"regularizer.schedule_unit={p.schedule_unit!r}: choose step or epoch"),
+        (p.granularity not in GRANULARITIES,
+         f"regularizer.granularity={p.granularity!r}: choose one of {', '.join(GRANULARITIES)}"),
+        (p.ramp < 0, f"regularizer.ramp={p.ramp}: use a length >= 0 (0 = the whole run)"),
+        (p.tau != 0 and not 0 < p.tau < 1, f"regularizer.tau={p.tau}: use 0 < tau < 1, or 0 for the automatic value"),
+        (p.ema_horizon <= 0, f"regularizer.ema_horizon={p.ema_horizon}: use a positive fraction of the run"),
+        (p.ema_layout not in ("auto", "keep", "channels_last"),
+         f"regularizer.ema_layout={p.ema_layout!r}: choose auto, keep or channels_last"),
+        (p.clean_ce_weight < 0, f"regularizer.clean_ce_weight={p.clean_ce_weight}: use a weight >= 0"),
+        (p.k_override < -1, f"regularizer.k_override={p.k_override}: use -1 (off) or a count >= 0"),
+    ]
+    for bad, message in checks:
+        if bad:
+            raise OverfocusError(message)

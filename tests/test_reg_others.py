@@ -1,0 +1,336 @@
+"""Excitation Dropout, Catch-up Mix, box guidance and saliency-guided training (METHODS.md 3-6)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from overfocus.config import RegularizerConfig, build_config
+from overfocus.data import Batch
+from overfocus.errors import OverfocusError
+from overfocus.models import MODELS, build_model, get_module
+from overfocus.regularizers import RegContext, StepInfo, build_regularizer
+from overfocus.regularizers.catchup_mix import (channel_mix, cutmix, default_stages, mixed_cross_entropy,
+                                                relative_filter_influence)
+from overfocus.regularizers.excitation_dropout import apply_keep_mask, drop_probability
+from overfocus.regularizers.guidance import (box_mask, energy_loss, is_annotated, l1_loss, ppce_loss, rrr_loss)
+from overfocus.regularizers.saliency_guided import kl_from_logits, lowest_saliency_mask, mask_images
+from overfocus.regularizers.sgdrop import capture_output
+from overfocus.rundir import RunDir
+from overfocus.train import train
+
+TINY = ["data.spec=builtin?classes=3&train=32&test=16", "data.image_size=32", "data.batch_size=16",
+        "model.width=0.125", "model.small_input=true", "train.progress=false", "train.epochs=1"]
+
+
+def ctx_for(model_name, has_boxes=True):
+    return RegContext(model_name, MODELS.get(model_name).latent_layer, 3, 10, 1, torch.device("cpu"), has_boxes, 32)
+
+
+def make(name, model_name="vgg11", **params):
+    torch.manual_seed(0)
+    model = build_model(model_name, 3, 0.125, True)
+    reg = build_regularizer(RegularizerConfig(name, params), ctx_for(model_name))
+    reg.setup(model)
+    g = torch.Generator().manual_seed(1)
+    boxes = [torch.tensor([[4.0, 4.0, 20.0, 24.0]]), torch.zeros(0, 4), torch.tensor([[0.0, 0.0, 32.0, 8.0]]),
+             torch.tensor([[10.0, 10.0, 30.0, 30.0]])]
+    batch = Batch(torch.randn(4, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 1]), boxes, list("abcd"))
+    return model, reg, batch
+
+
+# ---- Excitation Dropout ------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [4, 100, 25088])
+@pytest.mark.parametrize("retain", [0.5, 0.3, 0.8])
+def test_uniform_excitation_gives_plain_dropout_rate(n, retain):
+    p_drop = drop_probability(torch.full((2, n), 1.0 / n, dtype=torch.float64), retain)
+    assert torch.allclose(p_drop, torch.full_like(p_drop, 1 - retain), atol=1e-9)
+
+
+def test_uniform_excitation_masks_match_dropout_statistics():
+    torch.manual_seed(0)
+    n, b = 4096, 64
+    keep = torch.bernoulli(1.0 - drop_probability(torch.full((b, n), 1.0 / n), 0.5))
+    plain_keep = (F.dropout(torch.ones(b, n), 0.5) != 0).float()
+    assert abs(keep.mean().item() - 0.5) < 0.01 and abs(plain_keep.mean().item() - 0.5) < 0.01
+    assert abs(keep.mean(1).std().item() - plain_keep.mean(1).std().item()) < 0.01  # same spread per sample
+    out = apply_keep_mask(torch.ones(b, n), keep)
+    assert torch.allclose(out.mean(1), torch.ones(b))  # a * m / mean(m) keeps the mean
+    assert torch.equal(out == 0, keep == 0)
+
+
+def test_drop_probability_extremes():
+    p = drop_probability(torch.tensor([[0.0, 1.0]]), 0.5)
+    assert p.tolist() == [[0.0, 1.0]]  # irrelevant units are kept, the only relevant one is dropped
+
+
+class _TinyNet(nn.Module):
+    """encoder `enc` (latent, 2 channels) -> avgpool -> flatten -> FC -> ReLU -> FC, known weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 2, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(2, 3, bias=False)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(3, 2)
+        with torch.no_grad():
+            self.fc1.weight.copy_(torch.tensor([[1.0, -1.0], [2.0, 1.0], [0.0, 1.0]]))
+            self.fc2.weight.copy_(torch.tensor([[1.0, 1.0, -2.0], [0.0, 1.0, 1.0]]))
+            self.fc2.bias.fill_(0.3)
+
+    def forward(self, x):
+        return self.fc2(self.relu(self.fc1(torch.flatten(self.pool(self.enc(x)), 1))))
+
+
+def test_excitation_backprop_by_hand():
+    """z = [1, 3]: h = relu([-2, 5, 3]) = [0, 5, 3]; gt 0: P(h) = [0, 1, 0]; P(z) = z * W1+^T [0, 1/5, 0]."""
+    model = _TinyNet()
+    ctx = RegContext("tiny", "enc", 2, 10, 1, torch.device("cpu"), False, 4)
+    reg = build_regularizer(RegularizerConfig("excitation_dropout"), ctx)
+    reg.setup(model)
+    z = torch.tensor([1.0, 3.0]).view(1, 2, 1, 1)
+    p = reg.unit_probabilities(z, z, torch.tensor([0]))
+    assert torch.allclose(p, torch.tensor([[0.4, 0.6]]))
+    p1 = reg.unit_probabilities(z, z, torch.tensor([1]))  # P(h) = [0, 5/8, 3/8]
+    expected = torch.tensor([1.0, 3.0]) * (torch.tensor([[1.0, 0.0], [2.0, 1.0], [0.0, 1.0]]).T
+                                           @ torch.tensor([0.0, 5 / 8 / 5, 3 / 8 / 3]))
+    assert torch.allclose(p1, expected.view(1, 2)) and p1.sum().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("model_name", ["vgg11", "resnet18", "cifarnet"])
+def test_excitation_sums_to_one_over_the_latent_units(model_name):
+    model, reg, batch = make("excitation_dropout", model_name)
+    with torch.no_grad():
+        z = capture_output(model.eval(), get_module(model, reg.layer), batch.images)
+    p = reg.unit_probabilities(z, batch.images, batch.labels)
+    assert p.shape == (4, z[0].numel()) and (p >= 0).all()
+    assert torch.allclose(p.sum(1), torch.ones(4), atol=1e-4)
+
+
+def test_excitation_dropout_in_training_only():
+    model, reg, batch = make("excitation_dropout")
+    latent = get_module(model, "features")
+    seen = []
+    latent.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().clone()))
+    model.eval()
+    with torch.no_grad():
+        model(batch.images)
+        reg._step_input = (batch.images, batch.labels)  # even inside a step, eval mode is untouched
+        model(batch.images)
+        reg._step_input = None
+    assert torch.equal(seen[0], seen[1])
+    model.train()
+    raw = capture_output(model, latent, batch.images).detach().clone()
+    _, stats = reg.loss(model, batch, StepInfo(0, 1, 0))
+    masked = seen[-1]
+    kept = (masked != 0) | (raw == 0)
+    scale = masked[raw != 0] / raw[raw != 0]
+    assert 0 < stats["kept_fraction"] < 1 and not kept.all()
+    assert (scale[scale != 0] >= 1).all()  # kept units are scaled up by 1 / mean(m)
+
+
+def test_excitation_dropout_refuses_an_unsupported_classifier():
+    torch.manual_seed(0)
+    model = build_model("convnext_tiny", 3, 0.125, True)
+    reg = build_regularizer(RegularizerConfig("excitation_dropout"), ctx_for("convnext_tiny"))
+    with pytest.raises(OverfocusError, match="LayerNorm2d"):
+        reg.setup(model)
+
+
+# ---- Catch-up Mix --------------------------------------------------------------------------------
+def test_weaker_channel_maps_are_kept():
+    f = torch.zeros(2, 4, 1, 1)
+    f[0, :, 0, 0] = torch.tensor([4.0, 1.0, 1.0, 2.0])
+    f[1, :, 0, 0] = torch.tensor([1.0, 1.0, 4.0, 2.0])
+    perm = torch.tensor([1, 0])
+    rfi = relative_filter_influence(f, perm)
+    assert torch.allclose(rfi[0], torch.tensor([0.375, 0.0, -0.375, 0.0]))
+    mixed = channel_mix(f, perm, lam=0.5)
+    # sample 0 keeps its own map in the 2 channels of smallest RFI (2, then 1 by index), takes 0 and 3
+    assert mixed[0, :, 0, 0].tolist() == [1.0, 1.0, 1.0, 2.0]
+    assert mixed[1, :, 0, 0].tolist() == [1.0, 1.0, 1.0, 2.0]
+    assert (mixed[:, [0, 2]] == torch.minimum(f, f[perm])[:, [0, 2]]).all()  # each carries the weaker map
+
+
+def test_channel_mix_keeps_floor_lambda_channels():
+    torch.manual_seed(0)
+    f = torch.rand(3, 10, 2, 2) + 0.1
+    perm = torch.tensor([1, 2, 0])
+    mixed = channel_mix(f, perm, lam=0.37)
+    own = (mixed == f).flatten(2).all(2)
+    assert own.sum(1).tolist() == [3, 3, 3]  # floor(0.37 * 10) channels keep sample a's map
+
+
+def test_cutmix_lambda_is_the_kept_area():
+    torch.manual_seed(0)
+    images = torch.stack([torch.zeros(3, 20, 20), torch.ones(3, 20, 20)])
+    mixed, lam = cutmix(images, torch.tensor([1, 0]), 0.7)
+    own = (mixed[0] == 0).all(0).float().mean().item()
+    assert lam == pytest.approx(own) and 0.5 < lam < 1.0
+    assert torch.equal(mixed[1] == 1, ~(mixed[0] == 1))  # the partner's box is the complement
+
+
+def test_mixed_labels_loss():
+    logits = torch.randn(4, 3)
+    y_a, y_b = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 1, 0, 2])
+    expected = 0.3 * F.cross_entropy(logits, y_a) + 0.7 * F.cross_entropy(logits, y_b)
+    assert torch.allclose(mixed_cross_entropy(logits, y_a, y_b, 0.3), expected)
+
+
+def test_catchup_step_mixes_at_the_stage_and_mixes_the_labels():
+    model, reg, batch = make("catchup_mix", "resnet18", stages="layer3", include_input=False)
+    torch.manual_seed(5)
+    loss, stats = reg.loss(model, batch, StepInfo(0, 1, 0))
+    torch.manual_seed(5)
+    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
+    perm = torch.randperm(4)
+    torch.randint(1, (1,))
+    handle = model.layer3.register_forward_hook(lambda _m, _i, out: channel_mix(out, perm, lam))
+    logits = model(batch.images)
+    handle.remove()
+    assert stats["lam"] == lam and stats["mix_at_input"] == 0.0
+    assert torch.allclose(loss, mixed_cross_entropy(logits, batch.labels, batch.labels[perm], lam))
+
+
+def test_default_stages_of_vgg_are_its_max_pools():
+    model = build_model("vgg11", 3, 0.125, True)
+    stages = default_stages(model, "vgg11")
+    assert len(stages) == 3 and all(isinstance(get_module(model, s), nn.MaxPool2d) for s in stages)
+
+
+@pytest.mark.parametrize("model_name, stages", [
+    ("resnet18", ["layer1", "layer2", "layer3", "layer4"]),
+    ("cifarnet", ["block1", "block2", "block3"]),
+    ("convnext_tiny", ["features.1", "features.3", "features.5", "features.7"])])
+def test_default_stages_per_family(model_name, stages):
+    assert default_stages(build_model(model_name, 3, 0.125, True), model_name) == stages
+
+
+# ---- guidance ----------------------------------------------------------------------------------------
+def test_energy_loss_zero_inside_one_outside():
+    m = torch.zeros(1, 4, 4)
+    m[0, 1:3, 1:3] = 1
+    inside = torch.zeros(1, 4, 4)
+    inside[0, 1, 2], inside[0, 2, 2] = 3.0, 1.0
+    inside[0, 0, 0] = -5.0  # negative attribution outside does not count
+    outside = torch.zeros(1, 4, 4)
+    outside[0, 0, 3] = 2.0
+    assert energy_loss(inside, m).item() == 0.0
+    assert energy_loss(outside, m).item() == 1.0
+    assert energy_loss(torch.zeros(1, 4, 4), m).item() == 1.0  # tiny total: 1 - sum_M A+
+    half = inside.clamp(min=0) + outside * 2
+    assert energy_loss(half, m).item() == pytest.approx(0.5)
+
+
+def test_other_localisation_losses():
+    m = torch.tensor([[[1.0, 0.0]]])
+    a = torch.tensor([[[2.0, -1.0]]])
+    assert l1_loss(a, m).item() == 0.0  # A_hat = [1, 0] = M
+    assert ppce_loss(torch.tensor([[[0.5, 1.0]]]), m).item() == pytest.approx(math.log(2))
+    assert rrr_loss(a, m).item() == pytest.approx(0.25)  # (-1 / 2)^2 outside
+
+
+def test_box_mask_union_and_dilation():
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 1.0], [3.0, 3.0, 4.0, 4.0]])
+    m = box_mask(boxes, 4, 4)
+    assert m.sum().item() == 3 and m[0, 0] == 1 and m[3, 3] == 1
+    assert box_mask(boxes[1:], 4, 4, dilation=1.0).sum().item() == 4
+
+
+def test_annotated_fraction_is_deterministic_and_about_right():
+    ids = [f"train_{i:06d}" for i in range(3000)]
+    picked = [is_annotated(i, 0, 0.1) for i in ids]
+    assert picked == [is_annotated(i, 0, 0.1) for i in ids]
+    assert 0.08 < sum(picked) / len(ids) < 0.12
+    assert picked != [is_annotated(i, 1, 0.1) for i in ids]
+
+
+def test_guidance_needs_boxes():
+    with pytest.raises(OverfocusError, match="needs ground-truth boxes"):
+        build_regularizer(RegularizerConfig("guidance"), ctx_for("vgg11", has_boxes=False))
+
+
+@pytest.mark.parametrize("attribution", ["gradcam", "ixg"])
+@pytest.mark.parametrize("loss_name", ["energy", "l1", "ppce", "rrr"])
+def test_guidance_gradients_reach_the_weights(attribution, loss_name):
+    model, reg, batch = make("guidance", "resnet18", attribution=attribution, loss=loss_name, lambda_loc=1.0)
+    _, maps = reg._forward_with_maps(model, batch)
+    assert maps.shape == (4, 32, 32)
+    masks = torch.stack([box_mask(b, 32, 32) for b in batch.boxes])
+    from overfocus.regularizers.guidance import LOSS_FUNCTIONS
+
+    loc = LOSS_FUNCTIONS[loss_name](maps, masks).sum()
+    grads = torch.autograd.grad(loc, [model.conv1.weight, model.layer1[0].conv1.weight])
+    assert all(g.abs().sum() > 0 for g in grads)
+    total, stats = reg.loss(model, batch, StepInfo(0, 1, 0))
+    assert stats["annotated"] == 3.0  # the image without a box does not count
+
+
+def test_guidance_with_no_annotated_image_is_plain_cross_entropy():
+    model, reg, batch = make("guidance", annotated_fraction=0.0)
+    model.eval()
+    loss, stats = reg.loss(model, batch, StepInfo(0, 1, 0))
+    assert stats["annotated"] == 0.0
+    assert torch.equal(loss, F.cross_entropy(model(batch.images), batch.labels))
+
+
+# ---- saliency-guided ------------------------------------------------------------------------------
+def test_lowest_saliency_pixels_are_masked():
+    torch.manual_seed(0)
+    sal = torch.randn(3, 5, 6)
+    mask = lowest_saliency_mask(sal, 0.5)
+    assert mask.shape == (3, 1, 5, 6) and mask.flatten(1).sum(1).tolist() == [15, 15, 15]
+    for b in range(3):
+        threshold = sal[b].flatten().sort().values[14]
+        assert (sal[b][mask[b, 0]] <= threshold).all() and (sal[b][~mask[b, 0]] >= threshold).all()
+
+
+def test_masked_pixels_are_replaced_within_the_sample_range():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4)
+    mask = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    mask[:, :, :2] = True
+    out = mask_images(x, mask)
+    assert torch.equal(out[:, :, 2:], x[:, :, 2:]) and not torch.equal(out[:, :, :2], x[:, :, :2])
+    for b in range(2):
+        assert x[b].min() <= out[b].min() and out[b].max() <= x[b].max()
+    means = mask_images(x, mask, "mean")
+    assert torch.allclose(means[:, :, 0, 0], x.mean((2, 3)))
+
+
+def test_kl_term():
+    p, q = torch.randn(5, 4), torch.randn(5, 4)
+    lp, lq = F.log_softmax(p, 1), F.log_softmax(q, 1)
+    expected = (lp.exp() * (lp - lq)).sum(1).mean()
+    assert torch.allclose(kl_from_logits(p, q), expected)
+    assert kl_from_logits(p, p).abs().item() < 1e-6
+
+
+def test_saliency_guided_loss_is_ce_plus_kl():
+    model, reg, batch = make("saliency_guided", "resnet18", lambda_kl=2.0)
+    model.eval()  # deterministic forward: the loss can be recomputed exactly
+    torch.manual_seed(3)
+    loss, stats = reg.loss(model, batch, StepInfo(0, 1, 0))
+    x = batch.images.clone().requires_grad_(True)
+    logits = model(x)
+    grads = torch.autograd.grad(logits.gather(1, batch.labels.view(-1, 1)).sum(), x)[0]
+    torch.manual_seed(3)
+    masked = mask_images(batch.images, lowest_saliency_mask(grads.mean(1), 0.5))
+    kl = kl_from_logits(logits, model(masked))
+    assert torch.allclose(stats["kl"], kl)
+    assert torch.allclose(loss, F.cross_entropy(logits, batch.labels) + 2.0 * kl)
+
+
+# ---- every method through the engine -----------------------------------------------------------------
+@pytest.mark.parametrize("method", ["excitation_dropout", "catchup_mix", "guidance", "saliency_guided"])
+@pytest.mark.parametrize("model_name", ["vgg11", "resnet18"])
+def test_one_epoch_trains_and_writes_checkpoints(tmp_path, method, model_name):
+    cfg = build_config(overrides=TINY + [f"model.name={model_name}", f"regularizer.name={method}"])
+    run = RunDir(train(cfg, tmp_path / "run"))
+    assert run.checkpoint_epochs() == [0, 1]
+    assert run.read_manifest()["status"] == "complete"
+    assert math.isfinite(run.read_metrics()[-1]["train_loss"])
