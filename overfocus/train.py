@@ -157,6 +157,18 @@ def set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def probe_indices(n_test: int, size: int) -> List[int]:
+    """Evenly spaced test indices: real test splits are often sorted by class, so the first
+    `size` images would all show one class.
+
+    Example:
+        >>> probe_indices(100, 4)
+        [0, 25, 50, 75]
+    """
+    size = min(size, n_test)
+    return [i * n_test // size for i in range(size)]
+
+
 def dataset_fingerprint(cfg: RunConfig, data: Datasets) -> Dict[str, Any]:
     """What identifies the data: spec, sizes, classes, and a hash of the test image ids."""
     ids = [data.test[i]["image_id"] for i in range(min(len(data.test), 256))]
@@ -344,7 +356,7 @@ class Trainer:
     def _write_manifest(self, status: str, epochs: List[Dict[str, Any]]) -> None:
         if self.rank != 0:
             return
-        probe = [self.data.test[i]["image_id"] for i in range(min(PROBE_SIZE, len(self.data.test)))]
+        probe = [self.data.test[i]["image_id"] for i in probe_indices(len(self.data.test), PROBE_SIZE)]
         self.run.write_manifest({
             "schema": SCHEMA_VERSION, "status": status, "config": to_dict(self.cfg), "seed": self.cfg.train.seed,
             "versions": software_versions(), "dataset": dataset_fingerprint(self.cfg, self.data),

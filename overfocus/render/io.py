@@ -220,6 +220,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared figures unreadable to others
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
