@@ -1,0 +1,125 @@
+"""The seed's Fig. 1 across seeds: attention area shrinking while the generalization gap grows.
+
+Reads only files (`metrics.jsonl` and `<run>/analysis/summary.csv` of each run) and draws one PNG
+with three panels over the epochs: the mean map metric of `--method` (Grad-CAM area ratio by
+default: the fraction of pixels above half the map's maximum), the generalization gap (train
+accuracy in eval mode on the fixed train subset minus test accuracy) and the test accuracy. Runs
+are grouped by their parent folder's name (one curve per group: the mean over seeds, with a band
+of ± one standard deviation when there are several seeds). The curves are also written as CSV.
+
+    python analysis/make_figures.py runs/table/{vanilla,dropout,sgdrop}/seed* --out runs/table/figures
+
+Writes `<out>/fig1_<metric>_gap.png` and `<out>/fig1_<metric>_gap.csv`. Per-run videos,
+filmstrips and plots come from `overfocus render`; comparisons of runs from `overfocus compare`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from runs_io import RunsError, atomic_write_text, group_runs, mean_std, read_metrics, read_summary, write_atomically
+
+Curve = Tuple[List[int], List[float], List[float], int]  # epochs, means, stds, number of runs
+
+
+def metric_curve(runs: Sequence[Path], method: str, metric: str, analysis: str) -> Curve:
+    """Mean ± std over runs of a summary metric, on the epochs analysed in every run."""
+    per_run = []
+    for run in runs:
+        summary = read_summary(run / analysis)
+        per_run.append({e: v for (e, m, k), v in summary.items() if m == method and k == metric})
+    if not any(per_run):
+        raise RunsError(f"no {method}/{metric} rows in {runs[0] / analysis}/summary.csv: check --method/--metric")
+    return _aggregate(per_run, 1.0)
+
+
+def metrics_curve(runs: Sequence[Path], key: str, scale: float) -> Curve:
+    """Mean ± std over runs of a metrics.jsonl field (None values, e.g. epoch 0's loss, skipped)."""
+    per_run = [{e: r[key] for e, r in read_metrics(run).items() if r.get(key) is not None} for run in runs]
+    return _aggregate(per_run, scale)
+
+
+def _aggregate(per_run: List[Dict[int, float]], scale: float) -> Curve:
+    epochs = sorted(set.intersection(*(set(d) for d in per_run)))
+    stats = [mean_std([d[e] * scale for d in per_run]) for e in epochs]
+    return epochs, [m for m, _ in stats], [s for _, s in stats], len(per_run)
+
+
+def draw(curves: Dict[str, Dict[str, Curve]], panels: Sequence[Tuple[str, str]], title: str) -> bytes:
+    """One row of panels, one line (+ std band) per group; PNG bytes (Agg canvas, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(4.2 * len(panels), 3.6), dpi=120)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels))
+    for ax, (key, label) in zip(axes, panels):
+        for i, (group, by_key) in enumerate(curves.items()):
+            epochs, means, stds, n = by_key[key]
+            color = f"C{i}"
+            ax.plot(epochs, means, color=color, lw=1.8, label=f"{group} (n={n})")
+            if n > 1:
+                ax.fill_between(epochs, [m - s for m, s in zip(means, stds)],
+                                [m + s for m, s in zip(means, stds)], color=color, alpha=0.2, lw=0)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})  # no version stamp: same bytes each time
+    return buf.getvalue()
+
+
+def curves_csv(curves: Dict[str, Dict[str, Curve]]) -> str:
+    """Long CSV of every curve: group, quantity, epoch, mean, std, n."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["group", "quantity", "epoch", "mean", "std", "n"])
+    for group, by_key in curves.items():
+        for key, (epochs, means, stds, n) in by_key.items():
+            writer.writerows([group, key, e, repr(m), repr(s), n] for e, m, s in zip(epochs, means, stds))
+    return buf.getvalue()
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                epilog="Runs are grouped by the name of their parent folder.")
+    p.add_argument("runs", nargs="+", help="run folders (trained and analysed)")
+    p.add_argument("--out", required=True, help="folder for the PNG and CSV")
+    p.add_argument("--method", default="grad_cam", help="attribution method (default grad_cam)")
+    p.add_argument("--metric", default="area_ratio", help="map metric of the first panel (default area_ratio)")
+    p.add_argument("--analysis", default="analysis", help="analysis folder inside each run")
+    p.add_argument("--title", default="", help="figure title")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    panels = [(args.metric, f"{args.metric} ({args.method})"), ("gap", "generalization gap (pp)"),
+              ("test_acc", "test accuracy (%)")]
+    try:
+        curves = {group: {args.metric: metric_curve(runs, args.method, args.metric, args.analysis),
+                          "gap": metrics_curve(runs, "gap", 100.0),
+                          "test_acc": metrics_curve(runs, "test_acc", 100.0)}
+                  for group, runs in group_runs(args.runs).items()}
+    except (RunsError, OSError, ValueError, KeyError) as exc:
+        print(f"make_figures: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    stem = f"fig1_{args.metric}_gap"
+    write_atomically(out / f"{stem}.png", draw(curves, panels, args.title))
+    atomic_write_text(out / f"{stem}.csv", curves_csv(curves))
+    print(f"wrote {out / (stem + '.png')} and {out / (stem + '.csv')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The seed's Table 3/4 as Markdown: one row per method, mean ± std over seeds, from finished runs.
+
+Reads only files: each run's `metrics.jsonl` (test accuracy and generalization gap),
+`<run>/analysis/summary.csv` (attention metrics and neuron coverage, from `overfocus analyze`)
+and, when present, `<run>/analysis-osie/summary.csv` (harmonization with human maps, from
+`overfocus analyze RUN --human osie:PATH --out RUN/analysis-osie`). Runs are grouped by the name
+of their parent folder (`runs/table/sgdrop/seed0` -> `sgdrop`); every number is taken at the last
+analysed epoch of each run (or `--epoch`), and test accuracy and gap at that same epoch.
+
+    python analysis/make_table.py runs/table/{vanilla,dropout,sgdrop}/seed* --out runs/table/table.md
+
+Columns: test accuracy (%), gap (train accuracy in eval mode on the fixed train subset minus test
+accuracy, percentage points), area ratio, hit ratio, energy pointing game (of the `--method` maps,
+Grad-CAM by default), neuron coverage global and latent (DeepXplore; cumulative over the analysed
+images by default, `--coverage per-image` for the mean per image), and harmonization (mean
+Spearman / ceiling) when an analysis with human maps exists.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from runs_io import (RunsError, atomic_write_text, group_runs, mean_std, pick_epoch, read_manifest,
+                     read_metrics, read_summary)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: where its number comes from and how it is printed."""
+
+    header: str
+    source: str  # metrics | map | model | human
+    key: str
+    scale: float = 1.0
+    digits: int = 3
+
+
+def columns(coverage: str) -> List[Column]:
+    """The Table 3/4 columns; coverage `cumulative` (DeepXplore's definition) or `per-image`."""
+    suffix = "_cumulative" if coverage == "cumulative" else ""
+    return [Column("Test acc. (%)", "metrics", "test_acc", 100.0, 1),
+            Column("Gap (pp)", "metrics", "gap", 100.0, 1),
+            Column("Area ratio", "map", "area_ratio"),
+            Column("Hit ratio", "map", "hit"),
+            Column("Energy PG", "map", "energy_pg"),
+            Column("NC global", "model", f"coverage_global{suffix}"),
+            Column("NC latent", "model", f"coverage_latent{suffix}"),
+            Column("Harmonization", "human", "harmonization")]
+
+
+@dataclass
+class RunValues:
+    """The numbers of one run at its table epoch (None where the run lacks the metric)."""
+
+    path: Path
+    epoch: int
+    seed: int
+    values: Dict[str, Optional[float]]
+    human_epoch: Optional[int] = None
+
+
+def run_values(run: Path, cols: Sequence[Column], args: argparse.Namespace) -> RunValues:
+    """Collect one run's numbers for every column."""
+    summary = read_summary(run / args.analysis)
+    epoch = pick_epoch(summary, args.method, args.epoch, run / args.analysis)
+    metrics = read_metrics(run)
+    if epoch not in metrics:
+        raise RunsError(f"{run}/metrics.jsonl has no epoch {epoch}, which is analysed: was the run retrained?")
+    human, human_epoch = human_summary(run / args.human, args.method, epoch)
+    if human_epoch is not None and human_epoch != epoch:
+        print(f"make_table: warning: {run}: harmonization of epoch {human_epoch}, other columns of "
+              f"epoch {epoch}", file=sys.stderr)
+    values = {}
+    for col in cols:
+        values[col.header] = lookup(col, metrics[epoch], summary, human, epoch, human_epoch, args.method)
+    return RunValues(run, epoch, int(read_manifest(run).get("seed", -1)), values, human_epoch)
+
+
+def human_summary(folder: Path, method: str, epoch: int):
+    """The human-map analysis of a run, if any, and the epoch to read (the table's, else its last)."""
+    if not (folder / "summary.csv").is_file():
+        return {}, None
+    summary = read_summary(folder)
+    epochs = sorted({e for e, m, k in summary if m == method and k == "harmonization"})
+    if not epochs:
+        return {}, None
+    return summary, (epoch if epoch in epochs else epochs[-1])
+
+
+def lookup(col: Column, metrics_row: dict, summary, human, epoch: int, human_epoch: Optional[int],
+           method: str) -> Optional[float]:
+    """One column's raw value for one run, scaled; None when absent."""
+    if col.source == "metrics":
+        value = metrics_row.get(col.key)
+    elif col.source == "human":
+        value = human.get((human_epoch, method, col.key)) if human_epoch is not None else None
+    else:
+        value = summary.get((epoch, method if col.source == "map" else "model", col.key))
+    return None if value is None else float(value) * col.scale
+
+
+def cell(values: List[float], digits: int, n_runs: int) -> str:
+    """`mean ± std` over the runs that have the value; `(n=k)` when some runs lack it."""
+    if not values:
+        return "n/a"
+    mean, std = mean_std(values)
+    text = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
+    return text + (f" (n={len(values)})" if len(values) < n_runs else "")
+
+
+def build_rows(groups: Dict[str, List[RunValues]], cols: Sequence[Column]) -> List[dict]:
+    """One dict per group: cells for Markdown plus means/stds for the CSV."""
+    rows = []
+    for name, runs in groups.items():
+        row = {"method": name, "seeds": len(runs), "cells": {}, "stats": {}}
+        for col in cols:
+            vals = [r.values[col.header] for r in runs if r.values[col.header] is not None]
+            row["cells"][col.header] = cell(vals, col.digits, len(runs))
+            row["stats"][col.header] = mean_std(vals) + (len(vals),) if vals else (None, None, 0)
+        rows.append(row)
+    return rows
+
+
+def to_markdown(rows: List[dict], cols: Sequence[Column], caption: str) -> str:
+    """A GitHub Markdown table followed by its caption."""
+    headers = ["Method", "Seeds"] + [c.header for c in cols]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        lines.append("| " + " | ".join([row["method"], str(row["seeds"])] +
+                                        [row["cells"][c.header] for c in cols]) + " |")
+    return "\n".join(lines) + "\n\n" + caption + "\n"
+
+
+def to_csv(rows: List[dict], cols: Sequence[Column]) -> str:
+    """Long CSV: method, column, mean, std, n (empty mean where no run has the value)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", "column", "mean", "std", "n"])
+    for row in rows:
+        for col in cols:
+            mean, std, n = row["stats"][col.header]
+            writer.writerow([row["method"], col.header, "" if mean is None else repr(mean),
+                             "" if std is None else repr(std), n])
+    return buf.getvalue()
+
+
+def caption(groups: Dict[str, List[RunValues]], args: argparse.Namespace, has_human: bool) -> str:
+    """What the numbers are: data, epoch(s), map method, layer, conventions."""
+    first = next(iter(groups.values()))[0].path
+    settings = json.loads((first / args.analysis / "analysis.json").read_text())
+    epochs = sorted({r.epoch for runs in groups.values() for r in runs})
+    spec = read_manifest(first).get("config", {}).get("data", {}).get("spec", "?")
+    parts = [f"Data `{spec}`; epoch {', '.join(map(str, epochs))} "
+             f"({'as asked' if args.epoch is not None else 'last analysed'}) of each run; mean ± std "
+             f"(ddof 1) over seeds. Maps: `{args.method}` at layer `{settings.get('layer', '?')}`, "
+             f"explained class `{settings.get('target', '?')}`, {settings.get('split', 'test')} split. "
+             f"Gap = train accuracy (eval mode, fixed train subset) - test accuracy. NC = neuron "
+             f"coverage (DeepXplore, post-ReLU, threshold 0, {args.coverage})."]
+    if has_human:
+        parts.append(f" Harmonization: Spearman of the `{args.method}` map (predicted class) with the "
+                     f"blurred human map, from `{args.human}/`.")
+    return "".join(parts)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                epilog="Runs are grouped by the name of their parent folder.")
+    p.add_argument("runs", nargs="+", help="run folders (trained and analysed)")
+    p.add_argument("--method", default="grad_cam", help="attribution method of the map metrics")
+    p.add_argument("--epoch", type=int, help="epoch to tabulate (default: each run's last analysed)")
+    p.add_argument("--analysis", default="analysis", help="analysis folder inside each run")
+    p.add_argument("--human", default="analysis-osie", help="human-map analysis folder inside each run")
+    p.add_argument("--coverage", choices=("cumulative", "per-image"), default="cumulative")
+    p.add_argument("--out", help="write the Markdown here (default: print it)")
+    p.add_argument("--csv", help="also write the means and stds as CSV here")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    cols = columns(args.coverage)
+    try:
+        groups = {name: [run_values(r, cols, args) for r in runs]
+                  for name, runs in group_runs(args.runs).items()}
+    except (RunsError, OSError, ValueError, KeyError) as exc:
+        print(f"make_table: error: {exc}", file=sys.stderr)
+        return 2
+    warn_duplicates(groups)
+    has_human = any(r.values["Harmonization"] is not None for runs in groups.values() for r in runs)
+    cols = cols if has_human else [c for c in cols if c.source != "human"]
+    rows = build_rows(groups, cols)
+    text = to_markdown(rows, cols, caption(groups, args, has_human))
+    if args.out:
+        atomic_write_text(Path(args.out), text)
+    else:
+        sys.stdout.write(text)
+    if args.csv:
+        atomic_write_text(Path(args.csv), to_csv(rows, cols))
+    return 0
+
+
+def warn_duplicates(groups: Dict[str, List[RunValues]]) -> None:
+    """Two runs of one group with the same seed count twice in the std: say so on stderr."""
+    for name, runs in groups.items():
+        seeds = [r.seed for r in runs]
+        if len(set(seeds)) < len(seeds):
+            print(f"make_table: warning: group {name!r} has runs with the same seed {seeds}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
