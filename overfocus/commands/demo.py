@@ -61,6 +61,6 @@ def _print_summary(out: Path, figures: list) -> None:
     for path in figures:
         print(f"  figure: {path}")
     print("next:")
-    print(f"  overfocus audit {out} --fail-under hit=0.3          # audit the last checkpoint, HTML report")
+    print(f"  overfocus audit {out} --fail-under hit_ratio=0.3          # audit the last checkpoint, HTML report")
     print(f"  overfocus train --out runs/sgdrop --set regularizer.name=sgdrop   # then: overfocus compare {out} runs/sgdrop")
     print("  overfocus train --help                                # train on your own data")
