@@ -6,6 +6,9 @@ The layout (documented in docs/analysis.md):
     summary.csv               epoch,method,metric,mean,ci_low,ci_high,n
     probe/images.npz          the probe images as the model sees them (uint8), boxes, labels, ids
     probe/epoch_NNNN.npz      per method `maps_<method>` float16 in [0, 1], `pred`, `conf`, `epoch`
+    parts/                    only while a sharded analysis is unfinished (docs/distributed.md):
+      epoch_NNNN.rankR-of-W.npz   rank R's probe entries, fired-neuron masks, `meta` (its image span)
+      epoch_NNNN.rankR-of-W.csv   rank R's records with a `section` column; written last (= done)
 
 Everything here is plain Python and numpy (no torch, no pandas) so that notebooks and the render
 stage can read an analysis cheaply.
@@ -21,8 +24,9 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,6 +36,7 @@ from .rundir import atomic_write_bytes, atomic_write_json, atomic_write_text
 ANALYSIS_SCHEMA = 1
 RECORD_COLUMNS = ("epoch", "method", "image_id", "label", "metric", "value")
 SUMMARY_COLUMNS = ("epoch", "method", "metric", "mean", "ci_low", "ci_high", "n")
+PART_COLUMNS = ("section", *RECORD_COLUMNS)  # section: where the rows go in the merged file
 MODEL_METHOD = "model"  # method name of image-level numbers that do not depend on a map
 ALL_IMAGES = "__all__"  # image_id of per-epoch numbers over all images (cumulative coverage)
 
@@ -108,12 +113,16 @@ def _float(text: str) -> float:
     return float(text) if text != "" else math.nan
 
 
+def _typed_record(row: Dict[str, str]) -> Dict[str, Any]:
+    return {"epoch": int(row["epoch"]), "method": row["method"], "image_id": row["image_id"],
+            "label": int(row["label"]), "metric": row["metric"], "value": _float(row["value"])}
+
+
 def iter_record_file(path: Path) -> Iterator[Dict[str, Any]]:
     """Rows of one records file, typed: epoch/label int, value float (NaN where empty)."""
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
-            yield {"epoch": int(row["epoch"]), "method": row["method"], "image_id": row["image_id"],
-                   "label": int(row["label"]), "metric": row["metric"], "value": _float(row["value"])}
+            yield _typed_record(row)
 
 
 def read_records(run_dir: Path | str, epochs: Optional[Iterable[int]] = None,
@@ -214,3 +223,72 @@ def read_probe(run_dir: Path | str, epoch: Optional[int] = None,
                                  f"(`overfocus analyze {run_dir} --epochs {epoch}`)")
         data.update(read_npz(path))
     return data
+
+
+# ---- parts of a sharded analysis ----------------------------------------------------------------
+_PART_NAME = re.compile(r"^epoch_(\d+)\.rank(\d+)-of-(\d+)\.csv$")
+
+
+def part_paths(folder: Path, epoch: int, rank: int, world: int) -> Tuple[Path, Path]:
+    """(records csv, arrays npz) of rank `rank` of `world` for one epoch, under `parts/`."""
+    stem = Path(folder) / "parts" / f"epoch_{epoch:04d}.rank{rank}-of-{world}"
+    return stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".npz")
+
+
+def write_part(folder: Path, epoch: int, rank: int, world: int, sections: Dict[str, List[Dict[str, Any]]],
+               arrays: Dict[str, np.ndarray], meta: Dict[str, Any]) -> None:
+    """Write one rank's part: the npz first, the csv last, so an existing csv means a finished part.
+
+    Example:
+        >>> write_part(folder, 3, 0, 2, {"batch": rows}, {}, {"span": [0, 16]})  # doctest: +SKIP
+    """
+    csv_path, npz_path = part_paths(folder, epoch, rank, world)
+    write_npz(npz_path, meta=np.asarray(json.dumps(meta, sort_keys=True)), **arrays)
+    rows = [{**r, "section": name} for name, part in sections.items() for r in part]
+    write_csv(csv_path, rows, PART_COLUMNS, ".9g")
+
+
+def part_meta(folder: Path, epoch: int, rank: int, world: int) -> Optional[Dict[str, Any]]:
+    """The `meta` of a finished part (both files present and readable), else None."""
+    csv_path, npz_path = part_paths(folder, epoch, rank, world)
+    if not (csv_path.is_file() and npz_path.is_file()):
+        return None
+    try:
+        with np.load(npz_path, allow_pickle=False) as data:
+            return json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError):  # unreadable: computed again, never trusted
+        return None
+
+
+def read_part(folder: Path, epoch: int, rank: int, world: int) -> Tuple[Dict[str, List[Dict[str, Any]]],
+                                                                        Dict[str, np.ndarray]]:
+    """One rank's part: its records grouped by section (in file order) and its arrays."""
+    csv_path, npz_path = part_paths(folder, epoch, rank, world)
+    sections: Dict[str, List[Dict[str, Any]]] = {}
+    with open(csv_path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            sections.setdefault(row["section"], []).append(_typed_record(row))
+    return sections, read_npz(npz_path)
+
+
+def part_worlds(folder: Path, epoch: int) -> List[int]:
+    """World sizes of which at least one finished part of `epoch` is on disk."""
+    worlds = set()
+    for path in (Path(folder) / "parts").glob(f"epoch_{epoch:04d}.rank*-of-*.csv"):
+        match = _PART_NAME.match(path.name)
+        if match:
+            worlds.add(int(match.group(3)))
+    return sorted(worlds)
+
+
+def remove_parts(folder: Path, epochs: Optional[Iterable[int]] = None) -> None:
+    """Delete the parts of `epochs` (default all), leftovers of killed writes included."""
+    parts = Path(folder) / "parts"
+    if not parts.is_dir():
+        return
+    names = ["*"] if epochs is None else [f"epoch_{e:04d}.*" for e in epochs]
+    for name in names:
+        for path in [*parts.glob(name), *parts.glob("." + name + ".tmp")]:
+            path.unlink(missing_ok=True)
+    if not any(parts.iterdir()):
+        parts.rmdir()

@@ -38,6 +38,10 @@ import torch
 from . import analysis_io as store
 from .analysis_io import ALL_IMAGES, MODEL_METHOD, RECORD_COLUMNS, SUMMARY_COLUMNS
 from .analysis_io import read_probe, read_records, read_summary, to_dataframe  # noqa: F401  (re-exported)
+from .analysis_shards import (SECTIONS, batch_span, coverage_masks, cumulative_coverage, mask_arrays,
+                              masks_from_arrays, merge_sections, parse_shard, probe_entries, probe_part_arrays,
+                              union_masks)
+from .distributed import DistInfo, broadcast_object, gather_objects
 from .errors import OverfocusError
 from .progress import progress
 from .rundir import RunDir, load_checkpoint
@@ -50,7 +54,8 @@ COVERAGE_NAMES = {"coverage", *COVERAGE_METRICS}  # --metrics names that switch 
 SINGLE_FORWARD_METHODS = {"grad_cam", "sgdrop"}
 CACHE_BYTES = 512 * 2 ** 20  # analysed images are kept in memory across checkpoints up to this size
 COMPARED_SETTINGS = ("methods", "metrics", "layer", "target", "data_spec", "split", "limit", "probe_ids",
-                     "human", "image_size")
+                     "human", "image_size", "precision")
+SETTING_DEFAULTS = {"precision": "float32"}  # what an analysis.json written before the key existed meant
 
 
 # ---- what an analysis is made of --------------------------------------------------------------
@@ -106,6 +111,7 @@ class Settings:
     probe_ids: Tuple[str, ...]
     human: str
     image_size: int
+    precision: str = "float32"  # "bfloat16"/"float16" under --amp: the numbers differ slightly
 
     @property
     def metrics(self) -> List[str]:
@@ -138,9 +144,13 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             methods: Sequence[str] = DEFAULT_METHODS, metrics: Optional[Sequence[str]] = None, *,
             probe: Optional[int] = None, data: Optional[str] = None, split: str = "test", target: str = "gt",
             layer: Optional[str] = None, batch_size: Optional[int] = None, limit: int = 0,
-            device: str = "auto", human: Optional[str] = None, force: bool = False,
-            out: Optional[Path | str] = None, show_progress: bool = True) -> AnalysisResult:
+            device: str = "auto", amp: bool = False, channels_last: bool = False, human: Optional[str] = None,
+            force: bool = False, out: Optional[Path | str] = None, shard: Optional[str | Tuple[int, int]] = None,
+            show_progress: bool = True) -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
+
+    Under torchrun (WORLD_SIZE > 1) every rank takes its share of every epoch's batches and rank 0
+    merges the ranks' parts into the files a one-process call writes (docs/distributed.md).
 
     Args:
         run_dir: a run directory written by `overfocus train`.
@@ -156,29 +166,106 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         layer: attribution layer (default: the model's Grad-CAM layer from run.json).
         batch_size: images per batch (default: the run's).
         limit: analyse at most this many images (0 = all).
-        device: cpu, cuda, cuda:N or auto.
+        device: cpu, cuda, cuda:N or auto; under torchrun `cuda` and `auto` mean the rank's GPU.
+        amp: autocast the model (bfloat16 where the device has it, else float16); maps and
+            metrics stay float32. Pays off on GPUs; recorded in analysis.json as `precision`.
+        channels_last: NHWC memory format for the model and its inputs (faster convolutions on
+            recent GPUs; the numbers do not change beyond floating-point rounding).
         human: spec of a dataset with human importance maps (e.g. `osie:../shared/data/osie-150`):
             its images are analysed with target=predicted and scored with `harmonization`.
         force: recompute the selected epochs (and discard an analysis made with other settings).
         out: analysis folder (default RUN/analysis).
+        shard: "R/W" or (R, W): compute only share R of W (no torch.distributed, e.g. one task of
+            a job array) into `analysis/parts/`; a later call without `shard` merges complete sets.
         show_progress: progress bars on a terminal.
 
     Returns:
-        AnalysisResult: the summary rows; `.computed` lists the epochs this call computed.
+        AnalysisResult: the summary rows; `.computed` lists the epochs this call computed (with
+        `shard`: the epochs whose part it wrote, and no rows).
 
     Example:
         >>> rows = analyze("runs/demo", epochs="0:10:5", methods=["grad_cam"])      # doctest: +SKIP
         >>> sorted({r["metric"] for r in rows})                                    # doctest: +SKIP
         ['area_ratio', 'box_iou', 'confidence', 'correct', 'coverage_global', ...]
     """
+    run = RunDir(run_dir)
+    info = RunInfo.from_manifest(run.read_manifest())
+    selection = _select_epochs(epochs, run)
+    job = _Job(run, info, make_runtime(device, amp, channels_last, shard), show_progress)
+    job.open_data(data or info.data_spec, split, limit, batch_size or info.batch_size, human)
+    settings = job.resolve(methods, metrics, target, layer, probe)
+    return job.execute(settings, selection, store.analysis_dir(run.root, out), force)
+
+
+def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None, device: str = "auto",
+              nproc: int = 1, shard: Optional[str] = None) -> None:
+    """The cheap checks of an analyze call, made before launching `nproc` processes for it.
+
+    Example:
+        >>> preflight("runs/demo", "0:10", device="cpu", nproc=2)                 # doctest: +SKIP
+    """
     from .train import resolve_device
 
     run = RunDir(run_dir)
-    info = RunInfo.from_manifest(run.read_manifest())
-    job = _Job(run, info, resolve_device(device), show_progress)
-    job.open_data(data or info.data_spec, split, limit, batch_size or info.batch_size, human)
-    settings = job.resolve(methods, metrics, target, layer, probe)
-    return job.execute(settings, _select_epochs(epochs, run), store.analysis_dir(run.root, out), force)
+    RunInfo.from_manifest(run.read_manifest())
+    _select_epochs(epochs, run)
+    dev = resolve_device(device)
+    if shard is not None and nproc > 1:
+        raise OverfocusError("--shard and --nproc exclude each other: --nproc splits the work itself")
+    parse_shard(shard)
+    if dev.type == "cuda" and device in ("auto", "cuda") and nproc > torch.cuda.device_count():  # a GPU per rank
+        raise OverfocusError(f"--nproc {nproc} on CUDA needs {nproc} GPUs, {torch.cuda.device_count()} "
+                                 "are visible: lower --nproc or use --device cpu")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how this process computes: device, torchrun rank, shard, precision, layout."""
+
+    device: torch.device
+    dist: DistInfo = DistInfo()
+    shard: Optional[Tuple[int, int]] = None
+    amp_dtype: Optional[torch.dtype] = None
+    channels_last: bool = False
+
+    @property
+    def part(self) -> Optional[Tuple[int, int]]:
+        """(rank, world) of the share this process computes; None when it computes everything."""
+        if self.shard is not None:
+            return self.shard
+        return (self.dist.rank, self.dist.world_size) if self.dist.enabled else None
+
+    @property
+    def precision(self) -> str:
+        return "float32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
+
+
+def make_runtime(device: str = "auto", amp: bool = False, channels_last: bool = False,
+                 shard: Optional[str | Tuple[int, int]] = None) -> Runtime:
+    """The Runtime of this process; under torchrun it joins the process group (gloo/nccl).
+
+    Example:
+        >>> make_runtime("cpu").precision
+        'float32'
+    """
+    from .distributed import env_info, init_process_group
+    from .train import resolve_device
+
+    info, shard = env_info(), parse_shard(shard)
+    if shard is not None and info.enabled:
+        raise OverfocusError("--shard is for independent processes: under torchrun the ranks split the work "
+                             "themselves, drop --shard")
+    dev = resolve_device(device, info.local_rank)
+    init_process_group(info, dev)
+    return Runtime(dev, info, shard, _amp_dtype(dev) if amp else None, bool(channels_last))
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 where the GPU has it (its range keeps Grad-CAM's small gradients), else float16;
+    on the CPU autocast knows bfloat16 only (rarely faster there: --amp is meant for GPUs)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
 
 
 # ---- epoch selection ----------------------------------------------------------------------------
@@ -253,10 +340,11 @@ class BatchSource:
     they fit in `budget` bytes (decoding the same files again for every checkpoint is the slow part
     of analysing many checkpoints; the cache does not grow with the number of checkpoints)."""
 
-    def __init__(self, dataset, batch_size: int, num_workers: int = 0, budget: int = CACHE_BYTES):
+    def __init__(self, dataset, batch_size: int, num_workers: int = 0, budget: int = CACHE_BYTES,
+                 pin: bool = False):
         self.loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                                   num_workers=num_workers, collate_fn=_collate)
-        self.budget, self._cache = budget, None
+        self.budget, self.pin, self._cache = budget, pin, None
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -268,6 +356,8 @@ class BatchSource:
         cache: Optional[list] = []
         size = 0
         for item in self.loader:
+            if self.pin:  # page-locked: the copy to the GPU is asynchronous (Batch.to is non_blocking)
+                item[0].images = item[0].images.pin_memory()
             yield item
             size += item[0].images.nelement() * item[0].images.element_size()
             if cache is not None:
@@ -318,7 +408,7 @@ def extend_probe_ids(dataset, ids: Sequence[str], size: Optional[int]) -> Tuple[
 # ---- one analysis job -------------------------------------------------------------------------
 @dataclass
 class _Data:
-    source: BatchSource
+    source: BatchSource  # this process's images: all of them, or its part's share
     test: Any
     classes: List[str]
     has_boxes: bool
@@ -327,17 +417,47 @@ class _Data:
 
 @dataclass
 class _EpochOutput:
-    rows: List[Dict[str, Any]] = field(default_factory=list)
-    probe: Dict[str, np.ndarray] = field(default_factory=dict)
+    """One checkpoint's results in this process: record sections, probe entries, the coverage hooks."""
+
+    sections: Dict[str, List[Dict[str, Any]]] = field(default_factory=lambda: {name: [] for name in SECTIONS})
+    cumulative: List[Dict[str, Any]] = field(default_factory=list)
+    probe: Dict[int, tuple] = field(default_factory=dict)  # probe position -> (maps per method, logits)
+    cov: Any = None
+
+    def rows(self) -> List[Dict[str, Any]]:
+        return merge_sections([self.sections], self.cumulative)
+
+
+@dataclass
+class _Plan:
+    """What rank 0 decided before the loop (the same on every rank) and what the loop did."""
+
+    state: Dict[str, Any]
+    done: set
+    todo: List[int]
+    ready: Dict[int, int]  # epoch -> world size of a complete set of parts already on disk
+    skipped: List[Dict[str, Any]]
+    computed: List[int] = field(default_factory=list)
+
+    def record(self, folder: Path, epoch: int, reason: Optional[str]) -> None:
+        """Note an epoch's outcome in analysis.json (after its files are durable)."""
+        if reason:
+            self.skipped.append(_skip(epoch, reason))
+        else:
+            self.computed.append(epoch)
+            self.done.add(epoch)
+        self.state = _update_state(folder, self.state, self.done, self.skipped, self.computed)
 
 
 class _Job:
     """One call of analyze(): the run, its data, the settings, and the loop over checkpoints."""
 
-    def __init__(self, run: RunDir, info: RunInfo, device: torch.device, show_progress: bool):
-        self.run, self.info, self.device, self.show = run, info, device, show_progress
+    def __init__(self, run: RunDir, info: RunInfo, runtime: Runtime, show_progress: bool):
+        self.run, self.info, self.rt, self.device = run, info, runtime, runtime.device
+        self.show = show_progress and runtime.dist.is_main
         self.data: Optional[_Data] = None
         self.human_spec = ""
+        self.reused: List[int] = []
 
     # -- setup --
     def open_data(self, spec: str, split: str, limit: int, batch_size: int, human: Optional[str]) -> None:
@@ -349,18 +469,25 @@ class _Job:
             raise OverfocusError("--limit must be >= 0 and --batch-size >= 1")
         ds = open_dataset(spec, split, self.info.image_size)
         test = ds if split == "test" else open_dataset(spec, "test", self.info.image_size)
-        self.spec, self.split, self.limit = spec, split, limit
+        self.spec, self.split, self.limit, self.batch_size = spec, split, limit, batch_size
         analysed = torch.utils.data.Subset(ds, range(min(limit, len(ds)))) if limit else ds
-        human_src = self._open_human(human, batch_size) if human else None
-        self.data = _Data(BatchSource(analysed, batch_size, self.info.num_workers), test, list(ds.classes),
+        human_ds = self._open_human(human) if human else None
+        self.n_analysed, self.n_human = len(analysed), len(human_ds) if human_ds is not None else 0
+        human_src = self._source(human_ds, self.n_human) if human_ds is not None else None
+        self.data = _Data(self._source(analysed, self.n_analysed), test, list(ds.classes),
                           bool(getattr(ds, "has_boxes", False)), human_src)
 
-    def _open_human(self, spec: str, batch_size: int) -> BatchSource:
+    def _open_human(self, spec: str):
         from .data.human import open_human_dataset
 
-        ds = open_human_dataset(spec, self.info.image_size)
         self.human_spec = spec
-        return BatchSource(ds, batch_size, self.info.num_workers)
+        return open_human_dataset(spec, self.info.image_size)
+
+    def _source(self, dataset, n: int) -> BatchSource:
+        """This process's batches of `dataset`: all, or its part's contiguous share of the batches."""
+        if self.rt.part is not None:
+            dataset = torch.utils.data.Subset(dataset, range(*batch_span(n, self.batch_size, *self.rt.part)))
+        return BatchSource(dataset, self.batch_size, self.info.num_workers, pin=self.device.type == "cuda")
 
     def resolve(self, methods, metrics, target: str, layer: Optional[str], probe: Optional[int]) -> Settings:
         """Validate the choices against the registries and the data, and fix the probe ids."""
@@ -372,7 +499,8 @@ class _Job:
         map_m, human_m, coverage = _resolve_metrics(metrics, self.data.has_boxes, bool(self.human_spec))
         probe_ids = extend_probe_ids(self.data.test, self.info.probe_ids, probe)
         return Settings(methods, map_m, human_m, coverage, layer, self.info.latent_layer, target, self.spec,
-                        self.split, self.limit, probe_ids, self.human_spec, self.info.image_size)
+                        self.split, self.limit, probe_ids, self.human_spec, self.info.image_size,
+                        self.rt.precision)
 
     def _build_model(self, layer: str) -> None:
         """Build the one model object of this call (checkpoints are loaded into it) and check the layer."""
@@ -380,46 +508,180 @@ class _Job:
 
         i = self.info
         self.model = build_model(i.model_name, i.num_classes, i.width, i.small_input).to(self.device).eval()
+        if self.rt.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         get_module(self.model, layer)
 
     # -- the loop --
     def execute(self, settings: Settings, selection: Tuple[List[int], List[int]], folder: Path,
                 force: bool) -> AnalysisResult:
+        self._load_probe(settings)
+        if self.rt.shard is not None:
+            return self._execute_shard(settings, selection, folder, force)
+        plan = self._on_main(lambda: self._plan(settings, selection, folder, force))
+        for epoch in progress(plan.todo, self.show, desc="checkpoints"):
+            reason = self._epoch(folder, settings, epoch, plan)
+            if self.rt.dist.is_main:
+                plan.record(folder, epoch, reason)
+        self._report_reused()
+        return self._on_main(lambda: self._finish(selection[0], folder, force, plan))
+
+    def _plan(self, settings: Settings, selection: Tuple[List[int], List[int]], folder: Path,
+              force: bool) -> _Plan:
+        """Rank 0: analysis.json, the probe images, stale parts removed, the epochs to do."""
         selected, missing = selection
         state = _prepare_folder(folder, settings, self.data.classes, force)
         known = set(available_epochs(self.run))  # forget skips of epochs the run does not have
         state["skipped"] = [s for s in state.get("skipped", []) if s["epoch"] in known]
         done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)
-        self._write_probe_images(folder, settings, rewrite=force or not store.probe_images_path(folder).is_file())
+        store.remove_parts(folder, done | (set(selected) if force else set()))  # parts of old work
+        self._write_probe_images(folder, rewrite=force or not store.probe_images_path(folder).is_file())
+        skipped = [_skip(e, f"no checkpoint {self.run.checkpoint_path(e)}") for e in missing]
+        todo = [e for e in selected if e not in done]
+        ready = {e: w for e in todo if (w := self._complete_world(folder, settings, e))}
+        return _Plan(state, done, todo, ready, skipped)
+
+    def _finish(self, selected: List[int], folder: Path, force: bool, plan: _Plan) -> AnalysisResult:
+        """Rank 0: the final analysis.json and summary.csv, and the result every rank returns."""
+        state = _update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
+        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show)
+        if plan.todo and not plan.computed and not (set(state["epochs_done"]) & set(selected)):
+            raise OverfocusError(f"none of the selected checkpoints of {self.run.root} could be analysed "
+                                 f"({plan.skipped[0]['reason']}); see {folder / 'analysis.json'}")
+        return AnalysisResult(rows, plan.computed, state["skipped"], state["epochs_done"], folder)
+
+    def _epoch(self, folder: Path, settings: Settings, epoch: int, plan: _Plan) -> Optional[str]:
+        """One epoch on every rank; the reason it was skipped (meaningful on rank 0), or None."""
+        main = self.rt.dist.is_main
+        if epoch in plan.ready:  # a complete set of parts is on disk: only the merge is left
+            return self._merge(folder, settings, epoch, plan.ready[epoch]) if main else None
+        if self.rt.part is None:
+            return self._one_epoch(folder, settings, epoch)
+        rank, world = self.rt.part
+        reasons = gather_objects(self._one_part(folder, settings, epoch, rank, world), self.rt.dist)
+        if not main:
+            return None  # on to the next epoch while rank 0 merges this one
+        failed = next((r for r in reasons if r), None)
+        if failed:
+            store.remove_parts(folder, [epoch])
+            return failed
+        return self._merge(folder, settings, epoch, world)
+
+    def _execute_shard(self, settings: Settings, selection: Tuple[List[int], List[int]], folder: Path,
+                       force: bool) -> AnalysisResult:
+        """--shard R/W: this share's parts of the epochs not done yet; no shared file is written."""
+        if force:
+            raise OverfocusError("--shard cannot be combined with --force: run `overfocus analyze RUN --force` "
+                                 "without --shard, or give the shards a fresh --out")
+        existing = store.read_analysis_json(folder)
+        if existing is not None:
+            _refuse_mismatch(folder, existing, _fresh_state(settings, self.data.classes))
+        done = set(existing.get("epochs_done", [])) & set(store.record_epochs(folder)) if existing else set()
+        selected, missing = selection
         skipped = [_skip(e, f"no checkpoint {self.run.checkpoint_path(e)}") for e in missing]
         computed = []
-        todo = [e for e in selected if e not in done]
-        for epoch in progress(todo, self.show, desc="checkpoints"):
-            reason = self._one_epoch(folder, settings, epoch)
-            if reason:
-                skipped.append(_skip(epoch, reason))
-            else:
-                computed.append(epoch)
-                done.add(epoch)
-            state = _update_state(folder, state, done, skipped, computed)
-        state = _update_state(folder, state, done, skipped, computed)
-        rows = rebuild_summary(folder, state["epochs_done"], bool(computed) or force, self.show)
-        if todo and not computed and not (set(state["epochs_done"]) & set(selected)):
-            raise OverfocusError(f"none of the selected checkpoints of {self.run.root} could be analysed "
-                                 f"({skipped[0]['reason']}); see {folder / 'analysis.json'}")
-        return AnalysisResult(rows, computed, state["skipped"], state["epochs_done"], folder)
+        for epoch in progress([e for e in selected if e not in done], self.show, desc="checkpoints"):
+            reason = self._one_part(folder, settings, epoch, *self.rt.shard)
+            (skipped.append(_skip(epoch, reason)) if reason else computed.append(epoch))
+        self._report_reused()
+        return AnalysisResult([], computed, skipped, sorted(done), folder)
 
+    def _on_main(self, fn):
+        """fn() on rank 0, its value on every rank; an error on rank 0 is raised on every rank
+        (ranks would otherwise wait for rank 0 forever)."""
+        if not self.rt.dist.enabled:
+            return fn()
+        if not self.rt.dist.is_main:
+            ok, value = broadcast_object(None, self.rt.dist)
+            if not ok:
+                raise OverfocusError(value)
+            return value
+        try:
+            value = fn()
+        except BaseException as exc:
+            text = str(exc) if isinstance(exc, OverfocusError) else f"rank 0 failed: {type(exc).__name__}: {exc}"
+            broadcast_object((False, text), self.rt.dist)
+            raise
+        broadcast_object((True, value), self.rt.dist)
+        return value
+
+    # -- one epoch in one process --
     def _one_epoch(self, folder: Path, settings: Settings, epoch: int) -> Optional[str]:
         """Analyse one checkpoint and write its files; the reason it was skipped, or None."""
         try:
             model = self._load_model(epoch)
         except OverfocusError as exc:
             return str(exc)
-        out = self._analyse(model, settings, epoch)
-        store.write_npz(store.probe_epoch_path(folder, epoch), **out.probe)
-        store.write_csv(store.records_path(folder, epoch), out.rows, RECORD_COLUMNS, ".9g")
+        out = self._analyse(model, settings, epoch, probe_positions=None)
+        self._write_epoch(folder, epoch, out.rows(), self._probe_arrays(settings, epoch, out.probe))
+        store.remove_parts(folder, [epoch])  # an unfinished sharded attempt at it is obsolete now
         return None
 
+    def _write_epoch(self, folder: Path, epoch: int, rows: List[Dict[str, Any]], probe: Dict[str, np.ndarray]):
+        store.write_npz(store.probe_epoch_path(folder, epoch), **probe)
+        store.write_csv(store.records_path(folder, epoch), rows, RECORD_COLUMNS, ".9g")  # last: "done"
+
+    # -- parts (torchrun ranks, shards) --
+    def _part_meta(self, settings: Settings, epoch: int, rank: int, world: int) -> Dict[str, Any]:
+        """What a part was made from; a part on disk is reused only when all of it matches."""
+        ckpt = self.run.checkpoint_path(epoch)
+        stat = ckpt.stat() if ckpt.is_file() else None
+        return {"settings": settings.compared(), "batch_size": self.batch_size, "n": self.n_analysed,
+                "n_human": self.n_human, "span": list(batch_span(self.n_analysed, self.batch_size, rank, world)),
+                "human_span": list(batch_span(self.n_human, self.batch_size, rank, world)),
+                "checkpoint": [stat.st_size, stat.st_mtime_ns] if stat else None}
+
+    def _one_part(self, folder: Path, settings: Settings, epoch: int, rank: int, world: int) -> Optional[str]:
+        """This rank's share of one checkpoint, written as a part (or a finished one reused)."""
+        meta = self._part_meta(settings, epoch, rank, world)
+        if store.part_meta(folder, epoch, rank, world) == meta:
+            self.reused.append(epoch)
+            return None
+        try:
+            model = self._load_model(epoch)
+        except OverfocusError as exc:
+            return str(exc)
+        # probe images outside the analysed ones are rank 0's job (one process computes them too)
+        out = self._analyse(model, settings, epoch, probe_positions=self._uncovered_probe() if rank == 0 else [])
+        size = self.info.image_size
+        arrays = probe_part_arrays(out.probe, settings.methods, (size, size), self.info.num_classes)
+        if out.cov is not None:
+            arrays.update(mask_arrays(*coverage_masks(out.cov)))
+        store.write_part(folder, epoch, rank, world, out.sections, arrays, meta)
+        return None
+
+    def _complete_world(self, folder: Path, settings: Settings, epoch: int) -> Optional[int]:
+        """World size of a complete, up-to-date set of parts of `epoch` on disk (any world size)."""
+        for world in store.part_worlds(folder, epoch):
+            if all(store.part_meta(folder, epoch, r, world) == self._part_meta(settings, epoch, r, world)
+                   for r in range(world)):
+                return world
+        return None
+
+    def _merge(self, folder: Path, settings: Settings, epoch: int, world: int) -> Optional[str]:
+        """Rank 0: the parts of one epoch -> the records and probe files of a one-process run."""
+        parts = [store.read_part(folder, epoch, r, world) for r in range(world)]
+        cumulative: List[Dict[str, Any]] = []
+        if settings.coverage:
+            masks = [masks_from_arrays(arrays) for _, arrays in parts]
+            latent_key = next((key for _, key in masks if key), "")
+            totals = cumulative_coverage(union_masks(m for m, _ in masks), latent_key)
+            cumulative = _cumulative_rows(epoch, totals)
+        probe: Dict[int, tuple] = {}
+        for _, arrays in parts:
+            probe.update(probe_entries(arrays, settings.methods))
+        rows = merge_sections([sections for sections, _ in parts], cumulative)
+        self._write_epoch(folder, epoch, rows, self._probe_arrays(settings, epoch, probe))
+        store.remove_parts(folder, [epoch])
+        return None
+
+    def _report_reused(self) -> None:
+        if self.reused:
+            rank, world = self.rt.part
+            print(f"overfocus analyze: rank {rank} of {world} reused its finished parts of epochs "
+                  f"{sorted(self.reused)}", file=sys.stderr)
+
+    # -- the computation --
     def _load_model(self, epoch: int) -> torch.nn.Module:
         """Load a checkpoint's weights into the call's one model (strict: every parameter and buffer
         is overwritten), so memory stays that of one model whatever the number of checkpoints and
@@ -436,22 +698,27 @@ class _Job:
                                  f"({str(exc).strip().splitlines()[0][:160]})") from None
         return self.model.eval()
 
-    def _analyse(self, model: torch.nn.Module, settings: Settings, epoch: int) -> _EpochOutput:
-        out = _EpochOutput()
-        cov = self._coverage(model, settings)
+    def _analyse(self, model: torch.nn.Module, settings: Settings, epoch: int,
+                 probe_positions: Optional[List[int]]) -> _EpochOutput:
+        """This process's images of one checkpoint; `probe_positions`: probe images to compute on
+        top of those met (None: every one not met)."""
+        out = _EpochOutput(cov=self._coverage(model, settings))
         seen: List[Tuple[str, int]] = []
-        probe: Dict[int, tuple] = {}  # probe position -> (maps per method, logits) met in the main pass
         for batch, _ in progress(self.data.source, self.show, desc=f"epoch {epoch}"):
+            labels = batch.labels.tolist()  # from the host copy: no device round trip for the rows
             batch = batch.to(self.device)
-            maps, logits = self._attribute(model, batch, settings, cov)
-            out.rows += _batch_rows(epoch, batch, maps, logits, settings)
-            seen += list(zip(batch.image_ids, batch.labels.tolist()))
-            self._keep_probe(batch, maps, logits, probe)
-        if cov is not None:
-            out.rows += _coverage_rows(epoch, cov, seen)
+            maps, logits = self._attribute(model, batch, settings, out.cov)
+            out.sections["batch"] += _batch_rows(epoch, batch, labels, maps, logits, settings)
+            seen += list(zip(batch.image_ids, labels))
+            self._keep_probe(batch, maps, logits, out.probe)
+        if out.cov is not None:
+            out.sections["coverage"] = _coverage_image_rows(epoch, out.cov, seen)
+            out.cumulative = _cumulative_rows(epoch, out.cov.cumulative())
         if self.data.human is not None:
-            out.rows += self._human_rows(model, settings, epoch)
-        out.probe = self._probe_maps(model, settings, epoch, probe)
+            out.sections["human"] = self._human_rows(model, settings, epoch)
+        if probe_positions is None:
+            probe_positions = [k for k in range(len(self.probe_batch)) if k not in out.probe]
+        self._fill_probe(model, settings, out.probe, probe_positions)
         return out
 
     def _keep_probe(self, batch, maps, logits, probe: Dict[int, tuple]) -> None:
@@ -475,15 +742,27 @@ class _Job:
         from .data import normalize
 
         x = normalize(batch.images, self.info.mean, self.info.std)
+        if self.rt.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         target = target or settings.target
-        if target == "predicted" or (cov is not None and not settings.coverage_shares_forward):
-            with torch.no_grad(), (cov if cov is not None else nullcontext()):
-                logits = model(x)
-            targets = logits.argmax(1) if target == "predicted" else batch.labels
-            return attribute(model, x, targets, methods=settings.methods, layer=settings.layer), logits
-        with (cov if cov is not None else nullcontext()):
-            return attribute(model, x, batch.labels, methods=settings.methods, layer=settings.layer,
-                             return_logits=True)
+        hooks = cov if cov is not None else nullcontext()
+        with self._autocast():
+            if target == "predicted" or (cov is not None and not settings.coverage_shares_forward):
+                with torch.no_grad(), hooks:
+                    logits = model(x)
+                targets = logits.argmax(1) if target == "predicted" else batch.labels
+                maps = attribute(model, x, targets, methods=settings.methods, layer=settings.layer)
+            else:
+                with hooks:
+                    maps, logits = attribute(model, x, batch.labels, methods=settings.methods,
+                                             layer=settings.layer, return_logits=True)
+        # under autocast maps and logits may come back in half precision: metrics work in float32
+        return {m: v.float() for m, v in maps.items()}, logits.float()
+
+    def _autocast(self):
+        if self.rt.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.rt.amp_dtype)
 
     def _human_rows(self, model, settings: Settings, epoch: int) -> List[Dict[str, Any]]:
         """Human-map images: the predicted class (their labels are not the model's), `harmonization`."""
@@ -491,23 +770,45 @@ class _Job:
 
         rows: List[Dict[str, Any]] = []
         for batch, human in self.data.human:
+            labels = batch.labels.tolist()
             batch = batch.to(self.device)
             maps, _ = self._attribute(model, batch, settings, target="predicted")
+            columns = []
             for method in settings.methods:
                 table = compute_map_metrics(maps[method], names=list(settings.human_metrics), boxes=None,
                                             labels=batch.labels, human=human.to(self.device))
-                ids = [f"human:{i}" for i in batch.image_ids]  # never mistaken for an analysed image
-                rows += _metric_rows(epoch, method, ids, batch.labels.tolist(), table)
+                columns += [(method, metric, values) for metric, values in table.items()]
+            ids = [f"human:{i}" for i in batch.image_ids]  # never mistaken for an analysed image
+            rows += _table_rows(epoch, ids, labels, columns)
         return rows
 
-    def _probe_maps(self, model, settings: Settings, epoch: int, probe: Dict[int, tuple]) -> Dict[str, np.ndarray]:
+    # -- the probe set --
+    def _load_probe(self, settings: Settings) -> None:
+        from .data import collate_samples
+
+        ds = self.data.test
+        self.probe_index = find_indices(ds, settings.probe_ids)
+        self.probe_batch = collate_samples([ds[i] for i in self.probe_index])
+        self.probe_pos = {iid: k for k, iid in enumerate(settings.probe_ids)}
+
+    def _uncovered_probe(self) -> List[int]:
+        """Probe positions whose image is not among the analysed ones (--limit, --split train)."""
+        analysed = self.n_analysed if self.split == "test" else 0  # analysed = the first n test images
+        return [k for k, index in enumerate(self.probe_index) if index >= analysed]
+
+    def _fill_probe(self, model, settings: Settings, probe: Dict[int, tuple], positions: List[int]) -> None:
+        if positions:
+            maps, logits = self._attribute(model, _subset(self.probe_batch, positions).to(self.device), settings)
+            probe.update({k: ({m: v[j] for m, v in maps.items()}, logits[j]) for j, k in enumerate(positions)})
+
+    def _probe_arrays(self, settings: Settings, epoch: int, probe: Dict[int, tuple]) -> Dict[str, np.ndarray]:
         """float16 per-sample max-normalised maps of the probe set, with prediction and confidence."""
         from .attribution import normalize_maps
 
         missing = [k for k in range(len(self.probe_batch)) if k not in probe]
-        if missing:  # probe images outside the analysed ones (--limit, --split train)
-            maps, logits = self._attribute(model, _subset(self.probe_batch, missing).to(self.device), settings)
-            probe.update({k: ({m: v[j] for m, v in maps.items()}, logits[j]) for j, k in enumerate(missing)})
+        if missing:
+            raise OverfocusError(f"no maps of probe images {missing[:3]} for epoch {epoch}: delete "
+                                 "RUN/analysis/parts and analyse again")
         order = range(len(self.probe_batch))
         logits = torch.stack([probe[k][1] for k in order])
         conf, pred = torch.softmax(logits.float(), 1).max(1)
@@ -516,12 +817,7 @@ class _Job:
         return {**arrays, "pred": pred.cpu().numpy().astype(np.int64), "conf": conf.cpu().numpy().astype(np.float32),
                 "epoch": np.asarray(epoch), "image_ids": np.asarray(self.probe_batch.image_ids, dtype=str)}
 
-    def _write_probe_images(self, folder: Path, settings: Settings, rewrite: bool) -> None:
-        from .data import collate_samples
-
-        ds = self.data.test
-        self.probe_batch = collate_samples([ds[i] for i in find_indices(ds, settings.probe_ids)])
-        self.probe_pos = {iid: k for k, iid in enumerate(settings.probe_ids)}
+    def _write_probe_images(self, folder: Path, rewrite: bool) -> None:
         if rewrite:
             store.write_npz(store.probe_images_path(folder), **probe_arrays(self.probe_batch, self.data.classes))
 
@@ -593,32 +889,49 @@ def _metric_rows(epoch: int, method: str, ids: Sequence[str], labels: Sequence[i
     return rows
 
 
-def _batch_rows(epoch: int, batch, maps: Dict[str, torch.Tensor], logits: torch.Tensor,
+def _table_rows(epoch: int, ids: Sequence[str], labels: Sequence[int],
+                columns: List[Tuple[str, str, torch.Tensor]]) -> List[Dict[str, Any]]:
+    """Rows of one batch from (method, metric, B values) columns, with ONE device-to-host copy."""
+    if not columns:
+        return []
+    device = columns[0][2].device
+    values = torch.stack([v.detach().float().reshape(-1).to(device) for *_, v in columns]).cpu().tolist()
+    rows = []
+    for (method, metric, _), column in zip(columns, values):
+        for iid, label, value in zip(ids, labels, column):
+            rows.append({"epoch": epoch, "method": method, "image_id": iid, "label": label,
+                         "metric": metric, "value": value})
+    return rows
+
+
+def _batch_rows(epoch: int, batch, labels: Sequence[int], maps: Dict[str, torch.Tensor], logits: torch.Tensor,
                 settings: Settings) -> List[Dict[str, Any]]:
-    """Records of one batch: map metrics per method on the raw maps, then correct and confidence."""
+    """Records of one batch: map metrics per method on the raw maps, then correct and confidence;
+    everything stays on the device until the one copy of `_table_rows`."""
     from .metrics import compute_map_metrics
 
-    labels = batch.labels.tolist()
-    rows: List[Dict[str, Any]] = []
+    columns = []
     for method in settings.methods:
         table = compute_map_metrics(maps[method], names=list(settings.map_metrics), boxes=batch.boxes,
                                     labels=batch.labels)
-        rows += _metric_rows(epoch, method, batch.image_ids, labels, table)
+        columns += [(method, metric, values) for metric, values in table.items()]
     conf, pred = torch.softmax(logits.detach().float(), 1).max(1)
-    image = {"correct": (pred == batch.labels).float(), "confidence": conf}
-    return rows + _metric_rows(epoch, MODEL_METHOD, batch.image_ids, labels, image)
+    columns += [(MODEL_METHOD, "correct", (pred == batch.labels).float()), (MODEL_METHOD, "confidence", conf)]
+    return _table_rows(epoch, batch.image_ids, labels, columns)
 
 
-def _coverage_rows(epoch: int, cov, seen: List[Tuple[str, int]]) -> List[Dict[str, Any]]:
-    """Per-image neuron coverage, plus the cumulative coverage of the epoch as `__all__` rows."""
+def _coverage_image_rows(epoch: int, cov, seen: List[Tuple[str, int]]) -> List[Dict[str, Any]]:
+    """Per-image neuron coverage of the images seen, in order."""
     per_image = cov.per_image()
     ids, labels = [s[0] for s in seen], [s[1] for s in seen]
     assert all(len(v) == len(ids) for v in per_image.values()), "one coverage value per analysed image"
-    rows = _metric_rows(epoch, MODEL_METHOD, ids, labels, {k: per_image[k] for k in COVERAGE_METRICS})
-    for name, value in cov.cumulative().items():
-        rows.append({"epoch": epoch, "method": MODEL_METHOD, "image_id": ALL_IMAGES, "label": -1,
-                     "metric": f"{name}_cumulative", "value": float(value)})
-    return rows
+    return _metric_rows(epoch, MODEL_METHOD, ids, labels, {k: per_image[k] for k in COVERAGE_METRICS})
+
+
+def _cumulative_rows(epoch: int, cumulative: Dict[str, float]) -> List[Dict[str, Any]]:
+    """The cumulative coverage of the epoch as `__all__` rows."""
+    return [{"epoch": epoch, "method": MODEL_METHOD, "image_id": ALL_IMAGES, "label": -1,
+             "metric": f"{name}_cumulative", "value": float(value)} for name, value in cumulative.items()]
 
 
 def probe_arrays(batch, classes: Sequence[str]) -> Dict[str, np.ndarray]:
@@ -640,31 +953,41 @@ def _prepare_folder(folder: Path, settings: Settings, classes: List[str], force:
     with `force`, the earlier files are removed first.
     """
     existing = store.read_analysis_json(folder)
-    fresh = {"schema": store.ANALYSIS_SCHEMA, **settings.compared(), "metrics": settings.metrics,
-             "latent_layer": settings.latent_layer,
-             "coverage_forward": "shared" if settings.coverage_shares_forward else "separate",
-             "epochs_done": [], "skipped": [], "classes": list(classes)}
+    fresh = _fresh_state(settings, classes)
     if existing is None:
         return fresh
-    mismatch = _first_mismatch(existing, fresh)
-    if mismatch is None:
+    if _first_mismatch(existing, fresh) is None:
         on_disk = set(store.record_epochs(folder))  # a records file removed by hand means "not done"
         existing["epochs_done"] = sorted(e for e in existing.get("epochs_done", []) if e in on_disk)
         return existing
     if not force:
+        _refuse_mismatch(folder, existing, fresh)
+    _clear_folder(folder)
+    return fresh
+
+
+def _fresh_state(settings: Settings, classes: List[str]) -> Dict[str, Any]:
+    """analysis.json of an analysis with nothing done yet."""
+    return {"schema": store.ANALYSIS_SCHEMA, **settings.compared(), "metrics": settings.metrics,
+            "latent_layer": settings.latent_layer,
+            "coverage_forward": "shared" if settings.coverage_shares_forward else "separate",
+            "epochs_done": [], "skipped": [], "classes": list(classes)}
+
+
+def _refuse_mismatch(folder: Path, existing: Dict[str, Any], fresh: Dict[str, Any]) -> None:
+    mismatch = _first_mismatch(existing, fresh)
+    if mismatch is not None:
         key, old, new = mismatch
         raise OverfocusError(f"{folder} holds an analysis made with {key}={old!r}, this call asks for "
                              f"{key}={new!r}: pass --force to replace it, or --out DIR to keep both")
-    _clear_folder(folder)
-    return fresh
 
 
 def _first_mismatch(existing: Dict[str, Any], fresh: Dict[str, Any]) -> Optional[Tuple[str, Any, Any]]:
     if existing.get("schema") != store.ANALYSIS_SCHEMA:
         return ("schema", existing.get("schema"), store.ANALYSIS_SCHEMA)
     for key in COMPARED_SETTINGS:
-        if existing.get(key) != fresh[key]:
-            return (key, existing.get(key), fresh[key])
+        if existing.get(key, SETTING_DEFAULTS.get(key)) != fresh[key]:
+            return (key, existing.get(key, SETTING_DEFAULTS.get(key)), fresh[key])
     return None
 
 
@@ -674,6 +997,7 @@ def _clear_folder(folder: Path) -> None:
                     "analysis.json"):
         for path in folder.glob(pattern):
             path.unlink()
+    store.remove_parts(folder)
 
 
 def _update_state(folder: Path, state: Dict[str, Any], done: set, skipped: List[Dict[str, Any]],

@@ -105,3 +105,17 @@ def gather_objects(obj, info: DistInfo) -> list:
     out = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj, info: DistInfo, src: int = 0):
+    """Rank `src`'s `obj` on every rank (the object itself for a single process).
+
+    Example:
+        >>> broadcast_object({"todo": [1, 2]}, DistInfo())
+        {'todo': [1, 2]}
+    """
+    if not (info.enabled and dist.is_initialized()):
+        return obj
+    box = [obj if info.rank == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

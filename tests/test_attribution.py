@@ -228,3 +228,49 @@ def test_normalize_maps_per_sample_and_degenerate():
     assert not torch.isnan(normed).any()
     assert normed[0].eq(1).all() and normed[1].eq(0).all() and normed[2].eq(0).all()
     assert normed[3, 0].tolist() == [0.0, 1.0, 0.0]  # own max (4), not the batch max; negatives clipped
+
+
+def _normalize_reference(maps: torch.Tensor):
+    """The definition spelled out row by row (specs/METRICS.md): own max, clipped, zero if degenerate."""
+    out, flags = [], []
+    for m in maps:
+        bad = not bool(torch.isfinite(m).all()) or float(m.clamp_min(0).max()) <= 0
+        out.append(torch.zeros_like(m) if bad else m.clamp_min(0) / m.clamp_min(0).max())
+        flags.append(bad)
+    return torch.stack(out), torch.tensor(flags)
+
+
+def test_normalize_maps_matches_the_row_by_row_definition_with_inf_and_negative_rows():
+    gen = torch.Generator().manual_seed(0)
+    maps = torch.randn(8, 5, 6, generator=gen)
+    maps[1] = -maps[1].abs()                  # all negative: degenerate
+    maps[2, 0, 0] = float("inf")              # +inf: degenerate, not a map of zeros and one NaN
+    maps[3, 4, 5] = float("-inf")
+    maps[4, 2, 2] = float("nan")
+    normed, degenerate = normalize_maps(maps)
+    ref, ref_flags = _normalize_reference(maps)
+    assert degenerate.tolist() == ref_flags.tolist() == [False, True, True, True, True, False, False, False]
+    assert torch.equal(normed, ref)  # bit-identical: the same division by the same maximum
+    empty, flags = normalize_maps(torch.zeros(2, 0, 3))
+    assert empty.shape == (2, 0, 3) and flags.tolist() == [True, True]
+
+
+def test_grad_cam_and_sgdrop_upsampled_together_equal_each_alone():
+    model = build_model("cifarnet", 4, width=0.125)
+    images, targets = torch.randn(3, 3, 32, 32), torch.tensor([0, 2, 3])
+    both = attribute(model, images, targets, layer="block3")
+    for name in ("grad_cam", "sgdrop"):
+        alone = attribute(model, images, targets, methods=name, layer="block3")[name]
+        assert torch.equal(alone, both[name]), name
+
+
+def test_nested_attribution_mode_on_one_model_restores_once_at_the_outer_exit():
+    model = _mixed_state_model()
+    before = _state(model)
+    with attribution_mode(model):
+        with attribution_mode(model):
+            handle = model.block3.register_forward_hook(lambda *a: None)
+        assert not model.training and model.block1.training is False  # still in attribution mode
+        assert not any(p.requires_grad for p in model.parameters())
+        assert handle.id in model.block3._forward_hooks  # the inner exit restored nothing
+    assert _state(model) == before and _hook_count(model) == 0

@@ -277,3 +277,156 @@ def test_neuron_coverage_on_a_registered_model():
     assert per["coverage_global"].shape == (3,) and 0 < cum["coverage_global"] <= 1
     assert cov._latent_key == "layer4.1.relu#1"  # the block's ReLU after the residual sum
     assert cum["coverage_global"] >= per["coverage_global"].max().item()
+
+
+# ---------------------------------------------------------------------------------------------
+# The batched implementations against plain per-image references of the same definitions
+# ---------------------------------------------------------------------------------------------
+
+
+def _reference_box_iou(maps, boxes, component="largest", threshold=0.5):
+    """Per image: scipy's 8-connected labelling, argmax of sizes (ties: first label), IoU loop."""
+    from scipy import ndimage
+
+    out = []
+    for m, gts in zip(maps, boxes):
+        if len(gts) == 0:
+            out.append(math.nan)
+            continue
+        peak = float(m.clamp_min(0).max())
+        binary = (m.clamp_min(0) / peak >= threshold).numpy() if peak > 0 else np.zeros(m.shape, bool)
+        if not binary.any():
+            out.append(0.0)
+            continue
+        if component == "largest":
+            labelled, _ = ndimage.label(binary, structure=np.ones((3, 3), bool))
+            binary = labelled == int(np.argmax(np.bincount(labelled.ravel())[1:])) + 1
+        rows, cols = np.nonzero(binary)
+        px = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        best = 0.0
+        for g in gts.tolist():
+            iw = max(0.0, min(px[2], g[2]) - max(px[0], g[0]))
+            ih = max(0.0, min(px[3], g[3]) - max(px[1], g[1]))
+            union = (px[2] - px[0]) * (px[3] - px[1]) + (g[2] - g[0]) * (g[3] - g[1]) - iw * ih
+            best = max(best, iw * ih / union if union > 0 else 0.0)
+        out.append(best)
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def _random_case(seed, b=12, h=20, w=28):
+    """Smooth maps, speckled maps with many components, an all-zero map, 0-3 boxes per image."""
+    gen = torch.Generator().manual_seed(seed)
+    smooth = nn.functional.interpolate(torch.rand(b // 2, 1, 3, 4, generator=gen), size=(h, w), mode="bilinear")[:, 0]
+    speckle = torch.rand(b - b // 2, h, w, generator=gen) * (torch.rand(b - b // 2, h, w, generator=gen) > 0.8)
+    maps = torch.cat([smooth, speckle])
+    maps[0] = 0.0
+    boxes = []
+    for i in range(b):
+        k = i % 4
+        xy = torch.rand(k, 2, generator=gen) * torch.tensor([w, h])
+        boxes.append(torch.cat([xy, xy + 2 + torch.rand(k, 2, generator=gen) * 10], 1).round())
+    return maps, boxes
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_box_iou_and_hit_match_a_per_image_reference(seed):
+    maps, boxes = _random_case(seed)
+    for component in ("largest", "all"):
+        ours = _fn("box_iou")(maps, boxes=boxes, component=component)
+        ref = _reference_box_iou(maps, boxes, component)
+        torch.testing.assert_close(ours, ref, equal_nan=True, rtol=0, atol=1e-6)
+        hit = _fn("hit")(maps, boxes=boxes, component=component)
+        torch.testing.assert_close(hit, torch.where(torch.isnan(ref), ref, (ref >= 0.5).float()), equal_nan=True)
+
+
+def test_largest_component_ties_go_to_the_first_in_raster_order():
+    """Equal-size components in every image: the winner is the one whose first pixel comes first
+    in raster order, whatever order the labeller numbers them in (OpenCV scans 2 rows at a time)."""
+    from overfocus.metrics.components import largest_component_boxes
+
+    rng = np.random.default_rng(0)
+    binary = np.zeros((40, 16, 16), bool)
+    for img in binary:
+        for r, c in rng.integers(0, 8, size=(6, 2)) * 2:  # isolated single pixels (even grid)
+            img[r, c] = True
+    boxes, found = largest_component_boxes(binary)
+    assert found.all()
+    for img, box in zip(binary, boxes):
+        r, c = np.argwhere(img)[0]  # argwhere is in raster order
+        assert box.tolist() == [c, r, c + 1, r + 1]
+    # a 2-pixel component in row 1 beats a 1-pixel one in row 0; then row 1 second block vs row 0
+    img = np.zeros((1, 4, 8), bool)
+    img[0, 0, 6] = True
+    img[0, 1, 0:2] = True
+    assert largest_component_boxes(img)[0].tolist() == [[0.0, 1.0, 2.0, 2.0]]
+    img[0, 1, 0:2], img[0, 1, 1], img[0, 0, 6] = False, True, True  # two single pixels: row 0 first
+    assert largest_component_boxes(img)[0].tolist() == [[6.0, 0.0, 7.0, 1.0]]
+
+
+def test_compute_map_metrics_normalises_once_and_equals_each_metric_alone(monkeypatch):
+    import overfocus.metrics.batch as batch_module
+
+    maps, boxes = _random_case(3)
+    alone = {name: _fn(name)(maps, boxes=boxes) for name in METRICS.names() if name != "harmonization"}
+    calls = []
+    real = batch_module.normalize_maps
+    monkeypatch.setattr(batch_module, "normalize_maps", lambda m: calls.append(1) or real(m))
+    shared = compute_map_metrics(maps, boxes=boxes)
+    assert len(calls) == 1 and sorted(shared) == sorted(alone)
+    for name, values in alone.items():
+        torch.testing.assert_close(shared[name], values, equal_nan=True, rtol=0, atol=0)
+
+
+def test_pointing_game_and_energy_match_per_image_loops():
+    maps, boxes = _random_case(4)
+    height, width = maps.shape[1:]
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    pg, energy = _fn("pointing_game")(maps, boxes=boxes), _fn("energy_pg")(maps, boxes=boxes)
+    for i, (m, gts) in enumerate(zip(maps, boxes)):
+        if len(gts) == 0:
+            assert math.isnan(pg[i]) and math.isnan(energy[i])
+            continue
+        mask = torch.zeros(height, width, dtype=torch.bool)
+        for x0, y0, x1, y1 in gts.tolist():  # pixel centres inside the box
+            mask |= (cols + 0.5 >= x0) & (cols + 0.5 <= x1) & (rows + 0.5 >= y0) & (rows + 0.5 <= y1)
+        total = float(m.sum())
+        assert energy[i].item() == pytest.approx(float(m[mask].sum()) / total if total >= 1e-7 else 0.0, rel=1e-5)
+        if total > 0:
+            r, c = divmod(int(m.argmax()), width)
+            near = ((rows[mask] - r) ** 2 + (cols[mask] - c) ** 2).float().sqrt().min() <= 15
+            assert pg[i].item() == float(near)
+
+
+def test_boxes_to_masks_several_boxes_and_empty_lists():
+    boxes = [torch.tensor([[0., 0., 2., 2.], [3., 1., 5., 3.]]), torch.zeros(0, 4), torch.tensor([[1., 1., 1., 1.]])]
+    masks = boxes_to_masks(boxes, 4, 6)
+    assert masks[0].int().tolist() == [[1, 1, 0, 0, 0, 0], [1, 1, 0, 1, 1, 0], [0, 0, 0, 1, 1, 0], [0] * 6]
+    assert not masks[1].any() and not masks[2].any()  # an empty box covers no pixel centre
+
+
+def test_gini_and_entropy_match_float64_references():
+    gen = torch.Generator().manual_seed(5)
+    maps = torch.rand(6, 12, 9, generator=gen) ** 4
+    maps[1, :6] = 0.0
+    flat = maps.reshape(6, -1).double()
+    n = flat.shape[1]
+    ordered = flat.sort(dim=1).values
+    gini_ref = 2 * (torch.arange(1, n + 1, dtype=torch.float64) * ordered).sum(1) / (n * flat.sum(1)) - (n + 1) / n
+    p = flat / flat.sum(1, keepdim=True)
+    entropy_ref = -(p * torch.log(torch.where(p > 0, p, 1.0))).sum(1) / math.log(n)
+    torch.testing.assert_close(_fn("gini")(maps), gini_ref.float(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(_fn("entropy")(maps), entropy_ref.float(), rtol=1e-6, atol=1e-7)
+
+
+def test_bootstrap_chunks_draw_the_same_indices_as_one_draw():
+    """Chunked draws (even rows per chunk) reproduce a single draw of all indices, odd n included."""
+    import overfocus.metrics.stats as stats
+
+    for n in (7, 256, 1001):
+        v = np.random.default_rng(n).random(n)
+        idx = np.random.default_rng(0).integers(0, n, size=(1000, n))
+        means = v[idx].mean(axis=1)
+        tail = (1 - 0.95) / 2 * 100  # as bootstrap_ci computes it (2.4999999999999996)
+        expected = tuple(float(x) for x in np.percentile(means, [tail, 100 - tail]))
+        assert bootstrap_ci(v, n_boot=1000, seed=0) == expected
+    assert stats._MAX_DRAWS // 1001 < 1000  # the n = 1001 case did use several chunks

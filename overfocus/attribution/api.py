@@ -52,7 +52,7 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     fns = {name: ATTRIBUTIONS.get(name) for name in methods}  # unknown names fail before any work
     targets = _check_inputs(images, targets)
-    req = AttributionRequest(model, images, targets, layer, ig_steps=ig_steps)
+    req = AttributionRequest(model, images, targets, layer, ig_steps=ig_steps, methods=methods)
     with attribution_mode(model):
         if not _GIVES_LOGITS.intersection(methods):
             with torch.no_grad():
@@ -76,10 +76,13 @@ def normalize_maps(maps: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         ([[[0.0, 1.0]], [[0.0, 0.0]]], [False, True])
     """
     flat = maps.detach().float().reshape(maps.shape[0], -1)
-    finite = torch.isfinite(flat).all(dim=1)
-    flat = torch.where(torch.isfinite(flat), flat, torch.zeros_like(flat)).clamp_min(0)
-    peak = flat.amax(dim=1) if flat.shape[1] else torch.zeros(flat.shape[0], device=flat.device)
-    degenerate = (peak <= 0) | ~finite
+    if flat.shape[1] == 0:
+        return flat.reshape(maps.shape).clone(), torch.ones(flat.shape[0], dtype=torch.bool, device=flat.device)
+    # amax/amin propagate NaN and show +-inf: two fast reductions instead of an elementwise isfinite
+    peak, low = flat.amax(dim=1), flat.amin(dim=1)
+    degenerate = ~(torch.isfinite(peak) & torch.isfinite(low)) | (peak <= 0)
     scale = torch.where(degenerate, torch.ones_like(peak), peak)
-    normed = torch.where(degenerate[:, None], torch.zeros_like(flat), flat / scale[:, None])
+    normed = flat.clamp_min(0).div_(scale[:, None])
+    if bool(degenerate.any()):  # rare: touch those rows only (they may hold NaN)
+        normed[degenerate] = 0.0
     return normed.reshape(maps.shape), degenerate

@@ -8,7 +8,7 @@ also when the attribution raises half-way (a bad target, an out-of-memory error,
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -33,12 +33,17 @@ def _hook_snapshot(model: nn.Module) -> List[Tuple[nn.Module, str, frozenset]]:
 def _remove_new_hooks(snapshot: List[Tuple[nn.Module, str, frozenset]]) -> None:
     for module, attr, before in snapshot:
         hooks = getattr(module, attr)
-        for key in [k for k in hooks if k not in before]:
-            del hooks[key]
-    # backward hooks also set a flag that torch checks before calling them
-    for module, _attr, _before in snapshot:
-        if not module._backward_hooks and not module._backward_pre_hooks:
+        if len(hooks) != len(before) or any(k not in before for k in hooks):
+            for key in [k for k in hooks if k not in before]:
+                del hooks[key]
+    # backward hooks also set a flag that torch checks before calling them (set only where it
+    # changes: nn.Module.__setattr__ is slow, and this runs for every module on every batch)
+    for module in {m for m, _attr, _before in snapshot}:
+        if not module._backward_hooks and not module._backward_pre_hooks and module._is_full_backward_hook is not None:
             module._is_full_backward_hook = None
+
+
+_ACTIVE: Set[int] = set()  # ids of the models inside an attribution_mode context right now
 
 
 @contextlib.contextmanager
@@ -56,10 +61,15 @@ def attribution_mode(model: nn.Module) -> Iterator[nn.Module]:
         >>> m.training, m[0].weight.requires_grad
         (True, True)
     """
+    if id(model) in _ACTIVE:  # nested (attribute -> layer_gradients): the outer context restores
+        with torch.enable_grad():
+            yield model
+        return
     training: Dict[nn.Module, bool] = {m: m.training for m in model.modules()}
     requires: Dict[nn.Parameter, bool] = {p: p.requires_grad for p in model.parameters()
                                           if not isinstance(p, nn.parameter.UninitializedParameter)}
     hooks = _hook_snapshot(model)
+    _ACTIVE.add(id(model))
     try:
         model.eval()
         for param in requires:  # parameter gradients are never needed: saves work and memory
@@ -67,8 +77,10 @@ def attribution_mode(model: nn.Module) -> Iterator[nn.Module]:
         with torch.enable_grad():
             yield model
     finally:
+        _ACTIVE.discard(id(model))
         _remove_new_hooks(hooks)
         for module, flag in training.items():
-            module.training = flag
+            if module.training != flag:  # skip nn.Module.__setattr__ where nothing changed
+                module.training = flag
         for param, flag in requires.items():
             param.requires_grad_(flag)

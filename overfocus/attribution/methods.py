@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..models import get_module
 from ..registry import Registry
-from .layer import checked_forward, grad_cam_raw, layer_gradients, sgdrop_raw, upsample
+from .layer import checked_forward, grad_cam_raw, layer_gradients, sgdrop_raw
 
 ATTRIBUTIONS: Registry = Registry("attribution method")
 
@@ -36,6 +37,7 @@ class AttributionRequest:
     targets: torch.Tensor
     layer: str
     ig_steps: int = 16
+    methods: Tuple[str, ...] = ()  # all methods of the call: layer maps asked together are upsampled together
     cache: Dict[str, Any] = field(default_factory=dict)
 
     def forward_fn(self) -> Callable:
@@ -63,16 +65,32 @@ def _input_gradients(req: AttributionRequest) -> torch.Tensor:
     return req.cache["input_grad"]
 
 
+_LAYER_MAPS = {"grad_cam": grad_cam_raw, "sgdrop": sgdrop_raw}
+
+
+def _layer_map(req: AttributionRequest, name: str) -> torch.Tensor:
+    """One of the layer maps; those the call asks for come from one pass and ONE upsampling."""
+    key = f"map:{name}"
+    if key not in req.cache:
+        names = [n for n in _LAYER_MAPS if n in req.methods or n == name]
+        grads = _layer_pass(req)
+        raw = torch.stack([_LAYER_MAPS[n](grads) for n in names], dim=1)  # B x M x h x w
+        up = F.interpolate(raw, size=req.size, mode="bilinear", align_corners=False) \
+            if tuple(raw.shape[-2:]) != req.size else raw
+        req.cache.update({f"map:{n}": up[:, i] for i, n in enumerate(names)})
+    return req.cache[key]
+
+
 @ATTRIBUTIONS.register("grad_cam")
 def grad_cam(req: AttributionRequest) -> torch.Tensor:
     """Grad-CAM (ReLU on) at `req.layer`, bilinearly upsampled to the input size."""
-    return upsample(grad_cam_raw(_layer_pass(req)), req.size)
+    return _layer_map(req, "grad_cam")
 
 
 @ATTRIBUTIONS.register("sgdrop")
 def sgdrop(req: AttributionRequest) -> torch.Tensor:
     """The SGDrop attribution sum_c relu(dy/dz * z) at `req.layer`, bilinearly upsampled."""
-    return upsample(sgdrop_raw(_layer_pass(req)), req.size)
+    return _layer_map(req, "sgdrop")
 
 
 @ATTRIBUTIONS.register("saliency")

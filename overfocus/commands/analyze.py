@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import OverfocusError
 from .common import RAW
+from .train import relaunch_with_torchrun, strip_nproc
 
 EXAMPLES = """examples:
   overfocus analyze runs/demo                          # every checkpoint not analysed yet
@@ -11,11 +13,17 @@ EXAMPLES = """examples:
   overfocus analyze runs/demo --epochs 3,5,7 --methods grad_cam --metrics area_ratio,hit
   overfocus analyze runs/tin --human osie:../shared/data/osie-150   # adds harmonization
   overfocus analyze runs/demo --target predicted --out runs/demo/analysis-pred
+  overfocus analyze runs/demo --nproc 2               # 2 processes on this machine (torchrun)
+  torchrun --nproc_per_node=4 -m overfocus analyze runs/demo --device cuda --amp --channels-last
+  overfocus analyze runs/demo --shard 0/4             # share 0 of 4 (job array); a plain call merges
 
 writes RUN/analysis/ (see docs/analysis.md): records/epoch_NNNN.csv (one row per image x method x
 metric), summary.csv (mean and 95% bootstrap interval per epoch x method x metric), probe/ (the
 probe images and their float16 maps per epoch) and analysis.json (settings, epochs done/skipped).
-A second call computes only the checkpoints not analysed yet; --force recomputes.
+A second call computes only the checkpoints not analysed yet; --force recomputes. Under torchrun
+every rank takes its share of each checkpoint's batches and rank 0 writes the same files as one
+process would; a killed multi-process call leaves finished parts that the next call reuses
+(docs/distributed.md).
 """
 
 
@@ -36,7 +44,16 @@ def register(sub) -> None:
     p.add_argument("--layer", help="attribution layer (default: the model's Grad-CAM layer)")
     p.add_argument("--batch-size", type=int, help="images per batch (default: the run's)")
     p.add_argument("--limit", type=int, default=0, help="analyse at most N images (default all)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default); under torchrun "
+                   "cuda/auto mean each rank's own GPU")
+    p.add_argument("--amp", action="store_true", help="mixed precision (autocast, bfloat16 where supported) "
+                   "for the model; maps and metrics stay float32; meant for CUDA")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on "
+                   "recent GPUs)")
+    p.add_argument("--nproc", type=int, default=0,
+                   help="launch N processes with torchrun on this machine, each analysing a share")
+    p.add_argument("--shard", metavar="R/W", help="compute only share R of W (0-based) into analysis/parts, "
+                   "without torch.distributed; a later call without --shard merges complete sets")
     p.add_argument("--human", help="dataset with human importance maps, e.g. osie:PATH (adds harmonization)")
     p.add_argument("--out", help="analysis folder (default RUN/analysis)")
     p.add_argument("--force", action="store_true", help="recompute the selected epochs; replaces an "
@@ -48,19 +65,61 @@ def _names(text):
     return None if text is None else [t for t in text.split(",") if t.strip()]
 
 
+# options handed on unchanged to the processes that --nproc launches
+VALUE_OPTIONS = ("epochs", "methods", "metrics", "probe", "data", "split", "target", "layer", "batch_size",
+                 "limit", "device", "human", "out")
+FLAG_OPTIONS = ("amp", "channels_last", "force")
+
+
+def forwarded_argv(args: argparse.Namespace) -> list:
+    """The command line of this call for the launched processes (without --nproc)."""
+    argv = [args.run]
+    for name in VALUE_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv + [f"--{name.replace('_', '-')}" for name in FLAG_OPTIONS if getattr(args, name)]
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..analyze import preflight
+    from ..distributed import env_info
+
+    if args.nproc > 1:
+        preflight(args.run, args.epochs, args.device, nproc=args.nproc, shard=args.shard)
+        return relaunch_with_torchrun(args.nproc, "analyze", strip_nproc(forwarded_argv(args)))
+    try:
+        result = _analyze(args)
+    except OverfocusError:
+        if not env_info().is_main:
+            return 2  # rank 0 prints the one line; the other ranks exit quietly
+        raise
+    if not env_info().is_main:
+        return 0
+    if args.shard:
+        print(f"shard {args.shard}: parts of epochs {_ranges(result.computed) or 'none'} written to "
+              f"{result.folder / 'parts'}; run `overfocus analyze {args.run}` once every shard is done")
+        return 0
+    _report(result)
+    return 0
+
+
+def _analyze(args: argparse.Namespace):
     from ..analyze import analyze
 
-    result = analyze(args.run, epochs=args.epochs, methods=_names(args.methods), metrics=_names(args.metrics),
-                     probe=args.probe, data=args.data, split=args.split, target=args.target, layer=args.layer,
-                     batch_size=args.batch_size, limit=args.limit, device=args.device, human=args.human,
-                     force=args.force, out=args.out)
+    return analyze(args.run, epochs=args.epochs, methods=_names(args.methods), metrics=_names(args.metrics),
+                   probe=args.probe, data=args.data, split=args.split, target=args.target, layer=args.layer,
+                   batch_size=args.batch_size, limit=args.limit, device=args.device, amp=args.amp,
+                   channels_last=args.channels_last, human=args.human, force=args.force, out=args.out,
+                   shard=args.shard)
+
+
+def _report(result) -> None:
     news = f"analysed epochs {_ranges(result.computed)}" if result.computed else "nothing new to analyse"
     print(f"{news}; {len(result.epochs_done)} epoch(s) done in all, {len(result.skipped)} skipped")
     print(f"  summary: {result.folder / 'summary.csv'}\n  records: {result.folder / 'records'}")
     for line in _headline(result):
         print(line)
-    return 0
 
 
 def _ranges(epochs) -> str:

@@ -1,4 +1,5 @@
 """Per-image metrics over batched maps, neuron coverage and aggregation (docs/conventions.md)."""
+from .batch import MapBatch
 from .concentration import entropy, gini
 from .coverage import NeuronCoverage
 from .harmonization import CLICKME_CEILING, gaussian_blur, harmonization, prepare_human_maps, spearman
@@ -9,4 +10,4 @@ from .stats import bootstrap_ci, pointing_game_per_class
 __all__ = ["METRICS", "MetricSpec", "compute_map_metrics", "NeuronCoverage", "bootstrap_ci",
            "pointing_game_per_class", "area_ratio", "box_iou", "hit", "pointing_game", "energy_pg",
            "harmonization", "gini", "entropy", "boxes_to_masks", "gaussian_blur", "prepare_human_maps",
-           "spearman", "CLICKME_CEILING"]
+           "spearman", "CLICKME_CEILING", "MapBatch"]
