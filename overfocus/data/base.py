@@ -141,6 +141,10 @@ class FileDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def boxes_in_pixels(self, boxes: np.ndarray, img: np.ndarray) -> np.ndarray:
+        """Record boxes in pixels of the file's image; formats storing fractions override this."""
+        return boxes
+
     def __getitem__(self, index: int) -> Optional[Dict]:
         path, label, boxes, image_id = self.records[index]
         try:
@@ -150,7 +154,7 @@ class FileDataset(torch.utils.data.Dataset):
                 raise
             self.bad_files.append(str(path))  # counted and warned about by the caller
             return None
-        img, boxes = resize_with_boxes(img, boxes, self.image_size)
+        img, boxes = resize_with_boxes(img, self.boxes_in_pixels(boxes, img), self.image_size)
         if self.augment is not None:
             img, boxes = self.augment(img, boxes, index)
         return {"image": to_tensor(img), "label": label, "boxes": torch.from_numpy(boxes), "image_id": image_id}

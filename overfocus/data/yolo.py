@@ -14,14 +14,13 @@ of that class. Images with no label file or an empty one (YOLO's background imag
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
-import torch
 import yaml
 
 from ..errors import OverfocusError
-from .base import FileDataset, read_rgb, resize_with_boxes, to_tensor
+from .base import FileDataset
 from .formats import (SPLIT_OPTIONS, Record, check_options, list_images, make_dataset, pick_label,
                       require_path, split_fraction, split_records)
 from .specs import DATASETS
@@ -36,20 +35,9 @@ class YoloDataset(FileDataset):
     Scaling at read time avoids opening every image when the dataset is built.
     """
 
-    def __getitem__(self, index: int) -> Optional[Dict]:
-        path, label, boxes, image_id = self.records[index]
-        try:
-            img = read_rgb(Path(path))
-        except OverfocusError:
-            if not self.skip_bad:
-                raise
-            self.bad_files.append(str(path))
-            return None
+    def boxes_in_pixels(self, boxes: np.ndarray, img: np.ndarray) -> np.ndarray:
         h, w = img.shape[:2]
-        img, boxes = resize_with_boxes(img, boxes * np.array([w, h, w, h], np.float32), self.image_size)
-        if self.augment is not None:
-            img, boxes = self.augment(img, boxes, index)
-        return {"image": to_tensor(img), "label": label, "boxes": torch.from_numpy(boxes), "image_id": image_id}
+        return boxes * np.array([w, h, w, h], np.float32)
 
 
 def class_names(root: Path) -> List[str]:
