@@ -299,7 +299,7 @@ class Trainer:
             batch = Batch(normalize(batch.images, mean, std), batch.labels, batch.boxes, batch.image_ids)
             if self.cfg.train.channels_last:
                 batch.images = batch.images.contiguous(memory_format=torch.channels_last)
-            info = StepInfo((epoch - 1) * len(loader) + i, epoch, i)
+            info = StepInfo((epoch - 1) * len(loader) + i, epoch, i, len(batch) / sampler.global_sizes[i])
             with torch.autocast(device.type, enabled=amp):
                 loss, stats = self.regularizer.loss(self.train_model, batch, info)
             if self.world_size > 1:  # DDP averages over ranks: weight each by its share of the batch

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .common import RAW
 
 EXAMPLES = """examples:
   overfocus resume runs/shapes               # after a crash or Ctrl-C
   overfocus resume runs/shapes --epochs 40   # train further than first planned
+  overfocus resume runs/ddp --nproc 2        # under DDP (or: torchrun ... -m overfocus resume RUN)
 """
 
 
@@ -16,12 +18,21 @@ def register(sub) -> None:
                        formatter_class=RAW)
     p.add_argument("run", help="run directory written by `overfocus train`")
     p.add_argument("--epochs", type=int, help="new total number of epochs")
+    p.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun on this machine")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import env_info
+    from ..rundir import RunDir
     from ..train import resume
+    from .train import relaunch_with_torchrun, strip_nproc
 
+    RunDir(args.run).read_manifest()  # a one-line error before any process is launched
+    if args.nproc > 1:
+        argv = sys.argv[sys.argv.index("resume") + 1:]
+        return relaunch_with_torchrun(args.nproc, "resume", strip_nproc(argv))
     out = resume(args.run, args.epochs)
-    print(f"run complete: {out}")
+    if env_info().is_main:
+        print(f"run complete: {out}")
     return 0

@@ -46,11 +46,17 @@ class RegContext:
 
 @dataclass
 class StepInfo:
-    """Where training stands: 0-based global step, 1-based epoch, step within the epoch."""
+    """Where training stands: 0-based global step, 1-based epoch, step within the epoch.
+
+    `batch_share` is this process's fraction of the global batch (1.0 without DDP). The engine
+    weights each rank's loss so that batch MEANS match a single process; a loss term that is a
+    SUM over images must divide it by `batch_share` to stay a sum over the global batch.
+    """
 
     step: int
     epoch: int
     step_in_epoch: int
+    batch_share: float = 1.0
 
 
 class Regularizer:

@@ -169,7 +169,8 @@ class Guidance(Regularizer):
         h, w = maps.shape[1:]
         masks = torch.stack([box_mask(batch.boxes[i], h, w, self.params.box_dilation) for i in rows])
         loc = LOSS_FUNCTIONS[self.params.loss](maps.index_select(0, index), masks.to(maps.dtype))
-        loss = F.cross_entropy(logits, batch.labels) + self.lambda_loc * loc.sum()
+        # A sum over images (Rao et al.); under DDP a sum over the GLOBAL batch (see StepInfo).
+        loss = F.cross_entropy(logits, batch.labels) + self.lambda_loc * loc.sum() / step.batch_share
         return loss, {"loc_loss": loc.detach().mean(), "annotated": float(len(rows))}
 
     def _forward_with_maps(self, model: nn.Module, batch) -> Tuple[torch.Tensor, torch.Tensor]:
