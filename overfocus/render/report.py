@@ -43,7 +43,7 @@ h2 { font-size: 19px; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 2
 .sub { color: var(--muted); margin: 2px 0; overflow-wrap: anywhere; }
 .verdict { display: inline-block; margin-top: 12px; padding: 6px 12px; border-radius: 6px; font-weight: 600;
            color: #fff; }
-.verdict.pass { background: var(--ok); } .verdict.fail { background: var(--problem); }
+.verdict.pass { background: var(--ok); color: #fff; } .verdict.fail { background: var(--problem); color: #fff; }
 .verdict.none { background: var(--muted); }
 ul.findings { list-style: none; padding: 0; margin: 0; }
 .finding { background: #fff; margin: 6px 0; padding: 8px 12px; border-left: 6px solid; border-radius: 4px; }
@@ -247,7 +247,8 @@ def verdict(report: Dict[str, Any]) -> str:
         return '<div class="verdict none">no gates set</div>'
     failed = [g["metric"] for g in gates if not g["passed"]]
     if not failed:
-        return f'<div class="verdict pass">all {len(gates)} gates passed</div>'
+        text = "the gate passed" if len(gates) == 1 else f"all {len(gates)} gates passed"
+        return f'<div class="verdict pass">{text}</div>'
     return f'<div class="verdict fail">{len(failed)} of {len(gates)} gates failed: {esc(", ".join(failed))}</div>'
 
 
