@@ -66,17 +66,9 @@ def parse_shard(text: str | Sequence[int] | None) -> Optional[Tuple[int, int]]:
 
 # ---- neuron coverage across ranks -------------------------------------------------------------
 def coverage_masks(cov) -> Tuple[Dict[str, np.ndarray], str]:
-    """The per-layer "fired for some input" masks of a NeuronCoverage and its latent layer key.
-
-    NeuronCoverage exposes only fractions publicly; the masks are its accumulated state, read here
-    in one place so that a change of that class breaks one function (and the tests), not the merge.
-    """
-    ever = getattr(cov, "_ever", None)
-    if not isinstance(ever, dict):
-        raise RuntimeError("NeuronCoverage no longer keeps per-layer fired masks (`_ever`): "
-                           "update overfocus.analysis_shards.coverage_masks")
-    masks = {key: mask.detach().cpu().numpy().astype(bool) for key, mask in ever.items()}
-    return masks, str(getattr(cov, "_latent_key", None) or "")
+    """The per-layer "fired for some input" masks of a NeuronCoverage and its latent layer key."""
+    masks, latent_key = cov.fired_masks()
+    return {key: mask.detach().cpu().numpy().astype(bool) for key, mask in masks.items()}, latent_key
 
 
 def union_masks(parts: Iterable[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:

@@ -128,6 +128,13 @@ class NeuronCoverage:
             return {"coverage_global": torch.zeros(0), "coverage_latent": torch.zeros(0)}
         return {"coverage_global": torch.cat(self._global), "coverage_latent": torch.cat(self._latent)}
 
+    def fired_masks(self) -> Tuple[Dict[str, torch.Tensor], str]:
+        """Per-layer boolean masks "fired for some input so far" and the latent layer's key.
+
+        What ranks exchange to merge cumulative coverage (a union of masks, not of fractions).
+        """
+        return {key: mask.clone() for key, mask in self._ever.items()}, self._latent_key or ""
+
     def cumulative(self) -> Dict[str, float]:
         """Fraction of neurons that fired for at least one input so far (NaN before any forward)."""
         if not self._ever:
