@@ -103,7 +103,7 @@ class NeuronCoverage:
             call = self._calls.get(name, 0)
             self._calls[name] = call + 1
             key = f"{name}#{call}"
-            self._fired[key] = channel_fired(output, self.threshold).cpu()
+            self._fired[key] = channel_fired(output, self.threshold)  # stays on the device until the end
             self._last_key = key
         return hook
 
@@ -113,6 +113,7 @@ class NeuronCoverage:
     def _finish_forward(self, *_args) -> None:
         if not self._fired:
             return
+        self._fired = _to_host_once(self._fired)
         for key, fired in self._fired.items():
             self._ever[key] = fired.any(dim=0) | self._ever.get(key, torch.zeros(fired.shape[1], dtype=torch.bool))
         total = sum(f.shape[1] for f in self._fired.values())
@@ -144,3 +145,11 @@ class NeuronCoverage:
         latent = self._ever.get(self._latent_key) if self._latent_key else None
         return {"coverage_global": fired / total,
                 "coverage_latent": float(latent.float().mean()) if latent is not None else math.nan}
+
+
+def _to_host_once(fired: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Move every layer's B x C mask to the CPU in ONE transfer (one sync per forward on a GPU)."""
+    keys = list(fired)
+    widths = [fired[k].shape[1] for k in keys]
+    host = torch.cat([fired[k] for k in keys], dim=1).cpu()
+    return dict(zip(keys, torch.split(host, widths, dim=1)))
