@@ -63,8 +63,8 @@ def main() -> None:
             bare.append(b)
             ours.append(e)
     b, e = statistics.median(bare), statistics.median(ours)
-    print(f"| model | images/epoch | bare loop s/epoch | engine s/epoch | ratio (goal <= 1.05) | engine img/s |")
-    print(f"|---|---|---|---|---|---|")
+    print("| model | images/epoch | bare loop s/epoch | engine s/epoch | ratio (goal <= 1.05) | engine img/s |")
+    print("|---|---|---|---|---|---|")
     print(f"| {args.model} w0.25 64px | {n_train} | {b:.3f} | {e:.3f} | {e / b:.3f} | {n_train / e:.0f} |")
 
 

@@ -109,8 +109,8 @@ def write_csv(path: Path, rows: Iterable[Dict[str, Any]], columns: Sequence[str]
     atomic_write_text(Path(path), format_csv(rows, columns, float_format))
 
 
-def _float(text: str) -> float:
-    return float(text) if text != "" else math.nan
+def _float(text: Optional[str]) -> float:
+    return float(text) if text not in ("", None) else math.nan
 
 
 def _typed_record(row: Dict[str, str]) -> Dict[str, Any]:
@@ -161,10 +161,25 @@ def read_summary(run_dir: Path | str, out: Optional[Path | str] = None) -> List[
     path = _existing_analysis(run_dir, out) / "summary.csv"
     if not path.is_file():
         raise OverfocusError(f"{path} does not exist: run `overfocus analyze {run_dir}` first")
+    return parse_summary_file(path)
+
+
+SUMMARY_COLUMNS = ("epoch", "method", "metric", "mean", "ci_low", "ci_high", "n")
+
+
+def parse_summary_file(path: Path) -> List[Dict[str, Any]]:
+    """Rows of one summary.csv, typed (empty cells -> NaN); the one parser of that format.
+
+    A file without the expected columns is an OverfocusError telling the user to re-run analyze.
+    """
     with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        absent = [c for c in SUMMARY_COLUMNS if c not in (reader.fieldnames or [])]
+        if absent:
+            raise OverfocusError(f"{path} lacks the columns {', '.join(absent)}: re-run `overfocus analyze`")
         return [{"epoch": int(r["epoch"]), "method": r["method"], "metric": r["metric"],
                  "mean": _float(r["mean"]), "ci_low": _float(r["ci_low"]), "ci_high": _float(r["ci_high"]),
-                 "n": int(r["n"])} for r in csv.DictReader(fh)]
+                 "n": int(_float(r["n"] or "0"))} for r in reader]
 
 
 def _existing_analysis(run_dir: Path | str, out: Optional[Path | str]) -> Path:

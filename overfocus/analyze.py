@@ -366,19 +366,15 @@ class BatchSource:
         self._cache = cache
 
 
-def _image_id(dataset, index: int) -> str:
-    records = getattr(dataset, "records", None)  # file datasets know their ids without decoding
-    return str(records[index][3]) if records is not None else str(dataset[index]["image_id"])
-
-
 def find_indices(dataset, ids: Sequence[str]) -> List[int]:
-    """Dataset positions of `ids` (training takes the first test images as probe: look there first)."""
+    """Dataset positions of `ids` (stops scanning as soon as every id is found)."""
+    from .data import image_id_at
+
     wanted, found = set(ids), {}
-    n = len(dataset)
-    for i in [*range(min(len(ids), n)), *range(n)]:
+    for i in range(len(dataset)):
         if len(found) == len(wanted):
             break
-        iid = _image_id(dataset, i)
+        iid = image_id_at(dataset, i)
         if iid in wanted:
             found.setdefault(iid, i)
     missing = [i for i in ids if i not in found]
@@ -394,11 +390,13 @@ def extend_probe_ids(dataset, ids: Sequence[str], size: Optional[int]) -> Tuple[
         return tuple(ids)
     if size < 1:
         raise OverfocusError(f"--probe {size}: use at least 1 image")
+    from .data import image_id_at
+
     out, taken = list(ids[:size]), set(ids)
     for i in range(len(dataset)):
         if len(out) >= size:
             break
-        iid = _image_id(dataset, i)
+        iid = image_id_at(dataset, i)
         if iid not in taken:
             out.append(iid)
             taken.add(iid)
@@ -879,16 +877,6 @@ def _check_metric(spec, has_boxes: bool, has_human: bool) -> None:
 
 
 # ---- records ----------------------------------------------------------------------------------
-def _metric_rows(epoch: int, method: str, ids: Sequence[str], labels: Sequence[int],
-                 table: Dict[str, torch.Tensor]) -> List[Dict[str, Any]]:
-    rows = []
-    for metric, values in table.items():
-        for iid, label, value in zip(ids, labels, values.detach().float().cpu().tolist()):
-            rows.append({"epoch": epoch, "method": method, "image_id": iid, "label": label,
-                         "metric": metric, "value": value})
-    return rows
-
-
 def _table_rows(epoch: int, ids: Sequence[str], labels: Sequence[int],
                 columns: List[Tuple[str, str, torch.Tensor]]) -> List[Dict[str, Any]]:
     """Rows of one batch from (method, metric, B values) columns, with ONE device-to-host copy."""
@@ -925,7 +913,7 @@ def _coverage_image_rows(epoch: int, cov, seen: List[Tuple[str, int]]) -> List[D
     per_image = cov.per_image()
     ids, labels = [s[0] for s in seen], [s[1] for s in seen]
     assert all(len(v) == len(ids) for v in per_image.values()), "one coverage value per analysed image"
-    return _metric_rows(epoch, MODEL_METHOD, ids, labels, {k: per_image[k] for k in COVERAGE_METRICS})
+    return _table_rows(epoch, ids, labels, [(MODEL_METHOD, k, per_image[k]) for k in COVERAGE_METRICS])
 
 
 def _cumulative_rows(epoch: int, cumulative: Dict[str, float]) -> List[Dict[str, Any]]:

@@ -15,7 +15,6 @@ Example:
 """
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import dataclass, field
@@ -770,19 +769,10 @@ def read_history(source: Source) -> Tuple[List[Dict[str, Any]], List[Dict[str, A
     """The run's metrics.jsonl rows and, when analysed, its summary.csv rows (numbers parsed)."""
     if source.run is None:
         return [], []
-    return source.run.read_metrics(), read_summary_csv(source.run.analysis / "summary.csv")
+    from .analysis_io import parse_summary_file
 
-
-def read_summary_csv(path: Path) -> List[Dict[str, Any]]:
-    """summary.csv (epoch,method,metric,mean,ci_low,ci_high,n) with numbers parsed; empty -> NaN."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    num = lambda v: float(v) if v not in (None, "") else float("nan")  # noqa: E731
-    return [{"epoch": int(r["epoch"]), "method": r["method"], "metric": r["metric"], "mean": num(r["mean"]),
-             "ci_low": num(r["ci_low"]), "ci_high": num(r["ci_high"]), "n": int(num(r["n"]) or 0)}
-            for r in rows]
+    summary = source.run.analysis / "summary.csv"
+    return source.run.read_metrics(), parse_summary_file(summary) if summary.is_file() else []
 
 
 def default_out(target: str | Path) -> Path:

@@ -13,21 +13,21 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import RunConfig, from_dict, to_dict
-from .data import Batch, collate_samples, normalize, open_dataset
+from .data import Batch, collate_samples, image_id_at, normalize, open_dataset
 from .data.transforms import BoxAwareAugment
 from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier, env_info, gather_objects,
                           init_process_group)
 from .errors import OverfocusError
 from .models import MODELS, build_model, latent_layer_name
 from .progress import progress
-from .regularizers import RegContext, Regularizer, StepInfo, build_regularizer
+from .regularizers import RegContext, StepInfo, build_regularizer
 from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save, load_checkpoint
 from .versions import software_versions
 
@@ -82,6 +82,9 @@ class Subset(torch.utils.data.Subset):
     @property
     def has_boxes(self):
         return getattr(self.dataset, "has_boxes", False)
+
+    def image_id(self, index: int) -> str:
+        return image_id_at(self.dataset, self.indices[index])
 
 
 def fixed_subset_indices(n_total: int, n_pick: int, seed: int) -> List[int]:
@@ -171,7 +174,7 @@ def probe_indices(n_test: int, size: int) -> List[int]:
 
 def dataset_fingerprint(cfg: RunConfig, data: Datasets) -> Dict[str, Any]:
     """What identifies the data: spec, sizes, classes, and a hash of the test image ids."""
-    ids = [data.test[i]["image_id"] for i in range(min(len(data.test), 256))]
+    ids = [image_id_at(data.test, i) for i in range(min(len(data.test), 256))]
     digest = hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:16]
     return {"spec": cfg.data.spec, "train_size": len(data.train), "test_size": len(data.test),
             "classes": data.classes, "has_boxes": data.has_boxes, "test_ids_sha": digest}
@@ -356,7 +359,7 @@ class Trainer:
     def _write_manifest(self, status: str, epochs: List[Dict[str, Any]]) -> None:
         if self.rank != 0:
             return
-        probe = [self.data.test[i]["image_id"] for i in probe_indices(len(self.data.test), PROBE_SIZE)]
+        probe = [image_id_at(self.data.test, i) for i in probe_indices(len(self.data.test), PROBE_SIZE)]
         self.run.write_manifest({
             "schema": SCHEMA_VERSION, "status": status, "config": to_dict(self.cfg), "seed": self.cfg.train.seed,
             "versions": software_versions(), "dataset": dataset_fingerprint(self.cfg, self.data),

@@ -1,6 +1,7 @@
 """Shared test fixtures: every test runs on the CPU, seeded, with few threads."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,12 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 torch.set_num_threads(1)  # tiny models: threading costs more than it gives
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A private copy of a run without its analysis (session fixtures are read by other tests)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("analysis"))
+    return dst
 
 
 def shared_data(name: str) -> Path:

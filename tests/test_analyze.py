@@ -16,21 +16,16 @@ from overfocus.analysis_io import (RECORD_COLUMNS, SUMMARY_COLUMNS, read_probe, 
 from overfocus.analyze import IMAGE_METRICS, analyze, parse_epochs
 from overfocus.errors import OverfocusError
 from overfocus.rundir import RunDir
+from conftest import copy_run
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TEST = 24  # test images of the `tiny_run` fixture
 
 
-def _copy_run(src: Path, dst: Path) -> Path:
-    """A private copy of the shared run (the fixture run is read by other tests)."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("analysis"))
-    return dst
-
-
 @pytest.fixture(scope="module")
 def analysed(tiny_run, tmp_path_factory):
     """A copy of the tiny run analysed once with the defaults, and the result of that call."""
-    run = _copy_run(tiny_run, tmp_path_factory.mktemp("analysed") / "run")
+    run = copy_run(tiny_run, tmp_path_factory.mktemp("analysed") / "run")
     return run, analyze(run, device="cpu", show_progress=False)
 
 
@@ -144,7 +139,7 @@ def test_a_second_call_does_no_work(analysed):
 
 
 def test_a_different_configuration_is_refused_until_forced(tiny_run, tmp_path):
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     analyze(run, epochs="2", metrics=["area_ratio"], device="cpu", show_progress=False, limit=8)
     with pytest.raises(OverfocusError, match="--force"):
         analyze(run, epochs="2", metrics=["hit"], device="cpu", show_progress=False, limit=8)
@@ -154,7 +149,7 @@ def test_a_different_configuration_is_refused_until_forced(tiny_run, tmp_path):
 
 
 def test_corrupt_checkpoint_is_skipped_then_filled_in(tiny_run, tmp_path, capsys):
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     ckpt = RunDir(run).checkpoint_path(1)
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated, as after a full disk
     res = analyze(run, metrics=["area_ratio"], device="cpu", show_progress=False)
@@ -173,7 +168,7 @@ def test_corrupt_checkpoint_is_skipped_then_filled_in(tiny_run, tmp_path, capsys
 
 
 def test_predicted_target_and_epoch_ranges(tiny_run, tmp_path):
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     res = analyze(run, epochs="0:2:2", methods=["grad_cam"], metrics=["area_ratio", "coverage"], target="predicted",
                   limit=8, device="cpu", show_progress=False, out=tmp_path / "pred")
     assert res.computed == [0, 2]
@@ -214,7 +209,7 @@ def _heatmap_folder(root: Path) -> Path:
 
 
 def test_human_maps_give_harmonization(tiny_run, tmp_path):
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     spec = f"heatmaps:{_heatmap_folder(tmp_path / 'human')}"
     res = analyze(run, epochs="2", methods=["grad_cam"], metrics=["area_ratio"], human=spec, limit=4,
                   device="cpu", show_progress=False)
@@ -232,7 +227,7 @@ def test_osie_fixations_on_a_run(tiny_run, tmp_path):
     from tests.conftest import shared_data
 
     osie = shared_data("osie-150")
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     analyze(run, epochs="2", methods=["grad_cam", "sgdrop"], metrics=["area_ratio"], human=f"osie:{osie}",
             limit=4, device="cpu", show_progress=False)
     rows = [r for r in read_records(run) if r["metric"] == "harmonization"]
@@ -252,7 +247,7 @@ def test_python_api_is_lazy_and_callable():
 
 
 def test_cli_analyzes_a_run(tiny_run, tmp_path):
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     ok = subprocess.run([sys.executable, "-m", "overfocus", "analyze", str(run), "--epochs", "2", "--limit", "8",
                          "--device", "cpu", "--methods", "grad_cam"], cwd=ROOT, capture_output=True, text=True,
                         timeout=300)

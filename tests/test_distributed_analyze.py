@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,20 +18,16 @@ from overfocus.analysis_shards import batch_span, cumulative_coverage, union_mas
 from overfocus.analyze import analyze
 from overfocus.cli import main
 from overfocus.errors import OverfocusError
+from conftest import copy_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5
 
 
-def _copy_run(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("analysis"))
-    return dst
-
-
 @pytest.fixture(scope="module")
 def reference(tiny_run, tmp_path_factory):
     """A copy of the tiny run analysed by ONE process with the defaults."""
-    run = _copy_run(tiny_run, tmp_path_factory.mktemp("one") / "run")
+    run = copy_run(tiny_run, tmp_path_factory.mktemp("one") / "run")
     analyze(run, device="cpu", show_progress=False)
     return run
 
@@ -77,7 +72,7 @@ def assert_same_analysis(one: Path, other: Path, out_one=None, out_other=None) -
 
 
 def test_two_ranks_under_torchrun_write_the_files_of_one_process(reference, tiny_run, tmp_path):
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     res = _torchrun_analyze(run)
     assert res.stdout.count("analysed epochs 0-2") == 1  # rank 0 reports, once
     assert_same_analysis(reference, run)
@@ -94,7 +89,7 @@ def _killed_rank_0(run: Path) -> None:
 
 
 def test_parts_of_a_killed_rank_are_reused_and_completed(reference, tiny_run, tmp_path, capsys):
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     _killed_rank_0(run)
     capsys.readouterr()
     assert analyze(run, device="cpu", show_progress=False, shard=(0, 2)).computed == [0, 1, 2]
@@ -106,7 +101,7 @@ def test_parts_of_a_killed_rank_are_reused_and_completed(reference, tiny_run, tm
 
 @pytest.mark.slow  # two torchrun launches of ~15 s on a small machine; the in-process test above is fast
 def test_a_killed_call_leaves_parts_that_the_next_torchrun_call_reuses(reference, tiny_run, tmp_path):
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     _killed_rank_0(run)
     res = _torchrun_analyze(run)
     assert "rank 0 of 2 reused its finished parts of epochs [0, 2]" in res.stderr  # epoch 1 is computed again
@@ -119,7 +114,7 @@ def test_a_killed_call_leaves_parts_that_the_next_torchrun_call_reuses(reference
 def test_shards_merge_into_the_files_of_one_process(reference, tiny_run, tmp_path, world):
     """--shard R/W in separate calls, then a plain call merges: rows, numbers and summary of one
     process (world 3: 2 batches for 3 shards, the last one is empty)."""
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     for rank in range(world):
         res = analyze(run, device="cpu", show_progress=False, shard=f"{rank}/{world}")
         assert res.computed == [0, 1, 2] and list(res) == []
@@ -146,7 +141,7 @@ def _heatmaps(root: Path) -> Path:
 def test_shards_with_limit_predicted_target_and_human_maps(tiny_run, tmp_path):
     """Probe images outside --limit (rank 0 computes them), a separate coverage forward, and
     human-map images split over the shards too."""
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     opts = dict(epochs="1,2", methods=["grad_cam"], metrics=["area_ratio", "coverage"], target="predicted",
                 limit=8, batch_size=4, human=f"heatmaps:{_heatmaps(tmp_path / 'human')}", device="cpu",
                 show_progress=False)
@@ -159,7 +154,7 @@ def test_shards_with_limit_predicted_target_and_human_maps(tiny_run, tmp_path):
 
 
 def test_stale_parts_are_computed_again(tiny_run, tmp_path, capsys):
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     opts = dict(epochs="2", metrics=["area_ratio"], limit=8, device="cpu", show_progress=False)
     analyze(run, shard="1/2", **opts)
     analyze(run, shard="1/2", **opts)
@@ -206,7 +201,7 @@ def test_batch_spans_tile_the_images_in_batch_order():
     (["--shard", "0/2", "--nproc", "2"], "exclude"),
 ])
 def test_bad_distributed_options_exit_2_with_one_line(tiny_run, tmp_path, capsys, argv, message):
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     assert main(["analyze", str(run), "--device", "cpu", "--epochs", "2", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
@@ -215,7 +210,7 @@ def test_bad_distributed_options_exit_2_with_one_line(tiny_run, tmp_path, capsys
 def test_amp_and_channels_last_on_the_cpu(tiny_run, tmp_path):
     """channels_last changes no number; --amp (bfloat16) stays close and is recorded, and mixing
     precisions in one folder is refused."""
-    run = _copy_run(tiny_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     opts = dict(epochs="2", methods=["grad_cam"], metrics=["area_ratio", "coverage"], limit=8, device="cpu",
                 show_progress=False)
     analyze(run, out=tmp_path / "fp32", **opts)

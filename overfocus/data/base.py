@@ -53,6 +53,18 @@ def collate_samples(samples: Sequence[Dict]) -> Batch:
     return Batch(images, labels, boxes, [str(s["image_id"]) for s in samples])
 
 
+def image_id_at(dataset, index: int) -> str:
+    """The image_id of sample `index`, without decoding the image where the dataset allows it.
+
+    Example:
+        >>> from overfocus.data import open_dataset
+        >>> image_id_at(open_dataset("builtin?test=4", "test", 32), 2)
+        'test_000002'
+    """
+    fast = getattr(dataset, "image_id", None)
+    return str(fast(index)) if callable(fast) else str(dataset[index]["image_id"])
+
+
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Mean/std normalisation of a batch in [0, 1]; the single place where it happens."""
     m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
@@ -140,6 +152,9 @@ class FileDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def image_id(self, index: int) -> str:
+        return str(self.records[index][3])
 
     def boxes_in_pixels(self, boxes: np.ndarray, img: np.ndarray) -> np.ndarray:
         """Record boxes in pixels of the file's image; formats storing fractions override this."""

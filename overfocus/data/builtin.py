@@ -71,7 +71,10 @@ class BuiltinShapes(torch.utils.data.Dataset):
         if self.augment is not None:
             img, boxes = self.augment(img, boxes, index)
         return {"image": to_tensor(img), "label": label, "boxes": torch.from_numpy(boxes),
-                "image_id": f"{self.split}_{index:06d}"}
+                "image_id": self.image_id(index)}
+
+    def image_id(self, index: int) -> str:
+        return f"{self.split}_{index:06d}"
 
     def _maybe_decoy(self, img: np.ndarray, rng: np.random.Generator, label: int) -> None:
         if self.decoy == "none" or (self.split == "test" and self.decoy == "absent"):
@@ -107,8 +110,6 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def _draw_object(img: np.ndarray, rng: np.random.Generator, label: int) -> list:
     """Draw the class shape with random colour/size/position/texture; return its exact box."""
-    import cv2
-
     size = img.shape[0]
     side = rng.uniform(0.25, 0.55) * size
     cx, cy = rng.uniform(side / 2 + 1, size - side / 2 - 1, 2)

@@ -6,7 +6,6 @@ the run's metrics.jsonl. Nothing here runs a model.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 import os
@@ -17,10 +16,10 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from ..analysis_io import parse_summary_file
 from ..errors import OverfocusError
 from ..rundir import RunDir
 
-SUMMARY_COLUMNS = ("epoch", "method", "metric", "mean", "ci_low", "ci_high", "n")
 METHOD_NAMES = {"grad_cam": "Grad-CAM", "sgdrop": "SGDrop", "saliency": "saliency",
                 "input_x_gradient": "input x gradient", "integrated_gradients": "integrated gradients",
                 "guided_grad_cam": "guided Grad-CAM", "model": "model"}
@@ -122,7 +121,7 @@ def load_analysis(run_dir: Path | str) -> Analysis:
     probe = read_probe_set(run_dir)
     epochs = analysed_epochs(run_dir, meta)
     summary_path = run_dir / "analysis" / "summary.csv"
-    summary = read_summary(summary_path) if summary_path.is_file() else []
+    summary = parse_summary_file(summary_path) if summary_path.is_file() else []
     return Analysis(run_dir, meta, probe, epochs, summary, RunDir(run_dir).read_metrics())
 
 
@@ -169,28 +168,6 @@ def read_probe_epoch(path: Path, epoch: int) -> EpochMaps:
         maps = {k[len("maps_"):]: np.nan_to_num(z[k].astype(np.float32)).clip(0.0, 1.0)
                 for k in z.files if k.startswith("maps_")}
         return EpochMaps(epoch, maps, np.asarray(z["pred"], np.int64), np.asarray(z["conf"], np.float32))
-
-
-def _num(text: str) -> float:
-    return float(text) if text not in ("", None) else math.nan
-
-
-def read_summary(path: Path) -> List[Dict]:
-    """Read summary.csv into dicts with typed values (empty cells -> NaN).
-
-    Example:
-        >>> rows = read_summary(Path("runs/demo/analysis/summary.csv"))   # doctest: +SKIP
-        >>> rows[0]["metric"], rows[0]["mean"]                             # doctest: +SKIP
-        ('area_ratio', 0.21)
-    """
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        absent = [c for c in SUMMARY_COLUMNS if c not in (reader.fieldnames or [])]
-        if absent:
-            raise OverfocusError(f"{path} lacks the columns {', '.join(absent)}: re-run `overfocus analyze`")
-        return [{"epoch": int(r["epoch"]), "method": r["method"], "metric": r["metric"], "mean": _num(r["mean"]),
-                 "ci_low": _num(r["ci_low"]), "ci_high": _num(r["ci_high"]), "n": int(float(r["n"] or 0))}
-                for r in reader]
 
 
 def select_methods(available: Sequence[str], requested: Optional[Sequence[str]], where: Path) -> List[str]:
