@@ -19,8 +19,9 @@ import torch
 from .errors import OverfocusError
 
 SCHEMA_VERSION = 1
-_UMASK = os.umask(0)
+_UMASK = os.umask(0)  # reading the umask means setting it: put it back at once
 os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's temp files are 0600
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -29,7 +30,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
