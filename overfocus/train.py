@@ -57,6 +57,7 @@ class Datasets:
     test: Any
     classes: List[str]
     has_boxes: bool
+    augment: Optional[BoxAwareAugment] = None  # the train split's; its epoch is set per epoch
 
 
 def open_datasets(cfg: RunConfig) -> Datasets:
@@ -69,7 +70,8 @@ def open_datasets(cfg: RunConfig) -> Datasets:
     if d.limit:
         indices = list(range(min(d.limit, len(train))))
         train, train_eval = Subset(train, indices), Subset(train_eval, indices)
-    return Datasets(train, train_eval, test, list(train_eval.classes), bool(getattr(test, "has_boxes", False)))
+    return Datasets(train, train_eval, test, list(train_eval.classes), bool(getattr(test, "has_boxes", False)),
+                    augment)
 
 
 class Subset(torch.utils.data.Subset):
@@ -276,12 +278,8 @@ class Trainer:
 
     def epoch_loader(self, epoch: int):
         """The shuffled training loader of one epoch (order from (seed, epoch) alone)."""
-        if hasattr(self.data.train, "dataset") and hasattr(self.data.train.dataset, "augment"):
-            aug = self.data.train.dataset.augment
-        else:
-            aug = getattr(self.data.train, "augment", None)
-        if aug is not None:
-            aug.set_epoch(epoch)
+        if self.data.augment is not None:
+            self.data.augment.set_epoch(epoch)
         sampler = GlobalBatchSampler(len(self.data.train), self.cfg.data.batch_size,
                                      self.cfg.train.seed * 100_003 + epoch, self.rank, self.world_size)
         return make_loader(self.data.train, self.cfg.data.batch_size, self.cfg.data.num_workers, sampler), sampler
