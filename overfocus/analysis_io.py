@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from .errors import OverfocusError
-from .rundir import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 ANALYSIS_SCHEMA = 1
 RECORD_COLUMNS = ("epoch", "method", "image_id", "label", "metric", "value")

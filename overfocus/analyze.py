@@ -204,7 +204,7 @@ def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
     Example:
         >>> preflight("runs/demo", "0:10", device="cpu", nproc=2)                 # doctest: +SKIP
     """
-    from .train import resolve_device
+    from .device import resolve_device
 
     run = RunDir(run_dir)
     RunInfo.from_manifest(run.read_manifest())
@@ -249,7 +249,7 @@ def make_runtime(device: str = "auto", amp: bool = False, channels_last: bool = 
         'float32'
     """
     from .distributed import env_info, init_process_group
-    from .train import resolve_device
+    from .device import resolve_device
 
     info, shard = env_info(), parse_shard(shard)
     if shard is not None and info.enabled:

@@ -607,7 +607,7 @@ def audit(opts: AuditOptions) -> AuditResult:
         >>> result.report["metrics"]["accuracy"]["value"]                       # doctest: +SKIP
         0.84
     """
-    from .train import resolve_device
+    from .device import resolve_device
 
     thresholds = check_options(opts)
     source = resolve_source(opts.target)

@@ -27,27 +27,12 @@ from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier,
 from .errors import OverfocusError
 from .models import MODELS, build_model, latent_layer_name
 from .progress import progress
+from .device import resolve_device  # noqa: F401 (re-exported for callers of train.resolve_device)
 from .regularizers import RegContext, StepInfo, build_regularizer
 from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save, load_checkpoint
 from .versions import software_versions
 
 PROBE_SIZE = 16
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA when present; `cuda` without a GPU is an error with a fix.
-
-    Under torchrun, `cuda` and `auto` mean this process's GPU (cuda:LOCAL_RANK).
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise OverfocusError(f"device {name!r} asked for, but no CUDA GPU is visible: use --device cpu")
-    try:
-        device = torch.device(name)
-        return torch.device("cuda", local_rank) if device.type == "cuda" and device.index is None else device
-    except RuntimeError:
-        raise OverfocusError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 from ..errors import OverfocusError
 from ..progress import progress
-from ..rundir import sha256_file
+from ..fileio import sha256_file
 
 CHUNK = 1 << 16
 

@@ -275,7 +275,7 @@ def iter_tfrecords(path: Union[str, Path], verify: bool = True) -> Iterator[byte
 
 def write_tfrecords(path: Union[str, Path], records: Iterable[bytes]) -> None:
     """Write records with TFRecord framing (atomically); used by tests and small exports."""
-    from ..rundir import atomic_write_bytes
+    from ..fileio import atomic_write_bytes
 
     chunks = []
     for data in records:

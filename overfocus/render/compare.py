@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import OverfocusError
-from ..rundir import atomic_write_text
+from ..fileio import atomic_write_text
 from .io import Analysis, load_analysis, method_name
 from .overlay import attribution_panel
 from .video import (Cell, FrameStyle, check_fps, check_style, compose_frame, compute_layout, fmt_num, fmt_pct,

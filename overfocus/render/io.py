@@ -18,7 +18,8 @@ import numpy as np
 
 from ..analysis_io import parse_summary_file
 from ..errors import OverfocusError
-from ..rundir import FILE_MODE, RunDir
+from ..fileio import file_mode
+from ..rundir import RunDir
 
 METHOD_NAMES = {"grad_cam": "Grad-CAM", "sgdrop": "SGDrop", "saliency": "saliency",
                 "input_x_gradient": "input x gradient", "integrated_gradients": "integrated gradients",
@@ -197,7 +198,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

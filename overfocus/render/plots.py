@@ -13,7 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import OverfocusError
-from ..rundir import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from .io import method_name
 
 # metric -> (title, y-axis label with unit)

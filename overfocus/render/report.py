@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import OverfocusError
-from ..rundir import atomic_write_text
+from ..fileio import atomic_write_text
 
 TILE = 160  # display width of an example image, pixels
 CURVE_METRICS = ("area_ratio", "energy_pg", "hit", "pointing_game", "harmonization", "coverage_latent_cumulative",

@@ -15,7 +15,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import OverfocusError
-from ..rundir import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from .io import Analysis, EpochMaps, atomic_output, method_name
 from .overlay import (BAD, GOOD, MUTED, TEXT, Color, attribution_panel, blank, colorbar, draw_lines, draw_text,
                       text_width, wrap_text)
