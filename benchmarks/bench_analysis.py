@@ -111,7 +111,7 @@ class Fixture:
     """The analysed images (normalised, on the device), their labels and boxes, and the model."""
 
     def __init__(self, run: Path, epoch: int, device: torch.device, batch_size: int):
-        from overfocus.analyze import RunInfo
+        from overfocus.analysis import RunInfo
         from overfocus.data import collate_samples, normalize, open_dataset
         from overfocus.models import build_model
         from overfocus.rundir import RunDir, load_checkpoint
@@ -151,7 +151,7 @@ def captum_fn(fx: Fixture, frozen: bool = False) -> Callable[[], object]:
 
 
 def analyze_fn(run: Path, epochs: str, device: torch.device) -> Callable[[], object]:
-    from overfocus.analyze import analyze
+    from overfocus.analysis import analyze
 
     return lambda: analyze(run, epochs=epochs, methods=("grad_cam", "sgdrop"), device=str(device), force=True,
                            show_progress=False)
@@ -214,7 +214,7 @@ def our_metrics_fn(inputs: List[tuple], names: List[str], methods=("grad_cam",))
 MEMORY_CHILD = """
 import json, sys, torch
 torch.set_num_threads(1)
-from overfocus.analyze import analyze
+from overfocus.analysis import analyze
 import overfocus.attribution, overfocus.metrics
 def status_mb(key):  # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent
     for line in open('/proc/self/status'):

@@ -55,7 +55,7 @@ def analyze_call(run: Path, out: Path, nproc: int, device: str, threads: int, fo
 
 def max_difference(run: Path, one: Path, other: Path) -> float:
     """Largest |value difference| between two analyses' records (inf when the rows differ)."""
-    from overfocus.analysis_io import read_records
+    from overfocus.analysis.storage import read_records
 
     a, b = read_records(run, out=one), read_records(run, out=other)
     key = ("epoch", "method", "image_id", "metric")

@@ -1,11 +1,27 @@
-"""overfocus: watch, measure and counter how CNNs narrow their attention during training."""
+"""overfocus: watch, measure and counter how CNNs narrow their attention during training.
+
+The public API is three plain functions, imported lazily so that `import overfocus` does not
+import torch:
+
+    analyze(run_dir, ...)                     overfocus.analysis.runner.analyze
+    attribute(model, images, targets, ...)    overfocus.attribution.attribute
+    normalize_maps(maps)                      overfocus.attribution.normalize_maps
+"""
 __version__ = "0.1.0"
+__all__ = ["analyze", "attribute", "normalize_maps"]
+
+_PUBLIC = {"analyze": "overfocus.analysis.runner", "attribute": "overfocus.attribution.api",
+           "normalize_maps": "overfocus.attribution.api"}
 
 
 def __getattr__(name: str):
-    """Lazy public API: `overfocus.analyze(run_dir, ...)` without importing torch at `import overfocus`."""
-    if name == "analyze":
+    """The public functions, imported on first use."""
+    if name in _PUBLIC:
         import importlib
 
-        return importlib.import_module(".analyze", __name__)  # a callable module: see analyze.py
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

@@ -26,16 +26,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .analysis.core import evaluate_batch
+from .analysis.source import evenly_spaced
+from .analysis.summary import per_class_pointing, summarize_values
+from .attribution.methods import ATTRIBUTIONS, DEFAULT_METHODS, method_info
 from .errors import OverfocusError
+from .fileio import atomic_write_json
 from .loading import LoadedModel, ModelOptions, auto_layer, load_model
-from .rundir import RunDir, atomic_write_json
+from .metrics.registry import METRICS, metric_info, reported_metrics
+from .rundir import RunDir
 
 REPORT_SCHEMA = 1
-DEFAULT_METHODS = ("grad_cam", "sgdrop")
-MAP_METRICS = ("area_ratio", "box_iou", "hit", "pointing_game", "energy_pg", "harmonization", "gini", "entropy")
-MODEL_METRICS = ("accuracy", "confidence", "coverage_global", "coverage_latent",
-                 "coverage_global_per_image", "coverage_latent_per_image")
-EXTRA_MAP_METRICS = ("pointing_game_per_class", "degenerate", "outside_box")
 RENAMED = {"hit": "hit_ratio"}  # per-image `hit` averages to the hit ratio
 
 
@@ -196,12 +197,7 @@ def open_audit_data(prep: Preprocessing, limit: int):
     dataset = open_dataset(prep.data, "test", prep.image_size)
     if len(dataset) == 0:
         raise OverfocusError(f"--data {prep.data} has no test images: point it at data with a test split")
-    if limit and limit < len(dataset):
-        indices = sorted(set(np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist()))
-        subset = torch.utils.data.Subset(dataset, indices)
-        subset.classes, subset.has_boxes = dataset.classes, getattr(dataset, "has_boxes", False)
-        return subset
-    return dataset
+    return evenly_spaced(dataset, limit)
 
 
 def parse_pairs(items: Sequence[str], what: str) -> List[Tuple[str, float]]:
@@ -225,8 +221,8 @@ def parse_pairs(items: Sequence[str], what: str) -> List[Tuple[str, float]]:
 
 def gate_names(methods: Sequence[str]) -> List[str]:
     """Every metric name a gate may use: model metrics, map metrics (primary method) and method.metric."""
-    per_map = [RENAMED.get(m, m) for m in MAP_METRICS] + list(EXTRA_MAP_METRICS)
-    return list(MODEL_METRICS) + per_map + [f"{m}.{n}" for m in methods for n in per_map]
+    per_map = reported_metrics("map", "report")
+    return reported_metrics("model", "report") + per_map + [f"{m}.{n}" for m in methods for n in per_map]
 
 
 def check_options(opts: AuditOptions) -> Dict[str, float]:
@@ -248,35 +244,6 @@ def check_options(opts: AuditOptions) -> Dict[str, float]:
 
 
 # ---- human maps -------------------------------------------------------------------------------------
-HUMAN_SUFFIXES = (".npy", ".png", ".jpg", ".jpeg")
-
-
-def human_file(root: Path, image_id: str) -> Optional[Path]:
-    """The human map of an image: ROOT/<image_id>[.npy|.png|.jpg], also without the image's suffix."""
-    stem = Path(image_id).with_suffix("") if Path(image_id).suffix else Path(image_id)
-    candidates = [root / image_id] + [root / f"{stem}{s}" for s in HUMAN_SUFFIXES]
-    candidates += [root / f"{Path(image_id).stem}{s}" for s in HUMAN_SUFFIXES]
-    return next((p for p in candidates if p.is_file()), None)
-
-
-def load_human_maps(root: Path, image_ids: Sequence[str], size: int) -> Tuple[torch.Tensor, int]:
-    """B x size x size human maps (bilinear resize); a missing one is all zero. Returns (maps, found)."""
-    import cv2
-
-    maps, found = torch.zeros(len(image_ids), size, size), 0
-    for i, image_id in enumerate(image_ids):
-        path = human_file(root, image_id)
-        if path is None:
-            continue
-        arr = np.load(path) if path.suffix == ".npy" else cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if arr is None or np.asarray(arr).ndim != 2:
-            raise OverfocusError(f"human map {path} is not a 2-D map: save H x W arrays or greyscale images")
-        arr = cv2.resize(np.asarray(arr, np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-        maps[i] = torch.from_numpy(np.clip(arr, 0, None))
-        found += 1
-    return maps, found
-
-
 def human_root(spec: Optional[str]) -> Optional[Path]:
     """`--human DIR` (or `folder:DIR`): a folder of maps named after the image ids."""
     if not spec:
@@ -333,58 +300,38 @@ class Accumulator:
 
 
 def audit_batch(ctx: Context, batch, acc: Accumulator, coverage) -> None:
-    """Predict (coverage hooks on), attribute, measure, and offer the batch's examples."""
-    from .attribution import attribute
-    from .data import normalize
+    """Evaluate the batch (the evaluation `analyze` makes: a no-grad forward with the coverage hooks,
+    then the maps and their metrics), record it, and offer the batch's examples."""
+    from .data.human import load_maps_by_id
 
     batch = batch.to(ctx.device)
-    x = normalize(batch.images, ctx.prep.mean, ctx.prep.std)
-    logits = predict(ctx.model, x, coverage)
-    check_label_space(batch.labels, logits.shape[1], ctx.target_class)
-    acc.outputs = int(logits.shape[1])
-    probs = logits.float().softmax(1)
-    conf, preds = probs.max(1)
+    methods = ctx.methods if ctx.layer is not None else ()
+    human = None
+    if ctx.human is not None and methods:
+        human, found = load_maps_by_id(ctx.human, batch.image_ids, batch.images.shape[-1])
+        human, acc.human_found = human.to(ctx.device), acc.human_found + found
+    result = evaluate_batch(ctx.model, batch.images, batch.labels, batch.boxes if ctx.has_boxes else None,
+                            mean=ctx.prep.mean, std=ctx.prep.std, methods=methods, layer=ctx.layer,
+                            metric_names=METRICS.registered(), target=ctx.target_class, coverage=coverage,
+                            shared_forward=False, human=human)
+    acc.outputs = int(result.logits.shape[1])
+    conf, preds = result.confidence_and_prediction()
     acc.labels += batch.labels.tolist()
     acc.preds += preds.tolist()
     acc.conf += conf.tolist()
-    if ctx.layer is None:
-        return
-    targets = batch.labels if ctx.target_class == "gt" else preds
-    maps = attribute(ctx.model, x, targets, methods=ctx.methods, layer=ctx.layer)
-    normed = measure_maps(ctx, batch, maps, acc)
-    acc.offer(make_examples(ctx, batch, normed, preds, conf, acc))
+    if methods:
+        normed = measure_maps(result, acc)
+        acc.offer(make_examples(ctx, batch, normed, preds, conf, acc))
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, coverage) -> torch.Tensor:
-    """Eval-mode logits; the neuron-coverage hooks see exactly this forward pass."""
-    if coverage is None:
-        return model(x)
-    with coverage:
-        return model(x)
-
-
-def check_label_space(labels: torch.Tensor, outputs: int, target_class: str) -> None:
-    if target_class == "gt" and len(labels) and int(labels.max()) >= outputs:
-        raise OverfocusError(f"the data has label {int(labels.max())} but the model has {outputs} outputs: "
-                             "the class lists differ; pass --target predicted to explain the predicted class")
-
-
-def measure_maps(ctx: Context, batch, maps: Dict[str, torch.Tensor], acc: Accumulator) -> Dict[str, torch.Tensor]:
-    """Map metrics per method into the accumulator; returns the per-sample normalised maps."""
-    from .metrics import compute_map_metrics
+def measure_maps(result, acc: Accumulator) -> Dict[str, torch.Tensor]:
+    """A batch's map metrics (and the all-zero flags) per method into the accumulator; returns the
+    per-sample normalised maps."""
     from .attribution import normalize_maps
 
-    human = None
-    if ctx.human is not None:
-        human, found = load_human_maps(ctx.human, batch.image_ids, maps[ctx.methods[0]].shape[-1])
-        human, acc.human_found = human.to(ctx.device), acc.human_found + found
-    boxes = batch.boxes if ctx.has_boxes else None
     normed_all = {}
-    for method in ctx.methods:
-        normed, degenerate = normalize_maps(maps[method])
-        table = compute_map_metrics(maps[method], names=list(MAP_METRICS), boxes=boxes, labels=batch.labels,
-                                    human=human)
+    for method, table in result.metrics.items():
+        normed, degenerate = normalize_maps(result.maps[method])
         for name, values in table.items():
             acc.add_values(method, name, values)
         acc.add_values(method, "degenerate", torch.as_tensor(degenerate, dtype=torch.float32).reshape(-1))
@@ -406,15 +353,13 @@ def make_examples(ctx: Context, batch, normed: Dict[str, torch.Tensor], preds, c
 
 
 # ---- aggregation ----------------------------------------------------------------------------------------
-def summarize(values: np.ndarray, n_boot: int = 1000) -> Dict[str, Any]:
-    """Mean, 95% bootstrap interval and count of the non-NaN values (None when there are none)."""
-    from .metrics import bootstrap_ci
-
-    finite = values[~np.isnan(values)]
-    if finite.size == 0:
+def summarize(values: np.ndarray) -> Dict[str, Any]:
+    """The report's form of `summarize_values` (mean, 95% bootstrap interval, count of the non-NaN
+    values): `value`, and None where there are no values."""
+    s = summarize_values(values)
+    if s["n"] == 0:
         return {"value": None, "ci_low": None, "ci_high": None, "n": 0}
-    lo, hi = bootstrap_ci(finite, n_boot=n_boot, seed=0)
-    return {"value": float(finite.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(finite.size)}
+    return {"value": s["mean"], "ci_low": s["ci_low"], "ci_high": s["ci_high"], "n": s["n"]}
 
 
 def exact(value: Optional[float], n: int) -> Dict[str, Any]:
@@ -448,17 +393,11 @@ def coverage_metrics(coverage, n: int) -> Dict[str, Dict[str, Any]]:
 
 
 def method_metrics(acc: Accumulator, method: str, labels: np.ndarray) -> Dict[str, Dict[str, Any]]:
-    from .metrics import pointing_game_per_class
-
     out = {}
     for name in acc.values[method]:
         out[RENAMED.get(name, name)] = summarize(acc.per_image(method, name))
     if "pointing_game" in acc.values[method]:
-        hits = acc.per_image(method, "pointing_game")
-        keep = ~np.isnan(hits)
-        value = pointing_game_per_class(torch.from_numpy(hits[keep]), torch.from_numpy(labels[keep])) \
-            if keep.any() else None
-        out["pointing_game_per_class"] = exact(value, int(keep.sum()))
+        out["pointing_game_per_class"] = exact(*per_class_pointing(acc.per_image(method, "pointing_game"), labels))
     if "energy_pg" in acc.values[method]:
         # an all-zero map has energy 0 by convention; it points nowhere, so it is not counted as "outside"
         energy = acc.per_image(method, "energy_pg")
@@ -469,7 +408,6 @@ def method_metrics(acc: Accumulator, method: str, labels: np.ndarray) -> Dict[st
 
 # ---- findings -------------------------------------------------------------------------------------------
 LEVELS = ("problem", "warning", "ok")
-METHOD_TITLES = {"grad_cam": "Grad-CAM", "sgdrop": "SGDrop attribution"}
 
 
 def pct(value: float) -> str:
@@ -575,7 +513,7 @@ def gap_finding(row: Optional[Dict[str, Any]], t) -> List[Dict[str, Any]]:
 
 def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every finding, problems first; `facts` carries what is not a metric (classes, notes, ...)."""
-    title = METHOD_TITLES.get(facts["method"], facts["method"])
+    title = ATTRIBUTIONS.get(facts["method"]).title if facts["method"] in ATTRIBUTIONS else facts["method"]
     prefix = facts["method"] + "."
     metrics = {**metrics, **{k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}}
     found = accuracy_finding(metrics, thresholds, facts["n_classes"])
@@ -607,6 +545,7 @@ def audit(opts: AuditOptions) -> AuditResult:
         >>> result.report["metrics"]["accuracy"]["value"]                       # doctest: +SKIP
         0.84
     """
+    from .attribution import attribution_mode
     from .device import resolve_device
 
     thresholds = check_options(opts)
@@ -621,7 +560,8 @@ def audit(opts: AuditOptions) -> AuditResult:
     coverage = make_coverage(model, latent, loaded.notes)
     acc = Accumulator(opts.methods, opts.examples, ctx.higher_is_better)
     start = time.perf_counter()
-    run_batches(ctx, dataset, acc, coverage, opts)
+    with attribution_mode(model):  # parameters frozen for the whole evaluation, restored after
+        run_batches(ctx, dataset, acc, coverage, opts)
     metrics = collect_metrics(acc, coverage, opts.methods if layer else ())
     facts = make_facts(opts, source, prep, loaded, dataset, acc, layer, model)
     report = build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds, metrics, facts, acc)
@@ -740,7 +680,8 @@ def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds,
         "preprocessing": {"image_size": prep.image_size, "mean": list(prep.mean), "std": list(prep.std),
                           "source": prep.source, "assumed": prep.assumed},
         "versions": software_versions(), "thresholds": thresholds, "metrics": metrics, "findings": findings,
-        "gates": gates, "examples": examples_summary(acc, facts["method"]), "history": {
+        "gates": gates, "examples": examples_summary(acc, facts["method"]),
+        "method_info": method_info(inputs["methods"]), "metric_info": metric_info(list(metrics)), "history": {
             "epoch": (facts.get("history_row") or {}).get("epoch"), "row": facts.get("history_row")}})
 
 
@@ -769,7 +710,7 @@ def read_history(source: Source) -> Tuple[List[Dict[str, Any]], List[Dict[str, A
     """The run's metrics.jsonl rows and, when analysed, its summary.csv rows (numbers parsed)."""
     if source.run is None:
         return [], []
-    from .analysis_io import parse_summary_file
+    from .analysis.storage import parse_summary_file
 
     summary = source.run.analysis / "summary.csv"
     return source.run.read_metrics(), parse_summary_file(summary) if summary.is_file() else []

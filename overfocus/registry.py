@@ -41,6 +41,10 @@ class Registry(Generic[T]):
     def names(self) -> list:
         return sorted(self._items)
 
+    def registered(self) -> list:
+        """Names in the order they were registered (the order a table of them is shown in)."""
+        return list(self._items)
+
     def __contains__(self, name: str) -> bool:
         return name in self._items
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .config import RunConfig, from_dict, to_dict
 from .data import Batch, collate_samples, image_id_at, normalize, open_dataset
+from .subset import Subset  # the one subset that keeps the dataset's attributes
 from .data.transforms import BoxAwareAugment
 from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier, env_info, gather_objects,
                           init_process_group)
@@ -57,21 +58,6 @@ def open_datasets(cfg: RunConfig) -> Datasets:
         train, train_eval = Subset(train, indices), Subset(train_eval, indices)
     return Datasets(train, train_eval, test, list(train_eval.classes), bool(getattr(test, "has_boxes", False)),
                     augment)
-
-
-class Subset(torch.utils.data.Subset):
-    """torch Subset that keeps the dataset attributes the engine reads."""
-
-    @property
-    def classes(self):
-        return self.dataset.classes
-
-    @property
-    def has_boxes(self):
-        return getattr(self.dataset, "has_boxes", False)
-
-    def image_id(self, index: int) -> str:
-        return image_id_at(self.dataset, self.indices[index])
 
 
 def fixed_subset_indices(n_total: int, n_pick: int, seed: int) -> List[int]:

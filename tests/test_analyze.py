@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from overfocus.analysis_io import (RECORD_COLUMNS, SUMMARY_COLUMNS, read_probe, read_records, read_summary,
+from overfocus.analysis.storage import (RECORD_COLUMNS, SUMMARY_COLUMNS, read_probe, read_records, read_summary,
                                    records_path)
-from overfocus.analyze import IMAGE_METRICS, analyze, parse_epochs
+from overfocus.analysis import IMAGE_METRICS, analyze, parse_epochs
 from overfocus.errors import OverfocusError
 from overfocus.rundir import RunDir
 from conftest import copy_run
@@ -237,8 +237,11 @@ def test_osie_fixations_on_a_run(tiny_run, tmp_path):
 
 def test_python_api_is_lazy_and_callable():
     code = ("import sys, overfocus; assert 'torch' not in sys.modules; "
-            "import overfocus.analyze as m; assert callable(overfocus.analyze) and m is overfocus.analyze; "
-            "assert callable(m.parse_epochs) and callable(overfocus.analyze.read_records); print('ok')")
+            "import types, overfocus.analysis as m; assert 'torch' not in sys.modules; "
+            "assert isinstance(overfocus.analyze, types.FunctionType) and overfocus.analyze is m.analyze; "
+            "assert set(overfocus.__all__) == {'analyze', 'attribute', 'normalize_maps'}; "
+            "assert callable(overfocus.attribute) and callable(overfocus.normalize_maps); "
+            "assert callable(m.parse_epochs) and callable(m.read_records); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
     import overfocus

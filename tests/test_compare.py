@@ -40,7 +40,7 @@ def test_compare_writes_curves_video_and_tables(two_runs, tmp_path):
 
 def test_last_epoch_table_matches_the_summary(two_runs, tmp_path):
     from overfocus.render.compare import CompareOptions, compare_runs
-    from overfocus.analysis_io import parse_summary_file as read_summary
+    from overfocus.analysis.storage import parse_summary_file as read_summary
 
     compare_runs(two_runs, CompareOptions(out=tmp_path / "c", formats=["gif"], size=320, method="sgdrop"))
     row = next(csv.DictReader((tmp_path / "c" / "last_epoch.csv").open()))

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from overfocus.analysis_io import part_paths, read_records, read_summary
-from overfocus.analysis_shards import batch_span, cumulative_coverage, union_masks
-from overfocus.analyze import analyze
+from overfocus.analysis.storage import part_paths, read_records, read_summary
+from overfocus.analysis.shards import batch_span, cumulative_coverage, union_masks
+from overfocus.analysis import analyze
 from overfocus.cli import main
 from overfocus.errors import OverfocusError
 from conftest import copy_run
@@ -168,7 +168,7 @@ def test_stale_parts_are_computed_again(tiny_run, tmp_path, capsys):
 
 def test_cumulative_coverage_is_the_union_of_fired_neurons():
     """Two ranks' masks merge into the coverage of all images, which no mean of fractions gives."""
-    from overfocus.analysis_shards import coverage_masks
+    from overfocus.analysis.shards import coverage_masks
     from overfocus.metrics import NeuronCoverage
     from overfocus.models import build_model
 

@@ -2,7 +2,8 @@
 from .api import attribute, normalize_maps
 from .context import attribution_mode
 from .layer import LayerGradients, grad_cam_raw, layer_cams, layer_gradients, sgdrop_raw, upsample
-from .methods import ATTRIBUTIONS, AttributionRequest
+from .methods import ATTRIBUTIONS, DEFAULT_METHODS, AttributionMethod, AttributionRequest, method_info, register_method
 
 __all__ = ["attribute", "normalize_maps", "attribution_mode", "ATTRIBUTIONS", "AttributionRequest",
+           "AttributionMethod", "DEFAULT_METHODS", "method_info", "register_method",
            "LayerGradients", "layer_gradients", "layer_cams", "grad_cam_raw", "sgdrop_raw", "upsample"]

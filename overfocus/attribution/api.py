@@ -8,10 +8,7 @@ import torch.nn as nn
 
 from ..errors import OverfocusError
 from .context import attribution_mode
-from .methods import ATTRIBUTIONS, AttributionRequest
-
-# methods whose own forward pass already yields (and checks) the logits
-_GIVES_LOGITS = {"grad_cam", "sgdrop", "saliency", "input_x_gradient"}
+from .methods import ATTRIBUTIONS, DEFAULT_METHODS, AttributionRequest
 
 
 def _check_inputs(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -24,7 +21,7 @@ def _check_inputs(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def attribute(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-              methods: Union[str, Sequence[str]] = ("grad_cam", "sgdrop"), layer: str = "features",
+              methods: Union[str, Sequence[str]] = DEFAULT_METHODS, layer: str = "features",
               return_logits: bool = False, ig_steps: int = 16
               ) -> Union[Dict[str, torch.Tensor], Tuple[Dict[str, torch.Tensor], torch.Tensor]]:
     """Attribution maps of the PRE-SOFTMAX target logits, one B x H x W float32 map per method.
@@ -54,7 +51,7 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     targets = _check_inputs(images, targets)
     req = AttributionRequest(model, images, targets, layer, ig_steps=ig_steps, methods=methods)
     with attribution_mode(model):
-        if not _GIVES_LOGITS.intersection(methods):
+        if not any(fn.yields_logits for fn in fns.values()):
             with torch.no_grad():
                 req.forward_fn()(images)  # checks the targets before a costly method runs
         maps = {name: fn(req).detach().float() for name, fn in fns.items()}

@@ -82,7 +82,7 @@ def forwarded_argv(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analyze import preflight
+    from ..analysis import preflight
     from ..distributed import env_info
 
     if args.nproc > 1:
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace):
-    from ..analyze import analyze
+    from ..analysis import analyze
 
     return analyze(args.run, epochs=args.epochs, methods=_names(args.methods), metrics=_names(args.metrics),
                    probe=args.probe, data=args.data, split=args.split, target=args.target, layer=args.layer,

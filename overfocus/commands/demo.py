@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analyze import analyze
+    from ..analysis import analyze
     from ..config import build_config
     from ..render import RenderOptions, render_run
     from ..train import train

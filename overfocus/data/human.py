@@ -622,3 +622,45 @@ def open_human_dataset(spec: str, image_size: int):
         options[key] = yaml.safe_load(value)
     factory = {"osie": OSIEDataset, "clickme": ClickMeDataset, "heatmaps": HeatmapFolderDataset}[kind]
     return factory(path, image_size, **options)
+
+
+# ----------------------------------------------------------------------------------------------
+# Maps named after image ids (audit --human DIR)
+# ----------------------------------------------------------------------------------------------
+HUMAN_MAP_SUFFIXES = (".npy", ".png", ".jpg", ".jpeg")
+
+
+def human_map_file(root: Path, image_id: str) -> Optional[Path]:
+    """The human map of an image: ROOT/<image_id>[.npy|.png|.jpg], also without the image's suffix."""
+    stem = Path(image_id).with_suffix("") if Path(image_id).suffix else Path(image_id)
+    candidates = [root / image_id] + [root / f"{stem}{s}" for s in HUMAN_MAP_SUFFIXES]
+    candidates += [root / f"{Path(image_id).stem}{s}" for s in HUMAN_MAP_SUFFIXES]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def load_maps_by_id(root: Path, image_ids: Sequence[str], size: int) -> Tuple[torch.Tensor, int]:
+    """B x size x size human maps named after `image_ids` in `root` (bilinear resize, negative
+    values clipped); a missing one is all zero. Returns (maps, number found).
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> np.save(root / "a.npy", np.ones((4, 4), np.float32))
+        >>> maps, found = load_maps_by_id(root, ["a.jpg", "b"], 2)
+        >>> maps.shape, found, maps[0].tolist()
+        (torch.Size([2, 2, 2]), 1, [[1.0, 1.0], [1.0, 1.0]])
+    """
+    import cv2
+
+    maps, found = torch.zeros(len(image_ids), size, size), 0
+    for i, image_id in enumerate(image_ids):
+        path = human_map_file(Path(root), image_id)
+        if path is None:
+            continue
+        arr = read_heatmap(path)
+        if arr.ndim != 2:
+            raise OverfocusError(f"human map {path} is not a 2-D map: save H x W arrays or greyscale images")
+        arr = cv2.resize(np.asarray(arr, np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+        maps[i] = torch.from_numpy(np.clip(arr, 0, None))
+        found += 1
+    return maps, found

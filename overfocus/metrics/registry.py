@@ -1,10 +1,11 @@
-"""The metric registry: each map metric with its direction and what it needs."""
+"""The metric registries: each map metric (METRICS) and every other summarised number
+(SUMMARY_METRICS) with its metadata: title, unit, range, direction, needs and kind."""
 from __future__ import annotations
 
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -16,9 +17,39 @@ from .harmonization import harmonization
 from .localisation import area_ratio, box_iou, energy_pg, hit, pointing_game
 
 
+Range = Tuple[Optional[float], Optional[float]]  # (lo, hi); None for an open end
+
+
 @dataclass(frozen=True)
-class MetricSpec:
-    """A per-image map metric.
+class MetricInfo:
+    """What a reader needs to show a metric: title, unit, range, direction, needs and kind.
+
+    `kind` is "map" for per-image map metrics (and the numbers derived from them), "model" for
+    model-level numbers (accuracy, confidence, neuron coverage). `appears_in` says which outputs
+    hold it: "summary" (summary.csv of analyze) and/or "report" (report.json of audit).
+    """
+
+    name: str
+    title: str
+    unit: str
+    range: Range
+    higher_is_better: bool
+    needs_boxes: bool = False
+    needs_human: bool = False
+    kind: str = "map"
+    # where the number is reported: "summary" (analyze's summary.csv) and/or "report" (audit)
+    appears_in: Tuple[str, ...] = ("summary", "report")
+
+    def info(self) -> Dict[str, Any]:
+        """The `metric_info` entry of analysis.json / report.json."""
+        return {"title": self.title, "unit": self.unit, "range": list(self.range),
+                "higher_is_better": self.higher_is_better, "needs_boxes": self.needs_boxes,
+                "needs_human": self.needs_human, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class MetricSpec(MetricInfo):
+    """A per-image map metric: its metadata plus the function computing it.
 
     `fn(maps, boxes=..., labels=..., human=..., **options) -> float Tensor B` (NaN where undefined).
     `shares_batch`: fn also accepts a `MapBatch` as `maps`; `compute_map_metrics` then passes one
@@ -26,34 +57,91 @@ class MetricSpec:
     (a plugin metric keeps the default False and receives the plain maps tensor).
     """
 
-    name: str
-    fn: Callable[..., torch.Tensor]
-    higher_is_better: bool
-    needs_boxes: bool = False
-    needs_human: bool = False
+    fn: Optional[Callable[..., torch.Tensor]] = None
     description: str = ""
     shares_batch: bool = False
 
 
-METRICS: Registry = Registry("metric")
+METRICS: Registry = Registry("metric")  # map metrics computed per image
+# every other name a summary or a report holds (model-level numbers, numbers derived from map metrics)
+SUMMARY_METRICS: Registry = Registry("summary metric")
 
+
+def register_metric(spec: MetricInfo) -> MetricInfo:
+    """Register a map metric (a MetricSpec) in METRICS, any other MetricInfo in SUMMARY_METRICS."""
+    (METRICS if isinstance(spec, MetricSpec) else SUMMARY_METRICS).register(spec.name)(spec)
+    return spec
+
+
+_FRACTION = "fraction of images"
+_SUMMARY, _REPORT, _BOTH = ("summary",), ("report",), ("summary", "report")
 for _spec in [
-    MetricSpec("area_ratio", area_ratio, True, description="fraction of pixels > 0.5 of the map's max (spread)",
+    MetricSpec("area_ratio", "attribution area ratio", "fraction of pixels > 0.5 of max", (0.0, 1.0), False,
+               fn=area_ratio, description="fraction of pixels > 0.5 of the map's max (spread)", shares_batch=True),
+    MetricSpec("box_iou", "box IoU", "IoU", (0.0, 1.0), True, needs_boxes=True, fn=box_iou,
+               description="IoU of the thresholded map's box and the gt", shares_batch=True),
+    MetricSpec("hit", "hit (box IoU >= 0.5)", "0/1 per image", (0.0, 1.0), True, needs_boxes=True, fn=hit,
+               description="box_iou >= 0.5", shares_batch=True, appears_in=("summary",)),  # audit: hit_ratio
+    MetricSpec("pointing_game", "pointing game", "0/1 per image", (0.0, 1.0), True, needs_boxes=True,
+               fn=pointing_game, description="argmax within 15 px of a box", shares_batch=True),
+    MetricSpec("energy_pg", "energy pointing game", "share of positive attribution in boxes", (0.0, 1.0), True,
+               needs_boxes=True, fn=energy_pg, description="share of positive attribution in boxes",
                shares_batch=True),
-    MetricSpec("box_iou", box_iou, True, needs_boxes=True, description="IoU of the thresholded map's box and the gt",
+    MetricSpec("harmonization", "harmonization with human maps", "Spearman / ceiling", (-1.0, 1.0), True,
+               needs_human=True, fn=harmonization, description="Spearman with the blurred human map / ceiling",
                shares_batch=True),
-    MetricSpec("hit", hit, True, needs_boxes=True, description="box_iou >= 0.5", shares_batch=True),
-    MetricSpec("pointing_game", pointing_game, True, needs_boxes=True, description="argmax within 15 px of a box",
-               shares_batch=True),
-    MetricSpec("energy_pg", energy_pg, True, needs_boxes=True, description="share of positive attribution in boxes",
-               shares_batch=True),
-    MetricSpec("harmonization", harmonization, True, needs_human=True,
-               description="Spearman with the blurred human map / ceiling", shares_batch=True),
-    MetricSpec("gini", gini, False, description="Gini coefficient of the map (1 = concentrated)", shares_batch=True),
-    MetricSpec("entropy", entropy, True, description="entropy of the map / log(H*W) (1 = uniform)",
-               shares_batch=True),
+    MetricSpec("gini", "Gini coefficient", "Gini (1 = concentrated)", (0.0, 1.0), False, fn=gini,
+               description="Gini coefficient of the map (1 = concentrated)", shares_batch=True),
+    MetricSpec("entropy", "normalised entropy", "entropy / log(H*W) (1 = uniform)", (0.0, None), True, fn=entropy,
+               description="entropy of the map / log(H*W) (1 = uniform)", shares_batch=True),
+    # numbers derived from the map metrics (summaries and the audit report)
+    MetricInfo("pointing_game_per_class", "pointing game (mean over classes)", "fraction of images",
+               (0.0, 1.0), True, needs_boxes=True),
+    MetricInfo("hit_ratio", "hit ratio", _FRACTION, (0.0, 1.0), True, needs_boxes=True, appears_in=_REPORT),
+    MetricInfo("outside_box", "attention mostly outside the box", _FRACTION, (0.0, 1.0), False, needs_boxes=True,
+               appears_in=_REPORT),
+    MetricInfo("degenerate", "all-zero maps", _FRACTION, (0.0, 1.0), False, appears_in=_REPORT),
+    # model-level numbers
+    MetricInfo("correct", "correct prediction", "0/1 per image", (0.0, 1.0), True, kind="model",
+               appears_in=_SUMMARY),
+    MetricInfo("accuracy", "accuracy", _FRACTION, (0.0, 1.0), True, kind="model", appears_in=_REPORT),
+    MetricInfo("confidence", "confidence", "softmax probability of the prediction", (0.0, 1.0), True,
+               kind="model"),
+    *[MetricInfo(f"coverage_{where}{suffix}", f"neuron coverage ({where}{title})", "fraction of neurons",
+                 (0.0, 1.0), True, kind="model", appears_in=appears)
+      for suffix, title, appears in (("", "", _BOTH), ("_cumulative", ", any image", _SUMMARY),
+                                     ("_per_image", ", per image", _REPORT))
+      for where in ("global", "latent")],
 ]:
-    METRICS.register(_spec.name)(_spec)
+    register_metric(_spec)
+
+
+def reported_metrics(kind: str, where: str) -> list:
+    """Names of `kind` ("map"/"model") that `where` ("summary"/"report") holds, map metrics first
+    in registration order.
+
+    Example:
+        >>> reported_metrics("model", "report")[:2]
+        ['accuracy', 'confidence']
+    """
+    specs = [registry.get(n) for registry in (METRICS, SUMMARY_METRICS) for n in registry.registered()]
+    return [s.name for s in specs if s.kind == kind and where in s.appears_in]
+
+
+def metric_info(names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """`metric_info` of analysis.json / report.json for metric names; a `method.metric` name of the
+    audit is described by its metric; a name no registry knows is an error (register it).
+
+    Example:
+        >>> metric_info(["entropy"])["entropy"]["range"]
+        [0.0, None]
+    """
+    out = {}
+    for name in names:
+        base = name.rsplit(".", 1)[-1]
+        registry = METRICS if base in METRICS else SUMMARY_METRICS
+        out[name] = registry.get(base).info()
+    return out
 
 
 def compute_map_metrics(maps: torch.Tensor, names: Optional[Sequence[str]] = None, boxes=None, labels=None,

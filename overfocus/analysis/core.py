@@ -1,0 +1,95 @@
+"""The one evaluation of a batch, shared by `analyze` and `audit`: normalise, forward with the
+coverage hooks, attribute, and compute the map metrics.
+
+Coverage hooks ride on the attribution's own forward pass when every method comes from one pass
+(`shared_forward`); otherwise (and for target=predicted, or without methods) a separate no-grad
+forward gives the logits and feeds the hooks, and attribution follows.
+
+Example:
+    >>> from overfocus.models import build_model
+    >>> model = build_model("cifarnet", 3, width=0.125).eval()
+    >>> out = evaluate_batch(model, torch.rand(2, 3, 32, 32), torch.tensor([0, 1]), None,
+    ...                      mean=(0.5,) * 3, std=(0.25,) * 3, methods=("grad_cam",), layer="block3",
+    ...                      metric_names=("area_ratio", "gini"))
+    >>> sorted(out.metrics["grad_cam"]), tuple(out.logits.shape)
+    (['area_ratio', 'gini'], (2, 3))
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..attribution import attribute
+from ..data import normalize
+from ..errors import OverfocusError
+from ..metrics import compute_map_metrics
+
+
+@dataclass
+class BatchEvaluation:
+    """One batch evaluated: float32 maps per method, float32 logits, map metrics per method."""
+
+    maps: Dict[str, torch.Tensor]
+    logits: torch.Tensor
+    metrics: Dict[str, Dict[str, torch.Tensor]]
+
+    def confidence_and_prediction(self):
+        """(softmax confidence, predicted class) per image."""
+        return torch.softmax(self.logits.detach().float(), 1).max(1)
+
+
+def evaluate_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes, *, mean, std,
+                   methods: Sequence[str], layer: Optional[str], metric_names: Sequence[str],
+                   target: str = "gt", coverage=None, shared_forward: bool = True,
+                   human: Optional[torch.Tensor] = None, amp_dtype: Optional[torch.dtype] = None,
+                   channels_last: bool = False) -> BatchEvaluation:
+    """Evaluate one batch of [0, 1] images (on the model's device) with the model as it is.
+
+    Args:
+        model: in eval mode; call inside `attribution_mode(model)` to keep its parameters frozen
+            over many batches (attribute() then skips its own per-call bookkeeping).
+        labels: B class indices (the targets when target="gt").
+        boxes: B box tensors, or None when the data has none (box metrics are skipped).
+        methods: attribution methods (may be empty: logits only).
+        metric_names: map metrics computed per method (those whose needs are unmet are skipped).
+        target: "gt" or "predicted".
+        coverage: a NeuronCoverage whose hooks see the batch's forward, or None.
+        shared_forward: the coverage hooks may ride on the attribution's forward.
+        human: B x H x W human maps for the metrics that need them.
+        amp_dtype: autocast dtype, or None for float32.
+    """
+    x = normalize(images, mean, std)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    separate = target == "predicted" or not methods or (coverage is not None and not shared_forward)
+    hooks = coverage if coverage is not None else nullcontext()
+    autocast = torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    maps: Dict[str, torch.Tensor] = {}
+    with autocast:
+        if separate:
+            with torch.no_grad(), hooks:
+                logits = model(x)
+            if target == "gt":
+                check_label_space(labels, int(logits.shape[1]))
+            if methods:
+                targets = logits.argmax(1) if target == "predicted" else labels
+                maps = attribute(model, x, targets, methods=methods, layer=layer)
+        else:
+            with hooks:
+                maps, logits = attribute(model, x, labels, methods=methods, layer=layer, return_logits=True)
+    # under autocast maps and logits may come back in half precision: metrics work in float32
+    maps = {m: v.float() for m, v in maps.items()}
+    metrics = {m: compute_map_metrics(maps[m], names=list(metric_names), boxes=boxes, labels=labels, human=human)
+               for m in methods}
+    return BatchEvaluation(maps, logits.float(), metrics)
+
+
+def check_label_space(labels: torch.Tensor, outputs: int) -> None:
+    """Ground-truth targets must be classes of the model."""
+    if len(labels) and int(labels.max()) >= outputs:
+        raise OverfocusError(f"the data has label {int(labels.max())} but the model has {outputs} outputs: "
+                             "the class lists differ; pass --target predicted to explain the predicted class")

@@ -1,0 +1,206 @@
+"""One checkpoint of an analysis in this process: its records (by section), probe maps and
+coverage, through the shared batch evaluation of `core.evaluate_batch`.
+
+Everything an `EpochEvaluator` needs comes in its constructor: the one model object (each
+checkpoint is loaded into it), the settings, the images, the runtime.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..attribution import attribution_mode, normalize_maps
+from ..errors import OverfocusError
+from ..metrics import NeuronCoverage
+from ..progress import progress
+from ..rundir import load_checkpoint
+from .core import evaluate_batch
+from .settings import COVERAGE_METRICS, RunInfo, Runtime, Settings
+from .shards import SECTIONS, merge_sections
+from .source import BatchSource, batch_subset
+from .storage import ALL_IMAGES, MODEL_METHOD
+
+
+@dataclass(frozen=True)
+class AnalysisData:
+    """The images of one analyze call as this process sees them."""
+
+    source: BatchSource  # this process's images: all of them, or its part's contiguous share
+    test: Any  # the test split (the probe set comes from it)
+    classes: List[str]
+    has_boxes: bool
+    split: str
+    n_analysed: int  # images analysed by all processes together
+    probe_batch: Any  # the probe images, one Batch
+    probe_index: Tuple[int, ...]  # their positions in the test split
+    human: Optional[BatchSource] = None
+    n_human: int = 0
+
+    @property
+    def probe_pos(self) -> Dict[str, int]:
+        return {iid: k for k, iid in enumerate(self.probe_batch.image_ids)}
+
+    def uncovered_probe(self) -> List[int]:
+        """Probe positions whose image is not among the analysed ones (--limit, --split train)."""
+        analysed = self.n_analysed if self.split == "test" else 0  # analysed = the first n test images
+        return [k for k, index in enumerate(self.probe_index) if index >= analysed]
+
+
+@dataclass
+class EpochOutput:
+    """One checkpoint's results in this process: record sections, probe entries, the coverage hooks."""
+
+    sections: Dict[str, List[Dict[str, Any]]] = field(default_factory=lambda: {name: [] for name in SECTIONS})
+    cumulative: List[Dict[str, Any]] = field(default_factory=list)
+    probe: Dict[int, tuple] = field(default_factory=dict)  # probe position -> (maps per method, logits)
+    cov: Any = None
+
+    def rows(self) -> List[Dict[str, Any]]:
+        return merge_sections([self.sections], self.cumulative)
+
+
+class EpochEvaluator:
+    """Loads a checkpoint into the call's one model and evaluates this process's images with it."""
+
+    def __init__(self, model: torch.nn.Module, settings: Settings, info: RunInfo, runtime: Runtime,
+                 data: AnalysisData, show_progress: bool = False):
+        self.model, self.settings, self.info, self.rt, self.data = model, settings, info, runtime, data
+        self.show = show_progress
+        self.probe_pos = data.probe_pos
+
+    def load(self, path: Path) -> torch.nn.Module:
+        """Load a checkpoint's weights into the call's one model (strict: every parameter and buffer
+        is overwritten), so memory stays that of one model whatever the number of checkpoints and
+        no time goes into random initialisation per checkpoint."""
+        ckpt = load_checkpoint(path)
+        state = ckpt.get("model") if isinstance(ckpt, dict) else None
+        if not isinstance(state, dict):
+            raise OverfocusError(f"checkpoint {path} holds no model weights (no `model` entry)")
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise OverfocusError(f"checkpoint {path} does not fit the run's {self.info.model_name} "
+                                 f"({str(exc).strip().splitlines()[0][:160]})") from None
+        return self.model.eval()
+
+    def evaluate(self, epoch: int, probe_positions: Optional[List[int]]) -> EpochOutput:
+        """This process's images of the loaded checkpoint; `probe_positions`: probe images to
+        compute on top of those met (None: every one not met). Parameters stay frozen (their
+        requires_grad off) for the whole epoch and are restored afterwards."""
+        with attribution_mode(self.model):
+            return self._evaluate(epoch, probe_positions)
+
+    def _evaluate(self, epoch: int, probe_positions: Optional[List[int]]) -> EpochOutput:
+        s = self.settings
+        out = EpochOutput(cov=NeuronCoverage(self.model, latent_layer=s.latent_layer) if s.coverage else None)
+        seen: List[Tuple[str, int]] = []
+        for batch, _ in progress(self.data.source, self.show, desc=f"epoch {epoch}"):
+            labels = batch.labels.tolist()  # from the host copy: no device round trip for the rows
+            batch = batch.to(self.rt.device)
+            result = self._evaluate_batch(batch, s.map_metrics, out.cov, s.target)
+            out.sections["batch"] += batch_rows(epoch, batch, labels, result)
+            seen += list(zip(batch.image_ids, labels))
+            self._keep_probe(batch, result.maps, result.logits, out.probe)
+        if out.cov is not None:
+            out.sections["coverage"] = coverage_image_rows(epoch, out.cov, seen)
+            out.cumulative = cumulative_rows(epoch, out.cov.cumulative())
+        if self.data.human is not None:
+            out.sections["human"] = self._human_rows(epoch)
+        if probe_positions is None:
+            probe_positions = [k for k in range(len(self.data.probe_batch)) if k not in out.probe]
+        self._fill_probe(out.probe, probe_positions)
+        return out
+
+    def _evaluate_batch(self, batch, metric_names: Sequence[str], cov, target: str, human=None):
+        s = self.settings
+        return evaluate_batch(self.model, batch.images, batch.labels, batch.boxes if self.data.has_boxes else None,
+                              mean=self.info.mean, std=self.info.std, methods=s.methods, layer=s.layer,
+                              metric_names=metric_names, target=target, coverage=cov,
+                              shared_forward=s.coverage_shares_forward, human=human, amp_dtype=self.rt.amp_dtype,
+                              channels_last=self.rt.channels_last)
+
+    def _keep_probe(self, batch, maps, logits, probe: Dict[int, tuple]) -> None:
+        """Probe images are usually test images analysed anyway: keep their maps, not compute them twice."""
+        if self.data.split != "test":
+            return
+        for j, iid in enumerate(batch.image_ids):
+            k = self.probe_pos.get(iid)
+            if k is not None:
+                probe[k] = ({m: v[j].clone() for m, v in maps.items()}, logits[j].clone())
+
+    def _human_rows(self, epoch: int) -> List[Dict[str, Any]]:
+        """Human-map images: the predicted class (their labels are not the model's), `harmonization`."""
+        rows: List[Dict[str, Any]] = []
+        for batch, human in self.data.human:
+            labels = batch.labels.tolist()
+            batch = batch.to(self.rt.device)
+            result = self._evaluate_batch(batch, self.settings.human_metrics, None, "predicted",
+                                          human.to(self.rt.device))
+            columns = [(m, name, v) for m, table in result.metrics.items() for name, v in table.items()]
+            ids = [f"human:{i}" for i in batch.image_ids]  # never mistaken for an analysed image
+            rows += table_rows(epoch, ids, labels, columns)
+        return rows
+
+    def _fill_probe(self, probe: Dict[int, tuple], positions: List[int]) -> None:
+        if positions:
+            batch = batch_subset(self.data.probe_batch, positions).to(self.rt.device)
+            result = self._evaluate_batch(batch, (), None, self.settings.target)
+            probe.update({k: ({m: v[j] for m, v in result.maps.items()}, result.logits[j])
+                          for j, k in enumerate(positions)})
+
+    def probe_arrays(self, epoch: int, probe: Dict[int, tuple]) -> Dict[str, np.ndarray]:
+        """float16 per-sample max-normalised maps of the probe set, with prediction and confidence."""
+        n = len(self.data.probe_batch)
+        missing = [k for k in range(n) if k not in probe]
+        if missing:
+            raise OverfocusError(f"no maps of probe images {missing[:3]} for epoch {epoch}: delete "
+                                 "RUN/analysis/parts and analyse again")
+        logits = torch.stack([probe[k][1] for k in range(n)])
+        conf, pred = torch.softmax(logits.float(), 1).max(1)
+        arrays = {f"maps_{m}": normalize_maps(torch.stack([probe[k][0][m] for k in range(n)]))[0].cpu().numpy()
+                  .astype(np.float16) for m in self.settings.methods}
+        return {**arrays, "pred": pred.cpu().numpy().astype(np.int64), "conf": conf.cpu().numpy().astype(np.float32),
+                "epoch": np.asarray(epoch), "image_ids": np.asarray(self.data.probe_batch.image_ids, dtype=str)}
+
+
+# ---- records ----------------------------------------------------------------------------------
+def table_rows(epoch: int, ids: Sequence[str], labels: Sequence[int],
+               columns: List[Tuple[str, str, torch.Tensor]]) -> List[Dict[str, Any]]:
+    """Rows of one batch from (method, metric, B values) columns, with ONE device-to-host copy."""
+    if not columns:
+        return []
+    device = columns[0][2].device
+    values = torch.stack([v.detach().float().reshape(-1).to(device) for *_, v in columns]).cpu().tolist()
+    rows = []
+    for (method, metric, _), column in zip(columns, values):
+        for iid, label, value in zip(ids, labels, column):
+            rows.append({"epoch": epoch, "method": method, "image_id": iid, "label": label,
+                         "metric": metric, "value": value})
+    return rows
+
+
+def batch_rows(epoch: int, batch, labels: Sequence[int], result) -> List[Dict[str, Any]]:
+    """Records of one batch: map metrics per method on the raw maps, then correct and confidence;
+    everything stays on the device until the one copy of `table_rows`."""
+    columns = [(m, name, v) for m, table in result.metrics.items() for name, v in table.items()]
+    conf, pred = result.confidence_and_prediction()
+    columns += [(MODEL_METHOD, "correct", (pred == batch.labels).float()), (MODEL_METHOD, "confidence", conf)]
+    return table_rows(epoch, batch.image_ids, labels, columns)
+
+
+def coverage_image_rows(epoch: int, cov, seen: List[Tuple[str, int]]) -> List[Dict[str, Any]]:
+    """Per-image neuron coverage of the images seen, in order."""
+    per_image = cov.per_image()
+    ids, labels = [s[0] for s in seen], [s[1] for s in seen]
+    assert all(len(v) == len(ids) for v in per_image.values()), "one coverage value per analysed image"
+    return table_rows(epoch, ids, labels, [(MODEL_METHOD, k, per_image[k]) for k in COVERAGE_METRICS])
+
+
+def cumulative_rows(epoch: int, cumulative: Dict[str, float]) -> List[Dict[str, Any]]:
+    """The cumulative coverage of the epoch as `__all__` rows."""
+    return [{"epoch": epoch, "method": MODEL_METHOD, "image_id": ALL_IMAGES, "label": -1,
+             "metric": f"{name}_cumulative", "value": float(value)} for name, value in cumulative.items()]

@@ -1,0 +1,505 @@
+"""`overfocus analyze`: a run's checkpoints x images -> per-image records, a summary, probe maps.
+
+For every selected checkpoint, every analysed image (the test split by default) gets, per
+attribution method, the map metrics of specs/METRICS.md computed on the raw map, plus the
+image-level numbers of the model (correct, confidence, neuron coverage). A fixed probe set (the
+run's `probe_ids`) keeps its float16 maps for rendering. The output format is documented in
+docs/analysis.md and `overfocus.analysis.storage`, which also reads it back.
+
+The analysis is incremental: an epoch is done when its records file exists and analysis.json
+lists it, and a later call computes only what is missing. A corrupt checkpoint is reported and
+skipped; the others complete. This module is the plan (what to do), the loop over checkpoints,
+the parts of a sharded analysis and their merge, and analysis.json; one checkpoint's work is
+`evaluator.EpochEvaluator`.
+
+Example (in a notebook):
+    >>> import overfocus
+    >>> rows = overfocus.analyze("runs/demo", epochs="0:10:2")                    # doctest: +SKIP
+    >>> rows.computed                                                             # doctest: +SKIP
+    [0, 2, 4, 6, 8, 10]
+    >>> [(r["epoch"], round(r["mean"], 3)) for r in rows
+    ...  if r["method"] == "grad_cam" and r["metric"] == "area_ratio"]            # doctest: +SKIP
+    [(0, 0.412), (2, 0.231), ...]
+    >>> from overfocus.analysis import read_records, to_dataframe                 # doctest: +SKIP
+    >>> df = to_dataframe(read_records("runs/demo"))  # per image, with pandas  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..attribution.methods import DEFAULT_METHODS, method_info
+from ..distributed import broadcast_object, gather_objects
+from ..errors import OverfocusError
+from ..metrics.registry import metric_info
+from ..progress import progress
+from ..rundir import RunDir
+from . import storage as store
+from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
+from .settings import (COMPARED_SETTINGS, SETTING_DEFAULTS, RunInfo, Runtime, Settings, available_epochs,
+                       make_runtime, resolve_methods, resolve_metrics, select_epochs)
+from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
+                     merge_sections, parse_shard, probe_entries, probe_part_arrays, union_masks)
+from .source import BatchSource, extend_probe_ids, find_indices, first_n, probe_arrays
+from .summary import rebuild_summary
+
+
+class AnalysisResult(list):
+    """The summary rows (list of dicts: epoch, method, metric, mean, ci_low, ci_high, n), plus
+    `computed` (epochs computed by this call), `skipped` ([{epoch, reason}]), `epochs_done` and
+    `folder` (the analysis folder)."""
+
+    def __init__(self, rows: Iterable[Dict[str, Any]], computed: List[int], skipped: List[Dict[str, Any]],
+                 epochs_done: List[int], folder: Path):
+        super().__init__(rows)
+        self.computed, self.skipped, self.epochs_done, self.folder = computed, skipped, epochs_done, folder
+
+
+
+# ---- the public entry point -------------------------------------------------------------------
+def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
+            methods: Sequence[str] = DEFAULT_METHODS, metrics: Optional[Sequence[str]] = None, *,
+            probe: Optional[int] = None, data: Optional[str] = None, split: str = "test", target: str = "gt",
+            layer: Optional[str] = None, batch_size: Optional[int] = None, limit: int = 0,
+            device: str = "auto", amp: bool = False, channels_last: bool = False, human: Optional[str] = None,
+            force: bool = False, out: Optional[Path | str] = None, shard: Optional[str | Tuple[int, int]] = None,
+            show_progress: bool = True) -> AnalysisResult:
+    """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
+
+    Under torchrun (WORLD_SIZE > 1) every rank takes its share of every epoch's batches and rank 0
+    merges the ranks' parts into the files a one-process call writes (docs/distributed.md).
+
+    Args:
+        run_dir: a run directory written by `overfocus train`.
+        epochs: None or "all" (every checkpoint), "START:STOP[:STEP]" (STOP included), "3,5,7",
+            or a list of ints.
+        methods: attribution methods (grad_cam and sgdrop come from one forward + backward).
+        metrics: map metrics (see `overfocus.metrics.METRICS`) and/or `coverage`; default: all that
+            the data supports. `correct` and `confidence` are always recorded.
+        probe: size of the probe set (default: run.json's probe_ids; more takes further test images).
+        data: dataset spec (default: the run's; pass it when the data has moved).
+        split: `test` (default) or `train`.
+        target: `gt` (ground-truth class, the default) or `predicted`.
+        layer: attribution layer (default: the model's Grad-CAM layer from run.json).
+        batch_size: images per batch (default: the run's).
+        limit: analyse at most this many images (0 = all).
+        device: cpu, cuda, cuda:N or auto; under torchrun `cuda` and `auto` mean the rank's GPU.
+        amp: autocast the model (bfloat16 where the device has it, else float16); maps and
+            metrics stay float32. Pays off on GPUs; recorded in analysis.json as `precision`.
+        channels_last: NHWC memory format for the model and its inputs (faster convolutions on
+            recent GPUs; the numbers do not change beyond floating-point rounding).
+        human: spec of a dataset with human importance maps (e.g. `osie:../shared/data/osie-150`):
+            its images are analysed with target=predicted and scored with `harmonization`.
+        force: recompute the selected epochs (and discard an analysis made with other settings).
+        out: analysis folder (default RUN/analysis).
+        shard: "R/W" or (R, W): compute only share R of W (no torch.distributed, e.g. one task of
+            a job array) into `analysis/parts/`; a later call without `shard` merges complete sets.
+        show_progress: progress bars on a terminal.
+
+    Returns:
+        AnalysisResult: the summary rows; `.computed` lists the epochs this call computed (with
+        `shard`: the epochs whose part it wrote, and no rows).
+
+    Example:
+        >>> rows = analyze("runs/demo", epochs="0:10:5", methods=["grad_cam"])      # doctest: +SKIP
+        >>> sorted({r["metric"] for r in rows})                                    # doctest: +SKIP
+        ['area_ratio', 'box_iou', 'confidence', 'correct', 'coverage_global', ...]
+    """
+    run = RunDir(run_dir)
+    info = RunInfo.from_manifest(run.read_manifest())
+    selection = select_epochs(epochs, run)
+    runtime = make_runtime(device, amp, channels_last, shard)
+    runner = prepare(run, info, runtime, Choices(data or info.data_spec, split, limit, batch_size or info.batch_size,
+                                                 human, methods, metrics, target, layer, probe), show_progress)
+    return runner.execute(selection, store.analysis_dir(run.root, out), force)
+
+
+def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None, device: str = "auto",
+              nproc: int = 1, shard: Optional[str] = None) -> None:
+    """The cheap checks of an analyze call, made before launching `nproc` processes for it.
+
+    Example:
+        >>> preflight("runs/demo", "0:10", device="cpu", nproc=2)                 # doctest: +SKIP
+    """
+    from ..device import resolve_device
+
+    run = RunDir(run_dir)
+    RunInfo.from_manifest(run.read_manifest())
+    select_epochs(epochs, run)
+    dev = resolve_device(device)
+    if shard is not None and nproc > 1:
+        raise OverfocusError("--shard and --nproc exclude each other: --nproc splits the work itself")
+    parse_shard(shard)
+    if dev.type == "cuda" and device in ("auto", "cuda") and nproc > torch.cuda.device_count():  # a GPU per rank
+        raise OverfocusError(f"--nproc {nproc} on CUDA needs {nproc} GPUs, {torch.cuda.device_count()} "
+                                 "are visible: lower --nproc or use --device cpu")
+
+
+
+# ---- preparing a call -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Choices:
+    """The user's choices of one analyze call, before they are checked."""
+
+    data_spec: str
+    split: str
+    limit: int
+    batch_size: int
+    human: Optional[str]
+    methods: Sequence[str]
+    metrics: Optional[Sequence[str]]
+    target: str
+    layer: Optional[str]
+    probe: Optional[int]
+
+
+def prepare(run: RunDir, info: RunInfo, runtime: Runtime, choices: Choices, show_progress: bool) -> "Runner":
+    """Open the data, check the choices against the registries and the data, build the model:
+    everything the Runner and its EpochEvaluator receive in their constructors."""
+    from ..data import collate_samples, open_dataset
+    from ..data.human import open_human_dataset
+
+    c = choices
+    if c.split not in ("test", "train"):
+        raise OverfocusError(f"--split {c.split!r}: use test or train")
+    if c.limit < 0 or c.batch_size < 1:
+        raise OverfocusError("--limit must be >= 0 and --batch-size >= 1")
+    ds = open_dataset(c.data_spec, c.split, info.image_size)
+    test = ds if c.split == "test" else open_dataset(c.data_spec, "test", info.image_size)
+    analysed = first_n(ds, c.limit)
+    human_ds = open_human_dataset(c.human, info.image_size) if c.human else None
+    methods = resolve_methods(c.methods)
+    if c.target not in ("gt", "predicted"):
+        raise OverfocusError(f"--target {c.target!r}: use gt or predicted")
+    layer = c.layer or info.gradcam_layer
+    model = build_model(info, layer, runtime.device, runtime.channels_last)
+    has_boxes = bool(getattr(ds, "has_boxes", False))
+    map_m, human_m, coverage = resolve_metrics(c.metrics, has_boxes, bool(c.human))
+    probe_ids = extend_probe_ids(test, info.probe_ids, c.probe)
+    settings = Settings(methods, map_m, human_m, coverage, layer, info.latent_layer, c.target, c.data_spec,
+                        c.split, c.limit, probe_ids, c.human or "", info.image_size, runtime.precision)
+    probe_index = find_indices(test, settings.probe_ids)
+    sources = _Sources(runtime, c.batch_size, info.num_workers)
+    data = AnalysisData(sources.of(analysed), test, list(ds.classes), has_boxes, c.split, len(analysed),
+                        collate_samples([test[i] for i in probe_index]), tuple(probe_index),
+                        sources.of(human_ds) if human_ds is not None else None,
+                        len(human_ds) if human_ds is not None else 0)
+    show = show_progress and runtime.dist.is_main
+    evaluator = EpochEvaluator(model, settings, info, runtime, data, show)
+    return Runner(run, info, runtime, settings, data, evaluator, c.batch_size, show)
+
+
+def build_model(info: RunInfo, layer: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    """The one model object of a call (checkpoints are loaded into it); the layer is checked."""
+    from ..models import build_model as build, get_module
+
+    model = build(info.model_name, info.num_classes, info.width, info.small_input).to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    get_module(model, layer)
+    return model
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """BatchSources of this process: all of a dataset, or its part's contiguous share of the batches."""
+
+    runtime: Runtime
+    batch_size: int
+    num_workers: int
+
+    def of(self, dataset) -> BatchSource:
+        from ..subset import Subset
+
+        if self.runtime.part is not None:
+            span = batch_span(len(dataset), self.batch_size, *self.runtime.part)
+            dataset = Subset(dataset, range(*span))
+        return BatchSource(dataset, self.batch_size, self.num_workers, pin=self.runtime.device.type == "cuda")
+
+
+@dataclass
+class Plan:
+    """What rank 0 decided before the loop (the same on every rank) and what the loop did."""
+
+    state: Dict[str, Any]
+    done: set
+    todo: List[int]
+    ready: Dict[int, int]  # epoch -> world size of a complete set of parts already on disk
+    skipped: List[Dict[str, Any]]
+    computed: List[int] = field(default_factory=list)
+
+    def record(self, folder: Path, epoch: int, reason: Optional[str]) -> None:
+        """Note an epoch's outcome in analysis.json (after its files are durable)."""
+        if reason:
+            self.skipped.append(_skip(epoch, reason))
+        else:
+            self.computed.append(epoch)
+            self.done.add(epoch)
+        self.state = _update_state(folder, self.state, self.done, self.skipped, self.computed)
+
+
+
+class Runner:
+    """One analyze call: the plan, the loop over checkpoints, parts and their merge, analysis.json."""
+
+    def __init__(self, run: RunDir, info: RunInfo, runtime: Runtime, settings: Settings, data: AnalysisData,
+                 evaluator: EpochEvaluator, batch_size: int, show_progress: bool):
+        self.run, self.info, self.rt, self.settings, self.data = run, info, runtime, settings, data
+        self.evaluator, self.batch_size, self.show = evaluator, batch_size, show_progress
+        self.reused: List[int] = []
+
+    # -- the loop --
+    def execute(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
+        """Analyse the selected epochs into `folder`; the result every rank returns."""
+        if self.rt.shard is not None:
+            return self._execute_shard(selection, folder, force)
+        plan = self._on_main(lambda: self._plan(selection, folder, force))
+        for epoch in progress(plan.todo, self.show, desc="checkpoints"):
+            reason = self._epoch(folder, epoch, plan)
+            if self.rt.dist.is_main:
+                plan.record(folder, epoch, reason)
+        self._report_reused()
+        return self._on_main(lambda: self._finish(selection[0], folder, force, plan))
+
+    def _plan(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> Plan:
+        """Rank 0: analysis.json, the probe images, stale parts removed, the epochs to do."""
+        selected, missing = selection
+        state = _prepare_folder(folder, self.settings, self.data.classes, force)
+        known = set(available_epochs(self.run))  # forget skips of epochs the run does not have
+        state["skipped"] = [s for s in state.get("skipped", []) if s["epoch"] in known]
+        done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)
+        store.remove_parts(folder, done | (set(selected) if force else set()))  # parts of old work
+        self._write_probe_images(folder, rewrite=force or not store.probe_images_path(folder).is_file())
+        skipped = [_skip(e, f"no checkpoint {self.run.checkpoint_path(e)}") for e in missing]
+        todo = [e for e in selected if e not in done]
+        ready = {e: w for e in todo if (w := self._complete_world(folder, e))}
+        return Plan(state, done, todo, ready, skipped)
+
+    def _finish(self, selected: List[int], folder: Path, force: bool, plan: Plan) -> AnalysisResult:
+        """Rank 0: the final analysis.json and summary.csv, and the result every rank returns."""
+        state = _update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
+        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show)
+        if plan.todo and not plan.computed and not (set(state["epochs_done"]) & set(selected)):
+            raise OverfocusError(f"none of the selected checkpoints of {self.run.root} could be analysed "
+                                 f"({plan.skipped[0]['reason']}); see {folder / 'analysis.json'}")
+        return AnalysisResult(rows, plan.computed, state["skipped"], state["epochs_done"], folder)
+
+    def _epoch(self, folder: Path, epoch: int, plan: Plan) -> Optional[str]:
+        """One epoch on every rank; the reason it was skipped (meaningful on rank 0), or None."""
+        main = self.rt.dist.is_main
+        if epoch in plan.ready:  # a complete set of parts is on disk: only the merge is left
+            return self._merge(folder, epoch, plan.ready[epoch]) if main else None
+        if self.rt.part is None:
+            return self._one_epoch(folder, epoch)
+        rank, world = self.rt.part
+        reasons = gather_objects(self._one_part(folder, epoch, rank, world), self.rt.dist)
+        if not main:
+            return None  # on to the next epoch while rank 0 merges this one
+        failed = next((r for r in reasons if r), None)
+        if failed:
+            store.remove_parts(folder, [epoch])
+            return failed
+        return self._merge(folder, epoch, world)
+
+    def _execute_shard(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
+        """--shard R/W: this share's parts of the epochs not done yet; no shared file is written."""
+        if force:
+            raise OverfocusError("--shard cannot be combined with --force: run `overfocus analyze RUN --force` "
+                                 "without --shard, or give the shards a fresh --out")
+        existing = store.read_analysis_json(folder)
+        if existing is not None:
+            _refuse_mismatch(folder, existing, _fresh_state(self.settings, self.data.classes))
+        done = set(existing.get("epochs_done", [])) & set(store.record_epochs(folder)) if existing else set()
+        selected, missing = selection
+        skipped = [_skip(e, f"no checkpoint {self.run.checkpoint_path(e)}") for e in missing]
+        computed = []
+        for epoch in progress([e for e in selected if e not in done], self.show, desc="checkpoints"):
+            reason = self._one_part(folder, epoch, *self.rt.shard)
+            (skipped.append(_skip(epoch, reason)) if reason else computed.append(epoch))
+        self._report_reused()
+        return AnalysisResult([], computed, skipped, sorted(done), folder)
+
+    def _on_main(self, fn):
+        """fn() on rank 0, its value on every rank; an error on rank 0 is raised on every rank
+        (ranks would otherwise wait for rank 0 forever)."""
+        if not self.rt.dist.enabled:
+            return fn()
+        if not self.rt.dist.is_main:
+            ok, value = broadcast_object(None, self.rt.dist)
+            if not ok:
+                raise OverfocusError(value)
+            return value
+        try:
+            value = fn()
+        except BaseException as exc:
+            text = str(exc) if isinstance(exc, OverfocusError) else f"rank 0 failed: {type(exc).__name__}: {exc}"
+            broadcast_object((False, text), self.rt.dist)
+            raise
+        broadcast_object((True, value), self.rt.dist)
+        return value
+
+    # -- one epoch in one process --
+    def _one_epoch(self, folder: Path, epoch: int) -> Optional[str]:
+        """Analyse one checkpoint and write its files; the reason it was skipped, or None."""
+        try:
+            self.evaluator.load(self.run.checkpoint_path(epoch))
+        except OverfocusError as exc:
+            return str(exc)
+        out = self.evaluator.evaluate(epoch, probe_positions=None)
+        self._write_epoch(folder, epoch, out.rows(), self.evaluator.probe_arrays(epoch, out.probe))
+        store.remove_parts(folder, [epoch])  # an unfinished sharded attempt at it is obsolete now
+        return None
+
+    def _write_epoch(self, folder: Path, epoch: int, rows: List[Dict[str, Any]], probe: Dict[str, Any]) -> None:
+        store.write_npz(store.probe_epoch_path(folder, epoch), **probe)
+        store.write_csv(store.records_path(folder, epoch), rows, store.RECORD_COLUMNS, ".9g")  # last: "done"
+
+    # -- parts (torchrun ranks, shards) --
+    def _part_meta(self, epoch: int, rank: int, world: int) -> Dict[str, Any]:
+        """What a part was made from; a part on disk is reused only when all of it matches."""
+        ckpt = self.run.checkpoint_path(epoch)
+        stat = ckpt.stat() if ckpt.is_file() else None
+        n, n_human = self.data.n_analysed, self.data.n_human
+        return {"settings": self.settings.compared(), "batch_size": self.batch_size, "n": n,
+                "n_human": n_human, "span": list(batch_span(n, self.batch_size, rank, world)),
+                "human_span": list(batch_span(n_human, self.batch_size, rank, world)),
+                "checkpoint": [stat.st_size, stat.st_mtime_ns] if stat else None}
+
+    def _one_part(self, folder: Path, epoch: int, rank: int, world: int) -> Optional[str]:
+        """This rank's share of one checkpoint, written as a part (or a finished one reused)."""
+        meta = self._part_meta(epoch, rank, world)
+        if store.part_meta(folder, epoch, rank, world) == meta:
+            self.reused.append(epoch)
+            return None
+        try:
+            self.evaluator.load(self.run.checkpoint_path(epoch))
+        except OverfocusError as exc:
+            return str(exc)
+        # probe images outside the analysed ones are rank 0's job (one process computes them too)
+        out = self.evaluator.evaluate(epoch, probe_positions=self.data.uncovered_probe() if rank == 0 else [])
+        size = self.info.image_size
+        arrays = probe_part_arrays(out.probe, self.settings.methods, (size, size), self.info.num_classes)
+        if out.cov is not None:
+            arrays.update(mask_arrays(*coverage_masks(out.cov)))
+        store.write_part(folder, epoch, rank, world, out.sections, arrays, meta)
+        return None
+
+    def _complete_world(self, folder: Path, epoch: int) -> Optional[int]:
+        """World size of a complete, up-to-date set of parts of `epoch` on disk (any world size)."""
+        for world in store.part_worlds(folder, epoch):
+            if all(store.part_meta(folder, epoch, r, world) == self._part_meta(epoch, r, world)
+                   for r in range(world)):
+                return world
+        return None
+
+    def _merge(self, folder: Path, epoch: int, world: int) -> Optional[str]:
+        """Rank 0: the parts of one epoch -> the records and probe files of a one-process run."""
+        parts = [store.read_part(folder, epoch, r, world) for r in range(world)]
+        cumulative: List[Dict[str, Any]] = []
+        settings = self.settings
+        if settings.coverage:
+            masks = [masks_from_arrays(arrays) for _, arrays in parts]
+            latent_key = next((key for _, key in masks if key), "")
+            totals = cumulative_coverage(union_masks(m for m, _ in masks), latent_key)
+            cumulative = cumulative_rows(epoch, totals)
+        probe: Dict[int, tuple] = {}
+        for _, arrays in parts:
+            probe.update(probe_entries(arrays, settings.methods))
+        rows = merge_sections([sections for sections, _ in parts], cumulative)
+        self._write_epoch(folder, epoch, rows, self.evaluator.probe_arrays(epoch, probe))
+        store.remove_parts(folder, [epoch])
+        return None
+
+    def _report_reused(self) -> None:
+        if self.reused:
+            rank, world = self.rt.part
+            print(f"overfocus analyze: rank {rank} of {world} reused its finished parts of epochs "
+                  f"{sorted(self.reused)}", file=sys.stderr)
+
+    # -- the probe set --
+    def _write_probe_images(self, folder: Path, rewrite: bool) -> None:
+        if rewrite:
+            store.write_npz(store.probe_images_path(folder), **probe_arrays(self.data.probe_batch, self.data.classes))
+
+
+def _skip(epoch: int, reason: str) -> Dict[str, Any]:
+    """A skipped epoch: one line on stderr now, an entry of analysis.json `skipped`."""
+    print(f"overfocus analyze: skipped epoch {epoch}: {reason}", file=sys.stderr)
+    return {"epoch": epoch, "reason": reason}
+
+
+
+# ---- analysis.json ----------------------------------------------------------------------------
+def _prepare_folder(folder: Path, settings: Settings, classes: List[str], force: bool) -> Dict[str, Any]:
+    """analysis.json of this call: the existing one when the settings agree, else a fresh one.
+
+    Different settings without `force` are an error rather than records of two kinds in one folder;
+    with `force`, the earlier files are removed first.
+    """
+    existing = store.read_analysis_json(folder)
+    fresh = _fresh_state(settings, classes)
+    if existing is None:
+        return fresh
+    if _first_mismatch(existing, fresh) is None:
+        on_disk = set(store.record_epochs(folder))  # a records file removed by hand means "not done"
+        existing["epochs_done"] = sorted(e for e in existing.get("epochs_done", []) if e in on_disk)
+        return {**existing, **describe(settings)}  # an analysis.json of an older version gains the metadata
+    if not force:
+        _refuse_mismatch(folder, existing, fresh)
+    _clear_folder(folder)
+    return fresh
+
+
+def _fresh_state(settings: Settings, classes: List[str]) -> Dict[str, Any]:
+    """analysis.json of an analysis with nothing done yet."""
+    return {"schema": store.ANALYSIS_SCHEMA, **settings.compared(), "metrics": settings.metrics,
+            **describe(settings),
+            "latent_layer": settings.latent_layer,
+            "coverage_forward": "shared" if settings.coverage_shares_forward else "separate",
+            "epochs_done": [], "skipped": [], "classes": list(classes)}
+
+
+def _refuse_mismatch(folder: Path, existing: Dict[str, Any], fresh: Dict[str, Any]) -> None:
+    mismatch = _first_mismatch(existing, fresh)
+    if mismatch is not None:
+        key, old, new = mismatch
+        raise OverfocusError(f"{folder} holds an analysis made with {key}={old!r}, this call asks for "
+                             f"{key}={new!r}: pass --force to replace it, or --out DIR to keep both")
+
+
+def _first_mismatch(existing: Dict[str, Any], fresh: Dict[str, Any]) -> Optional[Tuple[str, Any, Any]]:
+    if existing.get("schema") != store.ANALYSIS_SCHEMA:
+        return ("schema", existing.get("schema"), store.ANALYSIS_SCHEMA)
+    for key in COMPARED_SETTINGS:
+        if existing.get(key, SETTING_DEFAULTS.get(key)) != fresh[key]:
+            return (key, existing.get(key, SETTING_DEFAULTS.get(key)), fresh[key])
+    return None
+
+
+def _clear_folder(folder: Path) -> None:
+    """Remove only the files analyze writes (the folder may hold other things)."""
+    for pattern in ("records/epoch_*.csv", "probe/epoch_*.npz", "probe/images.npz", "summary.csv",
+                    "analysis.json"):
+        for path in folder.glob(pattern):
+            path.unlink()
+    store.remove_parts(folder)
+
+
+def _update_state(folder: Path, state: Dict[str, Any], done: set, skipped: List[Dict[str, Any]],
+                  computed: List[int]) -> Dict[str, Any]:
+    """Record done epochs (after their files are durable) and this call's skipped ones."""
+    fixed = set(computed) | {s["epoch"] for s in skipped}
+    kept = [s for s in state.get("skipped", []) if s["epoch"] not in fixed and s["epoch"] not in done]
+    state = {**state, "epochs_done": sorted(done), "skipped": sorted(kept + skipped, key=lambda s: s["epoch"])}
+    store.write_analysis_json(folder, state)
+    return state
+
+
+
+def describe(settings: Settings) -> Dict[str, Any]:
+    """The registries' metadata of what this analysis holds: `method_info` and `metric_info`."""
+    return {"method_info": method_info(settings.methods), "metric_info": metric_info(settings.summary_metrics())}

@@ -1,0 +1,266 @@
+"""What an analysis is made of: the run's facts (RunInfo), the user's choices checked against the
+registries and the data (Settings), where it computes (Runtime) and which epochs it takes.
+
+Example:
+    >>> parse_epochs("0:10:5", range(12))
+    ([0, 5, 10], [])
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..attribution.methods import ATTRIBUTIONS
+from ..distributed import DistInfo
+from ..errors import OverfocusError
+from ..metrics.registry import METRICS
+from ..rundir import RunDir
+from .shards import parse_shard
+
+IMAGE_METRICS = ("correct", "confidence")  # always recorded: free, from the logits
+COVERAGE_METRICS = ("coverage_global", "coverage_latent")
+COVERAGE_NAMES = {"coverage", *COVERAGE_METRICS}  # --metrics names that switch coverage on
+COMPARED_SETTINGS = ("methods", "metrics", "layer", "target", "data_spec", "split", "limit", "probe_ids",
+                     "human", "image_size", "precision")
+SETTING_DEFAULTS = {"precision": "float32"}  # what an analysis.json written before the key existed meant
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What analyze needs from run.json: the model, the preprocessing and the probe ids."""
+
+    model_name: str
+    width: float
+    small_input: bool
+    num_classes: int
+    data_spec: str
+    image_size: int
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    batch_size: int
+    num_workers: int
+    gradcam_layer: str
+    latent_layer: str
+    probe_ids: Tuple[str, ...]
+
+    @classmethod
+    def from_manifest(cls, manifest: Dict[str, Any]) -> "RunInfo":
+        from ..models import MODELS
+
+        cfg = manifest.get("config") or {}
+        model, data = cfg.get("model") or {}, cfg.get("data") or {}
+        if "name" not in model or "spec" not in data:
+            raise OverfocusError("run.json has no model/data configuration: was it written by `overfocus train`?")
+        entry = MODELS.get(model["name"])
+        return cls(model["name"], float(model.get("width", 1.0)), bool(model.get("small_input", True)),
+                   int(manifest.get("num_classes") or model.get("num_classes") or 0), data["spec"],
+                   int(data.get("image_size", 64)), tuple(data.get("mean")), tuple(data.get("std")),
+                   int(data.get("batch_size", 64)), int(data.get("num_workers", 0)),
+                   manifest.get("gradcam_layer") or entry.gradcam_layer,
+                   manifest.get("latent_layer") or entry.latent_layer, tuple(manifest.get("probe_ids") or ()))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an analysis is made with; two calls writing to one folder must agree on all of it."""
+
+    methods: Tuple[str, ...]
+    map_metrics: Tuple[str, ...]  # computed on the analysed images
+    human_metrics: Tuple[str, ...]  # computed on the human-map images
+    coverage: bool
+    layer: str
+    latent_layer: str
+    target: str
+    data_spec: str
+    split: str
+    limit: int
+    probe_ids: Tuple[str, ...]
+    human: str
+    image_size: int
+    precision: str = "float32"  # "bfloat16"/"float16" under --amp: the numbers differ slightly
+
+    @property
+    def metrics(self) -> List[str]:
+        """Every metric name the records hold (map metrics, then the image-level ones)."""
+        return [*self.map_metrics, *self.human_metrics, *IMAGE_METRICS, *(COVERAGE_METRICS if self.coverage else ())]
+
+    @property
+    def coverage_shares_forward(self) -> bool:
+        """Coverage hooks ride on attribute()'s forward unless another forward is needed anyway."""
+        return self.target == "gt" and shares_one_pass(self.methods)
+
+    def compared(self) -> Dict[str, Any]:
+        d = {k: getattr(self, k) for k in COMPARED_SETTINGS}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+
+    def summary_metrics(self) -> List[str]:
+        """Every metric name summary.csv can hold for these settings (for `metric_info`)."""
+        derived = ["pointing_game_per_class"] if "pointing_game" in self.map_metrics else []
+        cumulative = [f"{m}_cumulative" for m in COVERAGE_METRICS] if self.coverage else []
+        return [*self.metrics, *derived, *cumulative]
+
+
+def shares_one_pass(methods: Sequence[str]) -> bool:
+    """True when every method comes from the same single forward (+ backward) pass, so hooks on
+    that forward (neuron coverage) see exactly one forward of the batch.
+
+    Example:
+        >>> shares_one_pass(["grad_cam", "sgdrop"]), shares_one_pass(["grad_cam", "saliency"])
+        (True, False)
+    """
+    passes = {ATTRIBUTIONS.get(m).forward_pass for m in methods}
+    return len(passes) == 1 and None not in passes
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how this process computes: device, torchrun rank, shard, precision, layout."""
+
+    device: torch.device
+    dist: DistInfo = DistInfo()
+    shard: Optional[Tuple[int, int]] = None
+    amp_dtype: Optional[torch.dtype] = None
+    channels_last: bool = False
+
+    @property
+    def part(self) -> Optional[Tuple[int, int]]:
+        """(rank, world) of the share this process computes; None when it computes everything."""
+        if self.shard is not None:
+            return self.shard
+        return (self.dist.rank, self.dist.world_size) if self.dist.enabled else None
+
+    @property
+    def precision(self) -> str:
+        return "float32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
+
+
+def make_runtime(device: str = "auto", amp: bool = False, channels_last: bool = False,
+                 shard: Optional[str | Tuple[int, int]] = None) -> Runtime:
+    """The Runtime of this process; under torchrun it joins the process group (gloo/nccl).
+
+    Example:
+        >>> make_runtime("cpu").precision
+        'float32'
+    """
+    from ..device import resolve_device
+    from ..distributed import env_info, init_process_group
+
+    info, shard = env_info(), parse_shard(shard)
+    if shard is not None and info.enabled:
+        raise OverfocusError("--shard is for independent processes: under torchrun the ranks split the work "
+                             "themselves, drop --shard")
+    dev = resolve_device(device, info.local_rank)
+    init_process_group(info, dev)
+    return Runtime(dev, info, shard, _amp_dtype(dev) if amp else None, bool(channels_last))
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 where the GPU has it (its range keeps Grad-CAM's small gradients), else float16;
+    on the CPU autocast knows bfloat16 only (rarely faster there: --amp is meant for GPUs)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+
+# ---- epoch selection ----------------------------------------------------------------------------
+def available_epochs(run: RunDir) -> List[int]:
+    """Epochs the run knows of: listed in run.json or present as a checkpoint file."""
+    listed = {int(e["epoch"]) for e in run.read_manifest().get("epochs", []) if "epoch" in e}
+    return sorted(listed | set(run.checkpoint_epochs()))
+
+
+def parse_epochs(spec: Optional[Iterable[int] | str], available: Sequence[int]) -> Tuple[List[int], List[int]]:
+    """Resolve an epoch selection to (selected epochs that exist, explicitly asked ones that do not).
+
+    Example:
+        >>> parse_epochs("0:10:5", range(12))
+        ([0, 5, 10], [])
+        >>> parse_epochs("3,50", range(12))
+        ([3], [50])
+    """
+    avail = sorted(set(available))
+    if spec is None or (isinstance(spec, str) and spec.strip() in ("", "all")):
+        return avail, []
+    if isinstance(spec, str) and ":" in spec:
+        start, stop, step = _parse_range(spec)
+        return [e for e in avail if start <= e <= stop and (e - start) % step == 0], []
+    asked = _parse_list(spec)
+    return [e for e in asked if e in avail], [e for e in asked if e not in avail]
+
+
+def _parse_range(text: str) -> Tuple[int, int, int]:
+    parts = text.split(":")
+    try:
+        if len(parts) > 3:
+            raise ValueError
+        start = int(parts[0]) if parts[0].strip() else 0
+        stop = int(parts[1]) if parts[1].strip() else sys.maxsize
+        step = int(parts[2]) if len(parts) == 3 and parts[2].strip() else 1
+    except ValueError:
+        raise OverfocusError(f"--epochs {text!r}: use START:STOP[:STEP] (STOP included), e.g. 0:50:5") from None
+    if step < 1:
+        raise OverfocusError(f"--epochs {text!r}: the step must be at least 1")
+    return start, stop, step
+
+
+def _parse_list(spec: Iterable[int] | str) -> List[int]:
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    try:
+        return sorted({int(str(e).strip()) for e in items if str(e).strip()})
+    except ValueError:
+        raise OverfocusError(f"--epochs {spec!r}: use all, a list such as 3,5,7 or a range such as 0:50:5") from None
+
+
+def select_epochs(spec, run: RunDir) -> Tuple[List[int], List[int]]:
+    selected, missing = parse_epochs(spec, available_epochs(run))
+    if not selected and not missing:
+        raise OverfocusError(f"no checkpoint of {run.root} matches --epochs {spec}: "
+                             f"the run has epochs {available_epochs(run) or 'none yet'}")
+    return selected, missing
+
+
+
+# ---- methods and metrics ------------------------------------------------------------------------
+def resolve_methods(methods: Sequence[str]) -> Tuple[str, ...]:
+    methods = tuple(dict.fromkeys(m.strip() for m in ([methods] if isinstance(methods, str) else methods) if m.strip()))
+    if not methods:
+        raise OverfocusError("--methods is empty: name at least one, e.g. --methods grad_cam,sgdrop")
+    for m in methods:
+        ATTRIBUTIONS.get(m)  # one-line error listing the known methods
+    return methods
+
+
+def resolve_metrics(names: Optional[Sequence[str]], has_boxes: bool,
+                     has_human: bool) -> Tuple[Tuple[str, ...], Tuple[str, ...], bool]:
+    """Split metric names into (map metrics, human-map metrics, coverage on?), checking their needs."""
+    if names is None:
+        specs = [METRICS.get(n) for n in METRICS.names()]
+        chosen = [s.name for s in specs if (has_boxes or not s.needs_boxes) and (has_human or not s.needs_human)]
+        coverage = True
+    else:
+        names = [n.strip() for n in ([names] if isinstance(names, str) else names) if n.strip()]
+        coverage = any(n in COVERAGE_NAMES for n in names)
+        chosen = [n for n in dict.fromkeys(names) if n not in COVERAGE_NAMES and n not in IMAGE_METRICS]
+        for n in chosen:
+            if n not in METRICS:
+                known = ", ".join(METRICS.names() + ["coverage"])
+                raise OverfocusError(f"unknown metric {n!r} in --metrics: choose from {known}")
+            _check_metric(METRICS.get(n), has_boxes, has_human)
+        if has_human and "harmonization" in METRICS and "harmonization" not in chosen:
+            chosen.append("harmonization")  # --human asks for it
+    human = tuple(n for n in chosen if METRICS.get(n).needs_human)
+    return tuple(n for n in chosen if n not in human), human, coverage
+
+
+def _check_metric(spec, has_boxes: bool, has_human: bool) -> None:
+    if spec.needs_boxes and not has_boxes:
+        raise OverfocusError(f"metric {spec.name} needs boxes and this data has none: drop it from --metrics")
+    if spec.needs_human and not has_human:
+        raise OverfocusError(f"metric {spec.name} needs human maps: pass --human SPEC (e.g. osie:PATH)")
+
