@@ -1,4 +1,4 @@
-"""`overfocus list`: what can be chosen (models, dataset kinds, regularizers)."""
+"""`overfocus list`: what can be chosen (models, dataset kinds, regularizers, attribution methods, metrics)."""
 from __future__ import annotations
 
 import argparse
@@ -8,13 +8,15 @@ from .common import RAW
 EXAMPLES = """examples:
   overfocus list
   overfocus list models
+  overfocus list metrics
 """
+KINDS = ["models", "datasets", "regularizers", "methods", "metrics"]
 
 
 def register(sub) -> None:
-    p = sub.add_parser("list", help="list models, dataset kinds and regularizers", epilog=EXAMPLES,
+    p = sub.add_parser("list", help="list models, dataset kinds, regularizers, methods and metrics", epilog=EXAMPLES,
                        formatter_class=RAW)
-    p.add_argument("what", nargs="?", choices=["models", "datasets", "regularizers"])
+    p.add_argument("what", nargs="?", choices=KINDS)
     p.set_defaults(func=run)
 
 
@@ -37,4 +39,32 @@ def run(args: argparse.Namespace) -> int:
         for name in REGULARIZERS.names():
             doc = (REGULARIZERS.get(name).__doc__ or "").strip().splitlines()[0]
             print(f"  {name}: {doc}")
+    if args.what in (None, "methods"):
+        print_methods()
+    if args.what in (None, "metrics"):
+        print_metrics()
     return 0
+
+
+def print_methods() -> None:
+    from ..attribution import ATTRIBUTIONS, DEFAULT_METHODS
+
+    print("attribution methods (--methods a,b; * = default):")
+    for name in ATTRIBUTIONS.names():
+        m = ATTRIBUTIONS.get(name)
+        doc = (m.fn.__doc__ or "").strip().splitlines()[0]
+        print(f"  {name}{' *' if name in DEFAULT_METHODS else ''}: {m.title} - {doc}")
+
+
+def print_metrics() -> None:
+    from ..metrics import METRICS, SUMMARY_METRICS
+
+    print("metrics (map metrics for --metrics; then the numbers summaries and reports derive):")
+    for registry in (METRICS, SUMMARY_METRICS):
+        for name in registry.registered():
+            m = registry.get(name)
+            lo, hi = ("" if v is None else f"{v:g}" for v in m.range)
+            needs = [w for w, flag in (("boxes", m.needs_boxes), ("human maps", m.needs_human)) if flag]
+            extra = f", needs {' and '.join(needs)}" if needs else ""
+            print(f"  {name} [{m.kind}]: {m.title} ({m.unit}; range [{lo}, {hi}]; "
+                  f"{'higher' if m.higher_is_better else 'lower'} is better{extra})")
