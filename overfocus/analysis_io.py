@@ -1,6 +1,2 @@
-"""Compatibility alias: this module is now `overfocus.analysis.storage` (the same module object)."""
-import sys
-
-from .analysis import storage as _moved
-
-sys.modules[__name__] = _moved
+"""Compatibility re-export: this module moved to `overfocus.analysis.storage`; import from there."""
+from .analysis.storage import *  # noqa: F401,F403

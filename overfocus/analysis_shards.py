@@ -1,6 +1,2 @@
-"""Compatibility alias: this module is now `overfocus.analysis.shards` (the same module object)."""
-import sys
-
-from .analysis import shards as _moved
-
-sys.modules[__name__] = _moved
+"""Compatibility re-export: this module moved to `overfocus.analysis.shards`; import from there."""
+from .analysis.shards import *  # noqa: F401,F403
