@@ -32,19 +32,19 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..attribution.methods import DEFAULT_METHODS, method_info
+from ..attribution.methods import DEFAULT_METHODS
 from ..distributed import broadcast_object, gather_objects
 from ..errors import OverfocusError
-from ..metrics.registry import metric_info
 from ..progress import progress
 from ..rundir import RunDir
 from . import storage as store
 from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
-from .settings import (COMPARED_SETTINGS, SETTING_DEFAULTS, RunInfo, Runtime, Settings, available_epochs,
+from .settings import (RunInfo, Runtime, Settings, available_epochs,
                        make_runtime, resolve_methods, resolve_metrics, select_epochs)
 from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
                      merge_sections, parse_shard, probe_entries, probe_part_arrays, union_masks)
 from .source import BatchSource, extend_probe_ids, find_indices, first_n, probe_arrays
+from .state import fresh_state, prepare_folder, refuse_mismatch, update_state
 from .summary import rebuild_summary
 
 
@@ -239,7 +239,7 @@ class Plan:
         else:
             self.computed.append(epoch)
             self.done.add(epoch)
-        self.state = _update_state(folder, self.state, self.done, self.skipped, self.computed)
+        self.state = update_state(folder, self.state, self.done, self.skipped, self.computed)
 
 
 
@@ -268,7 +268,7 @@ class Runner:
     def _plan(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> Plan:
         """Rank 0: analysis.json, the probe images, stale parts removed, the epochs to do."""
         selected, missing = selection
-        state = _prepare_folder(folder, self.settings, self.data.classes, force)
+        state = prepare_folder(folder, self.settings, self.data.classes, force)
         known = set(available_epochs(self.run))  # forget skips of epochs the run does not have
         state["skipped"] = [s for s in state.get("skipped", []) if s["epoch"] in known]
         done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)
@@ -281,7 +281,7 @@ class Runner:
 
     def _finish(self, selected: List[int], folder: Path, force: bool, plan: Plan) -> AnalysisResult:
         """Rank 0: the final analysis.json and summary.csv, and the result every rank returns."""
-        state = _update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
+        state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
         rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show)
         if plan.todo and not plan.computed and not (set(state["epochs_done"]) & set(selected)):
             raise OverfocusError(f"none of the selected checkpoints of {self.run.root} could be analysed "
@@ -312,7 +312,7 @@ class Runner:
                                  "without --shard, or give the shards a fresh --out")
         existing = store.read_analysis_json(folder)
         if existing is not None:
-            _refuse_mismatch(folder, existing, _fresh_state(self.settings, self.data.classes))
+            refuse_mismatch(folder, existing, fresh_state(self.settings, self.data.classes))
         done = set(existing.get("epochs_done", [])) & set(store.record_epochs(folder)) if existing else set()
         selected, missing = selection
         skipped = [_skip(e, f"no checkpoint {self.run.checkpoint_path(e)}") for e in missing]
@@ -430,76 +430,3 @@ def _skip(epoch: int, reason: str) -> Dict[str, Any]:
     """A skipped epoch: one line on stderr now, an entry of analysis.json `skipped`."""
     print(f"overfocus analyze: skipped epoch {epoch}: {reason}", file=sys.stderr)
     return {"epoch": epoch, "reason": reason}
-
-
-
-# ---- analysis.json ----------------------------------------------------------------------------
-def _prepare_folder(folder: Path, settings: Settings, classes: List[str], force: bool) -> Dict[str, Any]:
-    """analysis.json of this call: the existing one when the settings agree, else a fresh one.
-
-    Different settings without `force` are an error rather than records of two kinds in one folder;
-    with `force`, the earlier files are removed first.
-    """
-    existing = store.read_analysis_json(folder)
-    fresh = _fresh_state(settings, classes)
-    if existing is None:
-        return fresh
-    if _first_mismatch(existing, fresh) is None:
-        on_disk = set(store.record_epochs(folder))  # a records file removed by hand means "not done"
-        existing["epochs_done"] = sorted(e for e in existing.get("epochs_done", []) if e in on_disk)
-        return {**existing, **describe(settings)}  # an analysis.json of an older version gains the metadata
-    if not force:
-        _refuse_mismatch(folder, existing, fresh)
-    _clear_folder(folder)
-    return fresh
-
-
-def _fresh_state(settings: Settings, classes: List[str]) -> Dict[str, Any]:
-    """analysis.json of an analysis with nothing done yet."""
-    return {"schema": store.ANALYSIS_SCHEMA, **settings.compared(), "metrics": settings.metrics,
-            **describe(settings),
-            "latent_layer": settings.latent_layer,
-            "coverage_forward": "shared" if settings.coverage_shares_forward else "separate",
-            "epochs_done": [], "skipped": [], "classes": list(classes)}
-
-
-def _refuse_mismatch(folder: Path, existing: Dict[str, Any], fresh: Dict[str, Any]) -> None:
-    mismatch = _first_mismatch(existing, fresh)
-    if mismatch is not None:
-        key, old, new = mismatch
-        raise OverfocusError(f"{folder} holds an analysis made with {key}={old!r}, this call asks for "
-                             f"{key}={new!r}: pass --force to replace it, or --out DIR to keep both")
-
-
-def _first_mismatch(existing: Dict[str, Any], fresh: Dict[str, Any]) -> Optional[Tuple[str, Any, Any]]:
-    if existing.get("schema") != store.ANALYSIS_SCHEMA:
-        return ("schema", existing.get("schema"), store.ANALYSIS_SCHEMA)
-    for key in COMPARED_SETTINGS:
-        if existing.get(key, SETTING_DEFAULTS.get(key)) != fresh[key]:
-            return (key, existing.get(key, SETTING_DEFAULTS.get(key)), fresh[key])
-    return None
-
-
-def _clear_folder(folder: Path) -> None:
-    """Remove only the files analyze writes (the folder may hold other things)."""
-    for pattern in ("records/epoch_*.csv", "probe/epoch_*.npz", "probe/images.npz", "summary.csv",
-                    "analysis.json"):
-        for path in folder.glob(pattern):
-            path.unlink()
-    store.remove_parts(folder)
-
-
-def _update_state(folder: Path, state: Dict[str, Any], done: set, skipped: List[Dict[str, Any]],
-                  computed: List[int]) -> Dict[str, Any]:
-    """Record done epochs (after their files are durable) and this call's skipped ones."""
-    fixed = set(computed) | {s["epoch"] for s in skipped}
-    kept = [s for s in state.get("skipped", []) if s["epoch"] not in fixed and s["epoch"] not in done]
-    state = {**state, "epochs_done": sorted(done), "skipped": sorted(kept + skipped, key=lambda s: s["epoch"])}
-    store.write_analysis_json(folder, state)
-    return state
-
-
-
-def describe(settings: Settings) -> Dict[str, Any]:
-    """The registries' metadata of what this analysis holds: `method_info` and `metric_info`."""
-    return {"method_info": method_info(settings.methods), "metric_info": metric_info(settings.summary_metrics())}

@@ -1,0 +1,87 @@
+"""analysis.json: the settings an analysis folder was made with, the epochs done and skipped, and
+the registries' metadata of what it holds (`method_info`, `metric_info`).
+
+Two calls writing to one folder must agree on the compared settings; with `force` the earlier
+files are removed first (only those analyze writes).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..attribution.methods import method_info
+from ..errors import OverfocusError
+from ..metrics.registry import metric_info
+from . import storage as store
+from .settings import COMPARED_SETTINGS, SETTING_DEFAULTS, Settings
+
+
+def prepare_folder(folder: Path, settings: Settings, classes: List[str], force: bool) -> Dict[str, Any]:
+    """analysis.json of this call: the existing one when the settings agree, else a fresh one.
+
+    Different settings without `force` are an error rather than records of two kinds in one folder;
+    with `force`, the earlier files are removed first.
+    """
+    existing = store.read_analysis_json(folder)
+    fresh = fresh_state(settings, classes)
+    if existing is None:
+        return fresh
+    if _first_mismatch(existing, fresh) is None:
+        on_disk = set(store.record_epochs(folder))  # a records file removed by hand means "not done"
+        existing["epochs_done"] = sorted(e for e in existing.get("epochs_done", []) if e in on_disk)
+        return {**existing, **describe(settings)}  # an analysis.json of an older version gains the metadata
+    if not force:
+        refuse_mismatch(folder, existing, fresh)
+    _clear_folder(folder)
+    return fresh
+
+
+def fresh_state(settings: Settings, classes: List[str]) -> Dict[str, Any]:
+    """analysis.json of an analysis with nothing done yet."""
+    return {"schema": store.ANALYSIS_SCHEMA, **settings.compared(), "metrics": settings.metrics,
+            **describe(settings),
+            "latent_layer": settings.latent_layer,
+            "coverage_forward": "shared" if settings.coverage_shares_forward else "separate",
+            "epochs_done": [], "skipped": [], "classes": list(classes)}
+
+
+def refuse_mismatch(folder: Path, existing: Dict[str, Any], fresh: Dict[str, Any]) -> None:
+    mismatch = _first_mismatch(existing, fresh)
+    if mismatch is not None:
+        key, old, new = mismatch
+        raise OverfocusError(f"{folder} holds an analysis made with {key}={old!r}, this call asks for "
+                             f"{key}={new!r}: pass --force to replace it, or --out DIR to keep both")
+
+
+def _first_mismatch(existing: Dict[str, Any], fresh: Dict[str, Any]) -> Optional[Tuple[str, Any, Any]]:
+    if existing.get("schema") != store.ANALYSIS_SCHEMA:
+        return ("schema", existing.get("schema"), store.ANALYSIS_SCHEMA)
+    for key in COMPARED_SETTINGS:
+        if existing.get(key, SETTING_DEFAULTS.get(key)) != fresh[key]:
+            return (key, existing.get(key, SETTING_DEFAULTS.get(key)), fresh[key])
+    return None
+
+
+def _clear_folder(folder: Path) -> None:
+    """Remove only the files analyze writes (the folder may hold other things)."""
+    for pattern in ("records/epoch_*.csv", "probe/epoch_*.npz", "probe/images.npz", "summary.csv",
+                    "analysis.json"):
+        for path in folder.glob(pattern):
+            path.unlink()
+    store.remove_parts(folder)
+
+
+def update_state(folder: Path, state: Dict[str, Any], done: set, skipped: List[Dict[str, Any]],
+                  computed: List[int]) -> Dict[str, Any]:
+    """Record done epochs (after their files are durable) and this call's skipped ones."""
+    fixed = set(computed) | {s["epoch"] for s in skipped}
+    kept = [s for s in state.get("skipped", []) if s["epoch"] not in fixed and s["epoch"] not in done]
+    state = {**state, "epochs_done": sorted(done), "skipped": sorted(kept + skipped, key=lambda s: s["epoch"])}
+    store.write_analysis_json(folder, state)
+    return state
+
+
+
+def describe(settings: Settings) -> Dict[str, Any]:
+    """The registries' metadata of what this analysis holds: `method_info` and `metric_info`."""
+    return {"method_info": method_info(settings.methods), "metric_info": metric_info(settings.summary_metrics())}
