@@ -441,7 +441,8 @@ def test_skipped_files_seen_through_subsets_and_cli_exit(tmp_path, capsys):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     test = open_dataset(f"folder:{root}", "test", 32, skip_bad=True)
     index = [r[0] for r in test.records].index(str(bad))
-    subset = torch.utils.data.Subset(torch.utils.data.Subset(test, list(range(len(test)))), [index, (index + 1) % len(test)])
+    whole = torch.utils.data.Subset(test, list(range(len(test))))
+    subset = torch.utils.data.Subset(whole, [index, (index + 1) % len(test)])
     assert not is_readable(subset, 0) and is_readable(subset, 1)
     assert skipped_files(subset, open_dataset("builtin?test=2", "test", 32)) == [str(bad)]
     from overfocus.cli import main

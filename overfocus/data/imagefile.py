@@ -108,8 +108,8 @@ def decode_image(data: Union[bytes, np.ndarray], name: Union[str, Path]) -> np.n
         raise OverfocusError(f"image {name} claims {pixels:,} pixels in its header, more than the "
                              f"{MAX_IMAGE_PIXELS:,} overfocus reads: {SKIP_HINT}")
     if data[:3] == b"\xff\xd8\xff" and not jpeg_is_complete(data):
-        raise OverfocusError(f"cannot decode image {name}: the file is corrupt (a JPEG truncated before its end marker); "
-                             f"{SKIP_HINT}")
+        raise OverfocusError(f"cannot decode image {name}: the file is corrupt (a JPEG truncated before "
+                             f"its end marker); {SKIP_HINT}")
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
