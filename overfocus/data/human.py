@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple  # noqa: F401  (Optional: for loaders appended at the end)
 
 import numpy as np
 import torch
