@@ -452,3 +452,21 @@ def test_skipped_files_seen_through_subsets_and_cli_exit(tmp_path, capsys):
                  "--set", "data.image_size=32", "--set", "train.progress=false"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cat_0.png" in err[0] and "Traceback" not in err[0]
+
+
+def test_skips_met_by_dataloader_workers_are_reported(tmp_path, capfd):
+    root = make_folder_split(tmp_path / "imgs")
+    bad = root / "train" / "dog" / "dog_2.png"
+    bad.write_bytes(b"")
+    ds = open_dataset(f"folder:{root}", "train", 32, skip_bad=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_samples)
+    for _ in range(2):
+        assert sum(len(batch) for batch in loader) == len(ds) - 1
+    assert skipped_files(ds) == [str(bad)] and ds.bad_files == [str(bad)]
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "--skip-bad skipped" in line]
+    assert len(warnings) == 1 and "dog_2.png" in warnings[0]
+    log = Path(ds._skip_log.path)
+    del ds, loader
+    import gc
+    gc.collect()
+    assert not log.exists()  # the temporary list goes with the dataset

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import OverfocusError
 from .imagefile import SKIP_HINT, decode_image
+from .skiplog import SkipLog
 
 
 @dataclass
@@ -138,7 +139,12 @@ class FileDataset(torch.utils.data.Dataset):
             raise OverfocusError(f"no images found in {source or 'the dataset'}: check the path and layout")
         self.records, self.classes, self.image_size = records, classes, image_size
         self.augment, self.skip_bad, self.source = augment, skip_bad, source
-        self.bad_files: List[str] = []
+        self._skip_log = SkipLog() if skip_bad else None  # shared with DataLoader workers
+
+    @property
+    def bad_files(self) -> List[str]:
+        """Files skipped as unreadable so far (by this process or its DataLoader workers)."""
+        return self._skip_log.paths() if self._skip_log is not None else []
 
     def __len__(self) -> int:
         return len(self.records)
@@ -166,9 +172,8 @@ class FileDataset(torch.utils.data.Dataset):
 
     def _skip(self, path: str, exc: OverfocusError) -> None:
         """Remember a skipped file and say so once, on stderr (it is read again every epoch)."""
-        if path in self.bad_files:
+        if not self._skip_log.add(path):
             return
-        self.bad_files.append(path)
         reason = str(exc).replace(f"; {SKIP_HINT}", "").replace(f": {SKIP_HINT}", "")
         print(f"warning: --skip-bad skipped an unreadable image: {reason}", file=sys.stderr, flush=True)
 
@@ -176,8 +181,8 @@ class FileDataset(torch.utils.data.Dataset):
 def skipped_files(*datasets) -> List[str]:
     """The files that `datasets` (or Subsets of them) skipped as unreadable under --skip-bad, sorted.
 
-    For the run record (e.g. run.json `skipped_files`). Files are known once they were read; with
-    DataLoader worker processes, a worker's skips stay in that worker (see docs/data.md).
+    For the run record (e.g. run.json `skipped_files`). Files are known once they were read, by
+    this process or by its DataLoader workers.
 
     Example:
         >>> from overfocus.data import open_dataset
