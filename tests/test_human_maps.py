@@ -193,3 +193,18 @@ def test_old_import_paths_still_work():
     assert human.ClickMeDataset is ClickMeDataset and human.crc32c is crc32c
     with pytest.raises(AttributeError):
         human.no_such_name
+
+
+def test_human_map_images_go_through_the_checked_decoder(tmp_path):
+    jpeg = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))[1].tobytes()
+    heat = _png(np.ones((16, 16), np.uint8))
+    write_tfrecord_examples(tmp_path / "cut.tfrecord", [{"image": [jpeg[:-30]], "heatmap": [heat]}])
+    with pytest.raises(OverfocusError, match="record 0 of .*cut.tfrecord is malformed.*corrupt"):
+        ClickMeDataset(tmp_path / "cut.tfrecord", 8)[0]
+    write_tfrecord_examples(tmp_path / "pad.tfrecord", [{"image": [jpeg + bytes(1000)], "heatmap": [heat]}])
+    assert ClickMeDataset(tmp_path / "pad.tfrecord", 8)[0]["image"].shape == (3, 8, 8)
+    (tmp_path / "h").mkdir()
+    cv2.imwrite(str(tmp_path / "h" / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "h" / "a_heatmap.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(OverfocusError, match="a_heatmap.png.*corrupt"):
+        open_human_dataset(f"heatmaps:{tmp_path / 'h'}", 8)[0]

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import OverfocusError
 from .human import HUMAN_MAPS, make_sample
+from .imagefile import decode_image
 from .tfrecord import parse_example, read_tfrecord, tfrecord_index
 
 
@@ -30,9 +31,10 @@ def _decode_encoded(data: bytes) -> Optional[np.ndarray]:
 
     if not (data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
         return None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError("an encoded image that OpenCV cannot decode")
+    try:
+        image = decode_image(data, "bytes", hint="re-export the record")
+    except OverfocusError as exc:  # a ValueError: the caller names the record and the shard
+        raise ValueError(f"its encoded image: {exc}") from None
     if image.ndim == 3 and image.shape[2] >= 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     return image

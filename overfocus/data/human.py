@@ -27,6 +27,7 @@ import yaml
 from ..errors import OverfocusError
 from ..registry import Registry
 from .base import Batch, collate_samples, resize_with_boxes, to_tensor
+from .imagefile import decode_image
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OSIE_SIGMA = 24.0  # px at 800 x 600: about one degree of visual angle in OSIE's recordings
@@ -99,17 +100,12 @@ def collate_human(samples: Sequence[Dict]) -> Tuple[Batch, torch.Tensor]:
 
 def read_heatmap(path: Path) -> np.ndarray:
     """A heatmap file (any OpenCV image, 8 or 16 bit, or .npy) as a float32 H x W map."""
-    import cv2
-
     if path.suffix == ".npy":
         heat = np.load(path, allow_pickle=False)
     else:
-        heat = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_UNCHANGED)
-        if heat is None:
-            raise OverfocusError(f"cannot decode heatmap {path}: the file is corrupt")
+        heat = decode_image(np.fromfile(str(path), np.uint8), path, hint="replace the heatmap")
     heat = np.asarray(heat, np.float32)
     return heat.mean(axis=2) if heat.ndim == 3 else heat
-
 
 
 # Names that lived here before the kinds got modules of their own: still importable from here.

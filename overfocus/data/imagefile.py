@@ -93,10 +93,11 @@ def _next_marker(buf: np.ndarray, start: int) -> int:
     return start + int(hits[0]) if hits.size else len(buf)
 
 
-def decode_image(data: Union[bytes, np.ndarray], name: Union[str, Path]) -> np.ndarray:
+def decode_image(data: Union[bytes, np.ndarray], name: Union[str, Path], hint: str = SKIP_HINT) -> np.ndarray:
     """Encoded image bytes -> the array OpenCV decodes (BGR/BGRA/grey, any depth), checked first.
 
-    Raises OverfocusError naming `name` for an empty, oversized, truncated or undecodable image.
+    Raises OverfocusError naming `name` for an empty, oversized, truncated or undecodable image;
+    `hint` ends the message (how to fix it where the image is read).
     """
     import cv2
 
@@ -106,14 +107,14 @@ def decode_image(data: Union[bytes, np.ndarray], name: Union[str, Path]) -> np.n
     pixels = header_pixels(data)
     if pixels is not None and pixels > MAX_IMAGE_PIXELS:
         raise OverfocusError(f"image {name} claims {pixels:,} pixels in its header, more than the "
-                             f"{MAX_IMAGE_PIXELS:,} overfocus reads: {SKIP_HINT}")
+                             f"{MAX_IMAGE_PIXELS:,} overfocus reads: {hint}")
     if data[:3] == b"\xff\xd8\xff" and not jpeg_is_complete(data):
         raise OverfocusError(f"cannot decode image {name}: the file is corrupt (a JPEG truncated before "
-                             f"its end marker); {SKIP_HINT}")
+                             f"its end marker); {hint}")
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         img = None
     if img is None:
-        raise OverfocusError(f"cannot decode image {name}: the file is corrupt; {SKIP_HINT}")
+        raise OverfocusError(f"cannot decode image {name}: the file is corrupt; {hint}")
     return img
