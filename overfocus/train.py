@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import RunConfig, from_dict, to_dict
+from .config import RunConfig, from_dict, to_dict, validate
 from .data import Batch, collate_samples, image_id_at, normalize, open_dataset
 from .data.transforms import BoxAwareAugment
 from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier, env_info, gather_objects,
@@ -338,8 +338,8 @@ class Trainer:
             return
         raise OverfocusError(
             f"training diverged at epoch {epoch} ({what} is {value}): checkpoints up to epoch {epoch - 1} are kept; "
-            f"lower optim.lr (now {self.cfg.optim.lr:g}), e.g. train again with --set optim.lr="
-            f"{self.cfg.optim.lr / 10:g} --force")
+            f"lower optim.lr (now {self.cfg.optim.lr:g}), e.g. `overfocus resume {self.run.root} --lr "
+            f"{self.cfg.optim.lr / 10:g}`")
 
     def _checkpoint_payload(self, epoch: int, rng_states: List[Dict[str, Any]]) -> Dict[str, Any]:
         return {"schema": SCHEMA_VERSION, "epoch": epoch, "model_name": self.cfg.model.name,
@@ -441,11 +441,15 @@ def train(cfg: RunConfig, run_dir: Path | str, force: bool = False) -> Path:
     return Trainer(cfg, run_dir, force=force).fit()
 
 
-def resume(run_dir: Path | str, epochs: Optional[int] = None) -> Path:
-    """Continue a run from its last durable checkpoint (optionally to a new total of epochs)."""
+def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float] = None) -> Path:
+    """Continue a run from its last durable checkpoint (optionally to a new total of epochs, or
+    with a new learning rate, e.g. after training diverged)."""
     run = RunDir(run_dir)
     manifest = run.read_manifest()
     cfg = from_dict(RunConfig, manifest["config"])
+    if lr is not None:
+        cfg.optim.lr = lr
+        validate(cfg)
     last = run.latest_epoch()
     if last is None:
         raise OverfocusError(f"{run.root} has no durable checkpoint yet: start it again with `overfocus train`")
@@ -457,7 +461,11 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None) -> Path:
     run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
     trainer = Trainer(cfg, run.root, resuming=True)
     trainer.restore(last)
-    if epochs is not None:
+    if lr is not None:  # the checkpoint's optimizer and schedule carry the old rate
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = lr
+        trainer.scheduler.base_lrs = [lr] * len(trainer.optimizer.param_groups)
+    if epochs is not None or lr is not None:
         manifest["config"] = to_dict(cfg)
     manifest["status"] = "running"
     if trainer.rank == 0:
