@@ -139,7 +139,13 @@ def damaged_error(path: Path, exc: BaseException) -> OverfocusError:
 
 
 def read_summary_csv(path: Path) -> List[Dict]:
+    """summary.csv through the one parser, after a check that no row is cut short (a truncated
+    file would otherwise read as empty cells, i.e. NaN)."""
     try:
+        with open(path, newline="") as fh:
+            widths = {len(row) for row in csv.reader(fh) if row}
+        if len(widths) > 1:
+            raise ValueError("rows of different lengths")
         return parse_summary_file(path)
     except DAMAGED_FILE_ERRORS as exc:
         raise damaged_error(path, exc) from None
