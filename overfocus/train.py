@@ -410,7 +410,7 @@ class RunClaim:
         aside = None
         with writing(root):
             if root.is_dir() and any(root.iterdir()):
-                aside = root.with_name(f".{root.name}.replaced-{os.getpid()}")
+                aside = root.with_name(f".{root.name}.replaced-{os.getpid()}-{time.time_ns()}")
                 os.replace(root, aside)
             root.mkdir(parents=True, exist_ok=True)
         return cls(root, created, aside)

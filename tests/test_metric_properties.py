@@ -113,7 +113,7 @@ def test_box_metrics(batch):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(map_batches(), st.data())
 def test_harmonization(batch, data):
-    maps, boxes = batch
+    maps, _ = batch
     human = torch.from_numpy(data.draw(arrays(np.float32, tuple(maps.shape), elements=VALUES)))
     values = harmonization(maps, human=human, blur=False)
     flat_m, flat_h = maps.reshape(len(maps), -1), human.reshape(len(maps), -1)
