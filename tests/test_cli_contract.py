@@ -216,6 +216,7 @@ def test_contract(case: Case, base_run, tmp_path, capsys, monkeypatch):
         crash.unlink()
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit deprecation notes
 def test_torchscript_checkpoint_is_named_as_such(tmp_path):
     from overfocus.errors import OverfocusError
     from overfocus.rundir import load_checkpoint
