@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -26,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from .errors import OverfocusError
-from .rundir import load_checkpoint, sha256_file
+from .rundir import is_torchscript, load_checkpoint, sha256_file  # noqa: F401 (is_torchscript re-exported)
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel and torch.compile wrappers
@@ -83,15 +82,6 @@ def load_model(path: Path | str, opts: ModelOptions) -> LoadedModel:
     if isinstance(state, nn.Module):  # {"model": module} saved by a trusted pickle
         return _from_module(state, path, sha, opts)
     return _from_state_dict(state, payload, path, sha, opts)
-
-
-def is_torchscript(path: Path) -> bool:
-    """A TorchScript archive is a zip with a `<name>/code/` folder; torch.save zips have none."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
 
 
 def extract_state_dict(payload: Any, path: Path) -> Any:

@@ -44,7 +44,7 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
         >>> sorted(p.name for p in res.written)                                                 # doctest: +SKIP
         ['evolution_grad_cam.gif', 'filmstrip_grad_cam.png', 'gap.png', 'metrics.png']
     """
-    from .io import load_analysis, select_methods
+    from .io import clean_stale_temps, load_analysis, select_methods
     from .video import FrameStyle, check_fps, check_style
 
     opts = options or RenderOptions()
@@ -60,6 +60,7 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
     groups = [methods] if opts.side_by_side else [[m] for m in methods]
     result = RenderResult()
     figures = analysis.run_dir / "figures"
+    clean_stale_temps(figures)  # debris of a killed render
     for group in groups:
         result.written += _videos(analysis, group, style, opts, figures)
         result.written.append(_filmstrip(analysis, group, style, opts, figures))

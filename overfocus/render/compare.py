@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import OverfocusError
 from ..fileio import atomic_write_text
-from .io import Analysis, load_analysis, method_name
+from .io import Analysis, clean_stale_temps, load_analysis, method_name
 from .overlay import attribution_panel
 from .video import (Cell, FrameStyle, check_fps, check_style, compose_frame, compute_layout, fmt_num, fmt_pct,
                     prediction_caption, write_video)
@@ -64,6 +64,9 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
     epochs = common_epochs(runs)
     metrics = common_metrics(runs, method, opts.metrics)
     out = Path(opts.out) if opts.out else Path(run_dirs[0]).parent / f"compare_{'_vs_'.join(runs)}"
+    if out.exists() and not out.is_dir():
+        raise OverfocusError(f"--out {out} is an existing file, not a folder: choose another --out")
+    clean_stale_temps(out)  # debris of a killed compare
     result = CompareResult(out, epochs=epochs)
     result.written += _plots(runs, method, metrics, out)
     frames = compare_frames(runs, order, method, epochs, _indices(len(order[next(iter(runs))]), opts.probes), style)
