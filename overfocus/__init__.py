@@ -1,21 +1,22 @@
 """overfocus: watch, measure and counter how CNNs narrow their attention during training.
 
-The public API is three plain functions, imported lazily so that `import overfocus` does not
-import torch:
+The public API is three plain functions and the Tracker class, imported lazily so that
+`import overfocus` does not import torch:
 
     analyze(run_dir, ...)                     overfocus.analysis.runner.analyze
     attribute(model, images, targets, ...)    overfocus.attribution.attribute
     normalize_maps(maps)                      overfocus.attribution.normalize_maps
+    Tracker(run_dir, data=..., ...)           overfocus.tracker.Tracker: your own loop writes a run
 """
 __version__ = "0.1.0"
-__all__ = ["analyze", "attribute", "normalize_maps"]
+__all__ = ["Tracker", "analyze", "attribute", "normalize_maps"]
 
 _PUBLIC = {"analyze": "overfocus.analysis.runner", "attribute": "overfocus.attribution.api",
-           "normalize_maps": "overfocus.attribution.api"}
+           "normalize_maps": "overfocus.attribution.api", "Tracker": "overfocus.tracker"}
 
 
 def __getattr__(name: str):
-    """The public functions, imported on first use."""
+    """The public functions and classes, imported on first use."""
     if name in _PUBLIC:
         import importlib
 

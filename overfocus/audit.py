@@ -182,7 +182,8 @@ def model_options(opts: AuditOptions, source: Source) -> ModelOptions:
     cfg = source.manifest.get("config", {}).get("model", {})
     m = opts.model
     given = m.model or m.arch
-    return ModelOptions(model=m.model or (None if m.arch else cfg.get("name")), arch=m.arch,
+    return ModelOptions(model=m.model or (None if m.arch else cfg.get("name") or None),
+                        arch=m.arch or (None if m.model else cfg.get("arch")),
                         layer=m.layer or (None if given else source.manifest.get("gradcam_layer")),
                         num_classes=m.num_classes or source.manifest.get("num_classes"),
                         width=m.width if given else float(cfg.get("width", m.width)),

@@ -190,8 +190,9 @@ def _accepts(fn: Any, name: str) -> bool:
 # ---- the four kinds of file ---------------------------------------------------------------------------
 def _from_state_dict(state, payload, path: Path, sha: str, opts: ModelOptions) -> LoadedModel:
     run_ckpt = isinstance(payload, dict) and "schema" in payload and "model_name" in payload
-    if run_ckpt and not opts.model and not opts.arch:
-        opts = _with(opts, model=str(payload["model_name"]))
+    if run_ckpt and not opts.model and not opts.arch:  # a tracked run's checkpoint may name an import path
+        opts = _with(opts, arch=str(payload["arch"])) if payload.get("arch") else _with(
+            opts, model=str(payload["model_name"]))
     num_classes = opts.num_classes or (int(payload["num_classes"]) if run_ckpt else None) or infer_num_classes(state)
     if not num_classes:
         raise OverfocusError(f"cannot tell the number of classes of {path}: pass --num-classes N")

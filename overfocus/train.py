@@ -167,7 +167,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, run_dir: Path | str, force: bool = False, resuming: bool = False,
-                 dist_info: Optional[DistInfo] = None):
+                 dist_info: Optional[DistInfo] = None, tensorboard: Optional[Path | str] = None):
         self.cfg, self.run = cfg, RunDir(run_dir)
         self.dist = dist_info or env_info()
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
@@ -192,6 +192,7 @@ class Trainer:
         self.train_model = self._wrap_ddp(self.model)  # checkpoints always save the bare self.model
         self.regularizer = build_regularizer(cfg.regularizer, self._reg_context())
         self._eval_loaders = self._make_eval_loaders()
+        self._live = self._make_live_log(tensorboard) if tensorboard and self.rank == 0 else None
         if not resuming and self.rank == 0:  # only now that data and model have opened
             self._claim = RunClaim.take(self.run.root)
         barrier(self.dist)  # nobody reads the run directory before rank 0 has claimed it
@@ -214,6 +215,15 @@ class Trainer:
                                                                     self.cfg.train.seed))
         return {"train": make_loader(subset, d.batch_size, d.num_workers),
                 "test": make_loader(self.data.test, d.batch_size, d.num_workers)}
+
+    def _make_live_log(self, logdir: Path | str):
+        """Per-epoch scalars and probe overlays to TensorBoard (`--tensorboard DIR`), rank 0 only."""
+        from .live import LiveLog, ProbePass
+
+        layer = self.cfg.model.latent_layer or MODELS.get(self.cfg.model.name).gradcam_layer
+        probe = ProbePass(self.data.test, probe_indices(len(self.data.test), PROBE_SIZE), layer=layer,
+                          mean=self.cfg.data.mean, std=self.cfg.data.std)
+        return LiveLog(probe, logdir)
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self, start_epoch: int = 0) -> Path:
@@ -243,6 +253,8 @@ class Trainer:
             raise
         finally:
             self.regularizer.teardown(self.model)
+            if self._live is not None:
+                self._live.close()
         return self.run.root
 
     def epoch_loader(self, epoch: int):
@@ -316,6 +328,8 @@ class Trainer:
              "train_acc": train_acc, "test_acc": test_acc, "seconds": seconds}]
         self.run.write_manifest(manifest)
         self.run.set_latest(epoch)
+        if self._live is not None:  # after the epoch is durable: a logging failure loses no checkpoint
+            self._live.log(row, self._live.probe.run(self.model))
         barrier(self.dist)
 
     def _check_finite(self, epoch: int, what: str, value: Optional[float]) -> None:
@@ -414,8 +428,9 @@ class RunClaim:
             shutil.rmtree(self.created, ignore_errors=True)
 
 
-def train(cfg: RunConfig, run_dir: Path | str, force: bool = False) -> Path:
-    """Train a model as configured, writing the run directory.
+def train(cfg: RunConfig, run_dir: Path | str, force: bool = False, tensorboard: Optional[Path | str] = None) -> Path:
+    """Train a model as configured, writing the run directory (and, with `tensorboard`, per-epoch
+    scalars and probe overlays to that log folder while it trains).
 
     Example:
         >>> from overfocus.config import build_config
@@ -424,7 +439,7 @@ def train(cfg: RunConfig, run_dir: Path | str, force: bool = False) -> Path:
         >>> train(cfg, "/tmp/overfocus-doctest-train", force=True).name
         'overfocus-doctest-train'
     """
-    return Trainer(cfg, run_dir, force=force).fit()
+    return Trainer(cfg, run_dir, force=force, tensorboard=tensorboard).fit()
 
 
 def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float] = None) -> Path:

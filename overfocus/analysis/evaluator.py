@@ -83,7 +83,7 @@ class EpochEvaluator:
         try:
             self.model.load_state_dict(state)
         except RuntimeError as exc:
-            raise OverfocusError(f"checkpoint {path} does not fit the run's {self.info.model_name} "
+            raise OverfocusError(f"checkpoint {path} does not fit the run's {self.info.model_name or self.info.arch} "
                                  f"({str(exc).strip().splitlines()[0][:160]})") from None
         return self.model.eval()
 

@@ -195,9 +195,9 @@ def prepare(run: RunDir, info: RunInfo, runtime: Runtime, choices: Choices, show
 
 def build_model(info: RunInfo, layer: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
     """The one model object of a call (checkpoints are loaded into it); the layer is checked."""
-    from ..models import build_model as build, get_module
+    from ..models import get_module
 
-    model = build(info.model_name, info.num_classes, info.width, info.small_input).to(device).eval()
+    model = info.build_model().to(device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     get_module(model, layer)

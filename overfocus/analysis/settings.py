@@ -45,22 +45,40 @@ class RunInfo:
     gradcam_layer: str
     latent_layer: str
     probe_ids: Tuple[str, ...]
+    arch: Optional[str] = None  # "package.module:Factory" of a tracked run's model (model_name then empty)
 
     @classmethod
     def from_manifest(cls, manifest: Dict[str, Any]) -> "RunInfo":
-        from ..models import MODELS
-
         cfg = manifest.get("config") or {}
         model, data = cfg.get("model") or {}, cfg.get("data") or {}
-        if "name" not in model or "spec" not in data:
+        if not (model.get("name") or model.get("arch")) or "spec" not in data:
             raise OverfocusError("run.json has no model/data configuration: was it written by `overfocus train`?")
-        entry = MODELS.get(model["name"])
-        return cls(model["name"], float(model.get("width", 1.0)), bool(model.get("small_input", True)),
+        layers = [manifest.get("gradcam_layer"), manifest.get("latent_layer")]
+        if not all(layers):  # older run.json: the registry entry declares them
+            from ..models import MODELS
+
+            entry = MODELS.get(model["name"])
+            layers = [layers[0] or entry.gradcam_layer, layers[1] or entry.latent_layer]
+        return cls(model.get("name") or "", float(model.get("width", 1.0)), bool(model.get("small_input", True)),
                    int(manifest.get("num_classes") or model.get("num_classes") or 0), data["spec"],
                    int(data.get("image_size", 64)), tuple(data.get("mean")), tuple(data.get("std")),
-                   int(data.get("batch_size", 64)), int(data.get("num_workers", 0)),
-                   manifest.get("gradcam_layer") or entry.gradcam_layer,
-                   manifest.get("latent_layer") or entry.latent_layer, tuple(manifest.get("probe_ids") or ()))
+                   int(data.get("batch_size", 64)), int(data.get("num_workers", 0)), layers[0], layers[1],
+                   tuple(manifest.get("probe_ids") or ()), model.get("arch") or None)
+
+    def build_model(self) -> torch.nn.Module:
+        """The recorded recipe with random weights: a registry (or timm:NAME) model, or the import path.
+
+        Example:
+            >>> info = RunInfo("cifarnet", 0.125, True, 3, "builtin", 32, (0.5,) * 3, (0.25,) * 3, 8, 0,
+            ...                "block3", "block3", ())
+            >>> type(info.build_model()).__name__
+            'CifarNet'
+        """
+        from ..loading import ModelOptions, build_target
+
+        options = ModelOptions(model=None if self.arch else self.model_name, arch=self.arch, width=self.width,
+                               small_input=self.small_input)
+        return build_target(options, self.num_classes)[0]
 
 
 @dataclass(frozen=True)

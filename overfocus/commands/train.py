@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   overfocus train --data cub:/data/CUB_200_2011 --set data.image_size=128 \\
       --set regularizer.name=sgdrop --set regularizer.rho=0.01 --out runs/cub-sgdrop
   overfocus train --config my.yaml --set optim.lr=0.01 --out runs/x
+  overfocus train --out runs/shapes --tensorboard tb/shapes   # then: tensorboard --logdir tb
   overfocus train --nproc 2 --out runs/ddp          # DDP on this machine (same as torchrun below)
   torchrun --nproc_per_node=4 -m overfocus train --device cuda --out runs/ddp4
 """
@@ -27,6 +28,9 @@ def register(sub) -> None:
     add_shortcut_args(p)
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="log each epoch's metrics and the probe-set attention overlays to TensorBoard in DIR "
+                        "while training (needs the tensorboard package)")
     p.add_argument("--nproc", type=int, default=0,
                    help="launch N processes with torchrun on this machine (DistributedDataParallel)")
     p.set_defaults(func=run)
@@ -56,10 +60,14 @@ def run(args: argparse.Namespace) -> int:
     from ..train import train
 
     cfg = build_config(args.config, shortcut_overrides(args) + args.overrides)  # validate before launching
+    if args.tensorboard:
+        from ..render.tensorboard import require_tensorboard
+
+        require_tensorboard()  # before any training, not after the first epoch
     if args.nproc > 1:
         argv = sys.argv[sys.argv.index("train") + 1:]
         return relaunch_with_torchrun(args.nproc, "train", strip_nproc(argv))
-    out = train(cfg, Path(args.out), force=args.force)
+    out = train(cfg, Path(args.out), force=args.force, tensorboard=args.tensorboard)
     from ..distributed import env_info
 
     if env_info().is_main:

@@ -1,7 +1,11 @@
-"""Export a run to TensorBoard: per-epoch scalars and the probe-set overlays as images.
+"""TensorBoard: export an analysed run, and the writer a training loop logs to while it runs.
 
-Scalars: every numeric field of metrics.jsonl as `run/<field>`, every summary.csv mean as
-`<metric>/<method>`. Images: the evolution-video frame of each epoch as `probe/<method>`.
+Export (`export`): every numeric field of metrics.jsonl as `run/<field>`, every summary.csv mean
+as `<metric>/<method>`; images: the evolution-video frame of each epoch as `probe/<method>`.
+Live (`LiveWriter`, used by `overfocus train --tensorboard` and `overfocus.Tracker`): the same
+`run/<field>` scalars, the probe-set means as `probe/<metric>/<method>`, and one image tag per
+probe image, `overlay/<method>/<image id>`, so TensorBoard's image slider scrubs the epochs.
+Only arrays come in here: the model-running part lives in `overfocus.live`.
 Needs the optional `tensorboard` package (`pip install tensorboard`, in the `dev` extra).
 """
 from __future__ import annotations
@@ -11,11 +15,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import numpy as np
 
 from ..errors import OverfocusError
 from ..fileio import writing
 from .io import Analysis, load_analysis
+from .overlay import attribution_panel
 from .video import FrameStyle, check_style, evolution_frames
 
 EVENT_GLOB = "events.out.tfevents.*"
@@ -72,9 +79,7 @@ def _write_events(analysis: Analysis, folder: Path, style: FrameStyle) -> None:
 
 def _scalars(analysis: Analysis, writer) -> None:
     for row in analysis.metrics:
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                writer.add_scalar(f"run/{key}", float(value), global_step=int(row["epoch"]))
+        log_metrics_row(writer, row)
     for r in sorted(analysis.summary, key=lambda r: (r["metric"], r["method"], r["epoch"])):
         writer.add_scalar(f"{r['metric']}/{r['method']}", r["mean"], global_step=r["epoch"])
 
@@ -85,3 +90,75 @@ def _swap_in(staging: Path, target: Path) -> None:
         old.unlink()
     for new in staging.glob(EVENT_GLOB):
         os.replace(new, target / new.name)
+
+
+def log_metrics_row(writer, row: Mapping[str, Any]) -> None:
+    """Every numeric field of one metrics.jsonl row as `run/<field>` at step `row["epoch"]`."""
+    for key, value in row.items():
+        if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            writer.add_scalar(f"run/{key}", float(value), global_step=int(row["epoch"]))
+
+
+class LiveWriter:
+    """Event files written epoch by epoch while a model trains (`tensorboard --logdir DIR` shows them live).
+
+    Example:
+        >>> import tempfile
+        >>> live = LiveWriter(tempfile.mkdtemp())
+        >>> live.log_epoch({"epoch": 1, "train_acc": 0.5}, {"grad_cam": {"area_ratio": 0.2}},
+        ...                np.zeros((1, 8, 8, 3), np.uint8), {"grad_cam": np.ones((1, 8, 8))}, ["img0"])
+        >>> live.close()
+    """
+
+    def __init__(self, logdir: Path | str, size: int = 192, alpha: float = 0.5, cmap: str = "inferno"):
+        require_tensorboard()
+        self.style = FrameStyle(size, alpha, cmap)
+        check_style(self.style)
+        self.logdir = Path(logdir)
+        with writing(self.logdir):  # a read-only or full disk: one line naming the folder
+            self.logdir.mkdir(parents=True, exist_ok=True)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=str(self.logdir))
+
+    def log_epoch(self, row: Mapping[str, Any], probe_means: Mapping[str, Mapping[str, float]],
+                  images: np.ndarray, maps: Mapping[str, np.ndarray], image_ids: Sequence[str],
+                  boxes: Optional[Sequence[np.ndarray]] = None) -> None:
+        """One epoch: the metrics row, the probe-set metric means, one overlay per probe image and method.
+
+        `images` are N x H x W x 3 uint8, `maps[method]` N x h x w in [0, 1], `boxes` N arrays of
+        (x0, y0, x1, y1) in image pixels or None.
+        """
+        epoch = int(row["epoch"])
+        log_metrics_row(self._writer, row)
+        for method, means in probe_means.items():
+            for metric, value in means.items():
+                self._writer.add_scalar(f"probe/{metric}/{method}", float(value), global_step=epoch)
+        no_boxes = np.zeros((0, 4))
+        for method, method_maps in maps.items():
+            for i, image_id in enumerate(image_ids):
+                panel = attribution_panel(images[i], method_maps[i], no_boxes if boxes is None else boxes[i],
+                                          self.style.width, self.style.alpha, self.style.cmap)
+                self._writer.add_image(f"overlay/{method}/{image_id}", panel, global_step=epoch, dataformats="HWC")
+        self._writer.flush()  # visible in TensorBoard now, not when the run ends
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def probe_means(metrics: Mapping[str, Mapping[str, Sequence[float]]]) -> Dict[str, Dict[str, float]]:
+    """Mean of each per-image metric of each method, NaNs (undefined values) left out.
+
+    Example:
+        >>> probe_means({"grad_cam": {"hit": [1.0, 0.0, float("nan")]}})
+        {'grad_cam': {'hit_ratio': 0.5}}
+    """
+    out: Dict[str, Dict[str, float]] = {}
+    for method, by_metric in metrics.items():
+        out[method] = {}
+        for metric, values in by_metric.items():
+            finite = np.asarray(values, np.float64)
+            finite = finite[np.isfinite(finite)]
+            if finite.size:
+                out[method]["hit_ratio" if metric == "hit" else metric] = float(finite.mean())
+    return out

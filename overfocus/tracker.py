@@ -1,0 +1,371 @@
+"""`overfocus.Tracker`: your own training loop writes an overfocus run directory.
+
+Call `start(model)` once before training and `epoch_end(epoch, model, ...)` once per epoch; the
+folder then holds what `overfocus train` writes (run.json with the model's recipe, a checkpoint
+per epoch, epoch 0 being the weights before training, metrics.jsonl, `checkpoints/latest`), made
+durable in the same order and through the same atomic writes (`overfocus.rundir`), so `overfocus
+analyze RUN`, `render`, `compare` and `audit` work on it as on any run.
+
+The recipe is what rebuilds the model for the analysis: a registry name with its keyword arguments
+(`model_name="cifarnet", model_kwargs={"width": 0.25}`), a timm name (`model_name="timm:resnet18"`,
+found by itself for a timm model), or an import path (`arch="mypackage.nets:Net"`, called with
+`num_classes=` when it takes it). `start` rebuilds it once and checks that its weights have the
+names and shapes of yours, so a wrong recipe fails there and not at analysis time.
+
+Live monitoring: with `tensorboard=DIR` every epoch's metrics and the probe-set overlays go to
+TensorBoard; `analyze_every=N` evaluates the probe set every N epochs through the analysis core
+and adds its means to metrics.jsonl (`probe_<metric>_<method>`) and its maps to RUN/live/.
+
+Example:
+    >>> import tempfile, torch
+    >>> from overfocus.models import build_model
+    >>> net = build_model("cifarnet", 3, width=0.125)
+    >>> tracker = Tracker(tempfile.mkdtemp() + "/run", data="builtin?train=24&test=12&classes=3",
+    ...                   model_name="cifarnet", model_kwargs={"width": 0.125}, image_size=32)
+    >>> tracker.start(net)["epoch"]
+    0
+    >>> row = tracker.epoch_end(1, net, train_acc=0.5, test_acc=0.25, train_loss=1.2)
+    >>> round(row["gap"], 2), tracker.finish()
+    (0.25, 'complete')
+"""
+from __future__ import annotations
+
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .config import IMAGENET_MEAN, IMAGENET_STD, DataConfig, ModelConfig, RunConfig, to_dict
+from .errors import OverfocusError
+from .fileio import atomic_write_bytes
+from .loading import ModelOptions, auto_layer, build_target, check_and_load, infer_num_classes, strip_prefixes
+from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save
+from .versions import software_versions
+
+REGISTRY_KWARGS = ("width", "small_input")  # what a registry model is built with besides num_classes
+
+
+class Tracker:
+    """Record a training loop you wrote as an overfocus run directory (see the module docstring).
+
+    Args:
+        run_dir: the folder to create (an existing one only with `force=True`: the old run is
+            kept aside until the new epoch 0 is durable, as `overfocus train --force` does).
+        data: the data spec the model trains on (`overfocus list datasets`), e.g. "builtin".
+        model_name: registry name (`overfocus list models`) or "timm:NAME"; `model_kwargs` are its
+            keyword arguments (width, small_input).
+        arch: "package.module:Factory" instead of `model_name`.
+        num_classes: default from the model's last linear layer, else from the data.
+        image_size, mean, std, batch_size: the preprocessing your loop applies (recorded for analysis).
+        layer: the attribution layer (default the model's declared one, else the last spatial module).
+        measure: measure train/test accuracy (eval mode, fixed train subset of the test set's size)
+            for an epoch whose accuracies your loop does not pass.
+        analyze_every: evaluate the probe set every N epochs (0 = never, unless `tensorboard`).
+        tensorboard: a log folder; every epoch's scalars and probe overlays go there.
+        methods: attribution methods of the probe pass.
+    """
+
+    def __init__(self, run_dir: Path | str, *, data: str, model_name: Optional[str] = None,
+                 model_kwargs: Optional[Mapping[str, Any]] = None, arch: Optional[str] = None,
+                 num_classes: Optional[int] = None, image_size: int = 64, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, batch_size: int = 64, layer: Optional[str] = None,
+                 seed: int = 0, measure: bool = True, analyze_every: int = 0,
+                 tensorboard: Optional[Path | str] = None, methods: Sequence[str] = ("grad_cam",),
+                 force: bool = False):
+        from .train import check_out_dir
+
+        if model_name and arch:
+            raise OverfocusError("Tracker: pass either model_name or arch, not both")
+        unknown = set(model_kwargs or {}) - set(REGISTRY_KWARGS)
+        if unknown:
+            raise OverfocusError(f"Tracker model_kwargs {sorted(unknown)} are not recorded: a registry model takes "
+                                 f"{', '.join(REGISTRY_KWARGS)}; for other arguments use arch='module:Factory'")
+        if analyze_every < 0:
+            raise OverfocusError(f"Tracker analyze_every={analyze_every}: use 0 (never) or N >= 1 (every N epochs)")
+        self.run = RunDir(run_dir)
+        self.force = force
+        check_out_dir(self.run.root, force)
+        self.data = DataConfig(spec=data, image_size=image_size, mean=tuple(mean), std=tuple(std),
+                               batch_size=batch_size)
+        self.model_name, self.arch = model_name, arch
+        self.model_kwargs = {"width": 1.0, "small_input": True, **dict(model_kwargs or {})}
+        self.num_classes, self.layer, self.seed, self.measure = num_classes, layer, seed, measure
+        self.analyze_every, self.tensorboard, self.methods = analyze_every, tensorboard, tuple(methods)
+        self._datasets = None
+        self._loaders: Optional[Dict[str, Any]] = None
+        self._probe = None
+        self._live = None
+        self._claim = None
+        self._started = False
+        self._last_epoch = -1
+        self._clock = time.perf_counter()
+
+    # ---- the two calls of a loop ------------------------------------------------------------
+    def start(self, model: nn.Module) -> Dict[str, Any]:
+        """Before training: check the recipe, write run.json and epoch 0 (the initial weights)."""
+        from .train import RunClaim
+
+        if self._started:
+            raise OverfocusError(f"Tracker for {self.run.root} was started already: call start() once")
+        model = unwrap(model)
+        self._recipe_from(model)
+        self._open_data()
+        self.num_classes = self.num_classes or infer_num_classes(model.state_dict()) or len(self._datasets.classes)
+        layers = self._check_recipe(model)
+        self._claim = RunClaim.take(self.run.root)
+        try:
+            self.run.checkpoints.mkdir(parents=True, exist_ok=True)
+            self.run.write_manifest(self._manifest(layers))
+            self._started = True
+            self._layers = layers
+            row = self.epoch_end(0, model)
+            self._claim.commit()  # the new run is durable: a replaced one can go
+        except BaseException:
+            self._claim.undo()
+            self._started = False
+            raise
+        return row
+
+    def epoch_end(self, epoch: int, model: nn.Module, *, train_acc: Optional[float] = None,
+                  test_acc: Optional[float] = None, optimizer: Optional[torch.optim.Optimizer] = None,
+                  **scalars: float) -> Dict[str, Any]:
+        """After epoch `epoch`: checkpoint, metrics line, run.json, `latest`, in that order; returns the line.
+
+        Accuracies not passed are measured when `measure` is on; `scalars` (e.g. train_loss=...)
+        go into the metrics line as they are.
+        """
+        if epoch == 0 and not self._started:
+            return self.start(model)
+        if not self._started:
+            raise OverfocusError("Tracker.epoch_end before start(model): call start(model) once before training")
+        if not isinstance(epoch, int) or epoch <= self._last_epoch:
+            raise OverfocusError(f"Tracker.epoch_end({epoch!r}): epochs must be integers that grow "
+                                 f"(the last was {self._last_epoch})")
+        model = unwrap(model)
+        seconds = time.perf_counter() - self._clock
+        row = {"epoch": epoch, **{k: _number(k, v) for k, v in scalars.items()}}
+        train_acc, test_acc = self._accuracies(model, train_acc, test_acc)
+        if train_acc is not None:
+            row["train_acc"] = train_acc
+        if test_acc is not None:
+            row["test_acc"] = test_acc
+        if train_acc is not None and test_acc is not None:
+            row["gap"] = train_acc - test_acc
+        if optimizer is not None:
+            row["lr"] = optimizer.param_groups[0]["lr"]
+        row["seconds"] = seconds
+        probe = self._probe_pass(model, epoch)
+        if probe is not None:
+            row.update({f"probe_{metric}_{method}": value for method, means in probe.means.items()
+                        for metric, value in means.items()})
+        self._write_epoch(epoch, model, row, optimizer)
+        if probe is not None:
+            self._write_probe(epoch, probe)
+        if self._live is not None:
+            self._live.log(row, probe)
+        self._last_epoch = epoch
+        self._clock = time.perf_counter()
+        return row
+
+    def finish(self, status: str = "complete") -> str:
+        """Mark the run complete (or failed) in run.json and close the TensorBoard writer."""
+        if self._live is not None:
+            self._live.close()
+            self._live = None
+        if self._started:
+            manifest = self.run.read_manifest()
+            manifest["status"] = status
+            self.run.write_manifest(manifest)
+        return status
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.finish("complete" if exc_type is None else "failed")
+
+    # ---- the recipe ------------------------------------------------------------------------------
+    def _recipe_from(self, model: nn.Module) -> None:
+        if self.model_name or self.arch:
+            return
+        timm_name = timm_architecture(model)
+        if timm_name is None:
+            raise OverfocusError("Tracker needs the model's recipe to rebuild it for analysis: pass "
+                                 "model_name='cifarnet' (see `overfocus list models`) with model_kwargs, "
+                                 "model_name='timm:NAME', or arch='package.module:Factory'")
+        self.model_name = f"timm:{timm_name}"
+
+    def _options(self) -> ModelOptions:
+        return ModelOptions(model=self.model_name, arch=self.arch, width=float(self.model_kwargs["width"]),
+                            small_input=bool(self.model_kwargs["small_input"]))
+
+    def _check_recipe(self, model: nn.Module) -> Dict[str, str]:
+        """Rebuild the recipe once: its weights must have your model's names and shapes."""
+        rebuilt, description, declared, latent = build_target(self._options(), self.num_classes)
+        try:
+            check_and_load(rebuilt, strip_prefixes(model.state_dict()), description)
+        except OverfocusError as exc:
+            raise OverfocusError(f"Tracker: the recipe does not rebuild your model ({exc})") from None
+        if self.layer or declared:
+            layer = self.layer or declared
+            return {"gradcam_layer": layer, "latent_layer": latent if (latent and not self.layer) else layer}
+        probe = self._probe_images()
+        with torch.no_grad():
+            layer = auto_layer(rebuilt, probe)
+        print(f"overfocus Tracker: attribution layer {layer!r} (the last module with a spatial output; "
+              "layer=NAME chooses another)", file=sys.stderr)
+        return {"gradcam_layer": layer, "latent_layer": layer}
+
+    def _manifest(self, layers: Dict[str, str]) -> Dict[str, Any]:
+        from .data import image_id_at
+        from .train import PROBE_SIZE, dataset_fingerprint, probe_indices
+
+        d = self._datasets
+        model_cfg = to_dict(ModelConfig(name=self.model_name or "", width=float(self.model_kwargs["width"]),
+                                        small_input=bool(self.model_kwargs["small_input"]),
+                                        num_classes=int(self.num_classes)))
+        if self.arch:
+            model_cfg["arch"] = self.arch
+        cfg = to_dict(RunConfig(data=self.data))
+        cfg["model"] = model_cfg
+        for section in ("optim", "train", "regularizer"):  # your loop's: not known here
+            cfg.pop(section)
+        probe = [image_id_at(d.test, i) for i in probe_indices(len(d.test), PROBE_SIZE)]
+        return {"schema": SCHEMA_VERSION, "status": "running", "source": {"kind": "tracker"}, "config": cfg,
+                "seed": self.seed, "versions": software_versions(),
+                "dataset": dataset_fingerprint(RunConfig(data=self.data), d), "num_classes": int(self.num_classes),
+                **layers, "probe_ids": probe, "epochs": []}
+
+    # ---- data, accuracies, probe pass -----------------------------------------------------------
+    def _open_data(self) -> None:
+        from .data import open_dataset
+        from .train import Datasets
+
+        d = self.data
+        test = open_dataset(d.spec, "test", d.image_size)
+        train = open_dataset(d.spec, "train", d.image_size)
+        if len(test) == 0:
+            raise OverfocusError(f"Tracker data {d.spec!r} has no test images: the probe set and the test "
+                                 "accuracy come from the test split")
+        self._datasets = Datasets(train, train, test, list(test.classes), bool(getattr(test, "has_boxes", False)))
+
+    def _probe_images(self) -> torch.Tensor:
+        from .data import collate_samples, normalize
+
+        test = self._datasets.test
+        batch = collate_samples([test[0]])
+        return normalize(batch.images, self.data.mean, self.data.std)
+
+    def _accuracies(self, model: nn.Module, train_acc, test_acc):
+        if (train_acc is not None and test_acc is not None) or not self.measure:
+            return _optional(train_acc, "train_acc"), _optional(test_acc, "test_acc")
+        from .train import evaluate
+
+        loaders = self._eval_loaders()
+        device = next(model.parameters()).device
+        d = self.data
+        if train_acc is None:
+            train_acc = evaluate(model, loaders["train"], device, d.mean, d.std)[1]
+        if test_acc is None:
+            test_acc = evaluate(model, loaders["test"], device, d.mean, d.std)[1]
+        return float(train_acc), float(test_acc)
+
+    def _eval_loaders(self) -> Dict[str, Any]:
+        """The whole test split and a fixed train subset of its size, as `overfocus train` evaluates."""
+        if self._loaders is None:
+            from .subset import Subset
+            from .train import fixed_subset_indices, make_loader
+
+            ds, d = self._datasets, self.data
+            subset = Subset(ds.train, fixed_subset_indices(len(ds.train), len(ds.test), self.seed))
+            self._loaders = {"train": make_loader(subset, d.batch_size, 0),
+                             "test": make_loader(ds.test, d.batch_size, 0)}
+        return self._loaders
+
+    def _probe_pass(self, model: nn.Module, epoch: int):
+        """The probe pass of this epoch (every `analyze_every` epochs; every epoch for TensorBoard
+        alone), or None."""
+        every = self.analyze_every or (1 if self.tensorboard else 0)
+        if self.tensorboard and self._live is None:
+            from .live import LiveLog
+
+            self._live = LiveLog(self._probe_set(), self.tensorboard)
+        if not every or epoch % every:
+            return None
+        return self._probe_set().run(model)
+
+    def _probe_set(self):
+        if self._probe is None:
+            from .live import ProbePass
+            from .train import PROBE_SIZE, probe_indices
+
+            test = self._datasets.test
+            self._probe = ProbePass(test, probe_indices(len(test), PROBE_SIZE), layer=self._layers["gradcam_layer"],
+                                    mean=self.data.mean, std=self.data.std, methods=self.methods)
+        return self._probe
+
+    # ---- the files -------------------------------------------------------------------------------
+    def _write_epoch(self, epoch: int, model: nn.Module, row: Dict[str, Any], optimizer) -> None:
+        payload = {"schema": SCHEMA_VERSION, "epoch": epoch, "model_name": self.model_name or self.arch,
+                   "num_classes": int(self.num_classes),
+                   "model": {k: v.detach().cpu().clone() for k, v in strip_prefixes(model.state_dict()).items()}}
+        if self.arch:
+            payload["arch"] = self.arch
+        if optimizer is not None:
+            payload["optimizer"] = optimizer.state_dict()
+        sha = atomic_torch_save(self.run.checkpoint_path(epoch), payload)
+        rows = [r for r in self.run.read_metrics() if r["epoch"] < epoch] + [row]
+        self.run.write_metrics(rows)
+        manifest = self.run.read_manifest()
+        manifest["epochs"] = [e for e in manifest["epochs"] if e["epoch"] < epoch] + [
+            {"epoch": epoch, "file": f"checkpoints/{self.run.checkpoint_path(epoch).name}", "sha256": sha,
+             "train_acc": row.get("train_acc"), "test_acc": row.get("test_acc"), "seconds": row["seconds"]}]
+        self.run.write_manifest(manifest)
+        self.run.set_latest(epoch)
+
+    def _write_probe(self, epoch: int, probe) -> None:
+        """The probe maps of this epoch as RUN/live/probe_epoch_NNNN.npz (ids, then one array per method)."""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, ids=np.asarray(self._probe.ids), **{f"maps_{m}": v for m, v in probe.maps.items()})
+        atomic_write_bytes(self.run.root / "live" / f"probe_epoch_{epoch:04d}.npz", buffer.getvalue())
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
+def timm_architecture(model: nn.Module) -> Optional[str]:
+    """The timm name of a model made by `timm.create_model`, else None.
+
+    Example:
+        >>> timm_architecture(nn.Linear(2, 2)) is None
+        True
+    """
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    name = cfg.get("architecture") if isinstance(cfg, dict) else None
+    return str(name) if name else None
+
+
+def _number(key: str, value: Any) -> float:
+    if torch.is_tensor(value):
+        value = value.detach().item()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise OverfocusError(f"Tracker.epoch_end({key}={value!r}): metrics must be numbers") from None
+
+
+def _optional(value: Any, key: str) -> Optional[float]:
+    return None if value is None else _number(key, value)

@@ -1,0 +1,237 @@
+"""overfocus.Tracker (any PyTorch loop writes a run directory), live TensorBoard logging of
+`overfocus train --tensorboard`, and the Lightning callback built on the tracker."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import overfocus
+from overfocus.errors import OverfocusError
+from overfocus.rundir import RunDir, load_checkpoint
+
+DATA = "builtin?classes=3&train=48&test=24"
+SIZE = 32
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def _loaders():
+    from overfocus.data import collate_samples, open_dataset
+
+    train = open_dataset(DATA, "train", SIZE)
+    return torch.utils.data.DataLoader(train, batch_size=16, shuffle=True, collate_fn=collate_samples,
+                                       generator=torch.Generator().manual_seed(0))
+
+
+def _hand_loop(tracker, model, epochs: int = 2) -> None:
+    """A plain training loop as a user writes it, with the tracker's two calls."""
+    from overfocus.data import normalize
+
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    tracker.start(model)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for batch in _loaders():
+            loss = F.cross_entropy(model(normalize(batch.images, MEAN, STD)), batch.labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        tracker.epoch_end(epoch, model, optimizer=opt, train_loss=loss.item())
+    tracker.finish()
+
+
+def _cifarnet():
+    from overfocus.models import build_model
+
+    return build_model("cifarnet", 3, width=0.125)
+
+
+def _tracker(root: Path, **kwargs):
+    options = dict(data=DATA, model_name="cifarnet", model_kwargs={"width": 0.125}, image_size=SIZE, mean=MEAN,
+                   std=STD, batch_size=16)
+    options.update(kwargs)
+    return overfocus.Tracker(root, **options)
+
+
+def test_tracker_run_is_a_run_directory_analyze_and_render_read(tmp_path):
+    from overfocus.render import RenderOptions, render_run
+
+    run_dir = tmp_path / "mine"
+    model = _cifarnet()
+    _hand_loop(_tracker(run_dir), model)
+    run = RunDir(run_dir)
+    manifest = run.read_manifest()
+    assert manifest["status"] == "complete" and [e["epoch"] for e in manifest["epochs"]] == [0, 1, 2]
+    assert manifest["config"]["model"]["name"] == "cifarnet" and manifest["config"]["model"]["width"] == 0.125
+    assert manifest["gradcam_layer"] == "block3" and len(manifest["probe_ids"]) == 16
+    rows = run.read_metrics()
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert all(abs(r["gap"] - (r["train_acc"] - r["test_acc"])) < 1e-12 for r in rows)
+    assert "train_loss" in rows[2] and "lr" in rows[2]
+    # the last checkpoint holds exactly the model's final weights; epoch 0 differs (before training)
+    last, first = load_checkpoint(run.checkpoint_path(2))["model"], load_checkpoint(run.checkpoint_path(0))["model"]
+    assert all(torch.equal(last[k], v) for k, v in model.state_dict().items())
+    assert not all(torch.equal(first[k], v) for k, v in model.state_dict().items())
+    result = overfocus.analyze(run_dir, methods=["grad_cam"], metrics=["area_ratio", "box_iou"], device="cpu",
+                               show_progress=False)
+    assert result.epochs_done == [0, 1, 2]
+    assert {r["metric"] for r in result} >= {"area_ratio", "box_iou"}
+    written = render_run(run_dir, RenderOptions(formats=["gif"], size=160)).written
+    assert {"evolution_grad_cam.gif", "gap.png"} <= {Path(p).name for p in written}
+
+
+def test_tracker_measures_accuracy_like_train_and_rebuilds_an_import_path(tmp_path):
+    run_dir = tmp_path / "arch"
+    model = _cifarnet()
+    tracker = _tracker(run_dir, model_name=None, model_kwargs=None, arch="tests.test_tracker:small_net")
+    net = small_net()
+    row = tracker.start(net)
+    assert 0.0 <= row["train_acc"] <= 1.0 and 0.0 <= row["test_acc"] <= 1.0
+    tracker.finish()
+    manifest = RunDir(run_dir).read_manifest()
+    assert manifest["config"]["model"]["arch"] == "tests.test_tracker:small_net"
+    assert manifest["gradcam_layer"] == "conv2"  # found: the last module with a spatial output
+    result = overfocus.analyze(run_dir, methods=["grad_cam"], metrics=["area_ratio"], device="cpu",
+                               show_progress=False)
+    assert result.epochs_done == [0]
+    del model
+
+
+def small_net(num_classes: int = 3) -> nn.Module:
+    """A model outside the registry, built from its import path (what `arch=` records)."""
+    return _SmallNet(num_classes)
+
+
+class _SmallNet(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_tracker_refuses_a_recipe_that_does_not_rebuild_the_model(tmp_path):
+    tracker = _tracker(tmp_path / "wrong", model_kwargs={"width": 0.25})
+    with pytest.raises(OverfocusError, match="recipe does not rebuild your model.*shape mismatches"):
+        tracker.start(_cifarnet())
+    assert not (tmp_path / "wrong").exists()  # nothing claimed before the check
+
+
+def test_tracker_refuses_bad_calls(tmp_path):
+    with pytest.raises(OverfocusError, match="model_name or arch"):
+        _tracker(tmp_path / "a", arch="x:y")
+    with pytest.raises(OverfocusError, match="model_kwargs"):
+        _tracker(tmp_path / "a", model_kwargs={"depth": 3})
+    tracker = _tracker(tmp_path / "b", measure=False)
+    with pytest.raises(OverfocusError, match="before start"):
+        tracker.epoch_end(1, _cifarnet())
+    model = _cifarnet()
+    tracker.start(model)
+    with pytest.raises(OverfocusError, match="grow"):
+        tracker.epoch_end(0, model)
+    with pytest.raises(OverfocusError, match="must be numbers"):
+        tracker.epoch_end(1, model, train_loss="low")
+    with pytest.raises(OverfocusError, match="already exists"):
+        _tracker(tmp_path / "b")
+
+
+def test_tracker_analyze_every_logs_probe_metrics_maps_and_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    import numpy as np
+
+    tracker = _tracker(tmp_path / "live", analyze_every=2, tensorboard=tmp_path / "tb", measure=False)
+    model = _cifarnet()
+    tracker.start(model)
+    tracker.epoch_end(1, model, train_acc=0.5, test_acc=0.4)
+    tracker.epoch_end(2, model, train_acc=0.6, test_acc=0.4)
+    tracker.finish()
+    rows = RunDir(tmp_path / "live").read_metrics()
+    assert "probe_area_ratio_grad_cam" in rows[0] and "probe_area_ratio_grad_cam" not in rows[1]
+    assert 0.0 <= rows[2]["probe_area_ratio_grad_cam"] <= 1.0 and 0.0 <= rows[2]["probe_hit_ratio_grad_cam"] <= 1.0
+    saved = np.load(tmp_path / "live" / "live" / "probe_epoch_0002.npz")
+    assert saved["maps_grad_cam"].shape == (16, SIZE, SIZE) and saved["maps_grad_cam"].max() <= 1.0
+    scalars, images = _events(tmp_path / "tb")
+    assert scalars["run/gap"] == [1, 2] and scalars["probe/area_ratio/grad_cam"] == [0, 2]  # no accuracy at 0
+    assert all(steps == [0, 2] for steps in images.values()) and len(images) == 16
+
+
+def _events(logdir: Path):
+    """{scalar tag: steps}, {image tag: steps} of the event files in `logdir`, read back with tensorboard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    scalars = {t: [e.step for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+    images = {t: [e.step for e in acc.Images(t)] for t in acc.Tags()["images"]}
+    return scalars, images
+
+
+def test_train_tensorboard_logs_scalars_and_one_image_tag_per_probe_image(tmp_path):
+    pytest.importorskip("tensorboard")
+    from overfocus.cli import main
+
+    code = main(["train", "--out", str(tmp_path / "run"), "--tensorboard", str(tmp_path / "tb"),
+                 "--set", f"data.spec={DATA}", "--set", f"data.image_size={SIZE}", "--set", "data.batch_size=16",
+                 "--set", "model.width=0.125", "--set", "train.epochs=2", "--set", "train.progress=false"])
+    assert code == 0
+    scalars, images = _events(tmp_path / "tb")
+    for tag in ("run/train_acc", "run/test_acc", "run/gap", "probe/area_ratio/grad_cam",
+                "probe/hit_ratio/grad_cam", "probe/box_iou/grad_cam"):
+        assert scalars[tag] == [0, 1, 2], tag
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    expected = {f"overlay/grad_cam/{i}" for i in manifest["probe_ids"]}
+    assert set(images) == expected and all(steps == [0, 1, 2] for steps in images.values())
+
+
+def test_lightning_callback_two_epochs_then_analyze_and_render(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from overfocus.data import collate_samples, normalize, open_dataset
+    from overfocus.integrations.lightning import OverfocusCallback
+    from overfocus.render import RenderOptions, render_run
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = _cifarnet()
+
+        def training_step(self, batch, _i):
+            loss = F.cross_entropy(self.model(normalize(batch.images, MEAN, STD)), batch.labels)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+    train = open_dataset(DATA, "train", SIZE)
+    loader = torch.utils.data.DataLoader(train, batch_size=16, shuffle=True, collate_fn=collate_samples)
+    callback = OverfocusCallback(tmp_path / "pl", data=DATA, model_name="cifarnet", model_kwargs={"width": 0.125},
+                                 image_size=SIZE, mean=MEAN, std=STD, batch_size=16)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", callbacks=[callback], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Module(), loader)
+    run = RunDir(tmp_path / "pl")
+    assert run.read_manifest()["status"] == "complete" and run.checkpoint_epochs() == [0, 1, 2]
+    assert "train_loss" in run.read_metrics()[2]
+    result = overfocus.analyze(run.root, methods=["grad_cam"], metrics=["area_ratio"], device="cpu",
+                               show_progress=False)
+    assert result.epochs_done == [0, 1, 2]
+    written = render_run(run.root, RenderOptions(formats=["gif"], size=160)).written
+    assert {"evolution_grad_cam.gif", "gap.png"} <= {Path(p).name for p in written}
+
+
+def test_lightning_absent_is_one_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lightning", None)
+    monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
+    monkeypatch.delitem(sys.modules, "overfocus.integrations.lightning", raising=False)
+    with pytest.raises(OverfocusError, match="pip install"):
+        import overfocus.integrations.lightning  # noqa: F401
