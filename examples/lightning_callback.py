@@ -28,7 +28,7 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 class Classifier(L.LightningModule):
     def __init__(self, num_classes: int):
         super().__init__()
-        self.model = build_model("cifarnet", num_classes, width=0.25)  # the network the callback records
+        self.model = build_model("vgg11", num_classes, width=0.25)  # the network the callback records
 
     def forward(self, images):
         return self.model(normalize(images, MEAN, STD))
@@ -40,11 +40,8 @@ class Classifier(L.LightningModule):
         return loss
 
     def validation_step(self, batch, _index):
-        self.eval_accuracy(batch, "val_acc")
-
-    def eval_accuracy(self, batch, name: str) -> None:
         accuracy = (self(batch.images).argmax(1) == batch.labels).float().mean()
-        self.log(name, accuracy, on_epoch=True, batch_size=len(batch))
+        self.log("val_acc", accuracy, on_epoch=True, batch_size=len(batch))
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
@@ -61,11 +58,11 @@ def main() -> None:
 
     data = f"builtin?train={args.train}&test={args.test}"
     train_set, test_set = (open_dataset(data, split, args.image_size) for split in ("train", "test"))
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=True, collate_fn=collate_samples)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_samples)
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=64, collate_fn=collate_samples)
     L.seed_everything(0, verbose=False)
 
-    callback = OverfocusCallback(args.out, data=data, model_name="cifarnet", model_kwargs={"width": 0.25},
+    callback = OverfocusCallback(args.out, data=data, model_name="vgg11", model_kwargs={"width": 0.25},
                                  image_size=args.image_size, mean=MEAN, std=STD, test_acc_key="val_acc",
                                  force=True)  # the train accuracy is measured in eval mode by the tracker
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", callbacks=[callback], logger=False,

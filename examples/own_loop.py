@@ -36,12 +36,12 @@ def main() -> None:
 
     data = f"builtin?train={args.train}&test={args.test}"
     train_set = open_dataset(data, "train", args.image_size)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=True, collate_fn=collate_samples)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_samples)
     torch.manual_seed(0)
-    model = build_model("cifarnet", len(train_set.classes), width=0.25)
+    model = build_model("vgg11", len(train_set.classes), width=0.25)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    tracker = overfocus.Tracker(args.out, data=data, model_name="cifarnet", model_kwargs={"width": 0.25},
+    tracker = overfocus.Tracker(args.out, data=data, model_name="vgg11", model_kwargs={"width": 0.25},
                                 image_size=args.image_size, mean=MEAN, std=STD, tensorboard=args.tensorboard,
                                 force=True)
     tracker.start(model)  # epoch 0: the weights before training

@@ -35,7 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/timm_folder")
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--train", type=int, default=2000, help="built-in training images")
+    p.add_argument("--train", type=int, default=1000, help="built-in training images")
     p.add_argument("--test", type=int, default=300, help="built-in test images")
     p.add_argument("--image-size", type=int, default=64)
     args = p.parse_args()

@@ -57,8 +57,8 @@ class Tracker:
         run_dir: the folder to create (an existing one only with `force=True`: the old run is
             kept aside until the new epoch 0 is durable, as `overfocus train --force` does).
         data: the data spec the model trains on (`overfocus list datasets`), e.g. "builtin".
-        model_name: registry name (`overfocus list models`) or "timm:NAME"; `model_kwargs` are its
-            keyword arguments (width, small_input).
+        model_name: registry name (`overfocus list models`) or "timm:NAME"; `model_kwargs` are the
+            keyword arguments you passed to `overfocus.models.build_model` (width, small_input).
         arch: "package.module:Factory" instead of `model_name`.
         num_classes: default from the model's last linear layer, else from the data.
         image_size, mean, std, batch_size: the preprocessing your loop applies (recorded for analysis).
@@ -93,7 +93,8 @@ class Tracker:
         self.data = DataConfig(spec=data, image_size=image_size, mean=tuple(mean), std=tuple(std),
                                batch_size=batch_size)
         self.model_name, self.arch = model_name, arch
-        self.model_kwargs = {"width": 1.0, "small_input": True, **dict(model_kwargs or {})}
+        # the defaults of models.build_model, so model_kwargs are exactly the arguments you built it with
+        self.model_kwargs = {"width": 1.0, "small_input": False, **dict(model_kwargs or {})}
         self.num_classes, self.layer, self.seed, self.measure = num_classes, layer, seed, measure
         self.analyze_every, self.tensorboard, self.methods = analyze_every, tensorboard, tuple(methods)
         self._datasets = None
@@ -210,7 +211,9 @@ class Tracker:
         try:
             check_and_load(rebuilt, strip_prefixes(model.state_dict()), description)
         except OverfocusError as exc:
-            raise OverfocusError(f"Tracker: the recipe does not rebuild your model ({exc})") from None
+            recipe = f"arch={self.arch!r}" if self.arch else f"model_name={self.model_name!r}, model_kwargs={self.model_kwargs}"
+            raise OverfocusError(f"Tracker: the recipe does not rebuild your model ({exc}): pass the {recipe.split('=')[0]}"
+                                 f"{'' if self.arch else ' and model_kwargs'} you built it with (now {recipe})") from None
         if self.layer or declared:
             layer = self.layer or declared
             return {"gradcam_layer": layer, "latent_layer": latent if (latent and not self.layer) else layer}

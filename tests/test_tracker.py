@@ -98,6 +98,13 @@ def test_tracker_measures_accuracy_like_train_and_rebuilds_an_import_path(tmp_pa
     result = overfocus.analyze(run_dir, methods=["grad_cam"], metrics=["area_ratio"], device="cpu",
                                show_progress=False)
     assert result.epochs_done == [0]
+    from overfocus.cli import main
+
+    # audit rebuilds the import-path model from run.json (no --model/--arch given)
+    code = main(["audit", str(run_dir), "--limit", "8", "--out", str(tmp_path / "audit")])
+    assert code in (0, 1)
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert "small_net" in json.dumps(report)
     del model
 
 
