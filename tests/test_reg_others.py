@@ -18,7 +18,7 @@ from overfocus.regularizers.catchup_mix import (channel_mix, cutmix, default_sta
 from overfocus.regularizers.excitation_dropout import apply_keep_mask, drop_probability
 from overfocus.regularizers.guidance import (box_mask, energy_loss, is_annotated, l1_loss, ppce_loss, rrr_loss)
 from overfocus.regularizers.saliency_guided import kl_from_logits, lowest_saliency_mask, mask_images
-from overfocus.regularizers.sgdrop import capture_output
+from overfocus.regularizers.common import capture_output
 from overfocus.rundir import RunDir
 from overfocus.train import train
 

@@ -13,8 +13,9 @@ from overfocus.data import Batch
 from overfocus.errors import OverfocusError
 from overfocus.models import MODELS, build_model, get_module
 from overfocus.regularizers import RegContext, StepInfo, build_regularizer
-from overfocus.regularizers.sgdrop import (HeadRunner, capture_output, drop_count, ema_tau, full_model_attribution,
-                                           grad_times_latent, largest_k_mask, sgdrop_mask)
+from overfocus.regularizers.common import HeadRunner, capture_output, largest_k_mask
+from overfocus.regularizers.sgdrop import (drop_count, ema_tau, full_model_attribution,
+                                           grad_times_latent, sgdrop_mask)
 from overfocus.rundir import RunDir, load_checkpoint
 from overfocus.train import resume, train
 

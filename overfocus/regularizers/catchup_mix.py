@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..errors import OverfocusError
 from ..models import get_module
 from .base import REGULARIZERS, Regularizer, StepInfo
-from .sgdrop import largest_k_mask
+from .common import largest_k_mask
 
 NORMALISATIONS = ("sum", "none")
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..errors import OverfocusError
 from .base import REGULARIZERS, Regularizer, StepInfo
-from .sgdrop import largest_k_mask
+from .common import largest_k_mask
 
 
 def input_saliency(grads: torch.Tensor, mode: str = "signed") -> torch.Tensor:
