@@ -1,6 +1,7 @@
 """Excitation Dropout, Catch-up Mix, box guidance and saliency-guided training (METHODS.md 3-6)."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -289,16 +290,17 @@ def test_lowest_saliency_pixels_are_masked():
         assert (sal[b][mask[b, 0]] <= threshold).all() and (sal[b][~mask[b, 0]] >= threshold).all()
 
 
-def test_masked_pixels_are_replaced_within_the_sample_range():
+def test_masked_pixels_are_replaced_within_each_channels_range():
     torch.manual_seed(0)
-    x = torch.randn(2, 3, 4, 4)
+    x = torch.randn(2, 3, 4, 4) + torch.tensor([-10.0, 0.0, 10.0]).view(1, 3, 1, 1)  # disjoint channel ranges
     mask = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
     mask[:, :, :2] = True
-    out = mask_images(x, mask)
+    out = mask_images(x, mask, "random")
     assert torch.equal(out[:, :, 2:], x[:, :, 2:]) and not torch.equal(out[:, :, :2], x[:, :, :2])
     for b in range(2):
-        assert x[b].min() <= out[b].min() and out[b].max() <= x[b].max()
-    means = mask_images(x, mask, "mean")
+        for c in range(3):
+            assert x[b, c].min() <= out[b, c].min() and out[b, c].max() <= x[b, c].max()
+    means = mask_images(x, mask)  # the default fill: the colour-image recipe's channel means
     assert torch.allclose(means[:, :, 0, 0], x.mean((2, 3)))
 
 
@@ -310,6 +312,44 @@ def test_kl_term():
     assert kl_from_logits(p, p).abs().item() < 1e-6
 
 
+def test_saliency_guided_defaults_are_the_colour_image_recipe():
+    params = build_regularizer(RegularizerConfig("saliency_guided"), None).params
+    assert (params.r, params.replace, params.saliency, params.lambda_kl) == (0.1, "mean", "signed", 1.0)
+
+
+def _eval_mode_saliency_mask(model, images, labels, r):
+    """Reference: a deep copy in eval mode, its signed input gradient averaged over channels."""
+    frozen = copy.deepcopy(model).eval()
+    x = images.clone().requires_grad_(True)
+    grads = torch.autograd.grad(frozen(x).gather(1, labels.view(-1, 1)).sum(), x)[0]
+    return lowest_saliency_mask(grads.mean(1), r)
+
+
+def test_saliency_is_taken_in_eval_mode_with_batchnorm_and_dropout_present():
+    model, reg, batch = make("saliency_guided", "vgg11", r=0.3)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, nn.Dropout) for m in model.modules())
+    with torch.no_grad():  # running statistics far from the batch's, so train and eval saliency differ
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1.0, 1.0)
+                m.running_var.uniform_(0.5, 2.0)
+    model.train()
+    model.features[1].eval()  # a module in its own mode must get it back
+    stats_before = [b.clone() for b in model.buffers()]
+    expected = _eval_mode_saliency_mask(model, batch.images, batch.labels, 0.3)
+    torch.manual_seed(5)
+    mask = reg.saliency_mask(model, batch.images, batch.labels)
+    assert torch.equal(mask, expected)
+    assert all(torch.equal(a, b) for a, b in zip(stats_before, model.buffers()))  # BN statistics untouched
+    assert model.training and not model.features[1].training
+    assert all(m.training for i, m in enumerate(model.features) if i != 1)
+    x = batch.images.clone().requires_grad_(True)  # the train-mode saliency the old code used differs
+    torch.manual_seed(5)
+    train_grads = torch.autograd.grad(model(x).gather(1, batch.labels.view(-1, 1)).sum(), x)[0]
+    assert not torch.equal(lowest_saliency_mask(train_grads.mean(1), 0.3), expected)
+
+
 def test_saliency_guided_loss_is_ce_plus_kl():
     model, reg, batch = make("saliency_guided", "resnet18", lambda_kl=2.0)
     model.eval()  # deterministic forward: the loss can be recomputed exactly
@@ -319,7 +359,7 @@ def test_saliency_guided_loss_is_ce_plus_kl():
     logits = model(x)
     grads = torch.autograd.grad(logits.gather(1, batch.labels.view(-1, 1)).sum(), x)[0]
     torch.manual_seed(3)
-    masked = mask_images(batch.images, lowest_saliency_mask(grads.mean(1), 0.5))
+    masked = mask_images(batch.images, lowest_saliency_mask(grads.mean(1), 0.1), "mean")
     kl = kl_from_logits(logits, model(masked))
     assert torch.allclose(stats["kl"], kl)
     assert torch.allclose(loss, F.cross_entropy(logits, batch.labels) + 2.0 * kl)
