@@ -271,6 +271,66 @@ def test_guidance_gradients_reach_the_weights(attribution, loss_name):
     assert stats["annotated"] == 3.0  # the image without a box does not count
 
 
+class _CamNet(nn.Module):
+    """features = a stride-4 conv equal to 4 x 4 average pooling per channel (16 px -> 4 x 4), then the
+    global mean and a linear layer: the Grad-CAM of class y at `features` is sum_c W[y, c] / 16 * F_c."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Conv2d(3, 3, 4, stride=4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, 2)
+        with torch.no_grad():
+            self.features.weight.copy_(torch.eye(3).view(3, 3, 1, 1).expand(3, 3, 4, 4) / 16.0)
+            self.features.bias.zero_()
+            self.fc.weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [-1.0, 0.5, 2.0]]))
+            self.fc.bias.copy_(torch.tensor([0.1, -0.1]))
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def _known_gradcam(model, images, labels):
+    """The reference order by hand: analytic layer map, ReLU, / max at 4 x 4, then bilinear to 16 x 16."""
+    cam = torch.einsum("bc,bchw->bhw", model.fc.weight[labels] / 16.0, F.avg_pool2d(images, 4)).clamp(min=0)
+    cam = cam / cam.amax((1, 2), keepdim=True).clamp_min(1e-7)
+    return F.interpolate(cam[:, None], size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+
+
+@pytest.mark.parametrize("loss_name", ["energy", "l1", "ppce", "rrr"])
+def test_guidance_total_loss_is_ce_plus_lambda_times_the_sum_over_annotated_images(loss_name):
+    torch.manual_seed(0)
+    model = _CamNet()
+    ctx = RegContext("camnet", "features", 2, 10, 1, torch.device("cpu"), True, 16)
+    reg = build_regularizer(RegularizerConfig("guidance", {"loss": loss_name, "lambda_loc": 0.3}), ctx)
+    reg.setup(model)
+    images, labels = torch.randn(3, 3, 16, 16), torch.tensor([0, 1, 0])
+    boxes = [torch.tensor([[0.0, 0.0, 8.0, 8.0]]), torch.zeros(0, 4), torch.tensor([[4.0, 4.0, 16.0, 12.0]])]
+    loss, stats = reg.loss(model, Batch(images, labels, boxes, ["a", "b", "c"]), StepInfo(0, 1, 0))
+    maps = _known_gradcam(model, images, labels)
+    assert (maps >= 0).all() and maps.amin() == 0  # negative attribution is gone before any loss
+    masks = torch.stack([box_mask(boxes[0], 16, 16), box_mask(boxes[2], 16, 16)])
+    per_image = {"energy": energy_loss, "l1": l1_loss, "ppce": ppce_loss, "rrr": rrr_loss}[loss_name]
+    loc = per_image(maps[[0, 2]], masks)
+    expected = F.cross_entropy(model(images), labels) + 0.3 * loc.sum()
+    assert stats["annotated"] == 2.0
+    assert torch.allclose(loss, expected, atol=1e-6)
+    if loss_name == "rrr":  # the old order (upsample the signed map first) penalised negative attribution
+        raw = torch.einsum("bc,bchw->bhw", model.fc.weight[labels] / 16.0, F.avg_pool2d(images, 4))
+        signed = F.interpolate(raw[:, None], size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+        assert rrr_loss(signed[[0, 2]], masks).sum() > loc.sum()
+
+
+def test_ppce_keeps_the_gradient_of_near_zero_pixels():
+    a = torch.tensor([[[1.0, 1e-8, 0.0, 0.5]]], requires_grad=True)
+    m = torch.ones(1, 1, 4)
+    loss = ppce_loss(a, m)
+    (grad,) = torch.autograd.grad(loss.sum(), a)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+    assert grad[0, 0, 1] < -1e6  # pushed up hard, not zeroed by a floor on the map
+    assert loss.item() == pytest.approx((0.0 - math.log(1e-8) + 100.0 + math.log(2)) / 4, rel=1e-4)  # log(0) clamped at -100
+
+
 def test_guidance_with_no_annotated_image_is_plain_cross_entropy():
     model, reg, batch = make("guidance", annotated_fraction=0.0)
     model.eval()
