@@ -15,7 +15,7 @@ from overfocus.errors import OverfocusError
 from overfocus.models import MODELS, build_model, get_module
 from overfocus.regularizers import RegContext, StepInfo, build_regularizer
 from overfocus.regularizers.catchup_mix import (channel_mix, cutmix, default_stages, mixed_cross_entropy,
-                                                relative_filter_influence)
+                                                relative_filter_influence, weaker_map_share)
 from overfocus.regularizers.excitation_dropout import apply_keep_mask, drop_probability
 from overfocus.regularizers.guidance import (box_mask, energy_loss, is_annotated, l1_loss, ppce_loss, rrr_loss)
 from overfocus.regularizers.saliency_guided import kl_from_logits, lowest_saliency_mask, mask_images
@@ -195,6 +195,51 @@ def test_catchup_step_mixes_at_the_stage_and_mixes_the_labels():
     handle.remove()
     assert stats["lam"] == lam and stats["mix_at_input"] == 0.0
     assert torch.allclose(loss, mixed_cross_entropy(logits, batch.labels, batch.labels[perm], lam))
+
+
+def test_weaker_map_share_counts_channels_that_carry_the_weaker_map():
+    torch.manual_seed(0)
+    f = torch.rand(4, 12, 3, 3) + 0.05
+    perm = torch.tensor([1, 2, 3, 0])
+    for lam in (0.1, 0.5, 0.9):
+        mixed = channel_mix(f, perm, lam)
+        n_own, n_partner = f.flatten(2).norm(dim=2), f[perm].flatten(2).norm(dim=2)
+        share_own = n_own / n_own.sum(1, keepdim=True)
+        share_partner = n_partner / n_partner.sum(1, keepdim=True)
+        kept_own = (mixed == f).flatten(2).all(2)
+        weaker = torch.where(kept_own, share_own <= share_partner, share_partner <= share_own)
+        assert weaker_map_share(f, perm, lam) == pytest.approx(weaker.float().mean().item())
+    assert weaker_map_share(f, perm, 0.1) < 1.0  # a fixed count: not every channel carries the weaker map
+
+
+def test_catchup_cutmix_branch_through_the_regularizer():
+    model, reg, batch = make("catchup_mix", "resnet18", stages="layer3", include_input=True)
+    reg.points = [None]  # force the input mixing point
+    model.eval()  # deterministic forward: the loss can be recomputed exactly
+    torch.manual_seed(7)
+    loss, stats = reg.loss(model, batch, StepInfo(0, 1, 0))
+    torch.manual_seed(7)
+    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
+    perm = torch.randperm(4)
+    torch.randint(1, (1,))
+    mixed, area_lam = cutmix(batch.images, perm, lam)
+    assert stats["mix_at_input"] == 1.0 and stats["lam"] == area_lam and stats["weaker_channels"] == 0.0
+    assert not torch.equal(mixed, batch.images)
+    expected = mixed_cross_entropy(model(mixed), batch.labels, batch.labels[perm], area_lam)
+    assert torch.allclose(loss, expected)
+
+
+def test_catchup_mix_passes_evaluation_through():
+    model, reg, batch = make("catchup_mix", "resnet18", stages="layer3", include_input=False)
+    model.eval()
+    plain = model(batch.images)
+    reg._mix = (model.layer3, torch.tensor([1, 2, 3, 0]), 0.5)  # even with a mix armed, eval sees no mixing
+    assert torch.equal(model(batch.images), plain)
+    reg._mix = None
+    model.train()
+    reg.teardown(model)
+    model.eval()
+    assert torch.equal(model(batch.images), plain)
 
 
 def test_default_stages_of_vgg_are_its_max_pools():
@@ -434,3 +479,47 @@ def test_one_epoch_trains_and_writes_checkpoints(tmp_path, method, model_name):
     assert run.checkpoint_epochs() == [0, 1]
     assert run.read_manifest()["status"] == "complete"
     assert math.isfinite(run.read_metrics()[-1]["train_loss"])
+
+
+# ---- latent dropout (the baseline) ------------------------------------------------------------------
+def _latent_after_dropout(model, reg, images):
+    return capture_output(model, get_module(model, reg.ctx.latent_layer), images)
+
+
+def test_latent_dropout_rate_and_inverted_scaling():
+    model, reg, batch = make("dropout", "vgg11", p=0.3)
+    twin = build_model("vgg11", 3, 0.125, True)  # same weights, no regularizer hook
+    twin.load_state_dict(model.state_dict())
+    images = batch.images.repeat(8, 1, 1, 1)
+    model.train()
+    twin.train()  # both use the batch's BatchNorm statistics; nothing random runs before the latent
+    z = capture_output(twin, get_module(twin, reg.ctx.latent_layer), images).detach()
+    dropped = _latent_after_dropout(model, reg, images).detach()
+    alive = z != 0
+    kept = dropped[alive] != 0
+    assert alive.sum() > 5000
+    assert abs(1.0 - kept.float().mean().item() - 0.3) < 0.02  # the drop rate is p
+    assert torch.allclose(dropped[alive][kept], z[alive][kept] / 0.7, rtol=1e-5)  # kept units scaled by 1/(1-p)
+
+
+def test_latent_dropout_p0_is_the_identity_and_eval_passes_through():
+    model, reg, batch = make("dropout", "vgg11", p=0.0)
+    model.train()
+    twin = build_model("vgg11", 3, 0.125, True)
+    twin.load_state_dict(model.state_dict())
+    twin.train()
+    torch.manual_seed(1)
+    a = _latent_after_dropout(model, reg, batch.images)
+    torch.manual_seed(1)
+    b = capture_output(twin, get_module(twin, reg.ctx.latent_layer), batch.images)
+    assert torch.equal(a, b)
+    model, reg, batch = make("dropout", "vgg11", p=0.5)
+    twin.load_state_dict(model.state_dict())
+    model.eval()
+    twin.eval()
+    assert torch.equal(model(batch.images), twin(batch.images))
+
+
+def test_latent_dropout_rejects_a_bad_rate():
+    with pytest.raises(OverfocusError, match="0 <= p < 1"):
+        make("dropout", "vgg11", p=1.0)
