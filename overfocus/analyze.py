@@ -76,6 +76,7 @@ class RunInfo:
     gradcam_layer: str
     latent_layer: str
     probe_ids: Tuple[str, ...]
+    batch_norm: Optional[bool] = None  # model.batch_norm of the run (None = the architecture's default)
 
     @classmethod
     def from_manifest(cls, manifest: Dict[str, Any]) -> "RunInfo":
@@ -91,7 +92,8 @@ class RunInfo:
                    int(data.get("image_size", 64)), tuple(data.get("mean")), tuple(data.get("std")),
                    int(data.get("batch_size", 64)), int(data.get("num_workers", 0)),
                    manifest.get("gradcam_layer") or entry.gradcam_layer,
-                   manifest.get("latent_layer") or entry.latent_layer, tuple(manifest.get("probe_ids") or ()))
+                   manifest.get("latent_layer") or entry.latent_layer, tuple(manifest.get("probe_ids") or ()),
+                   model.get("batch_norm"))
 
 
 @dataclass(frozen=True)
@@ -505,7 +507,8 @@ class _Job:
         from .models import build_model, get_module
 
         i = self.info
-        self.model = build_model(i.model_name, i.num_classes, i.width, i.small_input).to(self.device).eval()
+        self.model = build_model(i.model_name, i.num_classes, i.width, i.small_input,
+                                 i.batch_norm).to(self.device).eval()
         if self.rt.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         get_module(self.model, layer)
