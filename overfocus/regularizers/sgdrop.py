@@ -325,7 +325,7 @@ class SGDrop(Regularizer):
             return torch.ones((), dtype=attribution.dtype, device=attribution.device)
         mask = sgdrop_mask(attribution, k, self.params.granularity)
         # k is an upper bound (only positive units drop): log the mean count actually dropped.
-        stats["dropped_units"] = float((mask == 0).flatten(1).sum(1).float().mean())
+        stats["dropped_units"] = (mask == 0).flatten(1).sum(1).float().mean()  # a tensor: no device sync
         return mask
 
     def _latent_hook(self, module: nn.Module, _inp, out: torch.Tensor):
