@@ -23,7 +23,7 @@ from .frames import (Cell, FrameStyle, HEADER_METRIC, check_style, compose_frame
                      prediction_caption)
 from .io import Analysis, load_analysis
 from .meta import merged_info, method_title, metric_info, order_metrics
-from .overlay import attribution_panel
+from .overlay import NORMALISATION_NOTE, attribution_panel
 
 
 @dataclass
@@ -250,7 +250,8 @@ def compare_header(runs: Dict[str, Analysis], method: str, epoch: int) -> List[s
         lines.append(f"{label}: train {fmt_pct(row.get('train_acc'))}, test {fmt_pct(row.get('test_acc'))}, gap "
                      f"{'n/a' if gap is None else f'{100 * gap:+.1f} pts'}, {a.metric_info(HEADER_METRIC).title} "
                      f"{fmt_num(a.summary_value(epoch, method, HEADER_METRIC))}")
-    return lines + ["above: true class; green box: object; below: each run's prediction (green right, red wrong)"]
+    return lines + ["above: true class; green box: object; below: each run's prediction (green right, red wrong)",
+                    NORMALISATION_NOTE]
 
 
 def compare_frames(runs: Dict[str, Analysis], order: Dict[str, List[int]], method: str, epochs: Sequence[int],
@@ -258,7 +259,7 @@ def compare_frames(runs: Dict[str, Analysis], order: Dict[str, List[int]], metho
     """One frame per common epoch: per probe image, one panel per run."""
     ref = next(iter(runs.values())).probe
     layout = compute_layout(len(indices), len(runs), style.width, ref.images.shape[1] / ref.images.shape[2],
-                            header_lines=3 + len(runs))
+                            header_lines=4 + len(runs))
     for epoch in epochs:
         loaded = {label: a.load_epoch(epoch) for label, a in runs.items()}
         cells = [_cell(runs, order, loaded, method, i, layout.panel_w, style) for i in indices]

@@ -120,9 +120,10 @@ def write_gif(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:
     from PIL import Image
 
     palette = global_palette(frames)
-    images = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)).quantize(palette=palette,
-                                                                              dither=Image.Dither.NONE)
-              for f in frames]
+    # error diffusion against the one palette: smooth ramps (maps, colour bar) without bands; with
+    # the same palette everywhere, regions that do not change between frames keep their colours
+    images = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)).quantize(
+        palette=palette, dither=Image.Dither.FLOYDSTEINBERG) for f in frames]
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], optimize=False,
                    duration=max(20, int(round(1000 / fps))), loop=0)

@@ -146,7 +146,8 @@ def compose_frame(layout: Layout, cells: Sequence[Cell], header: Sequence[str], 
     Args:
         layout: geometry from compute_layout.
         cells: one per probe image, each with `layout.per_cell` panels of the layout's panel size.
-        header: lines of text; the first is drawn bold (the title), the last one muted (a legend).
+        header: lines of text; the first is drawn bold (the title), the last two muted (legend, colour note); a
+            line too long for the frame is drawn in smaller type, never cut.
         cmap: colormap of the colour bar drawn at the top right.
 
     Example:
@@ -160,9 +161,10 @@ def compose_frame(layout: Layout, cells: Sequence[Cell], header: Sequence[str], 
     hfont, y = header_font(layout.width), layout.margin
     for i, line in enumerate(header):
         size = hfont if i == 0 else max(10, hfont - 2)
-        color = MUTED if i == len(header) - 1 and i > 0 else TEXT
+        color = MUTED if i >= max(1, len(header) - 2) else TEXT  # legend and colour note: muted
         width = (text_right if i < 3 else layout.width - layout.margin) - layout.margin
-        draw_text(frame, (layout.margin, y), line, size, color, bold=i == 0, max_width=width)
+        (text, *_), fitted = fit_caption(line, size, width, max_lines=1, bold=i == 0)  # smaller, never cut
+        draw_text(frame, (layout.margin, y), text, fitted, color, bold=i == 0)
         y += int(round(size * 1.35))
     for i, cell in enumerate(cells):
         _draw_cell(frame, layout, layout.origin(i), cell)
@@ -175,7 +177,8 @@ def _draw_colorbar(frame: np.ndarray, layout: Layout, cmap: str) -> int:
     bar_w = max(80, layout.width // 5)
     x = layout.width - layout.margin - bar_w
     y = layout.margin
-    draw_text(frame, (x, y), COLORBAR_LABEL, size, MUTED, max_width=bar_w)
+    (label, *_), fitted = fit_caption(COLORBAR_LABEL, size, bar_w, max_lines=1)
+    draw_text(frame, (x, y), label, fitted, MUTED)
     y += int(size * 1.4)
     frame[y:y + size, x:x + bar_w] = colorbar(bar_w, size, cmap)
     draw_text(frame, (x, y + size + 2), "0", size, MUTED)
@@ -237,18 +240,18 @@ def epoch_header(analysis: Analysis, epoch: int, methods: Sequence[str]) -> List
     return [f"{analysis.name} - {shown}{order}",
             f"epoch {epoch}   train acc {fmt_pct(row.get('train_acc'))}   test acc {fmt_pct(row.get('test_acc'))}"
             f"   gap {gap_txt}",
-            f"mean {analysis.metric_info(HEADER_METRIC).title}: {areas}", LEGEND]
+            f"mean {analysis.metric_info(HEADER_METRIC).title}: {areas}", LEGEND, NORMALISATION_NOTE]
 
 
 HEADER_METRIC = "area_ratio"  # the one number per method in a frame header: how much of the image is lit
-LEGEND = f"above: true class; green box: object; below: prediction (green right, red wrong); {NORMALISATION_NOTE}"
+LEGEND = "above: true class; green box: object; below: prediction (green right, red wrong)"
 
 
 def evolution_frames(analysis: Analysis, methods: Sequence[str], indices: Sequence[int],
                      style: FrameStyle) -> Iterable[np.ndarray]:
     """One frame per analysed epoch, in epoch order."""
     aspect = analysis.probe.images.shape[1] / analysis.probe.images.shape[2]
-    layout = compute_layout(len(indices), len(methods), style.width, aspect, header_lines=4)
+    layout = compute_layout(len(indices), len(methods), style.width, aspect, header_lines=5)
     for epoch in analysis.epochs:
         maps = analysis.load_epoch(epoch)
         check_methods(maps, methods, analysis)

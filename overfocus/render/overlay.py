@@ -188,7 +188,8 @@ def draw_text(canvas: np.ndarray, xy: Tuple[int, int], text: str, size: int, col
     canvas[y0:y1, x0:x1] = np.asarray(patch)
 
 
-def fit_caption(text: str, size: int, width: int, max_lines: int = 2, min_size: int = 7) -> Tuple[List[str], int]:
+def fit_caption(text: str, size: int, width: int, max_lines: int = 2, min_size: int = 7,
+                bold: bool = False) -> Tuple[List[str], int]:
     """Lines and font size that show all of `text` in `width` pixels: wrap at spaces, then shrink.
 
     Example:
@@ -196,10 +197,10 @@ def fit_caption(text: str, size: int, width: int, max_lines: int = 2, min_size: 
         (['triangle', '93%'], 12)
     """
     for s in range(int(size), min_size - 1, -1):
-        lines = wrap_text(text, s, width)
-        if len(lines) <= max_lines and all(text_width(line, s) <= width for line in lines):
+        lines = wrap_text(text, s, width, bold)
+        if len(lines) <= max_lines and all(text_width(line, s, bold) <= width for line in lines):
             return lines, s
-    return [fit_text(text, min_size, width)], min_size
+    return [fit_text(text, min_size, width, bold)], min_size  # last resort only for tiny --size values
 
 
 def draw_lines(canvas: np.ndarray, x: int, y: int, lines: Sequence[Tuple[str, int, bool]],

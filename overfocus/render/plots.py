@@ -49,8 +49,8 @@ def save_figure(fig, out: Path) -> Path:
     return Path(out)
 
 
-def outside_legend(fig, axes: Sequence) -> None:
-    """One legend for the whole figure, below the axes, when the panels show more than one series."""
+def outside_legend(fig, axes: Sequence, loc: str = "outside lower center", ncols: int = 3) -> None:
+    """One legend for the whole figure, outside the axes, when the panels show more than one series."""
     handles, labels = {}, []
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
@@ -58,7 +58,7 @@ def outside_legend(fig, axes: Sequence) -> None:
                 handles[label] = h
                 labels.append(label)
     if len(labels) > 1:
-        fig.legend([handles[k] for k in labels], labels, loc="outside lower center", ncols=min(4, len(labels)),
+        fig.legend([handles[k] for k in labels], labels, loc=loc, ncols=min(ncols, len(labels)),
                    fontsize="small", frameon=False)
 
 
@@ -109,7 +109,7 @@ def plot_gap(metrics_rows: List[dict], out_png: Path, title: str) -> Path:
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     _integer_epochs(ax)
-    outside_legend(fig, [ax])
+    outside_legend(fig, [ax], ncols=2)
     return save_figure(fig, out_png)
 
 
@@ -135,7 +135,7 @@ def _grid(fig, n: int) -> List:
 
 def _band(ax, x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, label: str) -> None:
     line, = ax.plot(x, mean, linestyle=STYLES[k % len(STYLES)], marker=MARKERS[k % len(MARKERS)], markersize=4,
-                    label=label)
+                    label=label, color=f"C{k % 10}")
     ok = np.isfinite(lo) & np.isfinite(hi)
     if ok.any() and not np.allclose(lo[ok], hi[ok]):
         ax.fill_between(x, lo, hi, where=ok, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -183,11 +183,12 @@ def _draw_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, not
     notes = [n for n in (note, flat_note(flat, meta)) if n]
     fig = _new_figure(4.3 * cols if shown else 8.0, 3.3 * rows + 0.5 + 0.3 * len(notes))
     axes = _grid(fig, len(shown)) if shown else []
+    styles: Dict[str, int] = {}  # one look per series label across all panels
     for ax, metric in zip(axes, shown):
-        for k, (label, series) in enumerate(series_of(metric)):
-            _band(ax, *series, k, label=label)
+        for label, series in series_of(metric):
+            _band(ax, *series, styles.setdefault(label, len(styles)), label=label)
         _label_axes(ax, metric_info(meta, metric))
-    outside_legend(fig, axes)
+    outside_legend(fig, axes, "outside right upper", ncols=1)  # the bottom holds the notes
     fig.suptitle(title)
     if notes:
         import textwrap
@@ -294,6 +295,6 @@ def plot_compare_gap(runs: Mapping[str, List[dict]], out_png: Path, title: str, 
         ax.set_title(name, fontsize="medium")
         ax.set_ylabel(unit)
         _integer_epochs(ax)
-    outside_legend(fig, [acc_ax])
+    outside_legend(fig, [acc_ax], "outside right upper", ncols=1)  # the bottom holds the note
     fig.suptitle(title)
     return save_figure(fig, out_png)
