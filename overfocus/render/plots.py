@@ -92,9 +92,10 @@ def plot_gap(metrics_rows: List[dict], out_png: Path, title: str) -> Path:
         title: figure title (name the run).
 
     Example:
+        >>> import tempfile
         >>> rows = [{"epoch": 0, "train_acc": .2, "test_acc": .2}, {"epoch": 1, "train_acc": .9, "test_acc": .7}]
-        >>> plot_gap(rows, Path("/tmp/gap.png"), "demo").name                   # doctest: +SKIP
-        'gap.png'
+        >>> plot_gap(rows, Path(tempfile.mkdtemp()) / "gap.pdf", "demo").read_bytes()[:5]
+        b'%PDF-'
     """
     epochs, train, test = _acc_series(metrics_rows)
     if not len(epochs) or np.isnan(train).all() or np.isnan(test).all():
@@ -175,7 +176,7 @@ def _panels(metrics: Sequence[str], series_of) -> Tuple[List[str], Dict[str, flo
     return shown, flat
 
 
-def _draw_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, note: str = ""):
+def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, note: str = ""):
     """A grid of panels for the metrics that vary, a legend below, notes (flat metrics, `note`) under it."""
     shown, flat = _panels(metrics, series_of)
     cols = min(3, max(1, len(shown)))
@@ -233,7 +234,7 @@ def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[st
         shown = [m for m in found if methods is None or m in methods or m == "model"]
         return [(method_title(meta, m), _series(summary_rows, metric, m)) for m in shown]
 
-    return save_figure(_draw_grid(series_of, metrics, title, meta, note), out_png)
+    return save_figure(metric_grid(series_of, metrics, title, meta, note), out_png)
 
 
 def _label_axes(ax, info) -> None:
@@ -258,8 +259,13 @@ def plot_compare_metrics(runs: Mapping[str, List[dict]], out_png: Path, metrics:
     Metrics of method `model` (accuracy, confidence, coverage) are taken from method `model`.
 
     Example:
-        >>> plot_compare_metrics({"vanilla": rows_a, "sgdrop": rows_b}, Path("c.png"), ["area_ratio"],
-        ...                      "grad_cam", "area ratio")                     # doctest: +SKIP
+        >>> import tempfile
+        >>> rows = lambda k: [{"epoch": e, "method": "grad_cam", "metric": "area_ratio", "mean": k * e,
+        ...                    "ci_low": k * e, "ci_high": k * e, "n": 8} for e in range(3)]
+        >>> out = Path(tempfile.mkdtemp()) / "c.png"
+        >>> plot_compare_metrics({"vanilla": rows(.2), "sgdrop": rows(.1)}, out, ["area_ratio"], "grad_cam",
+        ...                      "area ratio").name
+        'c.png'
     """
     if not metrics:
         raise OverfocusError("no metric is common to the compared runs: analyse them with the same --metrics")
@@ -271,14 +277,17 @@ def plot_compare_metrics(runs: Mapping[str, List[dict]], out_png: Path, metrics:
             out.append((label, _series(rows, metric, own)))
         return out
 
-    return save_figure(_draw_grid(series_of, metrics, title, meta or {}, note), out_png)
+    return save_figure(metric_grid(series_of, metrics, title, meta or {}, note), out_png)
 
 
 def plot_compare_gap(runs: Mapping[str, List[dict]], out_png: Path, title: str, note: str = "") -> Path:
     """Test accuracy and generalization gap per epoch, one curve per run (two panels).
 
     Example:
-        >>> plot_compare_gap({"vanilla": metrics_a, "sgdrop": metrics_b}, Path("gap.png"), "gap")  # doctest: +SKIP
+        >>> import tempfile
+        >>> acc = lambda t: [{"epoch": e, "train_acc": .5 + .1 * e, "test_acc": t} for e in range(3)]
+        >>> plot_compare_gap({"a": acc(.5), "b": acc(.6)}, Path(tempfile.mkdtemp()) / "gap.svg", "gap").suffix
+        '.svg'
     """
     fig = _new_figure(9.0, 4.3 + (0.3 if note else 0.0))
     if note:
