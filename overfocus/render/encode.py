@@ -125,7 +125,9 @@ def write_gif(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:
     images = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)).quantize(
         palette=palette, dither=Image.Dither.FLOYDSTEINBERG) for f in frames]
     buffer = io.BytesIO()
+    # `palette=` makes Pillow write it once as the global table (else it adds a local table per frame)
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], optimize=False,
+                   palette=bytes(palette.getpalette()),
                    duration=max(20, int(round(1000 / fps))), loop=0)
     atomic_write_bytes(path, buffer.getvalue())
     return path

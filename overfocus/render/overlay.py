@@ -197,6 +197,8 @@ def fit_caption(text: str, size: int, width: int, max_lines: int = 2, min_size: 
         (['triangle', '93%'], 12)
     """
     for s in range(int(size), min_size - 1, -1):
+        if text_width(text, s, bold) <= width:
+            return [text], s  # as written (wrapping would fold runs of spaces)
         lines = wrap_text(text, s, width, bold)
         if len(lines) <= max_lines and all(text_width(line, s, bold) <= width for line in lines):
             return lines, s
