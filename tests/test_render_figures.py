@@ -176,3 +176,13 @@ def test_report_tiles_are_large_with_a_colour_bar():
     html = examples_section(SimpleNamespace(report=report, classes=["a", "b"]), "Best", [ex], "best by {score}")
     assert 'class="colorbar"' in html and "each map scaled to its own maximum" in html
     assert "best by energy pointing game" in html
+
+
+def test_compare_table_titles_come_from_the_metadata(tmp_path):
+    from overfocus.render.compare import CompareOptions, compare_runs
+
+    a = with_metadata(write_fake_run(tmp_path / "a", epochs=(0, 1)))
+    b = write_fake_run(tmp_path / "b", epochs=(0, 1), seed=1)  # an older analysis: the other run's titles serve
+    compare_runs([a, b], CompareOptions(out=tmp_path / "c", formats=["gif"], size=320, metrics=["area_ratio"]))
+    md = (tmp_path / "c" / "last_epoch.md").read_text()
+    assert "| attribution area ratio (area_ratio) |" in md and "# Runs at epoch 1 (Grad-CAM)" in md
