@@ -43,12 +43,12 @@ def gif_still(gif: Path, out: Path, index: int = -1) -> Path:
 
 
 def copy_png(src: Path, name: str) -> Path:
-    """Copy a PNG as it was rendered (palette-optimised to stay small in git)."""
+    """Copy a rendered PNG, reduced to 256 colours to stay small in git (dithered: ramps keep no bands)."""
     from PIL import Image
 
     dst = HERE / name
     with Image.open(src) as im:
-        im.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(dst, optimize=True)
+        im.convert("RGB").quantize(colors=256, dither=Image.Dither.FLOYDSTEINBERG).save(dst, optimize=True)
     return dst
 
 
