@@ -1,4 +1,4 @@
-"""Rebuild the figure gallery of docs/rendering.md from a tiny run (about a minute on 2 CPU cores).
+"""Rebuild the figure gallery of docs/rendering.md from two tiny runs (about ten minutes on 2 CPU cores).
 
 Trains two small models on the built-in shapes data (a few epochs; plain and with the SGDrop
 regularizer), analyses them
@@ -48,7 +48,9 @@ def copy_png(src: Path, name: str) -> Path:
 
     dst = HERE / name
     with Image.open(src) as im:
-        im.convert("RGB").quantize(colors=256, dither=Image.Dither.FLOYDSTEINBERG).save(dst, optimize=True)
+        rgb = im.convert("RGB")
+        palette = rgb.quantize(colors=256)  # Pillow dithers only against a given palette
+        rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(dst, optimize=True)
     return dst
 
 
