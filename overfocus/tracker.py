@@ -47,7 +47,7 @@ from .loading import ModelOptions, auto_layer, build_target, check_and_load, inf
 from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save
 from .versions import software_versions
 
-REGISTRY_KWARGS = ("width", "small_input")  # what a registry model is built with besides num_classes
+REGISTRY_KWARGS = ("width", "small_input", "batch_norm")  # what a registry model is built with besides num_classes
 
 
 class Tracker:
@@ -58,7 +58,7 @@ class Tracker:
             kept aside until the new epoch 0 is durable, as `overfocus train --force` does).
         data: the data spec the model trains on (`overfocus list datasets`), e.g. "builtin".
         model_name: registry name (`overfocus list models`) or "timm:NAME"; `model_kwargs` are the
-            keyword arguments you passed to `overfocus.models.build_model` (width, small_input).
+            keyword arguments you passed to `overfocus.models.build_model` (width, small_input, batch_norm).
         arch: "package.module:Factory" instead of `model_name`.
         num_classes: default from the model's last linear layer, else from the data.
         image_size, mean, std, batch_size: the preprocessing your loop applies (recorded for analysis).
@@ -94,7 +94,7 @@ class Tracker:
                                batch_size=batch_size)
         self.model_name, self.arch = model_name, arch
         # the defaults of models.build_model, so model_kwargs are exactly the arguments you built it with
-        self.model_kwargs = {"width": 1.0, "small_input": False, **dict(model_kwargs or {})}
+        self.model_kwargs = {"width": 1.0, "small_input": False, "batch_norm": None, **dict(model_kwargs or {})}
         self.num_classes, self.layer, self.seed, self.measure = num_classes, layer, seed, measure
         self.analyze_every, self.tensorboard, self.methods = analyze_every, tensorboard, tuple(methods)
         self._datasets = None
@@ -202,8 +202,9 @@ class Tracker:
         self.model_name = f"timm:{timm_name}"
 
     def _options(self) -> ModelOptions:
-        return ModelOptions(model=self.model_name, arch=self.arch, width=float(self.model_kwargs["width"]),
-                            small_input=bool(self.model_kwargs["small_input"]))
+        k = self.model_kwargs
+        return ModelOptions(model=self.model_name, arch=self.arch, width=float(k["width"]),
+                            small_input=bool(k["small_input"]), batch_norm=k["batch_norm"])
 
     def _check_recipe(self, model: nn.Module) -> Dict[str, str]:
         """Rebuild the recipe once: its weights must have your model's names and shapes."""
@@ -231,7 +232,7 @@ class Tracker:
         d = self._datasets
         model_cfg = to_dict(ModelConfig(name=self.model_name or "", width=float(self.model_kwargs["width"]),
                                         small_input=bool(self.model_kwargs["small_input"]),
-                                        num_classes=int(self.num_classes)))
+                                        batch_norm=self.model_kwargs["batch_norm"], num_classes=int(self.num_classes)))
         if self.arch:
             model_cfg["arch"] = self.arch
         cfg = to_dict(RunConfig(data=self.data))

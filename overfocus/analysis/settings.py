@@ -45,6 +45,7 @@ class RunInfo:
     gradcam_layer: str
     latent_layer: str
     probe_ids: Tuple[str, ...]
+    batch_norm: Optional[bool] = None  # model.batch_norm of the run (None = the architecture's default)
     arch: Optional[str] = None  # "package.module:Factory" of a tracked run's model (model_name then empty)
 
     @classmethod
@@ -63,7 +64,7 @@ class RunInfo:
                    int(manifest.get("num_classes") or model.get("num_classes") or 0), data["spec"],
                    int(data.get("image_size", 64)), tuple(data.get("mean")), tuple(data.get("std")),
                    int(data.get("batch_size", 64)), int(data.get("num_workers", 0)), layers[0], layers[1],
-                   tuple(manifest.get("probe_ids") or ()), model.get("arch") or None)
+                   tuple(manifest.get("probe_ids") or ()), model.get("batch_norm"), model.get("arch") or None)
 
     def build_model(self) -> torch.nn.Module:
         """The recorded recipe with random weights: a registry (or timm:NAME) model, or the import path.
@@ -77,7 +78,7 @@ class RunInfo:
         from ..loading import ModelOptions, build_target
 
         options = ModelOptions(model=None if self.arch else self.model_name, arch=self.arch, width=self.width,
-                               small_input=self.small_input)
+                               small_input=self.small_input, batch_norm=self.batch_norm)
         return build_target(options, self.num_classes)[0]
 
 

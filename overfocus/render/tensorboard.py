@@ -22,8 +22,8 @@ import numpy as np
 from ..errors import OverfocusError
 from ..fileio import writing
 from .io import Analysis, load_analysis
+from .frames import FrameStyle, check_style, evolution_frames
 from .overlay import attribution_panel
-from .video import FrameStyle, check_style, evolution_frames
 
 EVENT_GLOB = "events.out.tfevents.*"
 
