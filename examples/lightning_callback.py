@@ -28,7 +28,7 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 class Classifier(L.LightningModule):
     def __init__(self, num_classes: int):
         super().__init__()
-        self.model = build_model("vgg11", num_classes, width=0.25)  # the network the callback records
+        self.model = build_model("vgg11", num_classes, width=0.25, small_input=True)  # what the callback records
 
     def forward(self, images):
         return self.model(normalize(images, MEAN, STD))
@@ -62,9 +62,10 @@ def main() -> None:
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=64, collate_fn=collate_samples)
     L.seed_everything(0, verbose=False)
 
-    callback = OverfocusCallback(args.out, data=data, model_name="vgg11", model_kwargs={"width": 0.25},
-                                 image_size=args.image_size, mean=MEAN, std=STD, test_acc_key="val_acc",
-                                 force=True)  # the train accuracy is measured in eval mode by the tracker
+    # test accuracy: the logged val_acc; the train accuracy is measured in eval mode by the tracker
+    callback = OverfocusCallback(args.out, data=data, model_name="vgg11",
+                                 model_kwargs={"width": 0.25, "small_input": True}, image_size=args.image_size,
+                                 mean=MEAN, std=STD, test_acc_key="val_acc", force=True)
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", callbacks=[callback], logger=False,
                         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(Classifier(len(train_set.classes)), train_loader, test_loader)

@@ -38,12 +38,13 @@ def main() -> None:
     train_set = open_dataset(data, "train", args.image_size)
     loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_samples)
     torch.manual_seed(0)
-    model = build_model("vgg11", len(train_set.classes), width=0.25)
+    model = build_model("vgg11", len(train_set.classes), width=0.25, small_input=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    tracker = overfocus.Tracker(args.out, data=data, model_name="vgg11", model_kwargs={"width": 0.25},
-                                image_size=args.image_size, mean=MEAN, std=STD, tensorboard=args.tensorboard,
-                                force=True)
+    # the recipe (registry name and the arguments it was built with) lets the analysis rebuild the model
+    tracker = overfocus.Tracker(args.out, data=data, model_name="vgg11",
+                                model_kwargs={"width": 0.25, "small_input": True}, image_size=args.image_size,
+                                mean=MEAN, std=STD, tensorboard=args.tensorboard, force=True)
     tracker.start(model)  # epoch 0: the weights before training
     for epoch in range(1, args.epochs + 1):
         model.train()

@@ -212,9 +212,11 @@ class Tracker:
         try:
             check_and_load(rebuilt, strip_prefixes(model.state_dict()), description)
         except OverfocusError as exc:
-            recipe = f"arch={self.arch!r}" if self.arch else f"model_name={self.model_name!r}, model_kwargs={self.model_kwargs}"
-            raise OverfocusError(f"Tracker: the recipe does not rebuild your model ({exc}): pass the {recipe.split('=')[0]}"
-                                 f"{'' if self.arch else ' and model_kwargs'} you built it with (now {recipe})") from None
+            given = (f"arch={self.arch!r}" if self.arch
+                     else f"model_name={self.model_name!r}, model_kwargs={self.model_kwargs}")
+            what = "arch" if self.arch else "model_name and model_kwargs"
+            raise OverfocusError(f"Tracker: the recipe does not rebuild your model ({exc}): pass the {what} "
+                                 f"you built it with (now {given})") from None
         if self.layer or declared:
             layer = self.layer or declared
             return {"gradcam_layer": layer, "latent_layer": latent if (latent and not self.layer) else layer}
