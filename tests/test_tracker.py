@@ -242,3 +242,20 @@ def test_lightning_absent_is_one_line(monkeypatch):
     monkeypatch.delitem(sys.modules, "overfocus.integrations.lightning", raising=False)
     with pytest.raises(OverfocusError, match="pip install"):
         import overfocus.integrations.lightning  # noqa: F401
+
+
+def test_tracker_records_a_timm_model_as_timm_name_and_analyze_rebuilds_it(tmp_path):
+    timm = pytest.importorskip("timm")
+    import overfocus.loading as loading
+
+    if not hasattr(loading, "build_timm"):
+        pytest.skip("`--model timm:NAME` resolution (loading.build_timm) is not in this checkout")
+    net = timm.create_model("resnet10t", pretrained=False, num_classes=3)
+    tracker = overfocus.Tracker(tmp_path / "timm", data=DATA, image_size=SIZE, mean=MEAN, std=STD, measure=False)
+    tracker.start(net)  # no recipe given: found from the timm model itself
+    tracker.finish()
+    manifest = RunDir(tmp_path / "timm").read_manifest()
+    assert manifest["config"]["model"]["name"] == "timm:resnet10t"
+    result = overfocus.analyze(tmp_path / "timm", methods=["grad_cam"], metrics=["area_ratio"], device="cpu",
+                               show_progress=False)
+    assert result.epochs_done == [0]
