@@ -1,7 +1,7 @@
 """A LightningModule trained by `lightning.Trainer` with overfocus's callback, then analysed and rendered.
 
     pip install "overfocus[integrations]"           # lightning (and timm, safetensors)
-    python examples/lightning_callback.py           # ~2 min on 2 CPU cores: runs/lightning
+    python examples/lightning_callback.py           # a few minutes on 2 CPU cores: runs/lightning
     python examples/lightning_callback.py --epochs 2 --train 48 --test 24 --image-size 32   # a smoke run
 
 The callback writes an ordinary overfocus run directory (epoch 0 = the weights before training),
@@ -50,13 +50,13 @@ class Classifier(L.LightningModule):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/lightning")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--train", type=int, default=2000, help="built-in training images")
-    p.add_argument("--test", type=int, default=300, help="built-in test images")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--train", type=int, default=1200, help="built-in training images")
+    p.add_argument("--test", type=int, default=240, help="built-in test images")
     p.add_argument("--image-size", type=int, default=64)
     args = p.parse_args()
 
-    data = f"builtin?train={args.train}&test={args.test}"
+    data = f"builtin?classes=3&train={args.train}&test={args.test}"
     train_set, test_set = (open_dataset(data, split, args.image_size) for split in ("train", "test"))
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_samples)
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=64, collate_fn=collate_samples)

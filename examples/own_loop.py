@@ -1,6 +1,6 @@
 """Your own PyTorch training loop, recorded by overfocus.Tracker, then analysed and rendered.
 
-    python examples/own_loop.py                    # ~2 min on 2 CPU cores: runs/own_loop
+    python examples/own_loop.py                    # a few minutes on 2 CPU cores: runs/own_loop
     python examples/own_loop.py --epochs 2 --train 48 --test 24 --image-size 32   # a smoke run
 
 The loop below is plain PyTorch; the tracker adds two calls (start before training, epoch_end
@@ -27,14 +27,14 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/own_loop")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--train", type=int, default=2000, help="built-in training images")
-    p.add_argument("--test", type=int, default=300, help="built-in test images")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--train", type=int, default=1200, help="built-in training images")
+    p.add_argument("--test", type=int, default=240, help="built-in test images")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--tensorboard", help="TensorBoard log folder (optional)")
     args = p.parse_args()
 
-    data = f"builtin?train={args.train}&test={args.test}"
+    data = f"builtin?classes=3&train={args.train}&test={args.test}"
     train_set = open_dataset(data, "train", args.image_size)
     loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_samples)
     torch.manual_seed(0)

@@ -36,11 +36,11 @@ def main() -> None:
     p.add_argument("--out", default="runs/timm_folder")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--train", type=int, default=1000, help="built-in training images")
-    p.add_argument("--test", type=int, default=300, help="built-in test images")
+    p.add_argument("--test", type=int, default=240, help="built-in test images")
     p.add_argument("--image-size", type=int, default=64)
     args = p.parse_args()
 
-    data = f"builtin?train={args.train}&test={args.test}"
+    data = f"builtin?classes=3&train={args.train}&test={args.test}"
     train_set = open_dataset(data, "train", args.image_size)
     loader = torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=True, collate_fn=collate_samples)
     torch.manual_seed(0)
