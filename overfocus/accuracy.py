@@ -20,6 +20,8 @@ import torch.nn.functional as F
 
 from .data import collate_samples, normalize
 
+PROBE_SIZE = 16  # probe images of a run (their maps are kept for the videos)
+
 
 def fixed_subset_indices(n_total: int, n_pick: int, seed: int) -> List[int]:
     """Indices of the fixed train subset evaluated each epoch (chosen once per run, sorted)."""

@@ -13,16 +13,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import RunConfig, from_dict, to_dict
-from .data import Batch, collate_samples, image_id_at, normalize, open_dataset
+from .data import Batch, image_id_at, normalize, open_dataset
 from .subset import Subset  # the one subset that keeps the dataset's attributes
-from .accuracy import evaluate, fixed_subset_indices, make_loader, probe_indices  # noqa: F401 (shared with analysis)
+from .accuracy import (PROBE_SIZE, evaluate, fixed_subset_indices, make_loader,  # noqa: F401 (shared with analysis)
+                       probe_indices)
 from .data.transforms import BoxAwareAugment
 from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier, env_info, gather_objects,
                           init_process_group)
@@ -34,7 +34,6 @@ from .regularizers import RegContext, StepInfo, build_regularizer
 from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save, load_checkpoint
 from .versions import software_versions
 
-PROBE_SIZE = 16
 
 
 @dataclass
