@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 from .errors import OverfocusError
 
-SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pth.tar")  # .pth.tar: timm's CheckpointSaver
 NAME_RULES = (
     re.compile(r"(?:^|[^a-z])ep(?:och)?[=_-]?(\d+)", re.IGNORECASE),  # epoch_0003, epoch=3-step=120, model_ep3
     re.compile(r"(?:^|[^a-z])checkpoint[=_-]?(\d+)$", re.IGNORECASE),  # checkpoint-3
@@ -50,13 +50,23 @@ def epoch_from_name(name: str, pattern: Optional[re.Pattern] = None) -> Optional
         match = pattern.search(name)
         text = (match.group(1) if match.groups() else match.group(0)) if match else None
     else:
-        stem = name[: -len(Path(name).suffix)] if Path(name).suffix else name
+        stem = name[: -len(suffix)] if (suffix := checkpoint_suffix(name)) else name
         match = next((m for m in (rule.search(stem) for rule in NAME_RULES) if m), None)
         text = match.group(1) if match else None
     try:
         return int(text) if text is not None else None
     except ValueError:  # a user pattern whose group matched something else than digits
         return None
+
+
+def checkpoint_suffix(name: str) -> Optional[str]:
+    """The checkpoint suffix `name` ends with (the longest), or None for other files.
+
+    Example:
+        >>> checkpoint_suffix("checkpoint-3.pth.tar"), checkpoint_suffix("metrics.csv")
+        ('.pth.tar', None)
+    """
+    return max((s for s in SUFFIXES if name.lower().endswith(s)), key=len, default=None)
 
 
 @dataclass
@@ -102,7 +112,7 @@ def scan_folder(folder: Path | str, pattern: Optional[str] = None) -> FolderScan
         raise OverfocusError(f"{folder} is not a folder: pass a run directory or a folder of checkpoint files")
     regex = compile_pattern(pattern)
     scan = FolderScan(folder)
-    candidates = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+    candidates = sorted(p for p in folder.iterdir() if p.is_file() and checkpoint_suffix(p.name))
     if not candidates:
         raise OverfocusError(f"{folder} holds no checkpoint files ({' '.join(SUFFIXES)}) and no run.json: pass "
                              "a run directory of `overfocus train` or the folder your training saved into")
