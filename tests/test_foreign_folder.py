@@ -248,3 +248,48 @@ def test_shards_of_a_folder_merge_into_the_one_process_files(own_loop, tmp_path,
         assert (tmp_path / "one" / "analysis" / name).read_text() == \
             (tmp_path / "sharded" / "analysis" / name).read_text(), name
     shutil.rmtree(tmp_path / "one")
+
+
+def test_watch_analyses_new_checkpoints_until_ctrl_c(own_loop, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    save_foreign(folder, 0, own_loop[0])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "overfocus", "analyze", str(folder), *FOLDER_ARGS, "--methods", "grad_cam",
+           "--metrics", "area_ratio", "--watch", "--interval", "0.2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    meta_path = folder / "overfocus" / "analysis" / "analysis.json"
+
+    summary_path = folder / "overfocus" / "analysis" / "summary.csv"
+
+    def wait_for(epochs):
+        """Until the poll that analysed `epochs` has written its last file (the summary)."""
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if meta_path.is_file() and summary_path.is_file() and \
+                    json.loads(meta_path.read_text())["epochs_done"] == epochs and \
+                    f"\n{epochs[-1]}," in summary_path.read_text():
+                time.sleep(0.5)  # the report is printed right after
+                return True
+            time.sleep(0.2)
+        return False
+
+    try:
+        assert wait_for([0])
+        save_foreign(folder, 1, own_loop[1])  # the training writes its next checkpoint
+        assert wait_for([0, 1])
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err.strip().splitlines()[-1]
+    assert "analysed epochs 1;" in out
+    assert [json.loads(line)["epoch"] for line in (folder / "overfocus" / "metrics.jsonl").read_text().splitlines()] \
+        == [0, 1]

@@ -104,7 +104,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             receives run.json, metrics.jsonl and analysis/ (default FOLDER/overfocus).
         shard: "R/W" or (R, W): compute only share R of W (no torch.distributed, e.g. one task of
             a job array) into `analysis/parts/`; a later call without `shard` merges complete sets.
-        show_progress: progress bars on a terminal.
+        show_progress: progress bars on a terminal, and (for a folder) the lines naming the chosen
+            layer and the files without an epoch.
         folder: for a folder of checkpoints: the model (`--model`/`--arch`, ...), preprocessing,
             epoch pattern and accuracy log (`FolderOptions`).
 
@@ -118,7 +119,7 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         ['area_ratio', 'box_iou', 'confidence', 'correct', 'coverage_global', ...]
     """
     runtime = make_runtime(device, amp, channels_last, shard)
-    source = open_source(run_dir, data, folder, out, layer, show=runtime.dist.is_main)
+    source = open_source(run_dir, data, folder, out, layer, show=show_progress and runtime.dist.is_main)
     info = source.info
     selection = select_epochs(epochs, source.epochs(), source.root)
     runner = prepare(source, runtime, Choices(data or info.data_spec, split, limit, batch_size or info.batch_size,

@@ -37,8 +37,9 @@ every rank takes its share of each checkpoint's batches and rank 0 writes the sa
 process would; a killed multi-process call leaves finished parts that the next call reuses
 (docs/distributed.md). For a folder of checkpoints the output folder (default FOLDER/overfocus, or
 --out) holds run.json, metrics.jsonl (train/test accuracy measured per checkpoint, or read from
---metrics-file) and analysis/: render, compare and tensorboard take it as a run. Files that give no
-epoch or cannot be loaded are named on stderr and skipped; the exit code is then 2.
+--metrics-file) and analysis/: render, compare and tensorboard take it as a run. Files whose names
+give no epoch are listed once and skipped; checkpoints that cannot be loaded are named on stderr and
+skipped, the others analysed, and the exit code is then 2.
 """
 
 
@@ -75,6 +76,9 @@ def register(sub) -> None:
                    "folder (default FOLDER/overfocus)")
     p.add_argument("--force", action="store_true", help="recompute the selected epochs; replaces an "
                    "analysis made with other settings")
+    p.add_argument("--watch", action="store_true", help="keep polling for new checkpoints until Ctrl-C (a training "
+                   "that is still going)")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls of --watch (default 30)")
     add_folder_args(p)
     p.set_defaults(func=run)
 
@@ -91,8 +95,7 @@ def add_folder_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epoch-column", default="epoch", help="epoch column of --metrics-file (default epoch)")
     g.add_argument("--train-acc-column", help="train accuracy column (default: train_acc, train_accuracy, ...)")
     g.add_argument("--test-acc-column", help="test accuracy column (default: test_acc, val_acc, ...)")
-    g.add_argument("--watch", action="store_true", help="keep polling for new checkpoints until Ctrl-C")
-    g.add_argument("--interval", type=float, default=30.0, help="seconds between polls of --watch (default 30)")
+
 
 
 def _names(text):
@@ -107,7 +110,7 @@ VALUE_OPTIONS = ("epochs", "methods", "metrics", "probe", "data", "split", "targ
 FLAG_OPTIONS = ("amp", "channels_last", "force", "small_input", "trust_pickle")
 FOLDER_ONLY = ("model", "arch", "num_classes", "width", "strip_prefix", "image_size", "mean", "std",
                "epoch_pattern", "metrics_file", "train_acc_column", "test_acc_column", "small_input",
-               "trust_pickle", "watch")
+               "trust_pickle")
 
 
 def forwarded_argv(args: argparse.Namespace) -> list:
@@ -129,11 +132,11 @@ def run(args: argparse.Namespace) -> int:
         preflight(args.run, args.epochs, args.device, nproc=args.nproc, shard=args.shard,
                   epoch_pattern=args.epoch_pattern)
         return relaunch_with_torchrun(args.nproc, "analyze", strip_nproc(forwarded_argv(args)))
-    while True:
-        code = _analyze_once(args, foreign)
-        if not args.watch:
-            return code
-        time.sleep(args.interval)  # Ctrl-C here or in a call: the CLI exits 130, finished epochs kept
+    code = _analyze_once(args, foreign, first=True)
+    while args.watch:  # Ctrl-C while waiting or analysing: the CLI exits 130, finished epochs kept
+        time.sleep(args.interval)
+        code = _analyze_once(args, foreign, first=False)
+    return code
 
 
 def _check_folder_options(args: argparse.Namespace, foreign: bool) -> None:
@@ -147,9 +150,10 @@ def _check_folder_options(args: argparse.Namespace, foreign: bool) -> None:
         raise OverfocusError(f"--interval {args.interval:g}: use a positive number of seconds")
 
 
-def _analyze_once(args: argparse.Namespace, foreign: bool) -> int:
+def _analyze_once(args: argparse.Namespace, foreign: bool, first: bool) -> int:
+    """One analyze call; later polls of --watch speak only when they analysed something."""
     try:
-        result = _analyze(args, foreign)
+        result = _analyze(args, foreign, show=first)
     except OverfocusError:
         if not env_info_is_main():
             return 2  # rank 0 prints the one line; the other ranks exit quietly
@@ -160,10 +164,12 @@ def _analyze_once(args: argparse.Namespace, foreign: bool) -> int:
         print(f"shard {args.shard}: parts of epochs {_ranges(result.computed) or 'none'} written to "
               f"{result.folder / 'parts'}; run `overfocus analyze {args.run}` once every shard is done")
         return 0
-    _report(result)
+    if first or result.computed:
+        _report(result)
     if foreign and result.skipped:
-        print(f"overfocus analyze: error: {len(result.skipped)} checkpoint(s) of {args.run} could not be analysed "
-              f"(named above; listed in {result.folder / 'analysis.json'}); the others were", file=sys.stderr)
+        if first or result.computed:
+            print(f"overfocus analyze: error: {len(result.skipped)} checkpoint(s) of {args.run} could not be "
+                  f"analysed (listed in {result.folder / 'analysis.json'}); the others were", file=sys.stderr)
         return 2
     return 0
 
@@ -174,14 +180,14 @@ def env_info_is_main() -> bool:
     return env_info().is_main
 
 
-def _analyze(args: argparse.Namespace, foreign: bool):
+def _analyze(args: argparse.Namespace, foreign: bool, show: bool = True):
     from ..analysis import analyze
 
     return analyze(args.run, epochs=args.epochs, methods=_names(args.methods), metrics=_names(args.metrics),
                    probe=args.probe, data=args.data, split=args.split, target=args.target, layer=args.layer,
                    batch_size=args.batch_size, limit=args.limit, device=args.device, amp=args.amp,
                    channels_last=args.channels_last, human=args.human, force=args.force, out=args.out,
-                   shard=args.shard, folder=folder_options(args) if foreign else None)
+                   shard=args.shard, show_progress=show, folder=folder_options(args) if foreign else None)
 
 
 def folder_options(args: argparse.Namespace):
