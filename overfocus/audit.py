@@ -135,9 +135,12 @@ def resolve_source(target: str | Path) -> Source:
     """A run directory -> its latest checkpoint; a checkpoint inside RUN/checkpoints -> with its run."""
     path = Path(target)
     if path.is_dir():
+        from .analysis.runsource import listed_checkpoint
+
         run = RunDir(path)
         manifest = run.read_manifest()
-        return Source(run.checkpoint_path(_last_epoch(run)), run, manifest)
+        foreign = listed_checkpoint(path, manifest)  # the output folder of `analyze FOLDER`
+        return Source(foreign or run.checkpoint_path(_last_epoch(run)), run, manifest)
     if not path.is_file():
         raise OverfocusError(f"{path} does not exist: pass a checkpoint file or a run directory")
     run = RunDir(path.resolve().parent.parent)
@@ -182,12 +185,13 @@ def model_options(opts: AuditOptions, source: Source) -> ModelOptions:
     cfg = source.manifest.get("config", {}).get("model", {})
     m = opts.model
     given = m.model or m.arch
-    return ModelOptions(model=m.model or (None if m.arch else cfg.get("name")), arch=m.arch,
+    return ModelOptions(model=m.model or (None if m.arch else cfg.get("name")),
+                        arch=m.arch or (None if m.model else cfg.get("arch")),
                         layer=m.layer or (None if given else source.manifest.get("gradcam_layer")),
                         num_classes=m.num_classes or source.manifest.get("num_classes"),
                         width=m.width if given else float(cfg.get("width", m.width)),
                         small_input=m.small_input if given else bool(cfg.get("small_input", m.small_input)),
-                        trust_pickle=m.trust_pickle)
+                        trust_pickle=m.trust_pickle, strip_prefix=m.strip_prefix)
 
 
 def open_audit_data(prep: Preprocessing, limit: int):

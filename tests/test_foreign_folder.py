@@ -126,6 +126,18 @@ def test_folder_records_equal_the_same_weights_as_a_run(own_loop, tiny_run, tmp_
     figures = out_dir / "figures"
     assert {"gap.png", "metrics.png", "evolution_grad_cam.gif", "filmstrip_grad_cam.png"} <= \
         {p.name for p in figures.iterdir()}
+    # the other readers of an analysed run take the output folder unchanged
+    code, out, err = cli(capsys, "compare", out_dir, run, "--formats", "gif", "--size", "160", "--out",
+                         tmp_path / "cmp")
+    assert code == 0 and "ckpts_vs_run" not in out and (tmp_path / "cmp" / "last_epoch.csv").is_file(), err
+    assert "ckpts" in (tmp_path / "cmp" / "last_epoch.csv").read_text()  # labelled by the checkpoint folder
+    code, out, err = cli(capsys, "audit", out_dir, "--limit", "12", "--out", tmp_path / "audit")
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert code == 0 and report["inputs"]["checkpoint"].endswith(NAMES[2]), err
+    assert report["history"]["epoch"] == 2
+    pytest.importorskip("tensorboard")
+    code, out, err = cli(capsys, "tensorboard", out_dir)
+    assert code == 0 and list((out_dir / "tensorboard").glob("events.out.tfevents.*")), err
 
 
 class NotWeights:

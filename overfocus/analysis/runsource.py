@@ -106,6 +106,21 @@ def open_source(path: Path | str, data: Optional[str] = None, folder: Optional[F
     return CheckpointFolder(path, folder or FolderOptions(), data, out, layer, show)
 
 
+def listed_checkpoint(root: Path | str, manifest: Dict[str, Any]) -> Optional[Path]:
+    """The last checkpoint file that a foreign folder's output run.json lists (what `overfocus
+    audit OUT` audits), or None for a run directory of `overfocus train`.
+
+    Example:
+        >>> listed_checkpoint("ck/overfocus", {"source": {"kind": FOREIGN_KIND},
+        ...                   "epochs": [{"epoch": 3, "file": "../epoch_3.pt"}]}).name
+        'epoch_3.pt'
+    """
+    if (manifest.get("source") or {}).get("kind") != FOREIGN_KIND or not manifest.get("epochs"):
+        return None
+    last = max(manifest["epochs"], key=lambda e: e["epoch"])
+    return Path(root) / last["file"]
+
+
 # ---- a run directory of `overfocus train` --------------------------------------------------------
 class OwnRun(RunSource):
     def __init__(self, root: Path, manifest: Dict[str, Any], out: Optional[Path | str]):

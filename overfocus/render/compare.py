@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import OverfocusError
 from ..fileio import atomic_write_text
-from .io import Analysis, load_analysis, method_name
+from .io import Analysis, load_analysis, method_name, run_name
 from .overlay import attribution_panel
 from .video import (Cell, FrameStyle, check_fps, check_style, compose_frame, compute_layout, fmt_num, fmt_pct,
                     prediction_caption, write_video)
@@ -74,7 +74,7 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
 
 def run_labels(run_dirs: Sequence[Path | str], labels: Optional[Sequence[str]]) -> List[str]:
     """The given labels (one per run, distinct) or the run folder names."""
-    names = list(labels) if labels else [Path(r).resolve().name for r in run_dirs]
+    names = list(labels) if labels else [run_name(r) for r in run_dirs]
     if len(names) != len(run_dirs):
         raise OverfocusError(f"--labels has {len(names)} names for {len(run_dirs)} runs: give one label per run")
     if len(set(names)) != len(names):
