@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,61 @@ def test_watch_analyses_new_checkpoints_until_ctrl_c(own_loop, tmp_path):
     assert "analysed epochs 1;" in out
     assert [json.loads(line)["epoch"] for line in (folder / "overfocus" / "metrics.jsonl").read_text().splitlines()] \
         == [0, 1]
+
+
+class TinyNet(torch.nn.Module):
+    """A model overfocus does not know (`--arch test_foreign_folder:TinyNet`)."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                         torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU())
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.head = torch.nn.Linear(6, num_classes)
+
+    def forward(self, x):
+        return self.head(self.pool(self.trunk(x)).flatten(1))
+
+
+def test_unknown_model_from_torchscript_gets_the_last_spatial_layer(tmp_path, capsys):
+    import warnings
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for epoch in (1, 2):
+            torch.jit.save(torch.jit.script(TinyNet().eval()), str(folder / f"{epoch}.pt"))
+    code, _, err = cli(capsys, "analyze", folder, "--arch", "test_foreign_folder:TinyNet", "--data", SPEC,
+                       "--image-size", "32", "--device", "cpu", "--methods", "grad_cam", "--metrics", "area_ratio")
+    assert code == 0, err
+    assert "attribution layer 'trunk'" in err and "--layer" in err  # the conv trunk, named, with the way out
+    meta = json.loads((folder / "overfocus" / "analysis" / "analysis.json").read_text())
+    assert meta["epochs_done"] == [1, 2] and meta["layer"] == "trunk"
+
+
+def test_timm_models_and_the_extra_they_need(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    timm = pytest.importorskip("timm")
+    torch.save(timm.create_model("resnet10t", num_classes=3).state_dict(), folder / "checkpoint-1.pth")
+    args = ["analyze", folder, "--model", "timm:resnet10t", "--data", SPEC, "--image-size", "64", "--device", "cpu",
+            "--methods", "grad_cam", "--metrics", "area_ratio"]
+    code, _, err = cli(capsys, *args)
+    assert code == 0 and "attribution layer 'layer4'" in err, err  # 2 x 2 at 64 px: the trunk's end
+    monkeypatch.setitem(sys.modules, "timm", None)  # as where the integrations extra is not installed
+    code, _, err = cli(capsys, *args, "--force")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and 'pip install "overfocus[integrations]"' in err
+
+
+def test_torchvision_names_beside_ours():
+    from overfocus.loading import ModelOptions, build_target
+
+    model, desc, layer, _ = build_target(ModelOptions(model="mobilenet_v3_small"), 3)
+    assert desc.startswith("torchvision mobilenet_v3_small") and layer is None  # found by auto_layer
+    assert model.classifier[-1].out_features == 3
+    _, desc, layer, _ = build_target(ModelOptions(model="resnet18", width=0.125), 3)
+    assert desc.startswith("resnet18 (width 0.125") and layer == "layer4"  # our registry wins
+    with pytest.raises(OverfocusError, match="no_such_net"):
+        build_target(ModelOptions(model="no_such_net"), 3)
