@@ -364,3 +364,25 @@ def test_torchvision_names_beside_ours():
     assert desc.startswith("resnet18 (width 0.125") and layer == "layer4"  # our registry wins
     with pytest.raises(OverfocusError, match="no_such_net"):
         build_target(ModelOptions(model="no_such_net"), 3)
+
+
+@pytest.mark.slow  # a torchrun launch of two processes (~30 s on 2 cores); the --shard test above is fast
+def test_two_ranks_of_a_folder_write_the_files_of_one_process(own_loop, tmp_path, capsys):
+    import os
+    import subprocess
+
+    from test_distributed_analyze import assert_same_analysis
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    for epoch in (0, 1):
+        save_foreign(folder, epoch, own_loop[epoch])
+    args = [*FOLDER_ARGS, "--methods", "grad_cam"]
+    assert cli(capsys, "analyze", folder, *args, "--out", tmp_path / "one")[0] == 0
+    res = subprocess.run([sys.executable, "-m", "overfocus", "analyze", str(folder), *args, "--nproc", "2", "--out",
+                          str(tmp_path / "two")], env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                         text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("analysed epochs 0-1") == 1
+    assert_same_analysis(tmp_path / "one", tmp_path / "two")
+    assert (tmp_path / "two" / "metrics.jsonl").read_text() == (tmp_path / "one" / "metrics.jsonl").read_text()
