@@ -386,3 +386,31 @@ def test_two_ranks_of_a_folder_write_the_files_of_one_process(own_loop, tmp_path
     assert res.stdout.count("analysed epochs 0-1") == 1
     assert_same_analysis(tmp_path / "one", tmp_path / "two")
     assert (tmp_path / "two" / "metrics.jsonl").read_text() == (tmp_path / "one" / "metrics.jsonl").read_text()
+
+
+def test_another_model_or_preprocessing_needs_force(own_loop, tmp_path, capsys):
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    save_foreign(folder, 0, own_loop[0])
+    args = [*FOLDER_ARGS, "--methods", "grad_cam", "--metrics", "area_ratio"]
+    assert cli(capsys, "analyze", folder, *args)[0] == 0
+    first = (folder / "overfocus" / "analysis" / "records" / "epoch_0000.csv").read_text()
+    code, _, err = cli(capsys, "analyze", folder, *args, "--mean", "0.5,0.5,0.5")
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and "mean" in errors[0] and "--force" in errors[0], err
+    code, out, err = cli(capsys, "analyze", folder, *args, "--mean", "0.5,0.5,0.5", "--force")
+    assert code == 0 and "analysed epochs 0;" in out, err
+    assert (folder / "overfocus" / "analysis" / "records" / "epoch_0000.csv").read_text() != first
+
+
+def test_safetensors_without_the_package_is_skipped_with_one_line(own_loop, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    save_foreign(folder, 0, own_loop[0])  # .ckpt
+    save_foreign(folder, 2, own_loop[2])  # .safetensors
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)  # as where safetensors is not installed
+    code, _, err = cli(capsys, "analyze", folder, *FOLDER_ARGS, "--methods", "grad_cam", "--metrics", "area_ratio")
+    assert code == 2
+    line = [x for x in err.splitlines() if "skipped epoch 2:" in x]
+    assert len(line) == 1 and "pip install safetensors" in line[0]
+    assert json.loads((folder / "overfocus" / "analysis" / "analysis.json").read_text())["epochs_done"] == [0]

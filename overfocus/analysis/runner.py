@@ -285,7 +285,7 @@ class Runner:
         """Rank 0: analysis.json, the probe images, stale parts removed, the epochs to do."""
         selected, missing = selection
         state = prepare_folder(folder, self.settings, self.data.classes, force)
-        self.source.begin()
+        self.source.begin(force)
         known = set(self.source.epochs())  # forget skips of epochs the run does not have
         state["skipped"] = [s for s in state.get("skipped", []) if s["epoch"] in known]
         done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)

@@ -79,7 +79,7 @@ class RunSource:
     def analysis_folder(self, out: Optional[Path | str]) -> Path:
         return self.out_root / "analysis"
 
-    def begin(self) -> None:
+    def begin(self, force: bool = False) -> None:
         """Rank 0, before the loop: run-level files the later stages read."""
 
     def history_missing(self, epochs: List[int]) -> List[int]:
@@ -230,11 +230,24 @@ class CheckpointFolder(RunSource):
             raise OverfocusError(f"checkpoint {path.name}: {exc}") from None
 
     # -- run-level files of the output folder --
-    def begin(self) -> None:
-        """run.json (the recipe and the files), and the training's own accuracy log when given."""
+    def begin(self, force: bool = False) -> None:
+        """run.json (the recipe and the files), and the training's own accuracy log when given.
+
+        The analysis settings that analysis.json compares do not include the model: an output
+        folder made with another model (or preprocessing) is refused here unless `force`, and
+        then its measured accuracies are measured again."""
         run = RunDir(self.out_root)
+        manifest = self._manifest()
+        if run.exists():
+            old = _recipe(run.read_manifest())
+            if old != _recipe(manifest):
+                if not force:
+                    raise OverfocusError(f"{self.out_root} holds the analysis of another model or preprocessing "
+                                         f"({_difference(old, _recipe(manifest))}): pass --force to replace it, or "
+                                         "--out DIR to keep both")
+                self._write_history({})
         self.out_root.mkdir(parents=True, exist_ok=True)
-        run.write_manifest(self._manifest())
+        run.write_manifest(manifest)
         if self.opts.metrics_file:
             given = read_history(self.opts.metrics_file, self.opts.columns)
             self._write_history({**self._history(), **given})
@@ -290,6 +303,18 @@ class CheckpointFolder(RunSource):
             self._gap_loaders = {"train": make_loader(subset, i.batch_size, 0),
                                  "test": make_loader(test, i.batch_size, 0)}
         return self._gap_loaders
+
+
+def _recipe(manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """What makes two analyses of one folder comparable: the model and the preprocessing."""
+    cfg = manifest.get("config") or {}
+    data = cfg.get("data") or {}
+    return {**(cfg.get("model") or {}), **{k: data.get(k) for k in ("image_size", "mean", "std")}}
+
+
+def _difference(old: Dict[str, Any], new: Dict[str, Any]) -> str:
+    key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    return f"{key} {old.get(key)!r}, this call {new.get(key)!r}"
 
 
 def _open(spec: str, split: str, size: int):
