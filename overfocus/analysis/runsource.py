@@ -190,10 +190,8 @@ class CheckpointFolder(RunSource):
         if show:
             print(f"overfocus analyze: {self.description}; attribution layer {chosen!r} ({why})", file=sys.stderr)
         self.info = RunInfo(opts.model.model or opts.model.arch, opts.model.width, opts.model.small_input,
-                            num_classes, data, size, mean, std, DEFAULT_BATCH, 0, chosen,
-                            latent if (latent and not (layer or opts.model.layer)) else chosen,
+                            num_classes, data, size, mean, std, DEFAULT_BATCH, 0, chosen, latent or chosen,
                             _probe_ids(test))
-        self._history_path = self.out_root / "metrics.jsonl"
 
     def _classes_from_weights(self) -> Optional[int]:
         """The output size of the first readable checkpoint (unreadable ones are reported later)."""
