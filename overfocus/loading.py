@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -31,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from .errors import OverfocusError
-from .rundir import load_checkpoint, sha256_file
+from .rundir import is_torchscript, load_checkpoint, sha256_file  # noqa: F401 (is_torchscript re-exported)
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")
 PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel and torch.compile wrappers: always stripped
@@ -49,6 +48,7 @@ class ModelOptions:
     width: float = 1.0
     small_input: bool = False
     trust_pickle: bool = False
+    batch_norm: Optional[bool] = None  # model.batch_norm (None = the architecture's default)
     strip_prefix: Optional[str] = None  # key prefix to remove; None = the one that makes keys match
 
 
@@ -90,15 +90,6 @@ def load_model(path: Path | str, opts: ModelOptions) -> LoadedModel:
     if isinstance(state, nn.Module):  # {"model": module} saved by a trusted pickle
         return _from_module(state, path, sha, opts)
     return _from_state_dict(state, payload, path, sha, opts)
-
-
-def is_torchscript(path: Path) -> bool:
-    """A TorchScript archive is a zip with a `<name>/code/` folder; torch.save zips have none."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
 
 
 def is_safetensors(path: Path) -> bool:
@@ -263,7 +254,7 @@ def build_target(opts: ModelOptions, num_classes: int) -> Tuple[nn.Module, str, 
             model = build_arch(f"torchvision.models:{opts.model}", num_classes)
             return model, f"torchvision {opts.model} ({num_classes} classes)", None, None
         entry = MODELS.get(opts.model)
-        model = build_model(opts.model, num_classes, opts.width, opts.small_input)
+        model = build_model(opts.model, num_classes, opts.width, opts.small_input, opts.batch_norm)
         desc = (f"{opts.model} (width {opts.width:g}, {'small input, ' if opts.small_input else ''}"
                 f"{num_classes} classes)")
         return model, desc, entry.gradcam_layer, entry.latent_layer

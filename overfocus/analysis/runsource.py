@@ -145,7 +145,7 @@ class OwnRun(RunSource):
         from ..models import build_model
 
         i = self.info
-        return build_model(i.model_name, i.num_classes, i.width, i.small_input)
+        return build_model(i.model_name, i.num_classes, i.width, i.small_input, i.batch_norm)
 
     def load_into(self, model: torch.nn.Module, epoch: int) -> None:
         path = self.checkpoint(epoch)

@@ -88,7 +88,7 @@ def model_options(args: argparse.Namespace):
 
     return ModelOptions(args.model, args.arch, args.layer, args.num_classes,
                         args.width if args.width is not None else 1.0, args.small_input, args.trust_pickle,
-                        args.strip_prefix)
+                        strip_prefix=args.strip_prefix)
 
 
 def options(args: argparse.Namespace):

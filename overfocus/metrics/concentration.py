@@ -1,7 +1,7 @@
 """Concentration of a map: Gini coefficient and normalised entropy (optional measures).
 
 Both are scale-free, so normalising the map first changes nothing. An all-zero map has no
-distribution: both are NaN there. Both work on a whole batch at once; the Gini sort runs in
+distribution: both are NaN there, and so for a map holding NaN/inf (degenerate in normalize_maps). Both work on a whole batch at once; the Gini sort runs in
 numpy on the CPU (its SIMD sort is an order of magnitude faster than torch's there).
 """
 from __future__ import annotations
@@ -30,12 +30,13 @@ def gini(maps, boxes=None, labels=None, human=None) -> torch.Tensor:
         [0.0, 0.75]
     """
     mb = MapBatch.wrap(maps, boxes)
-    ordered = _sorted_rows(mb.positive.reshape(len(mb), -1))
+    ordered = _sorted_rows(mb.positive.flatten(1))
     n = ordered.shape[1]
     index = torch.arange(1, n + 1, dtype=torch.float64, device=ordered.device)
     total = ordered.sum(dim=1)
-    g = (2 * (ordered @ index)) / (n * torch.where(total > 0, total, 1.0)) - (n + 1) / n
-    return torch.where(total > 0, g, torch.full_like(g, math.nan)).float().cpu()
+    valid = (total > 0) & ~mb.degenerate.to(total.device)  # NaN exactly where entropy is (NaN/inf maps too)
+    g = (2 * (ordered @ index)) / (n * torch.where(valid, total, 1.0)) - (n + 1) / n
+    return torch.where(valid, g, torch.full_like(g, math.nan)).float().cpu()
 
 
 def entropy(maps, boxes=None, labels=None, human=None) -> torch.Tensor:
@@ -52,7 +53,7 @@ def entropy(maps, boxes=None, labels=None, human=None) -> torch.Tensor:
         [1.0, 0.0]
     """
     mb = MapBatch.wrap(maps, boxes)
-    flat = mb.normalized.reshape(len(mb), -1)
+    flat = mb.normalized.flatten(1)  # flatten, not reshape(B, -1): B may be 0
     total = flat.sum(dim=1, dtype=torch.float64)
     safe = torch.where(total > 0, total, 1.0)
     spread = torch.special.entr(flat).sum(dim=1, dtype=torch.float64)

@@ -100,7 +100,8 @@ def pointing_game(maps, boxes=None, labels=None, human=None, tolerance: float = 
 def energy_pg(maps, boxes=None, labels=None, human=None, eps: float = 1e-7) -> torch.Tensor:
     """Energy pointing game: positive attribution inside the union of boxes / total positive.
 
-    0 where the total is below `eps` (1e-7); NaN where the image has no box.
+    0 where the total is below `eps` (1e-7) or not finite (a map holding NaN/inf); NaN where the
+    image has no box.
 
     Example:
         >>> m = torch.zeros(1, 4, 6); m[0, 1, 4] = 3.0; m[0, 3, 0] = 1.0   # row 1, column 4
@@ -111,5 +112,6 @@ def energy_pg(maps, boxes=None, labels=None, human=None, eps: float = 1e-7) -> t
     positive, masks = mb.positive, mb.masks
     total = positive.sum(dim=(1, 2))
     inside = torch.where(masks, positive, 0.0).sum(dim=(1, 2))
-    energy = torch.where(total < eps, torch.zeros_like(total), inside / torch.where(total < eps, 1.0, total))
+    empty = (total < eps) | ~torch.isfinite(total)  # NaN/inf maps are degenerate, as in normalize_maps: 0
+    energy = torch.where(empty, torch.zeros_like(total), inside / torch.where(empty, 1.0, total))
     return _nan_without_box(mb, energy)
