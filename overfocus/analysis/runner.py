@@ -134,9 +134,8 @@ def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
     Example:
         >>> preflight("runs/demo", "0:10", device="cpu", nproc=2)                 # doctest: +SKIP
     """
-    from ..device import resolve_device
-
     from ..checkpoints import scan_folder
+    from ..device import resolve_device
     from ..rundir import RunDir
 
     run = RunDir(run_dir)
@@ -284,8 +283,8 @@ class Runner:
     def _plan(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> Plan:
         """Rank 0: analysis.json, the probe images, stale parts removed, the epochs to do."""
         selected, missing = selection
+        self.source.begin(force)  # a foreign folder's run.json first: it refuses another model
         state = prepare_folder(folder, self.settings, self.data.classes, force)
-        self.source.begin(force)
         known = set(self.source.epochs())  # forget skips of epochs the run does not have
         state["skipped"] = [s for s in state.get("skipped", []) if s["epoch"] in known]
         done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)
