@@ -135,9 +135,12 @@ def resolve_source(target: str | Path) -> Source:
     """A run directory -> its latest checkpoint; a checkpoint inside RUN/checkpoints -> with its run."""
     path = Path(target)
     if path.is_dir():
+        from .analysis.runsource import listed_checkpoint
+
         run = RunDir(path)
         manifest = run.read_manifest()
-        return Source(run.checkpoint_path(_last_epoch(run)), run, manifest)
+        foreign = listed_checkpoint(path, manifest)  # the output folder of `analyze FOLDER`
+        return Source(foreign or run.checkpoint_path(_last_epoch(run)), run, manifest)
     if not path.is_file():
         raise OverfocusError(f"{path} does not exist: pass a checkpoint file or a run directory")
     run = RunDir(path.resolve().parent.parent)
@@ -189,7 +192,7 @@ def model_options(opts: AuditOptions, source: Source) -> ModelOptions:
                         width=m.width if given else float(cfg.get("width", m.width)),
                         small_input=m.small_input if given else bool(cfg.get("small_input", m.small_input)),
                         batch_norm=m.batch_norm if given else cfg.get("batch_norm"),
-                        trust_pickle=m.trust_pickle)
+                        trust_pickle=m.trust_pickle, strip_prefix=m.strip_prefix)
 
 
 def open_audit_data(prep: Preprocessing, limit: int):

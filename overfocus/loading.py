@@ -11,6 +11,11 @@ Accepted files:
 Everything except TorchScript and trusted pickles goes through `overfocus.rundir.load_checkpoint`
 (`torch.load(weights_only=True)`). TorchScript modules do not support forward hooks, so attribution
 needs an eager copy: pass `--model`/`--arch` and the archive's weights are loaded into it.
+
+The same reading serves `overfocus analyze FOLDER` (one file per epoch, see
+`overfocus.checkpoints`): `read_weights` turns any accepted file (state_dict, wrapper, Lightning
+`.ckpt`, safetensors, TorchScript) into a state_dict, and `check_and_load` strips the prefix
+(`module.`, `_orig_mod.`, `model.`) that makes its keys those of the model.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import inspect
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -27,8 +32,9 @@ import torch.nn as nn
 from .errors import OverfocusError
 from .rundir import is_torchscript, load_checkpoint, sha256_file  # noqa: F401 (is_torchscript re-exported)
 
-WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
-PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel and torch.compile wrappers
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")
+PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel and torch.compile wrappers: always stripped
+FIT_PREFIXES = ("module.", "_orig_mod.", "model.")  # stripped where that makes the keys the model's
 
 
 @dataclass
@@ -43,6 +49,7 @@ class ModelOptions:
     small_input: bool = False
     trust_pickle: bool = False
     batch_norm: Optional[bool] = None  # model.batch_norm (None = the architecture's default)
+    strip_prefix: Optional[str] = None  # key prefix to remove; None = the one that makes keys match
 
 
 @dataclass
@@ -76,13 +83,52 @@ def load_model(path: Path | str, opts: ModelOptions) -> LoadedModel:
     sha = sha256_file(path)
     if is_torchscript(path):
         return _from_torchscript(path, sha, opts)
-    payload = load_checkpoint(path, trust_pickle=opts.trust_pickle)
+    payload = read_safetensors(path) if is_safetensors(path) else load_checkpoint(path, trust_pickle=opts.trust_pickle)
     if isinstance(payload, nn.Module):
         return _from_module(payload, path, sha, opts)
     state = extract_state_dict(payload, path)
     if isinstance(state, nn.Module):  # {"model": module} saved by a trusted pickle
         return _from_module(state, path, sha, opts)
     return _from_state_dict(state, payload, path, sha, opts)
+
+
+def is_safetensors(path: Path) -> bool:
+    return Path(path).suffix == ".safetensors"
+
+
+def read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
+    """A .safetensors file's tensors (no pickle involved); the package is an optional extra."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise OverfocusError(f"{path} is a safetensors file and the safetensors package is not installed: "
+                             'pip install safetensors (or pip install "overfocus[integrations]")') from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for damaged headers
+        raise OverfocusError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
+
+
+def read_weights(path: Path | str, trust_pickle: bool = False) -> Dict[str, torch.Tensor]:
+    """The state_dict of any accepted file, prefixes of the model's keys still on (see fit_keys).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "epoch=3-step=120.ckpt"
+        >>> torch.save({"epoch": 3, "state_dict": {"model.fc.weight": torch.zeros(2, 4)}}, path)
+        >>> list(read_weights(path))
+        ['model.fc.weight']
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OverfocusError(f"checkpoint {path} does not exist: check the path")
+    if is_safetensors(path):
+        return read_safetensors(path)
+    if is_torchscript(path):
+        return dict(_load_torchscript(path).state_dict())
+    payload = load_checkpoint(path, trust_pickle=trust_pickle)
+    state = payload if isinstance(payload, nn.Module) else extract_state_dict(payload, path)
+    return dict(state.state_dict()) if isinstance(state, nn.Module) else state
 
 
 def extract_state_dict(payload: Any, path: Path) -> Any:
@@ -108,15 +154,67 @@ def strip_prefixes(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return state
 
 
+def fit_keys(state: Dict[str, torch.Tensor], own_keys: Iterable[str],
+             strip_prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """`state` with the key prefix removed that makes its keys those of the model.
+
+    Wrappers prefix every key: DistributedDataParallel `module.`, torch.compile `_orig_mod.`, a
+    LightningModule holding the network as `self.model` `model.`. Every chain of these prefixes is
+    tried (on the keys that carry it); the one matching most of the model's keys wins. When two
+    chains match equally well the choice is the user's: `strip_prefix` names it.
+
+    Example:
+        >>> fit_keys({"model.fc.weight": 1, "model.fc.bias": 2}, ["fc.weight", "fc.bias"])
+        {'fc.weight': 1, 'fc.bias': 2}
+    """
+    if strip_prefix:
+        if not any(k.startswith(strip_prefix) for k in state):
+            raise OverfocusError(f"--strip-prefix {strip_prefix!r}: no key of the checkpoint starts with it "
+                                 f"(first key: {next(iter(state), 'none')})")
+        return _strip(state, strip_prefix)
+    own = set(own_keys)
+    candidates = _prefix_chains(state)
+    scores = {chain: len(own.intersection(keys)) for chain, keys in candidates.items()}
+    best = max(scores.values())
+    winners = {chain for chain, score in scores.items() if score == best}
+    if len({frozenset(candidates[c]) for c in winners}) > 1 and best > 0:
+        names = " or ".join(repr(c) for c in sorted(winners))
+        raise OverfocusError(f"the checkpoint's keys fit the model equally well after stripping {names}: "
+                             "pass --strip-prefix PREFIX to choose")
+    return candidates[min(winners, key=len)]
+
+
+def _prefix_chains(state: Dict[str, torch.Tensor], depth: int = 3) -> Dict[str, Dict[str, torch.Tensor]]:
+    """{prefix chain: state with it stripped} for every chain of FIT_PREFIXES that keys carry."""
+    found = {"": state}
+    frontier = [""]
+    for _ in range(depth):
+        nxt = []
+        for chain in frontier:
+            for prefix in FIT_PREFIXES:
+                if any(k.startswith(prefix) for k in found[chain]) and chain + prefix not in found:
+                    found[chain + prefix] = _strip(found[chain], prefix)
+                    nxt.append(chain + prefix)
+        frontier = nxt
+    return found
+
+
+def _strip(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
 def infer_num_classes(state: Dict[str, torch.Tensor]) -> Optional[int]:
     """Output size of the last linear layer: the last 2-D `.weight` in the state_dict."""
     last = [v for k, v in state.items() if k.endswith("weight") and torch.is_tensor(v) and v.dim() == 2]
     return int(last[-1].shape[0]) if last else None
 
 
-def check_and_load(model: nn.Module, state: Dict[str, torch.Tensor], target: str) -> None:
-    """load_state_dict(strict) with a one-line message naming the first mismatches and counts."""
+def check_and_load(model: nn.Module, state: Dict[str, torch.Tensor], target: str,
+                   strip_prefix: Optional[str] = None) -> None:
+    """load_state_dict(strict) after `fit_keys`, with a one-line message naming the first
+    mismatches and counts."""
     own = model.state_dict()
+    state = fit_keys(state, own, strip_prefix)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
@@ -146,9 +244,15 @@ def build_target(opts: ModelOptions, num_classes: int) -> Tuple[nn.Module, str, 
     """(model, description, gradcam layer, latent layer) from --model or --arch."""
     if opts.model and opts.arch:
         raise OverfocusError("pass either --model or --arch, not both")
+    if opts.model and opts.model.startswith("timm:"):
+        return build_timm(opts.model.removeprefix("timm:"), num_classes), f"{opts.model} ({num_classes} classes)", \
+            None, None
     if opts.model:
         from .models import MODELS, build_model
 
+        if opts.model not in MODELS and opts.model in torchvision_names():
+            model = build_arch(f"torchvision.models:{opts.model}", num_classes)
+            return model, f"torchvision {opts.model} ({num_classes} classes)", None, None
         entry = MODELS.get(opts.model)
         model = build_model(opts.model, num_classes, opts.width, opts.small_input, opts.batch_norm)
         desc = (f"{opts.model} (width {opts.width:g}, {'small input, ' if opts.small_input else ''}"
@@ -158,6 +262,28 @@ def build_target(opts: ModelOptions, num_classes: int) -> Tuple[nn.Module, str, 
         return build_arch(opts.arch, num_classes), f"{opts.arch} ({num_classes} classes)", None, None
     raise OverfocusError("this file holds only weights: name the architecture with --model NAME "
                          "(see `overfocus list models`) or --arch package.module:Factory")
+
+
+def torchvision_names() -> List[str]:
+    """Classification models of torchvision (`--model resnet34` where our registry has no such name)."""
+    try:
+        import torchvision.models as tvm
+    except ImportError:
+        return []
+    return list(tvm.list_models(module=tvm))
+
+
+def build_timm(name: str, num_classes: int) -> nn.Module:
+    """A timm model with random weights (`--model timm:NAME`); timm is an optional extra."""
+    try:
+        import timm
+    except ImportError:
+        raise OverfocusError(f'--model timm:{name} needs the timm package: pip install "overfocus[integrations]"') \
+            from None
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+    except RuntimeError as exc:  # timm: "Unknown model (...)"
+        raise OverfocusError(f"--model timm:{name}: {_first_line(exc)}; see timm.list_models()") from None
 
 
 def build_arch(spec: str, num_classes: Optional[int]) -> nn.Module:
@@ -198,7 +324,7 @@ def _from_state_dict(state, payload, path: Path, sha: str, opts: ModelOptions) -
     if not num_classes:
         raise OverfocusError(f"cannot tell the number of classes of {path}: pass --num-classes N")
     model, desc, layer, latent = build_target(opts, num_classes)
-    check_and_load(model, state, desc)
+    check_and_load(model, state, desc, opts.strip_prefix)
     epoch = int(payload["epoch"]) if run_ckpt and "epoch" in payload else None
     return LoadedModel(model, "run-checkpoint" if run_ckpt else "state-dict", path, sha, desc, num_classes,
                        opts.layer or layer, opts.layer or latent, epoch=epoch)
@@ -209,14 +335,21 @@ def _from_module(module: nn.Module, path: Path, sha: str, opts: ModelOptions) ->
     return LoadedModel(module, "pickled-module", path, sha, desc, opts.num_classes, opts.layer, opts.layer)
 
 
-def _from_torchscript(path: Path, sha: str, opts: ModelOptions) -> LoadedModel:
+def _load_torchscript(path: Path):
     try:
         with warnings.catch_warnings():  # torch.jit.* deprecation warnings are not the user's business
             warnings.simplefilter("ignore")
-            script = torch.jit.load(str(path), map_location="cpu")
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError and friends for damaged archives
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise OverfocusError(f"TorchScript file {path} cannot be loaded ({reason})") from None
+        raise OverfocusError(f"TorchScript file {path} cannot be loaded ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _from_torchscript(path: Path, sha: str, opts: ModelOptions) -> LoadedModel:
+    script = _load_torchscript(path)
     if not (opts.model or opts.arch):
         note = ("TorchScript modules support no hooks, so attention maps and coverage were skipped: pass "
                 "--model or --arch to load its weights into an eager copy")
@@ -225,7 +358,7 @@ def _from_torchscript(path: Path, sha: str, opts: ModelOptions) -> LoadedModel:
     state = strip_prefixes(dict(script.state_dict()))
     num_classes = opts.num_classes or infer_num_classes(state)
     model, desc, layer, latent = build_target(opts, num_classes or 0)
-    check_and_load(model, state, desc)
+    check_and_load(model, state, desc, opts.strip_prefix)
     return LoadedModel(model, "torchscript", path, sha, f"{desc}, weights from TorchScript", num_classes,
                        opts.layer or layer, opts.layer or latent)
 

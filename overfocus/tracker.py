@@ -229,7 +229,8 @@ class Tracker:
 
     def _manifest(self, layers: Dict[str, str]) -> Dict[str, Any]:
         from .data import image_id_at
-        from .train import PROBE_SIZE, dataset_fingerprint, probe_indices
+        from .accuracy import PROBE_SIZE, probe_indices
+        from .train import dataset_fingerprint
 
         d = self._datasets
         model_cfg = to_dict(ModelConfig(name=self.model_name or "", width=float(self.model_kwargs["width"]),
@@ -270,7 +271,7 @@ class Tracker:
     def _accuracies(self, model: nn.Module, train_acc, test_acc):
         if (train_acc is not None and test_acc is not None) or not self.measure:
             return _optional(train_acc, "train_acc"), _optional(test_acc, "test_acc")
-        from .train import evaluate
+        from .accuracy import evaluate
 
         loaders = self._eval_loaders()
         device = next(model.parameters()).device
@@ -285,7 +286,7 @@ class Tracker:
         """The whole test split and a fixed train subset of its size, as `overfocus train` evaluates."""
         if self._loaders is None:
             from .subset import Subset
-            from .train import fixed_subset_indices, make_loader
+            from .accuracy import fixed_subset_indices, make_loader
 
             ds, d = self._datasets, self.data
             subset = Subset(ds.train, fixed_subset_indices(len(ds.train), len(ds.test), self.seed))
@@ -308,7 +309,7 @@ class Tracker:
     def _probe_set(self):
         if self._probe is None:
             from .live import ProbePass
-            from .train import PROBE_SIZE, probe_indices
+            from .accuracy import PROBE_SIZE, probe_indices
 
             test = self._datasets.test
             self._probe = ProbePass(test, probe_indices(len(test), PROBE_SIZE), layer=self._layers["gradcam_layer"],

@@ -14,15 +14,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import RunConfig, from_dict, to_dict, validate
-from .data import Batch, collate_samples, image_id_at, normalize, open_dataset
+from .data import Batch, image_id_at, normalize, open_dataset
 from .subset import Subset  # the one subset that keeps the dataset's attributes
+from .accuracy import (PROBE_SIZE, evaluate, fixed_subset_indices, make_loader,  # noqa: F401 (shared with analysis)
+                       probe_indices)
 from .data.transforms import BoxAwareAugment
 from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier, env_info, gather_objects,
                           init_process_group)
@@ -35,7 +36,6 @@ from .regularizers import RegContext, StepInfo, build_regularizer
 from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save, load_checkpoint
 from .versions import software_versions
 
-PROBE_SIZE = 16
 
 
 @dataclass
@@ -62,45 +62,10 @@ def open_datasets(cfg: RunConfig) -> Datasets:
                     augment)
 
 
-def fixed_subset_indices(n_total: int, n_pick: int, seed: int) -> List[int]:
-    """Indices of the fixed train subset evaluated each epoch (chosen once per run, sorted)."""
-    g = torch.Generator().manual_seed(seed + 7919)
-    return sorted(torch.randperm(n_total, generator=g)[: min(n_pick, n_total)].tolist())
 
 
-def make_loader(dataset, batch_size: int, num_workers: int, batch_sampler=None) -> torch.utils.data.DataLoader:
-    """In-order loader (evaluation), or one driven by a batch sampler (training).
-
-    Each loader gets its own generator: a DataLoader without one draws its worker seed from the
-    global torch RNG, which would make dropout masks depend on how often data was loaded.
-    """
-    own_rng = torch.Generator().manual_seed(0)
-    if batch_sampler is not None:
-        return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
-                                           collate_fn=collate_samples, generator=own_rng)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                       collate_fn=collate_samples, generator=own_rng)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, mean, std, amp: bool = False) -> Tuple[float, float]:
-    """Eval-mode (loss, accuracy) of `model` over a loader; restores the model's mode after."""
-    was_training = model.training
-    model.eval()
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    count = 0
-    try:
-        for batch in loader:
-            batch = batch.to(device)
-            with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-                logits = model(normalize(batch.images, mean, std))
-            total_loss += F.cross_entropy(logits.float(), batch.labels, reduction="sum")
-            correct += (logits.argmax(1) == batch.labels).sum()
-            count += len(batch)
-    finally:
-        model.train(was_training)
-    return (total_loss.item() / max(count, 1), correct.item() / max(count, 1))
 
 
 def build_optimizer(model: nn.Module, cfg: RunConfig):
@@ -135,16 +100,6 @@ def set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def probe_indices(n_test: int, size: int) -> List[int]:
-    """Evenly spaced test indices: real test splits are often sorted by class, so the first
-    `size` images would all show one class.
-
-    Example:
-        >>> probe_indices(100, 4)
-        [0, 25, 50, 75]
-    """
-    size = min(size, n_test)
-    return [i * n_test // size for i in range(size)]
 
 
 def dataset_fingerprint(cfg: RunConfig, data: Datasets) -> Dict[str, Any]:

@@ -2,6 +2,7 @@
 
 Modules, one job each:
     settings   RunInfo (from run.json), Settings (checked choices), Runtime, epoch selection
+    runsource  where checkpoints come from: a run directory or a folder from any training
     source     the analysed images batch by batch (BatchSource), the probe set, subsets
     core       evaluate_batch: normalise, forward with coverage hooks, attribute, map metrics
     summary    summarize_values / per_class_pointing / summarize_records: bootstrap means
@@ -28,7 +29,7 @@ _EXPORTS = {
     "evaluate_batch": "core", "summarize_records": "summary", "summarize_values": "summary",
     "per_class_pointing": "summary", "rebuild_summary": "summary",
     "read_records": "storage", "read_summary": "storage", "read_probe": "storage", "to_dataframe": "storage",
-    "parse_summary_file": "storage",
+    "parse_summary_file": "storage", "FolderOptions": "runsource", "open_source": "runsource",
 }
 __all__ = sorted(_EXPORTS)
 

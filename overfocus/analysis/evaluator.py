@@ -7,7 +7,6 @@ checkpoint is loaded into it), the settings, the images, the runtime.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -17,7 +16,6 @@ from ..attribution import attribution_mode, normalize_maps
 from ..errors import OverfocusError
 from ..metrics import NeuronCoverage
 from ..progress import progress
-from ..rundir import load_checkpoint
 from .core import evaluate_batch
 from .settings import COVERAGE_METRICS, RunInfo, Runtime, Settings
 from .shards import SECTIONS, merge_sections
@@ -72,19 +70,11 @@ class EpochEvaluator:
         self.show = show_progress
         self.probe_pos = data.probe_pos
 
-    def load(self, path: Path) -> torch.nn.Module:
-        """Load a checkpoint's weights into the call's one model (strict: every parameter and buffer
-        is overwritten), so memory stays that of one model whatever the number of checkpoints and
-        no time goes into random initialisation per checkpoint."""
-        ckpt = load_checkpoint(path)
-        state = ckpt.get("model") if isinstance(ckpt, dict) else None
-        if not isinstance(state, dict):
-            raise OverfocusError(f"checkpoint {path} holds no model weights (no `model` entry)")
-        try:
-            self.model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise OverfocusError(f"checkpoint {path} does not fit the run's {self.info.model_name or self.info.arch} "
-                                 f"({str(exc).strip().splitlines()[0][:160]})") from None
+    def load(self, source, epoch: int) -> torch.nn.Module:
+        """Load epoch's weights from the run source (`runsource.RunSource`) into the call's one model
+        (strict: every parameter and buffer is overwritten), so memory stays that of one model
+        whatever the number of checkpoints and no time goes into random initialisation per checkpoint."""
+        source.load_into(self.model, epoch)
         return self.model.eval()
 
     def evaluate(self, epoch: int, probe_positions: Optional[List[int]]) -> EpochOutput:

@@ -36,11 +36,11 @@ from ..attribution.methods import DEFAULT_METHODS
 from ..distributed import broadcast_object, gather_objects
 from ..errors import OverfocusError
 from ..progress import progress
-from ..rundir import RunDir
 from . import storage as store
 from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
-from .settings import (RunInfo, Runtime, Settings, available_epochs,
-                       make_runtime, resolve_methods, resolve_metrics, select_epochs)
+from .runsource import FolderOptions, RunSource, open_source
+from .settings import (RunInfo, Runtime, Settings, make_runtime, resolve_methods, resolve_metrics,
+                       select_epochs)
 from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
                      merge_sections, parse_shard, probe_entries, probe_part_arrays, union_masks)
 from .source import BatchSource, extend_probe_ids, find_indices, first_n, probe_arrays
@@ -67,14 +67,19 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             layer: Optional[str] = None, batch_size: Optional[int] = None, limit: int = 0,
             device: str = "auto", amp: bool = False, channels_last: bool = False, human: Optional[str] = None,
             force: bool = False, out: Optional[Path | str] = None, shard: Optional[str | Tuple[int, int]] = None,
-            show_progress: bool = True) -> AnalysisResult:
+            show_progress: bool = True, folder: Optional[FolderOptions] = None) -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
+
+    The run is a run directory of `overfocus train`, or any folder of checkpoint files named by
+    epoch (a foreign run: `folder` says how to read it, `data` is required; the analysis goes to
+    `out`/analysis, default FOLDER/overfocus/analysis, beside run.json and the measured
+    train/test accuracy in metrics.jsonl).
 
     Under torchrun (WORLD_SIZE > 1) every rank takes its share of every epoch's batches and rank 0
     merges the ranks' parts into the files a one-process call writes (docs/distributed.md).
 
     Args:
-        run_dir: a run directory written by `overfocus train`.
+        run_dir: a run directory written by `overfocus train`, or a folder of checkpoint files.
         epochs: None or "all" (every checkpoint), "START:STOP[:STEP]" (STOP included), "3,5,7",
             or a list of ints.
         methods: attribution methods (grad_cam and sgdrop come from one forward + backward).
@@ -95,10 +100,14 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         human: spec of a dataset with human importance maps (e.g. `osie:../shared/data/osie-150`):
             its images are analysed with target=predicted and scored with `harmonization`.
         force: recompute the selected epochs (and discard an analysis made with other settings).
-        out: analysis folder (default RUN/analysis).
+        out: analysis folder (default RUN/analysis); for a folder of checkpoints the folder that
+            receives run.json, metrics.jsonl and analysis/ (default FOLDER/overfocus).
         shard: "R/W" or (R, W): compute only share R of W (no torch.distributed, e.g. one task of
             a job array) into `analysis/parts/`; a later call without `shard` merges complete sets.
-        show_progress: progress bars on a terminal.
+        show_progress: progress bars on a terminal, and (for a folder) the lines naming the chosen
+            layer and the files without an epoch.
+        folder: for a folder of checkpoints: the model (`--model`/`--arch`, ...), preprocessing,
+            epoch pattern and accuracy log (`FolderOptions`).
 
     Returns:
         AnalysisResult: the summary rows; `.computed` lists the epochs this call computed (with
@@ -109,27 +118,33 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         >>> sorted({r["metric"] for r in rows})                                    # doctest: +SKIP
         ['area_ratio', 'box_iou', 'confidence', 'correct', 'coverage_global', ...]
     """
-    run = RunDir(run_dir)
-    info = RunInfo.from_manifest(run.read_manifest())
-    selection = select_epochs(epochs, run)
     runtime = make_runtime(device, amp, channels_last, shard)
-    runner = prepare(run, info, runtime, Choices(data or info.data_spec, split, limit, batch_size or info.batch_size,
-                                                 human, methods, metrics, target, layer, probe), show_progress)
-    return runner.execute(selection, store.analysis_dir(run.root, out), force)
+    source = open_source(run_dir, data, folder, out, layer, show=show_progress and runtime.dist.is_main)
+    info = source.info
+    selection = select_epochs(epochs, source.epochs(), source.root)
+    runner = prepare(source, runtime, Choices(data or info.data_spec, split, limit, batch_size or info.batch_size,
+                                              human, methods, metrics, target, layer, probe), show_progress)
+    return runner.execute(selection, source.analysis_folder(out), force)
 
 
 def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None, device: str = "auto",
-              nproc: int = 1, shard: Optional[str] = None) -> None:
+              nproc: int = 1, shard: Optional[str] = None, epoch_pattern: Optional[str] = None) -> None:
     """The cheap checks of an analyze call, made before launching `nproc` processes for it.
 
     Example:
         >>> preflight("runs/demo", "0:10", device="cpu", nproc=2)                 # doctest: +SKIP
     """
+    from ..checkpoints import scan_folder
     from ..device import resolve_device
+    from ..rundir import RunDir
 
     run = RunDir(run_dir)
-    RunInfo.from_manifest(run.read_manifest())
-    select_epochs(epochs, run)
+    if run.exists():
+        RunInfo.from_manifest(run.read_manifest())
+        available = open_source(run_dir).epochs()
+    else:
+        available = scan_folder(run_dir, epoch_pattern).epochs
+    select_epochs(epochs, available, run_dir)
     dev = resolve_device(device)
     if shard is not None and nproc > 1:
         raise OverfocusError("--shard and --nproc exclude each other: --nproc splits the work itself")
@@ -157,13 +172,13 @@ class Choices:
     probe: Optional[int]
 
 
-def prepare(run: RunDir, info: RunInfo, runtime: Runtime, choices: Choices, show_progress: bool) -> "Runner":
+def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress: bool) -> "Runner":
     """Open the data, check the choices against the registries and the data, build the model:
     everything the Runner and its EpochEvaluator receive in their constructors."""
     from ..data import collate_samples, open_dataset
     from ..data.human import open_human_dataset
 
-    c = choices
+    c, info = choices, source.info
     if c.split not in ("test", "train"):
         raise OverfocusError(f"--split {c.split!r}: use test or train")
     if c.limit < 0 or c.batch_size < 1:
@@ -176,7 +191,7 @@ def prepare(run: RunDir, info: RunInfo, runtime: Runtime, choices: Choices, show
     if c.target not in ("gt", "predicted"):
         raise OverfocusError(f"--target {c.target!r}: use gt or predicted")
     layer = c.layer or info.gradcam_layer
-    model = build_model(info, layer, runtime.device, runtime.channels_last)
+    model = place_model(source.build_model(), layer, runtime.device, runtime.channels_last)
     has_boxes = bool(getattr(ds, "has_boxes", False))
     map_m, human_m, coverage = resolve_metrics(c.metrics, has_boxes, bool(c.human))
     probe_ids = extend_probe_ids(test, info.probe_ids, c.probe)
@@ -190,14 +205,14 @@ def prepare(run: RunDir, info: RunInfo, runtime: Runtime, choices: Choices, show
                         len(human_ds) if human_ds is not None else 0)
     show = show_progress and runtime.dist.is_main
     evaluator = EpochEvaluator(model, settings, info, runtime, data, show)
-    return Runner(run, info, runtime, settings, data, evaluator, c.batch_size, show)
+    return Runner(source, runtime, settings, data, evaluator, c.batch_size, show)
 
 
-def build_model(info: RunInfo, layer: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
-    """The one model object of a call (checkpoints are loaded into it); the layer is checked."""
+def place_model(model: torch.nn.Module, layer: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    """The one model object of a call (checkpoints are loaded into it) on its device; the layer is checked."""
     from ..models import get_module
 
-    model = info.build_model().to(device).eval()
+    model = model.to(device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     get_module(model, layer)
@@ -246,9 +261,9 @@ class Plan:
 class Runner:
     """One analyze call: the plan, the loop over checkpoints, parts and their merge, analysis.json."""
 
-    def __init__(self, run: RunDir, info: RunInfo, runtime: Runtime, settings: Settings, data: AnalysisData,
+    def __init__(self, source: RunSource, runtime: Runtime, settings: Settings, data: AnalysisData,
                  evaluator: EpochEvaluator, batch_size: int, show_progress: bool):
-        self.run, self.info, self.rt, self.settings, self.data = run, info, runtime, settings, data
+        self.source, self.info, self.rt, self.settings, self.data = source, source.info, runtime, settings, data
         self.evaluator, self.batch_size, self.show = evaluator, batch_size, show_progress
         self.reused: List[int] = []
 
@@ -268,13 +283,14 @@ class Runner:
     def _plan(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> Plan:
         """Rank 0: analysis.json, the probe images, stale parts removed, the epochs to do."""
         selected, missing = selection
+        self.source.begin(force)  # a foreign folder's run.json first: it refuses another model
         state = prepare_folder(folder, self.settings, self.data.classes, force)
-        known = set(available_epochs(self.run))  # forget skips of epochs the run does not have
+        known = set(self.source.epochs())  # forget skips of epochs the run does not have
         state["skipped"] = [s for s in state.get("skipped", []) if s["epoch"] in known]
         done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)
         store.remove_parts(folder, done | (set(selected) if force else set()))  # parts of old work
         self._write_probe_images(folder, rewrite=force or not store.probe_images_path(folder).is_file())
-        skipped = [_skip(e, f"no checkpoint {self.run.checkpoint_path(e)}") for e in missing]
+        skipped = [_skip(e, f"no checkpoint {self.source.checkpoint(e)}") for e in missing]
         todo = [e for e in selected if e not in done]
         ready = {e: w for e in todo if (w := self._complete_world(folder, e))}
         return Plan(state, done, todo, ready, skipped)
@@ -282,11 +298,23 @@ class Runner:
     def _finish(self, selected: List[int], folder: Path, force: bool, plan: Plan) -> AnalysisResult:
         """Rank 0: the final analysis.json and summary.csv, and the result every rank returns."""
         state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
+        self._fill_history(state["epochs_done"])
         rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show)
         if plan.todo and not plan.computed and not (set(state["epochs_done"]) & set(selected)):
-            raise OverfocusError(f"none of the selected checkpoints of {self.run.root} could be analysed "
+            raise OverfocusError(f"none of the selected checkpoints of {self.source.root} could be analysed "
                                  f"({plan.skipped[0]['reason']}); see {folder / 'analysis.json'}")
         return AnalysisResult(rows, plan.computed, state["skipped"], state["epochs_done"], folder)
+
+    def _fill_history(self, epochs: List[int]) -> None:
+        """Rank 0: the train/test accuracy of analysed checkpoints that the run does not record
+        itself (a foreign folder without its training's log); nothing for our runs."""
+        model = self.evaluator.model
+        for epoch in progress(self.source.history_missing(epochs), self.show, desc="train/test accuracy"):
+            try:
+                self.source.load_into(model, epoch)
+            except OverfocusError:
+                continue  # reported when the epoch was skipped
+            self.source.record_history(epoch, model, self.rt.device)
 
     def _epoch(self, folder: Path, epoch: int, plan: Plan) -> Optional[str]:
         """One epoch on every rank; the reason it was skipped (meaningful on rank 0), or None."""
@@ -315,7 +343,7 @@ class Runner:
             refuse_mismatch(folder, existing, fresh_state(self.settings, self.data.classes))
         done = set(existing.get("epochs_done", [])) & set(store.record_epochs(folder)) if existing else set()
         selected, missing = selection
-        skipped = [_skip(e, f"no checkpoint {self.run.checkpoint_path(e)}") for e in missing]
+        skipped = [_skip(e, f"no checkpoint {self.source.checkpoint(e)}") for e in missing]
         computed = []
         for epoch in progress([e for e in selected if e not in done], self.show, desc="checkpoints"):
             reason = self._one_part(folder, epoch, *self.rt.shard)
@@ -346,7 +374,7 @@ class Runner:
     def _one_epoch(self, folder: Path, epoch: int) -> Optional[str]:
         """Analyse one checkpoint and write its files; the reason it was skipped, or None."""
         try:
-            self.evaluator.load(self.run.checkpoint_path(epoch))
+            self.evaluator.load(self.source, epoch)
         except OverfocusError as exc:
             return str(exc)
         out = self.evaluator.evaluate(epoch, probe_positions=None)
@@ -361,7 +389,7 @@ class Runner:
     # -- parts (torchrun ranks, shards) --
     def _part_meta(self, epoch: int, rank: int, world: int) -> Dict[str, Any]:
         """What a part was made from; a part on disk is reused only when all of it matches."""
-        ckpt = self.run.checkpoint_path(epoch)
+        ckpt = self.source.checkpoint(epoch)
         stat = ckpt.stat() if ckpt.is_file() else None
         n, n_human = self.data.n_analysed, self.data.n_human
         return {"settings": self.settings.compared(), "batch_size": self.batch_size, "n": n,
@@ -376,7 +404,7 @@ class Runner:
             self.reused.append(epoch)
             return None
         try:
-            self.evaluator.load(self.run.checkpoint_path(epoch))
+            self.evaluator.load(self.source, epoch)
         except OverfocusError as exc:
             return str(exc)
         # probe images outside the analysed ones are rank 0's job (one process computes them too)

@@ -236,11 +236,12 @@ def _parse_list(spec: Iterable[int] | str) -> List[int]:
         raise OverfocusError(f"--epochs {spec!r}: use all, a list such as 3,5,7 or a range such as 0:50:5") from None
 
 
-def select_epochs(spec, run: RunDir) -> Tuple[List[int], List[int]]:
-    selected, missing = parse_epochs(spec, available_epochs(run))
+def select_epochs(spec, available: Sequence[int], root) -> Tuple[List[int], List[int]]:
+    """parse_epochs over the epochs a run has, refusing a selection that names none of them."""
+    selected, missing = parse_epochs(spec, available)
     if not selected and not missing:
-        raise OverfocusError(f"no checkpoint of {run.root} matches --epochs {spec}: "
-                             f"the run has epochs {available_epochs(run) or 'none yet'}")
+        raise OverfocusError(f"no checkpoint of {root} matches --epochs {spec}: "
+                             f"the run has epochs {sorted(available) or 'none yet'}")
     return selected, missing
 
 

@@ -1,9 +1,14 @@
-"""`overfocus analyze RUN`: per-image attribution metrics of every checkpoint, incrementally."""
+"""`overfocus analyze RUN`: per-image attribution metrics of every checkpoint, incrementally;
+RUN is a run directory of `overfocus train` or a folder of checkpoints from any training."""
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from pathlib import Path
 
 from ..errors import OverfocusError
+from .audit import add_model_args, add_preprocessing_args, model_options, triple
 from .common import RAW
 from .train import relaunch_with_torchrun, strip_nproc
 
@@ -17,20 +22,31 @@ EXAMPLES = """examples:
   torchrun --nproc_per_node=4 -m overfocus analyze runs/demo --device cuda --amp --channels-last
   overfocus analyze runs/demo --shard 0/4             # share 0 of 4 (job array); a plain call merges
 
+a folder of checkpoints from your own training (no run.json), e.g. epoch=3-step=120.ckpt, epoch_0003.pt,
+checkpoint-3.pth, model_ep3.safetensors, 3.pt (state_dicts, Lightning, DDP/compile prefixes, TorchScript):
+  overfocus analyze ckpts/ --model resnet18 --data builtin --image-size 64
+  overfocus analyze ckpts/ --arch mypkg.nets:Net --layer features --data folder:PHOTOS --watch
+  overfocus analyze ckpts/ --model timm:resnet18 --data builtin --metrics-file logs/metrics.csv
+  then: overfocus render ckpts/overfocus
+
 writes RUN/analysis/ (see docs/analysis.md): records/epoch_NNNN.csv (one row per image x method x
 metric), summary.csv (mean and 95% bootstrap interval per epoch x method x metric), probe/ (the
 probe images and their float16 maps per epoch) and analysis.json (settings, epochs done/skipped).
 A second call computes only the checkpoints not analysed yet; --force recomputes. Under torchrun
 every rank takes its share of each checkpoint's batches and rank 0 writes the same files as one
 process would; a killed multi-process call leaves finished parts that the next call reuses
-(docs/distributed.md).
+(docs/distributed.md). For a folder of checkpoints the output folder (default FOLDER/overfocus, or
+--out) holds run.json, metrics.jsonl (train/test accuracy measured per checkpoint, or read from
+--metrics-file) and analysis/: render, compare and tensorboard take it as a run. Files whose names
+give no epoch are listed once and skipped; checkpoints that cannot be loaded are named on stderr and
+skipped, the others analysed, and the exit code is then 2.
 """
 
 
 def register(sub) -> None:
     p = sub.add_parser("analyze", help="attribution maps and metrics of a run's checkpoints",
                        epilog=EXAMPLES, formatter_class=RAW)
-    p.add_argument("run", help="run directory written by `overfocus train`")
+    p.add_argument("run", help="run directory written by `overfocus train`, or a folder of checkpoint files")
     p.add_argument("--epochs", default="all", help="all (default), START:STOP[:STEP] or a list 3,5,7")
     p.add_argument("--methods", default="grad_cam,sgdrop",
                    help="attribution methods, comma-separated (default grad_cam,sgdrop)")
@@ -41,7 +57,8 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=["test", "train"], help="images to analyse (default test)")
     p.add_argument("--target", default="gt", choices=["gt", "predicted"],
                    help="class whose logit is explained (default gt: the ground-truth label)")
-    p.add_argument("--layer", help="attribution layer (default: the model's Grad-CAM layer)")
+    p.add_argument("--layer", help="attribution layer (default: the model's Grad-CAM layer; for a model "
+                   "we do not know, the last module with a spatial output before the classifier)")
     p.add_argument("--batch-size", type=int, help="images per batch (default: the run's)")
     p.add_argument("--limit", type=int, default=0, help="analyse at most N images (default all)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default); under torchrun "
@@ -55,10 +72,30 @@ def register(sub) -> None:
     p.add_argument("--shard", metavar="R/W", help="compute only share R of W (0-based) into analysis/parts, "
                    "without torch.distributed; a later call without --shard merges complete sets")
     p.add_argument("--human", help="dataset with human importance maps, e.g. osie:PATH (adds harmonization)")
-    p.add_argument("--out", help="analysis folder (default RUN/analysis)")
+    p.add_argument("--out", help="analysis folder (default RUN/analysis); for a folder of checkpoints the output "
+                   "folder (default FOLDER/overfocus)")
     p.add_argument("--force", action="store_true", help="recompute the selected epochs; replaces an "
                    "analysis made with other settings")
+    p.add_argument("--watch", action="store_true", help="keep polling for new checkpoints until Ctrl-C (a training "
+                   "that is still going)")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls of --watch (default 30)")
+    add_folder_args(p)
     p.set_defaults(func=run)
+
+
+def add_folder_args(p: argparse.ArgumentParser) -> None:
+    """Options of a folder of checkpoints from another training (the model as `overfocus audit` takes it)."""
+    g = p.add_argument_group("a folder of checkpoints from your own training")
+    add_model_args(g, layer=False)
+    add_preprocessing_args(g)
+    g.add_argument("--epoch-pattern", metavar="REGEX", help="regular expression finding the epoch in a file name "
+                   r"(its first group), e.g. 'ep(\d+)' (default: epoch_3, epoch=3-step=.., checkpoint-3, _ep3, 3)")
+    g.add_argument("--metrics-file", metavar="FILE", help="the training's train/test accuracy per epoch (Lightning "
+                   "CSVLogger metrics.csv, CSV or JSON lines) instead of measuring it per checkpoint")
+    g.add_argument("--epoch-column", default="epoch", help="epoch column of --metrics-file (default epoch)")
+    g.add_argument("--train-acc-column", help="train accuracy column (default: train_acc, train_accuracy, ...)")
+    g.add_argument("--test-acc-column", help="test accuracy column (default: test_acc, val_acc, ...)")
+
 
 
 def _names(text):
@@ -67,8 +104,13 @@ def _names(text):
 
 # options handed on unchanged to the processes that --nproc launches
 VALUE_OPTIONS = ("epochs", "methods", "metrics", "probe", "data", "split", "target", "layer", "batch_size",
-                 "limit", "device", "human", "out")
-FLAG_OPTIONS = ("amp", "channels_last", "force")
+                 "limit", "device", "human", "out", "model", "arch", "num_classes", "width", "strip_prefix",
+                 "image_size", "mean", "std", "epoch_pattern", "metrics_file", "epoch_column", "train_acc_column",
+                 "test_acc_column")
+FLAG_OPTIONS = ("amp", "channels_last", "force", "small_input", "trust_pickle")
+FOLDER_ONLY = ("model", "arch", "num_classes", "width", "strip_prefix", "image_size", "mean", "std",
+               "epoch_pattern", "metrics_file", "train_acc_column", "test_acc_column", "small_input",
+               "trust_pickle")
 
 
 def forwarded_argv(args: argparse.Namespace) -> list:
@@ -83,35 +125,80 @@ def forwarded_argv(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import preflight
-    from ..distributed import env_info
 
+    foreign = not (Path(args.run) / "run.json").is_file()
+    _check_folder_options(args, foreign)
     if args.nproc > 1:
-        preflight(args.run, args.epochs, args.device, nproc=args.nproc, shard=args.shard)
+        preflight(args.run, args.epochs, args.device, nproc=args.nproc, shard=args.shard,
+                  epoch_pattern=args.epoch_pattern)
         return relaunch_with_torchrun(args.nproc, "analyze", strip_nproc(forwarded_argv(args)))
+    code = _analyze_once(args, foreign, first=True)
+    while args.watch:  # Ctrl-C while waiting or analysing: the CLI exits 130, finished epochs kept
+        time.sleep(args.interval)
+        code = _analyze_once(args, foreign, first=False)
+    return code
+
+
+def _check_folder_options(args: argparse.Namespace, foreign: bool) -> None:
+    given = [name for name in FOLDER_ONLY if getattr(args, name) not in (None, False)]
+    if given and not foreign:
+        raise OverfocusError(f"--{given[0].replace('_', '-')} is for a folder of checkpoints; {args.run} is a run "
+                             "directory whose run.json already names its model and data: drop the option")
+    if args.watch and (args.nproc > 1 or args.shard):
+        raise OverfocusError("--watch polls in one process: drop --nproc/--shard (or run them without --watch)")
+    if args.interval <= 0:
+        raise OverfocusError(f"--interval {args.interval:g}: use a positive number of seconds")
+
+
+def _analyze_once(args: argparse.Namespace, foreign: bool, first: bool) -> int:
+    """One analyze call; later polls of --watch speak only when they analysed something."""
     try:
-        result = _analyze(args)
+        result = _analyze(args, foreign, show=first)
     except OverfocusError:
-        if not env_info().is_main:
+        if not env_info_is_main():
             return 2  # rank 0 prints the one line; the other ranks exit quietly
         raise
-    if not env_info().is_main:
+    if not env_info_is_main():
         return 0
     if args.shard:
         print(f"shard {args.shard}: parts of epochs {_ranges(result.computed) or 'none'} written to "
               f"{result.folder / 'parts'}; run `overfocus analyze {args.run}` once every shard is done")
         return 0
-    _report(result)
+    if first or result.computed:
+        _report(result)
+    if foreign and result.skipped:
+        if first or result.computed:
+            print(f"overfocus analyze: error: {len(result.skipped)} checkpoint(s) of {args.run} could not be "
+                  f"analysed (listed in {result.folder / 'analysis.json'}); the others were", file=sys.stderr)
+        return 2
     return 0
 
 
-def _analyze(args: argparse.Namespace):
+def env_info_is_main() -> bool:
+    from ..distributed import env_info
+
+    return env_info().is_main
+
+
+def _analyze(args: argparse.Namespace, foreign: bool, show: bool = True):
     from ..analysis import analyze
 
     return analyze(args.run, epochs=args.epochs, methods=_names(args.methods), metrics=_names(args.metrics),
                    probe=args.probe, data=args.data, split=args.split, target=args.target, layer=args.layer,
                    batch_size=args.batch_size, limit=args.limit, device=args.device, amp=args.amp,
                    channels_last=args.channels_last, human=args.human, force=args.force, out=args.out,
-                   shard=args.shard)
+                   shard=args.shard, show_progress=show, folder=folder_options(args) if foreign else None)
+
+
+def folder_options(args: argparse.Namespace):
+    """FolderOptions from the command line (a folder of checkpoints)."""
+    from ..analysis.runsource import FolderOptions
+    from ..history import HistoryColumns
+
+    model = model_options(args)  # --layer included
+    columns = HistoryColumns(args.epoch_column, args.train_acc_column, args.test_acc_column)
+    return FolderOptions(model, args.image_size, triple(args.mean, "--mean"), triple(args.std, "--std"),
+                         args.epoch_pattern, args.metrics_file, columns)
 
 
 def _report(result) -> None:

@@ -46,16 +46,20 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="registered model name for a plain state_dict (see `overfocus list models`)")
+def add_model_args(p: argparse.ArgumentParser, layer: bool = True) -> None:
+    p.add_argument("--model", help="model of a plain state_dict: a registered name (see `overfocus list models`), "
+                   "a torchvision name, or timm:NAME (with the integrations extra)")
     p.add_argument("--arch", metavar="MODULE:FACTORY", help="import path of a model factory, e.g. "
                    "torchvision.models:resnet18 (called with num_classes= when given)")
-    p.add_argument("--layer", help="layer for the attention maps (default: the model's declared layer)")
+    if layer:
+        p.add_argument("--layer", help="layer for the attention maps (default: the model's declared layer)")
     p.add_argument("--num-classes", type=int, help="number of outputs (default: read from the weights)")
     p.add_argument("--width", type=float, help="width multiplier of a registered model (default 1)")
     p.add_argument("--small-input", action="store_true", help="the registered model's small-input variant")
     p.add_argument("--trust-pickle", action="store_true", help="allow files with pickled Python objects "
                    "(full nn.Modules): only for files from a source you trust")
+    p.add_argument("--strip-prefix", metavar="P", help="remove this prefix from the weights' keys (default: the "
+                   "one of module., _orig_mod., model. that makes them match the model)")
 
 
 def add_preprocessing_args(p: argparse.ArgumentParser) -> None:
@@ -78,15 +82,22 @@ def triple(text: Optional[str], flag: str) -> Optional[Tuple[float, float, float
     return values
 
 
+def model_options(args: argparse.Namespace):
+    """ModelOptions from the options of add_model_args (shared by audit and analyze)."""
+    from ..loading import ModelOptions
+
+    return ModelOptions(args.model, args.arch, args.layer, args.num_classes,
+                        args.width if args.width is not None else 1.0, args.small_input, args.trust_pickle,
+                        strip_prefix=args.strip_prefix)
+
+
 def options(args: argparse.Namespace):
     from ..audit import AuditOptions, parse_pairs
     from ..errors import OverfocusError
-    from ..loading import ModelOptions
 
     if args.limit < 0 or args.batch_size < 1:
         raise OverfocusError("--limit must be 0 (all) or more and --batch-size at least 1")
-    model = ModelOptions(args.model, args.arch, args.layer, args.num_classes,
-                         args.width if args.width is not None else 1.0, args.small_input, args.trust_pickle)
+    model = model_options(args)
     return AuditOptions(args.checkpoint, args.data, model, args.image_size, triple(args.mean, "--mean"),
                         triple(args.std, "--std"), args.limit, args.batch_size, args.human,
                         dict(parse_pairs(args.threshold, "--threshold")), parse_pairs(args.fail_under, "--fail-under"),

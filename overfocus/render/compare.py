@@ -21,7 +21,7 @@ from ..fileio import atomic_write_text
 from .encode import check_fps, check_plot_format, write_video
 from .frames import (Cell, FrameStyle, HEADER_METRIC, check_style, compose_frame, compute_layout, fmt_num, fmt_pct,
                      prediction_caption)
-from .io import Analysis, clean_stale_temps, load_analysis
+from .io import Analysis, clean_stale_temps, load_analysis, run_name
 from .meta import merged_info, method_title, metric_info, order_metrics
 from .overlay import NORMALISATION_NOTE, attribution_panel
 
@@ -104,7 +104,7 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
 
 def run_labels(run_dirs: Sequence[Path | str], labels: Optional[Sequence[str]]) -> List[str]:
     """The given labels (one per run, distinct) or the run folder names."""
-    names = list(labels) if labels else [Path(r).resolve().name for r in run_dirs]
+    names = list(labels) if labels else [run_name(r) for r in run_dirs]
     if len(names) != len(run_dirs):
         raise OverfocusError(f"--labels has {len(names)} names for {len(run_dirs)} runs: give one label per run")
     if len(set(names)) != len(names):

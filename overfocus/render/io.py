@@ -75,7 +75,7 @@ class Analysis:
 
     @property
     def name(self) -> str:
-        return self.run_dir.resolve().name
+        return run_name(self.run_dir)
 
     @property
     def methods(self) -> List[str]:
@@ -102,6 +102,22 @@ class Analysis:
             if r["epoch"] == epoch and r["method"] == method and r["metric"] == metric:
                 return r["mean"]
         return math.nan
+
+
+def run_name(run_dir: Path | str) -> str:
+    """The run's folder name; for the output folder of `overfocus analyze FOLDER` (its run.json
+    names the checkpoint folder) the name of that folder.
+
+    Example:
+        >>> run_name("runs/demo")
+        'demo'
+    """
+    run_dir = Path(run_dir)
+    try:
+        source = json.loads((run_dir / "run.json").read_text()).get("source") or {}
+    except (OSError, ValueError, AttributeError):
+        source = {}
+    return Path(source["folder"]).name if source.get("folder") else run_dir.resolve().name
 
 
 def no_analysis_error(run_dir: Path, detail: str) -> OverfocusError:

@@ -1,0 +1,136 @@
+"""A folder of checkpoint files from any training: which file holds which epoch.
+
+Epoch numbers come from the file names: `epoch_0003.pt`, `epoch=3-step=120.ckpt` (Lightning),
+`checkpoint-3.pth`, `model_ep3.safetensors`, `3.pt`; a user's `--epoch-pattern REGEX` (its first
+group, else the whole match, is the epoch) replaces these rules. Reading a file is
+`overfocus.loading.read_weights`; this module only names and orders the files.
+
+Example:
+    >>> [epoch_from_name(n) for n in ("epoch_0003.pt", "epoch=3-step=120.ckpt", "checkpoint-3.pth",
+    ...                               "model_ep3.safetensors", "3.pt", "last.ckpt")]
+    [3, 3, 3, 3, 3, None]
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .errors import OverfocusError
+
+SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pth.tar")  # .pth.tar: timm's CheckpointSaver
+NAME_RULES = (
+    re.compile(r"(?:^|[^a-z])ep(?:och)?[=_-]?(\d+)", re.IGNORECASE),  # epoch_0003, epoch=3-step=120, model_ep3
+    re.compile(r"(?:^|[^a-z])checkpoint[=_-]?(\d+)$", re.IGNORECASE),  # checkpoint-3
+    re.compile(r"^(\d+)$"),  # 3
+)
+
+
+def compile_pattern(pattern: Optional[str]) -> Optional[re.Pattern]:
+    """The user's --epoch-pattern, compiled, or a one-line error."""
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise OverfocusError(f"--epoch-pattern {pattern!r} is not a regular expression ({exc}); "
+                             r"e.g. --epoch-pattern 'ep(\d+)'") from None
+
+
+def epoch_from_name(name: str, pattern: Optional[re.Pattern] = None) -> Optional[int]:
+    """The epoch a file name gives, or None. `pattern` is searched in the whole file name; the
+    built-in rules look at the name without its suffix.
+
+    Example:
+        >>> epoch_from_name("run7-e12.pt", re.compile(r"-e(\\d+)"))
+        12
+    """
+    if pattern is not None:
+        match = pattern.search(name)
+        text = (match.group(1) if match.groups() else match.group(0)) if match else None
+    else:
+        stem = name[: -len(suffix)] if (suffix := checkpoint_suffix(name)) else name
+        match = next((m for m in (rule.search(stem) for rule in NAME_RULES) if m), None)
+        text = match.group(1) if match else None
+    try:
+        return int(text) if text is not None else None
+    except ValueError:  # a user pattern whose group matched something else than digits
+        return None
+
+
+def checkpoint_suffix(name: str) -> Optional[str]:
+    """The checkpoint suffix `name` ends with (the longest), or None for other files.
+
+    Example:
+        >>> checkpoint_suffix("checkpoint-3.pth.tar"), checkpoint_suffix("metrics.csv")
+        ('.pth.tar', None)
+    """
+    return max((s for s in SUFFIXES if name.lower().endswith(s)), key=len, default=None)
+
+
+@dataclass
+class FolderScan:
+    """The checkpoint files of a folder by epoch, and the files that could not be placed."""
+
+    folder: Path
+    files: Dict[int, Path] = field(default_factory=dict)
+    unnamed: List[Path] = field(default_factory=list)  # no epoch in the name
+    duplicates: List[Path] = field(default_factory=list)  # a second file of an epoch
+
+    @property
+    def epochs(self) -> List[int]:
+        return sorted(self.files)
+
+    def notes(self) -> List[str]:
+        """One line per kind of file left out (printed once per call)."""
+        out = []
+        if self.unnamed:
+            out.append(f"{len(self.unnamed)} file(s) give no epoch in their names and are skipped: "
+                       f"{_names(self.unnamed)} (name the epoch with --epoch-pattern REGEX)")
+        if self.duplicates:
+            out.append(f"{len(self.duplicates)} file(s) repeat an epoch of another file and are skipped: "
+                       f"{_names(self.duplicates)}")
+        return out
+
+
+def scan_folder(folder: Path | str, pattern: Optional[str] = None) -> FolderScan:
+    """The checkpoint files (SUFFIXES) directly inside `folder`, by epoch; for an epoch named by two
+    files the first in name order is kept.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> for name in ("epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt", "last.ckpt", "notes.txt"):
+        ...     _ = (d / name).write_bytes(b"")
+        >>> scan = scan_folder(d)
+        >>> scan.epochs, [p.name for p in scan.unnamed]
+        ([0, 1], ['last.ckpt'])
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OverfocusError(f"{folder} is not a folder: pass a run directory or a folder of checkpoint files")
+    regex = compile_pattern(pattern)
+    scan = FolderScan(folder)
+    candidates = sorted(p for p in folder.iterdir() if p.is_file() and checkpoint_suffix(p.name))
+    if not candidates:
+        raise OverfocusError(f"{folder} holds no checkpoint files ({' '.join(SUFFIXES)}) and no run.json: pass "
+                             "a run directory of `overfocus train` or the folder your training saved into")
+    for path in candidates:
+        epoch = epoch_from_name(path.name, regex)
+        if epoch is None:
+            scan.unnamed.append(path)
+        elif epoch in scan.files:
+            scan.duplicates.append(path)
+        else:
+            scan.files[epoch] = path
+    if not scan.files:
+        rule = f"--epoch-pattern {pattern!r}" if pattern else "epoch_0003.pt, epoch=3-step=120.ckpt, checkpoint-3.pth"
+        raise OverfocusError(f"none of the {len(candidates)} checkpoint files of {folder} gives an epoch "
+                             f"({_names(candidates)}; expected names like {rule}): pass --epoch-pattern REGEX")
+    return scan
+
+
+def _names(paths: List[Path], shown: int = 4) -> str:
+    names = ", ".join(p.name for p in paths[:shown])
+    return names + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
