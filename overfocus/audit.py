@@ -35,6 +35,7 @@ from .fileio import atomic_write_json
 from .loading import LoadedModel, ModelOptions, auto_layer, load_model
 from .metrics.registry import METRICS, metric_info, reported_metrics
 from .rundir import RunDir
+from .registry import did_you_mean
 
 REPORT_SCHEMA = 1
 RENAMED = {"hit": "hit_ratio"}  # per-image `hit` averages to the hit ratio
@@ -230,12 +231,12 @@ def check_options(opts: AuditOptions) -> Dict[str, float]:
     known = set(gate_names(opts.methods))
     for name, _ in opts.gates:
         if name not in known:
-            raise OverfocusError(f"--fail-under: unknown metric {name!r}: use one of {', '.join(gate_names(()))} "
+            raise OverfocusError(f"--fail-under: unknown metric {name!r}{did_you_mean(name, known)}: use one of {', '.join(gate_names(()))} "
                                  f"or METHOD.METRIC (methods: {', '.join(opts.methods)})")
     thresholds = {k: t.default for k, t in THRESHOLDS.items()}
     for name, value in opts.thresholds.items():
         if name not in THRESHOLDS:
-            raise OverfocusError(f"--threshold: unknown name {name!r}: use one of {', '.join(THRESHOLDS)}")
+            raise OverfocusError(f"--threshold: unknown name {name!r}{did_you_mean(name, THRESHOLDS)}: use one of {', '.join(THRESHOLDS)}")
         thresholds[name] = float(value)
     if opts.target_class not in ("gt", "predicted"):
         raise OverfocusError(f"--target {opts.target_class!r}: use gt or predicted")

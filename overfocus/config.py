@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from .errors import OverfocusError
+from .registry import did_you_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,7 +107,8 @@ def from_dict(cls: type, data: Dict[str, Any], where: str = "") -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
-            raise OverfocusError(f"unknown config key {path!r}: known keys here are {sorted(names)}")
+            hint = did_you_mean(key, names)
+            raise OverfocusError(f"unknown config key {path!r}{hint}: known keys here are {sorted(names)}")
         kwargs[key] = _coerce(hints[key], value, path)
     return cls(**kwargs)
 
@@ -154,7 +156,13 @@ def _coerce_scalar(hint: Any, value: Any, path: str) -> Any:
         return value
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise OverfocusError(f"config key {path!r} must be a {hint.__name__}, got {value!r}")
+    raise OverfocusError(f"config key {path!r} must be {_a_type(hint)}, got {value!r}")
+
+
+def _a_type(hint: Any) -> str:
+    """'an integer', 'a number', 'a string': the words a message uses for a type."""
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return words.get(hint, f"a {getattr(hint, '__name__', hint)}")
 
 
 def parse_override(text: str) -> Tuple[List[str], Any]:

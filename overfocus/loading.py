@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from .errors import OverfocusError
+from .registry import did_you_mean
 from .rundir import is_torchscript, load_checkpoint, sha256_file  # noqa: F401 (is_torchscript re-exported)
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
@@ -148,6 +149,10 @@ def build_target(opts: ModelOptions, num_classes: int) -> Tuple[nn.Module, str, 
     if opts.model:
         from .models import MODELS, build_model
 
+        if opts.model not in MODELS:  # a torchvision name such as resnet34 is reachable through --arch
+            raise OverfocusError(f"unknown model {opts.model!r}{did_you_mean(opts.model, MODELS)}: choose one of "
+                                 f"{', '.join(MODELS.names())}, or load any architecture with --arch "
+                                 "package.module:Factory, e.g. --arch torchvision.models:resnet34")
         entry = MODELS.get(opts.model)
         model = build_model(opts.model, num_classes, opts.width, opts.small_input)
         desc = (f"{opts.model} (width {opts.width:g}, {'small input, ' if opts.small_input else ''}"

@@ -113,7 +113,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
     info = RunInfo.from_manifest(run.read_manifest())
     selection = select_epochs(epochs, run)
     runtime = make_runtime(device, amp, channels_last, shard)
-    runner = prepare(run, info, runtime, Choices(data or info.data_spec, split, limit, batch_size or info.batch_size,
+    runner = prepare(run, info, runtime, Choices(data or info.data_spec, split, limit,
+                                                 info.batch_size if batch_size is None else batch_size,
                                                  human, methods, metrics, target, layer, probe), show_progress)
     return runner.execute(selection, store.analysis_dir(run.root, out), force)
 
@@ -166,8 +167,10 @@ def prepare(run: RunDir, info: RunInfo, runtime: Runtime, choices: Choices, show
     c = choices
     if c.split not in ("test", "train"):
         raise OverfocusError(f"--split {c.split!r}: use test or train")
-    if c.limit < 0 or c.batch_size < 1:
-        raise OverfocusError("--limit must be >= 0 and --batch-size >= 1")
+    if c.limit < 0:
+        raise OverfocusError(f"--limit {c.limit}: use 0 (all images) or more")
+    if c.batch_size < 1:
+        raise OverfocusError(f"--batch-size {c.batch_size}: use 1 or more (default: the run's batch size)")
     ds = open_dataset(c.data_spec, c.split, info.image_size)
     test = ds if c.split == "test" else open_dataset(c.data_spec, "test", info.image_size)
     analysed = first_n(ds, c.limit)

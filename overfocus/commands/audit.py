@@ -41,7 +41,7 @@ def register(sub) -> None:
     p.add_argument("--human", metavar="DIR", help="folder of human importance maps named <image_id>.npy/.png")
     p.add_argument("--target", dest="target_class", choices=["gt", "predicted"], default="gt",
                    help="class to explain: ground truth (default) or the predicted class")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.set_defaults(func=run)
 

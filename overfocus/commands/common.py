@@ -17,8 +17,8 @@ def add_shortcut_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="dataset spec: builtin, tiny-imagenet:PATH, cub:PATH, voc:PATH, "
                         "coco:PATH, yolo:PATH, folder:PATH")
     parser.add_argument("--model", help="model name (see `overfocus list`)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--epochs", type=int, help="number of training epochs (train.epochs)")
+    parser.add_argument("--seed", type=int, help="random seed of weights, batches and augmentation (train.seed)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a counted warning")
 
