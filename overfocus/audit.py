@@ -556,6 +556,7 @@ def audit(opts: AuditOptions) -> AuditResult:
     dataset = open_audit_data(prep, opts.limit)
     device = resolve_device(opts.device)
     model = loaded.model.to(device).eval()
+    check_input_size(model, dataset, prep, device)
     layer, latent = resolve_layers(loaded, model, dataset, prep, device)
     ctx = make_context(opts, model, device, prep, layer, dataset)
     coverage = make_coverage(model, latent, loaded.notes)
@@ -570,6 +571,26 @@ def audit(opts: AuditOptions) -> AuditResult:
     best, worst = split_examples(acc)
     metrics_rows, summary_rows = read_history(source)
     return AuditResult(report, best, worst, metrics_rows, summary_rows, list(dataset.classes))
+
+
+def check_input_size(model: nn.Module, dataset, prep: Preprocessing, device: torch.device) -> None:
+    """One forward pass on one image; a model built for another input size fails here with one line.
+
+    A fixed-size classifier (a Linear after a Flatten) raises a shape error deep inside the model;
+    that is the user's --image-size, not a bug and not a failed gate.
+    """
+    from .data import normalize
+
+    sample = normalize(dataset[0]["image"].unsqueeze(0).to(device), prep.mean, prep.std)
+    try:
+        with torch.no_grad():
+            model(sample)
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not any(word in detail for word in ("shape", "size", "dimension", "mat1")):
+            raise
+        raise OverfocusError(f"the model does not accept {prep.image_size} px images ({detail}): pass the size "
+                             "it was trained at with --image-size N") from None
 
 
 def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preprocessing,

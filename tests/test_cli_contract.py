@@ -127,6 +127,29 @@ def _interrupt(_tmp, mp) -> None:
     mp.setattr("overfocus.train.train", ctrl_c)
 
 
+class FixedSizeNet(torch.nn.Module):
+    """A LeNet-like model whose classifier only fits 32 px inputs (what audit's --image-size is for)."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                            torch.nn.MaxPool2d(4))
+        self.classifier = torch.nn.Linear(4 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def _fixed_size_weights(tmp: Path, _mp) -> None:
+    torch.save(FixedSizeNet(3).state_dict(), tmp / "fixed32.pt")
+
+
+def _no_audit_work(_tmp, mp) -> None:
+    def must_not_run(*_a, **_k):
+        raise AssertionError("audit computed before checking its output folder")
+    mp.setattr("overfocus.audit.audit", must_not_run)
+
+
 JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000") + b"\x00" * 64 + b"\xff\xd9"
 CASES = [
     # --force never deletes before data and model open, and only deletes a run directory
@@ -212,6 +235,12 @@ CASES = [
                                             "--data", "builtin", "--out", "{tmp}/a"], 2, "--arch", absent=["a"]),
     Case("int-grammar", ["train", *TINY, "--set", "train.epochs=many", "--out", "{tmp}/x"], 2, "must be an integer",
          absent=["x"]),
+    # audit: the input size is the user's, and an unwritable report folder is refused before any work
+    Case("audit-wrong-image-size", ["audit", "{tmp}/fixed32.pt", "--arch", "test_cli_contract:FixedSizeNet",
+                                    "--num-classes", "3", "--data", "builtin?classes=3&test=8", "--out", "{tmp}/a"],
+         2, "--image-size", _fixed_size_weights, absent=["a"]),
+    Case("audit-read-only-before-work", ["audit", "{run}", "--out", "{tmp}/a"], 2, "read-only",
+         _both(_writes_fail(errno.EROFS), _no_audit_work), absent=["a"]),
     # the rest of the contract: bugs and Ctrl-C
     Case("bug-exit-3", ["train", *TINY, "--out", "{tmp}/x"], 3, "internal error", _bug),
     Case("ctrl-c-exit-130", ["train", *TINY, "--out", "{tmp}/x"], 130, "interrupted", _interrupt),

@@ -95,11 +95,14 @@ def options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit, check_options, default_out, summary_lines, write_outputs
+    from ..fileio import check_writable
 
     opts = options(args)
     check_options(opts)  # bad gates and thresholds fail before any work
+    out = Path(args.out) if args.out else default_out(args.checkpoint)
+    check_writable(out)  # a read-only or full disk must not cost a whole audit
     result = audit(opts)
-    json_path, html_path = write_outputs(result, Path(args.out) if args.out else default_out(args.checkpoint))
+    json_path, html_path = write_outputs(result, out)
     if args.json:
         print(json.dumps(result.report, indent=2))
     else:
