@@ -39,6 +39,7 @@ from ..progress import progress
 from ..rundir import RunDir
 from . import storage as store
 from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
+from .lock import AnalysisLock
 from .settings import (RunInfo, Runtime, Settings, available_epochs,
                        make_runtime, resolve_methods, resolve_metrics, select_epochs)
 from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
@@ -257,19 +258,28 @@ class Runner:
 
     # -- the loop --
     def execute(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
-        """Analyse the selected epochs into `folder`; the result every rank returns."""
-        if self.rt.shard is not None:
-            return self._execute_shard(selection, folder, force)
-        plan = self._on_main(lambda: self._plan(selection, folder, force))
-        for epoch in progress(plan.todo, self.show, desc="checkpoints"):
-            reason = self._epoch(folder, epoch, plan)
-            if self.rt.dist.is_main:
-                plan.record(folder, epoch, reason)
-        self._report_reused()
-        return self._on_main(lambda: self._finish(selection[0], folder, force, plan))
+        """Analyse the selected epochs into `folder`; the result every rank returns.
 
-    def _plan(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> Plan:
-        """Rank 0: analysis.json, the probe images, stale parts removed, the epochs to do."""
+        Rank 0 holds the folder's lock for its whole job (the other ranks act on its plan only);
+        --shard processes hold it shared (see `lock.py`)."""
+        lock = AnalysisLock(folder, shared=self.rt.shard is not None)
+        try:
+            if self.rt.shard is not None:
+                lock.acquire()
+                return self._execute_shard(selection, folder, force)
+            plan = self._on_main(lambda: self._plan(selection, folder, force, lock))
+            for epoch in progress(plan.todo, self.show, desc="checkpoints"):
+                reason = self._epoch(folder, epoch, plan)
+                if self.rt.dist.is_main:
+                    plan.record(folder, epoch, reason)
+            self._report_reused()
+            return self._on_main(lambda: self._finish(selection[0], folder, force, plan))
+        finally:
+            lock.release()
+
+    def _plan(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool, lock: AnalysisLock) -> Plan:
+        """Rank 0: the lock, analysis.json, the probe images, stale parts removed, the epochs to do."""
+        lock.acquire()  # before anything in the folder is read: a running call may be changing it
         selected, missing = selection
         state = prepare_folder(folder, self.settings, self.data.classes, force)
         known = set(available_epochs(self.run))  # forget skips of epochs the run does not have
