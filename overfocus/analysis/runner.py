@@ -286,7 +286,7 @@ class Runner:
         state["skipped"] = [s for s in state.get("skipped", []) if s["epoch"] in known]
         done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)
         store.remove_parts(folder, done | (set(selected) if force else set()))  # parts of old work
-        self._write_probe_images(folder, rewrite=force or not store.probe_images_path(folder).is_file())
+        self._write_probe_images(folder, rewrite=force or not store.intact_file(store.probe_images_path(folder)))
         skipped = [_skip(e, f"no checkpoint {self.run.checkpoint_path(e)}") for e in missing]
         todo = [e for e in selected if e not in done]
         ready = {e: w for e in todo if (w := self._complete_world(folder, e))}
