@@ -86,6 +86,7 @@ class AuditOptions:
     device: str = "cpu"
     examples: int = 6
     progress: bool = True
+    skip_bad: bool = False  # skip unreadable images with a warning each
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Preprocessing:
     std: Tuple[float, ...]
     source: str  # run.json | options | assumed
     assumed: List[str] = field(default_factory=list)  # fields nobody gave: image_size, mean, std
+    skip_bad: bool = False  # --skip-bad, or the run was trained with it
 
 
 @dataclass
@@ -173,7 +175,8 @@ def resolve_preprocessing(opts: AuditOptions, source: Source) -> Preprocessing:
     mean, std = tuple(values["mean"]), tuple(values["std"])
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise OverfocusError(f"--mean/--std need three values each, std positive (got {mean} / {std})")
-    return Preprocessing(data, int(values["image_size"]), mean, std, origin, assumed)
+    skip_bad = opts.skip_bad or bool(recorded.get("skip_bad", False))
+    return Preprocessing(data, int(values["image_size"]), mean, std, origin, assumed, skip_bad)
 
 
 def model_options(opts: AuditOptions, source: Source) -> ModelOptions:
@@ -195,7 +198,7 @@ def open_audit_data(prep: Preprocessing, limit: int):
     """The test split, at most `limit` images evenly spaced over it (0 = all)."""
     from .data import open_dataset
 
-    dataset = open_dataset(prep.data, "test", prep.image_size)
+    dataset = open_dataset(prep.data, "test", prep.image_size, skip_bad=prep.skip_bad)
     if len(dataset) == 0:
         raise OverfocusError(f"--data {prep.data} has no test images: point it at data with a test split")
     return evenly_spaced(dataset, limit)
@@ -573,6 +576,15 @@ def audit(opts: AuditOptions) -> AuditResult:
     return AuditResult(report, best, worst, metrics_rows, summary_rows, list(dataset.classes))
 
 
+def first_image(dataset) -> torch.Tensor:
+    """The first image that reads (under --skip-bad an unreadable one is None)."""
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        if sample is not None:
+            return sample["image"]
+    raise OverfocusError("none of the images to audit could be read: check the data (see the warnings above)")
+
+
 def check_input_size(model: nn.Module, dataset, prep: Preprocessing, device: torch.device) -> None:
     """One forward pass on one image; a model built for another input size fails here with one line.
 
@@ -581,7 +593,7 @@ def check_input_size(model: nn.Module, dataset, prep: Preprocessing, device: tor
     """
     from .data import normalize
 
-    sample = normalize(dataset[0]["image"].unsqueeze(0).to(device), prep.mean, prep.std)
+    sample = normalize(first_image(dataset).unsqueeze(0).to(device), prep.mean, prep.std)
     try:
         with torch.no_grad():
             model(sample)
@@ -603,7 +615,7 @@ def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preproc
         return None, None
     layer = loaded.layer
     if not layer:
-        sample = normalize(dataset[0]["image"].unsqueeze(0).to(device), prep.mean, prep.std)
+        sample = normalize(first_image(dataset).unsqueeze(0).to(device), prep.mean, prep.std)
         layer = auto_layer(model, sample)
         loaded.notes.append(f"attention layer picked automatically: {layer} (pass --layer to choose another)")
     get_module(model, layer)

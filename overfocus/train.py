@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import RunConfig, from_dict, to_dict, validate
-from .data import Batch, collate_samples, image_id_at, normalize, open_dataset
+from .data import Batch, collate_samples, image_id_at, is_readable, normalize, open_dataset, skipped_files
 from .subset import Subset  # the one subset that keeps the dataset's attributes
 from .data.transforms import BoxAwareAugment
 from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier, env_info, gather_objects,
@@ -147,6 +148,23 @@ def probe_indices(n_test: int, size: int) -> List[int]:
     return [i * n_test // size for i in range(size)]
 
 
+def readable_probe_indices(test, size: int) -> List[int]:
+    """`probe_indices`, each unreadable image (skipped under --skip-bad) replaced by the next readable
+    one, so that a bad file never becomes a probe image.
+
+    Example:
+        >>> from overfocus.data import open_dataset
+        >>> readable_probe_indices(open_dataset("builtin?test=8", "test", 32), 4)
+        [0, 2, 4, 6]
+    """
+    n, chosen = len(test), []
+    for start in probe_indices(n, size):
+        index = next((i for i in range(start, n) if i not in chosen and is_readable(test, i)), None)
+        if index is not None:
+            chosen.append(index)
+    return chosen
+
+
 def dataset_fingerprint(cfg: RunConfig, data: Datasets) -> Dict[str, Any]:
     """What identifies the data: spec, sizes, classes, and a hash of the test image ids."""
     ids = [image_id_at(data.test, i) for i in range(min(len(data.test), 256))]
@@ -235,6 +253,7 @@ class Trainer:
                 manifest = self.run.read_manifest()
                 manifest["status"] = "complete"
                 self.run.write_manifest(manifest)
+                self._report_skipped(manifest.get("skipped_files", []))
         except BaseException:
             if self._claim is not None and not self._claim.committed:
                 self._claim.undo()  # nothing durable yet: leave the disk as it was before
@@ -314,6 +333,7 @@ class Trainer:
         manifest["epochs"] = [e for e in manifest["epochs"] if e["epoch"] < epoch] + [
             {"epoch": epoch, "file": f"checkpoints/{self.run.checkpoint_path(epoch).name}", "sha256": sha,
              "train_acc": train_acc, "test_acc": test_acc, "seconds": seconds}]
+        manifest["skipped_files"] = self.skipped_files()
         self.run.write_manifest(manifest)
         self.run.set_latest(epoch)
         barrier(self.dist)
@@ -337,13 +357,22 @@ class Trainer:
     def _write_manifest(self, status: str, epochs: List[Dict[str, Any]]) -> None:
         if self.rank != 0:
             return
-        probe = [image_id_at(self.data.test, i) for i in probe_indices(len(self.data.test), PROBE_SIZE)]
+        probe = [image_id_at(self.data.test, i) for i in readable_probe_indices(self.data.test, PROBE_SIZE)]
         self.run.write_manifest({
             "schema": SCHEMA_VERSION, "status": status, "config": to_dict(self.cfg), "seed": self.cfg.train.seed,
             "versions": software_versions(), "dataset": dataset_fingerprint(self.cfg, self.data),
             "num_classes": self.num_classes, "latent_layer": self.latent_layer,
             "gradcam_layer": self.cfg.model.latent_layer or MODELS.get(self.cfg.model.name).gradcam_layer,
-            "probe_ids": probe, "epochs": epochs})
+            "probe_ids": probe, "epochs": epochs, "skipped_files": self.skipped_files()})
+
+    def skipped_files(self) -> List[str]:
+        """Files skipped as unreadable under --skip-bad so far (by this process and its loaders)."""
+        return skipped_files(self.data.train, self.data.train_eval, self.data.test)
+
+    def _report_skipped(self, files: List[str]) -> None:
+        if files:
+            print(f"--skip-bad skipped {len(files)} unreadable image(s) in all; run.json lists them as "
+                  "skipped_files", file=sys.stderr, flush=True)
 
     def _mark_failed(self) -> None:
         if self.rank == 0 and self.run.exists():

@@ -68,7 +68,7 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             layer: Optional[str] = None, batch_size: Optional[int] = None, limit: int = 0,
             device: str = "auto", amp: bool = False, channels_last: bool = False, human: Optional[str] = None,
             force: bool = False, out: Optional[Path | str] = None, shard: Optional[str | Tuple[int, int]] = None,
-            show_progress: bool = True) -> AnalysisResult:
+            show_progress: bool = True, skip_bad: Optional[bool] = None) -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
 
     Under torchrun (WORLD_SIZE > 1) every rank takes its share of every epoch's batches and rank 0
@@ -100,6 +100,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         shard: "R/W" or (R, W): compute only share R of W (no torch.distributed, e.g. one task of
             a job array) into `analysis/parts/`; a later call without `shard` merges complete sets.
         show_progress: progress bars on a terminal.
+        skip_bad: skip unreadable images with a warning each (None: as the run was trained,
+            run.json's `data.skip_bad`).
 
     Returns:
         AnalysisResult: the summary rows; `.computed` lists the epochs this call computed (with
@@ -116,7 +118,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
     runtime = make_runtime(device, amp, channels_last, shard)
     runner = prepare(run, info, runtime, Choices(data or info.data_spec, split, limit,
                                                  info.batch_size if batch_size is None else batch_size,
-                                                 human, methods, metrics, target, layer, probe), show_progress)
+                                                 human, methods, metrics, target, layer, probe,
+                                                 info.skip_bad if skip_bad is None else skip_bad), show_progress)
     return runner.execute(selection, store.analysis_dir(run.root, out), force)
 
 
@@ -157,6 +160,7 @@ class Choices:
     target: str
     layer: Optional[str]
     probe: Optional[int]
+    skip_bad: bool = False
 
 
 def prepare(run: RunDir, info: RunInfo, runtime: Runtime, choices: Choices, show_progress: bool) -> "Runner":
@@ -172,8 +176,8 @@ def prepare(run: RunDir, info: RunInfo, runtime: Runtime, choices: Choices, show
         raise OverfocusError(f"--limit {c.limit}: use 0 (all images) or more")
     if c.batch_size < 1:
         raise OverfocusError(f"--batch-size {c.batch_size}: use 1 or more (default: the run's batch size)")
-    ds = open_dataset(c.data_spec, c.split, info.image_size)
-    test = ds if c.split == "test" else open_dataset(c.data_spec, "test", info.image_size)
+    ds = open_dataset(c.data_spec, c.split, info.image_size, skip_bad=c.skip_bad)
+    test = ds if c.split == "test" else open_dataset(c.data_spec, "test", info.image_size, skip_bad=c.skip_bad)
     analysed = first_n(ds, c.limit)
     human_ds = open_human_dataset(c.human, info.image_size) if c.human else None
     methods = resolve_methods(c.methods)

@@ -46,6 +46,7 @@ class RunInfo:
     gradcam_layer: str
     latent_layer: str
     probe_ids: Tuple[str, ...]
+    skip_bad: bool = False  # the run was trained with --skip-bad: analysis skips unreadable images too
 
     @classmethod
     def from_manifest(cls, manifest: Dict[str, Any]) -> "RunInfo":
@@ -61,7 +62,8 @@ class RunInfo:
                    int(data.get("image_size", 64)), tuple(data.get("mean")), tuple(data.get("std")),
                    int(data.get("batch_size", 64)), int(data.get("num_workers", 0)),
                    manifest.get("gradcam_layer") or entry.gradcam_layer,
-                   manifest.get("latent_layer") or entry.latent_layer, tuple(manifest.get("probe_ids") or ()))
+                   manifest.get("latent_layer") or entry.latent_layer, tuple(manifest.get("probe_ids") or ()),
+                   bool(data.get("skip_bad", False)))
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="analysis folder (default RUN/analysis)")
     p.add_argument("--force", action="store_true", help="recompute the selected epochs; replaces an "
                    "analysis made with other settings")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning each (default: "
+                   "as the run was trained, run.json's data.skip_bad)")
     p.set_defaults(func=run)
 
 
@@ -68,7 +70,7 @@ def _names(text):
 # options handed on unchanged to the processes that --nproc launches
 VALUE_OPTIONS = ("epochs", "methods", "metrics", "probe", "data", "split", "target", "layer", "batch_size",
                  "limit", "device", "human", "out")
-FLAG_OPTIONS = ("amp", "channels_last", "force")
+FLAG_OPTIONS = ("amp", "channels_last", "force", "skip_bad")
 
 
 def forwarded_argv(args: argparse.Namespace) -> list:
@@ -111,7 +113,7 @@ def _analyze(args: argparse.Namespace):
                    probe=args.probe, data=args.data, split=args.split, target=args.target, layer=args.layer,
                    batch_size=args.batch_size, limit=args.limit, device=args.device, amp=args.amp,
                    channels_last=args.channels_last, human=args.human, force=args.force, out=args.out,
-                   shard=args.shard)
+                   shard=args.shard, skip_bad=True if args.skip_bad else None)
 
 
 def _report(result) -> None:

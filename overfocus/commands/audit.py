@@ -43,6 +43,8 @@ def register(sub) -> None:
                    help="class to explain: ground truth (default) or the predicted class")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning each "
+                   "(default: as the run was trained, else off)")
     p.set_defaults(func=run)
 
 
@@ -90,7 +92,7 @@ def options(args: argparse.Namespace):
     return AuditOptions(args.checkpoint, args.data, model, args.image_size, triple(args.mean, "--mean"),
                         triple(args.std, "--std"), args.limit, args.batch_size, args.human,
                         dict(parse_pairs(args.threshold, "--threshold")), parse_pairs(args.fail_under, "--fail-under"),
-                        target_class=args.target_class, device=args.device)
+                        target_class=args.target_class, device=args.device, skip_bad=args.skip_bad)
 
 
 def run(args: argparse.Namespace) -> int:
