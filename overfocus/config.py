@@ -200,8 +200,13 @@ def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any
 
 
 def load_file(path: str) -> Dict[str, Any]:
-    """Read a YAML or JSON configuration file into a dict."""
+    """Read a YAML or JSON configuration file into a dict; a run's run.json gives its resolved config.
+
+    A run directory is accepted too (its run.json), so `--config runs/demo` trains like that run.
+    """
     p = Path(path)
+    if p.is_dir() and (p / "run.json").is_file():
+        p = p / "run.json"
     if not p.is_file():
         raise OverfocusError(f"config file {path} does not exist: check the path given to --config")
     try:
@@ -210,6 +215,8 @@ def load_file(path: str) -> Dict[str, Any]:
         raise OverfocusError(f"config file {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}")
     if not isinstance(data, dict):
         raise OverfocusError(f"config file {path} must hold a mapping of sections (data, model, ...)")
+    if "schema" in data and isinstance(data.get("config"), dict):  # a run.json: its resolved configuration
+        return data["config"]
     return data
 
 
@@ -223,7 +230,7 @@ def build_config(config_file: Optional[str] = None, overrides: Optional[List[str
     """
     data: Dict[str, Any] = dict(base or {})
     if config_file:
-        data = _deep_merge(data, load_file(config_file))
+        data = _deep_merge(data, _without_other_params(load_file(config_file), list(overrides or [])))
     data = apply_overrides(data, list(overrides or []))
     return validate(from_dict(RunConfig, data))
 
@@ -266,6 +273,19 @@ def validate(cfg: RunConfig) -> RunConfig:
             shown = list(value) if isinstance(value, tuple) else value
             raise OverfocusError(f"config key {path!r} is {shown!r}: it must be {must} (--set {path}=...)")
     return cfg
+
+
+def _without_other_params(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    """A file's regularizer params belong to its regularizer: `--set regularizer.name=X` naming
+    another one starts from X's defaults (`train --like RUN --set regularizer.name=sgdrop`)."""
+    reg = data.get("regularizer")
+    if not isinstance(reg, dict):
+        return data
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys == ["regularizer", "name"] and value != reg.get("name"):
+            return {**data, "regularizer": {k: v for k, v in reg.items() if k != "params"}}
+    return data
 
 
 def _deep_merge(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:

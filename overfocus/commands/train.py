@@ -14,7 +14,8 @@ EXAMPLES = """examples:
       --set model.width=0.25 --epochs 30 --out runs/tin-vanilla
   overfocus train --data cub:/data/CUB_200_2011 --set data.image_size=128 \\
       --set regularizer.name=sgdrop --set regularizer.rho=0.01 --out runs/cub-sgdrop
-  overfocus train --config my.yaml --set optim.lr=0.01 --out runs/x
+  overfocus train --like runs/demo --set regularizer.name=sgdrop --out runs/sgdrop   # the demo's setup, SGDrop
+  overfocus train --config my.yaml --set optim.lr=0.01 --out runs/x    # my.yaml: sections data, model, ...
   overfocus train --nproc 2 --out runs/ddp          # DDP on this machine (same as torchrun below)
   torchrun --nproc_per_node=4 -m overfocus train --device cuda --out runs/ddp4
 """
@@ -51,11 +52,24 @@ def strip_nproc(argv: list) -> list:
     return out
 
 
+def config_source(args: argparse.Namespace):
+    """The file the configuration starts from: --config, or RUN/run.json of --like RUN."""
+    from ..errors import OverfocusError
+
+    if not args.like:
+        return args.config
+    manifest = Path(args.like) / "run.json"
+    if not manifest.is_file():
+        raise OverfocusError(f"--like {args.like}: no run.json there; pass a run directory written by "
+                             "`overfocus train` (e.g. runs/demo after `overfocus demo`)")
+    return str(manifest)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config
     from ..train import train
 
-    cfg = build_config(args.config, shortcut_overrides(args) + args.overrides)  # validate before launching
+    cfg = build_config(config_source(args), shortcut_overrides(args) + args.overrides)  # validate before launching
     if args.nproc > 1:
         argv = sys.argv[sys.argv.index("train") + 1:]
         return relaunch_with_torchrun(args.nproc, "train", strip_nproc(argv))
