@@ -10,12 +10,14 @@ from .train import relaunch_with_torchrun, strip_nproc
 EXAMPLES = """examples:
   overfocus analyze runs/demo                          # every checkpoint not analysed yet
   overfocus analyze runs/demo --epochs 0:50:5          # START:STOP:STEP, STOP included
-  overfocus analyze runs/demo --epochs 3,5,7 --methods grad_cam --metrics area_ratio,hit
-  overfocus analyze runs/tin --human osie:../shared/data/osie-150   # adds harmonization
+  overfocus analyze runs/demo --epochs 3,5,7 --methods grad_cam --metrics area_ratio,hit \
+      --out runs/demo/analysis-gradcam                 # other settings: another folder (or --force)
+  overfocus analyze runs/tin --human osie:../shared/data/osie-150   # needs a Tiny ImageNet run and the OSIE maps
   overfocus analyze runs/demo --target predicted --out runs/demo/analysis-pred
-  overfocus analyze runs/demo --nproc 2               # 2 processes on this machine (torchrun)
-  torchrun --nproc_per_node=4 -m overfocus analyze runs/demo --device cuda --amp --channels-last
-  overfocus analyze runs/demo --shard 0/4             # share 0 of 4 (job array); a plain call merges
+  overfocus analyze runs/demo --nproc 2 --force       # 2 processes on this machine (torchrun)
+  torchrun --nproc_per_node=4 -m overfocus analyze runs/demo --device cuda --amp   # needs 4 GPUs
+  overfocus analyze runs/demo --shard 0/4 --out runs/demo/analysis-shards   # share 0 of 4 (job array)
+  overfocus analyze runs/demo --out runs/demo/analysis-shards   # needs all 4 shards done: merges them
 
 writes RUN/analysis/ (see docs/analysis.md): records/epoch_NNNN.csv (one row per image x method x
 metric), summary.csv (mean and 95% bootstrap interval per epoch x method x metric), probe/ (the

@@ -10,12 +10,13 @@ from typing import Optional, Tuple
 from .common import RAW
 
 EXAMPLES = """examples:
-  overfocus audit runs/shapes                                   # a run's last checkpoint, with its history
-  overfocus audit runs/shapes/checkpoints/epoch_0005.pt --limit 200
+  overfocus audit runs/demo                                     # a run's last checkpoint, with its history
+  overfocus audit runs/demo/checkpoints/epoch_0005.pt --limit 200
   overfocus audit resnet18.pt --model resnet18 --num-classes 10 --data tiny-imagenet:DATA \\
-      --image-size 64 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
-  overfocus audit model.pt --arch torchvision.models:resnet18 --layer layer4 --data folder:PHOTOS
-  overfocus audit runs/shapes --fail-under accuracy=0.8 --fail-under energy_pg=0.5 --json   # CI gate
+      --image-size 64 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225   # needs your weights and data
+  overfocus audit model.pt --arch torchvision.models:resnet18 --layer layer4 \\
+      --data folder:PHOTOS                           # needs torchvision, your weights and photos
+  overfocus audit runs/demo --fail-under accuracy=0.8 --fail-under energy_pg=0.5 --json   # CI gate
 
 exit codes: 0 every gate passed, 1 a gate failed (named on stderr), 2 bad input
 """

@@ -7,9 +7,9 @@ from pathlib import Path
 from .common import RAW
 
 EXAMPLES = """examples:
-  overfocus demo                      # writes runs/demo
-  overfocus demo --out /tmp/d --force
-  overfocus demo --epochs 3           # quicker, for a smoke test
+  overfocus demo                      # writes runs/demo; needs no runs/demo yet (else add --force)
+  overfocus demo --out runs/demo2 --force
+  overfocus demo --epochs 3 --out runs/quick   # quicker, for a smoke test
 """
 
 DEMO_OVERRIDES = [

@@ -7,10 +7,10 @@ import sys
 from .common import RAW
 
 EXAMPLES = """examples:
-  overfocus resume runs/shapes               # after a crash or Ctrl-C
-  overfocus resume runs/shapes --epochs 40   # train further than first planned
-  overfocus resume runs/shapes --lr 0.0001   # after "training diverged": a lower learning rate
-  overfocus resume runs/ddp --nproc 2        # under DDP (or: torchrun ... -m overfocus resume RUN)
+  overfocus resume runs/demo                 # after a crash or Ctrl-C
+  overfocus resume runs/demo --epochs 14     # train further than first planned
+  overfocus resume runs/demo --lr 0.0001     # after "training diverged": a lower learning rate
+  overfocus resume runs/ddp --nproc 2        # needs runs/ddp (train --nproc 2); or torchrun ... -m overfocus resume RUN
 """
 
 

@@ -11,13 +11,13 @@ from .common import RAW, add_config_args, add_shortcut_args, shortcut_overrides
 EXAMPLES = """examples:
   overfocus train --out runs/shapes --epochs 10
   overfocus train --data tiny-imagenet:../shared/data/tiny-imagenet-10 --model vgg11 \\
-      --set model.width=0.25 --epochs 30 --out runs/tin-vanilla
+      --set model.width=0.25 --epochs 30 --out runs/tin-vanilla   # needs that folder
   overfocus train --data cub:/data/CUB_200_2011 --set data.image_size=128 \\
-      --set regularizer.name=sgdrop --set regularizer.rho=0.01 --out runs/cub-sgdrop
-  overfocus train --like runs/demo --set regularizer.name=sgdrop --out runs/sgdrop   # the demo's setup, SGDrop
-  overfocus train --config my.yaml --set optim.lr=0.01 --out runs/x    # my.yaml: sections data, model, ...
+      --set regularizer.name=sgdrop --set regularizer.rho=0.01 --out runs/cub-sgdrop   # needs CUB-200-2011
+  overfocus train --like runs/demo --set regularizer.name=dropout --out runs/dropout   # the demo's setup, dropout
+  overfocus train --config runs/demo/run.json --set optim.lr=0.01 --out runs/lr01   # or your own YAML file
   overfocus train --nproc 2 --out runs/ddp          # DDP on this machine (same as torchrun below)
-  torchrun --nproc_per_node=4 -m overfocus train --device cuda --out runs/ddp4
+  torchrun --nproc_per_node=4 -m overfocus train --device cuda --out runs/ddp4   # needs 4 GPUs
 """
 
 
