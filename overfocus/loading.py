@@ -244,6 +244,23 @@ SKIP_LAYER_TYPES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn
 
 
 @torch.no_grad()
+def default_layer(model: nn.Module, images: torch.Tensor) -> str:
+    """The layer to explain: the one a registered model declares (its Grad-CAM layer, by default its
+    latent layer), else `auto_layer`'s pick.
+
+    Example:
+        >>> from overfocus.models import build_model
+        >>> default_layer(build_model("resnet18", 3, width=0.125, small_input=True), torch.zeros(1, 3, 32, 32))
+        'layer4'
+        >>> default_layer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1)), torch.zeros(1, 3, 8, 8))
+        '1'
+    """
+    declared = getattr(model, "overfocus_layers", None)
+    if isinstance(declared, dict) and declared.get("gradcam"):
+        return declared["gradcam"]
+    return auto_layer(model, images)
+
+
 def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
     """The last module to finish with a 4-D output of more than 1 x 1 pixels (the conv trunk's end).
 

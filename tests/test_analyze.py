@@ -240,8 +240,8 @@ def test_python_api_is_lazy_and_callable():
     code = ("import sys, overfocus; assert 'torch' not in sys.modules; "
             "import types, overfocus.analysis as m; assert 'torch' not in sys.modules; "
             "assert isinstance(overfocus.analyze, types.FunctionType) and overfocus.analyze is m.analyze; "
-            "assert set(overfocus.__all__) == {'analyze', 'attribute', 'normalize_maps'}; "
-            "assert callable(overfocus.attribute) and callable(overfocus.normalize_maps); "
+            "assert set(overfocus.__all__) == {'analyze', 'attribute', 'normalize_maps', 'overlay'}; "
+            "assert callable(overfocus.attribute) and callable(overfocus.normalize_maps) and callable(overfocus.overlay); "
             "assert callable(m.parse_epochs) and callable(m.read_records); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -50,7 +50,11 @@ def build_model(name: str, num_classes: int, width: float = 1.0, small_input: bo
         raise OverfocusError(f"num_classes must be at least 1, got {num_classes}")
     if width <= 0:
         raise OverfocusError(f"model width must be positive, got {width}")
-    return MODELS.get(name).build(num_classes=num_classes, width=width, small_input=small_input)
+    entry = MODELS.get(name)
+    model = entry.build(num_classes=num_classes, width=width, small_input=small_input)
+    # declared on the instance, so that `overfocus.attribute(model, images)` finds its layer
+    model.overfocus_layers = {"latent": entry.latent_layer, "gradcam": entry.gradcam_layer}
+    return model
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
