@@ -53,11 +53,12 @@ THRESHOLDS: Dict[str, Threshold] = {
     "area_problem": Threshold(0.03, "mean area ratio below this is a problem (overfocused)"),
     "area_warning": Threshold(0.08, "mean area ratio below this is a warning"),
     "area_diffuse": Threshold(0.6, "mean area ratio above this is a warning (diffuse, uninformative)"),
-    "outside_problem": Threshold(0.5, "share of images with energy pointing game < 0.5 above this is a problem"),
-    "outside_warning": Threshold(0.25, "share of images with energy pointing game < 0.5 above this is a warning"),
-    "hit_problem": Threshold(0.3, "hit ratio below this is a problem"),
-    "hit_warning": Threshold(0.5, "hit ratio below this is a warning"),
-    "pointing_warning": Threshold(0.5, "pointing game accuracy below this is a warning"),
+    "outside_problem": Threshold(0.5, "localisation: share of images with energy pointing game < 0.5 above "
+                                      "this, with the peak off the object too, is a problem"),
+    "outside_warning": Threshold(0.25, "localisation: share of images with energy pointing game < 0.5 above "
+                                       "this is a warning"),
+    "pointing_warning": Threshold(0.5, "localisation: pointing game (peak on the object) below this is a warning; "
+                                       "with most attention outside the box too, a problem"),
     "degenerate_warning": Threshold(0.1, "share of all-zero maps above this is a warning"),
     "harmonization_warning": Threshold(0.2, "harmonization score below this is a warning"),
     "latent_coverage_warning": Threshold(0.1, "cumulative latent-layer neuron coverage below this is a warning"),
@@ -296,7 +297,8 @@ class Accumulator:
         """Keep the `keep` best and worst examples (NaN scores never compete)."""
         pool = [e for e in examples if not math.isnan(e.score)]
         sign = -1.0 if self.higher else 1.0
-        self.best = sorted(self.best + pool, key=lambda e: sign * e.score)[: self.keep]
+        correct = [e for e in pool if e.pred == e.label]  # a "best" example is never a wrong answer
+        self.best = sorted(self.best + correct, key=lambda e: sign * e.score)[: self.keep]
         self.worst = sorted(self.worst + pool, key=lambda e: -sign * e.score)[: self.keep]
 
     def per_image(self, method: str, name: str) -> np.ndarray:
@@ -464,22 +466,31 @@ def area_finding(metrics, t, title: str) -> List[Dict[str, Any]]:
 
 
 def box_findings(metrics, t, title: str) -> List[Dict[str, Any]]:
-    out = []
-    outside = value_of(metrics, "outside_box")
-    if outside is not None:
-        level = graded(outside, outside > t["outside_problem"], outside > t["outside_warning"])
-        out.append(finding("outside_box", level, f"{title} attention lies mostly outside the object box in "
-                           f"{pct(outside)} of images", "outside_box", outside))
-    hit = value_of(metrics, "hit_ratio")
-    if hit is not None:
-        out.append(finding("hit_ratio", graded(hit, hit < t["hit_problem"], hit < t["hit_warning"]),
-                           f"the main {title} region matches the object box (IoU >= 0.5) in {pct(hit)} of images",
-                           "hit_ratio", hit))
-    pg = value_of(metrics, "pointing_game")
+    """ONE localisation finding from the box metrics, with its rule stated, so that no two sentences
+    can contradict each other (a peak on the object with the map wider than the box is both).
+
+    problem: the peak is off the object (pointing game < pointing_warning) AND most attention lies
+    outside the box in more than outside_problem of the images; warning: either one of the two
+    (or outside_box above outside_warning); ok otherwise. The hit ratio is reported, not graded:
+    a map wider or tighter than the box misses IoU >= 0.5 while pointing at the object.
+    """
+    pg, outside, hit = (value_of(metrics, name) for name in ("pointing_game", "outside_box", "hit_ratio"))
+    if pg is None and outside is None:
+        return []
+    peak_off = pg is not None and pg < t["pointing_warning"]
+    mass_out = outside is not None and outside > t["outside_problem"]
+    level = graded(0.0, peak_off and mass_out, peak_off or mass_out or (outside or 0.0) > t["outside_warning"])
+    parts = []
     if pg is not None:
-        out.append(finding("pointing_game", graded(pg, False, pg < t["pointing_warning"]),
-                           f"the {title} peak falls on the object in {pct(pg)} of images", "pointing_game", pg))
-    return out
+        parts.append(f"peak on the object in {pct(pg)} of images")
+    if outside is not None:
+        parts.append(f"most attention outside the box in {pct(outside)}")
+    if hit is not None:
+        parts.append(f"main region matches the box (IoU >= 0.5) in {pct(hit)}")
+    rule = (f"problem: peak on the object < {pct(t['pointing_warning'])} and mostly outside > "
+            f"{pct(t['outside_problem'])}; warning: either, or mostly outside > {pct(t['outside_warning'])}")
+    metric, value = ("pointing_game", pg) if pg is not None else ("outside_box", outside)
+    return [finding("localisation", level, f"{title} localisation: {', '.join(parts)} ({rule})", metric, value)]
 
 
 def map_quality_findings(metrics, t, title: str, layer: Optional[str]) -> List[Dict[str, Any]]:
@@ -705,7 +716,8 @@ def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds,
     inputs = {"checkpoint": str(source.checkpoint), "sha256": loaded.sha256, "kind": loaded.kind,
               "model": loaded.description, "epoch": loaded.epoch, "outputs": acc.outputs,
               "run_dir": str(source.run.root) if source.run else None, "data": prep.data, "split": "test",
-              "images": len(acc.labels), "limit": opts.limit, "classes": list(dataset.classes),
+              "images": len(acc.labels), "split_size": len(getattr(dataset, "dataset", dataset)),
+              "limit": opts.limit, "classes": list(dataset.classes),
               "has_boxes": bool(getattr(dataset, "has_boxes", False)), "layer": layer, "latent_layer": latent,
               "methods": list(opts.methods) if layer else [], "target": opts.target_class, "human": opts.human}
     return clean_json({
@@ -768,8 +780,10 @@ def write_outputs(result: AuditResult, out: Path) -> Tuple[Path, Path]:
 
 def summary_lines(report: Dict[str, Any]) -> List[str]:
     """Human-readable console summary: one line per finding and per gate."""
-    lines = [f"audit of {report['inputs']['checkpoint']} (sha256 {report['inputs']['sha256'][:12]}...) on "
-             f"{report['inputs']['images']} images of {report['inputs']['data']}"]
+    inputs = report["inputs"]
+    lines = [f"audit of {inputs['checkpoint']} (sha256 {inputs['sha256'][:12]}...) on {inputs['images']} images "
+             f"of the {inputs['split']} split ({inputs.get('split_size', inputs['images'])} images; --limit "
+             f"{inputs['limit']}) of {inputs['data']}"]
     lines += [f"  [{f['level']}] {f['message']}" for f in report["findings"]]
     for g in report["gates"]:
         verdict = "passed" if g["passed"] else "FAILED"
