@@ -47,6 +47,7 @@ class ModelConfig:
     num_classes: int = 0  # 0 = from the dataset
     latent_layer: str = ""  # "" = the model's declared latent layer
     classifier_dropout: float = -1.0  # p of the classifier's own Dropout layers; -1 = the architecture's
+    batch_norm: Optional[bool] = None  # VGG only; None = as before (BN if small_input); false = the seed's VGG
 
 
 @dataclass

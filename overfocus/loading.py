@@ -43,6 +43,7 @@ class ModelOptions:
     width: float = 1.0
     small_input: bool = False
     trust_pickle: bool = False
+    batch_norm: Optional[bool] = None  # model.batch_norm (None = the architecture's default)
 
 
 @dataclass
@@ -154,7 +155,7 @@ def build_target(opts: ModelOptions, num_classes: int) -> Tuple[nn.Module, str, 
                                  f"{', '.join(MODELS.names())}, or load any architecture with --arch "
                                  "package.module:Factory, e.g. --arch torchvision.models:resnet34")
         entry = MODELS.get(opts.model)
-        model = build_model(opts.model, num_classes, opts.width, opts.small_input)
+        model = build_model(opts.model, num_classes, opts.width, opts.small_input, opts.batch_norm)
         desc = (f"{opts.model} (width {opts.width:g}, {'small input, ' if opts.small_input else ''}"
                 f"{num_classes} classes)")
         return model, desc, entry.gradcam_layer, entry.latent_layer

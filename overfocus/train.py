@@ -198,7 +198,8 @@ class Trainer:
         num_classes = cfg.model.num_classes or len(self.data.classes)
         self.num_classes = num_classes
         torch.manual_seed(cfg.train.seed)
-        self.model = build_model(cfg.model.name, num_classes, cfg.model.width, cfg.model.small_input).to(self.device)
+        self.model = build_model(cfg.model.name, num_classes, cfg.model.width, cfg.model.small_input,
+                                 cfg.model.batch_norm).to(self.device)
         if cfg.model.classifier_dropout >= 0:
             for module in self.model.modules():
                 if isinstance(module, nn.Dropout):

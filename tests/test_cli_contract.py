@@ -353,7 +353,7 @@ def test_interrupted_video_write_leaves_no_temp_file(tmp_path, capsys, monkeypat
             tmp.write_bytes(b"partial")
             raise KeyboardInterrupt
 
-    monkeypatch.setattr("overfocus.render.video.write_gif", write_then_interrupt)
+    monkeypatch.setattr("overfocus.render.encode.write_gif", write_then_interrupt)
     code, err = run_cli(["render", fake, "--formats", "gif", "--methods", "grad_cam"], capsys)
     assert code == 130
     assert_one_line(err, "interrupted")

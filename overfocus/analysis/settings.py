@@ -46,6 +46,7 @@ class RunInfo:
     gradcam_layer: str
     latent_layer: str
     probe_ids: Tuple[str, ...]
+    batch_norm: Optional[bool] = None  # model.batch_norm of the run (None = the architecture's default)
     skip_bad: bool = False  # the run was trained with --skip-bad: analysis skips unreadable images too
 
     @classmethod
@@ -63,7 +64,7 @@ class RunInfo:
                    int(data.get("batch_size", 64)), int(data.get("num_workers", 0)),
                    manifest.get("gradcam_layer") or entry.gradcam_layer,
                    manifest.get("latent_layer") or entry.latent_layer, tuple(manifest.get("probe_ids") or ()),
-                   bool(data.get("skip_bad", False)))
+                   model.get("batch_norm"), bool(data.get("skip_bad", False)))
 
 
 @dataclass(frozen=True)

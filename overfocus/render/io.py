@@ -18,20 +18,11 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from ..analysis_io import parse_summary_file
+from ..analysis.storage import parse_summary_file
 from ..errors import OverfocusError
 from ..fileio import file_mode, writing
 from ..rundir import RunDir
-
-METHOD_NAMES = {"grad_cam": "Grad-CAM", "sgdrop": "SGDrop", "saliency": "saliency",
-                "input_x_gradient": "input x gradient", "integrated_gradients": "integrated gradients",
-                "guided_grad_cam": "guided Grad-CAM", "model": "model"}
-
-
-def method_name(method: str) -> str:
-    """Display name of an attribution method ('grad_cam' -> 'Grad-CAM')."""
-    return METHOD_NAMES.get(method, method)
-
+from .meta import MetricInfo, method_title, metric_info
 
 @dataclass
 class ProbeSet:
@@ -89,6 +80,14 @@ class Analysis:
     @property
     def methods(self) -> List[str]:
         return list(self.meta.get("methods", []))
+
+    def method_title(self, method: str) -> str:
+        """Display title from analysis.json's `method_info` (plain name for older analyses)."""
+        return method_title(self.meta, method)
+
+    def metric_info(self, metric: str) -> MetricInfo:
+        """Title, unit and range from analysis.json's `metric_info` (plain name, no range, for older ones)."""
+        return metric_info(self.meta, metric)
 
     def load_epoch(self, epoch: int) -> EpochMaps:
         return read_probe_epoch(self.run_dir / "analysis" / "probe" / f"epoch_{epoch:04d}.npz", epoch)

@@ -16,7 +16,7 @@ from typing import Optional
 from ..errors import OverfocusError
 from ..fileio import writing
 from .io import Analysis, load_analysis
-from .video import FrameStyle, check_style, evolution_frames
+from .frames import FrameStyle, check_style, evolution_frames
 
 EVENT_GLOB = "events.out.tfevents.*"
 
