@@ -30,7 +30,7 @@ from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier,
 from .errors import OverfocusError
 from .fileio import writing
 from .models import MODELS, build_model, latent_layer_name
-from .progress import progress
+from .progress import epoch_line, progress
 from .device import resolve_device  # noqa: F401 (re-exported for callers of train.resolve_device)
 from .regularizers import RegContext, StepInfo, build_regularizer
 from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save, load_checkpoint
@@ -337,6 +337,9 @@ class Trainer:
         manifest["skipped_files"] = self.skipped_files()
         self.run.write_manifest(manifest)
         self.run.set_latest(epoch)
+        if self.cfg.train.progress:  # a log (nohup, a cluster job, CI) shows each epoch as it ends
+            epoch_line(epoch, prefix="train", train_acc=train_acc, test_acc=test_acc, gap=row["gap"],
+                       seconds=seconds)
         barrier(self.dist)
 
     def _check_finite(self, epoch: int, what: str, value: Optional[float]) -> None:

@@ -35,7 +35,7 @@ import torch
 from ..attribution.methods import DEFAULT_METHODS
 from ..distributed import broadcast_object, gather_objects
 from ..errors import OverfocusError
-from ..progress import progress
+from ..progress import epoch_line, progress
 from ..rundir import RunDir
 from . import storage as store
 from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
@@ -260,6 +260,7 @@ class Runner:
         self.run, self.info, self.rt, self.settings, self.data = run, info, runtime, settings, data
         self.evaluator, self.batch_size, self.show = evaluator, batch_size, show_progress
         self.reused: List[int] = []
+        self.written_rows: List[Dict[str, Any]] = []
 
     # -- the loop --
     def execute(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
@@ -277,6 +278,8 @@ class Runner:
                 reason = self._epoch(folder, epoch, plan)
                 if self.rt.dist.is_main:
                     plan.record(folder, epoch, reason)
+                    if self.show and not reason:  # one plain line per checkpoint in a log
+                        epoch_line(epoch, prefix="analyze", **headline_means(self.written_rows, self.settings))
             self._report_reused()
             return self._on_main(lambda: self._finish(selection[0], folder, force, plan))
         finally:
@@ -373,6 +376,7 @@ class Runner:
         return None
 
     def _write_epoch(self, folder: Path, epoch: int, rows: List[Dict[str, Any]], probe: Dict[str, Any]) -> None:
+        self.written_rows = rows  # for this epoch's progress line
         store.write_npz(store.probe_epoch_path(folder, epoch), **probe)
         store.write_csv(store.records_path(folder, epoch), rows, store.RECORD_COLUMNS, ".9g")  # last: "done"
 
@@ -442,6 +446,30 @@ class Runner:
     def _write_probe_images(self, folder: Path, rewrite: bool) -> None:
         if rewrite:
             store.write_npz(store.probe_images_path(folder), **probe_arrays(self.data.probe_batch, self.data.classes))
+
+
+HEADLINE_METRICS = ("area_ratio", "hit", "pointing_game", "energy_pg")
+
+
+def headline_means(rows: List[Dict[str, Any]], settings: Settings) -> Dict[str, float]:
+    """Accuracy and the main map metrics of the first method, averaged over one epoch's records
+    (NaN left out): what analyze's per-epoch line shows.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> rows = [{"method": "model", "metric": "correct", "image_id": "a", "value": 1.0},
+        ...         {"method": "grad_cam", "metric": "area_ratio", "image_id": "a", "value": 0.25}]
+        >>> headline_means(rows, SimpleNamespace(methods=("grad_cam",)))
+        {'accuracy': 1.0, 'grad_cam.area_ratio': 0.25}
+    """
+    wanted = {(store.MODEL_METHOD, "correct"): "accuracy"}
+    wanted.update({(settings.methods[0], m): f"{settings.methods[0]}.{m}" for m in HEADLINE_METRICS})
+    sums: Dict[str, List[float]] = {}
+    for r in rows:
+        name = wanted.get((r["method"], r["metric"]))
+        if name and r["image_id"] != store.ALL_IMAGES and r["value"] == r["value"]:
+            sums.setdefault(name, []).append(float(r["value"]))
+    return {name: sum(v) / len(v) for name in wanted.values() if (v := sums.get(name))}
 
 
 def _skip(epoch: int, reason: str) -> Dict[str, Any]:
