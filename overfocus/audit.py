@@ -196,14 +196,33 @@ def model_options(opts: AuditOptions, source: Source) -> ModelOptions:
                         trust_pickle=m.trust_pickle)
 
 
-def open_audit_data(prep: Preprocessing, limit: int):
-    """The test split, at most `limit` images evenly spaced over it (0 = all)."""
+def open_audit_data(prep: Preprocessing, limit: int, whole_folder: bool = False) -> Tuple[Any, str]:
+    """(the images to audit, which split): at most `limit` images evenly spaced (0 = all) over the
+    test split, or, with `whole_folder`, over every image of data that has no split of its own
+    (a folder of test images: its 20% share would silently leave most of them out)."""
     from .data import open_dataset
 
     dataset = open_dataset(prep.data, "test", prep.image_size, skip_bad=prep.skip_bad)
+    split = "test"
+    if whole_folder and "test_fraction" not in prep.data:
+        everything = _all_images(prep)
+        if everything is not None and len(everything) > len(dataset):
+            dataset, split = everything, "all"
     if len(dataset) == 0:
         raise OverfocusError(f"--data {prep.data} has no test images: point it at data with a test split")
-    return evenly_spaced(dataset, limit)
+    return evenly_spaced(dataset, limit), split
+
+
+def _all_images(prep: Preprocessing):
+    """Every image of `prep.data` as its test split (test_fraction=1), or None for a kind without
+    a fractional split (its test split is its own)."""
+    from .data import open_dataset
+
+    spec = prep.data + ("&" if "?" in prep.data else "?") + "test_fraction=1"
+    try:
+        return open_dataset(spec, "test", prep.image_size, skip_bad=prep.skip_bad)
+    except OverfocusError:
+        return None
 
 
 def parse_pairs(items: Sequence[str], what: str) -> List[Tuple[str, float]]:
@@ -568,7 +587,8 @@ def audit(opts: AuditOptions) -> AuditResult:
     source = resolve_source(opts.target)
     prep = resolve_preprocessing(opts, source)
     loaded = load_model(source.checkpoint, model_options(opts, source))
-    dataset = open_audit_data(prep, opts.limit)
+    # a run is audited on its own test split; data given by --data on all of it when it has no split
+    dataset, split = open_audit_data(prep, opts.limit, whole_folder=opts.data is not None)
     device = resolve_device(opts.device)
     model = loaded.model.to(device).eval()
     check_input_size(model, dataset, prep, device)
@@ -580,7 +600,7 @@ def audit(opts: AuditOptions) -> AuditResult:
     with attribution_mode(model):  # parameters frozen for the whole evaluation, restored after
         run_batches(ctx, dataset, acc, coverage, opts)
     metrics = collect_metrics(acc, coverage, opts.methods if layer else ())
-    facts = make_facts(opts, source, prep, loaded, dataset, acc, layer, model)
+    facts = {**make_facts(opts, source, prep, loaded, dataset, acc, layer, model), "split": split}
     report = build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds, metrics, facts, acc)
     report["seconds"] = round(time.perf_counter() - start, 3)
     best, worst = split_examples(acc)
@@ -716,7 +736,7 @@ def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds,
     gates = evaluate_gates(opts.gates, metrics, opts.methods[0])
     inputs = {"checkpoint": str(source.checkpoint), "sha256": loaded.sha256, "kind": loaded.kind,
               "model": loaded.description, "epoch": loaded.epoch, "outputs": acc.outputs,
-              "run_dir": str(source.run.root) if source.run else None, "data": prep.data, "split": "test",
+              "run_dir": str(source.run.root) if source.run else None, "data": prep.data, "split": facts["split"],
               "images": len(acc.labels), "split_size": len(getattr(dataset, "dataset", dataset)),
               "limit": opts.limit, "classes": list(dataset.classes),
               "has_boxes": bool(getattr(dataset, "has_boxes", False)), "layer": layer, "latent_layer": latent,
@@ -782,9 +802,11 @@ def write_outputs(result: AuditResult, out: Path) -> Tuple[Path, Path]:
 def summary_lines(report: Dict[str, Any]) -> List[str]:
     """Human-readable console summary: one line per finding and per gate."""
     inputs = report["inputs"]
+    where = ("all images (the data has no train/test split of its own)" if inputs["split"] == "all"
+             else f"the {inputs['split']} split")
     lines = [f"audit of {inputs['checkpoint']} (sha256 {inputs['sha256'][:12]}...) on {inputs['images']} images "
-             f"of the {inputs['split']} split ({inputs.get('split_size', inputs['images'])} images; --limit "
-             f"{inputs['limit']}) of {inputs['data']}"]
+             f"of {where}, {inputs.get('split_size', inputs['images'])} in all (--limit {inputs['limit']}), of "
+             f"{inputs['data']}"]
     lines += [f"  [{f['level']}] {f['message']}" for f in report["findings"]]
     for g in report["gates"]:
         verdict = "passed" if g["passed"] else "FAILED"

@@ -400,3 +400,23 @@ def test_best_examples_are_correct_predictions():
     acc.offer([example(0, 0.99, 1, 0), example(1, 0.9, 2, 2), example(2, 0.5, 0, 0), example(3, 0.1, 1, 2)])
     assert [e.image_id for e in acc.best] == ["1", "2"]  # the top-scored image 0 was misclassified
     assert [e.image_id for e in acc.worst] == ["3", "2"]
+
+
+def test_a_folder_without_a_split_is_audited_whole_and_the_report_says_so(tiny_run, tmp_path, capsys):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for cls in ("circle", "square", "triangle"):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(10):
+            cv2.imwrite(str(tmp_path / "photos" / cls / f"{i}.png"), (rng.random((32, 32, 3)) * 255).astype(np.uint8))
+    ckpt = tiny_run / "checkpoints" / "epoch_0002.pt"
+    code = main(["audit", str(ckpt), "--data", f"folder:{tmp_path / 'photos'}", "--out", str(tmp_path / "a")])
+    assert code == 0
+    out = capsys.readouterr().out
+    inputs = json.loads((tmp_path / "a" / "report.json").read_text())["inputs"]
+    assert inputs["images"] == inputs["split_size"] == 30 and inputs["split"] == "all"
+    assert "on 30 images of all images (the data has no train/test split of its own), 30 in all" in out
+    # a run is audited on its own test split
+    assert main(["audit", str(tiny_run), "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["inputs"]["split"] == "test"
