@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import copy_run
+
 from overfocus.analysis import analyze
 from overfocus.analysis.lock import AnalysisLock
 from overfocus.cli import main

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import List, Tuple
 
 import pytest
+from test_next_steps import TINY_DEMO, printed_commands
 
 from overfocus.cli import COMMANDS, build_parser, main
-from test_next_steps import TINY_DEMO, printed_commands
 
 TINY_DEMO_12 = [o for o in TINY_DEMO if not o.startswith("train.epochs")] + ["train.epochs=12"]
 

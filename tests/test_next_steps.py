@@ -27,7 +27,7 @@ def test_demo_next_steps_run_as_printed_and_compare_succeeds(tmp_path, monkeypat
     assert [c[1] for c in commands] == ["audit", "train", "analyze", "compare", "train"]
     for argv in commands:
         code = main(argv[1:])
-        out, err = capsys.readouterr()
+        _out, err = capsys.readouterr()
         assert code in ((0, 1) if argv[1] == "audit" else (0,)), f"{shlex.join(argv)}: {err}"  # 1: its gate
     demo, sgdrop = (json.loads((tmp_path / "runs" / name / "run.json").read_text()) for name in ("demo", "sgdrop"))
     assert sgdrop["config"]["regularizer"]["name"] == "sgdrop"

@@ -63,7 +63,7 @@ def test_analyze_honours_the_runs_skip_bad(skip_bad_run, tmp_path, capsys):
 
 def test_a_bad_image_names_a_flag_the_command_has(skip_bad_run, tmp_path, capsys):
     """Without skip_bad the error's hint names --skip-bad, which analyze and audit accept."""
-    data, run = skip_bad_run
+    _data, run = skip_bad_run
     manifest = json.loads((run / "run.json").read_text())
     manifest["config"]["data"]["skip_bad"] = False
     strict = tmp_path / "strict"
