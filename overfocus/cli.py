@@ -77,6 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what --nproc hands to torchrun
     prefix = f"overfocus {args.command}"
     try:
         return int(args.func(args) or 0)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .common import RAW
 
@@ -32,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     RunDir(args.run).read_manifest()  # a one-line error before any process is launched
     if args.nproc > 1:
-        argv = sys.argv[sys.argv.index("resume") + 1:]
+        argv = args.argv[args.argv.index("resume") + 1:]
         return relaunch_with_torchrun(args.nproc, "resume", strip_nproc(argv))
     out = resume(args.run, args.epochs, args.lr)
     if env_info().is_main:

@@ -16,7 +16,7 @@ EXAMPLES = """examples:
       --set regularizer.name=sgdrop --set regularizer.rho=0.01 --out runs/cub-sgdrop   # needs CUB-200-2011
   overfocus train --like runs/demo --set regularizer.name=dropout --out runs/dropout   # the demo's setup, dropout
   overfocus train --config runs/demo/run.json --set optim.lr=0.01 --out runs/lr01   # or your own YAML file
-  overfocus train --nproc 2 --out runs/ddp          # DDP on this machine (same as torchrun below)
+  overfocus train --like runs/demo --epochs 2 --nproc 2 --out runs/ddp   # DDP on this machine (as torchrun below)
   torchrun --nproc_per_node=4 -m overfocus train --device cuda --out runs/ddp4   # needs 4 GPUs
 """
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = build_config(config_source(args), shortcut_overrides(args) + args.overrides)  # validate before launching
     if args.nproc > 1:
-        argv = sys.argv[sys.argv.index("train") + 1:]
+        argv = args.argv[args.argv.index("train") + 1:]
         return relaunch_with_torchrun(args.nproc, "train", strip_nproc(argv))
     out = train(cfg, Path(args.out), force=args.force)
     from ..distributed import env_info
