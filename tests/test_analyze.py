@@ -133,8 +133,9 @@ def test_a_second_call_does_no_work(analysed):
     before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
     again = analyze(run, device="cpu", show_progress=False)
     assert again.computed == [] and again.epochs_done == [0, 1, 2]
-    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != "analysis.json"} == \
-        {p: t for p, t in before.items() if p.name != "analysis.json"}
+    kept = ("analysis.json", "analysis.lock")  # the lock names its holder in each call
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name not in kept} == \
+        {p: t for p, t in before.items() if p.name not in kept}
     assert list(again) == read_summary(run)
 
 
@@ -239,8 +240,8 @@ def test_python_api_is_lazy_and_callable():
     code = ("import sys, overfocus; assert 'torch' not in sys.modules; "
             "import types, overfocus.analysis as m; assert 'torch' not in sys.modules; "
             "assert isinstance(overfocus.analyze, types.FunctionType) and overfocus.analyze is m.analyze; "
-            "assert set(overfocus.__all__) == {'analyze', 'attribute', 'normalize_maps'}; "
-            "assert callable(overfocus.attribute) and callable(overfocus.normalize_maps); "
+            "assert set(overfocus.__all__) == {'analyze', 'attribute', 'normalize_maps', 'overlay'}; "
+            "assert callable(overfocus.attribute) and callable(overfocus.normalize_maps) and callable(overfocus.overlay); "
             "assert callable(m.parse_epochs) and callable(m.read_records); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
@@ -264,3 +265,42 @@ def test_cli_exit_2_with_one_line_on_a_non_run_folder(tmp_path, capsys):
     assert main(["analyze", str(tmp_path), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run.json" in err[0] and err[0].startswith("overfocus analyze: error:")
+
+
+@pytest.mark.parametrize("damage", ["records-mid-line", "records-at-line-end", "probe-npz"])
+def test_a_truncated_file_is_detected_and_its_epoch_redone(analysed, tmp_path, damage, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(analysed[0], run)
+    folder = run / "analysis"
+    records = records_path(folder, 1)
+    whole = read_records(run, epochs=[1])
+    summary = read_summary(run)
+    if damage == "probe-npz":
+        target = folder / "probe" / "epoch_0001.npz"
+        target.write_bytes(target.read_bytes()[:-100])
+    else:
+        text = records.read_text()
+        cut = len(text) // 2 if damage == "records-mid-line" else text.rindex("\n", 0, len(text) // 2) + 1
+        records.write_text(text[:cut])
+        target = records
+    capsys.readouterr()
+    again = analyze(run, device="cpu", show_progress=False)
+    assert again.computed == [1]
+    assert f"{target} is damaged" in capsys.readouterr().err
+    assert read_records(run, epochs=[1]) == whole or all(
+        a["metric"] == b["metric"] and (a["value"] == b["value"] or math.isnan(a["value"]) and math.isnan(b["value"]))
+        for a, b in zip(read_records(run, epochs=[1]), whole))
+    assert len(read_records(run, epochs=[1])) == len(whole)
+    assert [(r["epoch"], r["metric"], r["n"]) for r in read_summary(run)] == \
+        [(r["epoch"], r["metric"], r["n"]) for r in summary]
+    read_probe(run, epoch=1)  # whole again
+
+
+def test_a_truncated_probe_images_file_is_written_again(analysed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(analysed[0], run)
+    images = run / "analysis" / "probe" / "images.npz"
+    whole = images.read_bytes()
+    images.write_bytes(whole[: len(whole) // 2])
+    analyze(run, device="cpu", show_progress=False)
+    assert images.read_bytes() == whole

@@ -18,6 +18,7 @@ from ..distributed import DistInfo
 from ..errors import OverfocusError
 from ..metrics.registry import METRICS
 from ..rundir import RunDir
+from ..registry import did_you_mean
 from .shards import parse_shard
 
 IMAGE_METRICS = ("correct", "confidence")  # always recorded: free, from the logits
@@ -46,6 +47,7 @@ class RunInfo:
     latent_layer: str
     probe_ids: Tuple[str, ...]
     batch_norm: Optional[bool] = None  # model.batch_norm of the run (None = the architecture's default)
+    skip_bad: bool = False  # the run was trained with --skip-bad: analysis skips unreadable images too
 
     @classmethod
     def from_manifest(cls, manifest: Dict[str, Any]) -> "RunInfo":
@@ -62,7 +64,7 @@ class RunInfo:
                    int(data.get("batch_size", 64)), int(data.get("num_workers", 0)),
                    manifest.get("gradcam_layer") or entry.gradcam_layer,
                    manifest.get("latent_layer") or entry.latent_layer, tuple(manifest.get("probe_ids") or ()),
-                   model.get("batch_norm"))
+                   model.get("batch_norm"), bool(data.get("skip_bad", False)))
 
 
 @dataclass(frozen=True)
@@ -208,24 +210,41 @@ def _parse_range(text: str) -> Tuple[int, int, int]:
         raise OverfocusError(f"--epochs {text!r}: use START:STOP[:STEP] (STOP included), e.g. 0:50:5") from None
     if step < 1:
         raise OverfocusError(f"--epochs {text!r}: the step must be at least 1")
+    if start < 0 or stop < start:
+        raise OverfocusError(f"--epochs {text!r}: START must be 0 or more and STOP at least START, e.g. 0:50:5")
     return start, stop, step
 
 
 def _parse_list(spec: Iterable[int] | str) -> List[int]:
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     try:
-        return sorted({int(str(e).strip()) for e in items if str(e).strip()})
+        epochs = sorted({int(str(e).strip()) for e in items if str(e).strip()})
     except ValueError:
         raise OverfocusError(f"--epochs {spec!r}: use all, a list such as 3,5,7 or a range such as 0:50:5") from None
+    if epochs and epochs[0] < 0:
+        raise OverfocusError(f"--epochs {spec!r}: epochs are 0 (the initial weights) or more")
+    return epochs
 
 
 def select_epochs(spec, available: Sequence[int], root) -> Tuple[List[int], List[int]]:
-    """parse_epochs over the epochs a run has, refusing a selection that names none of them."""
+    """The epochs to analyse; an asked epoch the run does not have is an error, not a silent skip."""
     selected, missing = parse_epochs(spec, available)
-    if not selected and not missing:
+    if missing:
+        raise OverfocusError(f"--epochs {spec}: {root} has no epoch {', '.join(map(str, missing))}; "
+                             f"it has epochs {_span(available)} (use --epochs all or a subset of those)")
+    if not selected:
         raise OverfocusError(f"no checkpoint of {root} matches --epochs {spec}: "
-                             f"the run has epochs {sorted(available) or 'none yet'}")
+                             f"the run has epochs {_span(available) if available else 'none yet'}")
     return selected, missing
+
+
+def _span(epochs: Sequence[int]) -> str:
+    """'0-5' for consecutive epochs, else the list; 'none yet' for none."""
+    if not epochs:
+        return "none yet"
+    if list(epochs) == list(range(epochs[0], epochs[-1] + 1)):
+        return f"{epochs[0]}-{epochs[-1]}"
+    return ", ".join(map(str, epochs))
 
 
 
@@ -253,7 +272,8 @@ def resolve_metrics(names: Optional[Sequence[str]], has_boxes: bool,
         for n in chosen:
             if n not in METRICS:
                 known = ", ".join(METRICS.names() + ["coverage"])
-                raise OverfocusError(f"unknown metric {n!r} in --metrics: choose from {known}")
+                hint = did_you_mean(n, METRICS.names() + ["coverage"])
+                raise OverfocusError(f"unknown metric {n!r} in --metrics{hint}: choose from {known}")
             _check_metric(METRICS.get(n), has_boxes, has_human)
         if has_human and "harmonization" in METRICS and "harmonization" not in chosen:
             chosen.append("harmonization")  # --human asks for it

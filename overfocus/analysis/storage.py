@@ -25,6 +25,7 @@ import io
 import json
 import math
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -206,6 +207,32 @@ def to_dataframe(rows: List[Dict[str, Any]]):
 
 
 # ---- probe npz files ----------------------------------------------------------------------------
+def intact_file(path: Path, size: Optional[int] = None) -> bool:
+    r"""True when `path` looks whole: the recorded `size` (when known), a CSV ending with its last
+    line's newline, an .npz whose zip directory (at its end) is readable. Cheap: no full read.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "t.csv"
+        >>> _ = p.write_text("a,b\n1,2\n"); intact_file(p), intact_file(p, size=3)
+        (True, False)
+        >>> _ = p.write_text("a,b\n1,"); intact_file(p)
+        False
+    """
+    path = Path(path)
+    try:
+        actual = path.stat().st_size
+        if size is not None and actual != size:
+            return False
+        if path.suffix == ".npz":
+            return zipfile.is_zipfile(path)
+        with open(path, "rb") as fh:
+            fh.seek(max(actual - 1, 0))
+            return actual > 0 and fh.read(1) == b"\n"
+    except OSError:
+        return False
+
+
 def write_npz(path: Path, **arrays: np.ndarray) -> None:
     """np.savez_compressed, written atomically."""
     buffer = io.BytesIO()

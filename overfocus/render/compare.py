@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import OverfocusError
 from ..fileio import atomic_write_text
+from ..registry import did_you_mean
 from .encode import check_fps, check_plot_format, write_video
 from .frames import (Cell, FrameStyle, HEADER_METRIC, check_style, compose_frame, compute_layout, fmt_num, fmt_pct,
                      prediction_caption)
@@ -137,7 +138,7 @@ def common_method(runs: Dict[str, Analysis], method: Optional[str]) -> str:
     if method is None and shared:
         return shared[0]
     if method not in shared:
-        raise OverfocusError(f"method {method!r} was not analysed in every run: choose from "
+        raise OverfocusError(f"method {method!r} was not analysed in every run{did_you_mean(method, shared)}: choose from "
                              f"{', '.join(shared) or 'nothing (re-run `overfocus analyze` with the same --methods)'}")
     return method
 

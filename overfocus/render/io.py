@@ -21,6 +21,7 @@ import numpy as np
 from ..analysis.storage import parse_summary_file
 from ..errors import OverfocusError
 from ..fileio import file_mode, writing
+from ..registry import did_you_mean
 from ..rundir import RunDir
 from .meta import MetricInfo, method_title, metric_info
 
@@ -225,7 +226,8 @@ def select_methods(available: Sequence[str], requested: Optional[Sequence[str]],
         return list(available)
     unknown = [m for m in requested if m not in available]
     if unknown:
-        raise OverfocusError(f"method {unknown[0]!r} was not analysed in {where}: choose from "
+        raise OverfocusError(f"method {unknown[0]!r} was not analysed in {where}{did_you_mean(unknown[0], available)}: "
+                             "choose from "
                              f"{', '.join(available)} (or re-run `overfocus analyze` with --methods)")
     return list(requested)
 
