@@ -99,15 +99,25 @@ def test_largest_component_or_all_pixels():
     assert _fn("box_iou")(diagonal, boxes=[_box(0, 0, 3, 3)]).item() == 1.0
 
 
-def test_pointing_game_tolerance():
+def test_pointing_game_tolerance_is_strict_like_torchray():
+    """A hit needs distance < tolerance (TorchRay); the pixel itself inside a box always hits."""
     maps = torch.zeros(1, 40, 60)
     maps[0, 5, 40] = 1.0  # column 40; the box's last column is 24: 16 px away
     box = [_box(10, 0, 25, 20)]
     assert _fn("pointing_game")(maps, boxes=box, tolerance=15).item() == 0.0
-    assert _fn("pointing_game")(maps, boxes=box, tolerance=16).item() == 1.0
-    maps[0, 5, 40], maps[0, 5, 39] = 0.0, 1.0  # exactly 15 px: a hit at the default tolerance
+    assert _fn("pointing_game")(maps, boxes=box, tolerance=16).item() == 0.0  # exactly at the tolerance: a miss
+    assert _fn("pointing_game")(maps, boxes=box, tolerance=16.5).item() == 1.0
+    maps[0, 5, 40], maps[0, 5, 39] = 0.0, 1.0  # exactly 15 px: a miss at the default tolerance
+    assert _fn("pointing_game")(maps, boxes=box).item() == 0.0
+    maps[0, 5, 39], maps[0, 5, 38] = 0.0, 1.0  # 14 px: a hit
     assert _fn("pointing_game")(maps, boxes=box).item() == 1.0
     assert _fn("pointing_game")(maps, boxes=box, tolerance=0).item() == 0.0
+    maps[0, 5, 38], maps[0, 5, 24] = 0.0, 1.0  # on the box's last column: a hit at any tolerance
+    assert _fn("pointing_game")(maps, boxes=box, tolerance=0).item() == 1.0
+    diagonal = torch.zeros(1, 40, 60)
+    diagonal[0, 22, 36] = 1.0  # 12 columns and 3 rows beyond the box (x 10..24, y 0..19): sqrt(153) = 12.4 px
+    assert _fn("pointing_game")(diagonal, boxes=box, tolerance=12.3).item() == 0.0
+    assert _fn("pointing_game")(diagonal, boxes=box, tolerance=12.4).item() == 1.0
 
 
 def test_pointing_game_per_class_average():
@@ -233,8 +243,34 @@ def test_neuron_coverage_known_answers():
     per = cov.per_image()
     assert per["coverage_global"].tolist() == pytest.approx([3 / 7, 2 / 7])
     assert per["coverage_latent"].tolist() == pytest.approx([0.5, 0.0])
-    assert cov.cumulative() == pytest.approx({"coverage_global": 4 / 7, "coverage_latent": 0.5})
+    # unit level: ReLU 2x2x2 = 8 elements + pool 2 + final ReLU 3 = 13 units
+    # A: one ReLU element, pool ch0, unit 0 -> 3/13, latent 1/2; B: units 0, 1 of the final ReLU -> 2/13
+    assert per["unit_coverage_global"].tolist() == pytest.approx([3 / 13, 2 / 13])
+    assert per["unit_coverage_latent"].tolist() == pytest.approx([0.5, 0.0])
+    assert cov.cumulative() == pytest.approx({"coverage_global": 4 / 7, "coverage_latent": 0.5,
+                                              "unit_coverage_global": 4 / 13, "unit_coverage_latent": 0.5})
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_unit_coverage_stays_low_where_channel_coverage_saturates():
+    """Every channel holds one active element: channel-level coverage is 1 per image and over the
+    set, unit level counts the active elements (2 of 32 per image, 3 of 32 over both images)."""
+    model = nn.Sequential(nn.ReLU())
+    first, second = torch.full((1, 2, 4, 4), -1.0), torch.full((1, 2, 4, 4), -1.0)
+    first[0, 0, 0, 0], first[0, 1, 3, 3] = 2.0, 1.0
+    second[0, 0, 0, 0], second[0, 1, 1, 2] = 1.0, 3.0  # (0, 0, 0) again: counted once over the set
+    cov = NeuronCoverage(model, latent_layer="0")
+    with cov:
+        model(first)
+        model(second)
+    per, cum = cov.per_image(), cov.cumulative()
+    assert per["coverage_latent"].tolist() == [1.0, 1.0] and cum["coverage_latent"] == 1.0
+    assert per["unit_coverage_latent"].tolist() == [2 / 32, 2 / 32]
+    assert per["unit_coverage_global"].tolist() == [2 / 32, 2 / 32]
+    assert cum["unit_coverage_latent"] == cum["unit_coverage_global"] == 3 / 32
+    with NeuronCoverage(model, latent_layer="0", threshold=0.6) as strict:  # scaled: 2 -> 1, 1 -> 0.5
+        model(first)
+    assert strict.per_image()["unit_coverage_latent"].tolist() == [1 / 32]
 
 
 def test_neuron_coverage_threshold_and_latent_inside_a_block():

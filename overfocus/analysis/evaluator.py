@@ -18,11 +18,11 @@ from ..errors import OverfocusError
 from ..metrics import NeuronCoverage
 from ..progress import progress
 from ..rundir import load_checkpoint
-from .core import evaluate_batch
+from .core import check_finite_weights, evaluate_batch
 from .settings import COVERAGE_METRICS, RunInfo, Runtime, Settings
 from .shards import SECTIONS, merge_sections
 from .source import BatchSource, batch_subset
-from .storage import ALL_IMAGES, MODEL_METHOD
+from .storage import ALL_IMAGES, DEGENERATE, MODEL_METHOD
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ class EpochEvaluator:
     def load(self, path: Path) -> torch.nn.Module:
         """Load a checkpoint's weights into the call's one model (strict: every parameter and buffer
         is overwritten), so memory stays that of one model whatever the number of checkpoints and
-        no time goes into random initialisation per checkpoint."""
+        no time goes into random initialisation per checkpoint. Weights holding NaN or inf (a
+        diverged training) raise `core.NonFiniteModel`: the checkpoint is skipped, not measured."""
         ckpt = load_checkpoint(path)
         state = ckpt.get("model") if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
@@ -85,6 +86,7 @@ class EpochEvaluator:
         except RuntimeError as exc:
             raise OverfocusError(f"checkpoint {path} does not fit the run's {self.info.model_name} "
                                  f"({str(exc).strip().splitlines()[0][:160]})") from None
+        check_finite_weights(self.model)
         return self.model.eval()
 
     def evaluate(self, epoch: int, probe_positions: Optional[List[int]]) -> EpochOutput:
@@ -184,9 +186,11 @@ def table_rows(epoch: int, ids: Sequence[str], labels: Sequence[int],
 
 
 def batch_rows(epoch: int, batch, labels: Sequence[int], result) -> List[Dict[str, Any]]:
-    """Records of one batch: map metrics per method on the raw maps, then correct and confidence;
-    everything stays on the device until the one copy of `table_rows`."""
+    """Records of one batch: map metrics per method on the raw maps and the map's `degenerate`
+    flag (1 = all zero or non-finite), then correct and confidence; everything stays on the device
+    until the one copy of `table_rows`."""
     columns = [(m, name, v) for m, table in result.metrics.items() for name, v in table.items()]
+    columns += [(m, DEGENERATE, flags.float()) for m, flags in result.degenerate.items()]
     conf, pred = result.confidence_and_prediction()
     columns += [(MODEL_METHOD, "correct", (pred == batch.labels).float()), (MODEL_METHOD, "confidence", conf)]
     return table_rows(epoch, batch.image_ids, labels, columns)

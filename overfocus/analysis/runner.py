@@ -38,6 +38,7 @@ from ..errors import OverfocusError
 from ..progress import progress
 from ..rundir import RunDir
 from . import storage as store
+from .core import NonFiniteModel
 from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
 from .settings import (RunInfo, Runtime, Settings, available_epochs,
                        make_runtime, resolve_methods, resolve_metrics, select_epochs)
@@ -349,7 +350,10 @@ class Runner:
             self.evaluator.load(self.run.checkpoint_path(epoch))
         except OverfocusError as exc:
             return str(exc)
-        out = self.evaluator.evaluate(epoch, probe_positions=None)
+        try:
+            out = self.evaluator.evaluate(epoch, probe_positions=None)
+        except NonFiniteModel as exc:  # diverged: skipped like a corrupt checkpoint, never measured
+            return str(exc)
         self._write_epoch(folder, epoch, out.rows(), self.evaluator.probe_arrays(epoch, out.probe))
         store.remove_parts(folder, [epoch])  # an unfinished sharded attempt at it is obsolete now
         return None
@@ -380,7 +384,10 @@ class Runner:
         except OverfocusError as exc:
             return str(exc)
         # probe images outside the analysed ones are rank 0's job (one process computes them too)
-        out = self.evaluator.evaluate(epoch, probe_positions=self.data.uncovered_probe() if rank == 0 else [])
+        try:
+            out = self.evaluator.evaluate(epoch, probe_positions=self.data.uncovered_probe() if rank == 0 else [])
+        except NonFiniteModel as exc:
+            return str(exc)
         size = self.info.image_size
         arrays = probe_part_arrays(out.probe, self.settings.methods, (size, size), self.info.num_classes)
         if out.cov is not None:

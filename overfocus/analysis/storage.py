@@ -39,6 +39,7 @@ SUMMARY_COLUMNS = ("epoch", "method", "metric", "mean", "ci_low", "ci_high", "n"
 PART_COLUMNS = ("section", *RECORD_COLUMNS)  # section: where the rows go in the merged file
 MODEL_METHOD = "model"  # method name of image-level numbers that do not depend on a map
 ALL_IMAGES = "__all__"  # image_id of per-epoch numbers over all images (cumulative coverage)
+DEGENERATE = "degenerate"  # per image and method: 1 when the map is all zero or holds NaN/inf
 
 
 def analysis_dir(run_dir: Path | str, out: Optional[Path | str] = None) -> Path:

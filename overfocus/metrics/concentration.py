@@ -1,7 +1,8 @@
 """Concentration of a map: Gini coefficient and normalised entropy (optional measures).
 
 Both are scale-free, so normalising the map first changes nothing. An all-zero map has no
-distribution: both are NaN there. Both work on a whole batch at once; the Gini sort runs in
+distribution: both are NaN there, as for any degenerate map (one holding NaN or inf). Both work
+on a whole batch at once; the Gini sort runs in
 numpy on the CPU (its SIMD sort is an order of magnitude faster than torch's there).
 """
 from __future__ import annotations
@@ -35,7 +36,8 @@ def gini(maps, boxes=None, labels=None, human=None) -> torch.Tensor:
     index = torch.arange(1, n + 1, dtype=torch.float64, device=ordered.device)
     total = ordered.sum(dim=1)
     g = (2 * (ordered @ index)) / (n * torch.where(total > 0, total, 1.0)) - (n + 1) / n
-    return torch.where(total > 0, g, torch.full_like(g, math.nan)).float().cpu()
+    defined = (total > 0) & ~mb.degenerate.to(total.device)  # a non-finite map is degenerate: NaN
+    return torch.where(defined, g, torch.full_like(g, math.nan)).float().cpu()
 
 
 def entropy(maps, boxes=None, labels=None, human=None) -> torch.Tensor:
