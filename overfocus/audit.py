@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,14 +27,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .analysis.core import evaluate_batch
+from .analysis.core import NonFiniteModel, check_finite_weights, evaluate_batch
 from .analysis.source import evenly_spaced
 from .analysis.summary import per_class_pointing, summarize_values
 from .attribution.methods import ATTRIBUTIONS, DEFAULT_METHODS, method_info
 from .errors import OverfocusError
 from .fileio import atomic_write_json
 from .loading import LoadedModel, ModelOptions, auto_layer, load_model
-from .metrics.registry import METRICS, metric_info, reported_metrics
+from .metrics.coverage import COVERAGE_KEYS
+from .metrics.registry import METRICS, NONDEGENERATE, degenerate_as_zero, metric_info, reported_metrics
 from .rundir import RunDir
 
 REPORT_SCHEMA = 1
@@ -57,7 +59,9 @@ THRESHOLDS: Dict[str, Threshold] = {
     "hit_problem": Threshold(0.3, "hit ratio below this is a problem"),
     "hit_warning": Threshold(0.5, "hit ratio below this is a warning"),
     "pointing_warning": Threshold(0.5, "pointing game accuracy below this is a warning"),
-    "degenerate_warning": Threshold(0.1, "share of all-zero maps above this is a warning"),
+    "degenerate_warning": Threshold(0.1, "share of degenerate maps (all zero or non-finite) above this is a warning"),
+    "narrowing_warning": Threshold(0.2, "area ratio (non-degenerate maps) down by more than this share since its "
+                                        "peak epoch is a warning (run directories analysed by `overfocus analyze`)"),
     "harmonization_warning": Threshold(0.2, "harmonization score below this is a warning"),
     "latent_coverage_warning": Threshold(0.1, "cumulative latent-layer neuron coverage below this is a warning"),
     "gap_warning": Threshold(0.1, "generalization gap (run directories) above this is a warning"),
@@ -331,11 +335,10 @@ def measure_maps(result, acc: Accumulator) -> Dict[str, torch.Tensor]:
 
     normed_all = {}
     for method, table in result.metrics.items():
-        normed, degenerate = normalize_maps(result.maps[method])
         for name, values in table.items():
             acc.add_values(method, name, values)
-        acc.add_values(method, "degenerate", torch.as_tensor(degenerate, dtype=torch.float32).reshape(-1))
-        normed_all[method] = normed
+        acc.add_values(method, "degenerate", result.degenerate[method].float().reshape(-1))
+        normed_all[method] = normalize_maps(result.maps[method])[0]
     return normed_all
 
 
@@ -386,18 +389,26 @@ def coverage_metrics(coverage, n: int) -> Dict[str, Dict[str, Any]]:
     cumulative = coverage.cumulative()
     per_image = coverage.per_image()
     out = {}
-    for key in ("coverage_global", "coverage_latent"):
+    for key in COVERAGE_KEYS:  # channel level and unit level
         out[key] = exact(cumulative.get(key), n)
         out[f"{key}_per_image"] = summarize(per_image[key].detach().cpu().double().numpy())
     return out
 
 
 def method_metrics(acc: Accumulator, method: str, labels: np.ndarray) -> Dict[str, Dict[str, Any]]:
+    """A method's report entries: each metric over all images and, for those scoring a degenerate
+    map 0, over the non-degenerate maps only (`<name>_nondegenerate`), as analyze's summary."""
     out = {}
+    kept = acc.per_image(method, "degenerate") == 0
     for name in acc.values[method]:
-        out[RENAMED.get(name, name)] = summarize(acc.per_image(method, name))
+        values = acc.per_image(method, name)
+        out[RENAMED.get(name, name)] = summarize(values)
+        if name in degenerate_as_zero():
+            out[RENAMED.get(name, name) + NONDEGENERATE] = summarize(values[kept])
     if "pointing_game" in acc.values[method]:
-        out["pointing_game_per_class"] = exact(*per_class_pointing(acc.per_image(method, "pointing_game"), labels))
+        hits = acc.per_image(method, "pointing_game")
+        out["pointing_game_per_class"] = exact(*per_class_pointing(hits, labels))
+        out["pointing_game_per_class" + NONDEGENERATE] = exact(*per_class_pointing(hits[kept], labels[kept]))
     if "energy_pg" in acc.values[method]:
         # an all-zero map has energy 0 by convention; it points nowhere, so it is not counted as "outside"
         energy = acc.per_image(method, "energy_pg")
@@ -482,8 +493,10 @@ def map_quality_findings(metrics, t, title: str, layer: Optional[str]) -> List[D
     out = []
     dead = value_of(metrics, "degenerate")
     if dead is not None and dead > t["degenerate_warning"]:
-        out.append(finding("degenerate", "warning", f"{title} is all zero for {pct(dead)} of images (no positive "
-                           f"evidence at layer {layer}): try another --layer", "degenerate", dead))
+        out.append(finding("degenerate", "warning", f"{title} is empty (all zero or non-finite) for {pct(dead)} of "
+                           f"images (no positive evidence at layer {layer}); the thresholded metrics count them as "
+                           "0, their `_nondegenerate` variants leave them out; try another --layer",
+                           "degenerate", dead))
     harm = value_of(metrics, "harmonization")
     if harm is not None:
         level = graded(harm, False, harm < t["harmonization_warning"])
@@ -552,6 +565,8 @@ def audit(opts: AuditOptions) -> AuditResult:
     source = resolve_source(opts.target)
     prep = resolve_preprocessing(opts, source)
     loaded = load_model(source.checkpoint, model_options(opts, source))
+    with diverged_is_bad_input(source.checkpoint):  # a diverged model would read as extreme overfocusing
+        check_finite_weights(loaded.model)
     dataset = open_audit_data(prep, opts.limit)
     device = resolve_device(opts.device)
     model = loaded.model.to(device).eval()
@@ -560,7 +575,7 @@ def audit(opts: AuditOptions) -> AuditResult:
     coverage = make_coverage(model, latent, loaded.notes)
     acc = Accumulator(opts.methods, opts.examples, ctx.higher_is_better)
     start = time.perf_counter()
-    with attribution_mode(model):  # parameters frozen for the whole evaluation, restored after
+    with attribution_mode(model), diverged_is_bad_input(source.checkpoint):  # parameters frozen, restored after
         run_batches(ctx, dataset, acc, coverage, opts)
     metrics = collect_metrics(acc, coverage, opts.methods if layer else ())
     facts = make_facts(opts, source, prep, loaded, dataset, acc, layer, model)
@@ -569,6 +584,15 @@ def audit(opts: AuditOptions) -> AuditResult:
     best, worst = split_examples(acc)
     metrics_rows, summary_rows = read_history(source)
     return AuditResult(report, best, worst, metrics_rows, summary_rows, list(dataset.classes))
+
+
+@contextmanager
+def diverged_is_bad_input(checkpoint: Path):
+    """A model with NaN/inf weights or logits: one line naming the checkpoint (exit 2), no report."""
+    try:
+        yield
+    except NonFiniteModel as exc:
+        raise OverfocusError(f"cannot audit {checkpoint}: {exc}") from None
 
 
 def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preprocessing,

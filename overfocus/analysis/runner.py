@@ -40,6 +40,7 @@ from ..rundir import RunDir
 from . import storage as store
 from .core import NonFiniteModel
 from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
+from .onset import OnsetCollector, update_onset
 from .settings import (RunInfo, Runtime, Settings, available_epochs,
                        make_runtime, resolve_methods, resolve_metrics, select_epochs)
 from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
@@ -283,7 +284,9 @@ class Runner:
     def _finish(self, selected: List[int], folder: Path, force: bool, plan: Plan) -> AnalysisResult:
         """Rank 0: the final analysis.json and summary.csv, and the result every rank returns."""
         state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
-        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show)
+        collector = OnsetCollector()
+        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show, collector.add)
+        update_onset(folder, state["epochs_done"], run_gaps(self.run), collector)
         if plan.todo and not plan.computed and not (set(state["epochs_done"]) & set(selected)):
             raise OverfocusError(f"none of the selected checkpoints of {self.run.root} could be analysed "
                                  f"({plan.skipped[0]['reason']}); see {folder / 'analysis.json'}")
@@ -431,6 +434,12 @@ class Runner:
     def _write_probe_images(self, folder: Path, rewrite: bool) -> None:
         if rewrite:
             store.write_npz(store.probe_images_path(folder), **probe_arrays(self.data.probe_batch, self.data.classes))
+
+
+def run_gaps(run: RunDir) -> Dict[int, float]:
+    """epoch -> generalization gap of the run's metrics.jsonl (empty without one)."""
+    return {int(r["epoch"]): float(r["gap"]) for r in run.read_metrics()
+            if isinstance(r.get("epoch"), int) and isinstance(r.get("gap"), (int, float))}
 
 
 def _skip(epoch: int, reason: str) -> Dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -58,11 +58,12 @@ def per_class_pointing(hits: np.ndarray, labels: np.ndarray) -> Tuple[float, int
 
 
 # ---- summary ----------------------------------------------------------------------------------
-def rebuild_summary(folder: Path, epochs: Sequence[int], rebuild: bool = True,
-                    show_progress: bool = False) -> List[Dict[str, Any]]:
+def rebuild_summary(folder: Path, epochs: Sequence[int], rebuild: bool = True, show_progress: bool = False,
+                    on_epoch: Optional[Callable[[int, List[Dict[str, Any]]], None]] = None) -> List[Dict[str, Any]]:
     """summary.csv from the records, one epoch at a time (memory stays that of one epoch).
 
-    Skipped (and the file kept) when nothing changed since it was written.
+    Skipped (and the file kept) when nothing changed since it was written. `on_epoch(epoch,
+    records)` sees each epoch's records when they are read (e.g. `onset.OnsetCollector.add`).
     """
     path = folder / "summary.csv"
     if not rebuild and path.is_file():
@@ -71,7 +72,10 @@ def rebuild_summary(folder: Path, epochs: Sequence[int], rebuild: bool = True,
             return rows
     rows = []
     for epoch in progress(sorted(epochs), show_progress, desc="summary"):
-        rows += summarize_records(list(store.iter_record_file(store.records_path(folder, epoch))))
+        records = list(store.iter_record_file(store.records_path(folder, epoch)))
+        if on_epoch is not None:
+            on_epoch(epoch, records)
+        rows += summarize_records(records)
     store.write_csv(path, rows, SUMMARY_COLUMNS)
     return rows
 
