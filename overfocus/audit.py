@@ -524,6 +524,23 @@ def gap_finding(row: Optional[Dict[str, Any]], t) -> List[Dict[str, Any]]:
     return [finding("gap", level, text, "gap", gap)]
 
 
+def onset_finding(onset: Optional[Dict[str, Any]], method: str, t) -> List[Dict[str, Any]]:
+    """The run's overfocus onset (RUN/analysis/onset.json of `overfocus analyze`) as a finding:
+    how much the area ratio (non-degenerate maps) lost since its peak epoch, and the gap meanwhile."""
+    o = ((onset or {}).get("methods") or {}).get(method)
+    if not o or o.get("narrowing") is None:
+        return []
+    if o["last_epoch"] == o["peak_epoch"]:
+        return [finding("onset", "ok", f"attention is widest at the last analysed epoch ({o['last_epoch']}): "
+                        "no narrowing yet", "narrowing", 0.0)]
+    text = f"attention narrowed by {pct(o['narrowing'])} since epoch {o['peak_epoch']}"
+    if o.get("gap_growth") is not None:
+        text += f" while the gap {'grew' if o['gap_growth'] >= 0 else 'shrank'} by {abs(o['gap_growth']) * 100:.1f} points"
+    text += f" (area ratio of non-degenerate maps {o['peak_area']:.3f} -> {o['last_area']:.3f} at epoch {o['last_epoch']})"
+    level = "warning" if o["narrowing"] > t["narrowing_warning"] else "ok"
+    return [finding("onset", level, text, "narrowing", o["narrowing"])]
+
+
 def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every finding, problems first; `facts` carries what is not a metric (classes, notes, ...)."""
     title = ATTRIBUTIONS.get(facts["method"]).title if facts["method"] in ATTRIBUTIONS else facts["method"]
@@ -533,6 +550,7 @@ def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, 
     found += area_finding(metrics, thresholds, title) + box_findings(metrics, thresholds, title)
     found += map_quality_findings(metrics, thresholds, title, facts.get("layer"))
     found += coverage_finding(metrics, thresholds) + gap_finding(facts.get("history_row"), thresholds)
+    found += onset_finding(facts.get("onset"), facts["method"], thresholds)
     found += [finding(f"note_{i}", "warning", text) for i, text in enumerate(facts.get("warnings", []))]
     return sorted(found, key=lambda f: LEVELS.index(f["level"]))
 
@@ -674,7 +692,14 @@ def make_facts(opts, source, prep, loaded, dataset, acc, layer, model) -> Dict[s
     if opts.human and acc.human_found == 0:
         warnings.append(f"no human map in {opts.human} matched an image id: name them <image_id>.npy or .png")
     return {"method": opts.methods[0], "n_classes": len(dataset.classes), "layer": layer, "warnings": warnings,
-            "history_row": history_row(source, loaded.epoch)}
+            "history_row": history_row(source, loaded.epoch), "onset": run_onset(source)}
+
+
+def run_onset(source: Source) -> Optional[Dict[str, Any]]:
+    """The onset.json that `overfocus analyze` wrote for the audited run, or None."""
+    from .analysis.onset import read_onset
+
+    return read_onset(source.run.analysis) if source.run is not None else None
 
 
 def history_row(source: Source, epoch: Optional[int]) -> Optional[Dict[str, Any]]:

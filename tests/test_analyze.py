@@ -292,3 +292,54 @@ def test_cli_exit_2_with_one_line_on_a_non_run_folder(tmp_path, capsys):
     assert main(["analyze", str(tmp_path), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run.json" in err[0] and err[0].startswith("overfocus analyze: error:")
+
+
+def _diverge(checkpoint: Path, scale: float = math.nan) -> None:
+    """Rewrite one checkpoint as a diverged training leaves it: one weight NaN, or every weight
+    multiplied by `scale` (finite weights, overflowing logits)."""
+    import torch
+
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    weights = payload["model"]
+    if math.isnan(scale):
+        name = next(k for k, v in weights.items() if v.is_floating_point() and k.endswith("weight"))
+        weights[name].view(-1)[0] = math.nan
+    else:
+        for name, value in weights.items():
+            if value.is_floating_point() and name.endswith("weight"):
+                value.mul_(scale)
+    torch.save(payload, checkpoint)
+
+
+def test_diverged_checkpoints_are_skipped_with_their_reason(tiny_run, tmp_path, capsys):
+    """NaN weights or non-finite logits are not measured (they would read as extreme overfocusing):
+    the epoch is skipped with the reason in analysis.json and one line printed, as a corrupt one."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    _diverge(RunDir(run).checkpoint_path(1))
+    _diverge(RunDir(run).checkpoint_path(2), scale=1e30)  # finite weights whose logits overflow to inf
+    res = analyze(run, metrics=["area_ratio"], device="cpu", show_progress=False, limit=8)
+    assert res.computed == [0] and [s["epoch"] for s in res.skipped] == [1, 2]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "epoch 1" in err[0] and "non-finite weights" in err[0]
+    assert "epoch 2" in err[1] and "non-finite logits" in err[1]
+    meta = json.loads((run / "analysis" / "analysis.json").read_text())
+    assert meta["epochs_done"] == [0] and "non-finite weights (NaN or inf) in " in meta["skipped"][0]["reason"]
+    assert not records_path(run / "analysis", 1).exists() and not records_path(run / "analysis", 2).exists()
+
+
+def test_cli_prints_the_onset_and_writes_onset_json(tiny_run, tmp_path, capsys):
+    from overfocus.cli import main
+
+    run = copy_run(tiny_run, tmp_path / "run")
+    assert main(["analyze", str(run), "--device", "cpu", "--methods", "grad_cam", "--metrics", "area_ratio",
+                 "--limit", "12"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    onset = json.loads((run / "analysis" / "onset.json").read_text())
+    peak = onset["methods"]["grad_cam"]["peak_epoch"]
+    summary = {r["epoch"]: r["mean"] for r in read_summary(run)
+               if (r["method"], r["metric"]) == ("grad_cam", "area_ratio_nondegenerate")}
+    assert summary[peak] == max(summary.values()) and onset["epochs"] == [0, 1, 2]
+    assert out[-2] == "overfocus onset (area ratio over non-degenerate maps):"
+    assert out[-1].startswith(f"  grad_cam: widest at epoch {peak} (area ratio {summary[peak]:.3f})")
+    gaps = {r["epoch"]: r["gap"] for r in RunDir(run).read_metrics()}
+    assert onset["methods"]["grad_cam"]["gap_at_last"] == pytest.approx(gaps[2])

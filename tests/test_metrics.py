@@ -70,6 +70,27 @@ def test_all_zero_map_is_degenerate_but_never_nan_for_area_and_energy():
     assert out["energy_pg"][1].item() == 1.0 and out["pointing_game"][1].item() == 1.0
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_map_with_one_non_finite_value_is_degenerate_for_every_metric(bad):
+    """One NaN/inf pixel: the map is degenerate, so every metric gives its degenerate value (0 for
+    the thresholded ones and energy, NaN for the undefined ones), never a silent NaN mean."""
+    maps = torch.zeros(2, 8, 8)
+    maps[:, 1:3, 1:3] = 1.0
+    maps[0, 5, 5] = bad
+    boxes = [_box(1, 1, 3, 3), _box(1, 1, 3, 3)]
+    human = torch.rand(2, 8, 8)
+    out = compute_map_metrics(maps, boxes=boxes, human=human, options={"harmonization": {"blur": False}})
+    from overfocus.metrics import MapBatch
+
+    assert MapBatch(maps).degenerate.tolist() == [True, False]
+    for name in ("area_ratio", "box_iou", "hit", "pointing_game", "energy_pg"):
+        assert out[name][0].item() == 0.0, name
+        assert out[name][1].item() > 0.0, name  # the clean map of the same batch is measured
+    for name in ("gini", "entropy", "harmonization"):
+        assert math.isnan(out[name][0]), name
+        assert not math.isnan(out[name][1]), name
+
+
 def test_energy_below_eps_is_zero_and_no_box_is_nan():
     maps = torch.full((2, 4, 4), 1e-9)
     out = _fn("energy_pg")(maps, boxes=[_box(0, 0, 2, 2), torch.zeros(0, 4)])

@@ -112,7 +112,7 @@ def check_finite_logits(logits: torch.Tensor) -> None:
     """
     if not bool(torch.isfinite(logits).all()):
         raise NonFiniteModel("non-finite logits (NaN or inf): the model diverged (or its inputs overflow); "
-                             "analyse a checkpoint from before the divergence")
+                             "use a checkpoint from before the divergence")
 
 
 def check_finite_weights(model: nn.Module) -> None:
@@ -130,7 +130,7 @@ def check_finite_weights(model: nn.Module) -> None:
     for name, tensor in model.state_dict().items():
         if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
             raise NonFiniteModel(f"non-finite weights (NaN or inf) in {name}: the training diverged; "
-                                 "analyse a checkpoint from before the divergence")
+                                 "use a checkpoint from before the divergence")
 
 
 def check_label_space(labels: torch.Tensor, outputs: int) -> None:
