@@ -534,9 +534,11 @@ def onset_finding(onset: Optional[Dict[str, Any]], method: str, t) -> List[Dict[
         return [finding("onset", "ok", f"attention is widest at the last analysed epoch ({o['last_epoch']}): "
                         "no narrowing yet", "narrowing", 0.0)]
     text = f"attention narrowed by {pct(o['narrowing'])} since epoch {o['peak_epoch']}"
-    if o.get("gap_growth") is not None:
-        text += f" while the gap {'grew' if o['gap_growth'] >= 0 else 'shrank'} by {abs(o['gap_growth']) * 100:.1f} points"
-    text += f" (area ratio of non-degenerate maps {o['peak_area']:.3f} -> {o['last_area']:.3f} at epoch {o['last_epoch']})"
+    growth = o.get("gap_growth")
+    if growth is not None:
+        text += f" while the gap {'grew' if growth >= 0 else 'shrank'} by {abs(growth) * 100:.1f} points"
+    text += (f" (area ratio of non-degenerate maps {o['peak_area']:.3f} -> {o['last_area']:.3f} "
+             f"at epoch {o['last_epoch']})")
     level = "warning" if o["narrowing"] > t["narrowing_warning"] else "ok"
     return [finding("onset", level, text, "narrowing", o["narrowing"])]
 

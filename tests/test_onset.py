@@ -33,7 +33,8 @@ def test_slope_and_means_ignore_degenerate_images():
     means = epoch_means(values)
     assert means[0] == pytest.approx(0.3) and np.isnan(means[1])
     weights = np.array([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])  # image 0 drawn twice, image 2 once; image 1 only
-    assert epoch_means(values, weights)[0, 0] == pytest.approx((0.4 + 0.4) / 3) and np.isnan(epoch_means(values, weights)[1, 0])
+    resampled = epoch_means(values, weights)
+    assert resampled[0, 0] == pytest.approx((2 * 0.2 + 0.4) / 3) and np.isnan(resampled[1, 0])
 
 
 def test_onset_known_answer():
@@ -111,7 +112,8 @@ def test_lines_say_peak_narrowing_trend_and_gap():
     onset = compute_onset(collector, {1: 0.05, 3: 0.25})
     lines = onset_lines(onset)
     assert lines[0].startswith("overfocus onset")
-    assert lines[1].startswith("  grad_cam: widest at epoch 1 (area ratio 0.600), 0.300 at epoch 3 (-50%); slope -0.15/epoch")
+    assert lines[1].startswith("  grad_cam: widest at epoch 1 (area ratio 0.600), 0.300 at epoch 3 (-50%); "
+                               "slope -0.15/epoch")
     assert "Kendall tau -1.00" in lines[1] and lines[1].endswith("gap 5.0 -> 25.0 points")
     assert lines[2] == "  sgdrop: widest at epoch 4 (area ratio 0.100), the last analysed epoch: no narrowing yet"
     assert onset_lines(None) == [] and onset_lines({"methods": {}}) == []

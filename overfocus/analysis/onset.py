@@ -227,10 +227,12 @@ def onset_lines(onset: Optional[Dict[str, Any]]) -> List[str]:
     """The closing lines of `overfocus analyze`: one per method.
 
     Example:
-        >>> onset_lines({"methods": {"grad_cam": {"peak_epoch": 3, "peak_area": 0.4, "last_epoch": 9,
-        ...     "last_area": 0.3, "narrowing": 0.25, "slope": -0.0167, "slope_ci": [-0.02, -0.01],
-        ...     "kendall_tau": -0.9, "gap_at_peak": 0.05, "gap_at_last": 0.2, "gap_growth": 0.15}}})[1]
-        '  grad_cam: widest at epoch 3 (area ratio 0.400), 0.300 at epoch 9 (-25%); slope -0.0167/epoch [95% CI -0.02, -0.01], Kendall tau -0.90; gap 5.0 -> 20.0 points'
+        >>> o = {"peak_epoch": 3, "peak_area": 0.4, "last_epoch": 9, "last_area": 0.3, "narrowing": 0.25,
+        ...      "slope": -0.0167, "slope_ci": [-0.02, -0.01], "kendall_tau": -0.9, "gap_at_peak": 0.05,
+        ...      "gap_at_last": 0.2, "gap_growth": 0.15}
+        >>> onset_lines({"methods": {"grad_cam": o}})[1].split("; ")  # doctest: +NORMALIZE_WHITESPACE
+        ['  grad_cam: widest at epoch 3 (area ratio 0.400), 0.300 at epoch 9 (-25%)',
+         'slope -0.0167/epoch [95% CI -0.02, -0.01], Kendall tau -0.90', 'gap 5.0 -> 20.0 points']
     """
     methods = (onset or {}).get("methods") or {}
     if not methods:

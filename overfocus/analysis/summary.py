@@ -85,8 +85,9 @@ def derived_metrics(map_metrics: Sequence[str]) -> List[str]:
     the degenerate count and the `_nondegenerate` aggregates.
 
     Example:
-        >>> derived_metrics(["area_ratio", "pointing_game", "gini"])
-        ['pointing_game_per_class', 'degenerate_count', 'area_ratio_nondegenerate', 'pointing_game_nondegenerate', 'pointing_game_per_class_nondegenerate']
+        >>> derived_metrics(["area_ratio", "pointing_game", "gini"])  # doctest: +NORMALIZE_WHITESPACE
+        ['pointing_game_per_class', 'degenerate_count', 'area_ratio_nondegenerate',
+         'pointing_game_nondegenerate', 'pointing_game_per_class_nondegenerate']
     """
     per_class = ["pointing_game_per_class"] if "pointing_game" in map_metrics else []
     twice = [m for m in [*map_metrics, *per_class] if m in degenerate_as_zero()]

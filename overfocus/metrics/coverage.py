@@ -180,8 +180,8 @@ class NeuronCoverage:
         for scope, fired, sizes in (("coverage", {k: f.sum(dim=1) for k, f in self._fired.items()}, channels),
                                     ("unit_coverage", counts, units)):
             self._per_image[f"{scope}_global"].append(sum(fired.values()).double() / sum(sizes.values()))
-            self._per_image[f"{scope}_latent"].append(
-                fired[latent].double() / sizes[latent] if latent else torch.full((batch,), math.nan, dtype=torch.float64))
+            none = torch.full((batch,), math.nan, dtype=torch.float64)
+            self._per_image[f"{scope}_latent"].append(fired[latent].double() / sizes[latent] if latent else none)
 
     def per_image(self) -> Dict[str, torch.Tensor]:
         """Per-image coverage of every forward so far, float32 per name of `COVERAGE_KEYS`:
