@@ -191,6 +191,7 @@ def model_options(opts: AuditOptions, source: Source) -> ModelOptions:
                         num_classes=m.num_classes or source.manifest.get("num_classes"),
                         width=m.width if given else float(cfg.get("width", m.width)),
                         small_input=m.small_input if given else bool(cfg.get("small_input", m.small_input)),
+                        batch_norm=m.batch_norm if given else cfg.get("batch_norm"),
                         trust_pickle=m.trust_pickle)
 
 

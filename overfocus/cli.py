@@ -1,6 +1,9 @@
 """The `overfocus` command: argparse sub-commands mapped onto the library's functions.
 
-Exit codes: 0 success, 1 a gate failed (audit), 2 bad input (one line on stderr, no traceback).
+Exit codes (the contract of docs/errors.md): 0 success, 1 a failed gate (audit), 2 bad input or
+environment (one line on stderr naming the file or value and the fix, no traceback), 130
+interrupted (Ctrl-C), 3 a bug (one line saying where the full traceback was written).
+Expected failures become OverfocusError where they happen; `main` only maps types to codes.
 Each sub-command lives in `overfocus/commands/<name>.py` with `register(subparsers)`, which adds
 its parser and sets `func` to a function taking the parsed args and returning an exit code.
 """
@@ -9,15 +12,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import List, Optional
+import tempfile
+import traceback
+from typing import List, NoReturn, Optional
 
 from .errors import OverfocusError
 
 COMMANDS = ["train", "resume", "demo", "list", "data", "analyze", "audit", "render", "compare", "tensorboard"]
+EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="overfocus", description="Watch, measure and counter how CNNs narrow their attention in training.",
         epilog="Start with `overfocus demo`; each sub-command has --help with examples.")
     from . import __version__
@@ -29,21 +42,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def save_traceback(exc: BaseException) -> str:
+    """Write the full traceback of `exc` to a file in the system temp folder; return its path."""
+    with tempfile.NamedTemporaryFile("w", prefix="overfocus-crash-", suffix=".txt", delete=False) as fh:
+        fh.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return fh.name
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors: their code, also when called in-process
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_BAD_INPUT
+    prefix = f"overfocus {args.command}"
     try:
         return int(args.func(args) or 0)
     except OverfocusError as exc:
-        print(f"overfocus {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{prefix}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"overfocus {args.command}: interrupted; completed work is kept (resume where it applies)",
+        print(f"{prefix}: interrupted; completed work is kept (resume where it applies)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug by the contract: one line and the traceback on disk, not on screen
+        try:
+            where = f"the full traceback is in {save_traceback(exc)}"
+        except OSError:
+            where = "the traceback could not be saved (temp folder not writable)"
+        print(f"{prefix}: internal error (a bug, please report it): {type(exc).__name__}; {where}",
               file=sys.stderr)
-        return 130
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Configuration: dataclasses per stage, loaded from YAML/JSON plus dotted `--set a.b=v` overrides.
 
-Unknown keys and values of the wrong type are errors (OverfocusError), so a typo never silently
-falls back to a default.
+Unknown keys, values of the wrong type and values out of range (`validate`) are errors
+(OverfocusError), so a typo never silently falls back to a default. A float field also takes a
+numeric string: YAML 1.1 reads `1e-3` (no dot) as the string "1e-3".
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ class ModelConfig:
     num_classes: int = 0  # 0 = from the dataset
     latent_layer: str = ""  # "" = the model's declared latent layer
     classifier_dropout: float = -1.0  # p of the classifier's own Dropout layers; -1 = the architecture's
+    batch_norm: Optional[bool] = None  # VGG only; None = as before (BN if small_input); false = the seed's VGG
 
 
 @dataclass
@@ -141,6 +144,11 @@ def _coerce_scalar(hint: Any, value: Any, path: str) -> Any:
         raise OverfocusError(f"config key {path!r} must be true or false, got {value!r}")
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is str and isinstance(value, str):
@@ -210,7 +218,47 @@ def build_config(config_file: Optional[str] = None, overrides: Optional[List[str
     if config_file:
         data = _deep_merge(data, load_file(config_file))
     data = apply_overrides(data, list(overrides or []))
-    return from_dict(RunConfig, data)
+    return validate(from_dict(RunConfig, data))
+
+
+# (section.key, test, what it must be): checked after types, so the tests see real numbers
+RULES = [
+    ("data.image_size", lambda v: v >= 8, "at least 8 (pixels)"),
+    ("data.batch_size", lambda v: v >= 1, "at least 1"),
+    ("data.num_workers", lambda v: v >= 0, "0 or more"),
+    ("data.train_subset", lambda v: v >= 0, "0 (same size as test) or more"),
+    ("data.limit", lambda v: v >= 0, "0 (all images) or more"),
+    ("data.mean", lambda v: len(v) == 3 and all(map(math.isfinite, v)), "three finite numbers"),
+    ("data.std", lambda v: len(v) == 3 and all(math.isfinite(x) and x > 0 for x in v), "three positive numbers"),
+    ("model.width", lambda v: math.isfinite(v) and v > 0, "a positive number, e.g. 0.25 or 1"),
+    ("model.num_classes", lambda v: v >= 0, "0 (from the dataset) or more"),
+    ("model.classifier_dropout", lambda v: v == -1 or 0 <= v < 1, "-1 (the architecture's) or in [0, 1)"),
+    ("optim.lr", lambda v: math.isfinite(v) and v > 0, "a positive number, e.g. 0.001"),
+    ("optim.momentum", lambda v: math.isfinite(v) and v >= 0, "0 or more, e.g. 0.9"),
+    ("optim.weight_decay", lambda v: math.isfinite(v) and v >= 0, "0 or more"),
+    ("optim.step_size", lambda v: v >= 1, "at least 1 (epochs)"),
+    ("optim.gamma", lambda v: math.isfinite(v) and v > 0, "a positive number, e.g. 0.1"),
+    ("train.epochs", lambda v: v >= 0, "0 or more"),
+    ("train.seed", lambda v: v >= 0, "0 or more"),
+]
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Refuse values out of range with one line naming the key and what it must be; return cfg.
+
+    Example:
+        >>> validate(from_dict(RunConfig, {"optim": {"lr": -1}}))
+        Traceback (most recent call last):
+        ...
+        overfocus.errors.OverfocusError: config key 'optim.lr' is -1.0: it must be a positive number, e.g. 0.001 (--set optim.lr=...)
+    """
+    for path, ok, must in RULES:
+        section, key = path.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if not ok(value):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise OverfocusError(f"config key {path!r} is {shown!r}: it must be {must} (--set {path}=...)")
+    return cfg
 
 
 def _deep_merge(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:

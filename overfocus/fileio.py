@@ -2,7 +2,9 @@
 
 Atomic means: written to a temporary name in the same folder, flushed, fsynced and renamed into
 place, so a crash (even `kill -9`) leaves either the old file or the new one, never half of one.
-This module imports nothing of the project, so data, runs, analysis and render can all use it.
+A write that fails for want of space or permission raises a one-line OverfocusError naming the
+path (`writing`); other OSErrors pass unchanged. This module imports only overfocus.errors, so
+data, runs, analysis and render can all use it.
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "note.txt"
@@ -14,13 +16,16 @@ This module imports nothing of the project, so data, runs, analysis and render c
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from .errors import is_write_failure, write_error
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,9 +46,38 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a failed write of `path` (disk full, read-only, permission) into a one-line OverfocusError.
+
+    >>> import errno
+    >>> with writing(Path("/x/y")):  # doctest: +IGNORE_EXCEPTION_DETAIL
+    ...     raise OSError(errno.EROFS, "Read-only file system")
+    Traceback (most recent call last):
+    overfocus.errors.OverfocusError: cannot write /x/y: the file system is read-only: write elsewhere
+    """
+    try:
+        yield
+    except OSError as exc:
+        if is_write_failure(exc):
+            raise write_error(path, exc) from None
+        raise
+
+
+def make_dirs(folder: Path) -> None:
+    """mkdir -p with the one-line error of `writing`."""
+    with writing(folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically (temp file in the same folder + fsync + rename)."""
     path = Path(path)
+    with writing(path):
+        _atomic_write_bytes(path, data)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -26,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from .errors import OverfocusError
-from .rundir import load_checkpoint, sha256_file
+from .rundir import is_torchscript, load_checkpoint, sha256_file  # noqa: F401 (is_torchscript re-exported)
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel and torch.compile wrappers
@@ -43,6 +42,7 @@ class ModelOptions:
     width: float = 1.0
     small_input: bool = False
     trust_pickle: bool = False
+    batch_norm: Optional[bool] = None  # model.batch_norm (None = the architecture's default)
 
 
 @dataclass
@@ -83,15 +83,6 @@ def load_model(path: Path | str, opts: ModelOptions) -> LoadedModel:
     if isinstance(state, nn.Module):  # {"model": module} saved by a trusted pickle
         return _from_module(state, path, sha, opts)
     return _from_state_dict(state, payload, path, sha, opts)
-
-
-def is_torchscript(path: Path) -> bool:
-    """A TorchScript archive is a zip with a `<name>/code/` folder; torch.save zips have none."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
 
 
 def extract_state_dict(payload: Any, path: Path) -> Any:
@@ -159,7 +150,7 @@ def build_target(opts: ModelOptions, num_classes: int) -> Tuple[nn.Module, str, 
         from .models import MODELS, build_model
 
         entry = MODELS.get(opts.model)
-        model = build_model(opts.model, num_classes, opts.width, opts.small_input)
+        model = build_model(opts.model, num_classes, opts.width, opts.small_input, opts.batch_norm)
         desc = (f"{opts.model} (width {opts.width:g}, {'small input, ' if opts.small_input else ''}"
                 f"{num_classes} classes)")
         return model, desc, entry.gradcam_layer, entry.latent_layer

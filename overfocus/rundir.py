@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -32,19 +34,69 @@ def atomic_torch_save(path: Path, obj: Any) -> str:
 def load_checkpoint(path: Path, trust_pickle: bool = False) -> Dict[str, Any]:
     """Load a checkpoint as untrusted input: weights_only=True unless the user opted in.
 
-    A truncated or corrupt file raises OverfocusError naming it (callers skip it and go on).
+    A truncated or corrupt file raises OverfocusError naming it (callers skip it and go on). The
+    message says what the file is: "needs --trust-pickle" only for a real PyTorch pickle that holds
+    Python objects, never for an image, a text file or a TorchScript archive.
     """
     path = Path(path)
     if not path.is_file():
         raise OverfocusError(f"checkpoint {path} does not exist")
+    kind = sniff_file_kind(path)
+    if kind == "torchscript":
+        raise OverfocusError(f"checkpoint {path} is a TorchScript archive, not a checkpoint: load it as such "
+                             "(torch.jit.load; `overfocus audit` accepts it)")
+    if kind not in ("zip", "pickle"):
+        raise OverfocusError(f"checkpoint {path} is {kind}, not a PyTorch file: check the path")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:  # torch raises many types for bad files; all mean "unusable"
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        text = str(exc).strip()
+        reason = text.splitlines()[0][:200] if text else type(exc).__name__
+        if not trust_pickle and "Unsupported global" in text:
             raise OverfocusError(f"checkpoint {path} holds pickled Python objects, not only weights: "
                                  "pass --trust-pickle if you trust its source") from None
-        raise OverfocusError(f"checkpoint {path} is corrupt or not a PyTorch file ({reason})") from None
+        raise OverfocusError(f"checkpoint {path} is corrupt or truncated ({reason})") from None
+
+
+FILE_MAGIC = [(b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
+              (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"), (b"\x93NUMPY", "a NumPy .npy file")]
+
+
+def sniff_file_kind(path: Path) -> str:
+    """What a file is from its first bytes: 'zip', 'torchscript', 'pickle' or a description.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "notes.pt"
+        >>> _ = p.write_text("hello")
+        >>> sniff_file_kind(p)
+        'a text file'
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head.startswith(b"PK"):
+        return "torchscript" if is_torchscript(path) else "zip"
+    if head[:1] == b"\x80" or head.startswith(b"\x8a\x0a"):  # pickle protocol 2+, legacy torch magic
+        return "pickle"
+    for magic, name in FILE_MAGIC:
+        if head.startswith(magic):
+            return name
+    if not head:
+        return "an empty file"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "an unknown binary file"
+
+
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip with a `<name>/code/` folder; torch.save zips have none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 class RunDir:
@@ -125,10 +177,33 @@ class RunDir:
         return sorted(epochs)
 
     def read_metrics(self) -> List[Dict[str, Any]]:
+        """The rows of metrics.jsonl; a damaged line raises OverfocusError naming it."""
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(self.metrics_path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                row = exc.msg
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise OverfocusError(f"{self.metrics_path} line {number} is damaged: restore the file, or delete "
+                                     "it (it is rewritten from the next epoch on)")
+            rows.append(row)
+        return rows
 
     def write_metrics(self, rows: Iterable[Dict[str, Any]]) -> None:
-        """Rewrite metrics.jsonl atomically (small: one line per epoch)."""
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+        """Rewrite metrics.jsonl atomically (small: one line per epoch); NaN and inf become null (valid JSON)."""
+        atomic_write_text(self.metrics_path, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in rows))
+
+
+def json_safe(row: Dict[str, Any]) -> Dict[str, Any]:
+    """`row` with non-finite floats replaced by None, so the line is strict JSON.
+
+    Example:
+        >>> json_safe({"epoch": 3, "train_loss": float("nan"), "lr": 0.1})
+        {'epoch': 3, 'train_loss': None, 'lr': 0.1}
+    """
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,13 +20,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import RunConfig, from_dict, to_dict
+from .config import RunConfig, from_dict, to_dict, validate
 from .data import Batch, collate_samples, image_id_at, normalize, open_dataset
 from .subset import Subset  # the one subset that keeps the dataset's attributes
 from .data.transforms import BoxAwareAugment
 from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier, env_info, gather_objects,
                           init_process_group)
 from .errors import OverfocusError
+from .fileio import writing
 from .models import MODELS, build_model, latent_layer_name
 from .progress import progress
 from .device import resolve_device  # noqa: F401 (re-exported for callers of train.resolve_device)
@@ -171,14 +173,15 @@ class Trainer:
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
         self.device = resolve_device(cfg.train.device, self.dist.local_rank)
         init_process_group(self.dist, self.device)
+        self._claim: Optional[RunClaim] = None
         if not resuming:
-            self._claim_run_dir(force)
-        barrier(self.dist)  # nobody reads the run directory before rank 0 has claimed it
+            check_out_dir(self.run.root, force)  # every rank checks, so no rank waits for one that failed
         self.data = open_datasets(cfg)
         num_classes = cfg.model.num_classes or len(self.data.classes)
         self.num_classes = num_classes
         torch.manual_seed(cfg.train.seed)
-        self.model = build_model(cfg.model.name, num_classes, cfg.model.width, cfg.model.small_input).to(self.device)
+        self.model = build_model(cfg.model.name, num_classes, cfg.model.width, cfg.model.small_input,
+                                 cfg.model.batch_norm).to(self.device)
         if cfg.model.classifier_dropout >= 0:
             for module in self.model.modules():
                 if isinstance(module, nn.Dropout):
@@ -190,24 +193,15 @@ class Trainer:
         self.train_model = self._wrap_ddp(self.model)  # checkpoints always save the bare self.model
         self.regularizer = build_regularizer(cfg.regularizer, self._reg_context())
         self._eval_loaders = self._make_eval_loaders()
+        if not resuming and self.rank == 0:  # only now that data and model have opened
+            self._claim = RunClaim.take(self.run.root)
+        barrier(self.dist)  # nobody reads the run directory before rank 0 has claimed it
 
     def _wrap_ddp(self, model: nn.Module) -> nn.Module:
         if not self.dist.enabled:
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-    def _claim_run_dir(self, force: bool) -> None:
-        root = self.run.root
-        occupied = root.exists() and any(root.iterdir())
-        if occupied and not force:  # every rank checks, so no rank waits for one that failed
-            raise OverfocusError(f"run directory {root} already exists: choose another --out, "
-                                 f"resume it with `overfocus resume {root}`, or pass --force to replace it")
-        if self.rank != 0:
-            return
-        if occupied:
-            shutil.rmtree(root)
-        root.mkdir(parents=True, exist_ok=True)
 
     def _reg_context(self) -> RegContext:
         steps = math.ceil(len(self.data.train) / (self.cfg.data.batch_size * self.world_size))
@@ -230,6 +224,8 @@ class Trainer:
             if start_epoch == 0:
                 self._write_manifest(status="running", epochs=[])
                 self._end_epoch(0, train_stats={"train_loss": None}, seconds=0.0)
+                if self._claim is not None:  # the new run is durable: the replaced one can go
+                    self._claim.commit()
             bar = progress(range(start_epoch + 1, self.cfg.train.epochs + 1), self.cfg.train.progress,
                            desc="epochs", initial=start_epoch, total=self.cfg.train.epochs)
             for epoch in bar:
@@ -241,7 +237,10 @@ class Trainer:
                 manifest["status"] = "complete"
                 self.run.write_manifest(manifest)
         except BaseException:
-            self._mark_failed()
+            if self._claim is not None and not self._claim.committed:
+                self._claim.undo()  # nothing durable yet: leave the disk as it was before
+            else:
+                self._mark_failed()
             raise
         finally:
             self.regularizer.teardown(self.model)
@@ -297,6 +296,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, train_stats: Dict[str, float], seconds: float) -> None:
         """Evaluate, then make the epoch durable: checkpoint, metrics line, manifest, `latest`."""
+        self._check_finite(epoch, "training loss", train_stats.get("train_loss"))  # same on every rank
         rng_states = gather_objects(rng_state(self.device), self.dist)  # every rank's, for exact resume
         if self.rank != 0:
             barrier(self.dist)
@@ -304,6 +304,7 @@ class Trainer:
         mean, std, amp = self.cfg.data.mean, self.cfg.data.std, self.cfg.train.amp
         train_loss_eval, train_acc = evaluate(self.model, self._eval_loaders["train"], self.device, mean, std, amp)
         test_loss, test_acc = evaluate(self.model, self._eval_loaders["test"], self.device, mean, std, amp)
+        self._check_finite(epoch, "test loss", test_loss)  # before anything of this epoch is written
         row = {"epoch": epoch, **train_stats, "train_eval_loss": train_loss_eval, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc, "gap": train_acc - test_acc,
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
@@ -317,6 +318,15 @@ class Trainer:
         self.run.write_manifest(manifest)
         self.run.set_latest(epoch)
         barrier(self.dist)
+
+    def _check_finite(self, epoch: int, what: str, value: Optional[float]) -> None:
+        """Stop a diverged run before its NaN weights become a checkpoint that reads as a result."""
+        if value is None or math.isfinite(value):
+            return
+        raise OverfocusError(
+            f"training diverged at epoch {epoch} ({what} is {value}): checkpoints up to epoch {epoch - 1} are kept; "
+            f"lower optim.lr (now {self.cfg.optim.lr:g}), e.g. `overfocus resume {self.run.root} --lr "
+            f"{self.cfg.optim.lr / 10:g}`")
 
     def _checkpoint_payload(self, epoch: int, rng_states: List[Dict[str, Any]]) -> Dict[str, Any]:
         return {"schema": SCHEMA_VERSION, "epoch": epoch, "model_name": self.cfg.model.name,
@@ -356,6 +366,55 @@ class Trainer:
         set_rng_state(per_rank[self.rank] if len(per_rank) == self.world_size else ckpt["rng"], self.device)
 
 
+def check_out_dir(root: Path, force: bool) -> None:
+    """Refuse an --out that is a file, or an occupied folder without --force or that is no run."""
+    if root.exists() and not root.is_dir():
+        raise OverfocusError(f"--out {root} is an existing file, not a folder: choose another --out")
+    if not (root.is_dir() and any(root.iterdir())):
+        return
+    if not force:
+        raise OverfocusError(f"run directory {root} already exists: choose another --out, "
+                             f"resume it with `overfocus resume {root}`, or pass --force to replace it")
+    if not RunDir(root).exists():
+        raise OverfocusError(f"--force replaces only an overfocus run directory, and {root} has no run.json: "
+                             "choose another --out (nothing was deleted)")
+
+
+class RunClaim:
+    """The run folder a fresh train takes, undone unless the new run becomes durable.
+
+    An old run replaced with --force is renamed aside (atomic), not deleted, until the new run's
+    epoch 0 is on disk; a failure before that puts it back. A folder this train created is
+    removed again on such a failure; folders it did not create never are.
+    """
+
+    def __init__(self, root: Path, created: Optional[Path], aside: Optional[Path]):
+        self.root, self.created, self.aside, self.committed = root, created, aside, False
+
+    @classmethod
+    def take(cls, root: Path) -> "RunClaim":
+        created = next((p for p in [root, *root.parents][::-1] if not p.exists()), None)
+        aside = None
+        with writing(root):
+            if root.is_dir() and any(root.iterdir()):
+                aside = root.with_name(f".{root.name}.replaced-{os.getpid()}-{time.time_ns()}")
+                os.replace(root, aside)
+            root.mkdir(parents=True, exist_ok=True)
+        return cls(root, created, aside)
+
+    def commit(self) -> None:
+        self.committed = True
+        if self.aside is not None:
+            shutil.rmtree(self.aside, ignore_errors=True)
+
+    def undo(self) -> None:
+        if self.aside is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            os.replace(self.aside, self.root)
+        elif self.created is not None:
+            shutil.rmtree(self.created, ignore_errors=True)
+
+
 def train(cfg: RunConfig, run_dir: Path | str, force: bool = False) -> Path:
     """Train a model as configured, writing the run directory.
 
@@ -369,19 +428,31 @@ def train(cfg: RunConfig, run_dir: Path | str, force: bool = False) -> Path:
     return Trainer(cfg, run_dir, force=force).fit()
 
 
-def resume(run_dir: Path | str, epochs: Optional[int] = None) -> Path:
-    """Continue a run from its last durable checkpoint (optionally to a new total of epochs)."""
+def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float] = None) -> Path:
+    """Continue a run from its last durable checkpoint (optionally to a new total of epochs, or
+    with a new learning rate, e.g. after training diverged)."""
     run = RunDir(run_dir)
     manifest = run.read_manifest()
     cfg = from_dict(RunConfig, manifest["config"])
-    if epochs is not None:
-        cfg.train.epochs = epochs
+    if lr is not None:
+        cfg.optim.lr = lr
+        validate(cfg)
     last = run.latest_epoch()
     if last is None:
         raise OverfocusError(f"{run.root} has no durable checkpoint yet: start it again with `overfocus train`")
+    if epochs is not None:
+        if epochs < last:
+            raise OverfocusError(f"resume --epochs {epochs} is below the {last} epochs {run.root} already has: "
+                                 f"pass a total of at least {last}")
+        cfg.train.epochs = epochs
+    run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
     trainer = Trainer(cfg, run.root, resuming=True)
     trainer.restore(last)
-    if epochs is not None:
+    if lr is not None:  # the checkpoint's optimizer and schedule carry the old rate
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = lr
+        trainer.scheduler.base_lrs = [lr] * len(trainer.optimizer.param_groups)
+    if epochs is not None or lr is not None:
         manifest["config"] = to_dict(cfg)
     manifest["status"] = "running"
     if trainer.rank == 0:

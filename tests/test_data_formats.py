@@ -7,6 +7,8 @@ image_size 32, the box must become (3.2, 3.2, 19.2, 28.8) exactly (x * 32/100, y
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -14,7 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from overfocus.data import collate_samples, open_dataset
+from overfocus.data import collate_samples, is_readable, open_dataset, skipped_files
+from overfocus.data.base import read_rgb
+from overfocus.data.imagefile import jpeg_is_complete
 from overfocus.errors import OverfocusError
 
 EXPECTED_32 = [3.2, 3.2, 19.2, 28.8]
@@ -375,3 +379,94 @@ def test_truncated_jpeg_is_named_or_skipped_and_counted(tmp_path):
     assert samples[index] is None and sum(s is None for s in samples) == 1
     assert lenient.bad_files == [str(bad)]
     assert len(collate_samples(samples)) == len(samples) - 1
+
+
+def test_truncated_jpeg_message_says_corrupt_in_one_line(tmp_path):
+    bad = write_image(tmp_path / "t.jpg", w=64, h=64)
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) - 40])  # the end marker and the end of the scan are gone
+    with pytest.raises(OverfocusError, match=r"t\.jpg.*corrupt") as info:
+        read_rgb(bad)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("padding", [bytes(4096 - 1), b"\x00" * 3, b"\xff" * 17, b"junk after the end"])
+def test_jpeg_with_bytes_after_its_end_marker_reads_like_the_original(tmp_path, padding):
+    good = write_image(tmp_path / "good.jpg", w=64, h=48)
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(good.read_bytes() + padding)  # e.g. zero padding to a block size
+    assert np.array_equal(read_rgb(padded), read_rgb(good))
+
+
+def test_jpeg_completeness_follows_the_segments():
+    data = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8))[1].tobytes()
+    assert jpeg_is_complete(data) and jpeg_is_complete(data + bytes(512))
+    cut = data[: len(data) - 2]  # only the EOI marker missing
+    assert not jpeg_is_complete(cut) and not jpeg_is_complete(cut + bytes(512))
+    thumb_like = data[:2] + b"\xff\xe1\x00\x06\xff\xd9\x00\x00" + data[2: len(data) - 2]  # EOI bytes inside APP1
+    assert not jpeg_is_complete(thumb_like)
+
+
+def huge_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
+    """A valid small PNG whose IHDR claims width x height (CRC fixed, pixel data of a 1 x 1 image)."""
+    data = bytearray(cv2.imencode(".png", np.zeros((1, 1), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_image_claiming_huge_size_is_one_line_or_skipped_and_reported(tmp_path, capsys):
+    root = make_folder_split(tmp_path / "imgs")
+    bad = huge_png(root / "train" / "dog" / "dog_9.png")
+    with pytest.raises(OverfocusError, match=r"dog_9\.png claims 10,000,000,000 pixels"):
+        read_rgb(bad)
+    strict = open_dataset(f"folder:{root}", "train", 32)
+    index = [r[0] for r in strict.records].index(str(bad))
+    with pytest.raises(OverfocusError, match="dog_9.png"):
+        strict[index]
+    assert not is_readable(strict, index) and is_readable(strict, 0)
+    lenient = open_dataset(f"folder:{root}", "train", 32, skip_bad=True)
+    capsys.readouterr()
+    for _ in range(2):  # two epochs: one warning
+        samples = [lenient[i] for i in range(len(lenient))]
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and "dog_9.png" in warnings[0] and "10,000,000,000 pixels" in warnings[0]
+    assert samples[index] is None and skipped_files(lenient) == [str(bad)]
+
+
+def test_skipped_files_seen_through_subsets_and_cli_exit(tmp_path, capsys):
+    root = make_folder_split(tmp_path / "imgs")
+    bad = root / "val" / "cat" / "cat_0.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    test = open_dataset(f"folder:{root}", "test", 32, skip_bad=True)
+    index = [r[0] for r in test.records].index(str(bad))
+    whole = torch.utils.data.Subset(test, list(range(len(test))))
+    subset = torch.utils.data.Subset(whole, [index, (index + 1) % len(test)])
+    assert not is_readable(subset, 0) and is_readable(subset, 1)
+    assert skipped_files(subset, open_dataset("builtin?test=2", "test", 32)) == [str(bad)]
+    from overfocus.cli import main
+    capsys.readouterr()
+    out = tmp_path / "run"
+    code = main(["train", "--data", f"folder:{root}", "--model", "cifarnet", "--epochs", "1", "--out", str(out),
+                 "--set", "data.image_size=32", "--set", "train.progress=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cat_0.png" in err[0] and "Traceback" not in err[0]
+
+
+def test_skips_met_by_dataloader_workers_are_reported(tmp_path, capfd):
+    root = make_folder_split(tmp_path / "imgs")
+    bad = root / "train" / "dog" / "dog_2.png"
+    bad.write_bytes(b"")
+    ds = open_dataset(f"folder:{root}", "train", 32, skip_bad=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_samples)
+    for _ in range(2):
+        assert sum(len(batch) for batch in loader) == len(ds) - 1
+    assert skipped_files(ds) == [str(bad)] and ds.bad_files == [str(bad)]
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "--skip-bad skipped" in line]
+    assert len(warnings) == 1 and "dog_2.png" in warnings[0]
+    log = Path(ds._skip_log.path)
+    del ds, loader
+    import gc
+    gc.collect()
+    assert not log.exists()  # the temporary list goes with the dataset

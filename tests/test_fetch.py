@@ -18,7 +18,7 @@ import pytest
 
 from overfocus.cli import main
 from overfocus.data import open_dataset
-from overfocus.data.fetch import KNOWN, fetch
+from overfocus.data.fetch import KNOWN, download_path, fetch
 from overfocus.errors import OverfocusError
 
 
@@ -106,6 +106,11 @@ def server():
     thread.join(5)
 
 
+def part_path(cache: Path, url: str) -> Path:
+    archive = download_path(cache, url)
+    return archive.with_name(archive.name + ".part")
+
+
 def quiet_fetch(name, cache, url, sha256=None):
     messages = []
     return fetch(name, str(cache), url, sha256, show_progress=False, log=messages.append), messages
@@ -140,8 +145,9 @@ def test_sha256_verified_or_mismatch_deletes(server, tmp_path):
 def test_resume_from_a_part_file_asks_for_the_rest(server, tmp_path):
     server.payload = imagenette_like()
     half = len(server.payload) // 2
-    (tmp_path / "downloads").mkdir()
-    (tmp_path / "downloads" / "imagenette2-160.tgz.part").write_bytes(server.payload[:half])
+    part = part_path(tmp_path, server.url)
+    part.parent.mkdir()
+    part.write_bytes(server.payload[:half])
     folder, _ = quiet_fetch("n", tmp_path, server.url, hashlib.sha256(server.payload).hexdigest())
     assert server.requests == [("/files/imagenette2-160.tgz", f"bytes={half}-")]
     assert server.bytes_sent == len(server.payload) - half
@@ -153,7 +159,7 @@ def test_interrupted_download_keeps_the_part_and_resumes(server, tmp_path):
     server.mode, server.cut_at = "cut", len(server.payload) // 3
     with pytest.raises(OverfocusError, match="run the same command again"):
         quiet_fetch("n", tmp_path, server.url)
-    part = tmp_path / "downloads" / "imagenette2-160.tgz.part"
+    part = part_path(tmp_path, server.url)
     assert part.read_bytes() == server.payload[:server.cut_at]
     assert not (tmp_path / "n").exists()
     server.mode = "range"
@@ -164,16 +170,16 @@ def test_interrupted_download_keeps_the_part_and_resumes(server, tmp_path):
 def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     server.payload = imagenette_like()
     server.mode = "ignore-range"
-    (tmp_path / "downloads").mkdir()
-    (tmp_path / "downloads" / "imagenette2-160.tgz.part").write_bytes(b"stale bytes")
+    part_path(tmp_path, server.url).parent.mkdir()
+    part_path(tmp_path, server.url).write_bytes(b"stale bytes")
     folder, _ = quiet_fetch("n", tmp_path, server.url, hashlib.sha256(server.payload).hexdigest())
     assert folder.is_dir()
 
 
 def test_complete_part_file_answered_416(server, tmp_path):
     server.payload = imagenette_like()
-    (tmp_path / "downloads").mkdir()
-    (tmp_path / "downloads" / "imagenette2-160.tgz.part").write_bytes(server.payload)
+    part_path(tmp_path, server.url).parent.mkdir()
+    part_path(tmp_path, server.url).write_bytes(server.payload)
     folder, _ = quiet_fetch("n", tmp_path, server.url, hashlib.sha256(server.payload).hexdigest())
     assert folder.is_dir() and server.bytes_sent == 0
 
@@ -237,3 +243,40 @@ def test_cli_fetch_uses_overfocus_cache_and_info(server, tmp_path, monkeypatch, 
     assert main(["data", "info", f"folder:{tmp_path / 'nowhere'}"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["data", "fetch", "nosuch", "--cache", str(tmp_path)]) == 2
+
+
+def test_cached_archive_of_the_same_url_is_checked_and_fetched_again(server, tmp_path):
+    server.payload = imagenette_like()
+    good = hashlib.sha256(server.payload).hexdigest()
+    archive = download_path(tmp_path, server.url)
+    archive.parent.mkdir()
+    archive.write_bytes(make_tgz({"top/evil.txt": b"left by an earlier fetch"}))
+    folder, messages = quiet_fetch("n", tmp_path, server.url, good)
+    assert len(server.requests) == 1 and any("downloading n again" in m for m in messages)
+    assert (folder / "train" / "n01440764").is_dir() and not (folder / "evil.txt").exists()
+    archive.write_bytes(server.payload)  # a complete, matching leftover is reused without a request
+    folder, messages = quiet_fetch("m", tmp_path, server.url, good)
+    assert len(server.requests) == 1 and any("verified" in m for m in messages) and folder.is_dir()
+
+
+def test_leftover_of_another_url_with_the_same_file_name_is_not_used(server, tmp_path):
+    server.payload = imagenette_like()
+    other = server.url.replace("/files/", "/elsewhere/")
+    stale = download_path(tmp_path, other)
+    stale.parent.mkdir()
+    stale.write_bytes(make_tgz({"top/wrong.txt": b"another dataset"}))
+    (tmp_path / "downloads" / "imagenette2-160.tgz").write_bytes(stale.read_bytes())  # the old unkeyed name
+    folder, _ = quiet_fetch("n", tmp_path, server.url)
+    assert len(server.requests) == 1 and (folder / "train").is_dir() and not (folder / "wrong.txt").exists()
+    assert stale.is_file()  # another URL's download is left alone
+
+
+def test_cli_cached_archive_failing_sha256_gives_one_line(server, tmp_path, capsys):
+    server.payload = imagenette_like()
+    archive = download_path(tmp_path, server.url)
+    archive.parent.mkdir()
+    archive.write_bytes(server.payload)
+    code = main(["data", "fetch", "n", "--url", server.url, "--sha256", "1" * 64, "--cache", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "expected " + "1" * 64 in err[0]
+    assert len(server.requests) == 1 and not (tmp_path / "n").exists()

@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from overfocus.data.human import (ClickMeDataset, HeatmapFolderDataset, OSIEDataset, collate_human, crc32c,
-                                  encode_example, iter_tfrecords, masked_crc32c, open_human_dataset,
-                                  parse_example, points_to_map, write_tfrecord_examples, write_tfrecords)
+from overfocus.data.clickme import ClickMeDataset
+from overfocus.data.heatmap_folder import HeatmapFolderDataset
+from overfocus.data.human import HUMAN_MAPS, collate_human, open_human_dataset, points_to_map
+from overfocus.data.osie import OSIEDataset
+from overfocus.data.tfrecord import crc32c, iter_tfrecords, masked_crc32c, parse_example
 from overfocus.errors import OverfocusError
 
 from tests.conftest import shared_data
+from tests.helpers_tfrecord import encode_example, write_tfrecord_examples, write_tfrecords
 
 
 def test_points_to_map_places_x_as_column():
@@ -163,3 +166,45 @@ def test_osie_real_data_eye_and_mouse_agree():
     rho = spearman(torch.stack([eye[i]["human"].flatten() for i in (0, 40)]),
                    torch.stack([mouse[i]["human"].flatten() for i in (0, 40)]))
     assert bool((rho > 0.5).all())
+
+
+def test_human_map_kinds_come_from_the_registry(tmp_path):
+    assert HUMAN_MAPS.names() == ["clickme", "heatmaps", "osie"]
+    assert HUMAN_MAPS.get("osie") is OSIEDataset and OSIEDataset.OPTIONS == {"source", "sigma"}
+
+    @HUMAN_MAPS.register("probe-kind")
+    class ProbeKind(torch.utils.data.Dataset):
+        OPTIONS, USAGE = frozenset({"scale"}), "probe-kind:PATH[?scale=1]"
+
+        def __init__(self, path, image_size, scale=1):
+            self.args = (path, image_size, scale)
+
+    try:
+        assert open_human_dataset("probe-kind:/p?scale=3", 16).args == ("/p", 16, 3)
+        with pytest.raises(OverfocusError, match="unknown human-map kind.*probe-kind:PATH"):
+            open_human_dataset("nope:/p", 16)
+    finally:
+        HUMAN_MAPS._items.pop("probe-kind")
+
+
+def test_old_import_paths_still_work():
+    import overfocus.data.human as human
+
+    assert human.ClickMeDataset is ClickMeDataset and human.crc32c is crc32c
+    with pytest.raises(AttributeError):
+        human.no_such_name
+
+
+def test_human_map_images_go_through_the_checked_decoder(tmp_path):
+    jpeg = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))[1].tobytes()
+    heat = _png(np.ones((16, 16), np.uint8))
+    write_tfrecord_examples(tmp_path / "cut.tfrecord", [{"image": [jpeg[:-30]], "heatmap": [heat]}])
+    with pytest.raises(OverfocusError, match="record 0 of .*cut.tfrecord is malformed.*corrupt"):
+        ClickMeDataset(tmp_path / "cut.tfrecord", 8)[0]
+    write_tfrecord_examples(tmp_path / "pad.tfrecord", [{"image": [jpeg + bytes(1000)], "heatmap": [heat]}])
+    assert ClickMeDataset(tmp_path / "pad.tfrecord", 8)[0]["image"].shape == (3, 8, 8)
+    (tmp_path / "h").mkdir()
+    cv2.imwrite(str(tmp_path / "h" / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "h" / "a_heatmap.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(OverfocusError, match="a_heatmap.png.*corrupt"):
+        open_human_dataset(f"heatmaps:{tmp_path / 'h'}", 8)[0]

@@ -1,6 +1,7 @@
 """Excitation Dropout, Catch-up Mix, box guidance and saliency-guided training (METHODS.md 3-6)."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -14,11 +15,11 @@ from overfocus.errors import OverfocusError
 from overfocus.models import MODELS, build_model, get_module
 from overfocus.regularizers import RegContext, StepInfo, build_regularizer
 from overfocus.regularizers.catchup_mix import (channel_mix, cutmix, default_stages, mixed_cross_entropy,
-                                                relative_filter_influence)
+                                                relative_filter_influence, weaker_map_share)
 from overfocus.regularizers.excitation_dropout import apply_keep_mask, drop_probability
 from overfocus.regularizers.guidance import (box_mask, energy_loss, is_annotated, l1_loss, ppce_loss, rrr_loss)
 from overfocus.regularizers.saliency_guided import kl_from_logits, lowest_saliency_mask, mask_images
-from overfocus.regularizers.sgdrop import capture_output
+from overfocus.regularizers.common import capture_output
 from overfocus.rundir import RunDir
 from overfocus.train import train
 
@@ -196,6 +197,51 @@ def test_catchup_step_mixes_at_the_stage_and_mixes_the_labels():
     assert torch.allclose(loss, mixed_cross_entropy(logits, batch.labels, batch.labels[perm], lam))
 
 
+def test_weaker_map_share_counts_channels_that_carry_the_weaker_map():
+    torch.manual_seed(0)
+    f = torch.rand(4, 12, 3, 3) + 0.05
+    perm = torch.tensor([1, 2, 3, 0])
+    for lam in (0.1, 0.5, 0.9):
+        mixed = channel_mix(f, perm, lam)
+        n_own, n_partner = f.flatten(2).norm(dim=2), f[perm].flatten(2).norm(dim=2)
+        share_own = n_own / n_own.sum(1, keepdim=True)
+        share_partner = n_partner / n_partner.sum(1, keepdim=True)
+        kept_own = (mixed == f).flatten(2).all(2)
+        weaker = torch.where(kept_own, share_own <= share_partner, share_partner <= share_own)
+        assert weaker_map_share(f, perm, lam) == pytest.approx(weaker.float().mean().item())
+    assert weaker_map_share(f, perm, 0.1) < 1.0  # a fixed count: not every channel carries the weaker map
+
+
+def test_catchup_cutmix_branch_through_the_regularizer():
+    model, reg, batch = make("catchup_mix", "resnet18", stages="layer3", include_input=True)
+    reg.points = [None]  # force the input mixing point
+    model.eval()  # deterministic forward: the loss can be recomputed exactly
+    torch.manual_seed(7)
+    loss, stats = reg.loss(model, batch, StepInfo(0, 1, 0))
+    torch.manual_seed(7)
+    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
+    perm = torch.randperm(4)
+    torch.randint(1, (1,))
+    mixed, area_lam = cutmix(batch.images, perm, lam)
+    assert stats["mix_at_input"] == 1.0 and stats["lam"] == area_lam and stats["weaker_channels"] == 0.0
+    assert not torch.equal(mixed, batch.images)
+    expected = mixed_cross_entropy(model(mixed), batch.labels, batch.labels[perm], area_lam)
+    assert torch.allclose(loss, expected)
+
+
+def test_catchup_mix_passes_evaluation_through():
+    model, reg, batch = make("catchup_mix", "resnet18", stages="layer3", include_input=False)
+    model.eval()
+    plain = model(batch.images)
+    reg._mix = (model.layer3, torch.tensor([1, 2, 3, 0]), 0.5)  # even with a mix armed, eval sees no mixing
+    assert torch.equal(model(batch.images), plain)
+    reg._mix = None
+    model.train()
+    reg.teardown(model)
+    model.eval()
+    assert torch.equal(model(batch.images), plain)
+
+
 def test_default_stages_of_vgg_are_its_max_pools():
     model = build_model("vgg11", 3, 0.125, True)
     stages = default_stages(model, "vgg11")
@@ -270,6 +316,66 @@ def test_guidance_gradients_reach_the_weights(attribution, loss_name):
     assert stats["annotated"] == 3.0  # the image without a box does not count
 
 
+class _CamNet(nn.Module):
+    """features = a stride-4 conv equal to 4 x 4 average pooling per channel (16 px -> 4 x 4), then the
+    global mean and a linear layer: the Grad-CAM of class y at `features` is sum_c W[y, c] / 16 * F_c."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Conv2d(3, 3, 4, stride=4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, 2)
+        with torch.no_grad():
+            self.features.weight.copy_(torch.eye(3).view(3, 3, 1, 1).expand(3, 3, 4, 4) / 16.0)
+            self.features.bias.zero_()
+            self.fc.weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [-1.0, 0.5, 2.0]]))
+            self.fc.bias.copy_(torch.tensor([0.1, -0.1]))
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def _known_gradcam(model, images, labels):
+    """The reference order by hand: analytic layer map, ReLU, / max at 4 x 4, then bilinear to 16 x 16."""
+    cam = torch.einsum("bc,bchw->bhw", model.fc.weight[labels] / 16.0, F.avg_pool2d(images, 4)).clamp(min=0)
+    cam = cam / cam.amax((1, 2), keepdim=True).clamp_min(1e-7)
+    return F.interpolate(cam[:, None], size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+
+
+@pytest.mark.parametrize("loss_name", ["energy", "l1", "ppce", "rrr"])
+def test_guidance_total_loss_is_ce_plus_lambda_times_the_sum_over_annotated_images(loss_name):
+    torch.manual_seed(0)
+    model = _CamNet()
+    ctx = RegContext("camnet", "features", 2, 10, 1, torch.device("cpu"), True, 16)
+    reg = build_regularizer(RegularizerConfig("guidance", {"loss": loss_name, "lambda_loc": 0.3}), ctx)
+    reg.setup(model)
+    images, labels = torch.randn(3, 3, 16, 16), torch.tensor([0, 1, 0])
+    boxes = [torch.tensor([[0.0, 0.0, 8.0, 8.0]]), torch.zeros(0, 4), torch.tensor([[4.0, 4.0, 16.0, 12.0]])]
+    loss, stats = reg.loss(model, Batch(images, labels, boxes, ["a", "b", "c"]), StepInfo(0, 1, 0))
+    maps = _known_gradcam(model, images, labels)
+    assert (maps >= 0).all() and maps.amin() == 0  # negative attribution is gone before any loss
+    masks = torch.stack([box_mask(boxes[0], 16, 16), box_mask(boxes[2], 16, 16)])
+    per_image = {"energy": energy_loss, "l1": l1_loss, "ppce": ppce_loss, "rrr": rrr_loss}[loss_name]
+    loc = per_image(maps[[0, 2]], masks)
+    expected = F.cross_entropy(model(images), labels) + 0.3 * loc.sum()
+    assert stats["annotated"] == 2.0
+    assert torch.allclose(loss, expected, atol=1e-6)
+    if loss_name == "rrr":  # the old order (upsample the signed map first) penalised negative attribution
+        raw = torch.einsum("bc,bchw->bhw", model.fc.weight[labels] / 16.0, F.avg_pool2d(images, 4))
+        signed = F.interpolate(raw[:, None], size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+        assert rrr_loss(signed[[0, 2]], masks).sum() > loc.sum()
+
+
+def test_ppce_keeps_the_gradient_of_near_zero_pixels():
+    a = torch.tensor([[[1.0, 1e-8, 0.0, 0.5]]], requires_grad=True)
+    m = torch.ones(1, 1, 4)
+    loss = ppce_loss(a, m)
+    (grad,) = torch.autograd.grad(loss.sum(), a)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+    assert grad[0, 0, 1] < -1e6  # pushed up hard, not zeroed by a floor on the map
+    assert loss.item() == pytest.approx((0.0 - math.log(1e-8) + 100.0 + math.log(2)) / 4, rel=1e-4)  # log(0) clamped at -100
+
+
 def test_guidance_with_no_annotated_image_is_plain_cross_entropy():
     model, reg, batch = make("guidance", annotated_fraction=0.0)
     model.eval()
@@ -289,16 +395,17 @@ def test_lowest_saliency_pixels_are_masked():
         assert (sal[b][mask[b, 0]] <= threshold).all() and (sal[b][~mask[b, 0]] >= threshold).all()
 
 
-def test_masked_pixels_are_replaced_within_the_sample_range():
+def test_masked_pixels_are_replaced_within_each_channels_range():
     torch.manual_seed(0)
-    x = torch.randn(2, 3, 4, 4)
+    x = torch.randn(2, 3, 4, 4) + torch.tensor([-10.0, 0.0, 10.0]).view(1, 3, 1, 1)  # disjoint channel ranges
     mask = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
     mask[:, :, :2] = True
-    out = mask_images(x, mask)
+    out = mask_images(x, mask, "random")
     assert torch.equal(out[:, :, 2:], x[:, :, 2:]) and not torch.equal(out[:, :, :2], x[:, :, :2])
     for b in range(2):
-        assert x[b].min() <= out[b].min() and out[b].max() <= x[b].max()
-    means = mask_images(x, mask, "mean")
+        for c in range(3):
+            assert x[b, c].min() <= out[b, c].min() and out[b, c].max() <= x[b, c].max()
+    means = mask_images(x, mask)  # the default fill: the colour-image recipe's channel means
     assert torch.allclose(means[:, :, 0, 0], x.mean((2, 3)))
 
 
@@ -310,6 +417,44 @@ def test_kl_term():
     assert kl_from_logits(p, p).abs().item() < 1e-6
 
 
+def test_saliency_guided_defaults_are_the_colour_image_recipe():
+    params = build_regularizer(RegularizerConfig("saliency_guided"), None).params
+    assert (params.r, params.replace, params.saliency, params.lambda_kl) == (0.1, "mean", "signed", 1.0)
+
+
+def _eval_mode_saliency_mask(model, images, labels, r):
+    """Reference: a deep copy in eval mode, its signed input gradient averaged over channels."""
+    frozen = copy.deepcopy(model).eval()
+    x = images.clone().requires_grad_(True)
+    grads = torch.autograd.grad(frozen(x).gather(1, labels.view(-1, 1)).sum(), x)[0]
+    return lowest_saliency_mask(grads.mean(1), r)
+
+
+def test_saliency_is_taken_in_eval_mode_with_batchnorm_and_dropout_present():
+    model, reg, batch = make("saliency_guided", "vgg11", r=0.3)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, nn.Dropout) for m in model.modules())
+    with torch.no_grad():  # running statistics far from the batch's, so train and eval saliency differ
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1.0, 1.0)
+                m.running_var.uniform_(0.5, 2.0)
+    model.train()
+    model.features[1].eval()  # a module in its own mode must get it back
+    stats_before = [b.clone() for b in model.buffers()]
+    expected = _eval_mode_saliency_mask(model, batch.images, batch.labels, 0.3)
+    torch.manual_seed(5)
+    mask = reg.saliency_mask(model, batch.images, batch.labels)
+    assert torch.equal(mask, expected)
+    assert all(torch.equal(a, b) for a, b in zip(stats_before, model.buffers()))  # BN statistics untouched
+    assert model.training and not model.features[1].training
+    assert all(m.training for i, m in enumerate(model.features) if i != 1)
+    x = batch.images.clone().requires_grad_(True)  # the train-mode saliency the old code used differs
+    torch.manual_seed(5)
+    train_grads = torch.autograd.grad(model(x).gather(1, batch.labels.view(-1, 1)).sum(), x)[0]
+    assert not torch.equal(lowest_saliency_mask(train_grads.mean(1), 0.3), expected)
+
+
 def test_saliency_guided_loss_is_ce_plus_kl():
     model, reg, batch = make("saliency_guided", "resnet18", lambda_kl=2.0)
     model.eval()  # deterministic forward: the loss can be recomputed exactly
@@ -319,7 +464,7 @@ def test_saliency_guided_loss_is_ce_plus_kl():
     logits = model(x)
     grads = torch.autograd.grad(logits.gather(1, batch.labels.view(-1, 1)).sum(), x)[0]
     torch.manual_seed(3)
-    masked = mask_images(batch.images, lowest_saliency_mask(grads.mean(1), 0.5))
+    masked = mask_images(batch.images, lowest_saliency_mask(grads.mean(1), 0.1), "mean")
     kl = kl_from_logits(logits, model(masked))
     assert torch.allclose(stats["kl"], kl)
     assert torch.allclose(loss, F.cross_entropy(logits, batch.labels) + 2.0 * kl)
@@ -334,3 +479,47 @@ def test_one_epoch_trains_and_writes_checkpoints(tmp_path, method, model_name):
     assert run.checkpoint_epochs() == [0, 1]
     assert run.read_manifest()["status"] == "complete"
     assert math.isfinite(run.read_metrics()[-1]["train_loss"])
+
+
+# ---- latent dropout (the baseline) ------------------------------------------------------------------
+def _latent_after_dropout(model, reg, images):
+    return capture_output(model, get_module(model, reg.ctx.latent_layer), images)
+
+
+def test_latent_dropout_rate_and_inverted_scaling():
+    model, reg, batch = make("dropout", "vgg11", p=0.3)
+    twin = build_model("vgg11", 3, 0.125, True)  # same weights, no regularizer hook
+    twin.load_state_dict(model.state_dict())
+    images = batch.images.repeat(8, 1, 1, 1)
+    model.train()
+    twin.train()  # both use the batch's BatchNorm statistics; nothing random runs before the latent
+    z = capture_output(twin, get_module(twin, reg.ctx.latent_layer), images).detach()
+    dropped = _latent_after_dropout(model, reg, images).detach()
+    alive = z != 0
+    kept = dropped[alive] != 0
+    assert alive.sum() > 5000
+    assert abs(1.0 - kept.float().mean().item() - 0.3) < 0.02  # the drop rate is p
+    assert torch.allclose(dropped[alive][kept], z[alive][kept] / 0.7, rtol=1e-5)  # kept units scaled by 1/(1-p)
+
+
+def test_latent_dropout_p0_is_the_identity_and_eval_passes_through():
+    model, reg, batch = make("dropout", "vgg11", p=0.0)
+    model.train()
+    twin = build_model("vgg11", 3, 0.125, True)
+    twin.load_state_dict(model.state_dict())
+    twin.train()
+    torch.manual_seed(1)
+    a = _latent_after_dropout(model, reg, batch.images)
+    torch.manual_seed(1)
+    b = capture_output(twin, get_module(twin, reg.ctx.latent_layer), batch.images)
+    assert torch.equal(a, b)
+    model, reg, batch = make("dropout", "vgg11", p=0.5)
+    twin.load_state_dict(model.state_dict())
+    model.eval()
+    twin.eval()
+    assert torch.equal(model(batch.images), twin(batch.images))
+
+
+def test_latent_dropout_rejects_a_bad_rate():
+    with pytest.raises(OverfocusError, match="0 <= p < 1"):
+        make("dropout", "vgg11", p=1.0)

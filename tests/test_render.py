@@ -182,7 +182,7 @@ def test_mp4_is_h264_yuv420p(fake_run):
 def test_frame_order_follows_epochs(tmp_path):
     """Epochs analysed out of order are still shown in epoch order, each once."""
     from overfocus.render.io import load_analysis
-    from overfocus.render.video import FrameStyle, evolution_frames
+    from overfocus.render.frames import FrameStyle, evolution_frames
 
     run = write_fake_run(tmp_path / "r", epochs=(0, 2, 1))
     meta = json.loads((run / "analysis" / "analysis.json").read_text())
@@ -247,7 +247,8 @@ def test_plots_are_valid_pngs(fake_run):
 
 def test_filmstrip_shows_the_requested_epochs_as_columns(fake_run):
     from overfocus.render.io import load_analysis
-    from overfocus.render.video import FrameStyle, filmstrip
+    from overfocus.render.frames import FrameStyle
+    from overfocus.render.filmstrip import filmstrip
 
     a = load_analysis(fake_run)
     two = filmstrip(a, ["grad_cam"], [0, 3], [0, 1], FrameStyle(), panel=96)

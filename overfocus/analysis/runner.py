@@ -199,7 +199,8 @@ def build_model(info: RunInfo, layer: str, device: torch.device, channels_last: 
     """The one model object of a call (checkpoints are loaded into it); the layer is checked."""
     from ..models import build_model as build, get_module
 
-    model = build(info.model_name, info.num_classes, info.width, info.small_input).to(device).eval()
+    model = build(info.model_name, info.num_classes, info.width, info.small_input,
+                  info.batch_norm).to(device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     get_module(model, layer)

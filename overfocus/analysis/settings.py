@@ -45,6 +45,7 @@ class RunInfo:
     gradcam_layer: str
     latent_layer: str
     probe_ids: Tuple[str, ...]
+    batch_norm: Optional[bool] = None  # model.batch_norm of the run (None = the architecture's default)
 
     @classmethod
     def from_manifest(cls, manifest: Dict[str, Any]) -> "RunInfo":
@@ -60,7 +61,8 @@ class RunInfo:
                    int(data.get("image_size", 64)), tuple(data.get("mean")), tuple(data.get("std")),
                    int(data.get("batch_size", 64)), int(data.get("num_workers", 0)),
                    manifest.get("gradcam_layer") or entry.gradcam_layer,
-                   manifest.get("latent_layer") or entry.latent_layer, tuple(manifest.get("probe_ids") or ()))
+                   manifest.get("latent_layer") or entry.latent_layer, tuple(manifest.get("probe_ids") or ()),
+                   model.get("batch_norm"))
 
 
 @dataclass(frozen=True)

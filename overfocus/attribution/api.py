@@ -72,7 +72,7 @@ def normalize_maps(maps: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         >>> normed.tolist(), degenerate.tolist()
         ([[[0.0, 1.0]], [[0.0, 0.0]]], [False, True])
     """
-    flat = maps.detach().float().reshape(maps.shape[0], -1)
+    flat = maps.detach().float().flatten(1)  # not reshape(B, -1), which fails for B = 0
     if flat.shape[1] == 0:
         return flat.reshape(maps.shape).clone(), torch.ones(flat.shape[0], dtype=torch.bool, device=flat.device)
     # amax/amin propagate NaN and show +-inf: two fast reductions instead of an elementwise isfinite

@@ -14,8 +14,9 @@ EXAMPLES = """examples:
 
 writes into --out (default: compare_<A>_vs_<B> beside the first run): metrics.png (one curve per
 run and metric), gap.png (test accuracy and gap per run), evolution.mp4/.gif (the same probe
-images under each run, epochs common to all runs), last_epoch.md and last_epoch.csv.
-The runs must share their probe images (same data and analysis probe set).
+images under each run, epochs common to all runs), last_epoch.md and last_epoch.csv (at the
+last epoch common to all runs, or --epoch). Metrics are compared on the analysed images common
+to all runs; the runs must share probe images (same data); --format pdf|svg for vector plots.
 """
 
 
@@ -27,20 +28,23 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, help="output folder (default: compare_<A>_vs_<B> beside the first run)")
     p.add_argument("--method", help="attribution method to compare (default: first one analysed in all runs)")
     p.add_argument("--metrics", type=csv_list, help="metrics to plot and tabulate (default: all common ones)")
+    p.add_argument("--epoch", type=int, help="epoch of the last_epoch table (default: the last one analysed in "
+                   "every run)")
     add_style_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..render.compare import CompareOptions, compare_runs
-    from ..render.video import parse_formats
+    from ..render.encode import parse_formats
 
     opts = CompareOptions(labels=args.labels, out=args.out, method=args.method, metrics=args.metrics, fps=args.fps,
                           size=args.size, alpha=args.alpha, cmap=args.cmap, formats=parse_formats(args.formats),
-                          probes=args.probes)
+                          probes=args.probes, epoch=args.epoch, plot_format=args.plot_format)
     result = compare_runs(args.runs, opts)
     print(f"compared {len(args.runs)} runs over epochs {result.epochs[0]}-{result.epochs[-1]} "
-          f"({len(result.epochs)} in common); wrote:")
+          f"({len(result.epochs)} in common); table at epoch {result.epoch} on the {result.n_images} analysed "
+          "images common to all runs; wrote:")
     for path in result.written:
         print(f"  {path}")
     return 0

@@ -11,10 +11,12 @@ EXAMPLES = """examples:
   overfocus render runs/demo --methods grad_cam,sgdrop --side-by-side
   overfocus render runs/demo --formats gif --size 480 --fps 4 --alpha 0.6 --cmap viridis
   overfocus render runs/demo --filmstrip-epochs 0,5,10 --tensorboard
+  overfocus render runs/demo --format pdf                     # vector gap.pdf and metrics.pdf for a paper
 
 writes RUN/figures/: evolution_<method>.mp4/.gif (one frame per analysed epoch),
-filmstrip_<method>.png, gap.png (train/test accuracy, gap shaded), metrics.png (metric curves
-with 95% bootstrap bands). Needs `overfocus analyze RUN` first.
+filmstrip_<method>.png, gap.png (train/test accuracy, gap shaded), metrics.png (curves of the
+metrics that vary, with 95% bootstrap bands; constant ones listed in a note). Every map is scaled
+to its own maximum (colour bar 0-1). Needs `overfocus analyze RUN` first.
 """
 
 
@@ -37,6 +39,8 @@ def add_style_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cmap", default="inferno", help="Matplotlib colormap of the maps (default inferno)")
     p.add_argument("--formats", default="mp4,gif", help="video formats: mp4, gif or mp4,gif (default both)")
     p.add_argument("--probes", type=int, help="show only the first N probe images in videos (default all)")
+    p.add_argument("--format", dest="plot_format", default="png", choices=["png", "pdf", "svg"],
+                   help="file format of the static plots gap and metrics (default png; pdf and svg are vector)")
 
 
 def register(sub) -> None:
@@ -55,12 +59,13 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..render import RenderOptions, render_run
-    from ..render.video import parse_formats
+    from ..render.encode import parse_formats
 
     opts = RenderOptions(methods=args.methods, side_by_side=args.side_by_side, fps=args.fps, size=args.size,
                          alpha=args.alpha, cmap=args.cmap, formats=parse_formats(args.formats),
                          filmstrip_epochs=args.filmstrip_epochs, probes=args.probes,
-                         filmstrip_images=args.filmstrip_images, tensorboard=args.tensorboard)
+                         filmstrip_images=args.filmstrip_images, tensorboard=args.tensorboard,
+                         plot_format=args.plot_format)
     result = render_run(args.run, opts)
     print(f"wrote {len(result.written)} files:")
     for path in result.written:

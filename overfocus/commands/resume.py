@@ -9,6 +9,7 @@ from .common import RAW
 EXAMPLES = """examples:
   overfocus resume runs/shapes               # after a crash or Ctrl-C
   overfocus resume runs/shapes --epochs 40   # train further than first planned
+  overfocus resume runs/shapes --lr 0.0001   # after "training diverged": a lower learning rate
   overfocus resume runs/ddp --nproc 2        # under DDP (or: torchrun ... -m overfocus resume RUN)
 """
 
@@ -18,6 +19,7 @@ def register(sub) -> None:
                        formatter_class=RAW)
     p.add_argument("run", help="run directory written by `overfocus train`")
     p.add_argument("--epochs", type=int, help="new total number of epochs")
+    p.add_argument("--lr", type=float, help="new learning rate from here on (e.g. after training diverged)")
     p.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun on this machine")
     p.set_defaults(func=run)
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         argv = sys.argv[sys.argv.index("resume") + 1:]
         return relaunch_with_torchrun(args.nproc, "resume", strip_nproc(argv))
-    out = resume(args.run, args.epochs)
+    out = resume(args.run, args.epochs, args.lr)
     if env_info().is_main:
         print(f"run complete: {out}")
     return 0

@@ -9,6 +9,7 @@ Every dataset returns a dict sample:
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import OverfocusError
+from .imagefile import SKIP_HINT, decode_image
+from .skiplog import SkipLog
 
 
 @dataclass
@@ -75,17 +78,13 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 def read_rgb(path: Path) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 RGB (greyscale and RGBA converted).
 
-    A file that cannot be decoded raises OverfocusError naming it: never a silent wrong sample.
+    A file that cannot be decoded (see `imagefile.decode_image`: corrupt, truncated JPEG, more
+    pixels than overfocus reads) raises OverfocusError naming it: never a silent wrong sample.
     """
     import cv2  # imported here: keeps `import overfocus` light
 
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    if data is None or data.size == 0:
-        raise OverfocusError(f"cannot read image {path}: the file is missing or empty")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None or _looks_truncated(path, data):
-        raise OverfocusError(f"cannot decode image {path}: the file is corrupt; "
-                             "replace it or pass --skip-bad to skip such files")
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else b""
+    img = decode_image(data, path)
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     elif img.shape[2] == 4:
@@ -95,14 +94,6 @@ def read_rgb(path: Path) -> np.ndarray:
     if img.dtype != np.uint8:
         img = (img / max(1, img.max()) * 255).astype(np.uint8)
     return img
-
-
-def _looks_truncated(path: Path, data: np.ndarray) -> bool:
-    """OpenCV decodes a truncated JPEG with a grey tail and only a warning; catch it here."""
-    if str(path).lower().endswith((".jpg", ".jpeg")):
-        tail = data[-64:].tobytes()
-        return b"\xff\xd9" not in tail
-    return False
 
 
 def resize_with_boxes(img: np.ndarray, boxes: np.ndarray, size: int) -> tuple:
@@ -148,7 +139,12 @@ class FileDataset(torch.utils.data.Dataset):
             raise OverfocusError(f"no images found in {source or 'the dataset'}: check the path and layout")
         self.records, self.classes, self.image_size = records, classes, image_size
         self.augment, self.skip_bad, self.source = augment, skip_bad, source
-        self.bad_files: List[str] = []
+        self._skip_log = SkipLog() if skip_bad else None  # shared with DataLoader workers
+
+    @property
+    def bad_files(self) -> List[str]:
+        """Files skipped as unreadable so far (by this process or its DataLoader workers)."""
+        return self._skip_log.paths() if self._skip_log is not None else []
 
     def __len__(self) -> int:
         return len(self.records)
@@ -164,12 +160,54 @@ class FileDataset(torch.utils.data.Dataset):
         path, label, boxes, image_id = self.records[index]
         try:
             img = read_rgb(Path(path))
-        except OverfocusError:
+        except OverfocusError as exc:
             if not self.skip_bad:
                 raise
-            self.bad_files.append(str(path))  # counted and warned about by the caller
+            self._skip(str(path), exc)
             return None
         img, boxes = resize_with_boxes(img, self.boxes_in_pixels(boxes, img), self.image_size)
         if self.augment is not None:
             img, boxes = self.augment(img, boxes, index)
         return {"image": to_tensor(img), "label": label, "boxes": torch.from_numpy(boxes), "image_id": image_id}
+
+    def _skip(self, path: str, exc: OverfocusError) -> None:
+        """Remember a skipped file and say so once, on stderr (it is read again every epoch)."""
+        if not self._skip_log.add(path):
+            return
+        reason = str(exc).replace(f"; {SKIP_HINT}", "").replace(f": {SKIP_HINT}", "")
+        print(f"warning: --skip-bad skipped an unreadable image: {reason}", file=sys.stderr, flush=True)
+
+
+def skipped_files(*datasets) -> List[str]:
+    """The files that `datasets` (or Subsets of them) skipped as unreadable under --skip-bad, sorted.
+
+    For the run record (e.g. run.json `skipped_files`). Files are known once they were read, by
+    this process or by its DataLoader workers.
+
+    Example:
+        >>> from overfocus.data import open_dataset
+        >>> skipped_files(open_dataset("builtin?test=4", "test", 32))
+        []
+    """
+    found = set()
+    for dataset in datasets:
+        while not hasattr(dataset, "bad_files") and hasattr(dataset, "dataset"):
+            dataset = dataset.dataset  # a Subset (or any wrapper keeping `.dataset`)
+        found.update(getattr(dataset, "bad_files", ()))
+    return sorted(found)
+
+
+def is_readable(dataset, index: int) -> bool:
+    """Whether sample `index` of `dataset` (a Subset too) decodes: for choosing probe images.
+
+    Reads the sample once; an unreadable file is also recorded as skipped under --skip-bad.
+
+    Example:
+        >>> from overfocus.data import open_dataset
+        >>> is_readable(open_dataset("builtin?test=4", "test", 32), 3)
+        True
+    """
+    try:
+        return dataset[index] is not None
+    except OverfocusError:
+        return False

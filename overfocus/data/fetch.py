@@ -1,8 +1,10 @@
 """Download and unpack a dataset archive into a local cache, for users who are online.
 
 `overfocus data fetch imagenette` downloads the archive with the standard library alone
-(urllib): into `<cache>/downloads/<file>.part`, resumed with an HTTP Range request when a `.part`
-is already there, then checked against its sha256 (a mismatch deletes the file), unpacked into a
+(urllib): into `<cache>/downloads/<url key>-<file>.part` (see `download_path`), resumed with an
+HTTP Range request when a `.part` is already there, then checked against its sha256 (a mismatch
+deletes the file; a complete archive left by an earlier fetch of the same URL is checked the same
+way and downloaded again when it does not match), unpacked into a
 temporary folder (refusing any member that would land outside it; links and devices are skipped)
 and renamed into place as `<cache>/<name>`, so a half-done fetch never looks finished.
 
@@ -11,6 +13,7 @@ at import time and nothing else in overfocus touches the network.
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import re
@@ -93,7 +96,9 @@ def fetch(name: str, cache: Optional[str] = None, url: Optional[str] = None, sha
     if target.is_dir():
         log(f"{name} is already in {target} (delete that folder to fetch it again)")
         return target
-    archive = target.parent / "downloads" / archive_name(source.url)
+    archive = download_path(target.parent, source.url)
+    if archive.is_file() and not _cached_archive_matches(archive, source.sha256, name, log):
+        archive.unlink()  # it fails the checksum asked for: fetch it again
     if not archive.is_file():
         part = archive.with_name(archive.name + ".part")
         download(source.url, part, show_progress, name)
@@ -102,6 +107,31 @@ def fetch(name: str, cache: Optional[str] = None, url: Optional[str] = None, sha
     safe_extract(archive, target, log)
     archive.unlink()
     return target
+
+
+def download_path(cache: Path, url: str) -> Path:
+    """Where the archive of `url` is downloaded: `<cache>/downloads/<url key>-<file name>`.
+
+    The key (16 hex digits of the URL's sha256) keeps two URLs with the same file name apart, so
+    a leftover of one is never taken for the other.
+
+    Example:
+        >>> download_path(Path("/c"), "https://example.org/a/data.tgz").name
+        '68c411f297c547ca-data.tgz'
+    """
+    key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    return Path(cache) / "downloads" / f"{key}-{archive_name(url)}"
+
+
+def _cached_archive_matches(archive: Path, expected: str, name: str, log: Callable[[str], None]) -> bool:
+    """A complete earlier download of the same URL: checked against `expected` like a new one."""
+    actual = sha256_file(archive)
+    if expected and actual != expected.lower():
+        log(f"the cached download {archive} has sha256 {actual}, not {expected}: downloading {name} again")
+        return False
+    log(f"using the cached download {archive} (sha256 {actual}"
+        f"{', verified' if expected else ''})")
+    return True
 
 
 def archive_name(url: str) -> str:

@@ -31,13 +31,13 @@ def gini(maps, boxes=None, labels=None, human=None) -> torch.Tensor:
         [0.0, 0.75]
     """
     mb = MapBatch.wrap(maps, boxes)
-    ordered = _sorted_rows(mb.positive.reshape(len(mb), -1))
+    ordered = _sorted_rows(mb.positive.flatten(1))
     n = ordered.shape[1]
     index = torch.arange(1, n + 1, dtype=torch.float64, device=ordered.device)
     total = ordered.sum(dim=1)
-    g = (2 * (ordered @ index)) / (n * torch.where(total > 0, total, 1.0)) - (n + 1) / n
-    defined = (total > 0) & ~mb.degenerate.to(total.device)  # a non-finite map is degenerate: NaN
-    return torch.where(defined, g, torch.full_like(g, math.nan)).float().cpu()
+    valid = (total > 0) & ~mb.degenerate.to(total.device)  # NaN exactly where entropy is (NaN/inf maps too)
+    g = (2 * (ordered @ index)) / (n * torch.where(valid, total, 1.0)) - (n + 1) / n
+    return torch.where(valid, g, torch.full_like(g, math.nan)).float().cpu()
 
 
 def entropy(maps, boxes=None, labels=None, human=None) -> torch.Tensor:
@@ -54,7 +54,7 @@ def entropy(maps, boxes=None, labels=None, human=None) -> torch.Tensor:
         [1.0, 0.0]
     """
     mb = MapBatch.wrap(maps, boxes)
-    flat = mb.normalized.reshape(len(mb), -1)
+    flat = mb.normalized.flatten(1)  # flatten, not reshape(B, -1): B may be 0
     total = flat.sum(dim=1, dtype=torch.float64)
     safe = torch.where(total > 0, total, 1.0)
     spread = torch.special.entr(flat).sum(dim=1, dtype=torch.float64)

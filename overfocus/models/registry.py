@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+import inspect
+from typing import Callable, Optional
 
 import torch.nn as nn
 
@@ -38,8 +39,12 @@ def register_model(name: str, latent_layer: str, gradcam_layer: str = "", descri
     return decorator
 
 
-def build_model(name: str, num_classes: int, width: float = 1.0, small_input: bool = False) -> nn.Module:
+def build_model(name: str, num_classes: int, width: float = 1.0, small_input: bool = False,
+                batch_norm: Optional[bool] = None) -> nn.Module:
     """Build a registered model with random weights.
+
+    `batch_norm` (None = the architecture's default) is an option of the VGGs only: True or False
+    for another model is a one-line error.
 
     Example:
         >>> m = build_model("cifarnet", num_classes=10, width=0.25, small_input=True)
@@ -50,7 +55,13 @@ def build_model(name: str, num_classes: int, width: float = 1.0, small_input: bo
         raise OverfocusError(f"num_classes must be at least 1, got {num_classes}")
     if width <= 0:
         raise OverfocusError(f"model width must be positive, got {width}")
-    return MODELS.get(name).build(num_classes=num_classes, width=width, small_input=small_input)
+    entry = MODELS.get(name)
+    if batch_norm is None:
+        return entry.build(num_classes=num_classes, width=width, small_input=small_input)
+    if "batch_norm" not in inspect.signature(entry.build).parameters:
+        raise OverfocusError(f"model.batch_norm={str(batch_norm).lower()}: model {name!r} has no BatchNorm option "
+                             "(only the VGGs do); leave model.batch_norm unset")
+    return entry.build(num_classes=num_classes, width=width, small_input=small_input, batch_norm=batch_norm)
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:

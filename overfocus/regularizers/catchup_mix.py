@@ -5,8 +5,13 @@ mixing point is drawn uniformly among {the input, the output of each stage}. At 
 plain CutMix (lambda corrected to the pasted area). At a stage output with C channels, the
 per-channel L2 norms of the two samples' maps (normalised to sum 1 over channels by default) give
 the relative filter influence RFI = n_a - n_b; the floor(lambda*C) channels with the SMALLEST RFI
-keep sample a's map and the others take the partner's, so every channel carries the relatively
-weaker map and lagging filters get gradient. The forward continues from the mixed features
+keep sample a's map and the others take the partner's. The count is fixed by lambda, not by the
+sign of RFI, so MOST channels carry the relatively weaker map (lagging filters get gradient) but
+not every one: where a is weaker in more (or fewer) than floor(lambda*C) channels, the rest carry
+the stronger map. The share that carries the weaker map is measured at each feature-mix step
+(`weaker_map_share`; 0.71-0.96 was seen on small VGG11 / ResNet18 runs) and logged as the stat
+`weaker_channels` (0 on CutMix steps, so that the engine's per-epoch mean over all steps divided
+by 1 - mix_at_input is the mean share over feature-mix steps). The forward continues from the mixed features
 (a forward hook on the stage module); loss = lambda CE(., y_a) + (1 - lambda) CE(., y_b).
 No official code exists: the normalisation and the mixing points are options.
 
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 from ..errors import OverfocusError
 from ..models import get_module
 from .base import REGULARIZERS, Regularizer, StepInfo
-from .sgdrop import largest_k_mask
+from .common import largest_k_mask
 
 NORMALISATIONS = ("sum", "none")
 
@@ -68,6 +73,22 @@ def channel_mix(features: torch.Tensor, perm: torch.Tensor, lam: float, normaliz
     rfi = relative_filter_influence(features, perm, normalize)
     keep_own = largest_k_mask(-rfi, k)  # the k smallest RFI, ties to the lower channel index
     return torch.where(keep_own[:, :, None, None], features, features[perm])
+
+
+def weaker_map_share(features: torch.Tensor, perm: torch.Tensor, lam: float, normalize: str = "sum") -> float:
+    """Fraction of (sample, channel) pairs whose mixed map is the relatively weaker of the two
+    (a tie, RFI = 0, counts as weaker); what `channel_mix` guarantees only for floor(lam*C) channels.
+
+    Example:
+        >>> f = torch.zeros(2, 4, 1, 1); f[0, :, 0, 0] = torch.tensor([4.0, 1.0, 1.0, 2.0])
+        >>> f[1, :, 0, 0] = torch.tensor([1.0, 1.0, 4.0, 2.0])
+        >>> weaker_map_share(f, torch.tensor([1, 0]), 0.5), weaker_map_share(f, torch.tensor([1, 0]), 0.0)
+        (1.0, 0.75)
+    """
+    rfi = relative_filter_influence(features, perm, normalize)
+    keep_own = largest_k_mask(-rfi, math.floor(lam * features.shape[1]))
+    weaker = torch.where(keep_own, rfi <= 0, rfi >= 0)
+    return float(weaker.float().mean())
 
 
 def cutmix(images: torch.Tensor, perm: torch.Tensor, lam: float) -> Tuple[torch.Tensor, float]:
@@ -148,6 +169,7 @@ class CatchupMix(Regularizer):
             return None
         _, perm, lam = self._mix
         self._channels = out.shape[1]
+        self._weaker_share = weaker_map_share(out, perm, lam, self.params.normalize)
         return channel_mix(out, perm, lam, self.params.normalize)
 
     def loss(self, model: nn.Module, batch, step: StepInfo) -> Tuple[torch.Tensor, Dict[str, Any]]:
@@ -155,6 +177,7 @@ class CatchupMix(Regularizer):
         lam = float(torch.distributions.Beta(self.params.alpha, self.params.alpha).sample())
         perm = torch.randperm(len(y)).to(y.device)
         point = self.points[int(torch.randint(len(self.points), (1,)))]
+        stats: Dict[str, Any] = {"mix_at_input": float(point is None), "weaker_channels": 0.0}
         if point is None:
             x, lam = cutmix(x, perm, lam)
             logits = model(x)
@@ -165,7 +188,9 @@ class CatchupMix(Regularizer):
             finally:
                 self._mix = None
             lam = self._feature_lambda(lam)
-        return mixed_cross_entropy(logits, y, y[perm], lam), {"lam": lam, "mix_at_input": float(point is None)}
+            stats["weaker_channels"] = self._weaker_share
+        stats["lam"] = lam
+        return mixed_cross_entropy(logits, y, y[perm], lam), stats
 
     def _feature_lambda(self, lam: float) -> float:
         if self.params.feature_lambda == "sampled":

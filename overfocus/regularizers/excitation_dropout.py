@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..errors import OverfocusError
 from ..models import get_module
 from .base import REGULARIZERS, Regularizer, StepInfo
-from .sgdrop import HeadRunner, eval_mode, probe_input
+from .common import HeadRunner, eval_mode, probe_input
 
 PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Identity, nn.Flatten)
 POSITIVE_MAPS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AvgPool1d)

@@ -2,10 +2,13 @@
 
 Per annotated image, an attribution map A of the gt-class logit, kept in the autograd graph
 (create_graph=True) so the localisation loss trains the weights:
-- `gradcam`: Grad-CAM at a layer (channel weights = spatial mean of the gradient, A = sum_c w_c F_c),
-  upsampled bilinearly to the input size; `ixg`: input x gradient summed over colour channels.
+- `gradcam`: Grad-CAM at a layer (channel weights = spatial mean of the gradient, A = sum_c w_c F_c)
+  in the authors' order: ReLU, then normalised by its maximum at the layer's resolution, THEN
+  upsampled bilinearly to the input size, so no loss (RRR included) sees negative Grad-CAM
+  attribution; `ixg`: input x gradient summed over colour channels (signed).
 M = union of the image's boxes (optionally dilated). Losses per image, A+ = max(A, 0):
-energy 1 - sum_M A+ / sum A+; l1 mean |A+/max A+ - M|; ppce mean over M of -log(A+/max A+);
+energy 1 - sum_M A+ / sum A+; l1 mean |A+/max A+ - M|; ppce mean over M of -log(A+/max A+)
+(the log clamped at -100 as in binary cross-entropy, whose gradient stays finite and non-zero);
 rrr sum outside M of (A / max|A|)^2. Total = CE + lambda_loc * sum over annotated images of L_loc.
 Only a deterministic `annotated_fraction` of the images (chosen from a hash of seed and image id)
 carries boxes; batches without one cost a plain step.
@@ -26,7 +29,7 @@ from .base import REGULARIZERS, Regularizer, StepInfo
 
 LOSSES = ("energy", "l1", "ppce", "rrr")
 # Defaults of lambda_loc: energy 1e-3 is METHODS.md's; the others are ours, scaled to each loss's range
-# (l1 in [0, 1]; ppce up to -log(1e-6) ~ 14 per image; rrr sums over up to H*W pixels).
+# (l1 in [0, 1]; ppce up to 100 per image, typically a few; rrr sums over up to H*W pixels).
 DEFAULT_LAMBDA = {"energy": 1e-3, "l1": 1e-3, "ppce": 1e-4, "rrr": 1e-6}
 EPS = 1e-7
 
@@ -86,8 +89,18 @@ def l1_loss(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 def ppce_loss(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """mean over pixels inside M of -log(A_hat) per image (A_hat clipped at 1e-6)."""
-    nll = -torch.log(_normalised_positive(a).clamp_min(1e-6))
+    """mean over pixels inside M of -log(A_hat) per image, the log clamped at -100.
+
+    Binary cross-entropy against 1 is exactly -log(A_hat) with that clamp, and its backward stays
+    finite at A_hat = 0 while a near-zero pixel keeps its (large) gradient: clipping A_hat itself
+    at a floor would zero the gradient of every pixel below the floor.
+
+    Example:
+        >>> ppce_loss(torch.tensor([[[0.5, 1.0]]]), torch.tensor([[[1.0, 0.0]]]))
+        tensor([0.6931])
+    """
+    a_hat = _normalised_positive(a)
+    nll = F.binary_cross_entropy(a_hat, torch.ones_like(a_hat), reduction="none")
     return (nll * m).sum((1, 2)) / m.sum((1, 2)).clamp_min(1.0)
 
 
@@ -101,9 +114,20 @@ LOSS_FUNCTIONS = {"energy": energy_loss, "l1": l1_loss, "ppce": ppce_loss, "rrr"
 
 
 def gradcam_in_graph(features: torch.Tensor, score: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Grad-CAM (B x H x W, before any ReLU) of a scalar `score` at `features`, differentiable."""
+    """Grad-CAM (B x H x W) of a scalar `score` at `features`, differentiable, in the reference order:
+    ReLU and divide by the map's maximum at the layer's resolution, then upsample bilinearly.
+
+    Upsampling first would spread negative values into the input-size map (and move its maximum),
+    so RRR would penalise negative attribution; this order keeps every map in [0, 1].
+
+    Example:
+        >>> f = torch.tensor([[[[1.0, -2.0]]]], requires_grad=True)  # 1 channel, 1 x 2
+        >>> gradcam_in_graph(f, (f * 3.0).sum(), (1, 2))
+        tensor([[[1., 0.]]], grad_fn=<SelectBackward0>)
+    """
     (grads,) = torch.autograd.grad(score, features, create_graph=True)
-    cam = (grads.mean((2, 3), keepdim=True) * features).sum(1, keepdim=True)
+    cam = F.relu((grads.mean((2, 3), keepdim=True) * features).sum(1, keepdim=True))
+    cam = cam / cam.amax((2, 3), keepdim=True).clamp_min(EPS)
     return F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 

@@ -1,7 +1,9 @@
 """Rendering: pure functions over what `overfocus analyze` wrote (RUN/analysis/) and metrics.jsonl.
 
 `render_run` writes RUN/figures/: evolution videos (MP4, GIF), the generalization-gap plot, the
-metric curves and filmstrips; `overfocus.render.compare.compare_runs` compares several runs;
+metric curves (PNG, PDF or SVG) and filmstrips. Modules: io (read the analysis), meta (titles,
+units, ranges from analysis.json), overlay (image primitives), frames (video frames), filmstrip,
+encode (MP4/GIF/PNG writers), plots, compare, report (audit HTML), tensorboard; `overfocus.render.compare.compare_runs` compares several runs;
 `overfocus.render.tensorboard.export` writes TensorBoard event files. See docs/rendering.md.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ class RenderOptions:
     alpha: float = 0.5                           # opacity of the attribution overlay
     cmap: str = "inferno"
     formats: Sequence[str] = ("mp4", "gif")
+    plot_format: str = "png"                     # static plots (gap, metrics): png, pdf or svg
     filmstrip_epochs: Optional[List[int]] = None  # default: up to 6 evenly spread epochs
     probes: Optional[int] = None                 # first N probe images in videos (default all)
     filmstrip_images: int = 4
@@ -44,8 +47,9 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
         >>> sorted(p.name for p in res.written)                                                 # doctest: +SKIP
         ['evolution_grad_cam.gif', 'filmstrip_grad_cam.png', 'gap.png', 'metrics.png']
     """
-    from .io import load_analysis, select_methods
-    from .video import FrameStyle, check_fps, check_style
+    from .encode import check_fps, check_plot_format
+    from .frames import FrameStyle, check_style
+    from .io import clean_stale_temps, load_analysis, select_methods
 
     opts = options or RenderOptions()
     if opts.tensorboard:
@@ -57,13 +61,15 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
     style = FrameStyle(opts.size, opts.alpha, opts.cmap)
     check_style(style)
     check_fps(opts.fps)
+    plot_format = check_plot_format(opts.plot_format)
     groups = [methods] if opts.side_by_side else [[m] for m in methods]
     result = RenderResult()
     figures = analysis.run_dir / "figures"
+    clean_stale_temps(figures)  # debris of a killed render
     for group in groups:
         result.written += _videos(analysis, group, style, opts, figures)
         result.written.append(_filmstrip(analysis, group, style, opts, figures))
-    _plots(analysis, methods, figures, result)
+    _plots(analysis, methods, figures, result, plot_format)
     if opts.tensorboard:
         from .tensorboard import export
 
@@ -81,14 +87,16 @@ def _indices(analysis, count: Optional[int], option: str = "--probes") -> List[i
 
 
 def _videos(analysis, group: List[str], style, opts: RenderOptions, figures: Path) -> List[Path]:
-    from .video import evolution_frames, write_video
+    from .encode import write_video
+    from .frames import evolution_frames
 
     frames = list(evolution_frames(analysis, group, _indices(analysis, opts.probes), style))
     return write_video(frames, figures / f"evolution_{'-'.join(group)}", opts.fps, opts.formats)
 
 
 def _filmstrip(analysis, group: List[str], style, opts: RenderOptions, figures: Path) -> Path:
-    from .video import check_epochs, default_filmstrip_epochs, filmstrip, write_png
+    from .encode import write_png
+    from .filmstrip import check_epochs, default_filmstrip_epochs, filmstrip
 
     epochs = (check_epochs(opts.filmstrip_epochs, analysis.epochs, analysis.run_dir) if opts.filmstrip_epochs
               else default_filmstrip_epochs(analysis.epochs))
@@ -97,20 +105,20 @@ def _filmstrip(analysis, group: List[str], style, opts: RenderOptions, figures: 
     return write_png(image, figures / f"filmstrip_{'-'.join(group)}.png")
 
 
-def _plots(analysis, methods: List[str], figures: Path, result: RenderResult) -> None:
-    from .plots import order_metrics, plot_gap, plot_metric_curves
-    from .io import method_name
+def _plots(analysis, methods: List[str], figures: Path, result: RenderResult, fmt: str = "png") -> None:
+    from .meta import order_metrics
+    from .plots import plot_gap, plot_metric_curves
 
     if any("train_acc" in r and "test_acc" in r for r in analysis.metrics):
-        result.written.append(plot_gap(analysis.metrics, figures / "gap.png",
+        result.written.append(plot_gap(analysis.metrics, figures / f"gap.{fmt}",
                                        f"{analysis.name}: train vs test accuracy per epoch"))
     else:
         result.skipped.append(f"gap.png: {analysis.run_dir / 'metrics.jsonl'} has no train/test accuracy")
-    metrics = order_metrics(r["metric"] for r in analysis.summary)
+    metrics = order_metrics(analysis.meta, (r["metric"] for r in analysis.summary))
     if metrics:
-        shown = ", ".join(method_name(m) for m in methods)
+        shown = ", ".join(analysis.method_title(m) for m in methods)
         title = f"{analysis.name}: metrics per epoch ({shown}), mean and 95% bootstrap CI"
-        result.written.append(plot_metric_curves(analysis.summary, figures / "metrics.png", metrics, title,
-                                                 methods=methods))
+        result.written.append(plot_metric_curves(analysis.summary, figures / f"metrics.{fmt}", metrics, title,
+                                                 methods=methods, meta=analysis.meta))
     else:
         result.skipped.append(f"metrics.png: {analysis.run_dir / 'analysis' / 'summary.csv'} is missing or empty")

@@ -1,6 +1,9 @@
 """Compare several analysed runs: overlaid curves, gap curves, a side-by-side video, a last-epoch table.
 
-Runs are comparable only on the same probe images: runs whose probe ids differ are refused.
+Like is compared with like: the video shows the probe images common to all runs, the table is
+taken at one epoch common to all runs (default: the last), and the metrics are means over the
+analysed images common to all runs (recomputed from the records when the runs analysed different
+images). What was aligned is written in the table's header and under the figures.
 """
 from __future__ import annotations
 
@@ -15,10 +18,12 @@ import numpy as np
 
 from ..errors import OverfocusError
 from ..fileio import atomic_write_text
-from .io import Analysis, load_analysis, method_name
-from .overlay import attribution_panel
-from .video import (Cell, FrameStyle, check_fps, check_style, compose_frame, compute_layout, fmt_num, fmt_pct,
-                    prediction_caption, write_video)
+from .encode import check_fps, check_plot_format, write_video
+from .frames import (Cell, FrameStyle, HEADER_METRIC, check_style, compose_frame, compute_layout, fmt_num, fmt_pct,
+                     prediction_caption)
+from .io import Analysis, clean_stale_temps, load_analysis
+from .meta import merged_info, method_title, metric_info, order_metrics
+from .overlay import NORMALISATION_NOTE, attribution_panel
 
 
 @dataclass
@@ -35,6 +40,8 @@ class CompareOptions:
     cmap: str = "inferno"
     formats: Sequence[str] = ("mp4", "gif")
     probes: Optional[int] = None
+    epoch: Optional[int] = None           # epoch of the table; default: the last one common to all runs
+    plot_format: str = "png"              # static plots: png, pdf or svg
 
 
 @dataclass
@@ -42,6 +49,23 @@ class CompareResult:
     out_dir: Path
     written: List[Path] = field(default_factory=list)
     epochs: List[int] = field(default_factory=list)
+    epoch: Optional[int] = None           # the epoch of the table
+    n_images: int = 0                     # analysed images common to all runs (the metrics' sample)
+
+
+@dataclass
+class Alignment:
+    """What the runs are compared on: the table's epoch and the analysed images common to all runs."""
+
+    epoch: int
+    n_images: int
+    recomputed: bool  # the runs analysed different images: summaries recomputed on the common ones
+
+    @property
+    def note(self) -> str:
+        how = ("means recomputed over the images common to all runs" if self.recomputed
+               else "every run analysed the same images")
+        return f"aligned: table at epoch {self.epoch} (last common unless --epoch), {self.n_images} images ({how})"
 
 
 def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOptions] = None) -> CompareResult:
@@ -58,17 +82,23 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
     check_fps(opts.fps)
     if len(run_dirs) < 2:
         raise OverfocusError("compare needs at least two run directories: overfocus compare RUN_A RUN_B")
+    fmt = check_plot_format(opts.plot_format)
     runs = dict(zip(run_labels(run_dirs, opts.labels), (load_analysis(r) for r in run_dirs)))
     order = check_same_probes(runs)
     method = common_method(runs, opts.method)
     epochs = common_epochs(runs)
+    align = align_images(runs, table_epoch(epochs, opts.epoch))
     metrics = common_metrics(runs, method, opts.metrics)
+    meta = merged_info(a.meta for a in runs.values())
     out = Path(opts.out) if opts.out else Path(run_dirs[0]).parent / f"compare_{'_vs_'.join(runs)}"
-    result = CompareResult(out, epochs=epochs)
-    result.written += _plots(runs, method, metrics, out)
+    if out.exists() and not out.is_dir():
+        raise OverfocusError(f"--out {out} is an existing file, not a folder: choose another --out")
+    clean_stale_temps(out)  # debris of a killed compare
+    result = CompareResult(out, epochs=epochs, epoch=align.epoch, n_images=align.n_images)
+    result.written += _plots(runs, method, metrics, out, meta, align, fmt)
     frames = compare_frames(runs, order, method, epochs, _indices(len(order[next(iter(runs))]), opts.probes), style)
     result.written += write_video(list(frames), out / "evolution", opts.fps, opts.formats)
-    result.written += write_tables(runs, method, metrics, out)
+    result.written += write_tables(runs, method, metrics, out, align, meta)
     return result
 
 
@@ -83,17 +113,22 @@ def run_labels(run_dirs: Sequence[Path | str], labels: Optional[Sequence[str]]) 
 
 
 def check_same_probes(runs: Dict[str, Analysis]) -> Dict[str, List[int]]:
-    """Refuse runs with different probe sets; return, per run, the probe indices in the first run's order."""
+    """Per run, the indices of the probe images common to all runs, in the first run's order.
+
+    Refuses runs that share no probe image (different data or split).
+    """
     (first, ref), order = next(iter(runs.items())), {}
+    common = set.intersection(*(set(a.probe.image_ids) for a in runs.values()))
+    if not common:
+        label, other = min(list(runs.items())[1:], key=lambda kv: len(set(kv[1].probe.image_ids) & set(ref.probe.image_ids)))
+        odd = sorted(set(other.probe.image_ids) ^ set(ref.probe.image_ids))
+        raise OverfocusError(
+            f"runs {first!r} and {label!r} have different probe sets ({len(odd)} image ids differ, e.g. "
+            f"{odd[0]!r}; no image is in every run): compare only runs analysed on the same data and probe images")
     for label, analysis in runs.items():
         ids = analysis.probe.image_ids
-        if sorted(ids) != sorted(ref.probe.image_ids):
-            odd = sorted(set(ids) ^ set(ref.probe.image_ids))
-            raise OverfocusError(
-                f"runs {first!r} and {label!r} have different probe sets ({len(odd)} image ids differ, e.g. "
-                f"{odd[0]!r}): compare only runs analysed on the same data and probe images")
         position = {image_id: i for i, image_id in enumerate(ids)}
-        order[label] = [position[image_id] for image_id in ref.probe.image_ids]
+        order[label] = [position[image_id] for image_id in ref.probe.image_ids if image_id in common]
     return order
 
 
@@ -114,21 +149,71 @@ def common_epochs(runs: Dict[str, Analysis]) -> List[int]:
     return epochs
 
 
+def table_epoch(common: Sequence[int], requested: Optional[int]) -> int:
+    """The epoch of the table: `requested` (must be common to all runs) or the last common one.
+
+    Example:
+        >>> table_epoch([0, 1, 2], None), table_epoch([0, 1, 2], 1)
+        (2, 1)
+    """
+    if requested is None:
+        return common[-1]
+    if requested not in common:
+        raise OverfocusError(f"--epoch {requested} was not analysed in every run: choose from "
+                             f"{', '.join(map(str, common))}")
+    return requested
+
+
+def analysed_ids(analysis: Analysis, epoch: int) -> set:
+    """Image ids in the records of `epoch` (the images the summary's means are taken over)."""
+    from ..analysis.storage import ALL_IMAGES, read_records
+
+    records = read_records(analysis.run_dir, epochs=[epoch])
+    if not records:
+        raise OverfocusError(f"{analysis.run_dir} has no records of epoch {epoch}: re-run "
+                             f"`overfocus analyze {analysis.run_dir}`")
+    return {r["image_id"] for r in records if r["image_id"] != ALL_IMAGES}
+
+
+def align_images(runs: Dict[str, Analysis], epoch: int) -> Alignment:
+    """Compare means over the same images: when the runs analysed different images, replace each
+    run's summary by one recomputed from its records restricted to the images common to all runs."""
+    ids = {label: analysed_ids(a, epoch) for label, a in runs.items()}
+    common = set.intersection(*ids.values())
+    if not common:
+        raise OverfocusError(f"runs {', '.join(runs)} share no analysed image at epoch {epoch}: analyse them on "
+                             "the same data and split (`overfocus analyze RUN --split test`, without --limit)")
+    recompute = any(v != common for v in ids.values())
+    if recompute:
+        for a in runs.values():
+            a.summary = _summary_on(a, common)
+    return Alignment(epoch, len(common), recompute)
+
+
+def _summary_on(analysis: Analysis, ids: set) -> List[Dict]:
+    """The run's summary rows recomputed (same code as analyze) from its records of the images `ids`."""
+    from ..analysis.storage import ALL_IMAGES, read_records
+    from ..analysis.summary import summarize_records  # the one summary implementation (mean, bootstrap CI, n)
+
+    keep = [r for r in read_records(analysis.run_dir, epochs=analysis.epochs)
+            if r["image_id"] in ids or r["image_id"] == ALL_IMAGES]
+    return summarize_records(keep)
+
+
 def _metrics_of(analysis: Analysis, method: str) -> set:
     return {r["metric"] for r in analysis.summary if r["method"] in (method, "model")}
 
 
 def common_metrics(runs: Dict[str, Analysis], method: str, requested: Optional[Sequence[str]]) -> List[str]:
-    from .plots import order_metrics
-
+    meta = merged_info(a.meta for a in runs.values())
     shared = set.intersection(*(_metrics_of(a, method) for a in runs.values()))
     if requested:
         absent = [m for m in requested if m not in shared]
         if absent:
             raise OverfocusError(f"metric {absent[0]!r} is not in every run's summary: choose from "
-                                 f"{', '.join(order_metrics(shared)) or 'nothing (analyse the runs first)'}")
+                                 f"{', '.join(order_metrics(meta, shared)) or 'nothing (analyse the runs first)'}")
         return list(requested)
-    return order_metrics(shared)
+    return order_metrics(meta, shared)
 
 
 def _indices(total: int, count: Optional[int]) -> List[int]:
@@ -137,17 +222,22 @@ def _indices(total: int, count: Optional[int]) -> List[int]:
     return list(range(min(total, count or total)))
 
 
-def _plots(runs: Dict[str, Analysis], method: str, metrics: List[str], out: Path) -> List[Path]:
+def _plots(runs: Dict[str, Analysis], method: str, metrics: List[str], out: Path, meta: Dict, align: Alignment,
+           fmt: str = "png") -> List[Path]:
     from .plots import plot_compare_gap, plot_compare_metrics
 
     names = ", ".join(runs)
     written = []
     if metrics:
-        written.append(plot_compare_metrics({k: a.summary for k, a in runs.items()}, out / "metrics.png", metrics,
-                                            method, f"{names}: {method_name(method)} metrics per epoch, 95% CI"))
+        note = f"means over the {align.n_images} analysed images common to all runs" + (
+            " (recomputed from the records)" if align.recomputed else "")
+        written.append(plot_compare_metrics({k: a.summary for k, a in runs.items()}, out / f"metrics.{fmt}",
+                                            metrics, method, f"{names}: {method_title(meta, method)} metrics per "
+                                            "epoch, 95% CI", meta=meta, note=note))
     if all(a.metrics for a in runs.values()):
-        written.append(plot_compare_gap({k: a.metrics for k, a in runs.items()}, out / "gap.png",
-                                        f"{names}: accuracy and generalization gap per epoch"))
+        written.append(plot_compare_gap({k: a.metrics for k, a in runs.items()}, out / f"gap.{fmt}",
+                                        f"{names}: accuracy and generalization gap per epoch",
+                                        note="accuracies from each run's metrics.jsonl (its own train and test sets)"))
     return written
 
 
@@ -155,14 +245,16 @@ def _plots(runs: Dict[str, Analysis], method: str, metrics: List[str], out: Path
 
 def compare_header(runs: Dict[str, Analysis], method: str, epoch: int) -> List[str]:
     """Title, epoch, one line per run (accuracies, gap, mean area ratio), legend."""
-    lines = [f"{method_name(method)}: {' | '.join(runs)} (left to right)", f"epoch {epoch}"]
+    title = method_title(merged_info(a.meta for a in runs.values()), method)
+    lines = [f"{title}: {' | '.join(runs)} (left to right)", f"epoch {epoch} (epochs common to all runs)"]
     for label, a in runs.items():
         row = a.metrics_row(epoch) or {}
         gap = row.get("gap")
         lines.append(f"{label}: train {fmt_pct(row.get('train_acc'))}, test {fmt_pct(row.get('test_acc'))}, gap "
-                     f"{'n/a' if gap is None else f'{100 * gap:+.1f} pts'}, area ratio "
-                     f"{fmt_num(a.summary_value(epoch, method, 'area_ratio'))}")
-    return lines + ["above: true class; green box: object; below: each run's prediction (green right, red wrong)"]
+                     f"{'n/a' if gap is None else f'{100 * gap:+.1f} pts'}, {a.metric_info(HEADER_METRIC).title} "
+                     f"{fmt_num(a.summary_value(epoch, method, HEADER_METRIC))}")
+    return lines + ["above: true class; green box: object; below: each run's prediction (green right, red wrong)",
+                    NORMALISATION_NOTE]
 
 
 def compare_frames(runs: Dict[str, Analysis], order: Dict[str, List[int]], method: str, epochs: Sequence[int],
@@ -170,7 +262,7 @@ def compare_frames(runs: Dict[str, Analysis], order: Dict[str, List[int]], metho
     """One frame per common epoch: per probe image, one panel per run."""
     ref = next(iter(runs.values())).probe
     layout = compute_layout(len(indices), len(runs), style.width, ref.images.shape[1] / ref.images.shape[2],
-                            header_lines=3 + len(runs))
+                            header_lines=4 + len(runs))
     for epoch in epochs:
         loaded = {label: a.load_epoch(epoch) for label, a in runs.items()}
         cells = [_cell(runs, order, loaded, method, i, layout.panel_w, style) for i in indices]
@@ -194,11 +286,10 @@ def _cell(runs, order, loaded, method: str, i: int, width: int, style: FrameStyl
 
 # --- tables -------------------------------------------------------------------------------------
 
-def last_epoch_rows(runs: Dict[str, Analysis], method: str, metrics: Sequence[str]) -> List[Dict]:
-    """Per run: its last analysed epoch, accuracies, and each metric's mean and CI at that epoch."""
+def last_epoch_rows(runs: Dict[str, Analysis], method: str, metrics: Sequence[str], epoch: int) -> List[Dict]:
+    """Per run at the aligned `epoch`: accuracies, and each metric's mean and CI."""
     rows = []
     for label, a in runs.items():
-        epoch = a.epochs[-1]
         acc = a.metrics_row(epoch) or {}
         row = {"label": label, "run": str(a.run_dir), "epoch": epoch, "method": method,
                **{k: acc.get(k, math.nan) for k in ("train_acc", "test_acc", "gap")}}
@@ -229,9 +320,14 @@ def tables_csv(rows: List[Dict]) -> str:
     return buffer.getvalue()
 
 
-def tables_markdown(rows: List[Dict], metrics: Sequence[str]) -> str:
-    """A Markdown table: one row per run, accuracies in %, metrics as mean [95% CI]."""
-    head = ["run", "epoch", "train acc", "test acc", "gap (pts)"] + list(metrics)
+def tables_markdown(rows: List[Dict], metrics: Sequence[str], meta: Optional[Dict] = None) -> str:
+    """A Markdown table: one row per run, accuracies in %, metrics as mean [95% CI].
+
+    Columns are titled `title (name)` from the metadata (the bare name for older analyses).
+    """
+    titles = [metric_info(meta or {}, m).title for m in metrics]
+    head = ["run", "epoch", "train acc", "test acc", "gap (pts)"] + [
+        m if t == m.replace("_", " ") else f"{t} ({m})" for m, t in zip(metrics, titles)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["label"], str(r["epoch"]), fmt_pct(r["train_acc"]), fmt_pct(r["test_acc"]),
@@ -249,10 +345,16 @@ def _mean_ci(mean: float, lo: float, hi: float) -> str:
     return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def write_tables(runs: Dict[str, Analysis], method: str, metrics: Sequence[str], out: Path) -> List[Path]:
-    rows = last_epoch_rows(runs, method, metrics)
-    md = (f"# Last analysed epoch per run ({method_name(method)})\n\nMetrics: mean [95% bootstrap CI] over the "
-          f"probe/analysis images; gap = train - test accuracy.\n\n" + tables_markdown(rows, metrics))
+def write_tables(runs: Dict[str, Analysis], method: str, metrics: Sequence[str], out: Path, align: Alignment,
+                 meta: Optional[Dict] = None) -> List[Path]:
+    rows = last_epoch_rows(runs, method, metrics, align.epoch)
+    how = ("recomputed from the records on the images common to all runs" if align.recomputed
+           else "every run analysed these same images")
+    md = (f"# Runs at epoch {align.epoch} ({method_title(meta or {}, method)})\n\n"
+          f"Aligned: epoch {align.epoch}, the last epoch analysed in every run (choose another with --epoch); "
+          f"{align.n_images} analysed images common to all runs ({how}).\n\n"
+          "Metrics: mean [95% bootstrap CI] over those images; accuracies from each run's metrics.jsonl; "
+          "gap = train - test accuracy.\n\n" + tables_markdown(rows, metrics, meta))
     atomic_write_text(out / "last_epoch.md", md)
     atomic_write_text(out / "last_epoch.csv", tables_csv(rows))
     return [out / "last_epoch.md", out / "last_epoch.csv"]

@@ -6,30 +6,23 @@ the run's metrics.jsonl. Nothing here runs a model.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from ..analysis_io import parse_summary_file
+from ..analysis.storage import parse_summary_file
 from ..errors import OverfocusError
-from ..fileio import file_mode
+from ..fileio import file_mode, writing
 from ..rundir import RunDir
-
-METHOD_NAMES = {"grad_cam": "Grad-CAM", "sgdrop": "SGDrop", "saliency": "saliency",
-                "input_x_gradient": "input x gradient", "integrated_gradients": "integrated gradients",
-                "guided_grad_cam": "guided Grad-CAM", "model": "model"}
-
-
-def method_name(method: str) -> str:
-    """Display name of an attribution method ('grad_cam' -> 'Grad-CAM')."""
-    return METHOD_NAMES.get(method, method)
-
+from .meta import MetricInfo, method_title, metric_info
 
 @dataclass
 class ProbeSet:
@@ -88,6 +81,14 @@ class Analysis:
     def methods(self) -> List[str]:
         return list(self.meta.get("methods", []))
 
+    def method_title(self, method: str) -> str:
+        """Display title from analysis.json's `method_info` (plain name for older analyses)."""
+        return method_title(self.meta, method)
+
+    def metric_info(self, metric: str) -> MetricInfo:
+        """Title, unit and range from analysis.json's `metric_info` (plain name, no range, for older ones)."""
+        return metric_info(self.meta, metric)
+
     def load_epoch(self, epoch: int) -> EpochMaps:
         return read_probe_epoch(self.run_dir / "analysis" / "probe" / f"epoch_{epoch:04d}.npz", epoch)
 
@@ -122,8 +123,31 @@ def load_analysis(run_dir: Path | str) -> Analysis:
     probe = read_probe_set(run_dir)
     epochs = analysed_epochs(run_dir, meta)
     summary_path = run_dir / "analysis" / "summary.csv"
-    summary = parse_summary_file(summary_path) if summary_path.is_file() else []
+    summary = read_summary_csv(summary_path) if summary_path.is_file() else []
     return Analysis(run_dir, meta, probe, epochs, summary, RunDir(run_dir).read_metrics())
+
+
+DAMAGED_FILE_ERRORS = (ValueError, TypeError, KeyError, EOFError, OSError, zipfile.BadZipFile, csv.Error)
+
+
+def damaged_error(path: Path, exc: BaseException) -> OverfocusError:
+    """The one line for an analysis file that exists but cannot be read (truncated, edited, ...)."""
+    if isinstance(exc, OverfocusError):
+        return exc
+    return OverfocusError(f"{path} is damaged ({type(exc).__name__}): re-run `overfocus analyze` on this run")
+
+
+def read_summary_csv(path: Path) -> List[Dict]:
+    """summary.csv through the one parser, after a check that no row is cut short (a truncated
+    file would otherwise read as empty cells, i.e. NaN)."""
+    try:
+        with open(path, newline="") as fh:
+            widths = {len(row) for row in csv.reader(fh) if row}
+        if len(widths) > 1:
+            raise ValueError("rows of different lengths")
+        return parse_summary_file(path)
+    except DAMAGED_FILE_ERRORS as exc:
+        raise damaged_error(path, exc) from None
 
 
 def read_analysis_json(run_dir: Path) -> Dict:
@@ -155,20 +179,26 @@ def read_probe_set(run_dir: Path) -> ProbeSet:
     path = run_dir / "analysis" / "probe" / "images.npz"
     if not path.is_file():
         raise no_analysis_error(run_dir, f"{path} is missing")
-    with np.load(path, allow_pickle=False) as z:
-        return ProbeSet(np.asarray(z["images"], np.uint8), np.asarray(z["boxes"], np.float32).reshape(
-            len(z["labels"]), -1, 4), np.asarray(z["labels"], np.int64), [str(s) for s in z["image_ids"]],
-            [str(s) for s in z["classes"]])
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return ProbeSet(np.asarray(z["images"], np.uint8), np.asarray(z["boxes"], np.float32).reshape(
+                len(z["labels"]), -1, 4), np.asarray(z["labels"], np.int64), [str(s) for s in z["image_ids"]],
+                [str(s) for s in z["classes"]])
+    except DAMAGED_FILE_ERRORS as exc:
+        raise damaged_error(path, exc) from None
 
 
 def read_probe_epoch(path: Path, epoch: int) -> EpochMaps:
     """Read probe/epoch_NNNN.npz: `maps_<method>` (float16 -> float32), `pred`, `conf`."""
     if not path.is_file():
         raise OverfocusError(f"{path} is missing: re-run `overfocus analyze` on this run")
-    with np.load(path, allow_pickle=False) as z:
-        maps = {k[len("maps_"):]: np.nan_to_num(z[k].astype(np.float32)).clip(0.0, 1.0)
-                for k in z.files if k.startswith("maps_")}
-        return EpochMaps(epoch, maps, np.asarray(z["pred"], np.int64), np.asarray(z["conf"], np.float32))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            maps = {k[len("maps_"):]: np.nan_to_num(z[k].astype(np.float32)).clip(0.0, 1.0)
+                    for k in z.files if k.startswith("maps_")}
+            return EpochMaps(epoch, maps, np.asarray(z["pred"], np.int64), np.asarray(z["conf"], np.float32))
+    except DAMAGED_FILE_ERRORS as exc:
+        raise damaged_error(path, exc) from None
 
 
 def select_methods(available: Sequence[str], requested: Optional[Sequence[str]], where: Path) -> List[str]:
@@ -191,14 +221,41 @@ def atomic_output(path: Path) -> Iterator[Path]:
     For writers that insist on a file name of their own (ffmpeg).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{TEMP_MARK}{path.suffix}", dir=path.parent)
+        os.close(fd)
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
+        with writing(path):
+            yield Path(tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+TEMP_MARK = ".tmp"  # every temporary name of atomic_output and fileio: .<name>.<random>.tmp[.ext]
+
+
+def clean_stale_temps(folder: Path) -> List[Path]:
+    """Delete the temporary files a killed writer left in `folder` (hidden, `.tmp` marked); return them.
+
+    Called when a render or compare starts, before it writes there: a `kill -9` skips every
+    `finally`, so the next run is the first chance to tidy up.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); _ = (d / ".evolution_x.mp4.ab12.tmp.mp4").write_bytes(b"")
+        >>> _ = (d / "keep.mp4").write_bytes(b""); [p.name for p in clean_stale_temps(d)]
+        ['.evolution_x.mp4.ab12.tmp.mp4']
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.is_file() and
+             (p.name.endswith(TEMP_MARK) or f"{TEMP_MARK}." in p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

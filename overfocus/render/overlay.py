@@ -21,6 +21,11 @@ GOOD: Color = (0, 110, 40)
 BAD: Color = (190, 20, 20)
 BACKGROUND: Color = (255, 255, 255)
 
+# What the colours mean: analyze stores each map divided by its own maximum, negatives set to 0
+# (attribution.normalize_maps), so colours compare places within a map, not maps with each other.
+NORMALISATION_NOTE = "colour: each map scaled to its own maximum (0 to 1)"
+COLORBAR_LABEL = "attribution / map's max"
+
 
 @functools.lru_cache(maxsize=16)
 def colormap_lut(cmap: str) -> np.ndarray:
@@ -183,6 +188,23 @@ def draw_text(canvas: np.ndarray, xy: Tuple[int, int], text: str, size: int, col
     canvas[y0:y1, x0:x1] = np.asarray(patch)
 
 
+def fit_caption(text: str, size: int, width: int, max_lines: int = 2, min_size: int = 7,
+                bold: bool = False) -> Tuple[List[str], int]:
+    """Lines and font size that show all of `text` in `width` pixels: wrap at spaces, then shrink.
+
+    Example:
+        >>> fit_caption("triangle 93%", 12, 60)
+        (['triangle', '93%'], 12)
+    """
+    for s in range(int(size), min_size - 1, -1):
+        if text_width(text, s, bold) <= width:
+            return [text], s  # as written (wrapping would fold runs of spaces)
+        lines = wrap_text(text, s, width, bold)
+        if len(lines) <= max_lines and all(text_width(line, s, bold) <= width for line in lines):
+            return lines, s
+    return [fit_text(text, min_size, width, bold)], min_size  # last resort only for tiny --size values
+
+
 def draw_lines(canvas: np.ndarray, x: int, y: int, lines: Sequence[Tuple[str, int, bool]],
                max_width: int, spacing: float = 1.3) -> int:
     """Draw (text, size, bold) lines downwards from (x, y); return the y below the last line."""
@@ -197,6 +219,23 @@ def colorbar(width: int, height: int, cmap: str) -> np.ndarray:
     lut = colormap_lut(cmap)
     idx = np.round(np.linspace(0, 255, width)).astype(np.int64)
     return np.ascontiguousarray(np.broadcast_to(lut[idx][None], (height, width, 3)))
+
+
+def colorbar_legend(width: int, cmap: str, size: int = 12, label: str = COLORBAR_LABEL) -> np.ndarray:
+    """A labelled colour bar image: the label, the bar, and its 0 and 1 ticks (for stills and tiles).
+
+    Example:
+        >>> colorbar_legend(200, "inferno").shape[1]
+        200
+    """
+    line = int(round(size * 1.35))
+    bar_h = max(6, size)
+    out = blank(width, 2 * line + bar_h + 2)
+    draw_text(out, (0, 0), label, size, MUTED, max_width=width)
+    out[line:line + bar_h] = colorbar(width, bar_h, cmap)
+    draw_text(out, (0, line + bar_h + 2), "0", size, MUTED)
+    draw_text(out, (width - 1, line + bar_h + 2), "1", size, MUTED, anchor="ra")
+    return out
 
 
 def blank(width: int, height: int, color: Color = BACKGROUND) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""Print-ready plots (PNG): generalization gap, metric curves with confidence bands, comparisons.
+"""Print-ready plots (PNG, PDF or SVG): generalization gap, metric curves with bands, comparisons.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas directly, never pyplot, so
-no display is needed and no global state leaks between calls; PNG bytes are written atomically.
+no display is needed and no global state leaks between calls; the bytes are written atomically.
+Titles, units and ranges of metrics come from the analysis metadata (`meta.py`), and legends sit
+outside the axes, once per figure, only when there is more than one series to tell apart.
 """
 from __future__ import annotations
 
@@ -14,40 +16,11 @@ import numpy as np
 
 from ..errors import OverfocusError
 from ..fileio import atomic_write_bytes
-from .io import method_name
+from .meta import metric_info, method_title, order_metrics
 
-# metric -> (title, y-axis label with unit)
-METRIC_INFO: Dict[str, Tuple[str, str]] = {
-    "area_ratio": ("attribution area ratio", "fraction of pixels > 0.5 of max"),
-    "box_iou": ("box IoU of thresholded map", "IoU (0-1)"),
-    "hit": ("hit ratio (IoU >= 0.5)", "fraction of images"),
-    "pointing_game": ("pointing game (pooled)", "fraction of images"),
-    "pointing_game_per_class": ("pointing game (per-class mean)", "fraction of images"),
-    "energy_pg": ("energy pointing game", "fraction of attribution in box"),
-    "harmonization": ("harmonization (Spearman / ceiling)", "score"),
-    "gini": ("Gini index of the map", "Gini (0-1)"),
-    "entropy": ("entropy of the map", "entropy"),
-    "correct": ("accuracy on the analysed images", "fraction correct"),
-    "confidence": ("confidence of the prediction", "softmax probability"),
-    "coverage_global": ("neuron coverage, all layers (per image)", "fraction of neurons"),
-    "coverage_latent": ("neuron coverage, latent layer (per image)", "fraction of neurons"),
-    "coverage_global_cumulative": ("neuron coverage, all layers (cumulative)", "fraction of neurons"),
-    "coverage_latent_cumulative": ("neuron coverage, latent layer (cumulative)", "fraction of neurons"),
-}
-METRIC_ORDER = list(METRIC_INFO)
 STYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P"]
-
-
-def metric_info(metric: str) -> Tuple[str, str]:
-    return METRIC_INFO.get(metric, (metric.replace("_", " "), "value"))
-
-
-def order_metrics(names: Sequence[str]) -> List[str]:
-    """Known metrics in a fixed reading order, unknown ones after them alphabetically."""
-    names = list(dict.fromkeys(names))
-    known = [m for m in METRIC_ORDER if m in names]
-    return known + sorted(m for m in names if m not in METRIC_INFO)
+FLAT_TOL = 1e-9  # a series whose means differ by less than this over the epochs carries no information
 
 
 def _new_figure(width: float, height: float):
@@ -56,12 +29,37 @@ def _new_figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=120, layout="constrained")
 
 
-def save_figure(fig, out_png: Path) -> Path:
-    """Render a Figure to PNG bytes and write them atomically."""
+def save_figure(fig, out: Path) -> Path:
+    """Render a Figure to the format of `out`'s suffix (.png, .pdf or .svg) and write it atomically.
+
+    Example:
+        >>> import tempfile
+        >>> fig = _new_figure(2, 2); _ = fig.add_subplot().plot([0, 1])
+        >>> save_figure(fig, Path(tempfile.mkdtemp()) / "x.svg").read_text()[:5]
+        '<?xml'
+    """
+    from .encode import check_plot_format
+
+    fmt = check_plot_format(Path(out).suffix or ".png")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", facecolor="white")
-    atomic_write_bytes(Path(out_png), buffer.getvalue())
-    return Path(out_png)
+    # no creation date in PDF/SVG: rendering the same analysis twice gives the same file
+    metadata = {"Date": None} if fmt in ("svg", "pdf") else None
+    fig.savefig(buffer, format=fmt, facecolor="white", metadata=metadata)
+    atomic_write_bytes(Path(out), buffer.getvalue())
+    return Path(out)
+
+
+def outside_legend(fig, axes: Sequence, loc: str = "outside lower center", ncols: int = 3) -> None:
+    """One legend for the whole figure, outside the axes, when the panels show more than one series."""
+    handles, labels = {}, []
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = h
+                labels.append(label)
+    if len(labels) > 1:
+        fig.legend([handles[k] for k in labels], labels, loc=loc, ncols=min(ncols, len(labels)),
+                   fontsize="small", frameon=False)
 
 
 def _integer_epochs(ax) -> None:
@@ -94,14 +92,15 @@ def plot_gap(metrics_rows: List[dict], out_png: Path, title: str) -> Path:
         title: figure title (name the run).
 
     Example:
+        >>> import tempfile
         >>> rows = [{"epoch": 0, "train_acc": .2, "test_acc": .2}, {"epoch": 1, "train_acc": .9, "test_acc": .7}]
-        >>> plot_gap(rows, Path("/tmp/gap.png"), "demo").name                   # doctest: +SKIP
-        'gap.png'
+        >>> plot_gap(rows, Path(tempfile.mkdtemp()) / "gap.pdf", "demo").read_bytes()[:5]
+        b'%PDF-'
     """
     epochs, train, test = _acc_series(metrics_rows)
     if not len(epochs) or np.isnan(train).all() or np.isnan(test).all():
         raise OverfocusError("no train/test accuracy to plot: metrics.jsonl is empty or lacks train_acc/test_acc")
-    fig = _new_figure(6.4, 4.0)
+    fig = _new_figure(6.4, 4.6)
     ax = fig.add_subplot()
     ax.plot(epochs, 100 * train, "o-", color="#1f77b4", label="train accuracy (eval mode, fixed subset)")
     ax.plot(epochs, 100 * test, "s--", color="#d62728", label="test accuracy")
@@ -111,7 +110,7 @@ def plot_gap(metrics_rows: List[dict], out_png: Path, title: str) -> Path:
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     _integer_epochs(ax)
-    ax.legend(loc="lower right", fontsize="small")
+    outside_legend(fig, [ax], ncols=2)
     return save_figure(fig, out_png)
 
 
@@ -137,88 +136,162 @@ def _grid(fig, n: int) -> List:
 
 def _band(ax, x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, label: str) -> None:
     line, = ax.plot(x, mean, linestyle=STYLES[k % len(STYLES)], marker=MARKERS[k % len(MARKERS)], markersize=4,
-                    label=label)
+                    label=label, color=f"C{k % 10}")
     ok = np.isfinite(lo) & np.isfinite(hi)
     if ok.any() and not np.allclose(lo[ok], hi[ok]):
         ax.fill_between(x, lo, hi, where=ok, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
+def is_flat(series: Sequence[np.ndarray]) -> bool:
+    """True when every finite mean of every series is the same value (nothing to see in a curve).
+
+    Example:
+        >>> is_flat([np.array([1.0, 1.0]), np.array([1.0, np.nan])]), is_flat([np.array([0.1, 0.2])])
+        (True, False)
+    """
+    values = np.concatenate([np.asarray(v, np.float64).ravel() for v in series]) if series else np.array([])
+    values = values[np.isfinite(values)]
+    return values.size == 0 or float(np.ptp(values)) < FLAT_TOL
+
+
+def flat_note(flat: Mapping[str, float], meta: Mapping) -> str:
+    """'constant over the epochs (not plotted): latent coverage = 1.000, ...' or ''."""
+    if not flat:
+        return ""
+    items = ", ".join(f"{metric_info(meta, m).title} = {v:.3f}" if math.isfinite(v) else
+                      f"{metric_info(meta, m).title} (no value)" for m, v in flat.items())
+    return f"constant over the epochs (not plotted): {items}"
+
+
+def _panels(metrics: Sequence[str], series_of) -> Tuple[List[str], Dict[str, float]]:
+    """Split metrics into those that vary (plotted) and flat ones (metric -> its constant value)."""
+    shown, flat = [], {}
+    for metric in metrics:
+        means = [s[1] for _, s in series_of(metric)]
+        if is_flat(means):
+            finite = [v for m in means for v in np.asarray(m).ravel() if np.isfinite(v)]
+            flat[metric] = float(finite[0]) if finite else math.nan
+        else:
+            shown.append(metric)
+    return shown, flat
+
+
+def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, note: str = ""):
+    """A grid of panels for the metrics that vary, a legend below, notes (flat metrics, `note`) under it."""
+    shown, flat = _panels(metrics, series_of)
+    cols = min(3, max(1, len(shown)))
+    rows = math.ceil(len(shown) / cols)
+    notes = [n for n in (note, flat_note(flat, meta)) if n]
+    fig = _new_figure(4.3 * cols if shown else 8.0, 3.3 * rows + 0.5 + 0.3 * len(notes))
+    axes = _grid(fig, len(shown)) if shown else []
+    styles: Dict[str, int] = {}  # one look per series label across all panels
+    for ax, metric in zip(axes, shown):
+        for label, series in series_of(metric):
+            _band(ax, *series, styles.setdefault(label, len(styles)), label=label)
+        _label_axes(ax, metric_info(meta, metric))
+    outside_legend(fig, axes, "outside right upper", ncols=1)  # the bottom holds the notes
+    fig.suptitle(title)
+    if notes:
+        import textwrap
+
+        text = "\n".join(textwrap.fill(n, 130 if len(shown) > 2 else 90) for n in notes)
+        fig.supxlabel(text, fontsize="small", color="#444444", x=0.01, ha="left")  # laid out below the legend
+    return fig
+
+
 def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[str], title: str,
-                       methods: Optional[Sequence[str]] = None) -> Path:
-    """One panel per metric: its per-epoch mean per method with the 95% bootstrap band.
+                       methods: Optional[Sequence[str]] = None, meta: Optional[Mapping] = None,
+                       note: str = "") -> Path:
+    """One panel per metric that varies: its per-epoch mean per method with the 95% bootstrap band.
+
+    Metrics whose mean is the same at every epoch are listed in a note under the grid instead.
 
     Args:
         summary_rows: summary.csv rows (epoch, method, metric, mean, ci_low, ci_high, n).
-        out_png: PNG to write.
+        out_png: file to write (.png, .pdf or .svg).
         metrics: metrics to draw, one panel each.
         title: figure title (name the run and method).
         methods: attribution methods to draw (default all); method `model` is always drawn.
+        meta: analysis.json or report.json (titles, units, ranges: see `meta.py`).
+        note: a line printed under the grid (e.g. what was aligned).
 
     Example:
+        >>> import tempfile
         >>> rows = [{"epoch": e, "method": "grad_cam", "metric": "area_ratio", "mean": .1 * e, "ci_low": 0,
         ...          "ci_high": .2 * e, "n": 8} for e in range(3)]
-        >>> plot_metric_curves(rows, Path("/tmp/c.png"), ["area_ratio"], "demo").name   # doctest: +SKIP
+        >>> plot_metric_curves(rows, Path(tempfile.mkdtemp()) / "c.png", ["area_ratio"], "demo").name
         'c.png'
     """
+    meta = meta or {}
     present = {r["metric"] for r in summary_rows}
     absent = [m for m in metrics if m not in present]
     if not metrics or absent:
         raise OverfocusError(f"metric {absent[0] if absent else '(none)'!r} is not in the summary: choose from "
-                             f"{', '.join(order_metrics(present)) or 'nothing (run `overfocus analyze` first)'}")
-    fig = _new_figure(4.3 * min(3, len(metrics)), 3.3 * math.ceil(len(metrics) / 3) + 0.4)
-    for ax, metric in zip(_grid(fig, len(metrics)), metrics):
+                             f"{', '.join(order_metrics(meta, present)) or 'nothing (run `overfocus analyze` first)'}")
+
+    def series_of(metric: str):
         found = sorted({r["method"] for r in summary_rows if r["metric"] == metric})
         shown = [m for m in found if methods is None or m in methods or m == "model"]
-        for k, method in enumerate(shown):
-            _band(ax, *_series(summary_rows, metric, method), k, label=method_name(method))
-        _label_axes(ax, metric)
-    fig.suptitle(title)
-    return save_figure(fig, out_png)
+        return [(method_title(meta, m), _series(summary_rows, metric, m)) for m in shown]
+
+    return save_figure(metric_grid(series_of, metrics, title, meta, note), out_png)
 
 
-SIGNED = {"harmonization"}  # Spearman-based: may be negative; every other known metric is >= 0
-
-
-def _label_axes(ax, metric: str) -> None:
-    name, unit = metric_info(metric)
-    if metric not in SIGNED and ax.get_ylim()[0] < 0:
-        ax.set_ylim(bottom=0.0)  # a constant 0 series must not get a negative axis
-    ax.set_title(name, fontsize="medium")
-    ax.set_ylabel(unit)
+def _label_axes(ax, info) -> None:
+    """Title and unit from the metadata; a ratio's axis spans its whole range (e.g. [0, 1])."""
+    lo, hi = info.range
+    if lo is not None and hi is not None:
+        pad = 0.03 * (hi - lo)  # a value at the bound must stay visible
+        ax.set_ylim(lo - pad, hi + pad)
+    elif lo is not None:
+        ax.set_ylim(bottom=lo)
+    elif hi is not None:
+        ax.set_ylim(top=hi)
+    ax.set_title(info.title, fontsize="medium")
+    ax.set_ylabel(info.axis_label)
     _integer_epochs(ax)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
 
 
 def plot_compare_metrics(runs: Mapping[str, List[dict]], out_png: Path, metrics: Sequence[str], method: str,
-                         title: str) -> Path:
-    """One panel per metric, one curve (with band) per run, for one attribution method.
+                         title: str, meta: Optional[Mapping] = None, note: str = "") -> Path:
+    """One panel per metric that varies, one curve (with band) per run, for one attribution method.
 
     Metrics of method `model` (accuracy, confidence, coverage) are taken from method `model`.
 
     Example:
-        >>> plot_compare_metrics({"vanilla": rows_a, "sgdrop": rows_b}, Path("c.png"), ["area_ratio"],
-        ...                      "grad_cam", "area ratio")                     # doctest: +SKIP
+        >>> import tempfile
+        >>> rows = lambda k: [{"epoch": e, "method": "grad_cam", "metric": "area_ratio", "mean": k * e,
+        ...                    "ci_low": k * e, "ci_high": k * e, "n": 8} for e in range(3)]
+        >>> out = Path(tempfile.mkdtemp()) / "c.png"
+        >>> plot_compare_metrics({"vanilla": rows(.2), "sgdrop": rows(.1)}, out, ["area_ratio"], "grad_cam",
+        ...                      "area ratio").name
+        'c.png'
     """
     if not metrics:
         raise OverfocusError("no metric is common to the compared runs: analyse them with the same --metrics")
-    fig = _new_figure(4.3 * min(3, len(metrics)), 3.3 * math.ceil(len(metrics) / 3) + 0.4)
-    for ax, metric in zip(_grid(fig, len(metrics)), metrics):
-        for k, (label, rows) in enumerate(runs.items()):
+
+    def series_of(metric: str):
+        out = []
+        for label, rows in runs.items():
             own = method if any(r["metric"] == metric and r["method"] == method for r in rows) else "model"
-            _band(ax, *_series(rows, metric, own), k, label=label)
-        _label_axes(ax, metric)
-    fig.suptitle(title)
-    return save_figure(fig, out_png)
+            out.append((label, _series(rows, metric, own)))
+        return out
+
+    return save_figure(metric_grid(series_of, metrics, title, meta or {}, note), out_png)
 
 
-def plot_compare_gap(runs: Mapping[str, List[dict]], out_png: Path, title: str) -> Path:
+def plot_compare_gap(runs: Mapping[str, List[dict]], out_png: Path, title: str, note: str = "") -> Path:
     """Test accuracy and generalization gap per epoch, one curve per run (two panels).
 
     Example:
-        >>> plot_compare_gap({"vanilla": metrics_a, "sgdrop": metrics_b}, Path("gap.png"), "gap")  # doctest: +SKIP
+        >>> import tempfile
+        >>> acc = lambda t: [{"epoch": e, "train_acc": .5 + .1 * e, "test_acc": t} for e in range(3)]
+        >>> plot_compare_gap({"a": acc(.5), "b": acc(.6)}, Path(tempfile.mkdtemp()) / "gap.svg", "gap").suffix
+        '.svg'
     """
-    fig = _new_figure(9.0, 3.8)
+    fig = _new_figure(9.0, 4.3 + (0.3 if note else 0.0))
+    if note:
+        fig.supxlabel(note, fontsize="small", color="#444444", x=0.01, ha="left")
     acc_ax, gap_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for k, (label, rows) in enumerate(runs.items()):
         epochs, train, test = _acc_series(rows)
@@ -231,6 +304,6 @@ def plot_compare_gap(runs: Mapping[str, List[dict]], out_png: Path, title: str) 
         ax.set_title(name, fontsize="medium")
         ax.set_ylabel(unit)
         _integer_epochs(ax)
-        ax.legend(fontsize="small")
+    outside_legend(fig, [acc_ax], "outside right upper", ncols=1)  # the bottom holds the note
     fig.suptitle(title)
     return save_figure(fig, out_png)

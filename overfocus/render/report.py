@@ -22,13 +22,9 @@ import numpy as np
 
 from ..errors import OverfocusError
 from ..fileio import atomic_write_text
+from .meta import method_title, metric_info, order_metrics
 
-TILE = 160  # display width of an example image, pixels
-CURVE_METRICS = ("area_ratio", "energy_pg", "hit", "pointing_game", "harmonization", "coverage_latent_cumulative",
-                 "correct")
-METHOD_TITLES = {"grad_cam": "Grad-CAM", "sgdrop": "SGDrop", "saliency": "saliency",
-                 "input_x_gradient": "input x gradient", "integrated_gradients": "integrated gradients",
-                 "guided_grad_cam": "guided Grad-CAM"}
+TILE = 256  # display width of an example image, pixels (large enough to see where a map sits)
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 CSS = """
@@ -65,7 +61,8 @@ td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
 figure { margin: 0; background: #fff; padding: 8px; border-radius: 6px; border: 1px solid var(--line); }
 figure .row { display: flex; gap: 4px; }
 figure .cell { text-align: center; font-size: 11px; color: var(--muted); }
-figure img { display: block; width: 160px; height: auto; image-rendering: auto; }
+figure img { display: block; width: 256px; height: auto; image-rendering: auto; }
+img.colorbar { display: block; width: 256px; height: auto; margin: 4px 0 10px; }
 figcaption { font-size: 12px; margin-top: 6px; max-width: 500px; }
 .wrong { color: var(--problem); font-weight: 600; }
 .curves img { max-width: 100%; height: auto; background: #fff; border: 1px solid var(--line); margin: 6px 0; }
@@ -125,7 +122,8 @@ def scaled(image: np.ndarray, width: int = TILE) -> Tuple[np.ndarray, float]:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), width / w
 
 
-def example_panels(example, methods: Sequence[str]) -> List[Tuple[str, np.ndarray]]:
+def example_panels(example, methods: Sequence[str], meta: Optional[Dict[str, Any]] = None
+                   ) -> List[Tuple[str, np.ndarray]]:
     """(caption, RGB) panels of one example: the image with its boxes, then one overlay per method."""
     from .overlay import draw_boxes, overlay_map
 
@@ -134,19 +132,30 @@ def example_panels(example, methods: Sequence[str]) -> List[Tuple[str, np.ndarra
     thickness = max(1, TILE // 80)
     panels = [("image", draw_boxes(big, boxes, color=(0, 255, 0), thickness=thickness))]
     for method in methods:
-        overlay = overlay_map(big, example.maps[method], alpha=0.5, cmap="inferno")
-        panels.append((METHOD_TITLES.get(method, method), draw_boxes(overlay, boxes, color=(0, 255, 0),
-                                                                     thickness=thickness)))
+        overlay = overlay_map(big, example.maps[method], alpha=0.5, cmap=CMAP)
+        panels.append((method_title(meta or {}, method), draw_boxes(overlay, boxes, color=(0, 255, 0),
+                                                                    thickness=thickness)))
     return panels
+
+
+CMAP = "inferno"
+
+
+def colorbar_tag() -> str:
+    """The colour bar of the example maps, with the normalisation note, as an <img>."""
+    from .overlay import NORMALISATION_NOTE, colorbar_legend
+
+    return img_tag(png_data_uri(colorbar_legend(TILE, CMAP, 12)), f"colour bar: {NORMALISATION_NOTE}", "colorbar")
 
 
 def class_name(classes: Sequence[str], index: int) -> str:
     return str(classes[index]) if 0 <= index < len(classes) else f"class {index}"
 
 
-def example_figure(example, methods: Sequence[str], classes: Sequence[str], score_name: str) -> str:
+def example_figure(example, methods: Sequence[str], classes: Sequence[str], score_name: str,
+                   meta: Optional[Dict[str, Any]] = None) -> str:
     cells = "".join(f'<div class="cell">{img_tag(png_data_uri(rgb), f"{cap} of {example.image_id}")}{esc(cap)}'
-                    f"</div>" for cap, rgb in example_panels(example, methods))
+                    f"</div>" for cap, rgb in example_panels(example, methods, meta))
     truth, pred = class_name(classes, example.label), class_name(classes, example.pred)
     verdict = (f"predicted {esc(pred)} ({example.conf:.0%})" if example.pred == example.label else
                f'<span class="wrong">predicted {esc(pred)} ({example.conf:.0%})</span>')
@@ -160,33 +169,26 @@ def examples_section(result, title: str, examples: list, blurb: str) -> str:
     methods = report["inputs"]["methods"]
     if not examples or not methods:
         return ""
-    score = "energy pointing game" if report["inputs"]["has_boxes"] else "area ratio"
-    figures = "".join(example_figure(e, methods, result.classes, score) for e in examples)
-    text = blurb.format(score=score, method=METHOD_TITLES.get(methods[0], methods[0]))
+    score = metric_info(report, score_metric(report)).title
+    figures = "".join(example_figure(e, methods, result.classes, score, report) for e in examples)
+    primary = method_title(report, methods[0])
+    text = blurb.format(score=score, method=primary)
     unranked = report["examples"].get("unranked_all_zero", 0)
     if unranked:
-        text += f" {unranked} images whose {METHOD_TITLES.get(methods[0], methods[0])} map is all zero are not ranked."
-    return (f"<section><h2>{esc(title)}</h2><p class=\"sub\">{esc(text)}</p>"
-            f'<div class="examples">{figures}</div></section>')
+        text += f" {unranked} images whose {primary} map is all zero are not ranked."
+    from .overlay import NORMALISATION_NOTE
+
+    return (f"<section><h2>{esc(title)}</h2><p class=\"sub\">{esc(text)} {esc(NORMALISATION_NOTE)}.</p>"
+            f'{colorbar_tag()}<div class="examples">{figures}</div></section>')
+
+
+def score_metric(report: Dict[str, Any]) -> str:
+    """The metric audit ranked the examples by: report["examples"]["score_metric"] when audit wrote it,
+    else audit's rule (energy pointing game with boxes, area ratio without)."""
+    return report["examples"].get("score_metric") or ("energy_pg" if report["inputs"]["has_boxes"] else "area_ratio")
 
 
 # ---- tables -------------------------------------------------------------------------------------------
-METRIC_LABELS = {
-    "accuracy": "accuracy", "confidence": "mean confidence (softmax of the prediction)",
-    "coverage_global": "neuron coverage, all layers (cumulative)",
-    "coverage_latent": "neuron coverage, latent layer (cumulative)",
-    "coverage_global_per_image": "neuron coverage, all layers (mean per image)",
-    "coverage_latent_per_image": "neuron coverage, latent layer (mean per image)",
-    "area_ratio": "area ratio (pixels > 0.5 of the map's max)", "box_iou": "box IoU of the main region",
-    "hit_ratio": "hit ratio (box IoU >= 0.5)", "pointing_game": "pointing game (pooled)",
-    "pointing_game_per_class": "pointing game (per-class mean)", "energy_pg": "energy pointing game",
-    "outside_box": "images with energy in box < 0.5", "harmonization": "harmonization with human maps",
-    "gini": "Gini index of the map", "entropy": "entropy of the map", "degenerate": "all-zero maps",
-}
-MODEL_ROWS = ("accuracy", "confidence", "coverage_global", "coverage_latent", "coverage_global_per_image",
-              "coverage_latent_per_image")
-
-
 def fmt_entry(entry: Optional[Dict[str, Any]]) -> str:
     """`0.123` with its 95% interval and count underneath, or an em dash when not computed."""
     if not entry or entry.get("value") is None:
@@ -199,30 +201,31 @@ def fmt_entry(entry: Optional[Dict[str, Any]]) -> str:
     return text
 
 
-def metric_label(name: str) -> str:
-    return f"{esc(METRIC_LABELS.get(name, name))}<br><code>{esc(name)}</code>"
+def metric_label(name: str, meta: Optional[Dict[str, Any]] = None) -> str:
+    return f"{esc(metric_info(meta or {}, name).title)}<br><code>{esc(name)}</code>"
 
 
-def model_table(metrics: Dict[str, Any]) -> str:
-    """Numbers of the model itself (accuracy, confidence, coverage)."""
-    rows = "".join(f'<tr><td>{metric_label(n)}</td><td class="num">{fmt_entry(metrics.get(n))}</td></tr>'
-                   for n in MODEL_ROWS if n in metrics)
+def model_table(metrics: Dict[str, Any], meta: Optional[Dict[str, Any]] = None) -> str:
+    """Numbers of the model itself (accuracy, confidence, coverage): the keys without a `method.` prefix."""
+    names = order_metrics(meta or {}, (n for n in metrics if "." not in n))
+    rows = "".join(f'<tr><td>{metric_label(n, meta)}</td><td class="num">{fmt_entry(metrics.get(n))}</td></tr>'
+                   for n in names)
     return f"<table><thead><tr><th>model</th><th>value</th></tr></thead><tbody>{rows}</tbody></table>"
 
 
-def maps_table(metrics: Dict[str, Any], methods: Sequence[str]) -> str:
+def maps_table(metrics: Dict[str, Any], methods: Sequence[str], meta: Optional[Dict[str, Any]] = None) -> str:
     """Map metrics, one column per attribution method."""
     names = list(dict.fromkeys(k.split(".", 1)[1] for k in metrics if "." in k))
     if not names or not methods:
         return ""
-    rows = "".join(f"<tr><td>{metric_label(name)}</td>" + "".join(
+    rows = "".join(f"<tr><td>{metric_label(name, meta)}</td>" + "".join(
         f'<td class="num">{fmt_entry(metrics.get(f"{m}.{name}"))}</td>' for m in methods) + "</tr>" for name in names)
-    heads = "".join(f"<th>{esc(METHOD_TITLES.get(m, m))}</th>" for m in methods)
+    heads = "".join(f"<th>{esc(method_title(meta or {}, m))}</th>" for m in methods)
     return f"<table><thead><tr><th>attention maps</th>{heads}</tr></thead><tbody>{rows}</tbody></table>"
 
 
 def metrics_table(report: Dict[str, Any]) -> str:
-    return model_table(report["metrics"]) + maps_table(report["metrics"], report["inputs"]["methods"])
+    return model_table(report["metrics"], report) + maps_table(report["metrics"], report["inputs"]["methods"], report)
 
 
 def findings_list(findings: Sequence[Dict[str, Any]]) -> str:
@@ -289,10 +292,10 @@ def curve_images(result) -> Tuple[List[Tuple[str, str]], List[str]]:
         if any("train_acc" in r and "test_acc" in r for r in result.metrics_rows):
             jobs.append(("train and test accuracy per epoch", lambda p: plot_gap(
                 result.metrics_rows, p, f"{name}: train vs test accuracy")))
-        present = [m for m in CURVE_METRICS if any(r["metric"] == m for r in result.summary_rows)]
+        present = order_metrics(result.report, {r["metric"] for r in result.summary_rows})
         if present:
             jobs.append(("attention metrics per epoch (overfocus analyze)", lambda p: plot_metric_curves(
-                result.summary_rows, p, present, f"{name}: metrics per epoch, mean and 95% CI")))
+                result.summary_rows, p, present, f"{name}: metrics per epoch, mean and 95% CI", meta=result.report)))
         elif result.report["inputs"]["run_dir"]:
             notes.append("no analysis of this run yet: run `overfocus analyze` to add attention curves")
         for i, (title, plot) in enumerate(jobs):

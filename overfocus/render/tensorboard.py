@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import OverfocusError
+from ..fileio import writing
 from .io import Analysis, load_analysis
-from .video import FrameStyle, check_style, evolution_frames
+from .frames import FrameStyle, check_style, evolution_frames
 
 EVENT_GLOB = "events.out.tfevents.*"
 
@@ -44,13 +45,14 @@ def export(run_dir: Path | str, logdir: Optional[Path | str] = None, size: int =
     check_style(style)
     analysis = load_analysis(run_dir)
     target = Path(logdir) / analysis.name if logdir else analysis.run_dir / "tensorboard"
-    target.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        _write_events(analysis, staging, style)
-        _swap_in(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with writing(target):  # a read-only run folder or a full disk: one line naming the folder
+        target.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            _write_events(analysis, staging, style)
+            _swap_in(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -1,24 +1,21 @@
-"""Evolution videos and filmstrips of the probe set: frame layout, frame drawing, MP4/GIF writers.
+"""Frames of the evolution videos: layout, header, colour bar and cells (encoding is in `encode.py`).
 
-A frame is a header (run, epoch, accuracies, mean area ratio, a colour bar) above a grid of
-cells; a cell is one probe image: its ground-truth class above one panel per method (or per
-run, in `overfocus compare`) and each panel's prediction below it.
+A frame is a header (run, epoch, accuracies, mean area ratio, a colour bar with the normalisation
+note) above a grid of cells; a cell is one probe image: its ground-truth class above one panel per
+method (or per run, in `overfocus compare`) and the prediction below (once when it is shared).
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import OverfocusError
-from ..fileio import atomic_write_bytes
-from .io import Analysis, EpochMaps, atomic_output, method_name
-from .overlay import (BAD, GOOD, MUTED, TEXT, Color, attribution_panel, blank, colorbar, draw_lines, draw_text,
-                      text_width, wrap_text)
+from .io import Analysis, EpochMaps
+from .overlay import (BAD, COLORBAR_LABEL, GOOD, MUTED, NORMALISATION_NOTE, TEXT, Color, attribution_panel, blank,
+                      colorbar, draw_text, fit_caption)
 
 MIN_PANEL = 40
 TARGET_ASPECT = 4 / 3  # frames near 4:3 suit both screens and slides
@@ -67,6 +64,7 @@ class Layout:
     font: int
     margin: int
     gap: int = 2
+    caption_lines: int = 1  # 2 when several panels share a cell: a long class name wraps instead of being cut
 
     @property
     def cell_w(self) -> int:
@@ -74,7 +72,7 @@ class Layout:
 
     @property
     def cell_h(self) -> int:
-        return self.panel_h + 2 * self.line_h
+        return self.panel_h + (1 + self.caption_lines) * self.line_h
 
     @property
     def line_h(self) -> int:
@@ -135,7 +133,7 @@ def _layout_for(cols: int, n_cells: int, per_cell: int, width: int, aspect: floa
     hfont = header_font(width)
     header_h = int(round(hfont * 1.35 * header_lines)) + 2 * margin
     return Layout(width, cols, math.ceil(n_cells / cols), per_cell, panel_w, max(1, round(panel_w * aspect)),
-                  header_h, font, margin, gap)
+                  header_h, font, margin, gap, caption_lines=2 if per_cell > 1 else 1)
 
 
 def header_font(width: int) -> int:
@@ -148,7 +146,8 @@ def compose_frame(layout: Layout, cells: Sequence[Cell], header: Sequence[str], 
     Args:
         layout: geometry from compute_layout.
         cells: one per probe image, each with `layout.per_cell` panels of the layout's panel size.
-        header: lines of text; the first is drawn bold (the title), the last one muted (a legend).
+        header: lines of text; the first is drawn bold (the title), the last two muted (legend, colour note); a
+            line too long for the frame is drawn in smaller type, never cut.
         cmap: colormap of the colour bar drawn at the top right.
 
     Example:
@@ -162,9 +161,10 @@ def compose_frame(layout: Layout, cells: Sequence[Cell], header: Sequence[str], 
     hfont, y = header_font(layout.width), layout.margin
     for i, line in enumerate(header):
         size = hfont if i == 0 else max(10, hfont - 2)
-        color = MUTED if i == len(header) - 1 and i > 0 else TEXT
+        color = MUTED if i >= max(1, len(header) - 2) else TEXT  # legend and colour note: muted
         width = (text_right if i < 3 else layout.width - layout.margin) - layout.margin
-        draw_text(frame, (layout.margin, y), line, size, color, bold=i == 0, max_width=width)
+        (text, *_), fitted = fit_caption(line, size, width, max_lines=1, bold=i == 0)  # smaller, never cut
+        draw_text(frame, (layout.margin, y), text, fitted, color, bold=i == 0)
         y += int(round(size * 1.35))
     for i, cell in enumerate(cells):
         _draw_cell(frame, layout, layout.origin(i), cell)
@@ -177,7 +177,8 @@ def _draw_colorbar(frame: np.ndarray, layout: Layout, cmap: str) -> int:
     bar_w = max(80, layout.width // 5)
     x = layout.width - layout.margin - bar_w
     y = layout.margin
-    draw_text(frame, (x, y), "attribution (÷ own max)", size, MUTED, max_width=bar_w)
+    (label, *_), fitted = fit_caption(COLORBAR_LABEL, size, bar_w, max_lines=1)
+    draw_text(frame, (x, y), label, fitted, MUTED)
     y += int(size * 1.4)
     frame[y:y + size, x:x + bar_w] = colorbar(bar_w, size, cmap)
     draw_text(frame, (x, y + size + 2), "0", size, MUTED)
@@ -196,7 +197,9 @@ def _draw_cell(frame: np.ndarray, layout: Layout, origin: Tuple[int, int], cell:
     for j, (text, color) in enumerate(cell.captions[:1] if shared else cell.captions):
         px = x + j * (layout.panel_w + layout.gap)
         width = layout.cell_w if shared else layout.panel_w
-        draw_text(frame, (px, py + layout.panel_h + 2), text, layout.font, color, max_width=width)
+        lines, size = fit_caption(text, layout.font, width, layout.caption_lines)
+        for k, line in enumerate(lines):
+            draw_text(frame, (px, py + layout.panel_h + 2 + k * layout.line_h), line, size, color)
 
 
 def prediction_caption(pred: int, conf: float, label: int, classes: Sequence[str]) -> Tuple[str, Color]:
@@ -230,15 +233,17 @@ def epoch_header(analysis: Analysis, epoch: int, methods: Sequence[str]) -> List
     row = analysis.metrics_row(epoch) or {}
     gap = row.get("gap")
     gap_txt = "n/a" if gap is None else f"{100 * gap:+.1f} pts"
-    shown = " | ".join(method_name(m) for m in methods)
+    shown = " | ".join(analysis.method_title(m) for m in methods)
     order = " (left to right)" if len(methods) > 1 else ""
-    areas = ", ".join(f"{method_name(m)} {fmt_num(analysis.summary_value(epoch, m, 'area_ratio'))}" for m in methods)
+    areas = ", ".join(f"{analysis.method_title(m)} {fmt_num(analysis.summary_value(epoch, m, HEADER_METRIC))}"
+                      for m in methods)
     return [f"{analysis.name} - {shown}{order}",
             f"epoch {epoch}   train acc {fmt_pct(row.get('train_acc'))}   test acc {fmt_pct(row.get('test_acc'))}"
             f"   gap {gap_txt}",
-            f"mean area ratio (pixels > 0.5 of max): {areas}", LEGEND]
+            f"mean {analysis.metric_info(HEADER_METRIC).title}: {areas}", LEGEND, NORMALISATION_NOTE]
 
 
+HEADER_METRIC = "area_ratio"  # the one number per method in a frame header: how much of the image is lit
 LEGEND = "above: true class; green box: object; below: prediction (green right, red wrong)"
 
 
@@ -246,196 +251,18 @@ def evolution_frames(analysis: Analysis, methods: Sequence[str], indices: Sequen
                      style: FrameStyle) -> Iterable[np.ndarray]:
     """One frame per analysed epoch, in epoch order."""
     aspect = analysis.probe.images.shape[1] / analysis.probe.images.shape[2]
-    layout = compute_layout(len(indices), len(methods), style.width, aspect, header_lines=4)
+    layout = compute_layout(len(indices), len(methods), style.width, aspect, header_lines=5)
     for epoch in analysis.epochs:
         maps = analysis.load_epoch(epoch)
-        _check_methods(maps, methods, analysis)
+        check_methods(maps, methods, analysis)
         cells = probe_cells(analysis, maps, methods, indices, layout, style)
         yield compose_frame(layout, cells, epoch_header(analysis, epoch, methods), style.cmap)
 
 
-def _check_methods(maps: EpochMaps, methods: Sequence[str], analysis: Analysis) -> None:
+def check_methods(maps: EpochMaps, methods: Sequence[str], analysis: Analysis) -> None:
     absent = [m for m in methods if m not in maps.maps]
     if absent:
         raise OverfocusError(f"probe maps of epoch {maps.epoch} in {analysis.run_dir} lack {absent[0]!r}: "
                              f"re-run `overfocus analyze {analysis.run_dir}`")
 
 
-# --- writers ------------------------------------------------------------------------------------
-
-VIDEO_FORMATS = ("mp4", "gif")
-
-
-def write_video(frames: Sequence[np.ndarray], stem: Path, fps: float, formats: Sequence[str]) -> List[Path]:
-    """Write the frames as `stem`.mp4 and/or `stem`.gif; return the paths written.
-
-    Example:
-        >>> f = [np.zeros((8, 8, 3), np.uint8)] * 2
-        >>> [p.name for p in write_video(f, Path("/tmp/x"), 2, ["gif"])]    # doctest: +SKIP
-        ['x.gif']
-    """
-    check_fps(fps)
-    if not frames:
-        raise OverfocusError("no frame to write: the analysis has no epoch")
-    writers = {"mp4": write_mp4, "gif": write_gif}
-    out = []
-    for fmt in formats:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        writers[fmt](frames, path, fps)
-        out.append(path)
-    return out
-
-
-def check_fps(fps: float) -> None:
-    if not fps > 0:
-        raise OverfocusError(f"--fps {fps} must be positive (e.g. --fps 2)")
-
-
-def parse_formats(text: str) -> List[str]:
-    formats = [f.strip().lower() for f in str(text).split(",") if f.strip()]
-    bad = [f for f in formats if f not in VIDEO_FORMATS]
-    if bad or not formats:
-        raise OverfocusError(f"unknown video format {bad[0] if bad else text!r}: use mp4, gif or mp4,gif")
-    return list(dict.fromkeys(formats))
-
-
-def write_mp4(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:
-    """H.264 MP4 (yuv420p, +faststart) through imageio-ffmpeg's bundled ffmpeg: plays in browsers."""
-    try:
-        import imageio_ffmpeg
-
-        imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        raise OverfocusError("MP4 needs ffmpeg: pip install imageio-ffmpeg, or use --formats gif") from None
-    h, w = frames[0].shape[:2]
-    if h % 2 or w % 2:
-        raise OverfocusError(f"H.264 needs even frame sizes, got {w} x {h}: use an even --size")
-    with atomic_output(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-                                             macro_block_size=2, quality=8, ffmpeg_log_level="error",
-                                             output_params=["-movflags", "+faststart"])
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame, dtype=np.uint8))
-        writer.close()
-    return path
-
-
-def write_gif(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:
-    """Looping GIF (adaptive palette per frame), written atomically."""
-    from PIL import Image
-
-    images = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)) for f in frames]
-    buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
-                   duration=max(20, int(round(1000 / fps))), loop=0)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-def write_png(image: np.ndarray, path: Path) -> Path:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-# --- filmstrip ----------------------------------------------------------------------------------
-
-def default_filmstrip_epochs(epochs: Sequence[int], count: int = 6) -> List[int]:
-    """Up to `count` analysed epochs spread evenly, always the first and the last.
-
-    Example:
-        >>> default_filmstrip_epochs(list(range(11)), 4)
-        [0, 3, 7, 10]
-    """
-    idx = np.unique(np.round(np.linspace(0, len(epochs) - 1, min(count, len(epochs)))).astype(int))
-    return [epochs[i] for i in idx]
-
-
-def check_epochs(requested: Sequence[int], analysed: Sequence[int], where: Path) -> List[int]:
-    missing = [e for e in requested if e not in analysed]
-    if missing:
-        raise OverfocusError(f"epoch {missing[0]} was not analysed in {where}: choose from "
-                             f"{', '.join(map(str, analysed))}")
-    return list(requested)
-
-
-FILM_LEGEND = "green box: true object; below: prediction (green right, red wrong)"
-
-
-@dataclass
-class _Film:
-    """Geometry of a filmstrip: a label column, then one column per epoch; one row per (image, method)."""
-
-    panel: int
-    panel_h: int
-    columns: int
-    margin: int = 10
-    gap: int = 4
-
-    @property
-    def font(self) -> int:
-        return int(min(16, max(11, self.panel // 9)))
-
-    @property
-    def line(self) -> int:
-        return int(round(self.font * 1.45))
-
-    @property
-    def label_w(self) -> int:
-        return max(self.panel, text_width("integrated gradients", self.font) + 12)
-
-    @property
-    def width(self) -> int:
-        return 2 * self.margin + self.label_w + self.columns * (self.panel + self.gap)
-
-    @property
-    def row_h(self) -> int:
-        return self.panel_h + self.line + self.gap
-
-    def column_x(self, c: int) -> int:
-        return self.margin + self.label_w + c * (self.panel + self.gap)
-
-
-def filmstrip(analysis: Analysis, methods: Sequence[str], epochs: Sequence[int], indices: Sequence[int],
-              style: FrameStyle, panel: int = 128) -> np.ndarray:
-    """A still image: one row per (probe image, method), one column per epoch.
-
-    Example:
-        >>> img = filmstrip(load_analysis("runs/demo"), ["grad_cam"], [0, 5], [0, 1], FrameStyle())  # doctest: +SKIP
-    """
-    images = analysis.probe.images
-    g = _Film(panel, int(round(panel * images.shape[1] / images.shape[2])), len(epochs))
-    text_w = g.width - 2 * g.margin
-    title = f"{analysis.name} - {', '.join(method_name(m) for m in methods)}: attribution over training"
-    lines = [(t, g.font + 2, True) for t in wrap_text(title, g.font + 2, text_w, bold=True)]
-    lines += [(t, g.font - 1, False) for t in wrap_text(FILM_LEGEND, g.font - 1, text_w)]
-    top = int(round(1.3 * sum(size for _, size, _ in lines))) + g.margin + 8
-    rows = [(i, m) for i in indices for m in methods]
-    canvas = blank(g.width, top + g.line + 4 + len(rows) * g.row_h + g.margin)
-    draw_lines(canvas, g.margin, g.margin, lines, text_w)
-    for c, epoch in enumerate(epochs):
-        draw_text(canvas, (g.column_x(c) + panel // 2, top), f"epoch {epoch}", g.font, TEXT, True, anchor="ma")
-    loaded = {e: analysis.load_epoch(e) for e in epochs}
-    for r, row in enumerate(rows):
-        _filmstrip_row(canvas, analysis, [loaded[e] for e in epochs], row, top + g.line + 4 + r * g.row_h, g, style)
-    return canvas
-
-
-def _filmstrip_row(canvas: np.ndarray, analysis: Analysis, loaded: Sequence[EpochMaps], row: Tuple[int, str],
-                   y: int, g: _Film, style: FrameStyle) -> None:
-    (i, method), probe = row, analysis.probe
-    label_lines = [(probe.image_ids[i], g.font, True), (f"gt: {probe.class_name(int(probe.labels[i]))}", g.font, False),
-                   (method_name(method), g.font, False)]
-    draw_lines(canvas, g.margin, y + 4, label_lines, g.label_w - 8)
-    for c, maps in enumerate(loaded):
-        _check_methods(maps, [method], analysis)
-        img = attribution_panel(probe.images[i], maps.maps[method][i], probe.boxes_of(i), g.panel, style.alpha,
-                                style.cmap)
-        x = g.column_x(c)
-        canvas[y:y + img.shape[0], x:x + g.panel] = img
-        text, color = prediction_caption(int(maps.pred[i]), float(maps.conf[i]), int(probe.labels[i]), probe.classes)
-        draw_text(canvas, (x, y + img.shape[0] + 2), text, g.font, color, max_width=g.panel)

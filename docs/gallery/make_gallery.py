@@ -1,0 +1,110 @@
+"""Rebuild the figure gallery of docs/rendering.md from two tiny runs (about ten minutes on 2 CPU cores).
+
+Trains two small models on the built-in shapes data (a few epochs; plain and with the SGDrop
+regularizer), analyses them
+(Grad-CAM and SGDrop), renders them, compares them, audits the first one, and copies a small set
+of the figures into this folder (PNG; the GIF as one still frame):
+
+    PYTHONPATH=. python docs/gallery/make_gallery.py
+
+Nothing here is hand-made: every PNG in docs/gallery/ is written by this script.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OVERRIDES = ["data.spec=builtin?classes=3&train=900&test=96", "data.image_size=48", "data.batch_size=32",
+             "model.name=vgg11", "model.width=0.25", "optim.lr=0.001", "train.epochs=6", "train.progress=false"]
+LOOK = dict(formats=["gif"], probes=6, size=480)  # small stills keep the committed PNGs small
+
+
+def train_and_analyse(root: Path, name: str, extra: list) -> Path:
+    from overfocus.analyze import analyze
+    from overfocus.config import build_config
+    from overfocus.train import train
+
+    run = train(build_config(overrides=OVERRIDES + extra), root / name)
+    analyze(run, methods=("grad_cam", "sgdrop"), device="cpu")
+    return run
+
+
+def gif_still(gif: Path, out: Path, index: int = -1) -> Path:
+    """One frame of a GIF as a PNG (a gallery shows stills; the videos stay out of git)."""
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        im.seek(im.n_frames - 1 if index < 0 else index)
+        im.convert("RGB").save(out, optimize=True)
+    return out
+
+
+def copy_png(src: Path, name: str) -> Path:
+    """Copy a rendered PNG, reduced to 256 colours to stay small in git (dithered: ramps keep no bands)."""
+    from PIL import Image
+
+    dst = HERE / name
+    with Image.open(src) as im:
+        rgb = im.convert("RGB")
+        palette = rgb.quantize(colors=256)  # Pillow dithers only against a given palette
+        rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(dst, optimize=True)
+    return dst
+
+
+def main() -> int:
+    from overfocus.audit import AuditOptions, audit  # noqa: F401  (audit writes its own report.html)
+    from overfocus.cli import main as cli
+    from overfocus.render import RenderOptions, render_run
+    from overfocus.render.compare import CompareOptions, compare_runs
+
+    with tempfile.TemporaryDirectory(prefix="overfocus-gallery-") as tmp:
+        root = Path(tmp)
+        a = train_and_analyse(root, "vanilla", [])
+        b = train_and_analyse(root, "sgdrop", ["regularizer.name=sgdrop"])
+        render_run(a, RenderOptions(methods=["grad_cam", "sgdrop"], side_by_side=True, filmstrip_images=3, **LOOK))
+        render_run(a, RenderOptions(methods=["grad_cam"], filmstrip_images=3, **LOOK))
+        cmp = root / "compare"
+        compare_runs([a, b], CompareOptions(out=cmp, **LOOK))
+        figures = a / "figures"
+        written = [copy_png(figures / "gap.png", "gap.png"), copy_png(figures / "metrics.png", "metrics.png"),
+                   copy_png(figures / "filmstrip_grad_cam-sgdrop.png", "filmstrip_side_by_side.png"),
+                   copy_png(figures / "filmstrip_grad_cam.png", "filmstrip_grad_cam.png"),
+                   gif_still(figures / "evolution_grad_cam-sgdrop.gif", HERE / "video_frame_side_by_side.png"),
+                   copy_png(cmp / "metrics.png", "compare_metrics.png"), copy_png(cmp / "gap.png", "compare_gap.png"),
+                   gif_still(cmp / "evolution.gif", HERE / "compare_video_frame.png")]
+        shutil.copyfile(cmp / "last_epoch.md", HERE / "compare_last_epoch.md")
+        if cli(["audit", str(a), "--out", str(root / "audit")]) in (0, 1):
+            shutil.copyfile(root / "audit" / "report.html", root / "report.html")
+            written.append(report_tiles(root / "report.html", HERE / "audit_examples.png"))
+    for path in written:
+        print(f"{path.relative_to(HERE.parent.parent)}  {path.stat().st_size // 1024} KiB")
+    return 0
+
+
+def report_tiles(html: Path, out: Path) -> Path:
+    """The colour bar and the first example tiles of the audit report, side by side, as one PNG."""
+    import base64
+    import io
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', html.read_text())
+    images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(u))).convert("RGB")) for u in uris]
+    tiles = [im for im in images if im.shape[1] >= 256][:4]  # colour bar, then the first example's panels
+    height = max(t.shape[0] for t in tiles)
+    canvas = np.full((height, sum(t.shape[1] + 8 for t in tiles), 3), 255, np.uint8)
+    x = 0
+    for t in tiles:
+        canvas[:t.shape[0], x:x + t.shape[1]] = t
+        x += t.shape[1] + 8
+    Image.fromarray(canvas).save(out, optimize=True)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""The CLI's error contract (docs/errors.md), case by case through the real `overfocus.cli.main`.
+
+Each case runs a command against a prepared folder and checks: the exit code (0 success, 2 bad
+input or environment, 3 a bug, 130 interrupted), that a failure prints exactly one stderr line
+without a traceback, naming what is wrong, and that every file that existed before is still
+there, byte for byte. Disk-full and read-only are simulated by making the write itself raise
+(tests run as root, which ignores file permissions).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import pytest
+import torch
+
+from overfocus.cli import main
+from test_render import write_fake_run
+
+TINY = ["--data", "builtin?classes=3&train=24&test=12", "--set", "data.image_size=32", "--set", "model.width=0.125",
+        "--set", "train.progress=false", "--set", "data.batch_size=12"]
+
+
+def tree_hashes(root: Path) -> Dict[str, str]:
+    """relative path -> sha256 of every file under root."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_cli(argv: List[str], capsys) -> tuple:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def assert_one_line(err: str, needle: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got {err!r}"
+    assert "Traceback" not in err
+    assert needle.lower() in err.lower(), f"{needle!r} not in {err!r}"
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """One finished 1-epoch run, copied by every case that needs one."""
+    out = tmp_path_factory.mktemp("contract") / "base"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+def fail_writes(monkeypatch, err: int) -> None:
+    """Every atomic write and folder creation fails as on a full disk (ENOSPC) or a read-only folder."""
+    def refuse(*_a, **_k):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr("overfocus.fileio.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("overfocus.render.io.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("overfocus.render.tensorboard.tempfile.mkdtemp", refuse)
+
+
+@dataclass
+class Case:
+    """argv uses {run} (a copy of base_run), {fake} (an analysed fake run) and {tmp} placeholders."""
+
+    name: str
+    argv: List[str]
+    code: int
+    needle: str = ""
+    prepare: Optional[Callable[[Path, pytest.MonkeyPatch], None]] = None
+    absent: List[str] = field(default_factory=list)  # paths (under tmp) that must not exist afterwards
+
+
+def _write(rel: str, data: bytes) -> Callable:
+    def prepare(tmp: Path, _mp) -> None:
+        path = tmp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return prepare
+
+
+def _both(*steps: Callable) -> Callable:
+    def prepare(tmp: Path, mp) -> None:
+        for step in steps:
+            step(tmp, mp)
+    return prepare
+
+
+def _writes_fail(err: int) -> Callable:
+    return lambda _tmp, mp: fail_writes(mp, err)
+
+
+def _dataset_folder(tmp: Path, _mp) -> None:
+    for cls in ("a", "b"):
+        (tmp / "D" / cls).mkdir(parents=True)
+        (tmp / "D" / cls / "x.txt").write_text("the user's precious data")
+
+
+def _fsync_enospc(_tmp, mp) -> None:
+    def full(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    mp.setattr("overfocus.fileio.os.fsync", full)
+
+
+def _torchscript(tmp: Path, _mp) -> None:
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp / "scripted.pt"))
+
+
+def _pickled_module(tmp: Path, _mp) -> None:
+    torch.save(torch.nn.Linear(2, 2), tmp / "module.pt")
+
+
+def _bug(_tmp, mp) -> None:
+    def boom(*_a, **_k):
+        raise RuntimeError("an unexpected failure")
+    mp.setattr("overfocus.train.train", boom)
+
+
+def _interrupt(_tmp, mp) -> None:
+    def ctrl_c(*_a, **_k):
+        raise KeyboardInterrupt
+    mp.setattr("overfocus.train.train", ctrl_c)
+
+
+JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000") + b"\x00" * 64 + b"\xff\xd9"
+CASES = [
+    # --force never deletes before data and model open, and only deletes a run directory
+    Case("force-bad-model-keeps-run", ["train", *TINY, "--model", "nosuch", "--out", "{run}", "--force"], 2,
+         "unknown model"),
+    Case("force-bad-data-keeps-run", ["train", "--data", "folder:{tmp}/nowhere", "--out", "{run}", "--force"], 2,
+         "nowhere"),
+    Case("force-refuses-non-run-folder", ["train", "--data", "folder:{tmp}/D", "--out", "{tmp}/D", "--force"], 2,
+         "no run.json", _dataset_folder),
+    Case("occupied-without-force", ["train", *TINY, "--out", "{run}"], 2, "already exists"),
+    Case("out-is-a-file", ["train", *TINY, "--out", "{tmp}/file.txt"], 2, "existing file", _write("file.txt", b"x")),
+    Case("failed-train-leaves-no-folder", ["train", *TINY, "--model", "nosuch", "--out", "{tmp}/new/sub"], 2,
+         "unknown model", absent=["new"]),
+    Case("enospc-fresh-train-leaves-no-folder", ["train", *TINY, "--epochs", "1", "--out", "{tmp}/fresh"], 2,
+         "disk is full", _fsync_enospc, absent=["fresh"]),
+    Case("enospc-force-keeps-old-run", ["train", *TINY, "--epochs", "1", "--out", "{run}", "--force"], 2,
+         "disk is full", _fsync_enospc),
+    # bad values, one line each
+    Case("negative-epochs", ["train", *TINY, "--epochs", "-2", "--out", "{tmp}/x"], 2, "train.epochs", absent=["x"]),
+    Case("negative-lr", ["train", *TINY, "--set", "optim.lr=-1", "--out", "{tmp}/x"], 2, "optim.lr", absent=["x"]),
+    Case("nan-lr", ["train", *TINY, "--set", "optim.lr=nan", "--out", "{tmp}/x"], 2, "optim.lr", absent=["x"]),
+    Case("zero-batch", ["train", *TINY, "--set", "data.batch_size=0", "--out", "{tmp}/x"], 2, "data.batch_size"),
+    Case("zero-width", ["train", *TINY, "--set", "model.width=0", "--out", "{tmp}/x"], 2, "model.width"),
+    Case("string-for-int", ["train", *TINY, "--set", "data.batch_size=many", "--out", "{tmp}/x"], 2, "batch_size"),
+    Case("unknown-key", ["train", *TINY, "--set", "optim.lrr=0.1", "--out", "{tmp}/x"], 2, "unknown config key"),
+    Case("argparse-bad-int", ["train", "--epochs", "abc", "--out", "{tmp}/x"], 2, "invalid int value"),
+    Case("argparse-unknown-flag", ["render", "{fake}", "--no-such-flag"], 2, "unrecognized arguments"),
+    Case("resume-negative-epochs", ["resume", "{run}", "--epochs", "-1"], 2, "--epochs -1"),
+    Case("resume-negative-lr", ["resume", "{run}", "--lr", "-1"], 2, "optim.lr"),
+    Case("resume-not-a-run", ["resume", "{tmp}"], 2, "not an overfocus run directory"),
+    Case("resume-corrupt-metrics", ["resume", "{run}", "--epochs", "2"], 2, "metrics.jsonl line 2",
+         _write("run/metrics.jsonl", b'{"epoch": 0}\n{"epoch": 1, "train_lo')),
+    Case("resume-read-only", ["resume", "{run}", "--epochs", "2"], 2, "cannot write", _writes_fail(errno.EACCES)),
+    # analysis files damaged or unwritable: render, compare, tensorboard
+    Case("render-corrupt-summary", ["render", "{fake}", "--formats", "gif"], 2, "summary.csv",
+         _write("fake/analysis/summary.csv", b"epoch,method,metric,mean,ci_low,ci_high,n\n0,grad_cam,hit,0.5,0.1")),
+    Case("render-truncated-probe-npz", ["render", "{fake}", "--formats", "gif"], 2, "images.npz",
+         lambda tmp, _mp: _truncate(tmp / "fake/analysis/probe/images.npz")),
+    Case("render-truncated-epoch-npz", ["render", "{fake}", "--formats", "gif"], 2, "epoch_0001.npz",
+         lambda tmp, _mp: _truncate(tmp / "fake/analysis/probe/epoch_0001.npz")),
+    Case("render-read-only", ["render", "{fake}", "--formats", "gif"], 2, "read-only", _writes_fail(errno.EROFS)),
+    Case("render-disk-full", ["render", "{fake}", "--formats", "gif"], 2, "disk is full", _writes_fail(errno.ENOSPC)),
+    Case("compare-out-is-file", ["compare", "{fake}", "{fake}", "--labels", "a,b", "--out", "{tmp}/file.txt",
+                                 "--formats", "gif"], 2, "existing file", _write("file.txt", b"x")),
+    Case("compare-corrupt-summary", ["compare", "{fake}", "{fake}", "--labels", "a,b", "--out", "{tmp}/cmp"], 2,
+         "summary.csv", _write("fake/analysis/summary.csv", b"epoch,method,metric,mean,ci_low,ci_high,n\nx,y,z,1,2,3,4\n")),
+    Case("tensorboard-read-only", ["tensorboard", "{fake}"], 2, "read-only", _writes_fail(errno.EROFS)),
+    # checkpoints of the wrong kind get their own diagnosis
+    Case("audit-jpeg", ["audit", "{tmp}/photo.pt", "--model", "cifarnet", "--data", "builtin"], 2, "JPEG image", _write("photo.pt", JPEG)),
+    Case("audit-text", ["audit", "{tmp}/notes.pt", "--model", "cifarnet", "--data", "builtin"], 2, "text file",
+         _write("notes.pt", b"not a checkpoint\n")),
+    Case("audit-empty", ["audit", "{tmp}/empty.pt", "--model", "cifarnet", "--data", "builtin"], 2, "empty file", _write("empty.pt", b"")),
+    Case("audit-pickled-module", ["audit", "{tmp}/module.pt", "--data", "builtin"], 2, "--trust-pickle", _pickled_module),
+    Case("audit-truncated", ["audit", "{run}/checkpoints/epoch_0001.pt", "--data", "builtin", "--out", "{tmp}/a"], 2, "corrupt",
+         lambda tmp, _mp: _truncate(tmp / "run/checkpoints/epoch_0001.pt")),
+    # the rest of the contract: bugs and Ctrl-C
+    Case("bug-exit-3", ["train", *TINY, "--out", "{tmp}/x"], 3, "internal error", _bug),
+    Case("ctrl-c-exit-130", ["train", *TINY, "--out", "{tmp}/x"], 130, "interrupted", _interrupt),
+]
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_contract(case: Case, base_run, tmp_path, capsys, monkeypatch):
+    shutil.copytree(base_run, tmp_path / "run")
+    write_fake_run(tmp_path / "fake")
+    if case.prepare:
+        case.prepare(tmp_path, monkeypatch)
+    before = tree_hashes(tmp_path)
+    argv = [a.format(run=tmp_path / "run", fake=tmp_path / "fake", tmp=tmp_path) for a in case.argv]
+    code, err = run_cli(argv, capsys)
+    monkeypatch.undo()
+    assert code == case.code, err
+    assert_one_line(err, case.needle)
+    after = tree_hashes(tmp_path)
+    changed = [p for p, h in before.items() if after.get(p) != h]
+    assert not changed, f"changed or deleted: {changed}"
+    assert not [a for a in case.absent if (tmp_path / a).exists()]
+    assert not list(tmp_path.glob(".*")), "a hidden temporary or set-aside folder was left behind"
+    if code == 3:
+        crash = Path(err.split("the full traceback is in ")[1].strip())
+        assert "RuntimeError: an unexpected failure" in crash.read_text()
+        crash.unlink()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit deprecation notes
+def test_torchscript_checkpoint_is_named_as_such(tmp_path):
+    from overfocus.errors import OverfocusError
+    from overfocus.rundir import load_checkpoint
+
+    _torchscript(tmp_path, None)
+    with pytest.raises(OverfocusError, match="TorchScript archive") as info:
+        load_checkpoint(tmp_path / "scripted.pt")
+    assert "trust-pickle" not in str(info.value)
+
+
+def test_good_values_accepted_lr_as_yaml_1e_3(tmp_path, capsys):
+    (tmp_path / "cfg.yaml").write_text("optim:\n  lr: 1e-3\n")
+    out = tmp_path / "ok"
+    code, err = run_cli(["train", *TINY, "--epochs", "1", "--config", tmp_path / "cfg.yaml",
+                         "--set", "optim.momentum=5e-1", "--out", out], capsys)
+    assert code == 0, err
+    config = json.loads((out / "run.json").read_text())["config"]["optim"]
+    assert config["lr"] == 1e-3 and config["momentum"] == 0.5
+
+
+def test_force_replaces_a_run_and_leaves_nothing_aside(base_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run)
+    (run / "marker").write_text("old")
+    code, err = run_cli(["train", *TINY, "--epochs", "1", "--set", "train.seed=3", "--out", run, "--force"], capsys)
+    assert code == 0, err
+    assert not (run / "marker").exists() and (run / "checkpoints" / "epoch_0001.pt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_divergence_stops_with_one_line_and_resume_continues(tmp_path, capsys):
+    run = tmp_path / "div"
+    code, err = run_cli(["train", *TINY, "--epochs", "2", "--set", "optim.lr=1e12", "--out", run], capsys)
+    assert code == 2
+    assert_one_line(err, "diverged at epoch 1")
+    assert "optim.lr" in err
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]  # strict JSON
+    assert [r["epoch"] for r in rows] == [0]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "epoch_0000.pt"
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+    code, err = run_cli(["resume", run, "--lr", "0.001"], capsys)
+    assert code == 0, err
+    assert (run / "checkpoints" / "latest").read_text().strip() == "epoch_0002.pt"
+    state = torch.load(run / "checkpoints" / "epoch_0002.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_metrics_jsonl_writes_non_finite_as_null(tmp_path):
+    from overfocus.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.write_metrics([{"epoch": 0, "train_loss": float("nan"), "test_loss": float("inf"), "lr": 0.1}])
+    assert json.loads(run.metrics_path.read_text()) == {"epoch": 0, "train_loss": None, "test_loss": None, "lr": 0.1}
+
+
+def test_killed_render_debris_is_cleaned_by_the_next_render(tmp_path, capsys):
+    fake = write_fake_run(tmp_path / "fake")
+    figures = fake / "figures"
+    figures.mkdir()
+    stale = figures / ".evolution_grad_cam.mp4.k1ll3d.tmp.mp4"  # what atomic_output leaves under kill -9
+    stale.write_bytes(b"half a video")
+    (figures / ".notes").write_text("not ours")  # hidden but not a temp file: kept
+    code, err = run_cli(["render", fake, "--formats", "gif", "--methods", "grad_cam"], capsys)
+    assert code == 0, err
+    assert not stale.exists() and (figures / ".notes").exists()
+
+
+def test_interrupted_video_write_leaves_no_temp_file(tmp_path, capsys, monkeypatch):
+    fake = write_fake_run(tmp_path / "fake")
+
+    def write_then_interrupt(frames, path, fps):
+        from overfocus.render.io import atomic_output
+
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(b"partial")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("overfocus.render.encode.write_gif", write_then_interrupt)
+    code, err = run_cli(["render", fake, "--formats", "gif", "--methods", "grad_cam"], capsys)
+    assert code == 130
+    assert_one_line(err, "interrupted")
+    assert not [p for p in (fake / "figures").iterdir() if p.name.startswith(".")]
+
+
+def test_metrics_jsonl_nan_token_is_named(tmp_path):
+    from overfocus.errors import OverfocusError
+    from overfocus.rundir import RunDir
+
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0, "x": 1}\nnot json\n')
+    with pytest.raises(OverfocusError, match="line 2"):
+        RunDir(tmp_path).read_metrics()
