@@ -46,25 +46,35 @@ def _scaled(values: torch.Tensor, low: torch.Tensor, span: torch.Tensor) -> torc
     return torch.where(span > 0, (values - low) / torch.where(span > 0, span, 1.0), torch.zeros_like(values))
 
 
-def channel_fired(output: torch.Tensor, threshold: float) -> torch.Tensor:
-    """B x C bool: per-sample min-max scaled layer output, channel spatial mean > threshold."""
+def layer_bounds(output: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B x 1 minimum, B x 1 maximum) of each sample's whole layer output: its min-max scaling."""
+    flat = output.detach().float().reshape(output.shape[0], -1)
+    return flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)  # faster than aminmax on the CPU
+
+
+def channel_fired(output: torch.Tensor, threshold: float, bounds=None) -> torch.Tensor:
+    """B x C bool: per-sample min-max scaled layer output, channel spatial mean > threshold.
+    `bounds`: the output's `layer_bounds`, when already computed."""
     out = output.detach().float()
     means = out.reshape(out.shape[0], out.shape[1], -1).mean(dim=2)  # the scaling is affine: scale the means
-    flat = out.reshape(out.shape[0], -1)
-    low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+    low, high = bounds if bounds is not None else layer_bounds(out)
     return _scaled(means, low, high - low) > threshold
 
 
-def unit_fired(output: torch.Tensor, threshold: float) -> torch.Tensor:
+def unit_fired(output: torch.Tensor, threshold: float, bounds=None) -> torch.Tensor:
     """B x N bool (N = C*H*W elements): per-sample min-max scaled layer output, element > threshold.
+    `bounds`: the output's `layer_bounds`, when already computed.
 
     Example:
         >>> unit_fired(torch.tensor([[[0.0, 2.0], [1.0, 0.0]]]), 0.0).tolist()
         [[False, True, True, False]]
     """
     flat = output.detach().float().reshape(output.shape[0], -1)
-    low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
-    return _scaled(flat, low, high - low) > threshold
+    low, high = bounds if bounds is not None else layer_bounds(flat)
+    # (x - low) / span > t  <=>  x > low + t * span (span > 0; a constant output fires nowhere):
+    # one comparison, no scaled copy of every layer output
+    cut = torch.where(high > low, low + threshold * (high - low), torch.full_like(low, math.inf))
+    return flat > cut
 
 
 def coverage_from_masks(masks: Dict[str, np.ndarray], latent_key: str) -> Dict[str, float]:
@@ -155,11 +165,13 @@ class NeuronCoverage:
             call = self._calls.get(name, 0)
             self._calls[name] = call + 1
             key = f"{name}#{call}"
-            self._fired[key] = channel_fired(output, self.threshold)  # stays on the device until the end
-            units = unit_fired(output, self.threshold)
-            self._unit_counts[key] = units.sum(dim=1)
+            bounds = layer_bounds(output)
+            self._fired[key] = channel_fired(output, self.threshold, bounds)  # stays on the device until the end
+            units = unit_fired(output, self.threshold, bounds).view(torch.uint8)  # uint8 reductions: fast
+            self._unit_counts[key] = units.sum(dim=1, dtype=torch.int32)
+            fired_any = units.amax(dim=0).bool()
             ever = self._ever_units.get(key)
-            self._ever_units[key] = units.any(dim=0) if ever is None else ever | units.any(dim=0)
+            self._ever_units[key] = fired_any if ever is None else ever | fired_any
             self._last_key = key
         return hook
 
