@@ -231,9 +231,9 @@ def _plots(runs: Dict[str, Analysis], method: str, metrics: List[str], out: Path
     if metrics:
         note = f"means over the {align.n_images} analysed images common to all runs" + (
             " (recomputed from the records)" if align.recomputed else "")
+        title = f"{names}: {method_title(meta, method)} metrics per epoch, 95% CI"
         written.append(plot_compare_metrics({k: a.summary for k, a in runs.items()}, out / f"metrics.{fmt}",
-                                            panel_metrics(metrics), method, f"{names}: {method_title(meta, method)} metrics per "
-                                            "epoch, 95% CI", meta=meta, note=note))
+                                            panel_metrics(metrics), method, title, meta=meta, note=note))
     if all(a.metrics for a in runs.values()):
         written.append(plot_compare_gap({k: a.metrics for k, a in runs.items()}, out / f"gap.{fmt}",
                                         f"{names}: accuracy and generalization gap per epoch",
