@@ -285,6 +285,7 @@ class Runner:
     def _finish(self, selected: List[int], folder: Path, force: bool, plan: Plan) -> AnalysisResult:
         """Rank 0: the final analysis.json and summary.csv, and the result every rank returns."""
         state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
+        store.remove_parts(folder, [])  # every rank is done: an emptied parts/ folder goes
         collector = OnsetCollector()
         rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show, collector.add)
         update_onset(folder, state["epochs_done"], run_gaps(self.run), collector)

@@ -298,13 +298,17 @@ def part_worlds(folder: Path, epoch: int) -> List[int]:
 
 
 def remove_parts(folder: Path, epochs: Optional[Iterable[int]] = None) -> None:
-    """Delete the parts of `epochs` (default all), leftovers of killed writes included."""
+    """Delete the parts of `epochs` (default all), leftovers of killed writes included; `[]` deletes
+    nothing. The emptied `parts/` folder itself is removed only when no epoch or all epochs are
+    named: while ranks still write parts of later epochs, removing it could pull the folder from
+    under a rank between its mkdir and its write."""
     parts = Path(folder) / "parts"
     if not parts.is_dir():
         return
+    epochs = None if epochs is None else list(epochs)
     names = ["*"] if epochs is None else [f"epoch_{e:04d}.*" for e in epochs]
     for name in names:
         for path in [*parts.glob(name), *parts.glob("." + name + ".tmp")]:
             path.unlink(missing_ok=True)
-    if not any(parts.iterdir()):
+    if not epochs and not any(parts.iterdir()):
         parts.rmdir()
