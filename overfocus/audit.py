@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,14 +27,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .analysis.core import evaluate_batch
+from .analysis.core import NonFiniteModel, check_finite_weights, evaluate_batch
 from .analysis.source import evenly_spaced
 from .analysis.summary import per_class_pointing, summarize_values
 from .attribution.methods import ATTRIBUTIONS, DEFAULT_METHODS, method_info
 from .errors import OverfocusError
 from .fileio import atomic_write_json
 from .loading import LoadedModel, ModelOptions, auto_layer, load_model
-from .metrics.registry import METRICS, metric_info, reported_metrics
+from .metrics.coverage import COVERAGE_KEYS
+from .metrics.registry import METRICS, NONDEGENERATE, degenerate_as_zero, metric_info, reported_metrics
 from .rundir import RunDir
 from .registry import did_you_mean
 
@@ -59,7 +61,9 @@ THRESHOLDS: Dict[str, Threshold] = {
                                        "this is a warning"),
     "pointing_warning": Threshold(0.5, "localisation: pointing game (peak on the object) below this is a warning; "
                                        "with most attention outside the box too, a problem"),
-    "degenerate_warning": Threshold(0.1, "share of all-zero maps above this is a warning"),
+    "degenerate_warning": Threshold(0.1, "share of degenerate maps (all zero or non-finite) above this is a warning"),
+    "narrowing_warning": Threshold(0.2, "area ratio (non-degenerate maps) down by more than this share since its "
+                                        "peak epoch is a warning (run directories analysed by `overfocus analyze`)"),
     "harmonization_warning": Threshold(0.2, "harmonization score below this is a warning"),
     "latent_coverage_warning": Threshold(0.1, "cumulative latent-layer neuron coverage below this is a warning"),
     "gap_warning": Threshold(0.1, "generalization gap (run directories) above this is a warning"),
@@ -361,11 +365,10 @@ def measure_maps(result, acc: Accumulator) -> Dict[str, torch.Tensor]:
 
     normed_all = {}
     for method, table in result.metrics.items():
-        normed, degenerate = normalize_maps(result.maps[method])
         for name, values in table.items():
             acc.add_values(method, name, values)
-        acc.add_values(method, "degenerate", torch.as_tensor(degenerate, dtype=torch.float32).reshape(-1))
-        normed_all[method] = normed
+        acc.add_values(method, "degenerate", result.degenerate[method].float().reshape(-1))
+        normed_all[method] = normalize_maps(result.maps[method])[0]
     return normed_all
 
 
@@ -416,18 +419,26 @@ def coverage_metrics(coverage, n: int) -> Dict[str, Dict[str, Any]]:
     cumulative = coverage.cumulative()
     per_image = coverage.per_image()
     out = {}
-    for key in ("coverage_global", "coverage_latent"):
+    for key in COVERAGE_KEYS:  # channel level and unit level
         out[key] = exact(cumulative.get(key), n)
         out[f"{key}_per_image"] = summarize(per_image[key].detach().cpu().double().numpy())
     return out
 
 
 def method_metrics(acc: Accumulator, method: str, labels: np.ndarray) -> Dict[str, Dict[str, Any]]:
+    """A method's report entries: each metric over all images and, for those scoring a degenerate
+    map 0, over the non-degenerate maps only (`<name>_nondegenerate`), as analyze's summary."""
     out = {}
+    kept = acc.per_image(method, "degenerate") == 0
     for name in acc.values[method]:
-        out[RENAMED.get(name, name)] = summarize(acc.per_image(method, name))
+        values = acc.per_image(method, name)
+        out[RENAMED.get(name, name)] = summarize(values)
+        if name in degenerate_as_zero():
+            out[RENAMED.get(name, name) + NONDEGENERATE] = summarize(values[kept])
     if "pointing_game" in acc.values[method]:
-        out["pointing_game_per_class"] = exact(*per_class_pointing(acc.per_image(method, "pointing_game"), labels))
+        hits = acc.per_image(method, "pointing_game")
+        out["pointing_game_per_class"] = exact(*per_class_pointing(hits, labels))
+        out["pointing_game_per_class" + NONDEGENERATE] = exact(*per_class_pointing(hits[kept], labels[kept]))
     if "energy_pg" in acc.values[method]:
         # an all-zero map has energy 0 by convention; it points nowhere, so it is not counted as "outside"
         energy = acc.per_image(method, "energy_pg")
@@ -521,8 +532,10 @@ def map_quality_findings(metrics, t, title: str, layer: Optional[str]) -> List[D
     out = []
     dead = value_of(metrics, "degenerate")
     if dead is not None and dead > t["degenerate_warning"]:
-        out.append(finding("degenerate", "warning", f"{title} is all zero for {pct(dead)} of images (no positive "
-                           f"evidence at layer {layer}): try another --layer", "degenerate", dead))
+        out.append(finding("degenerate", "warning", f"{title} is empty (all zero or non-finite) for {pct(dead)} of "
+                           f"images (no positive evidence at layer {layer}); the thresholded metrics count them as "
+                           "0, their `_nondegenerate` variants leave them out; try another --layer",
+                           "degenerate", dead))
     harm = value_of(metrics, "harmonization")
     if harm is not None:
         level = graded(harm, False, harm < t["harmonization_warning"])
@@ -550,6 +563,25 @@ def gap_finding(row: Optional[Dict[str, Any]], t) -> List[Dict[str, Any]]:
     return [finding("gap", level, text, "gap", gap)]
 
 
+def onset_finding(onset: Optional[Dict[str, Any]], method: str, t) -> List[Dict[str, Any]]:
+    """The run's overfocus onset (RUN/analysis/onset.json of `overfocus analyze`) as a finding:
+    how much the area ratio (non-degenerate maps) lost since its peak epoch, and the gap meanwhile."""
+    o = ((onset or {}).get("methods") or {}).get(method)
+    if not o or o.get("narrowing") is None:
+        return []
+    if o["last_epoch"] == o["peak_epoch"]:
+        return [finding("onset", "ok", f"attention is widest at the last analysed epoch ({o['last_epoch']}): "
+                        "no narrowing yet", "narrowing", 0.0)]
+    text = f"attention narrowed by {pct(o['narrowing'])} since epoch {o['peak_epoch']}"
+    growth = o.get("gap_growth")
+    if growth is not None:
+        text += f" while the gap {'grew' if growth >= 0 else 'shrank'} by {abs(growth) * 100:.1f} points"
+    text += (f" (area ratio of non-degenerate maps {o['peak_area']:.3f} -> {o['last_area']:.3f} "
+             f"at epoch {o['last_epoch']})")
+    level = "warning" if o["narrowing"] > t["narrowing_warning"] else "ok"
+    return [finding("onset", level, text, "narrowing", o["narrowing"])]
+
+
 def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every finding, problems first; `facts` carries what is not a metric (classes, notes, ...)."""
     title = ATTRIBUTIONS.get(facts["method"]).title if facts["method"] in ATTRIBUTIONS else facts["method"]
@@ -559,6 +591,7 @@ def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, 
     found += area_finding(metrics, thresholds, title) + box_findings(metrics, thresholds, title)
     found += map_quality_findings(metrics, thresholds, title, facts.get("layer"))
     found += coverage_finding(metrics, thresholds) + gap_finding(facts.get("history_row"), thresholds)
+    found += onset_finding(facts.get("onset"), facts["method"], thresholds)
     found += [finding(f"note_{i}", "warning", text) for i, text in enumerate(facts.get("warnings", []))]
     return sorted(found, key=lambda f: LEVELS.index(f["level"]))
 
@@ -591,6 +624,8 @@ def audit(opts: AuditOptions) -> AuditResult:
     source = resolve_source(opts.target)
     prep = resolve_preprocessing(opts, source)
     loaded = load_model(source.checkpoint, model_options(opts, source))
+    with diverged_is_bad_input(source.checkpoint):  # a diverged model would read as extreme overfocusing
+        check_finite_weights(loaded.model)
     # a run is audited on its own test split; data given by --data on all of it when it has no split
     dataset, split = open_audit_data(prep, opts.limit, whole_folder=opts.data is not None)
     device = resolve_device(opts.device)
@@ -601,7 +636,7 @@ def audit(opts: AuditOptions) -> AuditResult:
     coverage = make_coverage(model, latent, loaded.notes)
     acc = Accumulator(opts.methods, opts.examples, ctx.higher_is_better)
     start = time.perf_counter()
-    with attribution_mode(model):  # parameters frozen for the whole evaluation, restored after
+    with attribution_mode(model), diverged_is_bad_input(source.checkpoint):  # parameters frozen, restored after
         run_batches(ctx, dataset, acc, coverage, opts)
     metrics = collect_metrics(acc, coverage, opts.methods if layer else ())
     facts = {**make_facts(opts, source, prep, loaded, dataset, acc, layer, model), "split": split}
@@ -639,6 +674,15 @@ def check_input_size(model: nn.Module, dataset, prep: Preprocessing, device: tor
             raise
         raise OverfocusError(f"the model does not accept {prep.image_size} px images ({detail}): pass the size "
                              "it was trained at with --image-size N") from None
+
+
+@contextmanager
+def diverged_is_bad_input(checkpoint: Path):
+    """A model with NaN/inf weights or logits: one line naming the checkpoint (exit 2), no report."""
+    try:
+        yield
+    except NonFiniteModel as exc:
+        raise OverfocusError(f"cannot audit {checkpoint}: {exc}") from None
 
 
 def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preprocessing,
@@ -720,7 +764,14 @@ def make_facts(opts, source, prep, loaded, dataset, acc, layer, model) -> Dict[s
     if opts.human and acc.human_found == 0:
         warnings.append(f"no human map in {opts.human} matched an image id: name them <image_id>.npy or .png")
     return {"method": opts.methods[0], "n_classes": len(dataset.classes), "layer": layer, "warnings": warnings,
-            "history_row": history_row(source, loaded.epoch)}
+            "history_row": history_row(source, loaded.epoch), "onset": run_onset(source)}
+
+
+def run_onset(source: Source) -> Optional[Dict[str, Any]]:
+    """The onset.json that `overfocus analyze` wrote for the audited run, or None."""
+    from .analysis.onset import read_onset
+
+    return read_onset(source.run.analysis) if source.run is not None else None
 
 
 def history_row(source: Source, epoch: Optional[int]) -> Optional[Dict[str, Any]]:

@@ -420,3 +420,36 @@ def test_a_folder_without_a_split_is_audited_whole_and_the_report_says_so(tiny_r
     # a run is audited on its own test split
     assert main(["audit", str(tiny_run), "--out", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "report.json").read_text())["inputs"]["split"] == "test"
+
+
+def test_diverged_checkpoint_is_one_line_and_exit_2(tiny_run, tmp_path, capsys):
+    """NaN weights (or logits overflowing to inf) would read as extreme overfocusing: refused."""
+    payload = torch.load(RunDir(tiny_run).checkpoint_path(2), map_location="cpu", weights_only=True)
+    state = payload["model"]
+    state["block1.0.weight"].view(-1)[3] = float("nan")
+    bad = tmp_path / "nan.pt"
+    torch.save(state, bad)
+    code, _, err = cli(capsys, bad, *SMALL, *CIFAR, "--out", tmp_path / "o")
+    line = one_line_error(code, err)
+    assert str(bad) in line and "non-finite weights (NaN or inf) in block1.0.weight" in line
+    assert not (tmp_path / "o" / "report.json").exists()
+    clean = torch.load(RunDir(tiny_run).checkpoint_path(2), map_location="cpu", weights_only=True)["model"]
+    huge = {k: v * 1e30 if k.endswith("weight") else v for k, v in clean.items()}
+    torch.save(huge, tmp_path / "huge.pt")
+    code, _, err = cli(capsys, tmp_path / "huge.pt", *SMALL, *CIFAR, "--out", tmp_path / "o")
+    assert "non-finite logits" in one_line_error(code, err)
+
+
+def test_onset_of_an_analysed_run_becomes_a_finding():
+    t = {k: th.default for k, th in THRESHOLDS.items()}
+    onset = {"methods": {"grad_cam": {"peak_epoch": 4, "peak_area": 0.5, "last_epoch": 20, "last_area": 0.2,
+                                      "narrowing": 0.6, "gap_at_peak": 0.05, "gap_at_last": 0.3, "gap_growth": 0.25}}}
+    found = {f["id"]: f for f in make_findings({}, t, {"method": "grad_cam", "n_classes": 3, "onset": onset})}
+    assert found["onset"]["level"] == "warning" and found["onset"]["value"] == 0.6
+    assert found["onset"]["message"].startswith("attention narrowed by 60% since epoch 4 while the gap grew by "
+                                                "25.0 points")
+    onset["methods"]["grad_cam"].update(last_epoch=4, last_area=0.5, narrowing=0.0)
+    found = {f["id"]: f for f in make_findings({}, t, {"method": "grad_cam", "n_classes": 3, "onset": onset})}
+    assert found["onset"]["level"] == "ok" and "no narrowing yet" in found["onset"]["message"]
+    assert "onset" not in {f["id"] for f in make_findings({}, t, {"method": "sgdrop", "n_classes": 3,
+                                                                 "onset": onset})}

@@ -36,9 +36,12 @@ from ..attribution.methods import DEFAULT_METHODS
 from ..distributed import broadcast_object, gather_objects
 from ..errors import OverfocusError
 from ..progress import epoch_line, progress
+from ..rundir import RunDir
 from . import storage as store
+from .core import NonFiniteModel
 from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
 from .lock import AnalysisLock
+from .onset import OnsetCollector, update_onset
 from .runsource import FolderOptions, RunSource, open_source
 from .settings import (RunInfo, Runtime, Settings, make_runtime, resolve_methods, resolve_metrics,
                        select_epochs)
@@ -142,7 +145,6 @@ def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
     """
     from ..checkpoints import scan_folder
     from ..device import resolve_device
-    from ..rundir import RunDir
 
     run = RunDir(run_dir)
     if run.exists():
@@ -319,8 +321,11 @@ class Runner:
     def _finish(self, selected: List[int], folder: Path, force: bool, plan: Plan) -> AnalysisResult:
         """Rank 0: the final analysis.json and summary.csv, and the result every rank returns."""
         state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
+        store.remove_parts(folder, [])  # every rank is done: an emptied parts/ folder goes
         self._fill_history(state["epochs_done"])
-        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show)
+        collector = OnsetCollector()
+        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show, collector.add)
+        update_onset(folder, state["epochs_done"], run_gaps(RunDir(self.source.out_root)), collector)
         if plan.todo and not plan.computed and not (set(state["epochs_done"]) & set(selected)):
             raise OverfocusError(f"none of the selected checkpoints of {self.source.root} could be analysed "
                                  f"({plan.skipped[0]['reason']}); see {folder / 'analysis.json'}")
@@ -398,7 +403,10 @@ class Runner:
             self.evaluator.load(self.source, epoch)
         except OverfocusError as exc:
             return str(exc)
-        out = self.evaluator.evaluate(epoch, probe_positions=None)
+        try:
+            out = self.evaluator.evaluate(epoch, probe_positions=None)
+        except NonFiniteModel as exc:  # diverged: skipped like a corrupt checkpoint, never measured
+            return str(exc)
         self._write_epoch(folder, epoch, out.rows(), self.evaluator.probe_arrays(epoch, out.probe))
         store.remove_parts(folder, [epoch])  # an unfinished sharded attempt at it is obsolete now
         return None
@@ -430,7 +438,10 @@ class Runner:
         except OverfocusError as exc:
             return str(exc)
         # probe images outside the analysed ones are rank 0's job (one process computes them too)
-        out = self.evaluator.evaluate(epoch, probe_positions=self.data.uncovered_probe() if rank == 0 else [])
+        try:
+            out = self.evaluator.evaluate(epoch, probe_positions=self.data.uncovered_probe() if rank == 0 else [])
+        except NonFiniteModel as exc:
+            return str(exc)
         size = self.info.image_size
         arrays = probe_part_arrays(out.probe, self.settings.methods, (size, size), self.info.num_classes)
         if out.cov is not None:
@@ -498,6 +509,12 @@ def headline_means(rows: List[Dict[str, Any]], settings: Settings) -> Dict[str, 
         if name and r["image_id"] != store.ALL_IMAGES and r["value"] == r["value"]:
             sums.setdefault(name, []).append(float(r["value"]))
     return {name: sum(v) / len(v) for name in wanted.values() if (v := sums.get(name))}
+
+
+def run_gaps(run: RunDir) -> Dict[int, float]:
+    """epoch -> generalization gap of the run's metrics.jsonl (empty without one)."""
+    return {int(r["epoch"]): float(r["gap"]) for r in run.read_metrics()
+            if isinstance(r.get("epoch"), int) and isinstance(r.get("gap"), (int, float))}
 
 
 def _skip(epoch: int, reason: str) -> Dict[str, Any]:

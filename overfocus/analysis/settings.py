@@ -22,7 +22,7 @@ from ..registry import did_you_mean
 from .shards import parse_shard
 
 IMAGE_METRICS = ("correct", "confidence")  # always recorded: free, from the logits
-COVERAGE_METRICS = ("coverage_global", "coverage_latent")
+COVERAGE_METRICS = ("coverage_global", "coverage_latent", "unit_coverage_global", "unit_coverage_latent")
 COVERAGE_NAMES = {"coverage", *COVERAGE_METRICS}  # --metrics names that switch coverage on
 COMPARED_SETTINGS = ("methods", "metrics", "layer", "target", "data_spec", "split", "limit", "probe_ids",
                      "human", "image_size", "precision")
@@ -89,7 +89,8 @@ class Settings:
     @property
     def metrics(self) -> List[str]:
         """Every metric name the records hold (map metrics, then the image-level ones)."""
-        return [*self.map_metrics, *self.human_metrics, *IMAGE_METRICS, *(COVERAGE_METRICS if self.coverage else ())]
+        return [*self.map_metrics, "degenerate", *self.human_metrics, *IMAGE_METRICS,
+                *(COVERAGE_METRICS if self.coverage else ())]
 
     @property
     def coverage_shares_forward(self) -> bool:
@@ -104,9 +105,10 @@ class Settings:
 
     def summary_metrics(self) -> List[str]:
         """Every metric name summary.csv can hold for these settings (for `metric_info`)."""
-        derived = ["pointing_game_per_class"] if "pointing_game" in self.map_metrics else []
+        from .summary import derived_metrics
+
         cumulative = [f"{m}_cumulative" for m in COVERAGE_METRICS] if self.coverage else []
-        return [*self.metrics, *derived, *cumulative]
+        return [*self.metrics, *derived_metrics(self.map_metrics), *cumulative]
 
 
 def shares_one_pass(methods: Sequence[str]) -> bool:

@@ -40,6 +40,7 @@ SUMMARY_COLUMNS = ("epoch", "method", "metric", "mean", "ci_low", "ci_high", "n"
 PART_COLUMNS = ("section", *RECORD_COLUMNS)  # section: where the rows go in the merged file
 MODEL_METHOD = "model"  # method name of image-level numbers that do not depend on a map
 ALL_IMAGES = "__all__"  # image_id of per-epoch numbers over all images (cumulative coverage)
+DEGENERATE = "degenerate"  # per image and method: 1 when the map is all zero or holds NaN/inf
 
 
 def analysis_dir(run_dir: Path | str, out: Optional[Path | str] = None) -> Path:
@@ -324,13 +325,17 @@ def part_worlds(folder: Path, epoch: int) -> List[int]:
 
 
 def remove_parts(folder: Path, epochs: Optional[Iterable[int]] = None) -> None:
-    """Delete the parts of `epochs` (default all), leftovers of killed writes included."""
+    """Delete the parts of `epochs` (default all), leftovers of killed writes included; `[]` deletes
+    nothing. The emptied `parts/` folder itself is removed only when no epoch or all epochs are
+    named: while ranks still write parts of later epochs, removing it could pull the folder from
+    under a rank between its mkdir and its write."""
     parts = Path(folder) / "parts"
     if not parts.is_dir():
         return
+    epochs = None if epochs is None else list(epochs)
     names = ["*"] if epochs is None else [f"epoch_{e:04d}.*" for e in epochs]
     for name in names:
         for path in [*parts.glob(name), *parts.glob("." + name + ".tmp")]:
             path.unlink(missing_ok=True)
-    if not any(parts.iterdir()):
+    if not epochs and not any(parts.iterdir()):
         parts.rmdir()

@@ -207,10 +207,14 @@ def folder_options(args: argparse.Namespace):
 
 
 def _report(result) -> None:
+    from ..analysis.onset import onset_lines, read_onset
+
     news = f"analysed epochs {_ranges(result.computed)}" if result.computed else "nothing new to analyse"
     print(f"{news}; {len(result.epochs_done)} epoch(s) done in all, {len(result.skipped)} skipped")
     print(f"  summary: {result.folder / 'summary.csv'}\n  records: {result.folder / 'records'}")
     for line in _headline(result):
+        print(line)
+    for line in onset_lines(read_onset(result.folder)):  # the last lines: when attention narrowed
         print(line)
 
 
@@ -230,7 +234,8 @@ def _headline(rows) -> list:
     if not rows:
         return []
     last = max(r["epoch"] for r in rows)
-    wanted = ("area_ratio", "hit", "pointing_game", "energy_pg", "correct", "coverage_latent_cumulative")
+    wanted = ("area_ratio", "area_ratio_nondegenerate", "degenerate", "hit", "pointing_game", "energy_pg", "correct",
+              "coverage_latent_cumulative", "unit_coverage_latent_cumulative")
     by_method: dict = {}
     for r in rows:
         if r["epoch"] == last and r["metric"] in wanted:
