@@ -1,18 +1,23 @@
 """overfocus: watch, measure and counter how CNNs narrow their attention during training.
 
-The public API is three plain functions and the Tracker class, imported lazily so that
+The public API is four plain functions and the Tracker class, imported lazily so that
 `import overfocus` does not import torch:
 
     analyze(run_dir, ...)                     overfocus.analysis.runner.analyze
-    attribute(model, images, targets, ...)    overfocus.attribution.attribute
+    attribute(model, images, targets=None, methods=("grad_cam",), layer=None, mean=None, std=None)
+                                              overfocus.attribution.quick.attribute: maps in [0, 1]
+    overlay(image, map)                       overfocus.attribution.quick.overlay: H x W x 3 uint8
     normalize_maps(maps)                      overfocus.attribution.normalize_maps
     Tracker(run_dir, data=..., ...)           overfocus.tracker.Tracker: your own loop writes a run
+
+`overfocus.attribution.attribute` is the raw form (unscaled maps, explicit targets and layer).
 """
 __version__ = "0.1.0"
-__all__ = ["Tracker", "analyze", "attribute", "normalize_maps"]
+__all__ = ["Tracker", "analyze", "attribute", "normalize_maps", "overlay"]
 
-_PUBLIC = {"analyze": "overfocus.analysis.runner", "attribute": "overfocus.attribution.api",
-           "normalize_maps": "overfocus.attribution.api", "Tracker": "overfocus.tracker"}
+_PUBLIC = {"analyze": "overfocus.analysis.runner", "attribute": "overfocus.attribution.quick",
+           "normalize_maps": "overfocus.attribution.api", "overlay": "overfocus.attribution.quick",
+           "Tracker": "overfocus.tracker"}
 
 
 def __getattr__(name: str):

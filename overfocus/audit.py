@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,15 +27,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .analysis.core import evaluate_batch
+from .analysis.core import NonFiniteModel, check_finite_weights, evaluate_batch
 from .analysis.source import evenly_spaced
 from .analysis.summary import per_class_pointing, summarize_values
 from .attribution.methods import ATTRIBUTIONS, DEFAULT_METHODS, method_info
 from .errors import OverfocusError
 from .fileio import atomic_write_json
 from .loading import LoadedModel, ModelOptions, auto_layer, load_model
-from .metrics.registry import METRICS, metric_info, reported_metrics
+from .metrics.coverage import COVERAGE_KEYS
+from .metrics.registry import METRICS, NONDEGENERATE, degenerate_as_zero, metric_info, reported_metrics
 from .rundir import RunDir
+from .registry import did_you_mean
 
 REPORT_SCHEMA = 1
 RENAMED = {"hit": "hit_ratio"}  # per-image `hit` averages to the hit ratio
@@ -52,12 +55,15 @@ THRESHOLDS: Dict[str, Threshold] = {
     "area_problem": Threshold(0.03, "mean area ratio below this is a problem (overfocused)"),
     "area_warning": Threshold(0.08, "mean area ratio below this is a warning"),
     "area_diffuse": Threshold(0.6, "mean area ratio above this is a warning (diffuse, uninformative)"),
-    "outside_problem": Threshold(0.5, "share of images with energy pointing game < 0.5 above this is a problem"),
-    "outside_warning": Threshold(0.25, "share of images with energy pointing game < 0.5 above this is a warning"),
-    "hit_problem": Threshold(0.3, "hit ratio below this is a problem"),
-    "hit_warning": Threshold(0.5, "hit ratio below this is a warning"),
-    "pointing_warning": Threshold(0.5, "pointing game accuracy below this is a warning"),
-    "degenerate_warning": Threshold(0.1, "share of all-zero maps above this is a warning"),
+    "outside_problem": Threshold(0.5, "localisation: share of images with energy pointing game < 0.5 above "
+                                      "this, with the peak off the object too, is a problem"),
+    "outside_warning": Threshold(0.25, "localisation: share of images with energy pointing game < 0.5 above "
+                                       "this is a warning"),
+    "pointing_warning": Threshold(0.5, "localisation: pointing game (peak on the object) below this is a warning; "
+                                       "with most attention outside the box too, a problem"),
+    "degenerate_warning": Threshold(0.1, "share of degenerate maps (all zero or non-finite) above this is a warning"),
+    "narrowing_warning": Threshold(0.2, "area ratio (non-degenerate maps) down by more than this share since its "
+                                        "peak epoch is a warning (run directories analysed by `overfocus analyze`)"),
     "harmonization_warning": Threshold(0.2, "harmonization score below this is a warning"),
     "latent_coverage_warning": Threshold(0.1, "cumulative latent-layer neuron coverage below this is a warning"),
     "gap_warning": Threshold(0.1, "generalization gap (run directories) above this is a warning"),
@@ -85,6 +91,7 @@ class AuditOptions:
     device: str = "cpu"
     examples: int = 6
     progress: bool = True
+    skip_bad: bool = False  # skip unreadable images with a warning each
 
 
 @dataclass
@@ -104,6 +111,7 @@ class Preprocessing:
     std: Tuple[float, ...]
     source: str  # run.json | options | assumed
     assumed: List[str] = field(default_factory=list)  # fields nobody gave: image_size, mean, std
+    skip_bad: bool = False  # --skip-bad, or the run was trained with it
 
 
 @dataclass
@@ -175,7 +183,8 @@ def resolve_preprocessing(opts: AuditOptions, source: Source) -> Preprocessing:
     mean, std = tuple(values["mean"]), tuple(values["std"])
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise OverfocusError(f"--mean/--std need three values each, std positive (got {mean} / {std})")
-    return Preprocessing(data, int(values["image_size"]), mean, std, origin, assumed)
+    skip_bad = opts.skip_bad or bool(recorded.get("skip_bad", False))
+    return Preprocessing(data, int(values["image_size"]), mean, std, origin, assumed, skip_bad)
 
 
 def model_options(opts: AuditOptions, source: Source) -> ModelOptions:
@@ -195,14 +204,33 @@ def model_options(opts: AuditOptions, source: Source) -> ModelOptions:
                         trust_pickle=m.trust_pickle, strip_prefix=m.strip_prefix)
 
 
-def open_audit_data(prep: Preprocessing, limit: int):
-    """The test split, at most `limit` images evenly spaced over it (0 = all)."""
+def open_audit_data(prep: Preprocessing, limit: int, whole_folder: bool = False) -> Tuple[Any, str]:
+    """(the images to audit, which split): at most `limit` images evenly spaced (0 = all) over the
+    test split, or, with `whole_folder`, over every image of data that has no split of its own
+    (a folder of test images: its 20% share would silently leave most of them out)."""
     from .data import open_dataset
 
-    dataset = open_dataset(prep.data, "test", prep.image_size)
+    dataset = open_dataset(prep.data, "test", prep.image_size, skip_bad=prep.skip_bad)
+    split = "test"
+    if whole_folder and "test_fraction" not in prep.data:
+        everything = _all_images(prep)
+        if everything is not None and len(everything) > len(dataset):
+            dataset, split = everything, "all"
     if len(dataset) == 0:
         raise OverfocusError(f"--data {prep.data} has no test images: point it at data with a test split")
-    return evenly_spaced(dataset, limit)
+    return evenly_spaced(dataset, limit), split
+
+
+def _all_images(prep: Preprocessing):
+    """Every image of `prep.data` as its test split (test_fraction=1), or None for a kind without
+    a fractional split (its test split is its own)."""
+    from .data import open_dataset
+
+    spec = prep.data + ("&" if "?" in prep.data else "?") + "test_fraction=1"
+    try:
+        return open_dataset(spec, "test", prep.image_size, skip_bad=prep.skip_bad)
+    except OverfocusError:
+        return None
 
 
 def parse_pairs(items: Sequence[str], what: str) -> List[Tuple[str, float]]:
@@ -235,12 +263,12 @@ def check_options(opts: AuditOptions) -> Dict[str, float]:
     known = set(gate_names(opts.methods))
     for name, _ in opts.gates:
         if name not in known:
-            raise OverfocusError(f"--fail-under: unknown metric {name!r}: use one of {', '.join(gate_names(()))} "
+            raise OverfocusError(f"--fail-under: unknown metric {name!r}{did_you_mean(name, known)}: use one of {', '.join(gate_names(()))} "
                                  f"or METHOD.METRIC (methods: {', '.join(opts.methods)})")
     thresholds = {k: t.default for k, t in THRESHOLDS.items()}
     for name, value in opts.thresholds.items():
         if name not in THRESHOLDS:
-            raise OverfocusError(f"--threshold: unknown name {name!r}: use one of {', '.join(THRESHOLDS)}")
+            raise OverfocusError(f"--threshold: unknown name {name!r}{did_you_mean(name, THRESHOLDS)}: use one of {', '.join(THRESHOLDS)}")
         thresholds[name] = float(value)
     if opts.target_class not in ("gt", "predicted"):
         raise OverfocusError(f"--target {opts.target_class!r}: use gt or predicted")
@@ -297,7 +325,8 @@ class Accumulator:
         """Keep the `keep` best and worst examples (NaN scores never compete)."""
         pool = [e for e in examples if not math.isnan(e.score)]
         sign = -1.0 if self.higher else 1.0
-        self.best = sorted(self.best + pool, key=lambda e: sign * e.score)[: self.keep]
+        correct = [e for e in pool if e.pred == e.label]  # a "best" example is never a wrong answer
+        self.best = sorted(self.best + correct, key=lambda e: sign * e.score)[: self.keep]
         self.worst = sorted(self.worst + pool, key=lambda e: -sign * e.score)[: self.keep]
 
     def per_image(self, method: str, name: str) -> np.ndarray:
@@ -336,11 +365,10 @@ def measure_maps(result, acc: Accumulator) -> Dict[str, torch.Tensor]:
 
     normed_all = {}
     for method, table in result.metrics.items():
-        normed, degenerate = normalize_maps(result.maps[method])
         for name, values in table.items():
             acc.add_values(method, name, values)
-        acc.add_values(method, "degenerate", torch.as_tensor(degenerate, dtype=torch.float32).reshape(-1))
-        normed_all[method] = normed
+        acc.add_values(method, "degenerate", result.degenerate[method].float().reshape(-1))
+        normed_all[method] = normalize_maps(result.maps[method])[0]
     return normed_all
 
 
@@ -391,18 +419,26 @@ def coverage_metrics(coverage, n: int) -> Dict[str, Dict[str, Any]]:
     cumulative = coverage.cumulative()
     per_image = coverage.per_image()
     out = {}
-    for key in ("coverage_global", "coverage_latent"):
+    for key in COVERAGE_KEYS:  # channel level and unit level
         out[key] = exact(cumulative.get(key), n)
         out[f"{key}_per_image"] = summarize(per_image[key].detach().cpu().double().numpy())
     return out
 
 
 def method_metrics(acc: Accumulator, method: str, labels: np.ndarray) -> Dict[str, Dict[str, Any]]:
+    """A method's report entries: each metric over all images and, for those scoring a degenerate
+    map 0, over the non-degenerate maps only (`<name>_nondegenerate`), as analyze's summary."""
     out = {}
+    kept = acc.per_image(method, "degenerate") == 0
     for name in acc.values[method]:
-        out[RENAMED.get(name, name)] = summarize(acc.per_image(method, name))
+        values = acc.per_image(method, name)
+        out[RENAMED.get(name, name)] = summarize(values)
+        if name in degenerate_as_zero():
+            out[RENAMED.get(name, name) + NONDEGENERATE] = summarize(values[kept])
     if "pointing_game" in acc.values[method]:
-        out["pointing_game_per_class"] = exact(*per_class_pointing(acc.per_image(method, "pointing_game"), labels))
+        hits = acc.per_image(method, "pointing_game")
+        out["pointing_game_per_class"] = exact(*per_class_pointing(hits, labels))
+        out["pointing_game_per_class" + NONDEGENERATE] = exact(*per_class_pointing(hits[kept], labels[kept]))
     if "energy_pg" in acc.values[method]:
         # an all-zero map has energy 0 by convention; it points nowhere, so it is not counted as "outside"
         energy = acc.per_image(method, "energy_pg")
@@ -465,30 +501,41 @@ def area_finding(metrics, t, title: str) -> List[Dict[str, Any]]:
 
 
 def box_findings(metrics, t, title: str) -> List[Dict[str, Any]]:
-    out = []
-    outside = value_of(metrics, "outside_box")
-    if outside is not None:
-        level = graded(outside, outside > t["outside_problem"], outside > t["outside_warning"])
-        out.append(finding("outside_box", level, f"{title} attention lies mostly outside the object box in "
-                           f"{pct(outside)} of images", "outside_box", outside))
-    hit = value_of(metrics, "hit_ratio")
-    if hit is not None:
-        out.append(finding("hit_ratio", graded(hit, hit < t["hit_problem"], hit < t["hit_warning"]),
-                           f"the main {title} region matches the object box (IoU >= 0.5) in {pct(hit)} of images",
-                           "hit_ratio", hit))
-    pg = value_of(metrics, "pointing_game")
+    """ONE localisation finding from the box metrics, with its rule stated, so that no two sentences
+    can contradict each other (a peak on the object with the map wider than the box is both).
+
+    problem: the peak is off the object (pointing game < pointing_warning) AND most attention lies
+    outside the box in more than outside_problem of the images; warning: either one of the two
+    (or outside_box above outside_warning); ok otherwise. The hit ratio is reported, not graded:
+    a map wider or tighter than the box misses IoU >= 0.5 while pointing at the object.
+    """
+    pg, outside, hit = (value_of(metrics, name) for name in ("pointing_game", "outside_box", "hit_ratio"))
+    if pg is None and outside is None:
+        return []
+    peak_off = pg is not None and pg < t["pointing_warning"]
+    mass_out = outside is not None and outside > t["outside_problem"]
+    level = graded(0.0, peak_off and mass_out, peak_off or mass_out or (outside or 0.0) > t["outside_warning"])
+    parts = []
     if pg is not None:
-        out.append(finding("pointing_game", graded(pg, False, pg < t["pointing_warning"]),
-                           f"the {title} peak falls on the object in {pct(pg)} of images", "pointing_game", pg))
-    return out
+        parts.append(f"peak on the object in {pct(pg)} of images")
+    if outside is not None:
+        parts.append(f"most attention outside the box in {pct(outside)}")
+    if hit is not None:
+        parts.append(f"main region matches the box (IoU >= 0.5) in {pct(hit)}")
+    rule = (f"problem: peak on the object < {pct(t['pointing_warning'])} and mostly outside > "
+            f"{pct(t['outside_problem'])}; warning: either, or mostly outside > {pct(t['outside_warning'])}")
+    metric, value = ("pointing_game", pg) if pg is not None else ("outside_box", outside)
+    return [finding("localisation", level, f"{title} localisation: {', '.join(parts)} ({rule})", metric, value)]
 
 
 def map_quality_findings(metrics, t, title: str, layer: Optional[str]) -> List[Dict[str, Any]]:
     out = []
     dead = value_of(metrics, "degenerate")
     if dead is not None and dead > t["degenerate_warning"]:
-        out.append(finding("degenerate", "warning", f"{title} is all zero for {pct(dead)} of images (no positive "
-                           f"evidence at layer {layer}): try another --layer", "degenerate", dead))
+        out.append(finding("degenerate", "warning", f"{title} is empty (all zero or non-finite) for {pct(dead)} of "
+                           f"images (no positive evidence at layer {layer}); the thresholded metrics count them as "
+                           "0, their `_nondegenerate` variants leave them out; try another --layer",
+                           "degenerate", dead))
     harm = value_of(metrics, "harmonization")
     if harm is not None:
         level = graded(harm, False, harm < t["harmonization_warning"])
@@ -516,6 +563,25 @@ def gap_finding(row: Optional[Dict[str, Any]], t) -> List[Dict[str, Any]]:
     return [finding("gap", level, text, "gap", gap)]
 
 
+def onset_finding(onset: Optional[Dict[str, Any]], method: str, t) -> List[Dict[str, Any]]:
+    """The run's overfocus onset (RUN/analysis/onset.json of `overfocus analyze`) as a finding:
+    how much the area ratio (non-degenerate maps) lost since its peak epoch, and the gap meanwhile."""
+    o = ((onset or {}).get("methods") or {}).get(method)
+    if not o or o.get("narrowing") is None:
+        return []
+    if o["last_epoch"] == o["peak_epoch"]:
+        return [finding("onset", "ok", f"attention is widest at the last analysed epoch ({o['last_epoch']}): "
+                        "no narrowing yet", "narrowing", 0.0)]
+    text = f"attention narrowed by {pct(o['narrowing'])} since epoch {o['peak_epoch']}"
+    growth = o.get("gap_growth")
+    if growth is not None:
+        text += f" while the gap {'grew' if growth >= 0 else 'shrank'} by {abs(growth) * 100:.1f} points"
+    text += (f" (area ratio of non-degenerate maps {o['peak_area']:.3f} -> {o['last_area']:.3f} "
+             f"at epoch {o['last_epoch']})")
+    level = "warning" if o["narrowing"] > t["narrowing_warning"] else "ok"
+    return [finding("onset", level, text, "narrowing", o["narrowing"])]
+
+
 def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every finding, problems first; `facts` carries what is not a metric (classes, notes, ...)."""
     title = ATTRIBUTIONS.get(facts["method"]).title if facts["method"] in ATTRIBUTIONS else facts["method"]
@@ -525,6 +591,7 @@ def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, 
     found += area_finding(metrics, thresholds, title) + box_findings(metrics, thresholds, title)
     found += map_quality_findings(metrics, thresholds, title, facts.get("layer"))
     found += coverage_finding(metrics, thresholds) + gap_finding(facts.get("history_row"), thresholds)
+    found += onset_finding(facts.get("onset"), facts["method"], thresholds)
     found += [finding(f"note_{i}", "warning", text) for i, text in enumerate(facts.get("warnings", []))]
     return sorted(found, key=lambda f: LEVELS.index(f["level"]))
 
@@ -557,23 +624,65 @@ def audit(opts: AuditOptions) -> AuditResult:
     source = resolve_source(opts.target)
     prep = resolve_preprocessing(opts, source)
     loaded = load_model(source.checkpoint, model_options(opts, source))
-    dataset = open_audit_data(prep, opts.limit)
+    with diverged_is_bad_input(source.checkpoint):  # a diverged model would read as extreme overfocusing
+        check_finite_weights(loaded.model)
+    # a run is audited on its own test split; data given by --data on all of it when it has no split
+    dataset, split = open_audit_data(prep, opts.limit, whole_folder=opts.data is not None)
     device = resolve_device(opts.device)
     model = loaded.model.to(device).eval()
+    check_input_size(model, dataset, prep, device)
     layer, latent = resolve_layers(loaded, model, dataset, prep, device)
     ctx = make_context(opts, model, device, prep, layer, dataset)
     coverage = make_coverage(model, latent, loaded.notes)
     acc = Accumulator(opts.methods, opts.examples, ctx.higher_is_better)
     start = time.perf_counter()
-    with attribution_mode(model):  # parameters frozen for the whole evaluation, restored after
+    with attribution_mode(model), diverged_is_bad_input(source.checkpoint):  # parameters frozen, restored after
         run_batches(ctx, dataset, acc, coverage, opts)
     metrics = collect_metrics(acc, coverage, opts.methods if layer else ())
-    facts = make_facts(opts, source, prep, loaded, dataset, acc, layer, model)
+    facts = {**make_facts(opts, source, prep, loaded, dataset, acc, layer, model), "split": split}
     report = build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds, metrics, facts, acc)
     report["seconds"] = round(time.perf_counter() - start, 3)
     best, worst = split_examples(acc)
     metrics_rows, summary_rows = read_history(source)
     return AuditResult(report, best, worst, metrics_rows, summary_rows, list(dataset.classes))
+
+
+def first_image(dataset) -> torch.Tensor:
+    """The first image that reads (under --skip-bad an unreadable one is None)."""
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        if sample is not None:
+            return sample["image"]
+    raise OverfocusError("none of the images to audit could be read: check the data (see the warnings above)")
+
+
+def check_input_size(model: nn.Module, dataset, prep: Preprocessing, device: torch.device) -> None:
+    """One forward pass on one image; a model built for another input size fails here with one line.
+
+    A fixed-size classifier (a Linear after a Flatten) raises a shape error deep inside the model;
+    that is the user's --image-size, not a bug and not a failed gate.
+    """
+    from .data import normalize
+
+    sample = normalize(first_image(dataset).unsqueeze(0).to(device), prep.mean, prep.std)
+    try:
+        with torch.no_grad():
+            model(sample)
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not any(word in detail for word in ("shape", "size", "dimension", "mat1")):
+            raise
+        raise OverfocusError(f"the model does not accept {prep.image_size} px images ({detail}): pass the size "
+                             "it was trained at with --image-size N") from None
+
+
+@contextmanager
+def diverged_is_bad_input(checkpoint: Path):
+    """A model with NaN/inf weights or logits: one line naming the checkpoint (exit 2), no report."""
+    try:
+        yield
+    except NonFiniteModel as exc:
+        raise OverfocusError(f"cannot audit {checkpoint}: {exc}") from None
 
 
 def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preprocessing,
@@ -586,7 +695,7 @@ def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preproc
         return None, None
     layer = loaded.layer
     if not layer:
-        sample = normalize(dataset[0]["image"].unsqueeze(0).to(device), prep.mean, prep.std)
+        sample = normalize(first_image(dataset).unsqueeze(0).to(device), prep.mean, prep.std)
         layer = auto_layer(model, sample)
         loaded.notes.append(f"attention layer picked automatically: {layer} (pass --layer to choose another)")
     get_module(model, layer)
@@ -655,7 +764,14 @@ def make_facts(opts, source, prep, loaded, dataset, acc, layer, model) -> Dict[s
     if opts.human and acc.human_found == 0:
         warnings.append(f"no human map in {opts.human} matched an image id: name them <image_id>.npy or .png")
     return {"method": opts.methods[0], "n_classes": len(dataset.classes), "layer": layer, "warnings": warnings,
-            "history_row": history_row(source, loaded.epoch)}
+            "history_row": history_row(source, loaded.epoch), "onset": run_onset(source)}
+
+
+def run_onset(source: Source) -> Optional[Dict[str, Any]]:
+    """The onset.json that `overfocus analyze` wrote for the audited run, or None."""
+    from .analysis.onset import read_onset
+
+    return read_onset(source.run.analysis) if source.run is not None else None
 
 
 def history_row(source: Source, epoch: Optional[int]) -> Optional[Dict[str, Any]]:
@@ -675,8 +791,9 @@ def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds,
     gates = evaluate_gates(opts.gates, metrics, opts.methods[0])
     inputs = {"checkpoint": str(source.checkpoint), "sha256": loaded.sha256, "kind": loaded.kind,
               "model": loaded.description, "epoch": loaded.epoch, "outputs": acc.outputs,
-              "run_dir": str(source.run.root) if source.run else None, "data": prep.data, "split": "test",
-              "images": len(acc.labels), "limit": opts.limit, "classes": list(dataset.classes),
+              "run_dir": str(source.run.root) if source.run else None, "data": prep.data, "split": facts["split"],
+              "images": len(acc.labels), "split_size": len(getattr(dataset, "dataset", dataset)),
+              "limit": opts.limit, "classes": list(dataset.classes),
               "has_boxes": bool(getattr(dataset, "has_boxes", False)), "layer": layer, "latent_layer": latent,
               "methods": list(opts.methods) if layer else [], "target": opts.target_class, "human": opts.human}
     return clean_json({
@@ -739,8 +856,12 @@ def write_outputs(result: AuditResult, out: Path) -> Tuple[Path, Path]:
 
 def summary_lines(report: Dict[str, Any]) -> List[str]:
     """Human-readable console summary: one line per finding and per gate."""
-    lines = [f"audit of {report['inputs']['checkpoint']} (sha256 {report['inputs']['sha256'][:12]}...) on "
-             f"{report['inputs']['images']} images of {report['inputs']['data']}"]
+    inputs = report["inputs"]
+    where = ("all images (the data has no train/test split of its own)" if inputs["split"] == "all"
+             else f"the {inputs['split']} split")
+    lines = [f"audit of {inputs['checkpoint']} (sha256 {inputs['sha256'][:12]}...) on {inputs['images']} images "
+             f"of {where}, {inputs.get('split_size', inputs['images'])} in all (--limit {inputs['limit']}), of "
+             f"{inputs['data']}"]
     lines += [f"  [{f['level']}] {f['message']}" for f in report["findings"]]
     for g in report["gates"]:
         verdict = "passed" if g["passed"] else "FAILED"

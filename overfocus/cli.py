@@ -26,7 +26,26 @@ class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (exit 2), like every other bad input."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {_with_suggestion(message)} (see `{self.prog} --help`)\n")
+
+
+def _with_suggestion(message: str) -> str:
+    """argparse's "invalid choice: 'X' (choose from ...)" with registry.did_you_mean's suggestion.
+
+    Example:
+        >>> _with_suggestion("argument what: invalid choice: 'model' (choose from 'models', 'metrics')")
+        "argument what: invalid choice: 'model' (did you mean 'models'?) (choose from 'models', 'metrics')"
+    """
+    import re
+
+    from .registry import did_you_mean
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return message
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    hint = did_you_mean(found.group(1), choices)
+    return message.replace(f"'{found.group(1)}' (choose", f"'{found.group(1)}'{hint} (choose", 1) if hint else message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what --nproc hands to torchrun
     prefix = f"overfocus {args.command}"
     try:
         return int(args.func(args) or 0)

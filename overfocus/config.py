@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from .errors import OverfocusError
+from .registry import did_you_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,7 +108,8 @@ def from_dict(cls: type, data: Dict[str, Any], where: str = "") -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
-            raise OverfocusError(f"unknown config key {path!r}: known keys here are {sorted(names)}")
+            hint = did_you_mean(key, names)
+            raise OverfocusError(f"unknown config key {path!r}{hint}: known keys here are {sorted(names)}")
         kwargs[key] = _coerce(hints[key], value, path)
     return cls(**kwargs)
 
@@ -155,7 +157,13 @@ def _coerce_scalar(hint: Any, value: Any, path: str) -> Any:
         return value
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise OverfocusError(f"config key {path!r} must be a {hint.__name__}, got {value!r}")
+    raise OverfocusError(f"config key {path!r} must be {_a_type(hint)}, got {value!r}")
+
+
+def _a_type(hint: Any) -> str:
+    """'an integer', 'a number', 'a string': the words a message uses for a type."""
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return words.get(hint, f"a {getattr(hint, '__name__', hint)}")
 
 
 def parse_override(text: str) -> Tuple[List[str], Any]:
@@ -193,8 +201,13 @@ def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any
 
 
 def load_file(path: str) -> Dict[str, Any]:
-    """Read a YAML or JSON configuration file into a dict."""
+    """Read a YAML or JSON configuration file into a dict; a run's run.json gives its resolved config.
+
+    A run directory is accepted too (its run.json), so `--config runs/demo` trains like that run.
+    """
     p = Path(path)
+    if p.is_dir() and (p / "run.json").is_file():
+        p = p / "run.json"
     if not p.is_file():
         raise OverfocusError(f"config file {path} does not exist: check the path given to --config")
     try:
@@ -203,6 +216,8 @@ def load_file(path: str) -> Dict[str, Any]:
         raise OverfocusError(f"config file {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}")
     if not isinstance(data, dict):
         raise OverfocusError(f"config file {path} must hold a mapping of sections (data, model, ...)")
+    if "schema" in data and isinstance(data.get("config"), dict):  # a run.json: its resolved configuration
+        return data["config"]
     return data
 
 
@@ -216,7 +231,7 @@ def build_config(config_file: Optional[str] = None, overrides: Optional[List[str
     """
     data: Dict[str, Any] = dict(base or {})
     if config_file:
-        data = _deep_merge(data, load_file(config_file))
+        data = _deep_merge(data, _without_other_params(load_file(config_file), list(overrides or [])))
     data = apply_overrides(data, list(overrides or []))
     return validate(from_dict(RunConfig, data))
 
@@ -259,6 +274,19 @@ def validate(cfg: RunConfig) -> RunConfig:
             shown = list(value) if isinstance(value, tuple) else value
             raise OverfocusError(f"config key {path!r} is {shown!r}: it must be {must} (--set {path}=...)")
     return cfg
+
+
+def _without_other_params(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    """A file's regularizer params belong to its regularizer: `--set regularizer.name=X` naming
+    another one starts from X's defaults (`train --like RUN --set regularizer.name=sgdrop`)."""
+    reg = data.get("regularizer")
+    if not isinstance(reg, dict):
+        return data
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys == ["regularizer", "name"] and value != reg.get("name"):
+            return {**data, "regularizer": {k: v for k, v in reg.items() if k != "params"}}
+    return data
 
 
 def _deep_merge(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:

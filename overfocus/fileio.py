@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import is_write_failure, write_error
+from .errors import OverfocusError, is_write_failure, write_error
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,6 +68,28 @@ def make_dirs(folder: Path) -> None:
     """mkdir -p with the one-line error of `writing`."""
     with writing(folder):
         Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse now, with the one-line error of `writing`, if files cannot be written into `folder`.
+
+    Probes the folder, or its nearest existing parent when it does not exist yet (nothing is
+    created), with a temporary file that is removed at once. For commands that compute for a
+    long time before writing.
+
+    Example:
+        >>> import tempfile
+        >>> check_writable(Path(tempfile.gettempdir()) / "not-yet" / "there")
+    """
+    probe_in = Path(folder)
+    while not probe_in.exists() and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
+    if probe_in.exists() and not probe_in.is_dir():
+        raise OverfocusError(f"cannot write into {folder}: {probe_in} is an existing file; choose another folder")
+    with writing(folder):
+        fd, tmp = tempfile.mkstemp(prefix=".overfocus-probe.", suffix=".tmp", dir=probe_in)
+        os.close(fd)
+        os.unlink(tmp)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

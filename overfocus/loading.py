@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from .errors import OverfocusError
+from .registry import did_you_mean
 from .rundir import is_torchscript, load_checkpoint, sha256_file  # noqa: F401 (is_torchscript re-exported)
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")
@@ -253,6 +254,10 @@ def build_target(opts: ModelOptions, num_classes: int) -> Tuple[nn.Module, str, 
         if opts.model not in MODELS and opts.model in torchvision_names():
             model = build_arch(f"torchvision.models:{opts.model}", num_classes)
             return model, f"torchvision {opts.model} ({num_classes} classes)", None, None
+        if opts.model not in MODELS:
+            raise OverfocusError(f"unknown model {opts.model!r}{did_you_mean(opts.model, MODELS)}: choose one of "
+                                 f"{', '.join(MODELS.names())}, a torchvision model name, timm:NAME, or load any "
+                                 "architecture with --arch package.module:Factory")
         entry = MODELS.get(opts.model)
         model = build_model(opts.model, num_classes, opts.width, opts.small_input, opts.batch_norm)
         desc = (f"{opts.model} (width {opts.width:g}, {'small input, ' if opts.small_input else ''}"
@@ -374,6 +379,23 @@ SKIP_LAYER_TYPES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn
 
 
 @torch.no_grad()
+def default_layer(model: nn.Module, images: torch.Tensor) -> str:
+    """The layer to explain: the one a registered model declares (its Grad-CAM layer, by default its
+    latent layer), else `auto_layer`'s pick.
+
+    Example:
+        >>> from overfocus.models import build_model
+        >>> default_layer(build_model("resnet18", 3, width=0.125, small_input=True), torch.zeros(1, 3, 32, 32))
+        'layer4'
+        >>> default_layer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1)), torch.zeros(1, 3, 8, 8))
+        '1'
+    """
+    declared = getattr(model, "overfocus_layers", None)
+    if isinstance(declared, dict) and declared.get("gradcam"):
+        return declared["gradcam"]
+    return auto_layer(model, images)
+
+
 def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
     """The last module to finish with a 4-D output of more than 1 x 1 pixels (the conv trunk's end).
 

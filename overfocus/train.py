@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from .config import RunConfig, from_dict, to_dict, validate
-from .data import Batch, image_id_at, normalize, open_dataset
+from .data import Batch, image_id_at, is_readable, normalize, open_dataset, skipped_files
 from .subset import Subset  # the one subset that keeps the dataset's attributes
 from .accuracy import (PROBE_SIZE, evaluate, fixed_subset_indices, make_loader,  # noqa: F401 (shared with analysis)
                        probe_indices)
@@ -30,7 +31,7 @@ from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier,
 from .errors import OverfocusError
 from .fileio import writing
 from .models import MODELS, build_model, latent_layer_name
-from .progress import progress
+from .progress import epoch_line, progress
 from .device import resolve_device  # noqa: F401 (re-exported for callers of train.resolve_device)
 from .regularizers import RegContext, StepInfo, build_regularizer
 from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save, load_checkpoint
@@ -100,6 +101,23 @@ def set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+
+
+def readable_probe_indices(test, size: int) -> List[int]:
+    """`probe_indices`, each unreadable image (skipped under --skip-bad) replaced by the next readable
+    one, so that a bad file never becomes a probe image.
+
+    Example:
+        >>> from overfocus.data import open_dataset
+        >>> readable_probe_indices(open_dataset("builtin?test=8", "test", 32), 4)
+        [0, 2, 4, 6]
+    """
+    n, chosen = len(test), []
+    for start in probe_indices(n, size):
+        index = next((i for i in range(start, n) if i not in chosen and is_readable(test, i)), None)
+        if index is not None:
+            chosen.append(index)
+    return chosen
 
 
 def dataset_fingerprint(cfg: RunConfig, data: Datasets) -> Dict[str, Any]:
@@ -201,6 +219,7 @@ class Trainer:
                 manifest = self.run.read_manifest()
                 manifest["status"] = "complete"
                 self.run.write_manifest(manifest)
+                self._report_skipped(manifest.get("skipped_files", []))
         except BaseException:
             if self._claim is not None and not self._claim.committed:
                 self._claim.undo()  # nothing durable yet: leave the disk as it was before
@@ -282,8 +301,12 @@ class Trainer:
         manifest["epochs"] = [e for e in manifest["epochs"] if e["epoch"] < epoch] + [
             {"epoch": epoch, "file": f"checkpoints/{self.run.checkpoint_path(epoch).name}", "sha256": sha,
              "train_acc": train_acc, "test_acc": test_acc, "seconds": seconds}]
+        manifest["skipped_files"] = self.skipped_files()
         self.run.write_manifest(manifest)
         self.run.set_latest(epoch)
+        if self.cfg.train.progress:  # a log (nohup, a cluster job, CI) shows each epoch as it ends
+            epoch_line(epoch, prefix="train", train_acc=train_acc, test_acc=test_acc, gap=row["gap"],
+                       seconds=seconds)
         if self._live is not None:  # after the epoch is durable: a logging failure loses no checkpoint
             self._live.log(row, self._live.probe.run(self.model))
         barrier(self.dist)
@@ -307,13 +330,22 @@ class Trainer:
     def _write_manifest(self, status: str, epochs: List[Dict[str, Any]]) -> None:
         if self.rank != 0:
             return
-        probe = [image_id_at(self.data.test, i) for i in probe_indices(len(self.data.test), PROBE_SIZE)]
+        probe = [image_id_at(self.data.test, i) for i in readable_probe_indices(self.data.test, PROBE_SIZE)]
         self.run.write_manifest({
             "schema": SCHEMA_VERSION, "status": status, "config": to_dict(self.cfg), "seed": self.cfg.train.seed,
             "versions": software_versions(), "dataset": dataset_fingerprint(self.cfg, self.data),
             "num_classes": self.num_classes, "latent_layer": self.latent_layer,
             "gradcam_layer": self.cfg.model.latent_layer or MODELS.get(self.cfg.model.name).gradcam_layer,
-            "probe_ids": probe, "epochs": epochs})
+            "probe_ids": probe, "epochs": epochs, "skipped_files": self.skipped_files()})
+
+    def skipped_files(self) -> List[str]:
+        """Files skipped as unreadable under --skip-bad so far (by this process and its loaders)."""
+        return skipped_files(self.data.train, self.data.train_eval, self.data.test)
+
+    def _report_skipped(self, files: List[str]) -> None:
+        if files:
+            print(f"--skip-bad skipped {len(files)} unreadable image(s) in all; run.json lists them as "
+                  "skipped_files", file=sys.stderr, flush=True)
 
     def _mark_failed(self) -> None:
         if self.rank == 0 and self.run.exists():

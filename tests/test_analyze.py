@@ -30,7 +30,7 @@ def analysed(tiny_run, tmp_path_factory):
 
 
 def _map_metrics(meta):
-    return [m for m in meta["metrics"] if m not in IMAGE_METRICS and not m.startswith("coverage")]
+    return [m for m in meta["metrics"] if m not in IMAGE_METRICS and "coverage" not in m]
 
 
 def test_files_follow_contract_c(analysed):
@@ -59,7 +59,7 @@ def test_one_row_per_image_method_and_metric(analysed):
     keys = {(r["method"], r["image_id"], r["metric"]) for r in per_image}
     assert len(keys) == len(per_image)  # no duplicates
     model_rows = [r for r in rows if r["method"] == "model" and r["image_id"] != "__all__"]
-    assert len(model_rows) == N_TEST * 4  # correct, confidence, coverage_global, coverage_latent
+    assert len(model_rows) == N_TEST * 6  # correct, confidence, (unit_)coverage_global, (unit_)coverage_latent
     assert {r["epoch"] for r in rows} == {1}
     assert all(0.0 <= r["value"] <= 1.0 for r in rows if r["metric"] in ("area_ratio", "hit", "confidence"))
 
@@ -80,8 +80,8 @@ def test_summary_is_the_mean_of_the_records_with_a_bootstrap_interval(analysed):
     records = read_records(run)
     for row in summary:
         assert row["ci_low"] <= row["mean"] + 1e-12 and row["mean"] <= row["ci_high"] + 1e-12, row
-        if row["metric"].endswith(("_cumulative", "_per_class")):
-            continue
+        if row["metric"].endswith(("_cumulative", "_per_class", "_nondegenerate", "_count")):
+            continue  # not plain means of one metric's records (tested below)
         values = [r["value"] for r in records if (r["epoch"], r["method"], r["metric"]) ==
                   (row["epoch"], row["method"], row["metric"]) and not math.isnan(r["value"])]
         assert row["n"] == len(values)
@@ -91,6 +91,34 @@ def test_summary_is_the_mean_of_the_records_with_a_bootstrap_interval(analysed):
     assert ("grad_cam", "pointing_game_per_class") in metrics and ("sgdrop", "pointing_game_per_class") in metrics
     hit = [r for r in summary if r["metric"] == "area_ratio"]
     assert any(r["ci_low"] < r["ci_high"] for r in hit)  # a real interval, not the mean repeated
+
+
+def test_degenerate_maps_are_flagged_counted_and_left_out_of_the_second_aggregate(analysed):
+    """Every map's record says whether it is degenerate; the summary counts them and aggregates each
+    thresholded metric over all images and over the non-degenerate ones only."""
+    run, _ = analysed
+    summary = {(r["epoch"], r["method"], r["metric"]): r for r in read_summary(run)}
+    records = read_records(run)
+    flags = {(r["epoch"], r["method"], r["image_id"]): r["value"] for r in records if r["metric"] == "degenerate"}
+    assert len(flags) == 3 * 2 * N_TEST and set(flags.values()) <= {0.0, 1.0}
+    for (epoch, method), count in _counts(flags).items():
+        assert summary[(epoch, method, "degenerate_count")]["mean"] == count
+        assert summary[(epoch, method, "degenerate")]["mean"] == pytest.approx(count / N_TEST)
+        for metric in ("area_ratio", "hit", "box_iou", "pointing_game", "energy_pg"):
+            kept = [r["value"] for r in records if (r["epoch"], r["method"], r["metric"]) == (epoch, method, metric)
+                    and flags[(epoch, method, r["image_id"])] == 0.0]
+            row = summary.get((epoch, method, metric + "_nondegenerate"))
+            assert row["n"] == len(kept)
+            assert (math.isnan(row["mean"]) if not kept else row["mean"] == pytest.approx(np.mean(kept))), row
+    assert ("grad_cam", "pointing_game_per_class_nondegenerate") in {k[1:] for k in summary}
+    assert not any(k[2].startswith(("gini_", "entropy_")) for k in summary)  # NaN for degenerate maps anyway
+
+
+def _counts(flags):
+    out = {}
+    for (epoch, method, _), value in flags.items():
+        out[(epoch, method)] = out.get((epoch, method), 0) + value
+    return out
 
 
 def test_probe_maps_are_float16_with_the_same_images_every_epoch(analysed):
@@ -133,8 +161,9 @@ def test_a_second_call_does_no_work(analysed):
     before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
     again = analyze(run, device="cpu", show_progress=False)
     assert again.computed == [] and again.epochs_done == [0, 1, 2]
-    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != "analysis.json"} == \
-        {p: t for p, t in before.items() if p.name != "analysis.json"}
+    kept = ("analysis.json", "analysis.lock")  # the lock names its holder in each call
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name not in kept} == \
+        {p: t for p, t in before.items() if p.name not in kept}
     assert list(again) == read_summary(run)
 
 
@@ -145,7 +174,7 @@ def test_a_different_configuration_is_refused_until_forced(tiny_run, tmp_path):
         analyze(run, epochs="2", metrics=["hit"], device="cpu", show_progress=False, limit=8)
     res = analyze(run, epochs="2", metrics=["hit"], device="cpu", show_progress=False, limit=8, force=True)
     assert res.computed == [2]
-    assert {r["metric"] for r in read_records(run)} == {"hit", "correct", "confidence"}
+    assert {r["metric"] for r in read_records(run)} == {"hit", "degenerate", "correct", "confidence"}
 
 
 def test_corrupt_checkpoint_is_skipped_then_filled_in(tiny_run, tmp_path, capsys):
@@ -239,8 +268,8 @@ def test_python_api_is_lazy_and_callable():
     code = ("import sys, overfocus; assert 'torch' not in sys.modules; "
             "import types, overfocus.analysis as m; assert 'torch' not in sys.modules; "
             "assert isinstance(overfocus.analyze, types.FunctionType) and overfocus.analyze is m.analyze; "
-            "assert set(overfocus.__all__) == {'Tracker', 'analyze', 'attribute', 'normalize_maps'}; "
-            "assert callable(overfocus.attribute) and callable(overfocus.normalize_maps); "
+            "assert set(overfocus.__all__) == {'Tracker', 'analyze', 'attribute', 'normalize_maps', 'overlay'}; "
+            "assert callable(overfocus.attribute) and callable(overfocus.normalize_maps) and callable(overfocus.overlay); "
             "assert callable(m.parse_epochs) and callable(m.read_records); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
@@ -264,3 +293,93 @@ def test_cli_exit_2_with_one_line_on_a_non_run_folder(tmp_path, capsys):
     assert main(["analyze", str(tmp_path), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run.json" in err[0] and err[0].startswith("overfocus analyze: error:")
+
+
+@pytest.mark.parametrize("damage", ["records-mid-line", "records-at-line-end", "probe-npz"])
+def test_a_truncated_file_is_detected_and_its_epoch_redone(analysed, tmp_path, damage, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(analysed[0], run)
+    folder = run / "analysis"
+    records = records_path(folder, 1)
+    whole = read_records(run, epochs=[1])
+    summary = read_summary(run)
+    if damage == "probe-npz":
+        target = folder / "probe" / "epoch_0001.npz"
+        target.write_bytes(target.read_bytes()[:-100])
+    else:
+        text = records.read_text()
+        cut = len(text) // 2 if damage == "records-mid-line" else text.rindex("\n", 0, len(text) // 2) + 1
+        records.write_text(text[:cut])
+        target = records
+    capsys.readouterr()
+    again = analyze(run, device="cpu", show_progress=False)
+    assert again.computed == [1]
+    assert f"{target} is damaged" in capsys.readouterr().err
+    assert read_records(run, epochs=[1]) == whole or all(
+        a["metric"] == b["metric"] and (a["value"] == b["value"] or math.isnan(a["value"]) and math.isnan(b["value"]))
+        for a, b in zip(read_records(run, epochs=[1]), whole))
+    assert len(read_records(run, epochs=[1])) == len(whole)
+    assert [(r["epoch"], r["metric"], r["n"]) for r in read_summary(run)] == \
+        [(r["epoch"], r["metric"], r["n"]) for r in summary]
+    read_probe(run, epoch=1)  # whole again
+
+
+def test_a_truncated_probe_images_file_is_written_again(analysed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(analysed[0], run)
+    images = run / "analysis" / "probe" / "images.npz"
+    whole = images.read_bytes()
+    images.write_bytes(whole[: len(whole) // 2])
+    analyze(run, device="cpu", show_progress=False)
+    assert images.read_bytes() == whole
+
+
+def _diverge(checkpoint: Path, scale: float = math.nan) -> None:
+    """Rewrite one checkpoint as a diverged training leaves it: one weight NaN, or every weight
+    multiplied by `scale` (finite weights, overflowing logits)."""
+    import torch
+
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    weights = payload["model"]
+    if math.isnan(scale):
+        name = next(k for k, v in weights.items() if v.is_floating_point() and k.endswith("weight"))
+        weights[name].view(-1)[0] = math.nan
+    else:
+        for name, value in weights.items():
+            if value.is_floating_point() and name.endswith("weight"):
+                value.mul_(scale)
+    torch.save(payload, checkpoint)
+
+
+def test_diverged_checkpoints_are_skipped_with_their_reason(tiny_run, tmp_path, capsys):
+    """NaN weights or non-finite logits are not measured (they would read as extreme overfocusing):
+    the epoch is skipped with the reason in analysis.json and one line printed, as a corrupt one."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    _diverge(RunDir(run).checkpoint_path(1))
+    _diverge(RunDir(run).checkpoint_path(2), scale=1e30)  # finite weights whose logits overflow to inf
+    res = analyze(run, metrics=["area_ratio"], device="cpu", show_progress=False, limit=8)
+    assert res.computed == [0] and [s["epoch"] for s in res.skipped] == [1, 2]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "epoch 1" in err[0] and "non-finite weights" in err[0]
+    assert "epoch 2" in err[1] and "non-finite logits" in err[1]
+    meta = json.loads((run / "analysis" / "analysis.json").read_text())
+    assert meta["epochs_done"] == [0] and "non-finite weights (NaN or inf) in " in meta["skipped"][0]["reason"]
+    assert not records_path(run / "analysis", 1).exists() and not records_path(run / "analysis", 2).exists()
+
+
+def test_cli_prints_the_onset_and_writes_onset_json(tiny_run, tmp_path, capsys):
+    from overfocus.cli import main
+
+    run = copy_run(tiny_run, tmp_path / "run")
+    assert main(["analyze", str(run), "--device", "cpu", "--methods", "grad_cam", "--metrics", "area_ratio",
+                 "--limit", "12"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    onset = json.loads((run / "analysis" / "onset.json").read_text())
+    peak = onset["methods"]["grad_cam"]["peak_epoch"]
+    summary = {r["epoch"]: r["mean"] for r in read_summary(run)
+               if (r["method"], r["metric"]) == ("grad_cam", "area_ratio_nondegenerate")}
+    assert summary[peak] == max(summary.values()) and onset["epochs"] == [0, 1, 2]
+    assert out[-2] == "overfocus onset (area ratio over non-degenerate maps):"
+    assert out[-1].startswith(f"  grad_cam: widest at epoch {peak} (area ratio {summary[peak]:.3f})")
+    gaps = {r["epoch"]: r["gap"] for r in RunDir(run).read_metrics()}
+    assert onset["methods"]["grad_cam"]["gap_at_last"] == pytest.approx(gaps[2])

@@ -314,8 +314,11 @@ def test_findings_sentences_and_levels():
     text = {f["id"]: (f["level"], f["message"]) for f in found}
     assert text["accuracy"] == ("problem", "accuracy 12% is near chance (10%)")
     assert text["area_ratio"] == ("problem", "Grad-CAM attention covers 2.0% of the image on average (overfocused)")
-    assert text["outside_box"][0] == "problem" and "outside the object box in 61% of images" in text["outside_box"][1]
-    assert text["hit_ratio"][0] == "ok" and text["coverage_latent"][0] == "warning"
+    # one localisation finding: most attention outside the box, peak unknown -> a warning, rule stated
+    assert text["localisation"][0] == "warning" and "most attention outside the box in 61%" in text["localisation"][1]
+    assert "IoU >= 0.5) in 90%" in text["localisation"][1] and "problem: peak on the object < 50%" in text["localisation"][1]
+    assert not {"outside_box", "hit_ratio", "pointing_game"} & set(text)
+    assert text["coverage_latent"][0] == "warning"
     assert [f["level"] for f in found] == sorted((f["level"] for f in found),
                                                  key=["problem", "warning", "ok"].index)
     healthy = make_findings({"accuracy": _entry(0.9), "grad_cam.area_ratio": _entry(0.2)}, t,
@@ -374,3 +377,79 @@ def test_arch_without_activation_modules_skips_coverage_with_a_note(tmp_path, ca
     assert report["inputs"]["layer"] == "conv" and "coverage_global" not in report["metrics"]
     assert any("neuron coverage skipped" in f["message"] for f in report["findings"])
     assert report["metrics"]["grad_cam.area_ratio"]["n"] == 12
+
+
+@pytest.mark.parametrize("pg, outside, level", [(0.97, 0.56, "warning"), (0.97, 0.1, "ok"), (0.3, 0.1, "warning"),
+                                                (0.3, 0.7, "problem")])
+def test_one_localisation_finding_that_cannot_contradict_itself(pg, outside, level):
+    t = {k: th.default for k, th in THRESHOLDS.items()}
+    metrics = {"accuracy": _entry(0.9), "grad_cam.pointing_game": _entry(pg), "grad_cam.outside_box": _entry(outside),
+               "grad_cam.hit_ratio": _entry(0.08)}
+    found = [f for f in make_findings(metrics, t, {"method": "grad_cam", "n_classes": 10}) if f["id"] != "accuracy"]
+    assert [(f["id"], f["level"]) for f in found] == [("localisation", level)]
+    assert f"peak on the object in {pct(pg)}" in found[0]["message"]
+
+
+def test_best_examples_are_correct_predictions():
+    from overfocus.audit import Accumulator, Example
+
+    def example(i, score, pred, label):
+        return Example(np.zeros((2, 2, 3), np.uint8), {}, np.zeros((0, 4)), label, pred, 0.9, str(i), score)
+
+    acc = Accumulator(["grad_cam"], keep=2, higher_is_better=True)
+    acc.offer([example(0, 0.99, 1, 0), example(1, 0.9, 2, 2), example(2, 0.5, 0, 0), example(3, 0.1, 1, 2)])
+    assert [e.image_id for e in acc.best] == ["1", "2"]  # the top-scored image 0 was misclassified
+    assert [e.image_id for e in acc.worst] == ["3", "2"]
+
+
+def test_a_folder_without_a_split_is_audited_whole_and_the_report_says_so(tiny_run, tmp_path, capsys):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for cls in ("circle", "square", "triangle"):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(10):
+            cv2.imwrite(str(tmp_path / "photos" / cls / f"{i}.png"), (rng.random((32, 32, 3)) * 255).astype(np.uint8))
+    ckpt = tiny_run / "checkpoints" / "epoch_0002.pt"
+    code = main(["audit", str(ckpt), "--data", f"folder:{tmp_path / 'photos'}", "--out", str(tmp_path / "a")])
+    assert code == 0
+    out = capsys.readouterr().out
+    inputs = json.loads((tmp_path / "a" / "report.json").read_text())["inputs"]
+    assert inputs["images"] == inputs["split_size"] == 30 and inputs["split"] == "all"
+    assert "on 30 images of all images (the data has no train/test split of its own), 30 in all" in out
+    # a run is audited on its own test split
+    assert main(["audit", str(tiny_run), "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["inputs"]["split"] == "test"
+
+
+def test_diverged_checkpoint_is_one_line_and_exit_2(tiny_run, tmp_path, capsys):
+    """NaN weights (or logits overflowing to inf) would read as extreme overfocusing: refused."""
+    payload = torch.load(RunDir(tiny_run).checkpoint_path(2), map_location="cpu", weights_only=True)
+    state = payload["model"]
+    state["block1.0.weight"].view(-1)[3] = float("nan")
+    bad = tmp_path / "nan.pt"
+    torch.save(state, bad)
+    code, _, err = cli(capsys, bad, *SMALL, *CIFAR, "--out", tmp_path / "o")
+    line = one_line_error(code, err)
+    assert str(bad) in line and "non-finite weights (NaN or inf) in block1.0.weight" in line
+    assert not (tmp_path / "o" / "report.json").exists()
+    clean = torch.load(RunDir(tiny_run).checkpoint_path(2), map_location="cpu", weights_only=True)["model"]
+    huge = {k: v * 1e30 if k.endswith("weight") else v for k, v in clean.items()}
+    torch.save(huge, tmp_path / "huge.pt")
+    code, _, err = cli(capsys, tmp_path / "huge.pt", *SMALL, *CIFAR, "--out", tmp_path / "o")
+    assert "non-finite logits" in one_line_error(code, err)
+
+
+def test_onset_of_an_analysed_run_becomes_a_finding():
+    t = {k: th.default for k, th in THRESHOLDS.items()}
+    onset = {"methods": {"grad_cam": {"peak_epoch": 4, "peak_area": 0.5, "last_epoch": 20, "last_area": 0.2,
+                                      "narrowing": 0.6, "gap_at_peak": 0.05, "gap_at_last": 0.3, "gap_growth": 0.25}}}
+    found = {f["id"]: f for f in make_findings({}, t, {"method": "grad_cam", "n_classes": 3, "onset": onset})}
+    assert found["onset"]["level"] == "warning" and found["onset"]["value"] == 0.6
+    assert found["onset"]["message"].startswith("attention narrowed by 60% since epoch 4 while the gap grew by "
+                                                "25.0 points")
+    onset["methods"]["grad_cam"].update(last_epoch=4, last_area=0.5, narrowing=0.0)
+    found = {f["id"]: f for f in make_findings({}, t, {"method": "grad_cam", "n_classes": 3, "onset": onset})}
+    assert found["onset"]["level"] == "ok" and "no narrowing yet" in found["onset"]["message"]
+    assert "onset" not in {f["id"] for f in make_findings({}, t, {"method": "sgdrop", "n_classes": 3,
+                                                                 "onset": onset})}

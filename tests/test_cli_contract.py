@@ -127,6 +127,29 @@ def _interrupt(_tmp, mp) -> None:
     mp.setattr("overfocus.train.train", ctrl_c)
 
 
+class FixedSizeNet(torch.nn.Module):
+    """A LeNet-like model whose classifier only fits 32 px inputs (what audit's --image-size is for)."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                            torch.nn.MaxPool2d(4))
+        self.classifier = torch.nn.Linear(4 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def _fixed_size_weights(tmp: Path, _mp) -> None:
+    torch.save(FixedSizeNet(3).state_dict(), tmp / "fixed32.pt")
+
+
+def _no_audit_work(_tmp, mp) -> None:
+    def must_not_run(*_a, **_k):
+        raise AssertionError("audit computed before checking its output folder")
+    mp.setattr("overfocus.audit.audit", must_not_run)
+
+
 JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000") + b"\x00" * 64 + b"\xff\xd9"
 CASES = [
     # --force never deletes before data and model open, and only deletes a run directory
@@ -182,6 +205,46 @@ CASES = [
     Case("audit-pickled-module", ["audit", "{tmp}/module.pt", "--data", "builtin"], 2, "--trust-pickle", _pickled_module),
     Case("audit-truncated", ["audit", "{run}/checkpoints/epoch_0001.pt", "--data", "builtin", "--out", "{tmp}/a"], 2, "corrupt",
          lambda tmp, _mp: _truncate(tmp / "run/checkpoints/epoch_0001.pt")),
+    # analyze: asked epochs and batch sizes are checked, never silently replaced
+    Case("analyze-epoch-beyond-run", ["analyze", "{run}", "--epochs", "9", "--device", "cpu"], 2, "no epoch 9",
+         absent=["run/analysis"]),
+    Case("analyze-negative-epoch", ["analyze", "{run}", "--epochs=-1", "--device", "cpu"], 2, "epochs are 0",
+         absent=["run/analysis"]),
+    Case("analyze-negative-range", ["analyze", "{run}", "--epochs=-3:1", "--device", "cpu"], 2, "START",
+         absent=["run/analysis"]),
+    Case("analyze-zero-batch", ["analyze", "{run}", "--batch-size", "0", "--device", "cpu"], 2, "--batch-size 0",
+         absent=["run/analysis"]),
+    # unknown names: one line with a suggestion
+    Case("did-you-mean-model", ["train", *TINY, "--model", "resnet-18", "--out", "{tmp}/x"], 2,
+         "did you mean 'resnet18'", absent=["x"]),
+    Case("did-you-mean-regularizer", ["train", *TINY, "--set", "regularizer.name=sg-drop", "--out", "{tmp}/x"], 2,
+         "did you mean 'sgdrop'", absent=["x"]),
+    Case("did-you-mean-config-key", ["train", *TINY, "--set", "optim.momentun=0.5", "--out", "{tmp}/x"], 2,
+         "did you mean 'momentum'", absent=["x"]),
+    Case("did-you-mean-dataset", ["train", "--data", "bultin", "--out", "{tmp}/x"], 2, "did you mean 'builtin'",
+         absent=["x"]),
+    Case("did-you-mean-method", ["analyze", "{run}", "--methods", "gradcam", "--device", "cpu"], 2,
+         "did you mean 'grad_cam'", absent=["run/analysis"]),
+    Case("did-you-mean-metric", ["analyze", "{run}", "--metrics", "arearatio", "--device", "cpu"], 2,
+         "did you mean 'area_ratio'", absent=["run/analysis"]),
+    Case("did-you-mean-gate-metric", ["audit", "{run}", "--fail-under", "hitratio=0.3", "--out", "{tmp}/a"], 2,
+         "did you mean 'hit_ratio'", absent=["a"]),
+    Case("did-you-mean-gate", ["audit", "{run}", "--fail-under", "acuracy=0.5", "--out", "{tmp}/a"], 2,
+         "did you mean 'accuracy'", absent=["a"]),
+    Case("did-you-mean-command", ["analyse", "{run}"], 2, "did you mean 'analyze'"),
+    Case("did-you-mean-render-method", ["render", "{fake}", "--methods", "gradcam"], 2, "did you mean 'grad_cam'"),
+    Case("did-you-mean-human-kind", ["analyze", "{run}", "--human", "osi:{tmp}", "--device", "cpu"], 2,
+         "did you mean 'osie'", absent=["run/analysis"]),
+    Case("torchvision-name-mentions-arch", ["audit", "{run}/checkpoints/epoch_0001.pt", "--model", "resnet34",
+                                            "--data", "builtin", "--out", "{tmp}/a"], 2, "--arch", absent=["a"]),
+    Case("int-grammar", ["train", *TINY, "--set", "train.epochs=many", "--out", "{tmp}/x"], 2, "must be an integer",
+         absent=["x"]),
+    # audit: the input size is the user's, and an unwritable report folder is refused before any work
+    Case("audit-wrong-image-size", ["audit", "{tmp}/fixed32.pt", "--arch", "test_cli_contract:FixedSizeNet",
+                                    "--num-classes", "3", "--data", "builtin?classes=3&test=8", "--out", "{tmp}/a"],
+         2, "--image-size", _fixed_size_weights, absent=["a"]),
+    Case("audit-read-only-before-work", ["audit", "{run}", "--out", "{tmp}/a"], 2, "read-only",
+         _both(_writes_fail(errno.EROFS), _no_audit_work), absent=["a"]),
     # the rest of the contract: bugs and Ctrl-C
     Case("bug-exit-3", ["train", *TINY, "--out", "{tmp}/x"], 3, "internal error", _bug),
     Case("ctrl-c-exit-130", ["train", *TINY, "--out", "{tmp}/x"], 130, "interrupted", _interrupt),
@@ -308,3 +371,30 @@ def test_metrics_jsonl_nan_token_is_named(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 0, "x": 1}\nnot json\n')
     with pytest.raises(OverfocusError, match="line 2"):
         RunDir(tmp_path).read_metrics()
+
+
+def _options_without_help(parser, path: str) -> List[str]:
+    import argparse
+
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                missing += _options_without_help(child, f"{path} {name}")
+        elif not action.help or action.help == argparse.SUPPRESS:
+            missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_option_has_help():
+    from overfocus.cli import build_parser
+
+    assert _options_without_help(build_parser(), "overfocus") == []
+
+
+def test_did_you_mean_lives_in_the_registry():
+    from overfocus.registry import close_names, did_you_mean
+
+    assert close_names("ResNet_18", ["resnet18", "resnet50"]) == ["resnet18"]
+    assert did_you_mean("gradcam", ["grad_cam", "sgdrop"]) == " (did you mean 'grad_cam'?)"
+    assert did_you_mean("entirely-else", ["grad_cam", "sgdrop"]) == ""

@@ -20,7 +20,13 @@ def test_audit_and_analyze_report_the_same_numbers(tiny_run, tmp_path):
     pairs = {"grad_cam.area_ratio": ("grad_cam", "area_ratio"), "sgdrop.gini": ("sgdrop", "gini"),
              "grad_cam.hit_ratio": ("grad_cam", "hit"), "accuracy": ("model", "correct"),
              "confidence": ("model", "confidence"), "coverage_latent": ("model", "coverage_latent_cumulative"),
-             "grad_cam.pointing_game_per_class": ("grad_cam", "pointing_game_per_class")}
+             "grad_cam.pointing_game_per_class": ("grad_cam", "pointing_game_per_class"),
+             "grad_cam.degenerate": ("grad_cam", "degenerate"),
+             "grad_cam.area_ratio_nondegenerate": ("grad_cam", "area_ratio_nondegenerate"),
+             "sgdrop.hit_ratio_nondegenerate": ("sgdrop", "hit_nondegenerate"),
+             "grad_cam.pointing_game_per_class_nondegenerate": ("grad_cam", "pointing_game_per_class_nondegenerate"),
+             "unit_coverage_latent": ("model", "unit_coverage_latent_cumulative"),
+             "unit_coverage_global_per_image": ("model", "unit_coverage_global")}
     for name, key in pairs.items():
         ours, theirs = metrics[name], summary[key]
         assert math.isclose(ours["value"], theirs["mean"], rel_tol=1e-6, abs_tol=1e-7), name

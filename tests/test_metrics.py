@@ -70,6 +70,27 @@ def test_all_zero_map_is_degenerate_but_never_nan_for_area_and_energy():
     assert out["energy_pg"][1].item() == 1.0 and out["pointing_game"][1].item() == 1.0
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_map_with_one_non_finite_value_is_degenerate_for_every_metric(bad):
+    """One NaN/inf pixel: the map is degenerate, so every metric gives its degenerate value (0 for
+    the thresholded ones and energy, NaN for the undefined ones), never a silent NaN mean."""
+    maps = torch.zeros(2, 8, 8)
+    maps[:, 1:3, 1:3] = 1.0
+    maps[0, 5, 5] = bad
+    boxes = [_box(1, 1, 3, 3), _box(1, 1, 3, 3)]
+    human = torch.rand(2, 8, 8)
+    out = compute_map_metrics(maps, boxes=boxes, human=human, options={"harmonization": {"blur": False}})
+    from overfocus.metrics import MapBatch
+
+    assert MapBatch(maps).degenerate.tolist() == [True, False]
+    for name in ("area_ratio", "box_iou", "hit", "pointing_game", "energy_pg"):
+        assert out[name][0].item() == 0.0, name
+        assert out[name][1].item() > 0.0, name  # the clean map of the same batch is measured
+    for name in ("gini", "entropy", "harmonization"):
+        assert math.isnan(out[name][0]), name
+        assert not math.isnan(out[name][1]), name
+
+
 def test_energy_below_eps_is_zero_and_no_box_is_nan():
     maps = torch.full((2, 4, 4), 1e-9)
     out = _fn("energy_pg")(maps, boxes=[_box(0, 0, 2, 2), torch.zeros(0, 4)])
@@ -99,15 +120,25 @@ def test_largest_component_or_all_pixels():
     assert _fn("box_iou")(diagonal, boxes=[_box(0, 0, 3, 3)]).item() == 1.0
 
 
-def test_pointing_game_tolerance():
+def test_pointing_game_tolerance_is_strict_like_torchray():
+    """A hit needs distance < tolerance (TorchRay); the pixel itself inside a box always hits."""
     maps = torch.zeros(1, 40, 60)
     maps[0, 5, 40] = 1.0  # column 40; the box's last column is 24: 16 px away
     box = [_box(10, 0, 25, 20)]
     assert _fn("pointing_game")(maps, boxes=box, tolerance=15).item() == 0.0
-    assert _fn("pointing_game")(maps, boxes=box, tolerance=16).item() == 1.0
-    maps[0, 5, 40], maps[0, 5, 39] = 0.0, 1.0  # exactly 15 px: a hit at the default tolerance
+    assert _fn("pointing_game")(maps, boxes=box, tolerance=16).item() == 0.0  # exactly at the tolerance: a miss
+    assert _fn("pointing_game")(maps, boxes=box, tolerance=16.5).item() == 1.0
+    maps[0, 5, 40], maps[0, 5, 39] = 0.0, 1.0  # exactly 15 px: a miss at the default tolerance
+    assert _fn("pointing_game")(maps, boxes=box).item() == 0.0
+    maps[0, 5, 39], maps[0, 5, 38] = 0.0, 1.0  # 14 px: a hit
     assert _fn("pointing_game")(maps, boxes=box).item() == 1.0
     assert _fn("pointing_game")(maps, boxes=box, tolerance=0).item() == 0.0
+    maps[0, 5, 38], maps[0, 5, 24] = 0.0, 1.0  # on the box's last column: a hit at any tolerance
+    assert _fn("pointing_game")(maps, boxes=box, tolerance=0).item() == 1.0
+    diagonal = torch.zeros(1, 40, 60)
+    diagonal[0, 22, 36] = 1.0  # 12 columns and 3 rows beyond the box (x 10..24, y 0..19): sqrt(153) = 12.4 px
+    assert _fn("pointing_game")(diagonal, boxes=box, tolerance=12.3).item() == 0.0
+    assert _fn("pointing_game")(diagonal, boxes=box, tolerance=12.4).item() == 1.0
 
 
 def test_pointing_game_per_class_average():
@@ -233,8 +264,34 @@ def test_neuron_coverage_known_answers():
     per = cov.per_image()
     assert per["coverage_global"].tolist() == pytest.approx([3 / 7, 2 / 7])
     assert per["coverage_latent"].tolist() == pytest.approx([0.5, 0.0])
-    assert cov.cumulative() == pytest.approx({"coverage_global": 4 / 7, "coverage_latent": 0.5})
+    # unit level: ReLU 2x2x2 = 8 elements + pool 2 + final ReLU 3 = 13 units
+    # A: one ReLU element, pool ch0, unit 0 -> 3/13, latent 1/2; B: units 0, 1 of the final ReLU -> 2/13
+    assert per["unit_coverage_global"].tolist() == pytest.approx([3 / 13, 2 / 13])
+    assert per["unit_coverage_latent"].tolist() == pytest.approx([0.5, 0.0])
+    assert cov.cumulative() == pytest.approx({"coverage_global": 4 / 7, "coverage_latent": 0.5,
+                                              "unit_coverage_global": 4 / 13, "unit_coverage_latent": 0.5})
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_unit_coverage_stays_low_where_channel_coverage_saturates():
+    """Every channel holds one active element: channel-level coverage is 1 per image and over the
+    set, unit level counts the active elements (2 of 32 per image, 3 of 32 over both images)."""
+    model = nn.Sequential(nn.ReLU())
+    first, second = torch.full((1, 2, 4, 4), -1.0), torch.full((1, 2, 4, 4), -1.0)
+    first[0, 0, 0, 0], first[0, 1, 3, 3] = 2.0, 1.0
+    second[0, 0, 0, 0], second[0, 1, 1, 2] = 1.0, 3.0  # (0, 0, 0) again: counted once over the set
+    cov = NeuronCoverage(model, latent_layer="0")
+    with cov:
+        model(first)
+        model(second)
+    per, cum = cov.per_image(), cov.cumulative()
+    assert per["coverage_latent"].tolist() == [1.0, 1.0] and cum["coverage_latent"] == 1.0
+    assert per["unit_coverage_latent"].tolist() == [2 / 32, 2 / 32]
+    assert per["unit_coverage_global"].tolist() == [2 / 32, 2 / 32]
+    assert cum["unit_coverage_latent"] == cum["unit_coverage_global"] == 3 / 32
+    with NeuronCoverage(model, latent_layer="0", threshold=0.6) as strict:  # scaled: 2 -> 1, 1 -> 0.5
+        model(first)
+    assert strict.per_image()["unit_coverage_latent"].tolist() == [1 / 32]
 
 
 def test_neuron_coverage_threshold_and_latent_inside_a_block():

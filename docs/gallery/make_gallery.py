@@ -23,7 +23,7 @@ LOOK = dict(formats=["gif"], probes=6, size=480)  # small stills keep the commit
 
 
 def train_and_analyse(root: Path, name: str, extra: list) -> Path:
-    from overfocus.analyze import analyze
+    from overfocus.analysis import analyze
     from overfocus.config import build_config
     from overfocus.train import train
 

@@ -11,8 +11,13 @@ Example:
     >>> out = evaluate_batch(model, torch.rand(2, 3, 32, 32), torch.tensor([0, 1]), None,
     ...                      mean=(0.5,) * 3, std=(0.25,) * 3, methods=("grad_cam",), layer="block3",
     ...                      metric_names=("area_ratio", "gini"))
-    >>> sorted(out.metrics["grad_cam"]), tuple(out.logits.shape)
-    (['area_ratio', 'gini'], (2, 3))
+    >>> sorted(out.metrics["grad_cam"]), tuple(out.logits.shape), out.degenerate["grad_cam"].shape
+    (['area_ratio', 'gini'], (2, 3), torch.Size([2]))
+
+A model whose weights or logits hold NaN or inf (a diverged training) is not evaluated: its maps
+would all be degenerate and read as extreme overfocusing. `check_finite_weights` and the logits
+check of `evaluate_batch` raise `NonFiniteModel` (an OverfocusError), which analyze turns into a
+skipped checkpoint and audit into a one-line error.
 """
 from __future__ import annotations
 
@@ -26,16 +31,22 @@ import torch.nn as nn
 from ..attribution import attribute
 from ..data import normalize
 from ..errors import OverfocusError
-from ..metrics import compute_map_metrics
+from ..metrics import MapBatch, compute_map_metrics
+
+
+class NonFiniteModel(OverfocusError):
+    """The model's weights or logits hold NaN or inf: nothing it gives can be measured."""
 
 
 @dataclass
 class BatchEvaluation:
-    """One batch evaluated: float32 maps per method, float32 logits, map metrics per method."""
+    """One batch evaluated: float32 maps per method, float32 logits, map metrics per method and,
+    per method, which maps are degenerate (B bool: all zero or holding a non-finite value)."""
 
     maps: Dict[str, torch.Tensor]
     logits: torch.Tensor
     metrics: Dict[str, Dict[str, torch.Tensor]]
+    degenerate: Dict[str, torch.Tensor]
 
     def confidence_and_prediction(self):
         """(softmax confidence, predicted class) per image."""
@@ -81,11 +92,45 @@ def evaluate_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         else:
             with hooks:
                 maps, logits = attribute(model, x, labels, methods=methods, layer=layer, return_logits=True)
+    check_finite_logits(logits)
     # under autocast maps and logits may come back in half precision: metrics work in float32
     maps = {m: v.float() for m, v in maps.items()}
-    metrics = {m: compute_map_metrics(maps[m], names=list(metric_names), boxes=boxes, labels=labels, human=human)
-               for m in methods}
-    return BatchEvaluation(maps, logits.float(), metrics)
+    batches = {m: MapBatch(maps[m], boxes) for m in methods}  # one normalisation for metrics and flags
+    metrics = {m: compute_map_metrics(batches[m], names=list(metric_names), boxes=boxes, labels=labels,
+                                      human=human) for m in methods}
+    return BatchEvaluation(maps, logits.float(), metrics, {m: batches[m].degenerate for m in methods})
+
+
+def check_finite_logits(logits: torch.Tensor) -> None:
+    """NonFiniteModel when any logit is NaN or inf (one device sync per batch).
+
+    Example:
+        >>> check_finite_logits(torch.tensor([[0.0, float("nan")]]))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        overfocus.analysis.core.NonFiniteModel: non-finite logits (NaN or inf): the model diverged ...
+    """
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteModel("non-finite logits (NaN or inf): the model diverged (or its inputs overflow); "
+                             "use a checkpoint from before the divergence")
+
+
+def check_finite_weights(model: nn.Module) -> None:
+    """NonFiniteModel naming the first parameter or buffer holding NaN or inf.
+
+    Example:
+        >>> layer = nn.Linear(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = layer.bias.fill_(float("inf"))
+        >>> check_finite_weights(layer)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        overfocus.analysis.core.NonFiniteModel: non-finite weights (NaN or inf) in bias: the training ...
+    """
+    for name, tensor in model.state_dict().items():
+        if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteModel(f"non-finite weights (NaN or inf) in {name}: the training diverged; "
+                                 "use a checkpoint from before the divergence")
 
 
 def check_label_space(labels: torch.Tensor, outputs: int) -> None:

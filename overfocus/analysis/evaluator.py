@@ -16,11 +16,11 @@ from ..attribution import attribution_mode, normalize_maps
 from ..errors import OverfocusError
 from ..metrics import NeuronCoverage
 from ..progress import progress
-from .core import evaluate_batch
+from .core import check_finite_weights, evaluate_batch
 from .settings import COVERAGE_METRICS, RunInfo, Runtime, Settings
 from .shards import SECTIONS, merge_sections
 from .source import BatchSource, batch_subset
-from .storage import ALL_IMAGES, MODEL_METHOD
+from .storage import ALL_IMAGES, DEGENERATE, MODEL_METHOD
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,11 @@ class EpochEvaluator:
     def load(self, source, epoch: int) -> torch.nn.Module:
         """Load epoch's weights from the run source (`runsource.RunSource`) into the call's one model
         (strict: every parameter and buffer is overwritten), so memory stays that of one model
-        whatever the number of checkpoints and no time goes into random initialisation per checkpoint."""
+        whatever the number of checkpoints and no time goes into random initialisation per checkpoint.
+        Weights holding NaN or inf (a diverged training) raise `core.NonFiniteModel`: the checkpoint
+        is skipped, not measured."""
         source.load_into(self.model, epoch)
+        check_finite_weights(self.model)
         return self.model.eval()
 
     def evaluate(self, epoch: int, probe_positions: Optional[List[int]]) -> EpochOutput:
@@ -174,9 +177,11 @@ def table_rows(epoch: int, ids: Sequence[str], labels: Sequence[int],
 
 
 def batch_rows(epoch: int, batch, labels: Sequence[int], result) -> List[Dict[str, Any]]:
-    """Records of one batch: map metrics per method on the raw maps, then correct and confidence;
-    everything stays on the device until the one copy of `table_rows`."""
+    """Records of one batch: map metrics per method on the raw maps and the map's `degenerate`
+    flag (1 = all zero or non-finite), then correct and confidence; everything stays on the device
+    until the one copy of `table_rows`."""
     columns = [(m, name, v) for m, table in result.metrics.items() for name, v in table.items()]
+    columns += [(m, DEGENERATE, flags.float()) for m, flags in result.degenerate.items()]
     conf, pred = result.confidence_and_prediction()
     columns += [(MODEL_METHOD, "correct", (pred == batch.labels).float()), (MODEL_METHOD, "confidence", conf)]
     return table_rows(epoch, batch.image_ids, labels, columns)

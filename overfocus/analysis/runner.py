@@ -35,9 +35,13 @@ import torch
 from ..attribution.methods import DEFAULT_METHODS
 from ..distributed import broadcast_object, gather_objects
 from ..errors import OverfocusError
-from ..progress import progress
+from ..progress import epoch_line, progress
+from ..rundir import RunDir
 from . import storage as store
+from .core import NonFiniteModel
 from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
+from .lock import AnalysisLock
+from .onset import OnsetCollector, update_onset
 from .runsource import FolderOptions, RunSource, open_source
 from .settings import (RunInfo, Runtime, Settings, make_runtime, resolve_methods, resolve_metrics,
                        select_epochs)
@@ -67,7 +71,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             layer: Optional[str] = None, batch_size: Optional[int] = None, limit: int = 0,
             device: str = "auto", amp: bool = False, channels_last: bool = False, human: Optional[str] = None,
             force: bool = False, out: Optional[Path | str] = None, shard: Optional[str | Tuple[int, int]] = None,
-            show_progress: bool = True, folder: Optional[FolderOptions] = None) -> AnalysisResult:
+            show_progress: bool = True, folder: Optional[FolderOptions] = None,
+            skip_bad: Optional[bool] = None) -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
 
     The run is a run directory of `overfocus train`, or any folder of checkpoint files named by
@@ -108,6 +113,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             layer and the files without an epoch.
         folder: for a folder of checkpoints: the model (`--model`/`--arch`, ...), preprocessing,
             epoch pattern and accuracy log (`FolderOptions`).
+        skip_bad: skip unreadable images with a warning each (None: as the run was trained,
+            run.json's `data.skip_bad`).
 
     Returns:
         AnalysisResult: the summary rows; `.computed` lists the epochs this call computed (with
@@ -122,8 +129,10 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
     source = open_source(run_dir, data, folder, out, layer, show=show_progress and runtime.dist.is_main)
     info = source.info
     selection = select_epochs(epochs, source.epochs(), source.root)
-    runner = prepare(source, runtime, Choices(data or info.data_spec, split, limit, batch_size or info.batch_size,
-                                              human, methods, metrics, target, layer, probe), show_progress)
+    runner = prepare(source, runtime, Choices(data or info.data_spec, split, limit,
+                                              info.batch_size if batch_size is None else batch_size,
+                                              human, methods, metrics, target, layer, probe,
+                                              info.skip_bad if skip_bad is None else skip_bad), show_progress)
     return runner.execute(selection, source.analysis_folder(out), force)
 
 
@@ -136,7 +145,6 @@ def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
     """
     from ..checkpoints import scan_folder
     from ..device import resolve_device
-    from ..rundir import RunDir
 
     run = RunDir(run_dir)
     if run.exists():
@@ -170,6 +178,7 @@ class Choices:
     target: str
     layer: Optional[str]
     probe: Optional[int]
+    skip_bad: bool = False
 
 
 def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress: bool) -> "Runner":
@@ -181,10 +190,12 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
     c, info = choices, source.info
     if c.split not in ("test", "train"):
         raise OverfocusError(f"--split {c.split!r}: use test or train")
-    if c.limit < 0 or c.batch_size < 1:
-        raise OverfocusError("--limit must be >= 0 and --batch-size >= 1")
-    ds = open_dataset(c.data_spec, c.split, info.image_size)
-    test = ds if c.split == "test" else open_dataset(c.data_spec, "test", info.image_size)
+    if c.limit < 0:
+        raise OverfocusError(f"--limit {c.limit}: use 0 (all images) or more")
+    if c.batch_size < 1:
+        raise OverfocusError(f"--batch-size {c.batch_size}: use 1 or more (default: the run's batch size)")
+    ds = open_dataset(c.data_spec, c.split, info.image_size, skip_bad=c.skip_bad)
+    test = ds if c.split == "test" else open_dataset(c.data_spec, "test", info.image_size, skip_bad=c.skip_bad)
     analysed = first_n(ds, c.limit)
     human_ds = open_human_dataset(c.human, info.image_size) if c.human else None
     methods = resolve_methods(c.methods)
@@ -266,22 +277,34 @@ class Runner:
         self.source, self.info, self.rt, self.settings, self.data = source, source.info, runtime, settings, data
         self.evaluator, self.batch_size, self.show = evaluator, batch_size, show_progress
         self.reused: List[int] = []
+        self.written_rows: List[Dict[str, Any]] = []
 
     # -- the loop --
     def execute(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
-        """Analyse the selected epochs into `folder`; the result every rank returns."""
-        if self.rt.shard is not None:
-            return self._execute_shard(selection, folder, force)
-        plan = self._on_main(lambda: self._plan(selection, folder, force))
-        for epoch in progress(plan.todo, self.show, desc="checkpoints"):
-            reason = self._epoch(folder, epoch, plan)
-            if self.rt.dist.is_main:
-                plan.record(folder, epoch, reason)
-        self._report_reused()
-        return self._on_main(lambda: self._finish(selection[0], folder, force, plan))
+        """Analyse the selected epochs into `folder`; the result every rank returns.
 
-    def _plan(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> Plan:
-        """Rank 0: analysis.json, the probe images, stale parts removed, the epochs to do."""
+        Rank 0 holds the folder's lock for its whole job (the other ranks act on its plan only);
+        --shard processes hold it shared (see `lock.py`)."""
+        lock = AnalysisLock(folder, shared=self.rt.shard is not None)
+        try:
+            if self.rt.shard is not None:
+                lock.acquire()
+                return self._execute_shard(selection, folder, force)
+            plan = self._on_main(lambda: self._plan(selection, folder, force, lock))
+            for epoch in progress(plan.todo, self.show, desc="checkpoints"):
+                reason = self._epoch(folder, epoch, plan)
+                if self.rt.dist.is_main:
+                    plan.record(folder, epoch, reason)
+                    if self.show and not reason:  # one plain line per checkpoint in a log
+                        epoch_line(epoch, prefix="analyze", **headline_means(self.written_rows, self.settings))
+            self._report_reused()
+            return self._on_main(lambda: self._finish(selection[0], folder, force, plan))
+        finally:
+            lock.release()
+
+    def _plan(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool, lock: AnalysisLock) -> Plan:
+        """Rank 0: the lock, analysis.json, the probe images, stale parts removed, the epochs to do."""
+        lock.acquire()  # before anything in the folder is read: a running call may be changing it
         selected, missing = selection
         self.source.begin(force)  # a foreign folder's run.json first: it refuses another model
         state = prepare_folder(folder, self.settings, self.data.classes, force)
@@ -289,7 +312,7 @@ class Runner:
         state["skipped"] = [s for s in state.get("skipped", []) if s["epoch"] in known]
         done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)
         store.remove_parts(folder, done | (set(selected) if force else set()))  # parts of old work
-        self._write_probe_images(folder, rewrite=force or not store.probe_images_path(folder).is_file())
+        self._write_probe_images(folder, rewrite=force or not store.intact_file(store.probe_images_path(folder)))
         skipped = [_skip(e, f"no checkpoint {self.source.checkpoint(e)}") for e in missing]
         todo = [e for e in selected if e not in done]
         ready = {e: w for e in todo if (w := self._complete_world(folder, e))}
@@ -298,8 +321,11 @@ class Runner:
     def _finish(self, selected: List[int], folder: Path, force: bool, plan: Plan) -> AnalysisResult:
         """Rank 0: the final analysis.json and summary.csv, and the result every rank returns."""
         state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
+        store.remove_parts(folder, [])  # every rank is done: an emptied parts/ folder goes
         self._fill_history(state["epochs_done"])
-        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show)
+        collector = OnsetCollector()
+        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show, collector.add)
+        update_onset(folder, state["epochs_done"], run_gaps(RunDir(self.source.out_root)), collector)
         if plan.todo and not plan.computed and not (set(state["epochs_done"]) & set(selected)):
             raise OverfocusError(f"none of the selected checkpoints of {self.source.root} could be analysed "
                                  f"({plan.skipped[0]['reason']}); see {folder / 'analysis.json'}")
@@ -377,12 +403,16 @@ class Runner:
             self.evaluator.load(self.source, epoch)
         except OverfocusError as exc:
             return str(exc)
-        out = self.evaluator.evaluate(epoch, probe_positions=None)
+        try:
+            out = self.evaluator.evaluate(epoch, probe_positions=None)
+        except NonFiniteModel as exc:  # diverged: skipped like a corrupt checkpoint, never measured
+            return str(exc)
         self._write_epoch(folder, epoch, out.rows(), self.evaluator.probe_arrays(epoch, out.probe))
         store.remove_parts(folder, [epoch])  # an unfinished sharded attempt at it is obsolete now
         return None
 
     def _write_epoch(self, folder: Path, epoch: int, rows: List[Dict[str, Any]], probe: Dict[str, Any]) -> None:
+        self.written_rows = rows  # for this epoch's progress line
         store.write_npz(store.probe_epoch_path(folder, epoch), **probe)
         store.write_csv(store.records_path(folder, epoch), rows, store.RECORD_COLUMNS, ".9g")  # last: "done"
 
@@ -408,7 +438,10 @@ class Runner:
         except OverfocusError as exc:
             return str(exc)
         # probe images outside the analysed ones are rank 0's job (one process computes them too)
-        out = self.evaluator.evaluate(epoch, probe_positions=self.data.uncovered_probe() if rank == 0 else [])
+        try:
+            out = self.evaluator.evaluate(epoch, probe_positions=self.data.uncovered_probe() if rank == 0 else [])
+        except NonFiniteModel as exc:
+            return str(exc)
         size = self.info.image_size
         arrays = probe_part_arrays(out.probe, self.settings.methods, (size, size), self.info.num_classes)
         if out.cov is not None:
@@ -452,6 +485,36 @@ class Runner:
     def _write_probe_images(self, folder: Path, rewrite: bool) -> None:
         if rewrite:
             store.write_npz(store.probe_images_path(folder), **probe_arrays(self.data.probe_batch, self.data.classes))
+
+
+HEADLINE_METRICS = ("area_ratio", "hit", "pointing_game", "energy_pg")
+
+
+def headline_means(rows: List[Dict[str, Any]], settings: Settings) -> Dict[str, float]:
+    """Accuracy and the main map metrics of the first method, averaged over one epoch's records
+    (NaN left out): what analyze's per-epoch line shows.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> rows = [{"method": "model", "metric": "correct", "image_id": "a", "value": 1.0},
+        ...         {"method": "grad_cam", "metric": "area_ratio", "image_id": "a", "value": 0.25}]
+        >>> headline_means(rows, SimpleNamespace(methods=("grad_cam",)))
+        {'accuracy': 1.0, 'grad_cam.area_ratio': 0.25}
+    """
+    wanted = {(store.MODEL_METHOD, "correct"): "accuracy"}
+    wanted.update({(settings.methods[0], m): f"{settings.methods[0]}.{m}" for m in HEADLINE_METRICS})
+    sums: Dict[str, List[float]] = {}
+    for r in rows:
+        name = wanted.get((r["method"], r["metric"]))
+        if name and r["image_id"] != store.ALL_IMAGES and r["value"] == r["value"]:
+            sums.setdefault(name, []).append(float(r["value"]))
+    return {name: sum(v) / len(v) for name in wanted.values() if (v := sums.get(name))}
+
+
+def run_gaps(run: RunDir) -> Dict[int, float]:
+    """epoch -> generalization gap of the run's metrics.jsonl (empty without one)."""
+    return {int(r["epoch"]): float(r["gap"]) for r in run.read_metrics()
+            if isinstance(r.get("epoch"), int) and isinstance(r.get("gap"), (int, float))}
 
 
 def _skip(epoch: int, reason: str) -> Dict[str, Any]:

@@ -18,10 +18,11 @@ from ..distributed import DistInfo
 from ..errors import OverfocusError
 from ..metrics.registry import METRICS
 from ..rundir import RunDir
+from ..registry import did_you_mean
 from .shards import parse_shard
 
 IMAGE_METRICS = ("correct", "confidence")  # always recorded: free, from the logits
-COVERAGE_METRICS = ("coverage_global", "coverage_latent")
+COVERAGE_METRICS = ("coverage_global", "coverage_latent", "unit_coverage_global", "unit_coverage_latent")
 COVERAGE_NAMES = {"coverage", *COVERAGE_METRICS}  # --metrics names that switch coverage on
 COMPARED_SETTINGS = ("methods", "metrics", "layer", "target", "data_spec", "split", "limit", "probe_ids",
                      "human", "image_size", "precision")
@@ -46,6 +47,7 @@ class RunInfo:
     latent_layer: str
     probe_ids: Tuple[str, ...]
     batch_norm: Optional[bool] = None  # model.batch_norm of the run (None = the architecture's default)
+    skip_bad: bool = False  # the run was trained with --skip-bad: analysis skips unreadable images too
     arch: Optional[str] = None  # "package.module:Factory" of a tracked run's model (model_name then empty)
 
     @classmethod
@@ -64,7 +66,8 @@ class RunInfo:
                    int(manifest.get("num_classes") or model.get("num_classes") or 0), data["spec"],
                    int(data.get("image_size", 64)), tuple(data.get("mean")), tuple(data.get("std")),
                    int(data.get("batch_size", 64)), int(data.get("num_workers", 0)), layers[0], layers[1],
-                   tuple(manifest.get("probe_ids") or ()), model.get("batch_norm"), model.get("arch") or None)
+                   tuple(manifest.get("probe_ids") or ()), model.get("batch_norm"), bool(data.get("skip_bad", False)),
+                   model.get("arch") or None)
 
     def build_model(self) -> torch.nn.Module:
         """The recorded recipe with random weights: a registry (or timm:NAME) model, or the import path.
@@ -104,7 +107,8 @@ class Settings:
     @property
     def metrics(self) -> List[str]:
         """Every metric name the records hold (map metrics, then the image-level ones)."""
-        return [*self.map_metrics, *self.human_metrics, *IMAGE_METRICS, *(COVERAGE_METRICS if self.coverage else ())]
+        return [*self.map_metrics, "degenerate", *self.human_metrics, *IMAGE_METRICS,
+                *(COVERAGE_METRICS if self.coverage else ())]
 
     @property
     def coverage_shares_forward(self) -> bool:
@@ -119,9 +123,10 @@ class Settings:
 
     def summary_metrics(self) -> List[str]:
         """Every metric name summary.csv can hold for these settings (for `metric_info`)."""
-        derived = ["pointing_game_per_class"] if "pointing_game" in self.map_metrics else []
+        from .summary import derived_metrics
+
         cumulative = [f"{m}_cumulative" for m in COVERAGE_METRICS] if self.coverage else []
-        return [*self.metrics, *derived, *cumulative]
+        return [*self.metrics, *derived_metrics(self.map_metrics), *cumulative]
 
 
 def shares_one_pass(methods: Sequence[str]) -> bool:
@@ -225,24 +230,41 @@ def _parse_range(text: str) -> Tuple[int, int, int]:
         raise OverfocusError(f"--epochs {text!r}: use START:STOP[:STEP] (STOP included), e.g. 0:50:5") from None
     if step < 1:
         raise OverfocusError(f"--epochs {text!r}: the step must be at least 1")
+    if start < 0 or stop < start:
+        raise OverfocusError(f"--epochs {text!r}: START must be 0 or more and STOP at least START, e.g. 0:50:5")
     return start, stop, step
 
 
 def _parse_list(spec: Iterable[int] | str) -> List[int]:
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     try:
-        return sorted({int(str(e).strip()) for e in items if str(e).strip()})
+        epochs = sorted({int(str(e).strip()) for e in items if str(e).strip()})
     except ValueError:
         raise OverfocusError(f"--epochs {spec!r}: use all, a list such as 3,5,7 or a range such as 0:50:5") from None
+    if epochs and epochs[0] < 0:
+        raise OverfocusError(f"--epochs {spec!r}: epochs are 0 (the initial weights) or more")
+    return epochs
 
 
 def select_epochs(spec, available: Sequence[int], root) -> Tuple[List[int], List[int]]:
-    """parse_epochs over the epochs a run has, refusing a selection that names none of them."""
+    """The epochs to analyse; an asked epoch the run does not have is an error, not a silent skip."""
     selected, missing = parse_epochs(spec, available)
-    if not selected and not missing:
+    if missing:
+        raise OverfocusError(f"--epochs {spec}: {root} has no epoch {', '.join(map(str, missing))}; "
+                             f"it has epochs {_span(available)} (use --epochs all or a subset of those)")
+    if not selected:
         raise OverfocusError(f"no checkpoint of {root} matches --epochs {spec}: "
-                             f"the run has epochs {sorted(available) or 'none yet'}")
+                             f"the run has epochs {_span(available) if available else 'none yet'}")
     return selected, missing
+
+
+def _span(epochs: Sequence[int]) -> str:
+    """'0-5' for consecutive epochs, else the list; 'none yet' for none."""
+    if not epochs:
+        return "none yet"
+    if list(epochs) == list(range(epochs[0], epochs[-1] + 1)):
+        return f"{epochs[0]}-{epochs[-1]}"
+    return ", ".join(map(str, epochs))
 
 
 
@@ -270,7 +292,8 @@ def resolve_metrics(names: Optional[Sequence[str]], has_boxes: bool,
         for n in chosen:
             if n not in METRICS:
                 known = ", ".join(METRICS.names() + ["coverage"])
-                raise OverfocusError(f"unknown metric {n!r} in --metrics: choose from {known}")
+                hint = did_you_mean(n, METRICS.names() + ["coverage"])
+                raise OverfocusError(f"unknown metric {n!r} in --metrics{hint}: choose from {known}")
             _check_metric(METRICS.get(n), has_boxes, has_human)
         if has_human and "harmonization" in METRICS and "harmonization" not in chosen:
             chosen.append("harmonization")  # --human asks for it

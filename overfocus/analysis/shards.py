@@ -87,22 +87,16 @@ def union_masks(parts: Iterable[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]
 
 def cumulative_coverage(masks: Dict[str, np.ndarray], latent_key: str) -> Dict[str, float]:
     """Cumulative coverage from fired masks: NeuronCoverage.cumulative()'s definition
-    (fired neurons / all neurons over every hooked layer; the latent layer's fired fraction).
+    (`metrics.coverage.coverage_from_masks`: channel and unit level, all layers and the latent one).
 
     Example:
-        >>> cumulative_coverage({"a#0": np.array([1, 0], bool), "b#0": np.array([1, 1], bool)}, "b#0")
-        {'coverage_global': 0.75, 'coverage_latent': 1.0}
+        >>> cov = cumulative_coverage({"a#0": np.array([1, 0], bool), "b#0": np.array([1, 1], bool)}, "b#0")
+        >>> cov["coverage_global"], cov["coverage_latent"]
+        (0.75, 1.0)
     """
-    import torch
+    from ..metrics.coverage import coverage_from_masks
 
-    if not masks:
-        return {"coverage_global": math.nan, "coverage_latent": math.nan}
-    fired = sum(int(m.sum()) for m in masks.values())
-    total = sum(int(m.size) for m in masks.values())
-    latent = masks.get(latent_key) if latent_key else None
-    # the float32 mean of torch, as NeuronCoverage takes it, so merged files match to the last digit
-    latent_value = float(torch.from_numpy(latent).float().mean()) if latent is not None else math.nan
-    return {"coverage_global": fired / total, "coverage_latent": latent_value}
+    return coverage_from_masks(masks, latent_key)
 
 
 def mask_arrays(masks: Dict[str, np.ndarray], latent_key: str) -> Dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ files are removed first (only those analyze writes).
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -28,7 +29,12 @@ def prepare_folder(folder: Path, settings: Settings, classes: List[str], force: 
         return fresh
     if _first_mismatch(existing, fresh) is None:
         on_disk = set(store.record_epochs(folder))  # a records file removed by hand means "not done"
-        existing["epochs_done"] = sorted(e for e in existing.get("epochs_done", []) if e in on_disk)
+        damaged = damaged_epochs(folder, existing)  # truncated by a copy or a disk: done again
+        for epoch, what in sorted(damaged.items()):
+            print(f"overfocus analyze: {what} is damaged (truncated): epoch {epoch} is analysed again",
+                  file=sys.stderr)
+        existing["epochs_done"] = sorted(e for e in existing.get("epochs_done", [])
+                                         if e in on_disk and e not in damaged)
         return {**existing, **describe(settings)}  # an analysis.json of an older version gains the metadata
     if not force:
         refuse_mismatch(folder, existing, fresh)
@@ -65,18 +71,41 @@ def _first_mismatch(existing: Dict[str, Any], fresh: Dict[str, Any]) -> Optional
 def _clear_folder(folder: Path) -> None:
     """Remove only the files analyze writes (the folder may hold other things)."""
     for pattern in ("records/epoch_*.csv", "probe/epoch_*.npz", "probe/images.npz", "summary.csv",
-                    "analysis.json"):
+                    "onset.json", "analysis.json"):
         for path in folder.glob(pattern):
             path.unlink()
     store.remove_parts(folder)
 
 
+def damaged_epochs(folder: Path, state: Dict[str, Any]) -> Dict[int, str]:
+    """Done epochs whose records or probe file is not whole -> the damaged file (see `file_sizes`)."""
+    sizes = state.get("file_sizes", {})
+    damaged = {}
+    for epoch in state.get("epochs_done", []):
+        records_size, probe_size = sizes.get(str(epoch), (None, None))
+        records, probe = store.records_path(folder, epoch), store.probe_epoch_path(folder, epoch)
+        if records.is_file() and not store.intact_file(records, records_size):
+            damaged[epoch] = str(records)
+        elif (probe_size is not None or probe.is_file()) and not store.intact_file(probe, probe_size):
+            damaged[epoch] = str(probe)
+    return damaged
+
+
+def _file_sizes(folder: Path, epoch: int) -> List[Optional[int]]:
+    """[records bytes, probe bytes] of an epoch just written: how a later call tells a truncated file."""
+    paths = store.records_path(folder, epoch), store.probe_epoch_path(folder, epoch)
+    return [p.stat().st_size if p.is_file() else None for p in paths]
+
+
 def update_state(folder: Path, state: Dict[str, Any], done: set, skipped: List[Dict[str, Any]],
                   computed: List[int]) -> Dict[str, Any]:
-    """Record done epochs (after their files are durable) and this call's skipped ones."""
+    """Record done epochs (after their files are durable, with their sizes) and this call's skipped ones."""
     fixed = set(computed) | {s["epoch"] for s in skipped}
     kept = [s for s in state.get("skipped", []) if s["epoch"] not in fixed and s["epoch"] not in done]
-    state = {**state, "epochs_done": sorted(done), "skipped": sorted(kept + skipped, key=lambda s: s["epoch"])}
+    sizes = {k: v for k, v in state.get("file_sizes", {}).items() if int(k) in done}
+    sizes.update({str(e): _file_sizes(folder, e) for e in computed if e in done})
+    state = {**state, "epochs_done": sorted(done), "skipped": sorted(kept + skipped, key=lambda s: s["epoch"]),
+             "file_sizes": dict(sorted(sizes.items(), key=lambda kv: int(kv[0])))}
     store.write_analysis_json(folder, state)
     return state
 

@@ -25,6 +25,7 @@ import io
 import json
 import math
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -39,6 +40,7 @@ SUMMARY_COLUMNS = ("epoch", "method", "metric", "mean", "ci_low", "ci_high", "n"
 PART_COLUMNS = ("section", *RECORD_COLUMNS)  # section: where the rows go in the merged file
 MODEL_METHOD = "model"  # method name of image-level numbers that do not depend on a map
 ALL_IMAGES = "__all__"  # image_id of per-epoch numbers over all images (cumulative coverage)
+DEGENERATE = "degenerate"  # per image and method: 1 when the map is all zero or holds NaN/inf
 
 
 def analysis_dir(run_dir: Path | str, out: Optional[Path | str] = None) -> Path:
@@ -206,6 +208,32 @@ def to_dataframe(rows: List[Dict[str, Any]]):
 
 
 # ---- probe npz files ----------------------------------------------------------------------------
+def intact_file(path: Path, size: Optional[int] = None) -> bool:
+    r"""True when `path` looks whole: the recorded `size` (when known), a CSV ending with its last
+    line's newline, an .npz whose zip directory (at its end) is readable. Cheap: no full read.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "t.csv"
+        >>> _ = p.write_text("a,b\n1,2\n"); intact_file(p), intact_file(p, size=3)
+        (True, False)
+        >>> _ = p.write_text("a,b\n1,"); intact_file(p)
+        False
+    """
+    path = Path(path)
+    try:
+        actual = path.stat().st_size
+        if size is not None and actual != size:
+            return False
+        if path.suffix == ".npz":
+            return zipfile.is_zipfile(path)
+        with open(path, "rb") as fh:
+            fh.seek(max(actual - 1, 0))
+            return actual > 0 and fh.read(1) == b"\n"
+    except OSError:
+        return False
+
+
 def write_npz(path: Path, **arrays: np.ndarray) -> None:
     """np.savez_compressed, written atomically."""
     buffer = io.BytesIO()
@@ -297,13 +325,17 @@ def part_worlds(folder: Path, epoch: int) -> List[int]:
 
 
 def remove_parts(folder: Path, epochs: Optional[Iterable[int]] = None) -> None:
-    """Delete the parts of `epochs` (default all), leftovers of killed writes included."""
+    """Delete the parts of `epochs` (default all), leftovers of killed writes included; `[]` deletes
+    nothing. The emptied `parts/` folder itself is removed only when no epoch or all epochs are
+    named: while ranks still write parts of later epochs, removing it could pull the folder from
+    under a rank between its mkdir and its write."""
     parts = Path(folder) / "parts"
     if not parts.is_dir():
         return
+    epochs = None if epochs is None else list(epochs)
     names = ["*"] if epochs is None else [f"epoch_{e:04d}.*" for e in epochs]
     for name in names:
         for path in [*parts.glob(name), *parts.glob("." + name + ".tmp")]:
             path.unlink(missing_ok=True)
-    if not any(parts.iterdir()):
+    if not epochs and not any(parts.iterdir()):
         parts.rmdir()

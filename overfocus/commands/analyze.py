@@ -15,12 +15,14 @@ from .train import relaunch_with_torchrun, strip_nproc
 EXAMPLES = """examples:
   overfocus analyze runs/demo                          # every checkpoint not analysed yet
   overfocus analyze runs/demo --epochs 0:50:5          # START:STOP:STEP, STOP included
-  overfocus analyze runs/demo --epochs 3,5,7 --methods grad_cam --metrics area_ratio,hit
-  overfocus analyze runs/tin --human osie:../shared/data/osie-150   # adds harmonization
+  overfocus analyze runs/demo --epochs 3,5,7 --methods grad_cam --metrics area_ratio,hit \
+      --out runs/demo/analysis-gradcam                 # other settings: another folder (or --force)
+  overfocus analyze runs/tin --human osie:../shared/data/osie-150   # needs a Tiny ImageNet run and the OSIE maps
   overfocus analyze runs/demo --target predicted --out runs/demo/analysis-pred
-  overfocus analyze runs/demo --nproc 2               # 2 processes on this machine (torchrun)
-  torchrun --nproc_per_node=4 -m overfocus analyze runs/demo --device cuda --amp --channels-last
-  overfocus analyze runs/demo --shard 0/4             # share 0 of 4 (job array); a plain call merges
+  overfocus analyze runs/demo --nproc 2 --force       # 2 processes on this machine (torchrun)
+  torchrun --nproc_per_node=4 -m overfocus analyze runs/demo --device cuda --amp   # needs 4 GPUs
+  overfocus analyze runs/demo --shard 0/4 --out runs/demo/analysis-shards   # share 0 of 4 (job array)
+  overfocus analyze runs/demo --out runs/demo/analysis-shards   # needs all 4 shards done: merges them
 
 a folder of checkpoints from your own training (no run.json), e.g. epoch=3-step=120.ckpt, epoch_0003.pt,
 checkpoint-3.pth, model_ep3.safetensors, 3.pt (state_dicts, Lightning, DDP/compile prefixes, TorchScript):
@@ -79,6 +81,8 @@ def register(sub) -> None:
     p.add_argument("--watch", action="store_true", help="keep polling for new checkpoints until Ctrl-C (a training "
                    "that is still going)")
     p.add_argument("--interval", type=float, default=30.0, help="seconds between polls of --watch (default 30)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning each (default: "
+                   "as the run was trained, run.json's data.skip_bad)")
     add_folder_args(p)
     p.set_defaults(func=run)
 
@@ -107,7 +111,7 @@ VALUE_OPTIONS = ("epochs", "methods", "metrics", "probe", "data", "split", "targ
                  "limit", "device", "human", "out", "model", "arch", "num_classes", "width", "strip_prefix",
                  "image_size", "mean", "std", "epoch_pattern", "metrics_file", "epoch_column", "train_acc_column",
                  "test_acc_column")
-FLAG_OPTIONS = ("amp", "channels_last", "force", "small_input", "trust_pickle")
+FLAG_OPTIONS = ("amp", "channels_last", "force", "small_input", "trust_pickle", "skip_bad")
 FOLDER_ONLY = ("model", "arch", "num_classes", "width", "strip_prefix", "image_size", "mean", "std",
                "epoch_pattern", "metrics_file", "train_acc_column", "test_acc_column", "small_input",
                "trust_pickle")
@@ -187,7 +191,8 @@ def _analyze(args: argparse.Namespace, foreign: bool, show: bool = True):
                    probe=args.probe, data=args.data, split=args.split, target=args.target, layer=args.layer,
                    batch_size=args.batch_size, limit=args.limit, device=args.device, amp=args.amp,
                    channels_last=args.channels_last, human=args.human, force=args.force, out=args.out,
-                   shard=args.shard, show_progress=show, folder=folder_options(args) if foreign else None)
+                   shard=args.shard, show_progress=show, folder=folder_options(args) if foreign else None,
+                   skip_bad=True if args.skip_bad else None)
 
 
 def folder_options(args: argparse.Namespace):
@@ -202,10 +207,14 @@ def folder_options(args: argparse.Namespace):
 
 
 def _report(result) -> None:
+    from ..analysis.onset import onset_lines, read_onset
+
     news = f"analysed epochs {_ranges(result.computed)}" if result.computed else "nothing new to analyse"
     print(f"{news}; {len(result.epochs_done)} epoch(s) done in all, {len(result.skipped)} skipped")
     print(f"  summary: {result.folder / 'summary.csv'}\n  records: {result.folder / 'records'}")
     for line in _headline(result):
+        print(line)
+    for line in onset_lines(read_onset(result.folder)):  # the last lines: when attention narrowed
         print(line)
 
 
@@ -225,7 +234,8 @@ def _headline(rows) -> list:
     if not rows:
         return []
     last = max(r["epoch"] for r in rows)
-    wanted = ("area_ratio", "hit", "pointing_game", "energy_pg", "correct", "coverage_latent_cumulative")
+    wanted = ("area_ratio", "area_ratio_nondegenerate", "degenerate", "hit", "pointing_game", "energy_pg", "correct",
+              "coverage_latent_cumulative", "unit_coverage_latent_cumulative")
     by_method: dict = {}
     for r in rows:
         if r["epoch"] == last and r["metric"] in wanted:

@@ -10,12 +10,13 @@ from typing import Optional, Tuple
 from .common import RAW
 
 EXAMPLES = """examples:
-  overfocus audit runs/shapes                                   # a run's last checkpoint, with its history
-  overfocus audit runs/shapes/checkpoints/epoch_0005.pt --limit 200
+  overfocus audit runs/demo                                     # a run's last checkpoint, with its history
+  overfocus audit runs/demo/checkpoints/epoch_0005.pt --limit 200
   overfocus audit resnet18.pt --model resnet18 --num-classes 10 --data tiny-imagenet:DATA \\
-      --image-size 64 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
-  overfocus audit model.pt --arch torchvision.models:resnet18 --layer layer4 --data folder:PHOTOS
-  overfocus audit runs/shapes --fail-under accuracy=0.8 --fail-under energy_pg=0.5 --json   # CI gate
+      --image-size 64 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225   # needs your weights and data
+  overfocus audit model.pt --arch torchvision.models:resnet18 --layer layer4 \\
+      --data folder:PHOTOS                           # needs torchvision, your weights and photos
+  overfocus audit runs/demo --fail-under accuracy=0.8 --fail-under energy_pg=0.5 --json   # CI gate
 
 exit codes: 0 every gate passed, 1 a gate failed (named on stderr), 2 bad input
 """
@@ -41,8 +42,10 @@ def register(sub) -> None:
     p.add_argument("--human", metavar="DIR", help="folder of human importance maps named <image_id>.npy/.png")
     p.add_argument("--target", dest="target_class", choices=["gt", "predicted"], default="gt",
                    help="class to explain: ground truth (default) or the predicted class")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning each "
+                   "(default: as the run was trained, else off)")
     p.set_defaults(func=run)
 
 
@@ -101,16 +104,19 @@ def options(args: argparse.Namespace):
     return AuditOptions(args.checkpoint, args.data, model, args.image_size, triple(args.mean, "--mean"),
                         triple(args.std, "--std"), args.limit, args.batch_size, args.human,
                         dict(parse_pairs(args.threshold, "--threshold")), parse_pairs(args.fail_under, "--fail-under"),
-                        target_class=args.target_class, device=args.device)
+                        target_class=args.target_class, device=args.device, skip_bad=args.skip_bad)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit, check_options, default_out, summary_lines, write_outputs
+    from ..fileio import check_writable
 
     opts = options(args)
     check_options(opts)  # bad gates and thresholds fail before any work
+    out = Path(args.out) if args.out else default_out(args.checkpoint)
+    check_writable(out)  # a read-only or full disk must not cost a whole audit
     result = audit(opts)
-    json_path, html_path = write_outputs(result, Path(args.out) if args.out else default_out(args.checkpoint))
+    json_path, html_path = write_outputs(result, out)
     if args.json:
         print(json.dumps(result.report, indent=2))
     else:

@@ -7,7 +7,11 @@ RAW = argparse.RawDescriptionHelpFormatter
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML or JSON file with sections data/model/optim/train/regularizer")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", help="YAML or JSON file with sections data/model/optim/train/regularizer, "
+                       "or a run's run.json (its resolved configuration)")
+    group.add_argument("--like", metavar="RUN", help="start from the configuration of run directory RUN (same data, "
+                       "model, test split and probe set); change what differs with --set")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="dotted override, repeatable: --set optim.lr=0.01 --set regularizer.rho=0.01")
 
@@ -17,8 +21,8 @@ def add_shortcut_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="dataset spec: builtin, tiny-imagenet:PATH, cub:PATH, voc:PATH, "
                         "coco:PATH, yolo:PATH, folder:PATH")
     parser.add_argument("--model", help="model name (see `overfocus list`)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--epochs", type=int, help="number of training epochs (train.epochs)")
+    parser.add_argument("--seed", type=int, help="random seed of weights, batches and augmentation (train.seed)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a counted warning")
 

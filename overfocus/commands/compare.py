@@ -8,9 +8,9 @@ from .common import RAW
 from .render import add_style_args, csv_list
 
 EXAMPLES = """examples:
-  overfocus compare runs/vanilla runs/sgdrop
-  overfocus compare runs/vanilla runs/dropout runs/sgdrop --labels vanilla,dropout,sgdrop --out figures/cmp
-  overfocus compare runs/a runs/b --method sgdrop --metrics area_ratio,hit --formats gif
+  overfocus compare runs/demo runs/sgdrop      # runs/sgdrop: see the "next" lines of `overfocus demo`
+  overfocus compare runs/demo runs/sgdrop --labels vanilla,sgdrop --out figures/cmp
+  overfocus compare runs/demo runs/sgdrop --method sgdrop --metrics area_ratio,hit --formats gif
 
 writes into --out (default: compare_<A>_vs_<B> beside the first run): metrics.png (one curve per
 run and metric), gap.png (test accuracy and gap per run), evolution.mp4/.gif (the same probe

@@ -6,11 +6,11 @@ import argparse
 from .common import RAW
 
 EXAMPLES = """examples:
-  overfocus data info tiny-imagenet:../shared/data/tiny-imagenet-10
+  overfocus data info tiny-imagenet:../shared/data/tiny-imagenet-10   # needs that folder
   overfocus data info "builtin?classes=4&decoy=absent"
-  overfocus data fetch imagenette                 # into ~/.cache/overfocus/imagenette
-  overfocus data fetch imagewoof --cache /data/cache
-  overfocus data fetch mydata --url https://example.org/mydata.tgz --sha256 HEX
+  overfocus data fetch imagenette                 # needs internet; into ~/.cache/overfocus/imagenette
+  overfocus data fetch imagewoof --cache /data/cache   # needs internet
+  overfocus data fetch mydata --url https://example.org/mydata.tgz --sha256 HEX   # needs internet
 """
 
 

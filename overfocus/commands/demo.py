@@ -7,9 +7,9 @@ from pathlib import Path
 from .common import RAW
 
 EXAMPLES = """examples:
-  overfocus demo                      # writes runs/demo
-  overfocus demo --out /tmp/d --force
-  overfocus demo --epochs 3           # quicker, for a smoke test
+  overfocus demo                      # writes runs/demo; needs no runs/demo yet (else add --force)
+  overfocus demo --out runs/demo2 --force
+  overfocus demo --epochs 3 --out runs/quick   # quicker, for a smoke test
 """
 
 DEMO_OVERRIDES = [
@@ -61,6 +61,15 @@ def _print_summary(out: Path, figures: list) -> None:
     for path in figures:
         print(f"  figure: {path}")
     print("next:")
-    print(f"  overfocus audit {out} --fail-under hit_ratio=0.3          # audit the last checkpoint, HTML report")
-    print(f"  overfocus train --out runs/sgdrop --set regularizer.name=sgdrop   # then: overfocus compare {out} runs/sgdrop")
-    print("  overfocus train --help                                # train on your own data")
+    for line in next_steps(out):
+        print(f"  {line}")
+
+
+def next_steps(out: Path) -> list:
+    """The commands the demo suggests next; they run as printed (a test follows them)."""
+    sgdrop = out.parent / "sgdrop" if out.name != "sgdrop" else out.parent / "sgdrop-2"
+    return [f"overfocus audit {out} --fail-under hit_ratio=0.3          # audit the last checkpoint, HTML report",
+            f"overfocus train --like {out} --set regularizer.name=sgdrop --out {sgdrop}   # same setup, SGDrop",
+            f"overfocus analyze {sgdrop}",
+            f"overfocus compare {out} {sgdrop}                     # curves, video and table side by side",
+            "overfocus train --help                                # train on your own data"]

@@ -16,7 +16,7 @@ KINDS = ["models", "datasets", "regularizers", "methods", "metrics"]
 def register(sub) -> None:
     p = sub.add_parser("list", help="list models, dataset kinds, regularizers, methods and metrics", epilog=EXAMPLES,
                        formatter_class=RAW)
-    p.add_argument("what", nargs="?", choices=KINDS)
+    p.add_argument("what", nargs="?", choices=KINDS, help="show only this kind (default: all of them)")
     p.set_defaults(func=run)
 
 

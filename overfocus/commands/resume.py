@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .common import RAW
 
 EXAMPLES = """examples:
-  overfocus resume runs/shapes               # after a crash or Ctrl-C
-  overfocus resume runs/shapes --epochs 40   # train further than first planned
-  overfocus resume runs/shapes --lr 0.0001   # after "training diverged": a lower learning rate
-  overfocus resume runs/ddp --nproc 2        # under DDP (or: torchrun ... -m overfocus resume RUN)
+  overfocus resume runs/demo                 # after a crash or Ctrl-C
+  overfocus resume runs/demo --epochs 14     # train further than first planned
+  overfocus resume runs/demo --lr 0.0001     # after "training diverged": a lower learning rate
+  overfocus resume runs/ddp --nproc 2        # needs runs/ddp (train --nproc 2); or torchrun ... -m overfocus resume RUN
 """
 
 
@@ -32,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     RunDir(args.run).read_manifest()  # a one-line error before any process is launched
     if args.nproc > 1:
-        argv = sys.argv[sys.argv.index("resume") + 1:]
+        argv = args.argv[args.argv.index("resume") + 1:]
         return relaunch_with_torchrun(args.nproc, "resume", strip_nproc(argv))
     out = resume(args.run, args.epochs, args.lr)
     if env_info().is_main:

@@ -7,9 +7,9 @@ from .common import RAW
 
 EXAMPLES = """examples:
   overfocus tensorboard runs/demo                   # writes runs/demo/tensorboard
-  overfocus tensorboard runs/vanilla --logdir tb    # writes tb/vanilla
-  overfocus tensorboard runs/sgdrop --logdir tb     # ... and tb/sgdrop beside it
-  tensorboard --logdir tb
+  overfocus tensorboard runs/demo --logdir tb       # writes tb/demo
+  overfocus tensorboard runs/sgdrop --logdir tb     # ... and tb/sgdrop beside it (see `overfocus demo`'s next lines)
+  tensorboard --logdir tb                           # needs the tensorboard program; opens a web page
 
 needs the tensorboard package (pip install tensorboard) and `overfocus analyze RUN` first.
 """

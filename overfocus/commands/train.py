@@ -11,13 +11,14 @@ from .common import RAW, add_config_args, add_shortcut_args, shortcut_overrides
 EXAMPLES = """examples:
   overfocus train --out runs/shapes --epochs 10
   overfocus train --data tiny-imagenet:../shared/data/tiny-imagenet-10 --model vgg11 \\
-      --set model.width=0.25 --epochs 30 --out runs/tin-vanilla
+      --set model.width=0.25 --epochs 30 --out runs/tin-vanilla   # needs that folder
   overfocus train --data cub:/data/CUB_200_2011 --set data.image_size=128 \\
-      --set regularizer.name=sgdrop --set regularizer.rho=0.01 --out runs/cub-sgdrop
-  overfocus train --config my.yaml --set optim.lr=0.01 --out runs/x
+      --set regularizer.name=sgdrop --set regularizer.rho=0.01 --out runs/cub-sgdrop   # needs CUB-200-2011
+  overfocus train --like runs/demo --set regularizer.name=dropout --out runs/dropout   # the demo's setup, dropout
+  overfocus train --config runs/demo/run.json --set optim.lr=0.01 --out runs/lr01   # or your own YAML file
+  overfocus train --like runs/demo --epochs 2 --nproc 2 --out runs/ddp   # DDP on this machine (as torchrun below)
   overfocus train --out runs/shapes --tensorboard tb/shapes   # then: tensorboard --logdir tb
-  overfocus train --nproc 2 --out runs/ddp          # DDP on this machine (same as torchrun below)
-  torchrun --nproc_per_node=4 -m overfocus train --device cuda --out runs/ddp4
+  torchrun --nproc_per_node=4 -m overfocus train --device cuda --out runs/ddp4   # needs 4 GPUs
 """
 
 
@@ -55,17 +56,30 @@ def strip_nproc(argv: list) -> list:
     return out
 
 
+def config_source(args: argparse.Namespace):
+    """The file the configuration starts from: --config, or RUN/run.json of --like RUN."""
+    from ..errors import OverfocusError
+
+    if not args.like:
+        return args.config
+    manifest = Path(args.like) / "run.json"
+    if not manifest.is_file():
+        raise OverfocusError(f"--like {args.like}: no run.json there; pass a run directory written by "
+                             "`overfocus train` (e.g. runs/demo after `overfocus demo`)")
+    return str(manifest)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config
     from ..train import train
 
-    cfg = build_config(args.config, shortcut_overrides(args) + args.overrides)  # validate before launching
+    cfg = build_config(config_source(args), shortcut_overrides(args) + args.overrides)  # validate before launching
     if args.tensorboard:
         from ..render.tensorboard import require_tensorboard
 
         require_tensorboard()  # before any training, not after the first epoch
     if args.nproc > 1:
-        argv = sys.argv[sys.argv.index("train") + 1:]
+        argv = args.argv[args.argv.index("train") + 1:]
         return relaunch_with_torchrun(args.nproc, "train", strip_nproc(argv))
     out = train(cfg, Path(args.out), force=args.force, tensorboard=args.tensorboard)
     from ..distributed import env_info

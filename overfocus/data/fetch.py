@@ -30,6 +30,7 @@ from typing import Callable, Optional
 from ..errors import OverfocusError
 from ..progress import progress
 from ..fileio import sha256_file
+from ..registry import did_you_mean
 
 CHUNK = 1 << 16
 
@@ -77,7 +78,7 @@ def resolve_source(name: str, url: Optional[str] = None, sha256: Optional[str] =
         known = KNOWN.get(name, Source(url))
         return Source(url, (sha256 or "").lower(), known.kind, known.description)
     if name not in KNOWN:
-        raise OverfocusError(f"unknown dataset {name!r}: fetch one of {', '.join(sorted(KNOWN))}, "
+        raise OverfocusError(f"unknown dataset {name!r}{did_you_mean(name, KNOWN)}: fetch one of {', '.join(sorted(KNOWN))}, "
                              "or give --url URL (and --sha256 HEX) for another archive")
     source = KNOWN[name]
     return Source(source.url, (sha256 or source.sha256).lower(), source.kind, source.description)

@@ -46,10 +46,11 @@ def option_int(options: Dict, key: str, default: int) -> int:
 
 
 def split_fraction(options: Dict) -> float:
-    """The `test_fraction` option (share of images put in the test split), default 0.2."""
+    """The `test_fraction` option (share of images put in the test split), default 0.2; 1 makes
+    every image a test image (a folder of test images, e.g. what audit scores)."""
     value = options.get("test_fraction", 0.2)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise OverfocusError(f"data option test_fraction={value!r}: use a number between 0 and 1, e.g. 0.2")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise OverfocusError(f"data option test_fraction={value!r}: use a number in (0, 1], e.g. 0.2")
     return float(value)
 
 

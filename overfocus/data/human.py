@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from ..errors import OverfocusError
-from ..registry import Registry
+from ..registry import Registry, did_you_mean
 from .base import Batch, collate_samples, resize_with_boxes, to_tensor
 from .imagefile import decode_image
 
@@ -138,7 +138,7 @@ def open_human_dataset(spec: str, image_size: int):
     head, _, query = spec.partition("?")
     kind, _, path = head.partition(":")
     if kind not in HUMAN_MAPS:
-        raise OverfocusError(f"unknown human-map kind {kind!r} in {spec!r}: use "
+        raise OverfocusError(f"unknown human-map kind {kind!r} in {spec!r}{did_you_mean(kind, HUMAN_MAPS)}: use "
                              f"{', '.join(HUMAN_MAPS.get(name).USAGE for name in HUMAN_MAPS)}")
     if not path:
         raise OverfocusError(f"human-map spec {spec!r} has no path: write {kind}:PATH")

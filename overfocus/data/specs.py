@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 import yaml
 
 from ..errors import OverfocusError
-from ..registry import Registry
+from ..registry import Registry, did_you_mean
 
 DATASETS: Registry = Registry("dataset kind")
 
@@ -45,7 +45,8 @@ def parse_spec(text: str) -> DataSpec:
             raise OverfocusError(f"data option {part!r} in {text!r} needs key=value")
         options[key] = yaml.safe_load(value)
     if kind not in DATASETS:
-        raise OverfocusError(f"unknown dataset kind {kind!r} in --data {text!r}: choose one of "
+        raise OverfocusError(f"unknown dataset kind {kind!r} in --data {text!r}{did_you_mean(kind, DATASETS)}: "
+                             "choose one of "
                              f"{', '.join(DATASETS.names())} (e.g. --data cub:/path/to/CUB_200_2011)")
     return DataSpec(kind, path, options)
 

@@ -1,7 +1,8 @@
 """Concentration of a map: Gini coefficient and normalised entropy (optional measures).
 
 Both are scale-free, so normalising the map first changes nothing. An all-zero map has no
-distribution: both are NaN there, and so for a map holding NaN/inf (degenerate in normalize_maps). Both work on a whole batch at once; the Gini sort runs in
+distribution: both are NaN there, as for any degenerate map (one holding NaN or inf). Both work
+on a whole batch at once; the Gini sort runs in
 numpy on the CPU (its SIMD sort is an order of magnitude faster than torch's there).
 """
 from __future__ import annotations

@@ -11,12 +11,18 @@
   the latent layer's forward (VGG `features` -> its last max-pool, ResNet `layer4` -> its last
   ReLU, cifarnet `block3` -> its max-pool); NaN if there is none.
 - Per image: fired neurons / all neurons; cumulative: neurons that fired for any input so far.
+- Unit level (`unit_coverage_*`, alongside): every element of a layer's C x H x W output is a
+  neuron; after the same per-sample min-max scaling it fires if its scaled value is > `threshold`.
+  Per image: fired elements / all elements of the scope; cumulative: elements that fired for any
+  input. The channel-level numbers saturate on trained CNNs (every channel fires somewhere); the
+  unit-level ones are the reading that fits the seed's Table 4 (docs/conventions.md).
 """
 from __future__ import annotations
 
 import math
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -30,15 +36,70 @@ ACTIVATION_TYPES: Tuple[type, ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU,
                                       nn.AdaptiveMaxPool3d)
 
 
-def channel_fired(output: torch.Tensor, threshold: float) -> torch.Tensor:
-    """B x C bool: per-sample min-max scaled layer output, channel spatial mean > threshold."""
+# per-image and cumulative coverage names: channel level (DeepXplore) and unit level (every element)
+COVERAGE_KEYS = ("coverage_global", "coverage_latent", "unit_coverage_global", "unit_coverage_latent")
+UNIT_PREFIX = "units:"  # key prefix of the unit-level masks in `fired_masks` (next to the channel ones)
+
+
+def _scaled(values: torch.Tensor, low: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    """Min-max scaling with a constant output (span 0) scaled to 0."""
+    return torch.where(span > 0, (values - low) / torch.where(span > 0, span, 1.0), torch.zeros_like(values))
+
+
+def layer_bounds(output: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B x 1 minimum, B x 1 maximum) of each sample's whole layer output: its min-max scaling."""
+    flat = output.detach().float().reshape(output.shape[0], -1)
+    return flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)  # faster than aminmax on the CPU
+
+
+def channel_fired(output: torch.Tensor, threshold: float, bounds=None) -> torch.Tensor:
+    """B x C bool: per-sample min-max scaled layer output, channel spatial mean > threshold.
+    `bounds`: the output's `layer_bounds`, when already computed."""
     out = output.detach().float()
     means = out.reshape(out.shape[0], out.shape[1], -1).mean(dim=2)  # the scaling is affine: scale the means
-    flat = out.reshape(out.shape[0], -1)
-    low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
-    span = high - low
-    scaled = torch.where(span > 0, (means - low) / torch.where(span > 0, span, 1.0), torch.zeros_like(means))
-    return scaled > threshold
+    low, high = bounds if bounds is not None else layer_bounds(out)
+    return _scaled(means, low, high - low) > threshold
+
+
+def unit_fired(output: torch.Tensor, threshold: float, bounds=None) -> torch.Tensor:
+    """B x N bool (N = C*H*W elements): per-sample min-max scaled layer output, element > threshold.
+    `bounds`: the output's `layer_bounds`, when already computed.
+
+    Example:
+        >>> unit_fired(torch.tensor([[[0.0, 2.0], [1.0, 0.0]]]), 0.0).tolist()
+        [[False, True, True, False]]
+    """
+    flat = output.detach().float().reshape(output.shape[0], -1)
+    low, high = bounds if bounds is not None else layer_bounds(flat)
+    # (x - low) / span > t  <=>  x > low + t * span (span > 0; a constant output fires nowhere):
+    # one comparison, no scaled copy of every layer output
+    cut = torch.where(high > low, low + threshold * (high - low), torch.full_like(low, math.inf))
+    return flat > cut
+
+
+def coverage_from_masks(masks: Dict[str, np.ndarray], latent_key: str) -> Dict[str, float]:
+    """Cumulative coverage from "fired for some input" masks per layer (channel masks under the layer
+    key, unit masks under `UNIT_PREFIX` + key): fired / all over every layer (`global`) and the
+    latent layer's fired fraction; NaN where there is nothing. The one definition used by
+    `NeuronCoverage.cumulative` and by the merge of a sharded analysis.
+
+    Example:
+        >>> cov = coverage_from_masks({"a#0": np.array([1, 0], bool), "b#0": np.array([1, 1], bool),
+        ...                            "units:b#0": np.array([1, 0, 0, 0], bool)}, "b#0")
+        >>> cov["coverage_global"], cov["coverage_latent"], cov["unit_coverage_latent"]
+        (0.75, 1.0, 0.25)
+    """
+    out = {}
+    for prefix, scope in (("", "coverage"), (UNIT_PREFIX, "unit_coverage")):
+        chosen = {k[len(prefix):]: np.asarray(m, dtype=bool) for k, m in masks.items()
+                  if (k.startswith(UNIT_PREFIX) if prefix else not k.startswith(UNIT_PREFIX))}
+        total = sum(int(m.size) for m in chosen.values())
+        latent = chosen.get(latent_key) if latent_key else None
+        out[f"{scope}_global"] = sum(int(m.sum()) for m in chosen.values()) / total if total else math.nan
+        # the float32 mean of torch, so that merged shards match one process to the last digit
+        out[f"{scope}_latent"] = (float(torch.from_numpy(latent).float().mean()) if latent is not None and latent.size
+                                  else math.nan)
+    return {k: out[k] for k in COVERAGE_KEYS}
 
 
 class NeuronCoverage:
@@ -61,14 +122,15 @@ class NeuronCoverage:
         self.latent_layer = latent_layer
         self._handles: list = []
         self._ever: Dict[str, torch.Tensor] = {}  # layer key -> C bool: fired for any input
+        self._ever_units: Dict[str, torch.Tensor] = {}  # layer key -> C*H*W bool (on the device)
         self._latent_key: Optional[str] = None
-        self._global: List[torch.Tensor] = []  # per forward: B fired counts over all layers
-        self._latent: List[torch.Tensor] = []
+        self._per_image: Dict[str, List[torch.Tensor]] = {k: [] for k in COVERAGE_KEYS}  # per forward: B
         self._reset_forward()
 
     def _reset_forward(self) -> None:
         self._calls: Dict[str, int] = {}
         self._fired: Dict[str, torch.Tensor] = {}
+        self._unit_counts: Dict[str, torch.Tensor] = {}  # layer key -> B fired elements
         self._last_key: Optional[str] = None
         self._latent_now: Optional[str] = None
 
@@ -103,7 +165,13 @@ class NeuronCoverage:
             call = self._calls.get(name, 0)
             self._calls[name] = call + 1
             key = f"{name}#{call}"
-            self._fired[key] = channel_fired(output, self.threshold)  # stays on the device until the end
+            bounds = layer_bounds(output)
+            self._fired[key] = channel_fired(output, self.threshold, bounds)  # stays on the device until the end
+            units = unit_fired(output, self.threshold, bounds).view(torch.uint8)  # uint8 reductions: fast
+            self._unit_counts[key] = units.sum(dim=1, dtype=torch.int32)
+            fired_any = units.amax(dim=0).bool()
+            ever = self._ever_units.get(key)
+            self._ever_units[key] = fired_any if ever is None else ever | fired_any
             self._last_key = key
         return hook
 
@@ -113,43 +181,49 @@ class NeuronCoverage:
     def _finish_forward(self, *_args) -> None:
         if not self._fired:
             return
-        self._fired = _to_host_once(self._fired)
+        self._fired, counts = _to_host_once(self._fired, self._unit_counts)
         for key, fired in self._fired.items():
             self._ever[key] = fired.any(dim=0) | self._ever.get(key, torch.zeros(fired.shape[1], dtype=torch.bool))
-        total = sum(f.shape[1] for f in self._fired.values())
-        self._global.append(sum(f.sum(dim=1) for f in self._fired.values()).float() / total)
         self._latent_key = self._latent_now or self._latent_key
         batch = next(iter(self._fired.values())).shape[0]
-        latent = self._fired.get(self._latent_now) if self._latent_now else None
-        self._latent.append(latent.float().mean(dim=1) if latent is not None else torch.full((batch,), math.nan))
+        latent = self._latent_now
+        channels = {k: f.shape[1] for k, f in self._fired.items()}
+        units = {k: self._ever_units[k].numel() for k in self._fired}
+        for scope, fired, sizes in (("coverage", {k: f.sum(dim=1) for k, f in self._fired.items()}, channels),
+                                    ("unit_coverage", counts, units)):
+            self._per_image[f"{scope}_global"].append(sum(fired.values()).double() / sum(sizes.values()))
+            none = torch.full((batch,), math.nan, dtype=torch.float64)
+            self._per_image[f"{scope}_latent"].append(fired[latent].double() / sizes[latent] if latent else none)
 
     def per_image(self) -> Dict[str, torch.Tensor]:
-        """Per-image coverage of every forward so far: {"coverage_global", "coverage_latent"} -> B_total."""
-        if not self._global:
-            return {"coverage_global": torch.zeros(0), "coverage_latent": torch.zeros(0)}
-        return {"coverage_global": torch.cat(self._global), "coverage_latent": torch.cat(self._latent)}
+        """Per-image coverage of every forward so far, float32 per name of `COVERAGE_KEYS`:
+        channel level (`coverage_global`, `coverage_latent`) and unit level (`unit_coverage_*`)."""
+        return {k: torch.cat(v).float() if v else torch.zeros(0) for k, v in self._per_image.items()}
 
     def fired_masks(self) -> Tuple[Dict[str, torch.Tensor], str]:
-        """Per-layer boolean masks "fired for some input so far" and the latent layer's key.
+        """Per-layer boolean masks "fired for some input so far" (channel masks under the layer key,
+        unit masks under `UNIT_PREFIX` + key) and the latent layer's key.
 
         What ranks exchange to merge cumulative coverage (a union of masks, not of fractions).
         """
-        return {key: mask.clone() for key, mask in self._ever.items()}, self._latent_key or ""
+        masks = {key: mask.clone() for key, mask in self._ever.items()}
+        masks.update({UNIT_PREFIX + key: mask.cpu() for key, mask in self._ever_units.items()})
+        return masks, self._latent_key or ""
 
     def cumulative(self) -> Dict[str, float]:
-        """Fraction of neurons that fired for at least one input so far (NaN before any forward)."""
-        if not self._ever:
-            return {"coverage_global": math.nan, "coverage_latent": math.nan}
-        fired = sum(int(v.sum()) for v in self._ever.values())
-        total = sum(v.numel() for v in self._ever.values())
-        latent = self._ever.get(self._latent_key) if self._latent_key else None
-        return {"coverage_global": fired / total,
-                "coverage_latent": float(latent.float().mean()) if latent is not None else math.nan}
+        """Fraction of neurons (channels; units) that fired for at least one input so far (NaN before
+        any forward)."""
+        masks, latent_key = self.fired_masks()
+        return coverage_from_masks({k: m.numpy() for k, m in masks.items()}, latent_key)
 
 
-def _to_host_once(fired: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Move every layer's B x C mask to the CPU in ONE transfer (one sync per forward on a GPU)."""
+def _to_host_once(fired: Dict[str, torch.Tensor], counts: Dict[str, torch.Tensor]
+                  ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """Move every layer's B x C mask and B unit count to the CPU in ONE transfer (one sync per
+    forward on a GPU)."""
     keys = list(fired)
     widths = [fired[k].shape[1] for k in keys]
-    host = torch.cat([fired[k] for k in keys], dim=1).cpu()
-    return dict(zip(keys, torch.split(host, widths, dim=1)))
+    host = torch.cat([fired[k].long() for k in keys] + [counts[k][:, None].long() for k in keys], dim=1).cpu()
+    parts = torch.split(host, widths + [1] * len(keys), dim=1)
+    return ({k: p.bool() for k, p in zip(keys, parts)},
+            {k: p[:, 0] for k, p in zip(keys, parts[len(keys):])})

@@ -75,14 +75,18 @@ def hit(maps, boxes=None, labels=None, human=None, threshold: float = 0.5,
 def pointing_game(maps, boxes=None, labels=None, human=None, tolerance: float = 15.0) -> torch.Tensor:
     """1 if the argmax pixel lies within `tolerance` px (Euclidean) of a pixel of a gt box, else 0.
 
-    The argmax is the first maximum in raster order; tolerance 0 asks for the pixel itself to be
-    inside a box. NaN where the image has no box; a degenerate (all-zero) map points nowhere: 0.
+    Within means STRICTLY closer than `tolerance` (TorchRay's convention: a pixel exactly 15 px
+    away misses at the default tolerance); a pixel inside a box always hits, so tolerance 0 asks
+    for the pixel itself to be inside a box. The argmax is the first maximum in raster order. NaN
+    where the image has no box; a degenerate (all-zero or non-finite) map points nowhere: 0.
 
     Example:
         >>> m = torch.zeros(1, 40, 40); m[0, 5, 30] = 1.0          # row 5, column 30
         >>> box = [torch.tensor([[28., 0., 32., 10.]])]            # x = columns 28-31
         >>> pointing_game(m, boxes=box, tolerance=0).tolist()
         [1.0]
+        >>> pointing_game(m, boxes=[torch.tensor([[0., 0., 16., 10.]])], tolerance=15).tolist()  # 15 px away
+        [0.0]
     """
     mb = MapBatch.wrap(maps, boxes)
     height, width = mb.size
@@ -93,15 +97,17 @@ def pointing_game(maps, boxes=None, labels=None, human=None, tolerance: float = 
     valid = valid & (rng[..., 2] >= rng[..., 0]) & (rng[..., 3] >= rng[..., 1])  # boxes covering no pixel centre
     dx = torch.clamp(torch.maximum(rng[..., 0] - col, col - rng[..., 2]), min=0)
     dy = torch.clamp(torch.maximum(rng[..., 1] - row, row - rng[..., 3]), min=0)
-    hits = ((torch.sqrt(dx ** 2 + dy ** 2) <= tolerance + 1e-9) & valid).any(dim=1) & ~mb.degenerate
+    squared = dx ** 2 + dy ** 2  # integers: exact, so the boundary (distance == tolerance) is exact too
+    near = (squared < float(tolerance) ** 2) | (squared == 0)
+    hits = (near & valid).any(dim=1) & ~mb.degenerate
     return _nan_without_box(mb, hits)
 
 
 def energy_pg(maps, boxes=None, labels=None, human=None, eps: float = 1e-7) -> torch.Tensor:
     """Energy pointing game: positive attribution inside the union of boxes / total positive.
 
-    0 where the total is below `eps` (1e-7) or not finite (a map holding NaN/inf); NaN where the
-    image has no box.
+    0 where the total is below `eps` (1e-7) or the map is degenerate (all zero or holding a
+    non-finite value); NaN where the image has no box.
 
     Example:
         >>> m = torch.zeros(1, 4, 6); m[0, 1, 4] = 3.0; m[0, 3, 0] = 1.0   # row 1, column 4
@@ -112,6 +118,6 @@ def energy_pg(maps, boxes=None, labels=None, human=None, eps: float = 1e-7) -> t
     positive, masks = mb.positive, mb.masks
     total = positive.sum(dim=(1, 2))
     inside = torch.where(masks, positive, 0.0).sum(dim=(1, 2))
-    empty = (total < eps) | ~torch.isfinite(total)  # NaN/inf maps are degenerate, as in normalize_maps: 0
+    empty = (total < eps) | mb.degenerate  # a NaN or inf map has no meaningful share: degenerate, 0
     energy = torch.where(empty, torch.zeros_like(total), inside / torch.where(empty, 1.0, total))
     return _nan_without_box(mb, energy)

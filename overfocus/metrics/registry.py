@@ -27,6 +27,9 @@ class MetricInfo:
     `kind` is "map" for per-image map metrics (and the numbers derived from them), "model" for
     model-level numbers (accuracy, confidence, neuron coverage). `appears_in` says which outputs
     hold it: "summary" (summary.csv of analyze) and/or "report" (report.json of audit).
+    `zero_when_degenerate`: a degenerate map (all zero or non-finite) scores 0 rather than NaN, so
+    the metric is aggregated twice (over all images and over non-degenerate ones, as
+    `<name>_nondegenerate`; docs/conventions.md).
     """
 
     name: str
@@ -39,6 +42,7 @@ class MetricInfo:
     kind: str = "map"
     # where the number is reported: "summary" (analyze's summary.csv) and/or "report" (audit)
     appears_in: Tuple[str, ...] = ("summary", "report")
+    zero_when_degenerate: bool = False
 
     def info(self) -> Dict[str, Any]:
         """The `metric_info` entry of analysis.json / report.json."""
@@ -75,18 +79,23 @@ def register_metric(spec: MetricInfo) -> MetricInfo:
 
 _FRACTION = "fraction of images"
 _SUMMARY, _REPORT, _BOTH = ("summary",), ("report",), ("summary", "report")
+NONDEGENERATE = "_nondegenerate"  # suffix of a metric aggregated over the non-degenerate maps only
 for _spec in [
     MetricSpec("area_ratio", "attribution area ratio", "fraction of pixels > 0.5 of max", (0.0, 1.0), False,
-               fn=area_ratio, description="fraction of pixels > 0.5 of the map's max (spread)", shares_batch=True),
+               fn=area_ratio, description="fraction of pixels > 0.5 of the map's max (spread)", shares_batch=True,
+               zero_when_degenerate=True),
     MetricSpec("box_iou", "box IoU", "IoU", (0.0, 1.0), True, needs_boxes=True, fn=box_iou,
-               description="IoU of the thresholded map's box and the gt", shares_batch=True),
+               description="IoU of the thresholded map's box and the gt", shares_batch=True,
+               zero_when_degenerate=True),
     MetricSpec("hit", "hit (box IoU >= 0.5)", "0/1 per image", (0.0, 1.0), True, needs_boxes=True, fn=hit,
-               description="box_iou >= 0.5", shares_batch=True, appears_in=("summary",)),  # audit: hit_ratio
+               description="box_iou >= 0.5", shares_batch=True, appears_in=("summary",),  # audit: hit_ratio
+               zero_when_degenerate=True),
     MetricSpec("pointing_game", "pointing game", "0/1 per image", (0.0, 1.0), True, needs_boxes=True,
-               fn=pointing_game, description="argmax within 15 px of a box", shares_batch=True),
+               fn=pointing_game, description="argmax within 15 px (strictly) of a box", shares_batch=True,
+               zero_when_degenerate=True),
     MetricSpec("energy_pg", "energy pointing game", "share of positive attribution in boxes", (0.0, 1.0), True,
                needs_boxes=True, fn=energy_pg, description="share of positive attribution in boxes",
-               shares_batch=True),
+               shares_batch=True, zero_when_degenerate=True),
     MetricSpec("harmonization", "harmonization with human maps", "Spearman / ceiling", (-1.0, 1.0), True,
                needs_human=True, fn=harmonization, description="Spearman with the blurred human map / ceiling",
                shares_batch=True),
@@ -96,11 +105,15 @@ for _spec in [
                description="entropy of the map / log(H*W) (1 = uniform)", shares_batch=True),
     # numbers derived from the map metrics (summaries and the audit report)
     MetricInfo("pointing_game_per_class", "pointing game (mean over classes)", "fraction of images",
-               (0.0, 1.0), True, needs_boxes=True),
-    MetricInfo("hit_ratio", "hit ratio", _FRACTION, (0.0, 1.0), True, needs_boxes=True, appears_in=_REPORT),
+               (0.0, 1.0), True, needs_boxes=True, zero_when_degenerate=True),
+    MetricInfo("hit_ratio", "hit ratio", _FRACTION, (0.0, 1.0), True, needs_boxes=True, appears_in=_REPORT,
+               zero_when_degenerate=True),
     MetricInfo("outside_box", "attention mostly outside the box", _FRACTION, (0.0, 1.0), False, needs_boxes=True,
                appears_in=_REPORT),
-    MetricInfo("degenerate", "all-zero maps", _FRACTION, (0.0, 1.0), False, appears_in=_REPORT),
+    # per image a 0/1 flag (records), per epoch x method the share (mean) and the count
+    MetricInfo("degenerate", "degenerate maps (all zero or non-finite)", _FRACTION, (0.0, 1.0), False),
+    MetricInfo("degenerate_count", "degenerate maps (all zero or non-finite)", "maps", (0.0, None), False,
+               appears_in=_SUMMARY),
     # model-level numbers
     MetricInfo("correct", "correct prediction", "0/1 per image", (0.0, 1.0), True, kind="model",
                appears_in=_SUMMARY),
@@ -112,8 +125,33 @@ for _spec in [
       for suffix, title, appears in (("", "", _BOTH), ("_cumulative", ", any image", _SUMMARY),
                                      ("_per_image", ", per image", _REPORT))
       for where in ("global", "latent")],
+    # unit level: every element of a layer's C x H x W output is a neuron (the seed's Table 4 reading)
+    *[MetricInfo(f"unit_coverage_{where}{suffix}", f"unit-level neuron coverage ({where}{title})",
+                 "fraction of units", (0.0, 1.0), True, kind="model", appears_in=appears)
+      for suffix, title, appears in (("", "", _BOTH), ("_cumulative", ", any image", _SUMMARY),
+                                     ("_per_image", ", per image", _REPORT))
+      for where in ("global", "latent")],
 ]:
     register_metric(_spec)
+
+
+def degenerate_as_zero() -> list:
+    """Names (map metrics and derived numbers) that score a degenerate map 0, in registration order:
+    those aggregated over the non-degenerate maps too.
+
+    Example:
+        >>> degenerate_as_zero()[:3]
+        ['area_ratio', 'box_iou', 'hit']
+    """
+    specs = [registry.get(n) for registry in (METRICS, SUMMARY_METRICS) for n in registry.registered()]
+    return [s.name for s in specs if s.zero_when_degenerate]
+
+
+for _name in degenerate_as_zero():  # their `_nondegenerate` aggregates, where the metric itself appears
+    _base = SUMMARY_METRICS.get(_name) if _name in SUMMARY_METRICS else METRICS.get(_name)
+    register_metric(MetricInfo(_name + NONDEGENERATE, f"{_base.title} (non-degenerate maps)", _base.unit,
+                               _base.range, _base.higher_is_better, needs_boxes=_base.needs_boxes,
+                               needs_human=_base.needs_human, appears_in=_base.appears_in))
 
 
 def reported_metrics(kind: str, where: str) -> list:
@@ -150,7 +188,8 @@ def compute_map_metrics(maps: torch.Tensor, names: Optional[Sequence[str]] = Non
     """Compute several metrics; those whose needs (boxes, human maps) are unmet are skipped.
 
     Args:
-        maps: B x H x W raw non-negative maps.
+        maps: B x H x W raw non-negative maps, or a MapBatch of them (its normalisation and
+            degenerate flags are then shared with the caller).
         names: metric names (default: all registered).
         boxes: list of B tensors N_i x 4 (x0, y0, x1, y1), or None.
         labels: B class indices (passed through), or None.
@@ -167,7 +206,8 @@ def compute_map_metrics(maps: torch.Tensor, names: Optional[Sequence[str]] = Non
     if unknown:
         raise OverfocusError(f"options for unknown metrics {sorted(unknown)}: choose from {METRICS.names()}")
     specs = [METRICS.get(name) for name in (names if names is not None else METRICS.names())]
-    shared = MapBatch(maps, boxes)  # one normalisation, one set of boxes and masks for the batch
+    shared = MapBatch.wrap(maps, boxes)  # one normalisation, one set of boxes and masks for the batch
+    maps = shared.maps
     out: Dict[str, torch.Tensor] = {}
     for spec in specs:
         if (spec.needs_boxes and boxes is None) or (spec.needs_human and human is None):

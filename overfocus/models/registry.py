@@ -57,11 +57,15 @@ def build_model(name: str, num_classes: int, width: float = 1.0, small_input: bo
         raise OverfocusError(f"model width must be positive, got {width}")
     entry = MODELS.get(name)
     if batch_norm is None:
-        return entry.build(num_classes=num_classes, width=width, small_input=small_input)
-    if "batch_norm" not in inspect.signature(entry.build).parameters:
+        model = entry.build(num_classes=num_classes, width=width, small_input=small_input)
+    elif "batch_norm" not in inspect.signature(entry.build).parameters:
         raise OverfocusError(f"model.batch_norm={str(batch_norm).lower()}: model {name!r} has no BatchNorm option "
                              "(only the VGGs do); leave model.batch_norm unset")
-    return entry.build(num_classes=num_classes, width=width, small_input=small_input, batch_norm=batch_norm)
+    else:
+        model = entry.build(num_classes=num_classes, width=width, small_input=small_input, batch_norm=batch_norm)
+    # declared on the instance, so that `overfocus.attribute(model, images)` finds its layer
+    model.overfocus_layers = {"latent": entry.latent_layer, "gradcam": entry.gradcam_layer}
+    return model
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:

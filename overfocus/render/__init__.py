@@ -107,18 +107,18 @@ def _filmstrip(analysis, group: List[str], style, opts: RenderOptions, figures: 
 
 def _plots(analysis, methods: List[str], figures: Path, result: RenderResult, fmt: str = "png") -> None:
     from .meta import order_metrics
-    from .plots import plot_gap, plot_metric_curves
+    from .plots import panel_metrics, plot_gap, plot_metric_curves
 
     if any("train_acc" in r and "test_acc" in r for r in analysis.metrics):
         result.written.append(plot_gap(analysis.metrics, figures / f"gap.{fmt}",
                                        f"{analysis.name}: train vs test accuracy per epoch"))
     else:
         result.skipped.append(f"gap.png: {analysis.run_dir / 'metrics.jsonl'} has no train/test accuracy")
-    metrics = order_metrics(analysis.meta, (r["metric"] for r in analysis.summary))
+    metrics = panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary)))
     if metrics:
         shown = ", ".join(analysis.method_title(m) for m in methods)
         title = f"{analysis.name}: metrics per epoch ({shown}), mean and 95% bootstrap CI"
         result.written.append(plot_metric_curves(analysis.summary, figures / f"metrics.{fmt}", metrics, title,
-                                                 methods=methods, meta=analysis.meta))
+                                                 methods=methods, meta=analysis.meta, onset=analysis.onset))
     else:
         result.skipped.append(f"metrics.png: {analysis.run_dir / 'analysis' / 'summary.csv'} is missing or empty")

@@ -18,9 +18,10 @@ import numpy as np
 
 from ..errors import OverfocusError
 from ..fileio import atomic_write_text
+from ..registry import did_you_mean
 from .encode import check_fps, check_plot_format, write_video
-from .frames import (Cell, FrameStyle, HEADER_METRIC, check_style, compose_frame, compute_layout, fmt_num, fmt_pct,
-                     prediction_caption)
+from .frames import (Cell, FrameStyle, HEADER_METRIC, check_style, compose_frame, compute_layout, empty_text,
+                     fmt_num, fmt_pct, prediction_caption)
 from .io import Analysis, clean_stale_temps, load_analysis, run_name
 from .meta import merged_info, method_title, metric_info, order_metrics
 from .overlay import NORMALISATION_NOTE, attribution_panel
@@ -137,7 +138,7 @@ def common_method(runs: Dict[str, Analysis], method: Optional[str]) -> str:
     if method is None and shared:
         return shared[0]
     if method not in shared:
-        raise OverfocusError(f"method {method!r} was not analysed in every run: choose from "
+        raise OverfocusError(f"method {method!r} was not analysed in every run{did_you_mean(method, shared)}: choose from "
                              f"{', '.join(shared) or 'nothing (re-run `overfocus analyze` with the same --methods)'}")
     return method
 
@@ -224,16 +225,16 @@ def _indices(total: int, count: Optional[int]) -> List[int]:
 
 def _plots(runs: Dict[str, Analysis], method: str, metrics: List[str], out: Path, meta: Dict, align: Alignment,
            fmt: str = "png") -> List[Path]:
-    from .plots import plot_compare_gap, plot_compare_metrics
+    from .plots import panel_metrics, plot_compare_gap, plot_compare_metrics
 
     names = ", ".join(runs)
     written = []
     if metrics:
         note = f"means over the {align.n_images} analysed images common to all runs" + (
             " (recomputed from the records)" if align.recomputed else "")
+        title = f"{names}: {method_title(meta, method)} metrics per epoch, 95% CI"
         written.append(plot_compare_metrics({k: a.summary for k, a in runs.items()}, out / f"metrics.{fmt}",
-                                            metrics, method, f"{names}: {method_title(meta, method)} metrics per "
-                                            "epoch, 95% CI", meta=meta, note=note))
+                                            panel_metrics(metrics), method, title, meta=meta, note=note))
     if all(a.metrics for a in runs.values()):
         written.append(plot_compare_gap({k: a.metrics for k, a in runs.items()}, out / f"gap.{fmt}",
                                         f"{names}: accuracy and generalization gap per epoch",
@@ -252,7 +253,8 @@ def compare_header(runs: Dict[str, Analysis], method: str, epoch: int) -> List[s
         gap = row.get("gap")
         lines.append(f"{label}: train {fmt_pct(row.get('train_acc'))}, test {fmt_pct(row.get('test_acc'))}, gap "
                      f"{'n/a' if gap is None else f'{100 * gap:+.1f} pts'}, {a.metric_info(HEADER_METRIC).title} "
-                     f"{fmt_num(a.summary_value(epoch, method, HEADER_METRIC))}")
+                     f"{fmt_num(a.summary_value(epoch, method, HEADER_METRIC))}"
+                     f"{empty_text(a.empty_maps(epoch, method))}")
     return lines + ["above: true class; green box: object; below: each run's prediction (green right, red wrong)",
                     NORMALISATION_NOTE]
 

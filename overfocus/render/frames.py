@@ -236,7 +236,7 @@ def epoch_header(analysis: Analysis, epoch: int, methods: Sequence[str]) -> List
     shown = " | ".join(analysis.method_title(m) for m in methods)
     order = " (left to right)" if len(methods) > 1 else ""
     areas = ", ".join(f"{analysis.method_title(m)} {fmt_num(analysis.summary_value(epoch, m, HEADER_METRIC))}"
-                      for m in methods)
+                      f"{empty_text(analysis.empty_maps(epoch, m))}" for m in methods)
     return [f"{analysis.name} - {shown}{order}",
             f"epoch {epoch}   train acc {fmt_pct(row.get('train_acc'))}   test acc {fmt_pct(row.get('test_acc'))}"
             f"   gap {gap_txt}",
@@ -244,6 +244,16 @@ def epoch_header(analysis: Analysis, epoch: int, methods: Sequence[str]) -> List
 
 
 HEADER_METRIC = "area_ratio"  # the one number per method in a frame header: how much of the image is lit
+
+
+def empty_text(counts: Optional[tuple]) -> str:
+    """' (12/48 empty)': the degenerate maps behind a header's mean (they count as 0 in it).
+
+    Example:
+        >>> empty_text((12, 48)), empty_text(None)
+        (' (12/48 empty)', '')
+    """
+    return "" if counts is None else f" ({counts[0]}/{counts[1]} empty)"
 LEGEND = "above: true class; green box: object; below: prediction (green right, red wrong)"
 
 

@@ -18,9 +18,11 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from ..analysis.onset import read_onset
 from ..analysis.storage import parse_summary_file
 from ..errors import OverfocusError
 from ..fileio import file_mode, writing
+from ..registry import did_you_mean
 from ..rundir import RunDir
 from .meta import MetricInfo, method_title, metric_info
 
@@ -72,6 +74,7 @@ class Analysis:
     epochs: List[int]
     summary: List[Dict] = field(default_factory=list)
     metrics: List[Dict] = field(default_factory=list)
+    onset: Optional[Dict] = None  # RUN/analysis/onset.json (peak epoch per method), None when absent
 
     @property
     def name(self) -> str:
@@ -102,6 +105,14 @@ class Analysis:
             if r["epoch"] == epoch and r["method"] == method and r["metric"] == metric:
                 return r["mean"]
         return math.nan
+
+    def empty_maps(self, epoch: int, method: str) -> Optional[tuple]:
+        """(degenerate maps, maps) of `method` at `epoch` from summary.csv, None for an analysis
+        without the count (made before degenerate maps were counted)."""
+        for r in self.summary:
+            if (r["epoch"], r["method"], r["metric"]) == (epoch, method, "degenerate_count"):
+                return (int(r["mean"]), int(r["n"])) if math.isfinite(r["mean"]) else None
+        return None
 
 
 def run_name(run_dir: Path | str) -> str:
@@ -140,7 +151,8 @@ def load_analysis(run_dir: Path | str) -> Analysis:
     epochs = analysed_epochs(run_dir, meta)
     summary_path = run_dir / "analysis" / "summary.csv"
     summary = read_summary_csv(summary_path) if summary_path.is_file() else []
-    return Analysis(run_dir, meta, probe, epochs, summary, RunDir(run_dir).read_metrics())
+    return Analysis(run_dir, meta, probe, epochs, summary, RunDir(run_dir).read_metrics(),
+                    read_onset(run_dir / "analysis"))
 
 
 DAMAGED_FILE_ERRORS = (ValueError, TypeError, KeyError, EOFError, OSError, zipfile.BadZipFile, csv.Error)
@@ -225,7 +237,8 @@ def select_methods(available: Sequence[str], requested: Optional[Sequence[str]],
         return list(available)
     unknown = [m for m in requested if m not in available]
     if unknown:
-        raise OverfocusError(f"method {unknown[0]!r} was not analysed in {where}: choose from "
+        raise OverfocusError(f"method {unknown[0]!r} was not analysed in {where}{did_you_mean(unknown[0], available)}: "
+                             "choose from "
                              f"{', '.join(available)} (or re-run `overfocus analyze` with --methods)")
     return list(requested)
 

@@ -176,8 +176,46 @@ def _panels(metrics: Sequence[str], series_of) -> Tuple[List[str], Dict[str, flo
     return shown, flat
 
 
-def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, note: str = ""):
-    """A grid of panels for the metrics that vary, a legend below, notes (flat metrics, `note`) under it."""
+NONDEGENERATE = "_nondegenerate"  # summary.csv's aggregate over the non-degenerate maps of a metric
+COMPANION_LABEL = " (non-degenerate maps)"
+
+
+def panel_metrics(names: Sequence[str]) -> List[str]:
+    """The metrics that get a panel of their own: `<m>_nondegenerate` is drawn in the panel of `<m>`
+    (dashed, see `with_companions`) and `degenerate_count` is the `degenerate` share's count.
+
+    Example:
+        >>> panel_metrics(["area_ratio", "area_ratio_nondegenerate", "degenerate", "degenerate_count"])
+        ['area_ratio', 'degenerate']
+    """
+    names = list(names)
+    return [m for m in names if not (m.endswith(NONDEGENERATE) and m[:-len(NONDEGENERATE)] in names)
+            and not (m == "degenerate_count" and "degenerate" in names)]
+
+
+def with_companions(series: List[Tuple[str, tuple]], companion: List[Tuple[str, tuple]]) -> List[Tuple[str, tuple]]:
+    """A panel's series followed by those of its `_nondegenerate` companion, labelled as such."""
+    return series + [(label + COMPANION_LABEL, s) for label, s in companion if len(s[0])]
+
+
+def mark_peaks(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> None:
+    """Mark each method's overfocus onset (the epoch of its widest attention, onset.json) on the
+    area-ratio panel: a star on the non-degenerate curve and a dotted line at the epoch."""
+    for method, o in ((onset or {}).get("methods") or {}).items():
+        if method not in titles or o.get("peak_epoch") is None or o.get("peak_area") is None:
+            continue
+        ax.axvline(o["peak_epoch"], color="#777777", linestyle=":", linewidth=0.9)
+        ax.plot([o["peak_epoch"]], [o["peak_area"]], marker="*", markersize=13, color="black", linestyle="none",
+                label="widest attention (onset.json)")
+        ax.annotate(f"peak {titles[method]}", (o["peak_epoch"], o["peak_area"]), xytext=(4, 6),
+                    textcoords="offset points", fontsize="x-small")
+
+
+def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, note: str = "",
+                decorate=None):
+    """A grid of panels for the metrics that vary, a legend below, notes (flat metrics, `note`) under it.
+
+    `decorate(ax, metric)` may draw more on a panel (e.g. the onset mark)."""
     shown, flat = _panels(metrics, series_of)
     cols = min(3, max(1, len(shown)))
     rows = math.ceil(len(shown) / cols)
@@ -189,6 +227,8 @@ def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, no
         for label, series in series_of(metric):
             _band(ax, *series, styles.setdefault(label, len(styles)), label=label)
         _label_axes(ax, metric_info(meta, metric))
+        if decorate is not None:
+            decorate(ax, metric)
     outside_legend(fig, axes, "outside right upper", ncols=1)  # the bottom holds the notes
     fig.suptitle(title)
     if notes:
@@ -201,10 +241,13 @@ def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, no
 
 def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[str], title: str,
                        methods: Optional[Sequence[str]] = None, meta: Optional[Mapping] = None,
-                       note: str = "") -> Path:
+                       note: str = "", onset: Optional[Mapping] = None) -> Path:
     """One panel per metric that varies: its per-epoch mean per method with the 95% bootstrap band.
 
-    Metrics whose mean is the same at every epoch are listed in a note under the grid instead.
+    Metrics whose mean is the same at every epoch are listed in a note under the grid instead. A
+    metric's aggregate over the non-degenerate maps (`<metric>_nondegenerate` in the summary) is
+    drawn in the metric's own panel as a second curve per method; with `onset` (onset.json) the
+    area-ratio panel marks each method's peak epoch.
 
     Args:
         summary_rows: summary.csv rows (epoch, method, metric, mean, ci_low, ci_high, n).
@@ -229,12 +272,19 @@ def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[st
         raise OverfocusError(f"metric {absent[0] if absent else '(none)'!r} is not in the summary: choose from "
                              f"{', '.join(order_metrics(meta, present)) or 'nothing (run `overfocus analyze` first)'}")
 
-    def series_of(metric: str):
+    def curves(metric: str):
         found = sorted({r["method"] for r in summary_rows if r["metric"] == metric})
         shown = [m for m in found if methods is None or m in methods or m == "model"]
         return [(method_title(meta, m), _series(summary_rows, metric, m)) for m in shown]
 
-    return save_figure(metric_grid(series_of, metrics, title, meta, note), out_png)
+    def series_of(metric: str):
+        companion = curves(metric + NONDEGENERATE) if metric + NONDEGENERATE not in metrics else []
+        return with_companions(curves(metric), companion)
+
+    titles = {m: method_title(meta, m) for m in {r["method"] for r in summary_rows}
+              if methods is None or m in methods}
+    decorate = (lambda ax, metric: mark_peaks(ax, onset, titles) if metric == "area_ratio" else None)
+    return save_figure(metric_grid(series_of, metrics, title, meta, note, decorate), out_png)
 
 
 def _label_axes(ax, info) -> None:
@@ -270,12 +320,16 @@ def plot_compare_metrics(runs: Mapping[str, List[dict]], out_png: Path, metrics:
     if not metrics:
         raise OverfocusError("no metric is common to the compared runs: analyse them with the same --metrics")
 
-    def series_of(metric: str):
+    def curves(metric: str):
         out = []
         for label, rows in runs.items():
             own = method if any(r["metric"] == metric and r["method"] == method for r in rows) else "model"
             out.append((label, _series(rows, metric, own)))
         return out
+
+    def series_of(metric: str):
+        companion = curves(metric + NONDEGENERATE) if metric + NONDEGENERATE not in metrics else []
+        return with_companions(curves(metric), companion)
 
     return save_figure(metric_grid(series_of, metrics, title, meta or {}, note), out_png)
 
