@@ -29,46 +29,18 @@ import torch.nn as nn
 
 from .analysis.core import NonFiniteModel, check_finite_weights, evaluate_batch
 from .analysis.source import evenly_spaced
-from .analysis.summary import per_class_pointing, summarize_values
-from .attribution.methods import ATTRIBUTIONS, DEFAULT_METHODS, method_info
+from .attribution.methods import DEFAULT_METHODS, method_info
+from .audit_findings import (LEVELS, THRESHOLDS, Threshold, evaluate_gates, finding, make_findings,  # noqa: F401
+                             pct, value_of)
+from .audit_metrics import RENAMED, Accumulator, Example, collect_metrics, exact, summarize  # noqa: F401
 from .errors import OverfocusError
 from .fileio import atomic_write_json
 from .loading import LoadedModel, ModelOptions, auto_layer, load_model
-from .metrics.coverage import COVERAGE_KEYS
-from .metrics.registry import METRICS, NONDEGENERATE, degenerate_as_zero, metric_info, reported_metrics
+from .metrics.registry import METRICS, metric_info, reported_metrics
 from .rundir import RunDir
 from .registry import did_you_mean
 
 REPORT_SCHEMA = 1
-RENAMED = {"hit": "hit_ratio"}  # per-image `hit` averages to the hit ratio
-
-
-@dataclass(frozen=True)
-class Threshold:
-    default: float
-    doc: str
-
-
-THRESHOLDS: Dict[str, Threshold] = {
-    "chance_factor": Threshold(1.5, "accuracy below chance x this factor is a problem"),
-    "accuracy_warning": Threshold(0.5, "accuracy below this is a warning"),
-    "area_problem": Threshold(0.03, "mean area ratio below this is a problem (overfocused)"),
-    "area_warning": Threshold(0.08, "mean area ratio below this is a warning"),
-    "area_diffuse": Threshold(0.6, "mean area ratio above this is a warning (diffuse, uninformative)"),
-    "outside_problem": Threshold(0.5, "localisation: share of images with energy pointing game < 0.5 above "
-                                      "this, with the peak off the object too, is a problem"),
-    "outside_warning": Threshold(0.25, "localisation: share of images with energy pointing game < 0.5 above "
-                                       "this is a warning"),
-    "pointing_warning": Threshold(0.5, "localisation: pointing game (peak on the object) below this is a warning; "
-                                       "with most attention outside the box too, a problem"),
-    "degenerate_warning": Threshold(0.1, "share of degenerate maps (all zero or non-finite) above this is a warning"),
-    "narrowing_warning": Threshold(0.2, "area ratio (non-degenerate maps) down by more than this share since its "
-                                        "peak epoch is a warning (run directories analysed by `overfocus analyze`)"),
-    "harmonization_warning": Threshold(0.2, "harmonization score below this is a warning"),
-    "latent_coverage_warning": Threshold(0.1, "cumulative latent-layer neuron coverage below this is a warning"),
-    "gap_warning": Threshold(0.1, "generalization gap (run directories) above this is a warning"),
-    "gap_problem": Threshold(0.25, "generalization gap (run directories) above this is a problem"),
-}
 
 
 @dataclass
@@ -112,20 +84,6 @@ class Preprocessing:
     source: str  # run.json | options | assumed
     assumed: List[str] = field(default_factory=list)  # fields nobody gave: image_size, mean, std
     skip_bad: bool = False  # --skip-bad, or the run was trained with it
-
-
-@dataclass
-class Example:
-    """One audited image kept for the report (the best or worst by the example score)."""
-
-    image: np.ndarray  # H x W x 3 uint8, as the model saw it
-    maps: Dict[str, np.ndarray]  # method -> H x W float32 in [0, 1]
-    boxes: np.ndarray  # N x 4
-    label: int
-    pred: int
-    conf: float
-    image_id: str
-    score: float
 
 
 @dataclass
@@ -304,35 +262,6 @@ class Context:
     higher_is_better: bool
 
 
-class Accumulator:
-    """Per-image numbers of all batches plus the best and worst examples."""
-
-    def __init__(self, methods: Sequence[str], keep: int, higher_is_better: bool):
-        self.labels: List[int] = []
-        self.preds: List[int] = []
-        self.conf: List[float] = []
-        self.values: Dict[str, Dict[str, List[float]]] = {m: {} for m in methods}
-        self.keep, self.higher = keep, higher_is_better
-        self.best: List[Example] = []
-        self.worst: List[Example] = []
-        self.human_found = 0
-        self.outputs = 0  # the model's number of outputs (logits per image)
-
-    def add_values(self, method: str, name: str, values: torch.Tensor) -> None:
-        self.values[method].setdefault(name, []).extend(values.detach().float().cpu().tolist())
-
-    def offer(self, examples: List[Example]) -> None:
-        """Keep the `keep` best and worst examples (NaN scores never compete)."""
-        pool = [e for e in examples if not math.isnan(e.score)]
-        sign = -1.0 if self.higher else 1.0
-        correct = [e for e in pool if e.pred == e.label]  # a "best" example is never a wrong answer
-        self.best = sorted(self.best + correct, key=lambda e: sign * e.score)[: self.keep]
-        self.worst = sorted(self.worst + pool, key=lambda e: -sign * e.score)[: self.keep]
-
-    def per_image(self, method: str, name: str) -> np.ndarray:
-        return np.asarray(self.values[method].get(name, []), dtype=np.float64)
-
-
 def audit_batch(ctx: Context, batch, acc: Accumulator, coverage) -> None:
     """Evaluate the batch (the evaluation `analyze` makes: a no-grad forward with the coverage hooks,
     then the maps and their metrics), record it, and offer the batch's examples."""
@@ -386,226 +315,9 @@ def make_examples(ctx: Context, batch, normed: Dict[str, torch.Tensor], preds, c
 
 
 # ---- aggregation ----------------------------------------------------------------------------------------
-def summarize(values: np.ndarray) -> Dict[str, Any]:
-    """The report's form of `summarize_values` (mean, 95% bootstrap interval, count of the non-NaN
-    values): `value`, and None where there are no values."""
-    s = summarize_values(values)
-    if s["n"] == 0:
-        return {"value": None, "ci_low": None, "ci_high": None, "n": 0}
-    return {"value": s["mean"], "ci_low": s["ci_low"], "ci_high": s["ci_high"], "n": s["n"]}
-
-
-def exact(value: Optional[float], n: int) -> Dict[str, Any]:
-    """A number without an interval (cumulative coverage, per-class averages)."""
-    ok = value is not None and not math.isnan(value)
-    return {"value": float(value) if ok else None, "ci_low": None, "ci_high": None, "n": n if ok else 0}
-
-
-def collect_metrics(acc: Accumulator, coverage, methods: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-    """All headline numbers: model metrics by name, map metrics as `method.metric`."""
-    labels, preds = np.asarray(acc.labels), np.asarray(acc.preds)
-    out = {"accuracy": summarize((labels == preds).astype(np.float64)),
-           "confidence": summarize(np.asarray(acc.conf, dtype=np.float64))}
-    out.update(coverage_metrics(coverage, len(labels)))
-    for method in methods:
-        for name, entry in method_metrics(acc, method, labels).items():
-            out[f"{method}.{name}"] = entry
-    return out
-
-
-def coverage_metrics(coverage, n: int) -> Dict[str, Dict[str, Any]]:
-    if coverage is None:
-        return {}
-    cumulative = coverage.cumulative()
-    per_image = coverage.per_image()
-    out = {}
-    for key in COVERAGE_KEYS:  # channel level and unit level
-        out[key] = exact(cumulative.get(key), n)
-        out[f"{key}_per_image"] = summarize(per_image[key].detach().cpu().double().numpy())
-    return out
-
-
-def method_metrics(acc: Accumulator, method: str, labels: np.ndarray) -> Dict[str, Dict[str, Any]]:
-    """A method's report entries: each metric over all images and, for those scoring a degenerate
-    map 0, over the non-degenerate maps only (`<name>_nondegenerate`), as analyze's summary."""
-    out = {}
-    kept = acc.per_image(method, "degenerate") == 0
-    for name in acc.values[method]:
-        values = acc.per_image(method, name)
-        out[RENAMED.get(name, name)] = summarize(values)
-        if name in degenerate_as_zero():
-            out[RENAMED.get(name, name) + NONDEGENERATE] = summarize(values[kept])
-    if "pointing_game" in acc.values[method]:
-        hits = acc.per_image(method, "pointing_game")
-        out["pointing_game_per_class"] = exact(*per_class_pointing(hits, labels))
-        out["pointing_game_per_class" + NONDEGENERATE] = exact(*per_class_pointing(hits[kept], labels[kept]))
-    if "energy_pg" in acc.values[method]:
-        # an all-zero map has energy 0 by convention; it points nowhere, so it is not counted as "outside"
-        energy = acc.per_image(method, "energy_pg")
-        skip = np.isnan(energy) | (acc.per_image(method, "degenerate") > 0)
-        out["outside_box"] = summarize(np.where(skip, np.nan, (energy < 0.5).astype(np.float64)))
-    return out
 
 
 # ---- findings -------------------------------------------------------------------------------------------
-LEVELS = ("problem", "warning", "ok")
-
-
-def pct(value: float) -> str:
-    """A share as a percentage, with one decimal below 10% so that 0.4% does not read as 0%.
-
-    Example:
-        >>> pct(0.004), pct(0.61), pct(0.0)
-        ('0.4%', '61%', '0%')
-    """
-    return f"{value * 100:.1f}%" if 0 < abs(value) < 0.1 else f"{value * 100:.0f}%"
-
-
-def finding(fid: str, level: str, message: str, metric: Optional[str] = None,
-            value: Optional[float] = None) -> Dict[str, Any]:
-    assert level in LEVELS
-    return {"id": fid, "level": level, "message": message, "metric": metric, "value": value}
-
-
-def graded(value: float, problem: bool, warning: bool) -> str:
-    return "problem" if problem else "warning" if warning else "ok"
-
-
-def value_of(metrics: Dict[str, Dict[str, Any]], name: str, primary: str = DEFAULT_METHODS[0]) -> Optional[float]:
-    """A metric's value; a bare map metric name (`area_ratio`) means the primary method's."""
-    entry = metrics.get(name) if name in metrics or "." in name else metrics.get(f"{primary}.{name}")
-    return (entry or {}).get("value")
-
-
-def accuracy_finding(metrics, t, n_classes: int) -> List[Dict[str, Any]]:
-    acc = value_of(metrics, "accuracy")
-    chance = 1.0 / max(n_classes, 1)
-    if acc is None:
-        return []
-    level = graded(acc, acc < chance * t["chance_factor"], acc < t["accuracy_warning"])
-    text = {"problem": f"accuracy {pct(acc)} is near chance ({pct(chance)})",
-            "warning": f"accuracy {pct(acc)} is low (chance {pct(chance)})",
-            "ok": f"accuracy {pct(acc)} (chance {pct(chance)})"}[level]
-    return [finding("accuracy", level, text, "accuracy", acc)]
-
-
-def area_finding(metrics, t, title: str) -> List[Dict[str, Any]]:
-    area = value_of(metrics, "area_ratio")
-    if area is None:
-        return []
-    level = graded(area, area < t["area_problem"], area < t["area_warning"] or area > t["area_diffuse"])
-    text = f"{title} attention covers {pct(area)} of the image on average"
-    if level != "ok":
-        text += " (diffuse: it marks most of the image)" if area > t["area_diffuse"] else " (overfocused)"
-    return [finding("area_ratio", level, text, "area_ratio", area)]
-
-
-def box_findings(metrics, t, title: str) -> List[Dict[str, Any]]:
-    """ONE localisation finding from the box metrics, with its rule stated, so that no two sentences
-    can contradict each other (a peak on the object with the map wider than the box is both).
-
-    problem: the peak is off the object (pointing game < pointing_warning) AND most attention lies
-    outside the box in more than outside_problem of the images; warning: either one of the two
-    (or outside_box above outside_warning); ok otherwise. The hit ratio is reported, not graded:
-    a map wider or tighter than the box misses IoU >= 0.5 while pointing at the object.
-    """
-    pg, outside, hit = (value_of(metrics, name) for name in ("pointing_game", "outside_box", "hit_ratio"))
-    if pg is None and outside is None:
-        return []
-    peak_off = pg is not None and pg < t["pointing_warning"]
-    mass_out = outside is not None and outside > t["outside_problem"]
-    level = graded(0.0, peak_off and mass_out, peak_off or mass_out or (outside or 0.0) > t["outside_warning"])
-    parts = []
-    if pg is not None:
-        parts.append(f"peak on the object in {pct(pg)} of images")
-    if outside is not None:
-        parts.append(f"most attention outside the box in {pct(outside)}")
-    if hit is not None:
-        parts.append(f"main region matches the box (IoU >= 0.5) in {pct(hit)}")
-    rule = (f"problem: peak on the object < {pct(t['pointing_warning'])} and mostly outside > "
-            f"{pct(t['outside_problem'])}; warning: either, or mostly outside > {pct(t['outside_warning'])}")
-    metric, value = ("pointing_game", pg) if pg is not None else ("outside_box", outside)
-    return [finding("localisation", level, f"{title} localisation: {', '.join(parts)} ({rule})", metric, value)]
-
-
-def map_quality_findings(metrics, t, title: str, layer: Optional[str]) -> List[Dict[str, Any]]:
-    out = []
-    dead = value_of(metrics, "degenerate")
-    if dead is not None and dead > t["degenerate_warning"]:
-        out.append(finding("degenerate", "warning", f"{title} is empty (all zero or non-finite) for {pct(dead)} of "
-                           f"images (no positive evidence at layer {layer}); the thresholded metrics count them as "
-                           "0, their `_nondegenerate` variants leave them out; try another --layer",
-                           "degenerate", dead))
-    harm = value_of(metrics, "harmonization")
-    if harm is not None:
-        level = graded(harm, False, harm < t["harmonization_warning"])
-        out.append(finding("harmonization", level, f"{title} agrees {'weakly ' if level != 'ok' else ''}with "
-                           f"the human maps (harmonization {harm:.2f})", "harmonization", harm))
-    return out
-
-
-def coverage_finding(metrics, t) -> List[Dict[str, Any]]:
-    cov = value_of(metrics, "coverage_latent")
-    if cov is None:
-        return []
-    level = graded(cov, False, cov < t["latent_coverage_warning"])
-    text = f"{'only ' if level != 'ok' else ''}{pct(cov)} of the latent layer's neurons fire for any audited image"
-    return [finding("coverage_latent", level, text, "coverage_latent", cov)]
-
-
-def gap_finding(row: Optional[Dict[str, Any]], t) -> List[Dict[str, Any]]:
-    gap = (row or {}).get("gap")
-    if gap is None:
-        return []
-    level = graded(gap, gap > t["gap_problem"], gap > t["gap_warning"])
-    text = (f"generalization gap {gap * 100:.1f} points at epoch {row.get('epoch')} (train accuracy "
-            f"{pct(row.get('train_acc', 0.0))}, test {pct(row.get('test_acc', 0.0))})")
-    return [finding("gap", level, text, "gap", gap)]
-
-
-def onset_finding(onset: Optional[Dict[str, Any]], method: str, t) -> List[Dict[str, Any]]:
-    """The run's overfocus onset (RUN/analysis/onset.json of `overfocus analyze`) as a finding:
-    how much the area ratio (non-degenerate maps) lost since its peak epoch, and the gap meanwhile."""
-    o = ((onset or {}).get("methods") or {}).get(method)
-    if not o or o.get("narrowing") is None:
-        return []
-    if o["last_epoch"] == o["peak_epoch"]:
-        return [finding("onset", "ok", f"attention is widest at the last analysed epoch ({o['last_epoch']}): "
-                        "no narrowing yet", "narrowing", 0.0)]
-    text = f"attention narrowed by {pct(o['narrowing'])} since epoch {o['peak_epoch']}"
-    growth = o.get("gap_growth")
-    if growth is not None:
-        text += f" while the gap {'grew' if growth >= 0 else 'shrank'} by {abs(growth) * 100:.1f} points"
-    text += (f" (area ratio of non-degenerate maps {o['peak_area']:.3f} -> {o['last_area']:.3f} "
-             f"at epoch {o['last_epoch']})")
-    level = "warning" if o["narrowing"] > t["narrowing_warning"] else "ok"
-    return [finding("onset", level, text, "narrowing", o["narrowing"])]
-
-
-def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Every finding, problems first; `facts` carries what is not a metric (classes, notes, ...)."""
-    title = ATTRIBUTIONS.get(facts["method"]).title if facts["method"] in ATTRIBUTIONS else facts["method"]
-    prefix = facts["method"] + "."
-    metrics = {**metrics, **{k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}}
-    found = accuracy_finding(metrics, thresholds, facts["n_classes"])
-    found += area_finding(metrics, thresholds, title) + box_findings(metrics, thresholds, title)
-    found += map_quality_findings(metrics, thresholds, title, facts.get("layer"))
-    found += coverage_finding(metrics, thresholds) + gap_finding(facts.get("history_row"), thresholds)
-    found += onset_finding(facts.get("onset"), facts["method"], thresholds)
-    found += [finding(f"note_{i}", "warning", text) for i, text in enumerate(facts.get("warnings", []))]
-    return sorted(found, key=lambda f: LEVELS.index(f["level"]))
-
-
-def evaluate_gates(gates: Sequence[Tuple[str, float]], metrics, primary: str) -> List[Dict[str, Any]]:
-    """Each `--fail-under name=min` as {metric, min, value, passed}; an uncomputed metric is bad input."""
-    out = []
-    for name, minimum in gates:
-        value = value_of(metrics, name, primary)
-        if value is None:
-            raise OverfocusError(f"--fail-under {name}: this metric was not computed for this audit "
-                                 "(it needs boxes, human maps or attention maps that this input lacks)")
-        out.append({"metric": name, "min": minimum, "value": value, "passed": bool(value >= minimum)})
-    return out
 
 
 # ---- the audit ------------------------------------------------------------------------------------------
