@@ -159,12 +159,17 @@ def compose_frame(layout: Layout, cells: Sequence[Cell], header: Sequence[str], 
     frame = blank(layout.width, layout.height)
     text_right = _draw_colorbar(frame, layout, cmap)
     hfont, y = header_font(layout.width), layout.margin
+    muted_from = max(1, len(header) - 2)  # legend and colour note: muted
+    fitted = []
     for i, line in enumerate(header):
         size = hfont if i == 0 else max(10, hfont - 2)
-        color = MUTED if i >= max(1, len(header) - 2) else TEXT  # legend and colour note: muted
         width = (text_right if i < 3 else layout.width - layout.margin) - layout.margin
-        (text, *_), fitted = fit_caption(line, size, width, max_lines=1, bold=i == 0)  # smaller, never cut
-        draw_text(frame, (layout.margin, y), text, fitted, color, bold=i == 0)
+        fitted.append((size, fit_caption(line, size, width, max_lines=1, bold=i == 0)))  # smaller, never cut
+    # the body lines (one per run in a compare) share one type size, so no line looks less important
+    body = [f for _, (_, f) in fitted[1:muted_from]]
+    for i, (size, ((text, *_), own)) in enumerate(fitted):
+        shown = min(body) if body and 0 < i < muted_from else own
+        draw_text(frame, (layout.margin, y), text, shown, MUTED if i >= muted_from else TEXT, bold=i == 0)
         y += int(round(size * 1.35))
     for i, cell in enumerate(cells):
         _draw_cell(frame, layout, layout.origin(i), cell)
