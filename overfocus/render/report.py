@@ -201,8 +201,9 @@ def fmt_entry(entry: Optional[Dict[str, Any]]) -> str:
     return text
 
 
-def metric_label(name: str, meta: Optional[Dict[str, Any]] = None) -> str:
-    return f"{esc(metric_info(meta or {}, name).title)}<br><code>{esc(name)}</code>"
+def metric_label(name: str, meta: Optional[Dict[str, Any]] = None, key: Optional[str] = None) -> str:
+    """Title (from the report's metric_info under `key`, default `name`) above the metric's name."""
+    return f"{esc(metric_info(meta or {}, key or name).title)}<br><code>{esc(name)}</code>"
 
 
 def model_table(metrics: Dict[str, Any], meta: Optional[Dict[str, Any]] = None) -> str:
@@ -218,7 +219,8 @@ def maps_table(metrics: Dict[str, Any], methods: Sequence[str], meta: Optional[D
     names = list(dict.fromkeys(k.split(".", 1)[1] for k in metrics if "." in k))
     if not names or not methods:
         return ""
-    rows = "".join(f"<tr><td>{metric_label(name, meta)}</td>" + "".join(
+    # report.json describes map metrics under their `method.metric` keys (audit's metric names)
+    rows = "".join(f"<tr><td>{metric_label(name, meta, f'{methods[0]}.{name}')}</td>" + "".join(
         f'<td class="num">{fmt_entry(metrics.get(f"{m}.{name}"))}</td>' for m in methods) + "</tr>" for name in names)
     heads = "".join(f"<th>{esc(method_title(meta or {}, m))}</th>" for m in methods)
     return f"<table><thead><tr><th>attention maps</th>{heads}</tr></thead><tbody>{rows}</tbody></table>"
