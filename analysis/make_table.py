@@ -10,10 +10,14 @@ analysed epoch of each run (or `--epoch`), and test accuracy and gap at that sam
     python analysis/make_table.py runs/table/{vanilla,dropout,sgdrop}/seed* --out runs/table/table.md
 
 Columns: test accuracy (%), gap (train accuracy in eval mode on the fixed train subset minus test
-accuracy, percentage points), area ratio, hit ratio, energy pointing game (of the `--method` maps,
-Grad-CAM by default), neuron coverage global and latent (DeepXplore; cumulative over the analysed
-images by default, `--coverage per-image` for the mean per image), and harmonization (mean
-Spearman / ceiling) when an analysis with human maps exists.
+accuracy, percentage points), area ratio over all maps (an empty map counts 0) and over non-empty
+maps, the share of empty maps, hit ratio, energy pointing game (of the `--method` maps, Grad-CAM by
+default), neuron coverage global and latent (unit level by default, `--coverage-level channel` for
+channels; per image by default, `--coverage cumulative` over the analysed set), and harmonization
+(mean Spearman / ceiling) when an analysis with human maps exists.
+
+Below the table, the seed's four claims are judged seed by seed (analysis/claims.py) when the runs
+hold both the `--reference` (vanilla) and the `--treatment` (sgdrop) group.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import claims
 from runs_io import (RunsError, atomic_write_text, group_runs, mean_std, pick_epoch, read_manifest,
                      read_metrics, read_summary)
 
@@ -41,16 +46,24 @@ class Column:
     digits: int = 3
 
 
-def columns(coverage: str) -> List[Column]:
-    """The Table 3/4 columns; coverage `cumulative` (DeepXplore's definition) or `per-image`."""
+def columns(coverage: str, level: str = "unit") -> List[Column]:
+    """The Table 3/4 columns.
+
+    coverage: `cumulative` (over the analysed images, DeepXplore's definition) or `per-image`;
+    level: `unit` (every element of a post-ReLU map is a neuron: the reading that fits the seed's
+    Table 4, docs/conventions.md) or `channel`.
+    """
     suffix = "_cumulative" if coverage == "cumulative" else ""
+    prefix, name = ("unit_", "units") if level == "unit" else ("", "channels")
     return [Column("Test acc. (%)", "metrics", "test_acc", 100.0, 1),
             Column("Gap (pp)", "metrics", "gap", 100.0, 1),
             Column("Area ratio", "map", "area_ratio"),
+            Column("Area ratio (non-empty)", "map", "area_ratio_nondegenerate"),
+            Column("Empty maps (%)", "map", "degenerate", 100.0, 1),
             Column("Hit ratio", "map", "hit"),
             Column("Energy PG", "map", "energy_pg"),
-            Column("NC global", "model", f"coverage_global{suffix}"),
-            Column("NC latent", "model", f"coverage_latent{suffix}"),
+            Column(f"NC global ({name})", "model", f"{prefix}coverage_global{suffix}"),
+            Column(f"NC latent ({name})", "model", f"{prefix}coverage_latent{suffix}"),
             Column("Harmonization", "human", "harmonization")]
 
 
@@ -161,7 +174,9 @@ def caption(groups: Dict[str, List[RunValues]], args: argparse.Namespace, has_hu
              f"(ddof 1) over seeds. Maps: `{args.method}` at layer `{settings.get('layer', '?')}`, "
              f"explained class `{settings.get('target', '?')}`, {settings.get('split', 'test')} split. "
              f"Gap = train accuracy (eval mode, fixed train subset) - test accuracy. NC = neuron "
-             f"coverage (DeepXplore, post-ReLU, threshold 0, {args.coverage})."]
+             f"coverage (DeepXplore, post-ReLU, threshold 0, {args.coverage_level} level, {args.coverage}). "
+             f"Empty maps are all zero or non-finite; they count 0 in Area ratio and are left out of "
+             f"Area ratio (non-empty)."]
     if has_human:
         parts.append(f" Harmonization: Spearman of the `{args.method}` map (predicted class) with the "
                      f"blurred human map, from `{args.human}/`.")
@@ -176,7 +191,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--epoch", type=int, help="epoch to tabulate (default: each run's last analysed)")
     p.add_argument("--analysis", default="analysis", help="analysis folder inside each run")
     p.add_argument("--human", default="analysis-osie", help="human-map analysis folder inside each run")
-    p.add_argument("--coverage", choices=("cumulative", "per-image"), default="cumulative")
+    p.add_argument("--coverage", choices=("cumulative", "per-image"), default="per-image",
+                   help="neuron coverage per image (mean) or cumulative over the analysed images")
+    p.add_argument("--coverage-level", choices=("unit", "channel"), default="unit",
+                   help="a neuron is one element of a post-ReLU map (unit) or one channel")
+    p.add_argument("--reference", default="vanilla", help="group the claims compare against")
+    p.add_argument("--treatment", default="sgdrop", help="group whose claims are judged")
     p.add_argument("--out", help="write the Markdown here (default: print it)")
     p.add_argument("--csv", help="also write the means and stds as CSV here")
     return p.parse_args(argv)
@@ -184,7 +204,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    cols = columns(args.coverage)
+    cols = columns(args.coverage, args.coverage_level)
     try:
         groups = {name: [run_values(r, cols, args) for r in runs]
                   for name, runs in group_runs(args.runs).items()}
@@ -196,6 +216,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cols = cols if has_human else [c for c in cols if c.source != "human"]
     rows = build_rows(groups, cols)
     text = to_markdown(rows, cols, caption(groups, args, has_human))
+    if args.reference in groups and args.treatment in groups:
+        onsets = {r.seed: o for r in groups[args.reference]
+                  if (o := claims.read_onset(r.path, args.analysis, args.method)) is not None}
+        text += "\n" + claims.claims_markdown({name: claims.by_seed(runs) for name, runs in groups.items()},
+                                              onsets, args.reference, args.treatment, args.method)
     if args.out:
         atomic_write_text(Path(args.out), text)
     else:

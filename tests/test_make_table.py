@@ -1,0 +1,104 @@
+"""analysis/make_table.py and analysis/claims.py on hand-made run folders with known numbers."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
+sys.path.insert(0, str(ANALYSIS))
+import claims  # noqa: E402  (a script folder, not a package)
+
+MAP_METRICS = ("area_ratio", "area_ratio_nondegenerate", "degenerate", "hit", "energy_pg")
+MODEL_METRICS = ("unit_coverage_global", "unit_coverage_latent", "coverage_global", "coverage_latent")
+
+
+def make_run(root: Path, method: str, seed: int, *, test_acc: float, gap: float, area: float,
+             unit_latent: float, onset: dict | None = None) -> Path:
+    """A run folder with the files make_table reads; epoch 2 carries the given numbers."""
+    run = root / method / f"seed{seed}"
+    (run / "analysis").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"seed": seed, "config": {"data": {"spec": "toy:1"}}}))
+    rows = [{"epoch": e, "test_acc": test_acc, "train_acc": test_acc + gap, "gap": gap} for e in range(3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = ["epoch,method,metric,mean,ci_low,ci_high,n"]
+    for epoch in range(3):
+        for metric in MAP_METRICS:
+            value = area if metric.startswith("area") else 0.1
+            lines.append(f"{epoch},grad_cam,{metric},{value},,,10")
+        for metric in MODEL_METRICS:
+            lines.append(f"{epoch},model,{metric},{unit_latent},,,10")
+    (run / "analysis" / "summary.csv").write_text("\n".join(lines) + "\n")
+    (run / "analysis" / "analysis.json").write_text(json.dumps({"layer": "features.20", "target": "label"}))
+    if onset is not None:
+        (run / "analysis" / "onset.json").write_text(json.dumps({"methods": {"grad_cam": onset}}))
+    return run
+
+
+def onset(peak: int, ci_high: float) -> dict:
+    return {"peak_epoch": peak, "last_epoch": 2, "narrowing": 0.25, "slope": ci_high - 0.01,
+            "slope_ci": [ci_high - 0.02, ci_high], "gap_growth": 0.05}
+
+
+def run_table(runs, tmp_path: Path, *extra: str) -> str:
+    out = tmp_path / "table.md"
+    proc = subprocess.run([sys.executable, str(ANALYSIS / "make_table.py"), *map(str, runs),
+                           "--out", str(out), "--csv", str(tmp_path / "table.csv"), *extra],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out.read_text()
+
+
+def test_verdict_counts_agreeing_seeds():
+    assert claims.verdict([1, 2, 3]) == "reproduces"
+    assert claims.verdict([-1, 0, -3]) == "does not reproduce"
+    assert claims.verdict([1, -2, 3]) == "mixed (2 of 3 seeds)"
+    assert claims.verdict([]) == "not measured"
+
+
+def test_paired_differences_match_seeds_and_skip_missing_values():
+    ref = {0: {"x": 1.0}, 1: {"x": 2.0}, 2: {"x": None}}
+    treat = {0: {"x": 1.5}, 1: {"x": 1.0}, 2: {"x": 5.0}, 3: {"x": 9.0}}
+    assert claims.paired_differences(ref, treat, "x") == {0: 0.5, 1: -1.0}
+
+
+def test_table_has_mean_std_and_claims_with_known_verdicts(tmp_path):
+    runs = []
+    for seed in (0, 1, 2):
+        runs.append(make_run(tmp_path, "vanilla", seed, test_acc=0.50, gap=0.30, area=0.20 + 0.01 * seed,
+                             unit_latent=0.10, onset=onset(peak=1, ci_high=-0.001 if seed < 2 else 0.01)))
+        # SGDrop: wider maps in every seed, more coverage, smaller gap in every seed, accuracy mixed
+        runs.append(make_run(tmp_path, "sgdrop", seed, test_acc=0.49 + 0.01 * seed, gap=0.20,
+                             area=0.40 + 0.01 * seed, unit_latent=0.30))
+    text = run_table(runs, tmp_path)
+    vanilla_row = next(line for line in text.splitlines() if line.startswith("| vanilla"))
+    assert "| 3 | 50.0 ± 0.0 | 30.0 ± 0.0 | 0.210 ± 0.010 | 0.210 ± 0.010 | 10.0 ± 0.0 |" in vanilla_row
+    assert "NC latent (units)" in text and "unit level, per-image" in text
+    assert "Attention narrows over epochs (vanilla, `grad_cam`)**: mixed (2 of 3 seeds)" in text
+    assert "keeps attention wider (area ratio, non-empty maps)**: reproduces. sgdrop - vanilla in " \
+           "`Area ratio (non-empty)`: +0.200 ± 0.000" in text
+    assert "raises last-conv coverage (unit level)**: reproduces" in text
+    assert "smaller gap**: reproduces" in text
+    assert "higher test accuracy**: mixed (1 of 3 seeds)" in text
+    csv_text = (tmp_path / "table.csv").read_text()
+    assert "sgdrop,Area ratio (non-empty),0.41" in csv_text
+
+
+def test_channel_level_and_no_claims_without_the_reference(tmp_path):
+    runs = [make_run(tmp_path, "dropout", 0, test_acc=0.5, gap=0.1, area=0.3, unit_latent=0.2),
+            make_run(tmp_path, "sgdrop", 0, test_acc=0.5, gap=0.1, area=0.3, unit_latent=0.2)]
+    text = run_table(runs, tmp_path, "--coverage-level", "channel", "--coverage", "cumulative")
+    assert "NC latent (channels)" in text and "Claims" not in text
+
+
+@pytest.mark.parametrize("onset_value, expected", [
+    ({"peak_epoch": 2, "last_epoch": 2, "slope_ci": [-1, -0.5]}, False),   # peak at the end
+    ({"peak_epoch": 0, "last_epoch": 2, "slope_ci": [-1, 0.1]}, False),    # interval crosses 0
+    ({"peak_epoch": 0, "last_epoch": 2, "slope_ci": [-1, -0.1]}, True),
+    ({"peak_epoch": 0, "last_epoch": 2, "slope_ci": None}, False),         # too few epochs
+])
+def test_narrows_needs_an_early_peak_and_a_negative_interval(onset_value, expected):
+    assert claims.narrows(onset_value) is expected
