@@ -430,9 +430,20 @@ def train(cfg: RunConfig, run_dir: Path | str, force: bool = False, tensorboard:
     return Trainer(cfg, run_dir, force=force, tensorboard=tensorboard).fit()
 
 
-def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float] = None) -> Path:
+def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float] = None,
+           tensorboard: Optional[Path | str] = None) -> Path:
     """Continue a run from its last durable checkpoint (optionally to a new total of epochs, or
-    with a new learning rate, e.g. after training diverged)."""
+    with a new learning rate, e.g. after training diverged; with `tensorboard`, the epochs trained
+    from here on are logged to that folder as `train` would).
+
+    Example:
+        >>> from overfocus.config import build_config
+        >>> cfg = build_config(overrides=["data.spec=builtin?train=32&test=16", "train.epochs=1",
+        ...                               "model.width=0.125", "train.progress=false"])
+        >>> run = train(cfg, "/tmp/overfocus-doctest-resume", force=True)
+        >>> resume(run, epochs=2).name
+        'overfocus-doctest-resume'
+    """
     run = RunDir(run_dir)
     manifest = run.read_manifest()
     cfg = from_dict(RunConfig, manifest["config"])
@@ -448,7 +459,7 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
                                  f"pass a total of at least {last}")
         cfg.train.epochs = epochs
     run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
-    trainer = Trainer(cfg, run.root, resuming=True)
+    trainer = Trainer(cfg, run.root, resuming=True, tensorboard=tensorboard)
     trainer.restore(last)
     if lr is not None:  # the checkpoint's optimizer and schedule carry the old rate
         for group in trainer.optimizer.param_groups:

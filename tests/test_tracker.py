@@ -198,6 +198,20 @@ def test_train_tensorboard_logs_scalars_and_one_image_tag_per_probe_image(tmp_pa
     assert set(images) == expected and all(steps == [0, 1, 2] for steps in images.values())
 
 
+def test_resume_tensorboard_logs_the_epochs_trained_from_there_on(tmp_path):
+    pytest.importorskip("tensorboard")
+    from overfocus.cli import main
+
+    code = main(["train", "--out", str(tmp_path / "run"), "--set", f"data.spec={DATA}",
+                 "--set", f"data.image_size={SIZE}", "--set", "data.batch_size=16", "--set", "model.width=0.125",
+                 "--set", "train.epochs=1", "--set", "train.progress=false"])
+    assert code == 0 and not (tmp_path / "tb").exists()
+    assert main(["resume", str(tmp_path / "run"), "--epochs", "3", "--tensorboard", str(tmp_path / "tb")]) == 0
+    scalars, images = _events(tmp_path / "tb")
+    assert scalars["run/test_acc"] == [2, 3] and scalars["probe/area_ratio/grad_cam"] == [2, 3]
+    assert len(images) == 16 and all(steps == [2, 3] for steps in images.values())
+
+
 def test_lightning_callback_two_epochs_then_analyze_and_render(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
     from overfocus.data import collate_samples, normalize, open_dataset

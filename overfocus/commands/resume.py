@@ -9,6 +9,7 @@ EXAMPLES = """examples:
   overfocus resume runs/demo                 # after a crash or Ctrl-C
   overfocus resume runs/demo --epochs 14     # train further than first planned
   overfocus resume runs/demo --lr 0.0001     # after "training diverged": a lower learning rate
+  overfocus resume runs/demo --epochs 20 --tensorboard tb/demo   # log the new epochs live
   overfocus resume runs/ddp --nproc 2        # needs runs/ddp (train --nproc 2); or torchrun ... -m overfocus resume RUN
 """
 
@@ -19,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("run", help="run directory written by `overfocus train`")
     p.add_argument("--epochs", type=int, help="new total number of epochs")
     p.add_argument("--lr", type=float, help="new learning rate from here on (e.g. after training diverged)")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="also log the epochs trained from here on to DIR for TensorBoard (scalars and "
+                        "probe overlays, as `train --tensorboard`; needs the tensorboard package)")
     p.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun on this machine")
     p.set_defaults(func=run)
 
@@ -30,10 +34,14 @@ def run(args: argparse.Namespace) -> int:
     from .train import relaunch_with_torchrun, strip_nproc
 
     RunDir(args.run).read_manifest()  # a one-line error before any process is launched
+    if args.tensorboard:
+        from ..render.tensorboard import require_tensorboard
+
+        require_tensorboard()  # before any training, not after the first epoch
     if args.nproc > 1:
         argv = args.argv[args.argv.index("resume") + 1:]
         return relaunch_with_torchrun(args.nproc, "resume", strip_nproc(argv))
-    out = resume(args.run, args.epochs, args.lr)
+    out = resume(args.run, args.epochs, args.lr, tensorboard=args.tensorboard)
     if env_info().is_main:
         print(f"run complete: {out}")
     return 0
