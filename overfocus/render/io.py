@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -117,18 +118,28 @@ class Analysis:
 
 def run_name(run_dir: Path | str) -> str:
     """The run's folder name; for the output folder of `overfocus analyze FOLDER` (its run.json
-    names the checkpoint folder) the name of that folder.
+    names the checkpoint folder) the name of that folder. A name that only numbers a repetition
+    (`seed0`, `version_3`, `run2`, `7`) is shown with its parent's (`sgdrop/seed0`): a title that
+    says "seed0" would not say which run it is.
 
     Example:
         >>> run_name("runs/demo")
         'demo'
+        >>> run_name("runs/table/sgdrop/seed1")
+        'sgdrop/seed1'
     """
     run_dir = Path(run_dir)
     try:
         source = json.loads((run_dir / "run.json").read_text()).get("source") or {}
     except (OSError, ValueError, AttributeError):
         source = {}
-    return Path(source["folder"]).name if source.get("folder") else run_dir.resolve().name
+    path = Path(source["folder"]) if source.get("folder") else run_dir.resolve()
+    if REPETITION_NAME.fullmatch(path.name) and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name
+
+
+REPETITION_NAME = re.compile(r"(seed|version|run|rep|trial)?[_-]?\d+", re.IGNORECASE)
 
 
 def no_analysis_error(run_dir: Path, detail: str) -> OverfocusError:

@@ -66,6 +66,7 @@ def _integer_epochs(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(x=0.02)  # the default 5% can reach one epoch past the last, which then gets a tick
     ax.set_xlabel("epoch")
     ax.grid(True, alpha=0.3)
 
