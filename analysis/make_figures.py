@@ -1,8 +1,9 @@
 """The seed's Fig. 1 across seeds: attention area shrinking while the generalization gap grows.
 
 Reads only files (`metrics.jsonl` and `<run>/analysis/summary.csv` of each run) and draws one PNG
-with three panels over the epochs: the mean map metric of `--method` (Grad-CAM area ratio by
-default: the fraction of pixels above half the map's maximum), the generalization gap (train
+with three panels over the epochs: the mean map metric of `--method` (by default the Grad-CAM area
+ratio over non-empty maps: the fraction of pixels above half the map's maximum, all-zero maps left
+out so that "the map went empty" does not read as "attention narrowed"), the generalization gap (train
 accuracy in eval mode on the fixed train subset minus test accuracy) and the test accuracy. Runs
 are grouped by their parent folder's name (one curve per group: the mean over seeds, with a band
 of ± one standard deviation when there are several seeds). The curves are also written as CSV.
@@ -24,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from runs_io import RunsError, atomic_write_text, group_runs, mean_std, read_metrics, read_summary, write_atomically
 
 Curve = Tuple[List[int], List[float], List[float], int]  # epochs, means, stds, number of runs
+METRIC_LABELS = {"area_ratio": "area ratio, all maps", "area_ratio_nondegenerate": "area ratio, non-empty maps"}
 
 
 def metric_curve(runs: Sequence[Path], method: str, metric: str, analysis: str) -> Curve:
@@ -68,6 +70,7 @@ def draw(curves: Dict[str, Dict[str, Curve]], panels: Sequence[Tuple[str, str]],
                                 [m + s for m, s in zip(means, stds)], color=color, alpha=0.2, lw=0)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.margins(x=0.02)  # no tick one epoch past the last
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -95,7 +98,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("runs", nargs="+", help="run folders (trained and analysed)")
     p.add_argument("--out", required=True, help="folder for the PNG and CSV")
     p.add_argument("--method", default="grad_cam", help="attribution method (default grad_cam)")
-    p.add_argument("--metric", default="area_ratio", help="map metric of the first panel (default area_ratio)")
+    p.add_argument("--metric", default="area_ratio_nondegenerate",
+                   help="map metric of the first panel (default area_ratio_nondegenerate; area_ratio "
+                        "counts empty maps as 0)")
     p.add_argument("--analysis", default="analysis", help="analysis folder inside each run")
     p.add_argument("--title", default="", help="figure title")
     return p.parse_args(argv)
@@ -103,7 +108,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    panels = [(args.metric, f"{args.metric} ({args.method})"), ("gap", "generalization gap (pp)"),
+    panels = [(args.metric, f"{METRIC_LABELS.get(args.metric, args.metric)} ({args.method})"), ("gap", "generalization gap (pp)"),
               ("test_acc", "test accuracy (%)")]
     try:
         curves = {group: {args.metric: metric_curve(runs, args.method, args.metric, args.analysis),

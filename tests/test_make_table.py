@@ -102,3 +102,15 @@ def test_channel_level_and_no_claims_without_the_reference(tmp_path):
 ])
 def test_narrows_needs_an_early_peak_and_a_negative_interval(onset_value, expected):
     assert claims.narrows(onset_value) is expected
+
+
+def test_figures_plot_the_non_empty_area_ratio_by_default(tmp_path):
+    runs = [make_run(tmp_path, "vanilla", s, test_acc=0.5, gap=0.1 * s, area=0.2 + 0.1 * s, unit_latent=0.2)
+            for s in (0, 1)]
+    proc = subprocess.run([sys.executable, str(ANALYSIS / "make_figures.py"), *map(str, runs),
+                           "--out", str(tmp_path / "fig")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    png = tmp_path / "fig" / "fig1_area_ratio_nondegenerate_gap.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (tmp_path / "fig" / "fig1_area_ratio_nondegenerate_gap.csv").read_text().splitlines()
+    assert "vanilla,area_ratio_nondegenerate,2,0.25,0.07071067811865477,2" in rows  # mean, std (ddof 1)
