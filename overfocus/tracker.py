@@ -12,6 +12,12 @@ found by itself for a timm model), or an import path (`arch="mypackage.nets:Net"
 `num_classes=` when it takes it). `start` rebuilds it once and checks that its weights have the
 names and shapes of yours, so a wrong recipe fails there and not at analysis time.
 
+A restarted loop continues its run with `resume=True`: the tracker then attaches to the folder it
+wrote before (same recipe and data, checked), writes no new epoch 0, and the next `epoch_end`
+continues after the last durable epoch (or goes back to an earlier one when your loop resumed from
+an older checkpoint: the later epochs are then rewritten). Without an existing run it starts one,
+so the same script serves the first start and every restart.
+
 Live monitoring: with `tensorboard=DIR` every epoch's metrics and the probe-set overlays go to
 TensorBoard; `analyze_every=N` evaluates the probe set every N epochs through the analysis core
 and adds its means to metrics.jsonl (`probe_<metric>_<method>`) and its maps to RUN/live/.
@@ -47,7 +53,8 @@ from .loading import ModelOptions, auto_layer, build_target, check_and_load, inf
 from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save
 from .versions import software_versions
 
-REGISTRY_KWARGS = ("width", "small_input", "batch_norm")  # what a registry model is built with besides num_classes
+REGISTRY_KWARGS = ("width", "small_input", "batch_norm")
+TRACKER_KIND = "tracker"  # run.json `source.kind` of a run recorded by a Tracker  # what a registry model is built with besides num_classes
 
 
 class Tracker:
@@ -68,6 +75,8 @@ class Tracker:
         analyze_every: evaluate the probe set every N epochs (0 = never, unless `tensorboard`).
         tensorboard: a log folder; every epoch's scalars and probe overlays go there.
         methods: attribution methods of the probe pass.
+        resume: continue the run this tracker wrote before in `run_dir`, if there is one (see the
+            module docstring); `force` and `resume` exclude each other.
     """
 
     def __init__(self, run_dir: Path | str, *, data: str, model_name: Optional[str] = None,
@@ -76,7 +85,7 @@ class Tracker:
                  std: Sequence[float] = IMAGENET_STD, batch_size: int = 64, layer: Optional[str] = None,
                  seed: int = 0, measure: bool = True, analyze_every: int = 0,
                  tensorboard: Optional[Path | str] = None, methods: Sequence[str] = ("grad_cam",),
-                 force: bool = False):
+                 force: bool = False, resume: bool = False):
         from .train import check_out_dir
 
         if model_name and arch:
@@ -87,9 +96,15 @@ class Tracker:
                                  f"{', '.join(REGISTRY_KWARGS)}; for other arguments use arch='module:Factory'")
         if analyze_every < 0:
             raise OverfocusError(f"Tracker analyze_every={analyze_every}: use 0 (never) or N >= 1 (every N epochs)")
+        if force and resume:
+            raise OverfocusError("Tracker: force=True replaces the run, resume=True continues it: pass one of them")
         self.run = RunDir(run_dir)
         self.force = force
-        check_out_dir(self.run.root, force)
+        self._resuming = resume and self.run.manifest_path.is_file()
+        if self._resuming:
+            check_resumable(self.run)
+        else:
+            check_out_dir(self.run.root, force)
         self.data = DataConfig(spec=data, image_size=image_size, mean=tuple(mean), std=tuple(std),
                                batch_size=batch_size)
         self.model_name, self.arch = model_name, arch
@@ -117,6 +132,8 @@ class Tracker:
         self._recipe_from(model)
         self._open_data()
         self.num_classes = self.num_classes or infer_num_classes(model.state_dict()) or len(self._datasets.classes)
+        if self._resuming:
+            return self._attach(model)
         layers = self._check_recipe(model)
         self._claim = RunClaim.take(self.run.root)
         try:
@@ -131,6 +148,27 @@ class Tracker:
             self._started = False
             raise
         return row
+
+    def _attach(self, model: nn.Module) -> Dict[str, Any]:
+        """resume=True on an existing run: check that this is its recipe and data, then continue
+        after its last durable epoch; returns that epoch's metrics line."""
+        manifest = self.run.read_manifest()
+        differences = recipe_differences(manifest, self._manifest_config(), int(self.num_classes))
+        if differences:
+            raise OverfocusError(f"Tracker(resume=True): {self.run.root} was recorded with another "
+                                 f"{'; '.join(differences)}: pass the options of that run, or another run_dir")
+        self._rebuild_checked(model)
+        last = self.run.latest_epoch()
+        if last is None:
+            raise OverfocusError(f"Tracker(resume=True): {self.run.root} has no durable epoch yet: delete the "
+                                 "folder (or pass force=True instead of resume=True) to start it again")
+        self._layers = {k: manifest[k] for k in ("gradcam_layer", "latent_layer")}
+        manifest["status"] = "running"
+        self.run.write_manifest(manifest)
+        self._started, self._last_epoch = True, 0  # the first epoch_end may go back to any epoch >= 1
+        self._clock = time.perf_counter()
+        rows = [r for r in self.run.read_metrics() if r.get("epoch") == last]
+        return rows[-1] if rows else {"epoch": last}
 
     def epoch_end(self, epoch: int, model: nn.Module, *, train_acc: Optional[float] = None,
                   test_acc: Optional[float] = None, optimizer: Optional[torch.optim.Optimizer] = None,
@@ -207,16 +245,9 @@ class Tracker:
                             small_input=bool(k["small_input"]), batch_norm=k["batch_norm"])
 
     def _check_recipe(self, model: nn.Module) -> Dict[str, str]:
-        """Rebuild the recipe once: its weights must have your model's names and shapes."""
-        rebuilt, description, declared, latent = build_target(self._options(), self.num_classes)
-        try:
-            check_and_load(rebuilt, strip_prefixes(model.state_dict()), description)
-        except OverfocusError as exc:
-            given = (f"arch={self.arch!r}" if self.arch
-                     else f"model_name={self.model_name!r}, model_kwargs={self.model_kwargs}")
-            what = "arch" if self.arch else "model_name and model_kwargs"
-            raise OverfocusError(f"Tracker: the recipe does not rebuild your model ({exc}): pass the {what} "
-                                 f"you built it with (now {given})") from None
+        """Rebuild the recipe once (its weights must have your model's names and shapes) and choose
+        the attribution layers."""
+        rebuilt, declared, latent = self._rebuild_checked(model)
         if self.layer or declared:
             layer = self.layer or declared
             return {"gradcam_layer": layer, "latent_layer": latent if (latent and not self.layer) else layer}
@@ -227,12 +258,34 @@ class Tracker:
               "layer=NAME chooses another)", file=sys.stderr)
         return {"gradcam_layer": layer, "latent_layer": layer}
 
+    def _rebuild_checked(self, model: nn.Module):
+        """The recipe's model with your weights loaded, its declared layer and latent layer."""
+        rebuilt, description, declared, latent = build_target(self._options(), self.num_classes)
+        try:
+            check_and_load(rebuilt, strip_prefixes(model.state_dict()), description)
+        except OverfocusError as exc:
+            given = (f"arch={self.arch!r}" if self.arch
+                     else f"model_name={self.model_name!r}, model_kwargs={self.model_kwargs}")
+            what = "arch" if self.arch else "model_name and model_kwargs"
+            raise OverfocusError(f"Tracker: the recipe does not rebuild your model ({exc}): pass the {what} "
+                                 f"you built it with (now {given})") from None
+        return rebuilt, declared, latent
+
     def _manifest(self, layers: Dict[str, str]) -> Dict[str, Any]:
         from .data import image_id_at
         from .accuracy import PROBE_SIZE, probe_indices
         from .train import dataset_fingerprint
 
         d = self._datasets
+        cfg = self._manifest_config()
+        probe = [image_id_at(d.test, i) for i in probe_indices(len(d.test), PROBE_SIZE)]
+        return {"schema": SCHEMA_VERSION, "status": "running", "source": {"kind": TRACKER_KIND}, "config": cfg,
+                "seed": self.seed, "versions": software_versions(),
+                "dataset": dataset_fingerprint(RunConfig(data=self.data), d), "num_classes": int(self.num_classes),
+                **layers, "probe_ids": probe, "epochs": []}
+
+    def _manifest_config(self) -> Dict[str, Any]:
+        """run.json `config`: the data and the model's recipe (your loop's optimizer is not known)."""
         model_cfg = to_dict(ModelConfig(name=self.model_name or "", width=float(self.model_kwargs["width"]),
                                         small_input=bool(self.model_kwargs["small_input"]),
                                         batch_norm=self.model_kwargs["batch_norm"], num_classes=int(self.num_classes)))
@@ -242,11 +295,7 @@ class Tracker:
         cfg["model"] = model_cfg
         for section in ("optim", "train", "regularizer"):  # your loop's: not known here
             cfg.pop(section)
-        probe = [image_id_at(d.test, i) for i in probe_indices(len(d.test), PROBE_SIZE)]
-        return {"schema": SCHEMA_VERSION, "status": "running", "source": {"kind": "tracker"}, "config": cfg,
-                "seed": self.seed, "versions": software_versions(),
-                "dataset": dataset_fingerprint(RunConfig(data=self.data), d), "num_classes": int(self.num_classes),
-                **layers, "probe_ids": probe, "epochs": []}
+        return cfg
 
     # ---- data, accuracies, probe pass -----------------------------------------------------------
     def _open_data(self) -> None:
@@ -340,6 +389,36 @@ class Tracker:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, ids=np.asarray(self._probe.ids), **{f"maps_{m}": v for m, v in probe.maps.items()})
         atomic_write_bytes(self.run.root / "live" / f"probe_epoch_{epoch:04d}.npz", buffer.getvalue())
+
+
+def check_resumable(run: RunDir) -> None:
+    """A folder a Tracker may continue: one that a Tracker recorded."""
+    kind = (run.read_manifest().get("source") or {}).get("kind")
+    if kind != TRACKER_KIND:
+        made_by = f"`{kind}`" if kind else "`overfocus train`"
+        raise OverfocusError(f"Tracker(resume=True): {run.root} was made by {made_by}, not by a Tracker: "
+                             "pass another run_dir (or continue an `overfocus train` run with `overfocus resume`)")
+
+
+def recipe_differences(manifest: Mapping[str, Any], config: Mapping[str, Any], num_classes: int) -> list:
+    """What differs between a recorded run.json and a tracker's data and model settings.
+
+    Example:
+        >>> recorded = {"config": {"data": {"spec": "builtin"}, "model": {"name": "cifarnet"}}, "num_classes": 3}
+        >>> recipe_differences(recorded, {"data": {"spec": "builtin"}, "model": {"name": "vgg11"}}, 3)
+        ["model.name ('cifarnet' in the run, 'vgg11' now)"]
+    """
+    recorded = manifest.get("config", {})
+    out = [f"{section}.{key} ({old!r} in the run, {config[section].get(key)!r} now)"
+           for section in ("data", "model") for key, old in recorded.get(section, {}).items()
+           if key != "num_classes" and _comparable(config[section].get(key)) != _comparable(old)]
+    if int(manifest.get("num_classes", num_classes)) != num_classes:
+        out.append(f"num_classes ({manifest.get('num_classes')} in the run, {num_classes} now)")
+    return out
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def unwrap(model: nn.Module) -> nn.Module:

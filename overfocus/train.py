@@ -430,6 +430,18 @@ def train(cfg: RunConfig, run_dir: Path | str, force: bool = False, tensorboard:
     return Trainer(cfg, run_dir, force=force, tensorboard=tensorboard).fit()
 
 
+def refuse_unrecorded_training(manifest: Dict[str, Any], root: Path) -> None:
+    """`resume` needs the training recipe (optimizer, schedule, regularizer), which runs recorded by
+    a Tracker or by `analyze FOLDER` do not have: say where such a run is continued instead."""
+    kind = (manifest.get("source") or {}).get("kind")
+    if kind == "tracker":
+        raise OverfocusError(f"{root} was recorded by overfocus.Tracker in your own training loop, whose optimizer "
+                             "overfocus does not know: continue it in that loop with Tracker(..., resume=True)")
+    if kind:
+        raise OverfocusError(f"{root} holds the analysis of a checkpoint folder ({kind}), not a training run: "
+                             "there is nothing to resume; `overfocus analyze` it again for new checkpoints")
+
+
 def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float] = None,
            tensorboard: Optional[Path | str] = None) -> Path:
     """Continue a run from its last durable checkpoint (optionally to a new total of epochs, or
@@ -446,6 +458,7 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
     """
     run = RunDir(run_dir)
     manifest = run.read_manifest()
+    refuse_unrecorded_training(manifest, run.root)
     cfg = from_dict(RunConfig, manifest["config"])
     if lr is not None:
         cfg.optim.lr = lr

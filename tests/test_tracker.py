@@ -248,6 +248,42 @@ def test_lightning_callback_two_epochs_then_analyze_and_render(tmp_path):
     assert {"evolution_grad_cam.gif", "gap.png"} <= {Path(p).name for p in written}
 
 
+def test_lightning_fit_resumed_from_its_checkpoint_continues_the_run(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from overfocus.data import collate_samples, normalize, open_dataset
+    from overfocus.integrations.lightning import OverfocusCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = _cifarnet()
+
+        def training_step(self, batch, _i):
+            return F.cross_entropy(self.model(normalize(batch.images, MEAN, STD)), batch.labels)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+    loader = torch.utils.data.DataLoader(open_dataset(DATA, "train", SIZE), batch_size=16, collate_fn=collate_samples)
+
+    def fit(max_epochs: int, ckpt_path=None):
+        callback = OverfocusCallback(tmp_path / "pl", resume=True, measure=False, data=DATA, model_name="cifarnet",
+                                     model_kwargs={"width": 0.125}, image_size=SIZE, mean=MEAN, std=STD)
+        trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", callbacks=[callback], logger=False,
+                             default_root_dir=tmp_path / "lightning", enable_progress_bar=False,
+                             enable_model_summary=False)
+        trainer.fit(Module(), loader, ckpt_path=ckpt_path)
+        return trainer
+
+    first = fit(1)
+    ckpt = first.checkpoint_callback.best_model_path
+    assert ckpt and RunDir(tmp_path / "pl").checkpoint_epochs() == [0, 1]
+    fit(3, ckpt_path=ckpt)  # Lightning restores epoch 1; the callback continues the same run
+    run = RunDir(tmp_path / "pl")
+    assert run.checkpoint_epochs() == [0, 1, 2, 3] and [r["epoch"] for r in run.read_metrics()] == [0, 1, 2, 3]
+    assert run.read_manifest()["status"] == "complete"
+
+
 def test_lightning_absent_is_one_line(monkeypatch):
     import sys
 
@@ -273,3 +309,60 @@ def test_tracker_records_a_timm_model_as_timm_name_and_analyze_rebuilds_it(tmp_p
     result = overfocus.analyze(tmp_path / "timm", methods=["grad_cam"], metrics=["area_ratio"], device="cpu",
                                show_progress=False)
     assert result.epochs_done == [0]
+
+
+def test_a_restarted_loop_continues_its_run_with_resume(tmp_path):
+    """First start and restart run the same script: resume=True starts a run that is not there and
+    continues one that is (no second epoch 0), even when the loop went back to an older checkpoint."""
+    run_dir = tmp_path / "mine"
+    model = _cifarnet()
+    _hand_loop(_tracker(run_dir, resume=True, measure=False), model, epochs=2)
+    first_epoch0 = load_checkpoint(RunDir(run_dir).checkpoint_path(0))["model"]
+    tracker = _tracker(run_dir, resume=True, measure=False)
+    assert tracker.start(model)["epoch"] == 2  # the last durable epoch's line
+    assert RunDir(run_dir).read_manifest()["status"] == "running"
+    tracker.epoch_end(3, model, train_acc=0.9, test_acc=0.5)
+    tracker.finish()
+    run = RunDir(run_dir)
+    assert [e["epoch"] for e in run.read_manifest()["epochs"]] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in run.read_metrics()] == [0, 1, 2, 3]
+    assert all(torch.equal(first_epoch0[k], v) for k, v in load_checkpoint(run.checkpoint_path(0))["model"].items())
+    again = _tracker(run_dir, resume=True, measure=False)  # the loop restarted from its epoch-1 checkpoint
+    again.start(model)
+    again.epoch_end(2, model, train_acc=0.7, test_acc=0.6)
+    assert [e["epoch"] for e in RunDir(run_dir).read_manifest()["epochs"]] == [0, 1, 2]
+    assert RunDir(run_dir).read_metrics()[-1]["test_acc"] == 0.6
+    with pytest.raises(OverfocusError, match="epochs must be integers that grow"):
+        again.epoch_end(2, model, train_acc=0.7, test_acc=0.6)
+
+
+def test_resume_refuses_another_recipe_and_runs_not_made_by_a_tracker(tmp_path):
+    from overfocus.cli import main
+
+    run_dir = tmp_path / "mine"
+    _hand_loop(_tracker(run_dir, measure=False), _cifarnet(), epochs=1)
+    other = _tracker(run_dir, resume=True, model_kwargs={"width": 0.25})
+    with pytest.raises(OverfocusError, match=r"another model.width \(0.125 in the run, 0.25 now\)"):
+        other.start(__import__("overfocus.models", fromlist=["build_model"]).build_model("cifarnet", 3, width=0.25))
+    with pytest.raises(OverfocusError, match="force=True replaces the run, resume=True continues it"):
+        _tracker(run_dir, resume=True, force=True)
+    code = main(["train", "--out", str(tmp_path / "ours"), "--set", f"data.spec={DATA}", "--set",
+                 f"data.image_size={SIZE}", "--set", "model.width=0.125", "--set", "train.epochs=1",
+                 "--set", "train.progress=false"])
+    assert code == 0
+    with pytest.raises(OverfocusError, match="was made by `overfocus train`, not by a Tracker"):
+        _tracker(tmp_path / "ours", resume=True)
+
+
+def test_resume_of_a_tracked_run_and_like_say_what_is_missing(tmp_path, capsys):
+    from overfocus.cli import main
+
+    run_dir = tmp_path / "mine"
+    _hand_loop(_tracker(run_dir, measure=False), _cifarnet(), epochs=1)
+    capsys.readouterr()
+    assert main(["resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Tracker(..., resume=True)" in err[0]
+    assert main(["train", "--like", str(run_dir), "--out", str(tmp_path / "like"), "--set", "train.epochs=1",
+                 "--set", "train.progress=false"]) == 0
+    assert "recorded by 'tracker', which keeps its data and model but not how it was trained" in capsys.readouterr().err

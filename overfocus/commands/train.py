@@ -66,7 +66,24 @@ def config_source(args: argparse.Namespace):
     if not manifest.is_file():
         raise OverfocusError(f"--like {args.like}: no run.json there; pass a run directory written by "
                              "`overfocus train` (e.g. runs/demo after `overfocus demo`)")
+    warn_unrecorded_training(manifest, args.like)
     return str(manifest)
+
+
+def warn_unrecorded_training(manifest: Path, like: str) -> None:
+    """A run recorded by a Tracker (or `analyze FOLDER`) has data and model but no training recipe:
+    say on stderr that the optimizer, schedule and regularizer are the defaults (or --set)."""
+    import json
+    import sys
+
+    try:
+        kind = (json.loads(manifest.read_text()).get("source") or {}).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return  # build_config names a damaged run.json
+    if kind:
+        print(f"overfocus train: --like {like}: that run was recorded by {kind!r}, which keeps its data and model "
+              "but not how it was trained: optimizer, schedule, epochs and regularizer are the defaults "
+              "(set them with --set)", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

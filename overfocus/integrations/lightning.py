@@ -5,11 +5,13 @@ checkpoint, metrics line and run.json update at the end of each training epoch (
 Lightning's `current_epoch + 1`), written by global rank 0 only. Scalars the LightningModule logs
 (`self.log("train_loss", ...)`) go into metrics.jsonl; name the logged accuracies with
 `train_acc_key` / `test_acc_key`, or leave them out and the tracker measures them in eval mode.
+A fit resumed from a Lightning checkpoint (`trainer.fit(module, ckpt_path=...)`) continues the same
+run with `resume=True` (a Tracker option: it also starts the run when there is none yet).
 
 Example:
     >>> from overfocus.integrations.lightning import OverfocusCallback      # doctest: +SKIP
     >>> callback = OverfocusCallback("runs/pl", data="builtin", model_name="cifarnet",
-    ...                              model_kwargs={"width": 0.25})          # doctest: +SKIP
+    ...                              model_kwargs={"width": 0.25}, resume=True)  # doctest: +SKIP
     >>> lightning.Trainer(max_epochs=5, callbacks=[callback]).fit(module, loader)  # doctest: +SKIP
 """
 from __future__ import annotations
