@@ -119,8 +119,13 @@ def _annotate_last_gap(ax, epochs: np.ndarray, train: np.ndarray, test: np.ndarr
     ok = np.isfinite(train) & np.isfinite(test)
     if ok.any():
         i = np.nonzero(ok)[0][-1]
-        ax.annotate(f"gap {100 * (train[i] - test[i]):+.1f} pts", (epochs[i], 100 * (train[i] + test[i]) / 2),
-                    xytext=(-6, 0), textcoords="offset points", ha="right", va="center", fontsize="small")
+        # right of the last epoch, outside the axes: inside, the label crossed the curves whenever
+        # the accuracy jumped in the last epochs
+        ax.annotate(f"gap\n{100 * (train[i] - test[i]):+.1f} pts", (epochs[i], 100 * (train[i] + test[i]) / 2),
+                    xytext=(10, 0), textcoords="offset points", ha="left", va="center", fontsize="small",
+                    annotation_clip=False)
+        ax.annotate("", (epochs[i], 100 * train[i]), xytext=(epochs[i], 100 * test[i]),
+                    arrowprops={"arrowstyle": "<->", "color": "#555555", "lw": 0.8, "shrinkA": 0, "shrinkB": 0})
 
 
 def _series(rows: Sequence[Mapping], metric: str, method: str) -> Tuple[np.ndarray, ...]:
