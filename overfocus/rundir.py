@@ -20,6 +20,18 @@ from .errors import OverfocusError
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file  # noqa: F401 (re-exported)
 
 SCHEMA_VERSION = 1
+TRACKER_KIND = "tracker"  # run.json `source.kind` of a run recorded by overfocus.Tracker
+
+
+def recorded_by(manifest: Dict[str, Any]) -> Optional[str]:
+    """Who wrote a run.json: None for `overfocus train`, else its `source.kind` ("tracker",
+    "checkpoint-folder" for the output of `overfocus analyze FOLDER`).
+
+    Example:
+        >>> recorded_by({"source": {"kind": "tracker"}}), recorded_by({"config": {}})
+        ('tracker', None)
+    """
+    return (manifest.get("source") or {}).get("kind")
 
 
 def atomic_torch_save(path: Path, obj: Any) -> str:

@@ -50,11 +50,10 @@ from .config import IMAGENET_MEAN, IMAGENET_STD, DataConfig, ModelConfig, RunCon
 from .errors import OverfocusError
 from .fileio import atomic_write_bytes
 from .loading import ModelOptions, auto_layer, build_target, check_and_load, infer_num_classes, strip_prefixes
-from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save
+from .rundir import SCHEMA_VERSION, TRACKER_KIND, RunDir, atomic_torch_save, recorded_by
 from .versions import software_versions
 
-REGISTRY_KWARGS = ("width", "small_input", "batch_norm")
-TRACKER_KIND = "tracker"  # run.json `source.kind` of a run recorded by a Tracker  # what a registry model is built with besides num_classes
+REGISTRY_KWARGS = ("width", "small_input", "batch_norm")  # what a registry model is built with besides num_classes
 
 
 class Tracker:
@@ -393,7 +392,7 @@ class Tracker:
 
 def check_resumable(run: RunDir) -> None:
     """A folder a Tracker may continue: one that a Tracker recorded."""
-    kind = (run.read_manifest().get("source") or {}).get("kind")
+    kind = recorded_by(run.read_manifest())
     if kind != TRACKER_KIND:
         made_by = f"`{kind}`" if kind else "`overfocus train`"
         raise OverfocusError(f"Tracker(resume=True): {run.root} was made by {made_by}, not by a Tracker: "

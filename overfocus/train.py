@@ -34,7 +34,7 @@ from .models import MODELS, build_model, latent_layer_name
 from .progress import epoch_line, progress
 from .device import resolve_device  # noqa: F401 (re-exported for callers of train.resolve_device)
 from .regularizers import RegContext, StepInfo, build_regularizer
-from .rundir import SCHEMA_VERSION, RunDir, atomic_torch_save, load_checkpoint
+from .rundir import SCHEMA_VERSION, TRACKER_KIND, RunDir, atomic_torch_save, load_checkpoint, recorded_by
 from .versions import software_versions
 
 
@@ -433,8 +433,8 @@ def train(cfg: RunConfig, run_dir: Path | str, force: bool = False, tensorboard:
 def refuse_unrecorded_training(manifest: Dict[str, Any], root: Path) -> None:
     """`resume` needs the training recipe (optimizer, schedule, regularizer), which runs recorded by
     a Tracker or by `analyze FOLDER` do not have: say where such a run is continued instead."""
-    kind = (manifest.get("source") or {}).get("kind")
-    if kind == "tracker":
+    kind = recorded_by(manifest)
+    if kind == TRACKER_KIND:
         raise OverfocusError(f"{root} was recorded by overfocus.Tracker in your own training loop, whose optimizer "
                              "overfocus does not know: continue it in that loop with Tracker(..., resume=True)")
     if kind:

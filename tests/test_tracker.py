@@ -212,13 +212,11 @@ def test_resume_tensorboard_logs_the_epochs_trained_from_there_on(tmp_path):
     assert len(images) == 16 and all(steps == [2, 3] for steps in images.values())
 
 
-def test_lightning_callback_two_epochs_then_analyze_and_render(tmp_path):
-    pl = pytest.importorskip("lightning.pytorch")
-    from overfocus.data import collate_samples, normalize, open_dataset
-    from overfocus.integrations.lightning import OverfocusCallback
-    from overfocus.render import RenderOptions, render_run
+def _lightning_classifier(pl):
+    """A LightningModule around the small cifarnet that logs its training loss."""
+    from overfocus.data import normalize
 
-    class Module(pl.LightningModule):
+    class Classifier(pl.LightningModule):
         def __init__(self):
             super().__init__()
             self.model = _cifarnet()
@@ -231,13 +229,22 @@ def test_lightning_callback_two_epochs_then_analyze_and_render(tmp_path):
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=3e-3)
 
+    return Classifier()
+
+
+def test_lightning_callback_two_epochs_then_analyze_and_render(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from overfocus.data import collate_samples, open_dataset
+    from overfocus.integrations.lightning import OverfocusCallback
+    from overfocus.render import RenderOptions, render_run
+
     train = open_dataset(DATA, "train", SIZE)
     loader = torch.utils.data.DataLoader(train, batch_size=16, shuffle=True, collate_fn=collate_samples)
     callback = OverfocusCallback(tmp_path / "pl", data=DATA, model_name="cifarnet", model_kwargs={"width": 0.125},
                                  image_size=SIZE, mean=MEAN, std=STD, batch_size=16)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", callbacks=[callback], logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(Module(), loader)
+    trainer.fit(_lightning_classifier(pl), loader)
     run = RunDir(tmp_path / "pl")
     assert run.read_manifest()["status"] == "complete" and run.checkpoint_epochs() == [0, 1, 2]
     assert "train_loss" in run.read_metrics()[2]
@@ -250,19 +257,8 @@ def test_lightning_callback_two_epochs_then_analyze_and_render(tmp_path):
 
 def test_lightning_fit_resumed_from_its_checkpoint_continues_the_run(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
-    from overfocus.data import collate_samples, normalize, open_dataset
+    from overfocus.data import collate_samples, open_dataset
     from overfocus.integrations.lightning import OverfocusCallback
-
-    class Module(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.model = _cifarnet()
-
-        def training_step(self, batch, _i):
-            return F.cross_entropy(self.model(normalize(batch.images, MEAN, STD)), batch.labels)
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=3e-3)
 
     loader = torch.utils.data.DataLoader(open_dataset(DATA, "train", SIZE), batch_size=16, collate_fn=collate_samples)
 
@@ -272,7 +268,7 @@ def test_lightning_fit_resumed_from_its_checkpoint_continues_the_run(tmp_path):
         trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", callbacks=[callback], logger=False,
                              default_root_dir=tmp_path / "lightning", enable_progress_bar=False,
                              enable_model_summary=False)
-        trainer.fit(Module(), loader, ckpt_path=ckpt_path)
+        trainer.fit(_lightning_classifier(pl), loader, ckpt_path=ckpt_path)
         return trainer
 
     first = fit(1)

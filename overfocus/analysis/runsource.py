@@ -28,7 +28,7 @@ from ..checkpoints import FolderScan, scan_folder
 from ..errors import OverfocusError
 from ..history import HistoryColumns, read_history
 from ..loading import ModelOptions, auto_layer, build_target, check_and_load, infer_num_classes, read_weights
-from ..rundir import SCHEMA_VERSION, RunDir, load_checkpoint
+from ..rundir import SCHEMA_VERSION, RunDir, load_checkpoint, recorded_by
 from .settings import RunInfo, available_epochs
 
 FOREIGN_KIND = "checkpoint-folder"  # run.json `source.kind` of a foreign folder's output
@@ -97,7 +97,7 @@ def open_source(path: Path | str, data: Optional[str] = None, folder: Optional[F
     if (path / "run.json").is_file():
         manifest = RunDir(path).read_manifest()
         origin = (manifest.get("source") or {}).get("folder")
-        if (manifest.get("source") or {}).get("kind") == FOREIGN_KIND:
+        if recorded_by(manifest) == FOREIGN_KIND:
             raise OverfocusError(f"{path} holds the analysis of the checkpoint folder {origin}: analyse that "
                                  f"folder (`overfocus analyze {origin} --model ... --data ...`)")
         return OwnRun(path, manifest, out)
@@ -115,7 +115,7 @@ def listed_checkpoint(root: Path | str, manifest: Dict[str, Any]) -> Optional[Pa
         ...                   "epochs": [{"epoch": 3, "file": "../epoch_3.pt"}]}).name
         'epoch_3.pt'
     """
-    if (manifest.get("source") or {}).get("kind") != FOREIGN_KIND or not manifest.get("epochs"):
+    if recorded_by(manifest) != FOREIGN_KIND or not manifest.get("epochs"):
         return None
     last = max(manifest["epochs"], key=lambda e: e["epoch"])
     return Path(root) / last["file"]

@@ -73,13 +73,11 @@ def config_source(args: argparse.Namespace):
 def warn_unrecorded_training(manifest: Path, like: str) -> None:
     """A run recorded by a Tracker (or `analyze FOLDER`) has data and model but no training recipe:
     say on stderr that the optimizer, schedule and regularizer are the defaults (or --set)."""
-    import json
     import sys
 
-    try:
-        kind = (json.loads(manifest.read_text()).get("source") or {}).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return  # build_config names a damaged run.json
+    from ..rundir import RunDir, recorded_by
+
+    kind = recorded_by(RunDir(manifest.parent).read_manifest())  # a damaged run.json: one line here
     if kind:
         print(f"overfocus train: --like {like}: that run was recorded by {kind!r}, which keeps its data and model "
               "but not how it was trained: optimizer, schedule, epochs and regularizer are the defaults "
