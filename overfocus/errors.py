@@ -22,6 +22,10 @@ WRITE_FIXES = {
 }
 
 
+MAX_LINE = 300  # an error line is read on a terminal: a value or path longer than this is cut
+MAX_VALUE = 60  # the longest value (repr) a message quotes in full
+
+
 class OverfocusError(ValueError):
     """Bad input from a user. The CLI prints the message alone and exits with code 2.
 
@@ -47,3 +51,38 @@ def write_error(path: os.PathLike | str, exc: OSError) -> OverfocusError:
 def is_write_failure(exc: BaseException) -> bool:
     """True for the OSErrors a write meets through no fault of the program (space, permission, ...)."""
     return isinstance(exc, OSError) and exc.errno in WRITE_FIXES
+
+
+def shorten(value: object, limit: int = MAX_VALUE) -> str:
+    """The repr of a value a message quotes, cut in the middle when longer than `limit` characters.
+
+    Example:
+        >>> shorten("x" * 100, 20)
+        "'xxxxxxxx...xxxxxxx'"
+        >>> shorten(0.5)
+        '0.5'
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    head = (limit - 2) // 2
+    return f"{text[:head]}...{text[len(text) - (limit - 3 - head):]}"
+
+
+def one_line(message: str, limit: int = MAX_LINE) -> str:
+    """An error message as ONE line of at most about `limit` characters.
+
+    Line breaks become "; "; a longer line keeps its start (what is wrong) and its end (the fix)
+    and loses its middle, so a huge value or a 4096-character path never floods the terminal.
+
+    Example:
+        >>> one_line("bad value\\nfix it")
+        'bad value; fix it'
+        >>> len(one_line("start " + "y" * 1000 + " end"))
+        300
+    """
+    text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    return f"{text[:head - 3]} ... {text[-(limit - head - 2):]}"

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import OverfocusError
 from .base import FileDataset
+from .specs import option_int  # noqa: F401 (the formats' `?limit=N`)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 COMMON_OPTIONS = {"limit"}
@@ -35,14 +36,6 @@ def check_options(kind: str, options: Dict, extra: Iterable[str] = ()) -> Dict:
     if unknown:
         raise OverfocusError(f"unknown {kind} data option(s) {unknown}: known are {sorted(known)}")
     return options
-
-
-def option_int(options: Dict, key: str, default: int) -> int:
-    """An integer option >= 0, with a one-line error otherwise."""
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise OverfocusError(f"data option {key}={value!r}: use a whole number >= 0")
-    return value
 
 
 def split_fraction(options: Dict) -> float:
