@@ -16,7 +16,7 @@ import tempfile
 import traceback
 from typing import List, NoReturn, Optional
 
-from .errors import OverfocusError
+from .errors import OverfocusError, one_line
 
 COMMANDS = ["train", "resume", "demo", "list", "data", "analyze", "audit", "render", "compare", "tensorboard"]
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -82,7 +82,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except OverfocusError as exc:
-        print(f"{prefix}: error: {exc}", file=sys.stderr)
+        print(f"{prefix}: error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:  # the machine, not the input's form: say what to shrink (sizes are bounded before work)
+        print(f"{prefix}: error: out of memory: use a smaller data.batch_size, data.image_size or model, "
+              "or free memory", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted; completed work is kept (resume where it applies)", file=sys.stderr)

@@ -61,9 +61,11 @@ def load_yaml(text: str, where: str) -> Any:
     loader.where = where
     try:
         return loader.get_single_data()
-    except yaml.YAMLError as exc:
+    except OverfocusError:
+        raise
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:  # ValueError: e.g. an integer of 5000 digits
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise OverfocusError(f"{where} is not valid YAML/JSON: {first}") from None
+        raise OverfocusError(f"{where} is not valid YAML/JSON: {first[:120]}") from None
     finally:
         loader.dispose()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import OverfocusError
 from .audit import add_model_args, add_preprocessing_args, model_options, triple
-from .common import RAW
+from .common import RAW, finite_float
 from .train import relaunch_with_torchrun, strip_nproc
 
 EXAMPLES = """examples:
@@ -80,7 +80,7 @@ def register(sub) -> None:
                    "analysis made with other settings")
     p.add_argument("--watch", action="store_true", help="keep polling for new checkpoints until Ctrl-C (a training "
                    "that is still going)")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls of --watch (default 30)")
+    p.add_argument("--interval", type=finite_float, default=30.0, help="seconds between polls of --watch (default 30)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning each (default: "
                    "as the run was trained, run.json's data.skip_bad)")
     add_folder_args(p)
@@ -150,8 +150,8 @@ def _check_folder_options(args: argparse.Namespace, foreign: bool) -> None:
                              "directory whose run.json already names its model and data: drop the option")
     if args.watch and (args.nproc > 1 or args.shard):
         raise OverfocusError("--watch polls in one process: drop --nproc/--shard (or run them without --watch)")
-    if args.interval <= 0:
-        raise OverfocusError(f"--interval {args.interval:g}: use a positive number of seconds")
+    if not 0 < args.interval <= 86400:
+        raise OverfocusError(f"--interval {args.interval:g}: use a positive number of seconds, at most 86400 (a day)")
 
 
 def _analyze_once(args: argparse.Namespace, foreign: bool, first: bool) -> int:
