@@ -8,6 +8,7 @@ deterministically where a format has no split of its own, and apply `?limit=N`.
 """
 from __future__ import annotations
 
+import sys
 import zlib
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -15,6 +16,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import OverfocusError
+from ..yamlsafe import read_text_file
 from .base import FileDataset
 from .specs import option_int  # noqa: F401 (the formats' `?limit=N`)
 
@@ -22,6 +24,29 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 COMMON_OPTIONS = {"limit"}
 SPLIT_OPTIONS = {"test_fraction"}  # kinds that may need a deterministic split of their own
 Record = Tuple[str, int, np.ndarray, str]
+
+
+ENTRY_HINT = "fix that entry, or pass --skip-bad to skip such entries"
+_WARNED: set = set()  # entries already reported in this process (train, its eval copy and test re-read a file)
+
+
+def bad_entry(message: str, skip_bad: bool) -> None:
+    """A bad entry of an annotation file (a COCO annotation, a YOLO label file, a VOC object).
+
+    Without --skip-bad: a one-line OverfocusError `message` with the fix. With it: one warning on
+    stderr per entry and process, and the caller leaves the entry out.
+
+    Example:
+        >>> bad_entry("a.json annotation 3: bbox has 3 values, not 4", skip_bad=False)
+        Traceback (most recent call last):
+        ...
+        overfocus.errors.OverfocusError: a.json annotation 3: bbox has 3 values, not 4; fix that entry, or pass --skip-bad to skip such entries
+    """
+    if not skip_bad:
+        raise OverfocusError(f"{message}; {ENTRY_HINT}")
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"warning: --skip-bad skipped a bad entry: {message}", file=sys.stderr, flush=True)
 
 
 def check_options(kind: str, options: Dict, extra: Iterable[str] = ()) -> Dict:
@@ -64,6 +89,14 @@ def require_file(path: Path, kind: str, layout: str) -> Path:
     if not path.is_file():
         raise OverfocusError(f"missing annotation file {path}: a {kind} dataset is laid out as {layout}")
     return path
+
+
+ANNOTATION_BYTES = 64 << 20  # an annotation list (CUB's images.txt: 0.7 MB); more is not such a file
+
+
+def read_annotation_text(path: Path, kind: str, layout: str) -> str:
+    """The UTF-8 text of an annotation file that must exist (too big, not UTF-8: one line naming it)."""
+    return read_text_file(require_file(path, kind, layout), "annotation file", ANNOTATION_BYTES)
 
 
 def require_dir(path: Path, kind: str, layout: str) -> Path:
