@@ -123,7 +123,7 @@ def readable_probe_indices(test, size: int) -> List[int]:
 def dataset_fingerprint(cfg: RunConfig, data: Datasets) -> Dict[str, Any]:
     """What identifies the data: spec, sizes, classes, and a hash of the test image ids."""
     ids = [image_id_at(data.test, i) for i in range(min(len(data.test), 256))]
-    digest = hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\n".join(map(str, ids)).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return {"spec": cfg.data.spec, "train_size": len(data.train), "test_size": len(data.test),
             "classes": data.classes, "has_boxes": data.has_boxes, "test_ids_sha": digest}
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .errors import OverfocusError, shorten
+from .errors import OverfocusError, shorten_text
 
 MAX_BYTES = 1 << 20  # 1 MiB: a configuration, a run.json or a data.yaml is far smaller
 MAX_DEPTH = 32  # sections within sections: a configuration needs 3
@@ -57,9 +57,10 @@ class _BoundedLoader(yaml.SafeLoader):
 
 def load_yaml(text: str, where: str) -> Any:
     """Parse YAML/JSON text with aliases and deep nesting refused; invalid YAML is one line too."""
-    loader = _BoundedLoader(text)
-    loader.where = where
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # the reader already refuses characters YAML does not allow
+        loader.where = where
         return loader.get_single_data()
     except OverfocusError:
         raise
@@ -67,7 +68,8 @@ def load_yaml(text: str, where: str) -> Any:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise OverfocusError(f"{where} is not valid YAML/JSON: {first[:120]}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_scalar(raw: str, where: str) -> Any:
@@ -121,4 +123,4 @@ def read_text_file(path: Path, what: str = "file", limit: int = MAX_BYTES) -> st
 
 def read_yaml_file(path: Path, what: str = "file") -> Any:
     """`read_text_file` + `load_yaml`: a bounded YAML/JSON file, every failure one line."""
-    return load_yaml(read_text_file(path, what), f"{what} {shorten(str(path), 200)[1:-1]}")
+    return load_yaml(read_text_file(path, what), f"{what} {shorten_text(path, 200)}")

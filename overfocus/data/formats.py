@@ -124,7 +124,7 @@ def in_test_split(image_id: str, fraction: float) -> bool:
         >>> in_test_split("a.jpg", 0.2) == in_test_split("a.jpg", 0.2)
         True
     """
-    return zlib.crc32(image_id.encode("utf-8")) / 2 ** 32 < fraction
+    return zlib.crc32(image_id.encode("utf-8", "surrogateescape")) / 2 ** 32 < fraction
 
 
 def split_records(records: List[Record], split: str, fraction: float) -> List[Record]:
@@ -141,7 +141,7 @@ def apply_limit(records: List[Record], limit: int) -> List[Record]:
     """
     if not limit or limit >= len(records):
         return records
-    ranked = sorted(range(len(records)), key=lambda i: (zlib.crc32(records[i][3].encode("utf-8")), i))
+    ranked = sorted(range(len(records)), key=lambda i: (zlib.crc32(records[i][3].encode("utf-8", "surrogateescape")), i))
     keep = set(ranked[:limit])
     return [r for i, r in enumerate(records) if i in keep]
 
