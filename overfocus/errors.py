@@ -115,5 +115,5 @@ def environment_error(exc: BaseException) -> "OverfocusError | None":
     """
     if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_FIXES:
         return None
-    where = f" {shorten_text(exc.filename)}" if exc.filename else ""
-    return OverfocusError(f"cannot use{where}: {ENVIRONMENT_FIXES[exc.errno]}")
+    where = f"cannot use {shorten_text(exc.filename)}" if exc.filename else "a file operation failed"
+    return OverfocusError(f"{where}: {ENVIRONMENT_FIXES[exc.errno]}")

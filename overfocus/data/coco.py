@@ -195,7 +195,7 @@ def open_coco(path: str, split: str, image_size: int, augment, skip_bad: bool, o
     categories = categories_of(train_json)
     index = {c["id"]: i for i, c in enumerate(categories)}
     if test_json is None:
-        records = split_records(coco_records(root, train_json, index, skip_bad), split, split_fraction(options))
+        records = split_records(coco_records(root, train_json, index, skip_bad), split, split_fraction(options), root)
     else:
         records = coco_records(root, train_json if split == "train" else test_json, index, skip_bad)
     return make_dataset(records, [str(c["name"]) for c in categories], image_size, augment, skip_bad,

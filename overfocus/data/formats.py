@@ -127,10 +127,17 @@ def in_test_split(image_id: str, fraction: float) -> bool:
     return zlib.crc32(image_id.encode("utf-8", "surrogateescape")) / 2 ** 32 < fraction
 
 
-def split_records(records: List[Record], split: str, fraction: float) -> List[Record]:
-    """Keep the records of one split of a deterministic split (see `in_test_split`)."""
+def split_records(records: List[Record], split: str, fraction: float, source: object = "") -> List[Record]:
+    """Keep the records of one split of a deterministic split (see `in_test_split`); a split
+    left empty (a folder of a few images and no split of its own) is one line saying how to fix it."""
     want_test = split == "test"
-    return [r for r in records if in_test_split(r[3], fraction) == want_test]
+    kept = [r for r in records if in_test_split(r[3], fraction) == want_test]
+    if records and not kept:
+        where = f" of {source}" if source else ""
+        raise OverfocusError(f"none of the {len(records)} images{where} falls in the {split} split, which is a "
+                             f"deterministic test_fraction={fraction:g} of them: add images, set another share with "
+                             "?test_fraction=, or give the dataset its own train/ and val/ split")
+    return kept
 
 
 def apply_limit(records: List[Record], limit: int) -> List[Record]:

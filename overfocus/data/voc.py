@@ -114,7 +114,7 @@ def voc_records(root: Path, split: str, fraction: float, skip_bad: bool = False)
         picked = pick_label([(index[name], box) for name, box in objects])
         if picked is not None:
             records.append((str(image_dir / filename), picked[0], picked[1], image_id))
-    return (split_records(records, split, fraction) if ids is None else records), list(classes)
+    return (split_records(records, split, fraction, root) if ids is None else records), list(classes)
 
 
 @DATASETS.register("voc")

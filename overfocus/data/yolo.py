@@ -143,6 +143,6 @@ def open_yolo(path: str, split: str, image_size: int, augment, skip_bad: bool, o
     images, labels, must_split = split_folders(root, split)
     records = yolo_records(root, images, labels, len(classes), skip_bad)
     if must_split:
-        records = split_records(records, split, split_fraction(options))
+        records = split_records(records, split, split_fraction(options), root)
     return make_dataset(records, classes, image_size, augment, skip_bad, f"{root} ({split})", options,
                         cls=YoloDataset)
