@@ -61,6 +61,7 @@ class RunSource:
     root: Path  # the folder the user named (for messages)
     out_root: Path  # where the analysis goes: `analysis/` inside it
     info: RunInfo
+    layer_given: bool = False  # the caller named the attribution layer (not the run's or the model's own)
 
     def epochs(self) -> List[int]:
         raise NotImplementedError
@@ -184,6 +185,7 @@ class CheckpointFolder(RunSource):
         num_classes = opts.model.num_classes or self._classes_from_weights() or len(test.classes)
         self.model, self.description, declared, latent = build_target(opts.model, num_classes)
         chosen, why = self._layer(layer or opts.model.layer, declared, size)
+        self.layer_given = bool(layer or opts.model.layer)
         if show:
             print(f"overfocus analyze: {self.description}; attribution layer {chosen!r} ({why})", file=sys.stderr)
         self.info = RunInfo(opts.model.model or opts.model.arch, opts.model.width, opts.model.small_input,
