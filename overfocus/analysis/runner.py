@@ -137,7 +137,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
 
 
 def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None, device: str = "auto",
-              nproc: int = 1, shard: Optional[str] = None, epoch_pattern: Optional[str] = None) -> None:
+              nproc: int = 1, shard: Optional[str] = None, epoch_pattern: Optional[str] = None,
+              epoch_offset: Optional[int] = None) -> None:
     """The cheap checks of an analyze call, made before launching `nproc` processes for it.
 
     Example:
@@ -151,7 +152,7 @@ def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         RunInfo.from_manifest(run.read_manifest())
         available = open_source(run_dir).epochs()
     else:
-        available = scan_folder(run_dir, epoch_pattern).epochs
+        available = scan_folder(run_dir, epoch_pattern, epoch_offset).epochs
     select_epochs(epochs, available, run_dir)
     dev = resolve_device(device)
     if shard is not None and nproc > 1:
