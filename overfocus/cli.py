@@ -16,7 +16,7 @@ import tempfile
 import traceback
 from typing import List, NoReturn, Optional
 
-from .errors import OverfocusError, environment_error, one_line
+from .errors import OverfocusError, cli_spelling, environment_error, one_line
 
 COMMANDS = ["train", "resume", "demo", "list", "data", "analyze", "audit", "render", "compare", "tensorboard"]
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -97,7 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # what --nproc hands to torchrun
     prefix = f"overfocus {args.command}"
     try:
-        return int(args.func(args) or 0)
+        with cli_spelling():
+            return int(args.func(args) or 0)
     except OverfocusError as exc:
         print(f"{prefix}: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT

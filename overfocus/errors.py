@@ -5,9 +5,12 @@ line with exit 2; anything else is a bug (exit 3, traceback saved to a file).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import os
 from pathlib import Path
+from typing import Iterator, Optional
 
 WRITE_FIXES = {
     errno.ENOSPC: "the disk is full: free space or write elsewhere",
@@ -117,3 +120,35 @@ def environment_error(exc: BaseException) -> "OverfocusError | None":
         return None
     where = f"cannot use {shorten_text(exc.filename)}" if exc.filename else "a file operation failed"
     return OverfocusError(f"{where}: {ENVIRONMENT_FIXES[exc.errno]}")
+
+
+# Whether messages are read by a command-line user (`--force`) or a Python caller (`force=True`):
+# the CLI sets it around its command; the library's default is the Python spelling.
+_CLI_SPELLING = contextvars.ContextVar("overfocus_cli_spelling", default=False)
+
+
+@contextlib.contextmanager
+def cli_spelling() -> Iterator[None]:
+    """Within this block `option` spells options as command-line flags (the CLI's `main` uses it)."""
+    token = _CLI_SPELLING.set(True)
+    try:
+        yield
+    finally:
+        _CLI_SPELLING.reset(token)
+
+
+def option(name: str, value: Optional[str] = None) -> str:
+    """An option as the reader of a message gives it: `--name VALUE` on the command line, `name=VALUE`
+    (`name=True` for a switch) in Python.
+
+    Example:
+        >>> option("force"), option("layer", "'layer3'")
+        ('force=True', "layer='layer3'")
+        >>> with cli_spelling():
+        ...     option("force"), option("layer", "'layer3'"), option("epoch_offset", "N")
+        ('--force', '--layer layer3', '--epoch-offset N')
+    """
+    if _CLI_SPELLING.get():
+        flag = "--" + name.replace("_", "-")
+        return flag if value is None else f"{flag} {value.strip(chr(39))}"
+    return f"{name}=True" if value is None else f"{name}={value}"

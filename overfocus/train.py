@@ -351,7 +351,7 @@ class Trainer:
             "versions": software_versions(), "dataset": dataset_fingerprint(self.cfg, self.data),
             "num_classes": self.num_classes, "latent_layer": self.latent_layer,
             "gradcam_layer": self.cfg.model.latent_layer or MODELS.get(self.cfg.model.name).gradcam_layer,
-            "probe_ids": probe, "epochs": epochs, "skipped_files": self.skipped_files()})
+            "probe_ids": probe, "epoch0_is_initial": True, "epochs": epochs, "skipped_files": self.skipped_files()})
 
     def skipped_files(self) -> List[str]:
         """Files skipped as unreadable under --skip-bad so far (by this process and its loaders)."""
