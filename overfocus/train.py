@@ -487,6 +487,7 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
             raise OverfocusError(f"resume --epochs {epochs} is below the {last} epochs {run.root} already has: "
                                  f"pass a total of at least {last}")
         cfg.train.epochs = epochs
+        validate(cfg)  # the same range as train.epochs of a fresh run
     run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
     trainer = Trainer(cfg, run.root, resuming=True, tensorboard=tensorboard)
     trainer.restore(last)
