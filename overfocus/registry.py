@@ -5,7 +5,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable, Dict, Generic, Iterable, Iterator, List, TypeVar
 
-from .errors import OverfocusError
+from .errors import OverfocusError, shorten
 
 T = TypeVar("T")
 
@@ -103,7 +103,7 @@ class Registry(Generic[T]):
             return self._made[name]
         known = ", ".join(sorted(self._items) + [f.pattern for f in self._families.values()])
         hint = did_you_mean(name, self._items)
-        raise OverfocusError(f"unknown {self.kind} {name!r}{hint}: choose one of {known}")
+        raise OverfocusError(f"unknown {self.kind} {shorten(name)}{hint}: choose one of {known}")
 
     def family_names(self) -> List[str]:
         """The `prefix:NAME` members of every family (what `overfocus list` shows below the names)."""
