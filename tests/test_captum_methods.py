@@ -176,3 +176,30 @@ def test_the_quick_api_passes_method_args():
     maps = overfocus.attribute(model, x, methods="captum:Occlusion", layer="block3",
                                method_args={"captum:Occlusion": {"sliding_window_shapes": [3, 16, 16], "strides": 16}})
     assert maps["captum:Occlusion"].shape == (3, 32, 32) and float(maps["captum:Occlusion"].max()) == 1.0
+
+
+def test_nproc_forwards_every_method_argument():
+    from overfocus.cli import build_parser
+    from overfocus.commands.analyze import forwarded_argv
+
+    args = build_parser().parse_args(["analyze", "runs/x", "--nproc", "2", "--methods", "score_cam,captum:Occlusion",
+                                      "--method-args", "score_cam.batch_size=8",
+                                      "--method-args", "captum:Occlusion.sliding_window_shapes=[3,8,8]"])
+    argv = forwarded_argv(args)
+    assert argv[argv.index("--methods") + 1] == "score_cam,captum:Occlusion"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--method-args"] == [
+        "score_cam.batch_size=8", "captum:Occlusion.sliding_window_shapes=[3,8,8]"]
+
+
+def test_method_args_from_a_file(tmp_path):
+    from overfocus.commands.common import parse_method_args
+
+    path = tmp_path / "args.yaml"
+    path.write_text("method_args:\n  captum:Occlusion: {sliding_window_shapes: [3, 8, 8]}\n  score_cam: {batch_size: 4}\n")
+    assert parse_method_args([str(path), "score_cam.batch_size=9"]) == {
+        "captum:Occlusion": {"sliding_window_shapes": [3, 8, 8]}, "score_cam": {"batch_size": 9}}
+    (tmp_path / "bad.yaml").write_text("score_cam: {batch_size: 4}\n")
+    with pytest.raises(OverfocusError, match="needs a method_args section"):
+        parse_method_args([str(tmp_path / "bad.yaml")])
+    with pytest.raises(OverfocusError, match="neither METHOD.KEY=VALUE nor a file"):
+        parse_method_args(["score_cam.batch_size"])
