@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .analysis.source import evenly_spaced
-from .attribution.methods import DEFAULT_METHODS
+from .attribution.methods import DEFAULT_METHODS, check_method_args
 from .audit_findings import THRESHOLDS
 from .errors import OverfocusError, shorten
 from .loading import ModelOptions
@@ -38,6 +38,7 @@ class AuditOptions:
     thresholds: Dict[str, float] = field(default_factory=dict)
     gates: List[Tuple[str, float]] = field(default_factory=list)
     methods: Tuple[str, ...] = DEFAULT_METHODS
+    method_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # --method-args, per method
     target_class: str = "gt"
     device: str = "cpu"
     examples: int = 6
@@ -190,7 +191,8 @@ def gate_names(methods: Sequence[str]) -> List[str]:
 
 
 def check_options(opts: AuditOptions) -> Dict[str, float]:
-    """Validate gates and thresholds before any work; return the resolved thresholds."""
+    """Validate methods, their arguments, gates and thresholds before any work; return the resolved thresholds."""
+    check_method_args(opts.methods, opts.method_args)
     known = set(gate_names(opts.methods))
     for name, _ in opts.gates:
         if name not in known:
