@@ -59,10 +59,15 @@ class AnalysisLock:
                                      "analyse into another folder") from None
         # who holds it, for the message of the next caller (shared holders all write the same text)
         who = "--shard processes" if self.shared else f"pid {os.getpid()}"
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{who} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        fh.flush()
+        try:
+            with writing(self.path):  # a full disk is named here, not met as a bare OSError
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"{who} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                fh.flush()
+        except OverfocusError:
+            fh.close()
+            raise
         self._fh = fh
         return self
 
