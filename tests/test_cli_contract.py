@@ -225,6 +225,7 @@ CASES = [
     Case("unknown-key", ["train", *TINY, "--set", "optim.lrr=0.1", "--out", "{tmp}/x"], 2, "unknown config key"),
     Case("argparse-bad-int", ["train", "--epochs", "abc", "--out", "{tmp}/x"], 2, "invalid int value"),
     Case("argparse-unknown-flag", ["render", "{fake}", "--no-such-flag"], 2, "unrecognized arguments"),
+    Case("argparse-long-value", ["train", "--epochs", "x" * 5000, "--out", "{tmp}/x"], 2, "invalid int value"),
     Case("resume-negative-epochs", ["resume", "{run}", "--epochs", "-1"], 2, "--epochs -1"),
     Case("resume-negative-lr", ["resume", "{run}", "--lr", "-1"], 2, "optim.lr"),
     Case("resume-not-a-run", ["resume", "{tmp}"], 2, "not an overfocus run directory"),
