@@ -95,13 +95,16 @@ def test_tracker_measures_accuracy_like_train_and_rebuilds_an_import_path(tmp_pa
     manifest = RunDir(run_dir).read_manifest()
     assert manifest["config"]["model"]["arch"] == "tests.test_tracker:small_net"
     assert manifest["gradcam_layer"] == "conv2"  # found: the last module with a spatial output
+    with pytest.raises(OverfocusError, match="import path 'tests.test_tracker:small_net'.*--trust-recipe"):
+        overfocus.analyze(run_dir, device="cpu", show_progress=False)  # the file alone never chooses code
     result = overfocus.analyze(run_dir, methods=["grad_cam"], metrics=["area_ratio"], device="cpu",
-                               show_progress=False)
+                               show_progress=False, arch="tests.test_tracker:small_net")
     assert result.epochs_done == [0]
     from overfocus.cli import main
 
-    # audit rebuilds the import-path model from run.json (no --model/--arch given)
-    code = main(["audit", str(run_dir), "--limit", "8", "--out", str(tmp_path / "audit")])
+    # audit rebuilds the import-path model from run.json once the user allows it (--trust-recipe)
+    assert main(["audit", str(run_dir), "--limit", "8", "--out", str(tmp_path / "refused")]) == 2
+    code = main(["audit", str(run_dir), "--limit", "8", "--trust-recipe", "--out", str(tmp_path / "audit")])
     assert code in (0, 1)
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert "small_net" in json.dumps(report)

@@ -42,6 +42,7 @@ from .core import NonFiniteModel
 from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
 from .lock import AnalysisLock
 from .onset import OnsetCollector, update_onset
+from ..loading import ModelOptions
 from .runsource import FolderOptions, RunSource, open_source
 from .settings import (RunInfo, Runtime, Settings, make_runtime, resolve_methods, resolve_metrics,
                        select_epochs)
@@ -72,7 +73,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             device: str = "auto", amp: bool = False, channels_last: bool = False, human: Optional[str] = None,
             force: bool = False, out: Optional[Path | str] = None, shard: Optional[str | Tuple[int, int]] = None,
             show_progress: bool = True, folder: Optional[FolderOptions] = None,
-            skip_bad: Optional[bool] = None) -> AnalysisResult:
+            skip_bad: Optional[bool] = None, trust_recipe: bool = False,
+            arch: Optional[str] = None) -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
 
     The run is a run directory of `overfocus train`, or any folder of checkpoint files named by
@@ -115,6 +117,9 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             epoch pattern and accuracy log (`FolderOptions`).
         skip_bad: skip unreadable images with a warning each (None: as the run was trained,
             run.json's `data.skip_bad`).
+        trust_recipe, arch: a run whose run.json records its model as an import path
+            (`module:Factory`, a tracked run) is rebuilt only when `arch` names that same path or
+            `trust_recipe` is True: a file never chooses code to run (`loading.allow_recorded_arch`).
 
     Returns:
         AnalysisResult: the summary rows; `.computed` lists the epochs this call computed (with
@@ -126,7 +131,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         ['area_ratio', 'box_iou', 'confidence', 'correct', 'coverage_global', ...]
     """
     runtime = make_runtime(device, amp, channels_last, shard)
-    source = open_source(run_dir, data, folder, out, layer, show=show_progress and runtime.dist.is_main)
+    source = open_source(run_dir, data, folder, out, layer, show=show_progress and runtime.dist.is_main,
+                         recipe=ModelOptions(arch=arch, trust_recipe=trust_recipe))
     info = source.info
     selection = select_epochs(epochs, source.epochs(), source.root)
     runner = prepare(source, runtime, Choices(data or info.data_spec, split, limit,

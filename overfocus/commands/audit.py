@@ -61,6 +61,9 @@ def add_model_args(p: argparse.ArgumentParser, layer: bool = True) -> None:
     p.add_argument("--small-input", action="store_true", help="the registered model's small-input variant")
     p.add_argument("--trust-pickle", action="store_true", help="allow files with pickled Python objects "
                    "(full nn.Modules): only for files from a source you trust")
+    p.add_argument("--trust-recipe", action="store_true", help="build the model from the import path "
+                   "(module:callable) a checkpoint or run.json records, which runs that code: only for files "
+                   "from a source you trust (or name the same path with --arch)")
     p.add_argument("--strip-prefix", metavar="P", help="remove this prefix from the weights' keys (default: the "
                    "one of module., _orig_mod., model. that makes them match the model)")
 
@@ -91,7 +94,7 @@ def model_options(args: argparse.Namespace):
 
     return ModelOptions(args.model, args.arch, args.layer, args.num_classes,
                         args.width if args.width is not None else 1.0, args.small_input, args.trust_pickle,
-                        strip_prefix=args.strip_prefix)
+                        strip_prefix=args.strip_prefix, trust_recipe=args.trust_recipe)
 
 
 def options(args: argparse.Namespace):
