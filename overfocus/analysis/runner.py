@@ -35,6 +35,8 @@ import torch
 from ..attribution.methods import DEFAULT_METHODS
 from ..distributed import broadcast_object, gather_objects
 from ..errors import OverfocusError
+from ..fileio import clean_stale_temps
+from ..loading import ModelOptions
 from ..progress import epoch_line, progress
 from ..rundir import RunDir
 from . import storage as store
@@ -42,14 +44,13 @@ from .core import NonFiniteModel
 from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
 from .lock import AnalysisLock
 from .onset import OnsetCollector, update_onset
-from ..loading import ModelOptions
 from .runsource import FolderOptions, RunSource, open_source
 from .settings import (RunInfo, Runtime, Settings, make_runtime, resolve_methods, resolve_metrics,
                        select_epochs)
 from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
                      merge_sections, parse_shard, probe_entries, probe_part_arrays, union_masks)
 from .source import BatchSource, extend_probe_ids, find_indices, first_n, probe_arrays
-from .state import fresh_state, prepare_folder, refuse_mismatch, update_state
+from .state import checkpoint_identity, fresh_state, prepare_folder, refuse_mismatch, update_state
 from .summary import rebuild_summary
 
 
@@ -263,6 +264,7 @@ class Plan:
     ready: Dict[int, int]  # epoch -> world size of a complete set of parts already on disk
     skipped: List[Dict[str, Any]]
     computed: List[int] = field(default_factory=list)
+    identities: Dict[int, Any] = field(default_factory=dict)  # epoch -> its checkpoint, as it was read
 
     def record(self, folder: Path, epoch: int, reason: Optional[str]) -> None:
         """Note an epoch's outcome in analysis.json (after its files are durable)."""
@@ -271,7 +273,7 @@ class Plan:
         else:
             self.computed.append(epoch)
             self.done.add(epoch)
-        self.state = update_state(folder, self.state, self.done, self.skipped, self.computed)
+        self.state = update_state(folder, self.state, self.done, self.skipped, self.computed, self.identities)
 
 
 
@@ -298,6 +300,8 @@ class Runner:
                 return self._execute_shard(selection, folder, force)
             plan = self._on_main(lambda: self._plan(selection, folder, force, lock))
             for epoch in progress(plan.todo, self.show, desc="checkpoints"):
+                if self.rt.dist.is_main:  # before it is read: a file rewritten meanwhile is found next time
+                    plan.identities[epoch] = checkpoint_identity(self.source.checkpoint(epoch))
                 reason = self._epoch(folder, epoch, plan)
                 if self.rt.dist.is_main:
                     plan.record(folder, epoch, reason)
@@ -313,7 +317,9 @@ class Runner:
         lock.acquire()  # before anything in the folder is read: a running call may be changing it
         selected, missing = selection
         self.source.begin(force)  # a foreign folder's run.json first: it refuses another model
-        state = prepare_folder(folder, self.settings, self.data.classes, force)
+        clean_stale_temps(folder, recursive=True)  # what a killed analyze left (the lock is ours)
+        clean_stale_temps(self.source.out_root)
+        state = prepare_folder(folder, self.settings, self.data.classes, force, self.source.checkpoint)
         known = set(self.source.epochs())  # forget skips of epochs the run does not have
         state["skipped"] = [s for s in state.get("skipped", []) if s["epoch"] in known]
         done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)
@@ -326,7 +332,7 @@ class Runner:
 
     def _finish(self, selected: List[int], folder: Path, force: bool, plan: Plan) -> AnalysisResult:
         """Rank 0: the final analysis.json and summary.csv, and the result every rank returns."""
-        state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
+        state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed, plan.identities)
         store.remove_parts(folder, [])  # every rank is done: an emptied parts/ folder goes
         self._fill_history(state["epochs_done"])
         collector = OnsetCollector()
