@@ -34,11 +34,14 @@ except ImportError:  # pragma: no cover - Windows
 class FolderLock:
     """The lock file `path`; `busy` and `advice` make the refusal's line. A context manager."""
 
-    def __init__(self, path: Path, busy: str, advice: str, shared: bool = False, who: Optional[str] = None):
+    def __init__(self, path: Path, busy: str, advice: str, shared: bool = False, who: Optional[str] = None,
+                 remove: bool = False):
         self.path = Path(path)
         self.busy, self.advice, self.shared = busy, advice, shared
         self.who = who  # what the lock file says of its holder (default: this pid)
+        self.remove = remove and not shared  # delete the file on release (it lives outside the folder it guards)
         self._fh: Optional[IO[str]] = None
+        self._made: list = []  # folders acquire() created for the lock file, deepest first
 
     @property
     def held(self) -> bool:
@@ -46,16 +49,22 @@ class FolderLock:
 
     def acquire(self) -> "FolderLock":
         """Take the lock now, or raise a one-line OverfocusError naming who holds it."""
+        self._made = [p for p in [self.path.parent, *self.path.parent.parents] if not p.exists()]
         make_dirs(self.path.parent)
-        with writing(self.path):
-            fh = open(self.path, "a+", encoding="utf-8")
-        if fcntl is not None:
+        while True:
+            with writing(self.path):
+                fh = open(self.path, "a+", encoding="utf-8")
+            if fcntl is None:
+                break
             try:
                 fcntl.flock(fh.fileno(), (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _holder(fh)
                 fh.close()
                 raise OverfocusError(f"{self.busy}{holder}: {self.advice}") from None
+            if not self.remove or _same_file(fh, self.path):
+                break
+            fh.close()  # the holder we waited for removed this file on release: lock the new one
         # who holds it, for the message of the next caller (shared holders all write the same text)
         fh.seek(0)
         fh.truncate()
@@ -66,6 +75,13 @@ class FolderLock:
 
     def release(self) -> None:
         if self._fh is not None:
+            if self.remove:  # removed while still locked, so nobody can lock this file after us
+                try:
+                    self.path.unlink()
+                    for folder in self._made:  # made for the lock alone: gone again unless used since
+                        os.rmdir(folder)
+                except OSError:
+                    pass
             self._fh.close()  # closing the file releases the lock
             self._fh = None
 
@@ -74,6 +90,14 @@ class FolderLock:
 
     def __exit__(self, *_exc) -> None:
         self.release()
+
+
+def _same_file(fh: IO[str], path: Path) -> bool:
+    """Whether `path` still names the file `fh` has open (not removed or replaced meanwhile)."""
+    try:
+        return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+    except OSError:
+        return False
 
 
 def _holder(fh: IO[str]) -> str:
@@ -90,7 +114,8 @@ def run_lock(root: Path) -> FolderLock:
     """The lock of `overfocus train` / `resume` / a Tracker on run folder `root`.
 
     It lives beside the folder (`.NAME.lock` in its parent), not inside it: `--force` renames the
-    old folder aside, and a lock inside would travel with it, leaving the new folder unlocked.
+    old folder aside, and a lock inside would travel with it, leaving the new folder unlocked. The
+    file is removed on release (only a killed holder leaves it; the next train takes it over).
 
     Example:
         >>> run_lock(Path("runs/demo")).path.name
@@ -100,4 +125,4 @@ def run_lock(root: Path) -> FolderLock:
     return FolderLock(root.parent / f".{root.name}.lock",
                       f"another `overfocus train`, `resume` or Tracker is writing {root}",
                       "wait for it to finish (a Tracker of this same process: call its finish()), or choose "
-                      "another --out")
+                      "another --out", remove=True)

@@ -484,29 +484,35 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
     run = RunDir(run_dir)
     manifest = run.read_manifest()
     refuse_unrecorded_training(manifest, run.root)
-    cfg = from_dict(RunConfig, manifest["config"])
-    if lr is not None:
-        cfg.optim.lr = lr
-        validate(cfg)
     last = run.latest_epoch()
     if last is None:
         raise OverfocusError(f"{run.root} has no durable checkpoint yet (its train stopped before epoch 0), so there "
                              "is nothing to resume: start it again with the same `overfocus train` command and --force")
+    cfg = from_dict(RunConfig, manifest["config"])
+    if lr is not None:
+        cfg.optim.lr = lr
+        validate(cfg)
     if epochs is not None:
         if epochs < last:
             raise OverfocusError(f"resume --epochs {epochs} is below the {last} epochs {run.root} already has: "
                                  f"pass a total of at least {last}")
         cfg.train.epochs = epochs
     run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
-    trainer = Trainer(cfg, run.root, resuming=True, tensorboard=tensorboard)
-    trainer.restore(last)
-    if lr is not None:  # the checkpoint's optimizer and schedule carry the old rate
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] = lr
-        trainer.scheduler.base_lrs = [lr] * len(trainer.optimizer.param_groups)
-    if epochs is not None or lr is not None:
-        manifest["config"] = to_dict(cfg)
-    manifest["status"] = "running"
-    if trainer.rank == 0:
-        run.write_manifest(manifest)
+    trainer = Trainer(cfg, run.root, resuming=True, tensorboard=tensorboard)  # takes the run's lock
+    try:
+        last = run.latest_epoch() if run.latest_epoch() is not None else last  # read again under the lock
+        trainer.restore(last)
+        if lr is not None:  # the checkpoint's optimizer and schedule carry the old rate
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = lr
+            trainer.scheduler.base_lrs = [lr] * len(trainer.optimizer.param_groups)
+        manifest = run.read_manifest()
+        if epochs is not None or lr is not None:
+            manifest["config"] = to_dict(cfg)
+        manifest["status"] = "running"
+        if trainer.rank == 0:
+            run.write_manifest(manifest)
+    except BaseException:
+        trainer.close()
+        raise
     return trainer.fit(start_epoch=last)

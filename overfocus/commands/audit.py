@@ -112,12 +112,13 @@ def options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit, check_options, default_out, summary_lines, write_outputs
-    from ..fileio import check_writable
+    from ..fileio import check_writable, clean_stale_temps
 
     opts = options(args)
     check_options(opts)  # bad gates and thresholds fail before any work
     out = Path(args.out) if args.out else default_out(args.checkpoint)
     check_writable(out)  # a read-only or full disk must not cost a whole audit
+    clean_stale_temps(out)  # what a killed audit left
     result = audit(opts)
     json_path, html_path = write_outputs(result, out)
     if args.json:
