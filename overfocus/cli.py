@@ -84,7 +84,11 @@ def stopped_by(exc: BaseException) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports every command (torch among them): a Ctrl-C may land here
+    except KeyboardInterrupt:
+        print("overfocus: interrupted while starting; nothing was done", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors: their code, also when called in-process
