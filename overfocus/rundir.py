@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
-from .errors import OverfocusError
+from .errors import OverfocusError, shorten_text
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file  # noqa: F401 (re-exported)
 
 SCHEMA_VERSION = 1
@@ -33,6 +33,18 @@ def recorded_by(manifest: Dict[str, Any]) -> Optional[str]:
         ('tracker', None)
     """
     return (manifest.get("source") or {}).get("kind")
+
+
+def epoch0_is_initial(manifest: Dict[str, Any]) -> bool:
+    """run.json's `epoch0_is_initial`: whether epoch N means "after N epochs of training" (epoch 0 =
+    the initial weights). True for runs of `overfocus train` and the tracker, and for run.json files
+    written before the field existed (they all counted that way).
+
+    Example:
+        >>> epoch0_is_initial({"epoch0_is_initial": False}), epoch0_is_initial({})
+        (False, True)
+    """
+    return bool(manifest.get("epoch0_is_initial", True))
 
 
 def atomic_torch_save(path: Path, obj: Any) -> str:
@@ -81,8 +93,8 @@ def pickle_refusal(path: Path, torch_message: str) -> str:
     """
     found = re.search(r"unsupported global:? (?:GLOBAL )?([A-Za-z_][\w.]*)", torch_message, re.IGNORECASE)
     needs = f"needs the Python global {found.group(1)[:120]} to load" if found else "cannot load as weights only"
-    return (f"checkpoint {path} {needs}: it holds pickled Python objects, not only weights, and unpickling them "
-            "runs code; pass --trust-pickle only if you trust its source")
+    return (f"checkpoint {shorten_text(str(path), 100)} {needs}: it holds pickled Python objects, not only "
+            "weights, and unpickling them runs code; pass --trust-pickle only if you trust its source")
 
 
 FILE_MAGIC = [(b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),

@@ -28,13 +28,13 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from ..attribution.methods import DEFAULT_METHODS
 from ..distributed import broadcast_object, gather_objects
-from ..errors import OverfocusError
+from ..errors import OverfocusError, option
 from ..fileio import clean_stale_temps
 from ..loading import ModelOptions
 from ..progress import epoch_line, progress
@@ -45,7 +45,7 @@ from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
 from .lock import AnalysisLock
 from .onset import OnsetCollector, update_onset
 from .runsource import FolderOptions, RunSource, open_source
-from .settings import (RunInfo, Runtime, Settings, make_runtime, resolve_methods, resolve_metrics,
+from .settings import (RunInfo, Runtime, Settings, make_runtime, resolve_method_args, resolve_methods, resolve_metrics,
                        select_epochs)
 from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
                      merge_sections, parse_shard, probe_entries, probe_part_arrays, union_masks)
@@ -74,7 +74,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             device: str = "auto", amp: bool = False, channels_last: bool = False, human: Optional[str] = None,
             force: bool = False, out: Optional[Path | str] = None, shard: Optional[str | Tuple[int, int]] = None,
             show_progress: bool = True, folder: Optional[FolderOptions] = None,
-            skip_bad: Optional[bool] = None, trust_recipe: bool = False,
+            skip_bad: Optional[bool] = None,
+            method_args: Optional[Mapping[str, Mapping[str, Any]]] = None, trust_recipe: bool = False,
             arch: Optional[str] = None) -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
 
@@ -118,6 +119,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             epoch pattern and accuracy log (`FolderOptions`).
         skip_bad: skip unreadable images with a warning each (None: as the run was trained,
             run.json's `data.skip_bad`).
+        method_args: per method, its arguments (`--method-args`), e.g. {"score_cam": {"batch_size":
+            32}, "captum:Occlusion": {"sliding_window_shapes": [3, 8, 8]}}; kept in analysis.json.
         trust_recipe, arch: a run whose run.json records its model as an import path
             (`module:Factory`, a tracked run) is rebuilt only when `arch` names that same path or
             `trust_recipe` is True: a file never chooses code to run (`loading.allow_recorded_arch`).
@@ -139,12 +142,14 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
     runner = prepare(source, runtime, Choices(data or info.data_spec, split, limit,
                                               info.batch_size if batch_size is None else batch_size,
                                               human, methods, metrics, target, layer, probe,
-                                              info.skip_bad if skip_bad is None else skip_bad), show_progress)
+                                              info.skip_bad if skip_bad is None else skip_bad,
+                                              method_args or {}), show_progress)
     return runner.execute(selection, source.analysis_folder(out), force)
 
 
 def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None, device: str = "auto",
-              nproc: int = 1, shard: Optional[str] = None, epoch_pattern: Optional[str] = None) -> None:
+              nproc: int = 1, shard: Optional[str] = None, epoch_pattern: Optional[str] = None,
+              epoch_offset: Optional[int] = None) -> None:
     """The cheap checks of an analyze call, made before launching `nproc` processes for it.
 
     Example:
@@ -158,7 +163,7 @@ def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         RunInfo.from_manifest(run.read_manifest())
         available = open_source(run_dir).epochs()
     else:
-        available = scan_folder(run_dir, epoch_pattern).epochs
+        available = scan_folder(run_dir, epoch_pattern, epoch_offset).epochs
     select_epochs(epochs, available, run_dir)
     dev = resolve_device(device)
     if shard is not None and nproc > 1:
@@ -186,6 +191,7 @@ class Choices:
     layer: Optional[str]
     probe: Optional[int]
     skip_bad: bool = False
+    method_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress: bool) -> "Runner":
@@ -206,15 +212,19 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
     analysed = first_n(ds, c.limit)
     human_ds = open_human_dataset(c.human, info.image_size) if c.human else None
     methods = resolve_methods(c.methods)
+    method_args = resolve_method_args(methods, c.method_args)
     if c.target not in ("gt", "predicted"):
         raise OverfocusError(f"--target {c.target!r}: use gt or predicted")
     layer = c.layer or info.gradcam_layer
     model = place_model(source.build_model(), layer, runtime.device, runtime.channels_last)
+    check_layer_size(model, layer, info.image_size, runtime.device, bool(c.layer) or source.layer_given,
+                     show_progress and runtime.dist.is_main)
     has_boxes = bool(getattr(ds, "has_boxes", False))
     map_m, human_m, coverage = resolve_metrics(c.metrics, has_boxes, bool(c.human))
     probe_ids = extend_probe_ids(test, info.probe_ids, c.probe)
     settings = Settings(methods, map_m, human_m, coverage, layer, info.latent_layer, c.target, c.data_spec,
-                        c.split, c.limit, probe_ids, c.human or "", info.image_size, runtime.precision)
+                        c.split, c.limit, probe_ids, c.human or "", info.image_size, runtime.precision,
+                        method_args)
     probe_index = find_indices(test, settings.probe_ids)
     sources = _Sources(runtime, c.batch_size, info.num_workers)
     data = AnalysisData(sources.of(analysed), test, list(ds.classes), has_boxes, c.split, len(analysed),
@@ -235,6 +245,23 @@ def place_model(model: torch.nn.Module, layer: str, device: torch.device, channe
         model = model.to(memory_format=torch.channels_last)
     get_module(model, layer)
     return model
+
+
+def check_layer_size(model: torch.nn.Module, layer: str, image_size: int, device: torch.device, explicit: bool,
+                     show: bool) -> None:
+    """A layer below 4 x 4 at this image size gives near-constant maps: one line on stderr naming a
+    larger layer; a 1 x 1 layer (every map constant) is refused unless the caller named it."""
+    from ..loading import small_layer_note, spatial_sizes
+
+    images = torch.zeros(1, 3, image_size, image_size, device=device)
+    note = small_layer_note(model, layer, images)
+    if note is None:
+        return
+    h, w = dict(spatial_sizes(model, images))[layer]
+    if h * w == 1 and not explicit:
+        raise OverfocusError(f"{note} (or {option('layer', repr(layer))} to analyse it anyway)")
+    if show:
+        print(f"overfocus analyze: warning: {note}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
