@@ -139,6 +139,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_BAD_INPUT
     except Exception as exc:  # a bug by the contract: one line and the traceback on disk, not on screen
         return _bug(prefix, exc)
+    except BaseException as exc:  # no overfocus code raises one: user-named code did (a BaseException subclass)
+        print(f"{prefix}: error: {stopped_by(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def _bug(prefix: str, exc: BaseException) -> int:

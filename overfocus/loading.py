@@ -368,7 +368,9 @@ def build_arch(spec: str, num_classes: Optional[int]) -> nn.Module:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise OverfocusError(f"--arch {spec!r} cannot be imported ({exc}): check the module path") from None
-    except (Exception, SystemExit) as exc:  # the module's own code failed (or exited) while importing
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the module's own code failed (or exited) while importing
         raise OverfocusError(f"--arch {spec!r}: importing it raised {_raised(exc)}: fix that module") from None
     if not callable(factory):
         raise OverfocusError(f"--arch {spec!r} names a {type(factory).__name__}, not a model factory")
@@ -384,7 +386,9 @@ def build_arch(spec: str, num_classes: Optional[int]) -> nn.Module:
         model = factory(**kwargs)
     except TypeError as exc:
         raise OverfocusError(f"--arch {spec!r} could not be called with {kwargs or 'no arguments'} ({exc})") from None
-    except (Exception, SystemExit) as exc:  # the factory's own code: its failure is named, never exit 0
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the factory's own code (SystemExit too): its failure is named, never exit 0
         raise OverfocusError(f"--arch {spec!r}: calling it raised {_raised(exc)}; nothing was evaluated") from None
     if not isinstance(model, nn.Module):
         raise OverfocusError(f"--arch {spec!r} returned a {type(model).__name__}, not an nn.Module")

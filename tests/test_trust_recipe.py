@@ -248,3 +248,21 @@ def test_a_pickle_needing_a_global_is_named_never_corrupt(obj, global_name, tmp_
     err = capsys.readouterr().err
     _one_line(err, f"needs the Python global {global_name}", "runs code", "--trust-pickle")
     assert "corrupt" not in err
+
+
+class _Escape(BaseException):
+    """Neither an Exception nor SystemExit: what a hostile or careless model may raise."""
+
+
+def test_any_base_exception_from_a_model_is_exit_2_never_a_traceback(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "w.pt"
+    torch.save(build_model("cifarnet", 3, width=0.125, small_input=True).state_dict(), path)
+
+    def escaping_forward(self, x):
+        raise _Escape()
+
+    monkeypatch.setattr("overfocus.models.zoo.CifarNet.forward", escaping_forward)
+    code = main(["audit", str(path), *AUDIT, "--model", "cifarnet", "--width", "0.125", "--small-input",
+                 "--fail-under", "accuracy=0.1", "--out", str(tmp_path / "audit")])
+    assert code == 2 and not (tmp_path / "audit" / "report.json").exists()
+    _one_line(capsys.readouterr().err, "raised _Escape", "no gate passed")
