@@ -95,7 +95,7 @@ def _last_epoch(run: RunDir) -> int:
 
 def resolve_preprocessing(opts: AuditOptions, source: Source) -> Preprocessing:
     """Options win; else the run's recorded preprocessing; else 64 px and ImageNet mean/std (assumed)."""
-    from .config import IMAGENET_MEAN, IMAGENET_STD
+    from .config import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_SIZE
 
     recorded = (source.manifest or {}).get("config", {}).get("data", {})
     data = opts.data or recorded.get("spec")
@@ -111,6 +111,8 @@ def resolve_preprocessing(opts: AuditOptions, source: Source) -> Preprocessing:
     mean, std = tuple(values["mean"]), tuple(values["std"])
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise OverfocusError(f"--mean/--std need three values each, std positive (got {mean} / {std})")
+    if not 8 <= int(values["image_size"]) <= MAX_IMAGE_SIZE:
+        raise OverfocusError(f"--image-size {values['image_size']}: use 8 to {MAX_IMAGE_SIZE} pixels per side")
     skip_bad = opts.skip_bad or bool(recorded.get("skip_bad", False))
     return Preprocessing(data, int(values["image_size"]), mean, std, origin, assumed, skip_bad)
 
