@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .analysis.source import evenly_spaced
-from .attribution.methods import DEFAULT_METHODS
+from .attribution.methods import DEFAULT_METHODS, check_method_args
 from .audit_findings import THRESHOLDS
 from .errors import OverfocusError, shorten
 from .loading import ModelOptions, allow_recorded_arch, check_recipe_args
@@ -38,6 +38,7 @@ class AuditOptions:
     thresholds: Dict[str, float] = field(default_factory=dict)
     gates: List[Tuple[str, float]] = field(default_factory=list)
     methods: Tuple[str, ...] = DEFAULT_METHODS
+    method_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # --method-args, per method
     target_class: str = "gt"
     device: str = "cpu"
     examples: int = 6
@@ -94,7 +95,7 @@ def _last_epoch(run: RunDir) -> int:
 
 def resolve_preprocessing(opts: AuditOptions, source: Source) -> Preprocessing:
     """Options win; else the run's recorded preprocessing; else 64 px and ImageNet mean/std (assumed)."""
-    from .config import IMAGENET_MEAN, IMAGENET_STD
+    from .config import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_SIZE
 
     recorded = (source.manifest or {}).get("config", {}).get("data", {})
     data = opts.data or recorded.get("spec")
@@ -110,6 +111,8 @@ def resolve_preprocessing(opts: AuditOptions, source: Source) -> Preprocessing:
     mean, std = tuple(values["mean"]), tuple(values["std"])
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise OverfocusError(f"--mean/--std need three values each, std positive (got {mean} / {std})")
+    if not 8 <= int(values["image_size"]) <= MAX_IMAGE_SIZE:
+        raise OverfocusError(f"--image-size {values['image_size']}: use 8 to {MAX_IMAGE_SIZE} pixels per side")
     skip_bad = opts.skip_bad or bool(recorded.get("skip_bad", False))
     return Preprocessing(data, int(values["image_size"]), mean, std, origin, assumed, skip_bad)
 
@@ -195,7 +198,8 @@ def gate_names(methods: Sequence[str]) -> List[str]:
 
 
 def check_options(opts: AuditOptions) -> Dict[str, float]:
-    """Validate gates and thresholds before any work; return the resolved thresholds."""
+    """Validate methods, their arguments, gates and thresholds before any work; return the resolved thresholds."""
+    check_method_args(opts.methods, opts.method_args)
     known = set(gate_names(opts.methods))
     for name, _ in opts.gates:
         if name not in known:

@@ -31,7 +31,7 @@ from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier,
 from .errors import OverfocusError
 from .fileio import clean_stale_temps, writing
 from .lock import run_lock
-from .models import MODELS, build_model, get_module, latent_layer_name
+from .models import MODELS, build_model, check_model_size, get_module, latent_layer_name
 from .progress import epoch_line, progress
 from .device import resolve_device  # noqa: F401 (re-exported for callers of train.resolve_device)
 from .regularizers import RegContext, StepInfo, build_regularizer
@@ -179,6 +179,7 @@ class Trainer:
         num_classes = model_outputs(cfg.model.num_classes, self.data.classes)
         self.num_classes = num_classes
         torch.manual_seed(cfg.train.seed)
+        check_model_size(cfg.model.name, num_classes, cfg.model.width, cfg.model.small_input, cfg.model.batch_norm)
         self.model = build_model(cfg.model.name, num_classes, cfg.model.width, cfg.model.small_input,
                                  cfg.model.batch_norm).to(self.device)
         if cfg.model.classifier_dropout >= 0:
@@ -512,6 +513,7 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
             raise OverfocusError(f"resume --epochs {epochs} is below the {last} epochs {run.root} already has: "
                                  f"pass a total of at least {last}")
         cfg.train.epochs = epochs
+        validate(cfg)  # the same range as train.epochs of a fresh run
     run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
     trainer = Trainer(cfg, run.root, resuming=True, tensorboard=tensorboard)  # takes the run's lock
     try:

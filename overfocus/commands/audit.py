@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .common import RAW, finite_float
+from .common import RAW, add_method_args, finite_float, parse_method_args
 
 EXAMPLES = """examples:
   overfocus audit runs/demo                                     # a run's last checkpoint, with its history
@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   overfocus audit model.pt --arch torchvision.models:resnet18 --layer layer4 \\
       --data folder:PHOTOS                           # needs torchvision, your weights and photos
   overfocus audit runs/demo --fail-under accuracy=0.8 --fail-under energy_pg=0.5 --json   # CI gate
+  overfocus audit runs/demo --limit 64 --methods hirescam,score_cam --method-args score_cam.batch_size=128
 
 exit codes: 0 every gate passed, 1 a gate failed (named on stderr), 2 bad input
 """
@@ -42,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--human", metavar="DIR", help="folder of human importance maps named <image_id>.npy/.png")
     p.add_argument("--target", dest="target_class", choices=["gt", "predicted"], default="gt",
                    help="class to explain: ground truth (default) or the predicted class")
+    p.add_argument("--methods", default="grad_cam,sgdrop", help="attribution methods, comma-separated; the first "
+                   "is the one findings and METRIC gates read (default grad_cam,sgdrop; `overfocus list methods`)")
+    add_method_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning each "
@@ -107,7 +111,17 @@ def options(args: argparse.Namespace):
     return AuditOptions(args.checkpoint, args.data, model, args.image_size, triple(args.mean, "--mean"),
                         triple(args.std, "--std"), args.limit, args.batch_size, args.human,
                         dict(parse_pairs(args.threshold, "--threshold")), parse_pairs(args.fail_under, "--fail-under"),
-                        target_class=args.target_class, device=args.device, skip_bad=args.skip_bad)
+                        target_class=args.target_class, device=args.device, skip_bad=args.skip_bad,
+                        methods=_methods(args.methods), method_args=parse_method_args(args.method_args))
+
+
+def _methods(text: str) -> Tuple[str, ...]:
+    from ..errors import OverfocusError
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise OverfocusError("--methods is empty: name at least one, e.g. --methods grad_cam,sgdrop")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
