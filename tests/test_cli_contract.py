@@ -151,6 +151,33 @@ def _no_audit_work(_tmp, mp) -> None:
     mp.setattr("overfocus.audit.audit", must_not_run)
 
 
+class _CallsOsSystem:
+    """A pickle that runs os.system when loaded without weights_only (the global posix.system)."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def _pickle_with_global(tmp: Path, _mp) -> None:
+    torch.save({"model": _CallsOsSystem()}, tmp / "shell.pt")
+
+
+def _checkpoint_naming_code(arch: str) -> Callable:
+    def prepare(tmp: Path, mp) -> None:
+        from overfocus.models import build_model
+
+        net = build_model("cifarnet", 3, width=0.125, small_input=True)
+        torch.save({"schema": 1, "epoch": 0, "model_name": arch, "arch": arch, "num_classes": 3,
+                    "model": net.state_dict()}, tmp / "recipe.pt")
+        mp.setattr("overfocus.loading.importlib", None)  # any import attempt would fail the case as a bug
+    return prepare
+
+
+def _stopped_before_epoch_0(tmp: Path, _mp) -> None:
+    (tmp / "half").mkdir()
+    (tmp / "half" / "run.json").write_text(json.dumps({"schema": 1, "status": "running", "epochs": []}))
+
+
 def fixed_head_net():
     """A factory without num_classes: its head is its own (3 outputs), whatever --num-classes says."""
     return FixedSizeNet(3)
@@ -200,6 +227,15 @@ def _nan_tiff(tmp: Path, _mp) -> None:
 
 JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000") + b"\x00" * 64 + b"\xff\xd9"
 CASES = [
+    # no code chosen by a file; a pickle needing a global is named as such; advice after a kill before epoch 0
+    *[Case(f"audit-checkpoint-names-{arch.replace(':', '-')}", ["audit", "{tmp}/recipe.pt", "--data", "builtin",
+                                                                "--out", "{tmp}/audit"], 2, f"--arch {arch}",
+           _checkpoint_naming_code(arch), absent=["audit"])
+      for arch in ("os:abort", "sys:exit", "shutil:rmtree", "builtins:exec")],
+    Case("audit-pickle-needing-a-global", ["audit", "{tmp}/shell.pt", "--data", "builtin"], 2,
+         "needs the Python global posix.system", _pickle_with_global),
+    Case("train-stopped-before-epoch-0", ["train", *TINY, "--out", "{tmp}/half"], 2, "--force", _stopped_before_epoch_0),
+    Case("resume-stopped-before-epoch-0", ["resume", "{tmp}/half"], 2, "nothing to resume", _stopped_before_epoch_0),
     # --force never deletes before data and model open, and only deletes a run directory
     Case("force-bad-model-keeps-run", ["train", *TINY, "--model", "nosuch", "--out", "{run}", "--force"], 2,
          "unknown model"),
@@ -578,7 +614,7 @@ def test_disk_full_while_taking_the_analysis_lock_is_one_line(base_run, tmp_path
         def __getattr__(self, name):
             return getattr(self._fh, name)
 
-    monkeypatch.setattr("overfocus.analysis.lock.open", FullFile, raising=False)
+    monkeypatch.setattr("overfocus.lock.open", FullFile, raising=False)
     code, err = run_cli(["analyze", run, "--device", "cpu"], capsys)
     assert code == 2
     assert_one_line(err, "disk is full")
