@@ -139,10 +139,11 @@ def open_yolo(path: str, split: str, image_size: int, augment, skip_bad: bool, o
     """Factory for `--data yolo:PATH[?limit=N&test_fraction=0.2]` (label = largest object's class)."""
     check_options("yolo", options, SPLIT_OPTIONS)
     root = require_path(path, "yolo", LAYOUT)
+    fraction = split_fraction(options)  # checked even where the data has its own split
     classes = class_names(root)
     images, labels, must_split = split_folders(root, split)
     records = yolo_records(root, images, labels, len(classes), skip_bad)
     if must_split:
-        records = split_records(records, split, split_fraction(options), root)
+        records = split_records(records, split, fraction, root)
     return make_dataset(records, classes, image_size, augment, skip_bad, f"{root} ({split})", options,
                         cls=YoloDataset)
