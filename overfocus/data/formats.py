@@ -148,7 +148,8 @@ def apply_limit(records: List[Record], limit: int) -> List[Record]:
     """
     if not limit or limit >= len(records):
         return records
-    ranked = sorted(range(len(records)), key=lambda i: (zlib.crc32(records[i][3].encode("utf-8", "surrogateescape")), i))
+    ranked = sorted(range(len(records)),
+                    key=lambda i: (zlib.crc32(records[i][3].encode("utf-8", "surrogateescape")), i))
     keep = set(ranked[:limit])
     return [r for i, r in enumerate(records) if i in keep]
 
