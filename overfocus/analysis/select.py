@@ -14,8 +14,8 @@ the 95% Wilson interval over the run's test (or train) set size from run.json.
 Example:
     >>> pareto_front({0: (0.2, 0.5), 1: (0.6, 0.4), 2: (0.5, 0.3), 3: (0.6, 0.45)}, (True, True))
     [0, 3]
-    >>> knee_epoch({0: (0.2, 0.5), 3: (0.6, 0.45)}, (True, True))
-    3
+    >>> knee_epoch({1: (1.0, 0.0), 2: (0.5, 0.9), 3: (0.0, 1.0)}, (True, True))
+    2
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def objective(name: str) -> Objective:
     """The registry's description of an objective; an unknown name is one line with a suggestion.
 
     Example:
-        >>> objective("area_ratio_nondegenerate").higher_is_better, objective("gap").higher_is_better
+        >>> objective("energy_pg_nondegenerate").higher_is_better, objective("gap").higher_is_better
         (True, False)
     """
     from ..metrics.registry import METRICS, SUMMARY_METRICS

@@ -59,17 +59,18 @@ class ExploreOptions:
 
 def explore(run_dirs: Sequence[Path | str], options: Optional[ExploreOptions] = None) -> Path:
     """Write the explorer page of one or several analysed runs; return its path."""
+    from .compare import run_labels
+
     opts = options or ExploreOptions()
     _check_options(opts)
     if not run_dirs:
         raise OverfocusError("explore needs at least one analysed run directory: overfocus explore RUN")
-    page = build_page(run_dirs, opts)
-    out = Path(opts.out) if opts.out else default_out(run_dirs, page["labels"])
+    out = Path(opts.out) if opts.out else default_out(run_dirs, run_labels(run_dirs, opts.labels))
     if out.is_dir():
         out = out / EXPLORER_FILE
     if out.suffix.lower() not in (".html", ".htm"):
         raise OverfocusError(f"--out {out} is not an .html file: name the page, e.g. --out explorer.html")
-    atomic_write_text(out, page_html(page))
+    atomic_write_text(out, page_html(build_page(run_dirs, opts)))
     return out
 
 
