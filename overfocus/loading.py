@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .errors import OverfocusError
+from .errors import OverfocusError, option
 from .registry import did_you_mean
 from .rundir import is_torchscript, load_checkpoint, sha256_file  # noqa: F401 (is_torchscript re-exported)
 
@@ -226,6 +226,15 @@ def check_and_load(model: nn.Module, state: Dict[str, torch.Tensor], target: str
     model.load_state_dict(state, strict=True)
 
 
+def check_outputs(model: nn.Module, asked: Optional[int], target: str) -> None:
+    """`--num-classes N` that the model did not take (a factory without num_classes builds its own
+    head, which the weights then fit): refused, since every class index would be misread."""
+    built = infer_num_classes(model.state_dict())
+    if asked and built and built != asked:
+        raise OverfocusError(f"--num-classes {asked}, but {target} has {built} outputs (its factory does not take "
+                             f"num_classes and the weights fit {built}): drop --num-classes or pass {built}")
+
+
 def _mismatch_text(missing, unexpected, shapes, own, state) -> str:
     parts = [f"{len(missing)} missing keys" + (f" (first: {missing[0]})" if missing else ""),
              f"{len(unexpected)} unexpected keys" + (f" (first: {unexpected[0]})" if unexpected else "")]
@@ -330,6 +339,7 @@ def _from_state_dict(state, payload, path: Path, sha: str, opts: ModelOptions) -
         raise OverfocusError(f"cannot tell the number of classes of {path}: pass --num-classes N")
     model, desc, layer, latent = build_target(opts, num_classes)
     check_and_load(model, state, desc, opts.strip_prefix)
+    check_outputs(model, opts.num_classes, desc)
     epoch = int(payload["epoch"]) if run_ckpt and "epoch" in payload else None
     return LoadedModel(model, "run-checkpoint" if run_ckpt else "state-dict", path, sha, desc, num_classes,
                        opts.layer or layer, opts.layer or latent, epoch=epoch)
@@ -407,7 +417,26 @@ def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
         >>> auto_layer(m, torch.zeros(1, 3, 8, 8))
         '1'
     """
-    order: List[Tuple[str, bool]] = []
+    spatial = [name for name, (h, w) in spatial_sizes(model, images) if h * w > 1]
+    if not spatial:
+        raise OverfocusError("found no convolutional layer with a spatial output: pass --layer NAME")
+    return spatial[-1]
+
+
+# Below this many pixels a side, a layer's maps are near constant once upsampled (1 x 1: exactly).
+MIN_LAYER_SIDE = 4
+
+
+@torch.no_grad()
+def spatial_sizes(model: nn.Module, images: torch.Tensor) -> List[Tuple[str, Tuple[int, int]]]:
+    """(module name, (h, w)) of every module with a 4-D output, in the order they finish, for one image.
+
+    Example:
+        >>> m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        >>> spatial_sizes(m, torch.zeros(1, 3, 8, 8))
+        [('0', (6, 6)), ('1', (6, 6))]
+    """
+    order: List[Tuple[str, Tuple[int, int]]] = []
     hooks = [m.register_forward_hook(_recorder(order, name)) for name, m in model.named_modules()
              if name and not isinstance(m, SKIP_LAYER_TYPES)]
     was_training = model.training
@@ -418,14 +447,36 @@ def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
         model.train(was_training)
         for h in hooks:
             h.remove()
-    spatial = [name for name, big in order if big]
-    if not spatial:
-        raise OverfocusError("found no convolutional layer with a spatial output: pass --layer NAME")
-    return spatial[-1]
+    return order
 
 
-def _recorder(order: List[Tuple[str, bool]], name: str):
+def small_layer_note(model: nn.Module, layer: str, images: torch.Tensor) -> Optional[str]:
+    """One line when `layer` is below 4 x 4 at this input size (its maps say little), naming a larger
+    layer to pass with --layer; None when the layer is large enough.
+
+    Example:
+        >>> from overfocus.models import build_model
+        >>> m = build_model("resnet18", 3, width=0.125)                 # ImageNet stem: stride 32
+        >>> print(small_layer_note(m, "layer4", torch.zeros(1, 3, 32, 32)))
+        attribution layer 'layer4' is 1 x 1 at 32 x 32 px: its maps are constant (every area ratio 1.0); pass layer='layer2' (4 x 4)
+        >>> small_layer_note(m, "layer4", torch.zeros(1, 3, 128, 128)) is None
+        True
+    """
+    sizes = spatial_sizes(model, images)
+    found = dict(sizes)
+    if layer not in found or min(found[layer]) >= MIN_LAYER_SIDE:
+        return None
+    h, w = found[layer]
+    what = "constant (every area ratio 1.0)" if h * w == 1 else "nearly constant once upsampled"
+    larger = [(name, hw) for name, hw in sizes if min(hw) >= MIN_LAYER_SIDE]
+    advice = (f"pass {option('layer', repr(larger[-1][0]))} ({larger[-1][1][0]} x {larger[-1][1][1]})" if larger
+              else f"use larger images ({option('image_size', 'PX')})")
+    return (f"attribution layer {layer!r} is {h} x {w} at {images.shape[-2]} x {images.shape[-1]} px: its maps are "
+            f"{what}; {advice}")
+
+
+def _recorder(order: List[Tuple[str, Tuple[int, int]]], name: str):
     def hook(_module, _inputs, output):
         if torch.is_tensor(output) and output.dim() == 4:
-            order.append((name, output.shape[2] * output.shape[3] > 1))
+            order.append((name, (int(output.shape[2]), int(output.shape[3]))))
     return hook

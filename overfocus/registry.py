@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Dict, Generic, Iterable, Iterator, List, TypeVar
 
-from .errors import OverfocusError
+from .errors import OverfocusError, shorten
 
 T = TypeVar("T")
 
@@ -80,7 +80,7 @@ class Registry(Generic[T]):
         if name not in self._items:
             known = ", ".join(sorted(self._items))
             hint = did_you_mean(name, self._items)
-            raise OverfocusError(f"unknown {self.kind} {name!r}{hint}: choose one of {known}")
+            raise OverfocusError(f"unknown {self.kind} {shorten(name)}{hint}: choose one of {known}")
         return self._items[name]
 
     def names(self) -> list:

@@ -34,6 +34,18 @@ def recorded_by(manifest: Dict[str, Any]) -> Optional[str]:
     return (manifest.get("source") or {}).get("kind")
 
 
+def epoch0_is_initial(manifest: Dict[str, Any]) -> bool:
+    """run.json's `epoch0_is_initial`: whether epoch N means "after N epochs of training" (epoch 0 =
+    the initial weights). True for runs of `overfocus train` and the tracker, and for run.json files
+    written before the field existed (they all counted that way).
+
+    Example:
+        >>> epoch0_is_initial({"epoch0_is_initial": False}), epoch0_is_initial({})
+        (False, True)
+    """
+    return bool(manifest.get("epoch0_is_initial", True))
+
+
 def atomic_torch_save(path: Path, obj: Any) -> str:
     """Save with torch.save atomically; return the sha256 of the bytes written."""
     buffer = io.BytesIO()

@@ -281,7 +281,7 @@ class Tracker:
         return {"schema": SCHEMA_VERSION, "status": "running", "source": {"kind": TRACKER_KIND}, "config": cfg,
                 "seed": self.seed, "versions": software_versions(),
                 "dataset": dataset_fingerprint(RunConfig(data=self.data), d), "num_classes": int(self.num_classes),
-                **layers, "probe_ids": probe, "epochs": []}
+                **layers, "probe_ids": probe, "epoch0_is_initial": True, "epochs": []}
 
     def _manifest_config(self) -> Dict[str, Any]:
         """run.json `config`: the data and the model's recipe (your loop's optimizer is not known)."""

@@ -34,7 +34,7 @@ import torch
 
 from ..attribution.methods import DEFAULT_METHODS
 from ..distributed import broadcast_object, gather_objects
-from ..errors import OverfocusError
+from ..errors import OverfocusError, option
 from ..progress import epoch_line, progress
 from ..rundir import RunDir
 from . import storage as store
@@ -137,7 +137,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
 
 
 def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None, device: str = "auto",
-              nproc: int = 1, shard: Optional[str] = None, epoch_pattern: Optional[str] = None) -> None:
+              nproc: int = 1, shard: Optional[str] = None, epoch_pattern: Optional[str] = None,
+              epoch_offset: Optional[int] = None) -> None:
     """The cheap checks of an analyze call, made before launching `nproc` processes for it.
 
     Example:
@@ -151,7 +152,7 @@ def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         RunInfo.from_manifest(run.read_manifest())
         available = open_source(run_dir).epochs()
     else:
-        available = scan_folder(run_dir, epoch_pattern).epochs
+        available = scan_folder(run_dir, epoch_pattern, epoch_offset).epochs
     select_epochs(epochs, available, run_dir)
     dev = resolve_device(device)
     if shard is not None and nproc > 1:
@@ -203,6 +204,8 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
         raise OverfocusError(f"--target {c.target!r}: use gt or predicted")
     layer = c.layer or info.gradcam_layer
     model = place_model(source.build_model(), layer, runtime.device, runtime.channels_last)
+    check_layer_size(model, layer, info.image_size, runtime.device, bool(c.layer) or source.layer_given,
+                     show_progress and runtime.dist.is_main)
     has_boxes = bool(getattr(ds, "has_boxes", False))
     map_m, human_m, coverage = resolve_metrics(c.metrics, has_boxes, bool(c.human))
     probe_ids = extend_probe_ids(test, info.probe_ids, c.probe)
@@ -228,6 +231,23 @@ def place_model(model: torch.nn.Module, layer: str, device: torch.device, channe
         model = model.to(memory_format=torch.channels_last)
     get_module(model, layer)
     return model
+
+
+def check_layer_size(model: torch.nn.Module, layer: str, image_size: int, device: torch.device, explicit: bool,
+                     show: bool) -> None:
+    """A layer below 4 x 4 at this image size gives near-constant maps: one line on stderr naming a
+    larger layer; a 1 x 1 layer (every map constant) is refused unless the caller named it."""
+    from ..loading import small_layer_note, spatial_sizes
+
+    images = torch.zeros(1, 3, image_size, image_size, device=device)
+    note = small_layer_note(model, layer, images)
+    if note is None:
+        return
+    h, w = dict(spatial_sizes(model, images))[layer]
+    if h * w == 1 and not explicit:
+        raise OverfocusError(f"{note} (or {option('layer', repr(layer))} to analyse it anyway)")
+    if show:
+        print(f"overfocus analyze: warning: {note}", file=sys.stderr)
 
 
 @dataclass(frozen=True)

@@ -56,10 +56,22 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Te
         raise OverfocusError("pass mean and std together (or neither, for images already normalised)")
     x = normalize(images, tuple(mean), tuple(std)) if mean is not None else images
     layer = layer or default_layer(model, x)
+    warn_small_layer(model, layer, x)
     if targets is None:
         targets = predicted_classes(model, x)
     maps = attribute_raw(model, x, targets, methods=methods, layer=layer)
     return {name: normalize_maps(m)[0] for name, m in maps.items()}
+
+
+def warn_small_layer(model: nn.Module, layer: str, images: torch.Tensor) -> None:
+    """A UserWarning of one line when `layer` is below 4 x 4 at this size (near-constant maps)."""
+    import warnings
+
+    from ..loading import small_layer_note
+
+    note = small_layer_note(model, layer, images)
+    if note:
+        warnings.warn(note, stacklevel=3)
 
 
 def predicted_classes(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import OverfocusError
 from .audit import add_model_args, add_preprocessing_args, model_options, triple
-from .common import RAW
+from .common import RAW, finite_float
 from .train import relaunch_with_torchrun, strip_nproc
 
 EXAMPLES = """examples:
@@ -80,7 +80,7 @@ def register(sub) -> None:
                    "analysis made with other settings")
     p.add_argument("--watch", action="store_true", help="keep polling for new checkpoints until Ctrl-C (a training "
                    "that is still going)")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls of --watch (default 30)")
+    p.add_argument("--interval", type=finite_float, default=30.0, help="seconds between polls of --watch (default 30)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning each (default: "
                    "as the run was trained, run.json's data.skip_bad)")
     add_folder_args(p)
@@ -94,6 +94,8 @@ def add_folder_args(p: argparse.ArgumentParser) -> None:
     add_preprocessing_args(g)
     g.add_argument("--epoch-pattern", metavar="REGEX", help="regular expression finding the epoch in a file name "
                    r"(its first group), e.g. 'ep(\d+)' (default: epoch_3, epoch=3-step=.., checkpoint-3, _ep3, 3)")
+    g.add_argument("--epoch-offset", type=int, metavar="N", help="add N to the epoch of every file name (default: "
+                   "Lightning's epoch=K files, saved after K+1 epochs, read as epoch K+1; other names as they are)")
     g.add_argument("--metrics-file", metavar="FILE", help="the training's train/test accuracy per epoch (Lightning "
                    "CSVLogger metrics.csv, CSV or JSON lines) instead of measuring it per checkpoint")
     g.add_argument("--epoch-column", default="epoch", help="epoch column of --metrics-file (default epoch)")
@@ -109,11 +111,11 @@ def _names(text):
 # options handed on unchanged to the processes that --nproc launches
 VALUE_OPTIONS = ("epochs", "methods", "metrics", "probe", "data", "split", "target", "layer", "batch_size",
                  "limit", "device", "human", "out", "model", "arch", "num_classes", "width", "strip_prefix",
-                 "image_size", "mean", "std", "epoch_pattern", "metrics_file", "epoch_column", "train_acc_column",
+                 "image_size", "mean", "std", "epoch_pattern", "epoch_offset", "metrics_file", "epoch_column", "train_acc_column",
                  "test_acc_column")
 FLAG_OPTIONS = ("amp", "channels_last", "force", "small_input", "trust_pickle", "skip_bad")
 FOLDER_ONLY = ("model", "arch", "num_classes", "width", "strip_prefix", "image_size", "mean", "std",
-               "epoch_pattern", "metrics_file", "train_acc_column", "test_acc_column", "small_input",
+               "epoch_pattern", "epoch_offset", "metrics_file", "train_acc_column", "test_acc_column", "small_input",
                "trust_pickle")
 
 
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     _check_folder_options(args, foreign)
     if args.nproc > 1:
         preflight(args.run, args.epochs, args.device, nproc=args.nproc, shard=args.shard,
-                  epoch_pattern=args.epoch_pattern)
+                  epoch_pattern=args.epoch_pattern, epoch_offset=args.epoch_offset)
         return relaunch_with_torchrun(args.nproc, "analyze", strip_nproc(forwarded_argv(args)))
     code = _analyze_once(args, foreign, first=True)
     while args.watch:  # Ctrl-C while waiting or analysing: the CLI exits 130, finished epochs kept
@@ -150,8 +152,8 @@ def _check_folder_options(args: argparse.Namespace, foreign: bool) -> None:
                              "directory whose run.json already names its model and data: drop the option")
     if args.watch and (args.nproc > 1 or args.shard):
         raise OverfocusError("--watch polls in one process: drop --nproc/--shard (or run them without --watch)")
-    if args.interval <= 0:
-        raise OverfocusError(f"--interval {args.interval:g}: use a positive number of seconds")
+    if not 0 < args.interval <= 86400:
+        raise OverfocusError(f"--interval {args.interval:g}: use a positive number of seconds, at most 86400 (a day)")
 
 
 def _analyze_once(args: argparse.Namespace, foreign: bool, first: bool) -> int:
@@ -203,7 +205,7 @@ def folder_options(args: argparse.Namespace):
     model = model_options(args)  # --layer included
     columns = HistoryColumns(args.epoch_column, args.train_acc_column, args.test_acc_column)
     return FolderOptions(model, args.image_size, triple(args.mean, "--mean"), triple(args.std, "--std"),
-                         args.epoch_pattern, args.metrics_file, columns)
+                         args.epoch_pattern, args.epoch_offset, args.metrics_file, columns)
 
 
 def _report(result) -> None:

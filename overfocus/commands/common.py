@@ -2,8 +2,25 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 RAW = argparse.RawDescriptionHelpFormatter
+
+
+def finite_float(text: str) -> float:
+    """argparse type of every float option: a finite number (NaN and infinity are usage errors).
+
+    Example:
+        >>> finite_float("0.5")
+        0.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
                           probes=args.probes, epoch=args.epoch, plot_format=args.plot_format,
                           explorer=args.explorer)
     result = compare_runs(args.runs, opts)
+    print(result.progress)
     print(f"compared {len(args.runs)} runs over epochs {result.epochs[0]}-{result.epochs[-1]} "
           f"({len(result.epochs)} in common); table at epoch {result.epoch} on the {result.n_images} analysed "
           "images common to all runs; wrote:")

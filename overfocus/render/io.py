@@ -24,7 +24,7 @@ from ..analysis.storage import parse_summary_file
 from ..errors import OverfocusError
 from ..fileio import file_mode, writing
 from ..registry import did_you_mean
-from ..rundir import RunDir
+from ..rundir import RunDir, epoch0_is_initial
 from .meta import MetricInfo, method_title, metric_info
 
 @dataclass
@@ -76,6 +76,16 @@ class Analysis:
     summary: List[Dict] = field(default_factory=list)
     metrics: List[Dict] = field(default_factory=list)
     onset: Optional[Dict] = None  # RUN/analysis/onset.json (peak epoch per method), None when absent
+    manifest: Dict = field(default_factory=dict)  # run.json ({} where absent)
+
+    @property
+    def epoch0_is_initial(self) -> bool:
+        """Whether epoch N means "after N epochs of training" (run.json; see rundir.epoch0_is_initial)."""
+        return epoch0_is_initial(self.manifest)
+
+    def step_of(self, epoch: int) -> Optional[int]:
+        """Optimizer steps done at `epoch`, where run.json records them (Lightning file names), else None."""
+        return next((e.get("step") for e in self.manifest.get("epochs", []) if e.get("epoch") == epoch), None)
 
     @property
     def name(self) -> str:
@@ -162,8 +172,9 @@ def load_analysis(run_dir: Path | str) -> Analysis:
     epochs = analysed_epochs(run_dir, meta)
     summary_path = run_dir / "analysis" / "summary.csv"
     summary = read_summary_csv(summary_path) if summary_path.is_file() else []
-    return Analysis(run_dir, meta, probe, epochs, summary, RunDir(run_dir).read_metrics(),
-                    read_onset(run_dir / "analysis"))
+    run = RunDir(run_dir)
+    return Analysis(run_dir, meta, probe, epochs, summary, run.read_metrics(), read_onset(run_dir / "analysis"),
+                    run.read_manifest() if run.exists() else {})
 
 
 DAMAGED_FILE_ERRORS = (ValueError, TypeError, KeyError, EOFError, OSError, zipfile.BadZipFile, csv.Error)
