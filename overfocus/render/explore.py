@@ -272,8 +272,13 @@ def curves(runs: Dict[str, Analysis], methods: Sequence[str], epochs: Sequence[i
     from the summaries as they are (faithfulness or any new metric appears when present)."""
     from .plots import is_flat
 
+    from .plots import NONDEGENERATE
+
     wanted = set(epochs)
     names = {r["metric"] for a in runs.values() for r in a.summary if r["method"] in (*methods, "model")}
+    # in view: the map metrics over all maps, and the onset's measure (the non-degenerate area ratio);
+    # the other non-degenerate variants and the model-level numbers one click away
+    measures = {(a.onset or {}).get("measure") for a in runs.values()}
     panels = []
     for metric in order_metrics(meta, names):
         if metric in SKIPPED_CURVES:
@@ -288,7 +293,8 @@ def curves(runs: Dict[str, Analysis], methods: Sequence[str], epochs: Sequence[i
                                    "mean": [_num(r["mean"]) for r in rows], "lo": [_num(r["ci_low"]) for r in rows],
                                    "hi": [_num(r["ci_high"]) for r in rows]})
         if series and not is_flat([np.array([np.nan if v is None else v for v in s["mean"]]) for s in series]):
-            panels.append(_panel(metric, meta, series))
+            hidden = metric.endswith(NONDEGENERATE) and metric not in measures
+            panels.append(_panel(metric, meta, series, group="other" if hidden else None))
     for metric in RUN_CURVES:
         series = []
         for k, a in enumerate(runs.values()):

@@ -153,7 +153,7 @@
   }
   function drawPanel(q) {
     var t = state.t, ctx = q.ctx, w = q.canvas.width, h = q.canvas.height;
-    ctx.imageSmoothingEnabled = true; ctx.imageSmoothingQuality = "high";
+    ctx.imageSmoothingEnabled = true; ctx.imageSmoothingQuality = "low";  // bilinear: upscaling, cheap in software
     if (q.kind === "map") {
       var s = sprites[q.run][q.m][q.p];
       ctx.globalAlpha = 1; ctx.drawImage(photos[q.p], 0, 0, w, h);
@@ -346,7 +346,8 @@
       (run.select ? run.select.epochs : []).forEach(function (e) {
         if (D.epochs.indexOf(e) < 0) return;
         var x = c.X(e), y = height - margin.b;
-        c.svg.appendChild(sv("path", { d: "M" + x + "," + (y - 7) + "l4,7l-8,0z", "class": "front-tick" }));
+        c.svg.appendChild(sv("path", { d: "M" + x + "," + (y - 7) + "l4,7l-8,0z", "class": "front-tick",
+                                       fill: run.select.knee === e ? "#111" : null }));
       });
     });
   }
@@ -375,6 +376,19 @@
   }
 
   // ---- the marks strip under the slider ---------------------------------------------------------------
+  function marksLegend() {
+    var box = $("marks-legend"), parts = [];
+    box.textContent = "";
+    var anyOnset = D.runs.some(function (r) { return Object.keys(r.onset).length; });
+    var anySelect = D.runs.some(function (r) { return r.select && r.select.epochs.length; });
+    if (anyOnset) parts.push(["onset", "\u25bc overfocus onset"]);
+    if (anySelect) parts.push(["front", "\u25b2 Pareto-optimal epochs (overfocus select; black: the knee)"]);
+    parts.forEach(function (p, i) {
+      if (i) box.appendChild(document.createTextNode("   "));
+      box.appendChild(el("span", { "class": p[0] }, p[1]));
+    });
+    if (parts.length) box.appendChild(document.createTextNode("; click a mark to go there"));
+  }
   function buildMarks() {
     var svg = $("marks"), slider = $("slider");
     svg.textContent = "";
@@ -469,7 +483,7 @@
       (diff ? "" : "; overlay opacity " + D.alpha + ", colormap " + D.cmap);
   }
   function relayout() {
-    $("run-choice").hidden = state.layout !== "methods";
+    $("run-choice").hidden = state.layout !== "methods" || D.runs.length < 2;
     $("diff-choice").hidden = state.layout !== "diff";
     var note = state.layout === "methods" ? "" : (shownRuns().length > 1 ? "right = right in every run shown, wrong = wrong in one of them" : "");
     $("filter-note").textContent = note;
@@ -530,7 +544,8 @@
   decodeAll().then(function () {
     relayout();
     buildMarks();
+    marksLegend();
     document.body.setAttribute("data-ready", "1");
   }).catch(function (err) { console.error(err); });
-  window.overfocusExplorer = { setEpoch: setEpoch, state: state, epochs: D.epochs };
+  window.overfocusExplorer = { setEpoch: setEpoch, choose: choose, state: state, epochs: D.epochs };
 })();
