@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("wandb")
 sys.path.insert(0, str(Path(__file__).parent))
-from test_tracker import DATA, SIZE, _cifarnet, _events, _tracker  # noqa: E402
+from test_tracker import DATA, MEAN, SIZE, STD, _cifarnet, _events, _lightning_classifier, _tracker  # noqa: E402
 
 BLOCK = 32768  # the record log's block size (LevelDB log format, as W&B writes it)
 
@@ -129,6 +129,26 @@ def test_train_wandb_option_and_bad_options(tmp_path):
     assert {"run/train_acc", "run/test_acc", "run/gap", "probe/area_ratio/grad_cam"} <= set(steps[1])
     with pytest.raises(OverfocusError, match="project name or a dict"):
         _tracker(tmp_path / "other", wandb=3)
+
+
+def test_lightning_callback_logs_to_wandb(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    import torch
+
+    from overfocus.data import collate_samples, open_dataset
+    from overfocus.integrations.lightning import OverfocusCallback
+
+    loader = torch.utils.data.DataLoader(open_dataset(DATA, "train", SIZE), batch_size=16, shuffle=True,
+                                         collate_fn=collate_samples)
+    callback = OverfocusCallback(tmp_path / "pl", data=DATA, model_name="cifarnet", model_kwargs={"width": 0.125},
+                                 image_size=SIZE, mean=MEAN, std=STD, batch_size=16,
+                                 wandb={"project": "overfocus-test", "name": "pl-run"})
+    pl.Trainer(max_epochs=1, accelerator="cpu", callbacks=[callback], logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False).fit(_lightning_classifier(pl), loader)
+    steps = history(tmp_path / "pl" / "wandb")
+    assert [s["_step"] for s in steps] == [0, 1]
+    assert {"run/test_acc", "run/train_loss", "probe/area_ratio/grad_cam"} <= set(steps[1])
+    assert sum(k.endswith("/_type") for k in steps[1]) == 16  # one overlay per probe image
 
 
 def test_export_a_finished_run_to_wandb(tmp_path, capsys):
