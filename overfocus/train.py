@@ -165,12 +165,12 @@ class Trainer:
         # one train or resume per run folder: a second exits at once, naming the holder (rank 0 writes)
         self._lock = run_lock(self.run.root).acquire() if self.rank == 0 else None
         try:
-            self._open(cfg, force, resuming, tensorboard)
+            self._open(cfg, force, resuming, tensorboard, wandb)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, cfg: RunConfig, force: bool, resuming: bool, tensorboard) -> None:
+    def _open(self, cfg: RunConfig, force: bool, resuming: bool, tensorboard, wandb) -> None:
         init_process_group(self.dist, self.device)
         if not resuming:
             check_out_dir(self.run.root, force)  # every rank checks, so no rank waits for one that failed
