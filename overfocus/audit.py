@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -35,9 +35,9 @@ from .audit_inputs import (AuditOptions, Preprocessing, Source, check_options, g
 from .audit_findings import (LEVELS, THRESHOLDS, Threshold, evaluate_gates, finding, make_findings,  # noqa: F401
                              pct, value_of)
 from .audit_metrics import RENAMED, Accumulator, Example, collect_metrics, exact, summarize  # noqa: F401
-from .errors import OverfocusError
+from .errors import OverfocusError, option
 from .fileio import atomic_write_json
-from .loading import LoadedModel, auto_layer, load_model
+from .loading import LoadedModel, auto_layer, load_model, small_layer_note
 from .metrics.registry import METRICS, metric_info
 
 REPORT_SCHEMA = 1
@@ -68,6 +68,7 @@ class Context:
     human: Optional[Path]
     score_metric: str
     higher_is_better: bool
+    method_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
 def audit_batch(ctx: Context, batch, acc: Accumulator, coverage) -> None:
@@ -84,7 +85,7 @@ def audit_batch(ctx: Context, batch, acc: Accumulator, coverage) -> None:
     result = evaluate_batch(ctx.model, batch.images, batch.labels, batch.boxes if ctx.has_boxes else None,
                             mean=ctx.prep.mean, std=ctx.prep.std, methods=methods, layer=ctx.layer,
                             metric_names=METRICS.registered(), target=ctx.target_class, coverage=coverage,
-                            shared_forward=False, human=human)
+                            shared_forward=False, human=human, method_args=ctx.method_args)
     acc.outputs = int(result.logits.shape[1])
     conf, preds = result.confidence_and_prediction()
     acc.labels += batch.labels.tolist()
@@ -214,11 +215,14 @@ def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preproc
     if not loaded.hookable:
         return None, None
     layer = loaded.layer
+    sample = normalize(first_image(dataset).unsqueeze(0).to(device), prep.mean, prep.std)
     if not layer:
-        sample = normalize(first_image(dataset).unsqueeze(0).to(device), prep.mean, prep.std)
         layer = auto_layer(model, sample)
         loaded.notes.append(f"attention layer picked automatically: {layer} (pass --layer to choose another)")
     get_module(model, layer)
+    small = small_layer_note(model, layer, sample)
+    if small:
+        loaded.notes.append(small)
     latent = loaded.latent_layer or layer
     get_module(model, latent)
     return layer, latent
@@ -230,7 +234,7 @@ def make_context(opts: AuditOptions, model, device, prep, layer, dataset) -> Con
     # For both, a lower value is the worse attention map (outside the object / overfocused).
     score = "energy_pg" if has_boxes else "area_ratio"
     return Context(model, device, prep, tuple(opts.methods), layer, has_boxes, opts.target_class,
-                   human_root(opts.human), score, True)
+                   human_root(opts.human), score, True, dict(opts.method_args))
 
 
 def make_coverage(model: nn.Module, latent: Optional[str], notes: List[str]):
@@ -272,9 +276,7 @@ def make_facts(opts, source, prep, loaded, dataset, acc, layer, model) -> Dict[s
     """What findings need besides metrics: classes, layer, history row, and warnings to show."""
     warnings = list(loaded.notes)
     if prep.assumed:
-        flags = " and ".join(f"--{name.replace('_', '-')}" for name in prep.assumed)
-        warnings.append(f"preprocessing was not fully given: assumed {prep.image_size} px, mean {list(prep.mean)}, "
-                        f"std {list(prep.std)}; pass {flags} as the model was trained, or every number may be wrong")
+        warnings.append(assumed_preprocessing_note(prep))
     if not getattr(dataset, "has_boxes", False) and layer:
         warnings.append("localisation was not checked: the data has no object boxes")
     outputs = acc.outputs
@@ -285,6 +287,21 @@ def make_facts(opts, source, prep, loaded, dataset, acc, layer, model) -> Dict[s
         warnings.append(f"no human map in {opts.human} matched an image id: name them <image_id>.npy or .png")
     return {"method": opts.methods[0], "n_classes": len(dataset.classes), "layer": layer, "warnings": warnings,
             "history_row": history_row(source, loaded.epoch), "onset": run_onset(source)}
+
+
+def assumed_preprocessing_note(prep: Preprocessing) -> str:
+    """The warning naming only the preprocessing values nobody gave (a given --image-size is not "assumed").
+
+    Example:
+        >>> prep = Preprocessing("builtin", 32, (0.5,) * 3, (0.25,) * 3, "options", ["mean", "std"], False)
+        >>> assumed_preprocessing_note(prep)
+        'preprocessing was not fully given: assumed mean [0.5, 0.5, 0.5], std [0.25, 0.25, 0.25]; pass mean=... and std=... as the model was trained, or every number may be wrong'
+    """
+    shown = {"image_size": f"{prep.image_size} px", "mean": f"mean {list(prep.mean)}", "std": f"std {list(prep.std)}"}
+    values = ", ".join(shown[name] for name in prep.assumed)
+    flags = " and ".join(option(name, "...") for name in prep.assumed)
+    return (f"preprocessing was not fully given: assumed {values}; pass {flags} as the model was trained, "
+            "or every number may be wrong")
 
 
 def run_onset(source: Source) -> Optional[Dict[str, Any]]:
@@ -315,7 +332,8 @@ def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds,
               "images": len(acc.labels), "split_size": len(getattr(dataset, "dataset", dataset)),
               "limit": opts.limit, "classes": list(dataset.classes),
               "has_boxes": bool(getattr(dataset, "has_boxes", False)), "layer": layer, "latent_layer": latent,
-              "methods": list(opts.methods) if layer else [], "target": opts.target_class, "human": opts.human}
+              "methods": list(opts.methods) if layer else [], "method_args": dict(opts.method_args) if layer else {},
+              "target": opts.target_class, "human": opts.human}
     return clean_json({
         "schema": REPORT_SCHEMA, "tool": "overfocus audit", "created": datetime.now(timezone.utc).isoformat(),
         "passed": all(g["passed"] for g in gates), "inputs": inputs,

@@ -27,7 +27,9 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 SPEC = "builtin?classes=3&train=48&test=24"  # the data of the `tiny_run` fixture
 FOLDER_ARGS = ["--model", "cifarnet", "--width", "0.125", "--small-input", "--data", SPEC, "--image-size", "32",
                "--batch-size", "16", "--device", "cpu"]
-NAMES = {0: "epoch=0-step=0.ckpt", 1: "checkpoint-1.pth.tar", 2: "model_ep2.safetensors"}  # Lightning, timm, any
+# a Lightning .ckpt saved before training under a name of the user's, timm's name, any; Lightning's own
+# epoch=K-step=S names (the weights after K+1 epochs) are tested in test_lightning_names_*
+NAMES = {0: "epoch_0000.ckpt", 1: "checkpoint-1.pth.tar", 2: "model_ep2.safetensors"}
 
 
 def save_foreign(folder: Path, epoch: int, state) -> Path:
@@ -414,3 +416,58 @@ def test_safetensors_without_the_package_is_skipped_with_one_line(own_loop, tmp_
     line = [x for x in err.splitlines() if "skipped epoch 2:" in x]
     assert len(line) == 1 and "pip install safetensors" in line[0]
     assert json.loads((folder / "overfocus" / "analysis" / "analysis.json").read_text())["epochs_done"] == [0]
+
+
+# ---- epoch semantics of foreign names ----------------------------------------------------------------------
+def lightning_folder(tmp_path, own_loop) -> Path:
+    """Lightning's ModelCheckpoint names: epoch=K-step=S holds the weights after K+1 epochs (3 steps each)."""
+    folder = tmp_path / "lightning"
+    folder.mkdir()
+    for k in (0, 1):
+        prefixed = {f"model.{n}": v for n, v in own_loop[k + 1].items()}
+        torch.save({"epoch": k, "global_step": 3 * (k + 1), "state_dict": prefixed},
+                   folder / f"epoch={k}-step={3 * (k + 1)}.ckpt")
+    return folder
+
+
+def test_lightning_names_are_read_as_the_epochs_they_hold(own_loop, tmp_path, capsys):
+    folder = lightning_folder(tmp_path, own_loop)
+    (tmp_path / "log.csv").write_text("epoch,step,train_acc,val_acc\n0,3,0.5,0.25\n1,6,0.75,0.5\n")
+    code, out, err = cli(capsys, "analyze", folder, *FOLDER_ARGS, "--methods", "grad_cam", "--metrics",
+                         "area_ratio", "--metrics-file", tmp_path / "log.csv")
+    assert code == 0, err
+    note = [line for line in err.splitlines() if "Lightning's epoch=K files" in line]
+    assert len(note) == 1 and "epoch=0-step=3.ckpt -> epoch 1" in note[0] and "--epoch-offset 0" in note[0]
+    manifest = json.loads((folder / "overfocus" / "run.json").read_text())
+    assert manifest["epoch0_is_initial"] is True and manifest["epoch_offset"] is None
+    assert [(e["epoch"], e["step"]) for e in manifest["epochs"]] == [(1, 3), (2, 6)]  # never "the initial weights"
+    history = [json.loads(x) for x in (folder / "overfocus" / "metrics.jsonl").read_text().splitlines()]
+    assert [(h["epoch"], h["test_acc"]) for h in history] == [(1, 0.25), (2, 0.5)]  # the log shifted alike
+    # the same weights and numbers as an overfocus run's epochs 1 and 2
+    assert json.loads((folder / "overfocus" / "analysis" / "analysis.json").read_text())["epochs_done"] == [1, 2]
+
+    # reading them as named changes what epoch 0 means: refused over the old numbering, then recorded
+    code, _, err = cli(capsys, "analyze", folder, *FOLDER_ARGS, "--epoch-offset", "0", "--methods", "grad_cam",
+                       "--metrics", "area_ratio")
+    assert code == 2 and "epoch=0-step=3.ckpt as epoch 1, this call reads it as epoch 0" in err and "--force" in err
+    code, _, err = cli(capsys, "analyze", folder, *FOLDER_ARGS, "--epoch-offset", "0", "--methods", "grad_cam",
+                       "--metrics", "area_ratio", "--out", tmp_path / "as-named")
+    assert code == 0, err
+    assert json.loads((tmp_path / "as-named" / "run.json").read_text())["epoch0_is_initial"] is False
+
+
+def test_compare_refuses_runs_whose_epoch_0_means_different_things(own_loop, tiny_run, tmp_path, capsys):
+    folder = lightning_folder(tmp_path, own_loop)
+    args = [*FOLDER_ARGS, "--methods", "grad_cam", "--metrics", "area_ratio"]
+    assert cli(capsys, "analyze", folder, *args)[0] == 0
+    assert cli(capsys, "analyze", folder, *args, "--epoch-offset", "0", "--out", tmp_path / "named")[0] == 0
+    run = copy_run(tiny_run, tmp_path / "run")
+    analyze(run, methods=["grad_cam"], metrics=["area_ratio"], device="cpu", show_progress=False)
+    code, _, err = cli(capsys, "compare", run, tmp_path / "named", "--formats", "gif", "--size", "160",
+                       "--out", tmp_path / "c1")
+    assert code == 2 and "counts epoch 0 as the initial weights" in err and "epoch0_is_initial" in err
+    code, out, err = cli(capsys, "compare", run, folder / "overfocus", "--formats", "gif", "--size", "160",
+                         "--out", tmp_path / "c2")
+    assert code == 0, err
+    assert "aligned on training epochs completed: 1-2 (epoch 0 = the initial weights); table at epoch 2 " \
+           "(optimizer steps: lightning 6)" in out

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -78,6 +78,7 @@ def evaluate_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    target: str = "gt", coverage=None, shared_forward: bool = True,
                    human: Optional[torch.Tensor] = None, amp_dtype: Optional[torch.dtype] = None,
                    channels_last: bool = False,
+                   method_args: Optional[Mapping[str, Mapping[str, Any]]] = None,
                    faithfulness: Optional[FaithfulnessRequest] = None) -> BatchEvaluation:
     """Evaluate one batch of [0, 1] images (on the model's device) with the model as it is.
 
@@ -93,6 +94,7 @@ def evaluate_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         shared_forward: the coverage hooks may ride on the attribution's forward.
         human: B x H x W human maps for the metrics that need them.
         amp_dtype: autocast dtype, or None for float32.
+        method_args: per method, its arguments (`--method-args`), e.g. {"score_cam": {"batch_size": 32}}.
         faithfulness: the model-dependent metrics to add (`faithfulness_metrics`), or None; the
             baseline method's values join `metrics` under its name.
     """
@@ -112,10 +114,11 @@ def evaluate_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 check_label_space(labels, int(logits.shape[1]))
             targets = logits.argmax(1) if target == "predicted" else labels
             if methods:
-                maps = attribute(model, x, targets, methods=methods, layer=layer)
+                maps = attribute(model, x, targets, methods=methods, layer=layer, method_args=method_args)
         else:
             with hooks:
-                maps, logits = attribute(model, x, labels, methods=methods, layer=layer, return_logits=True)
+                maps, logits = attribute(model, x, labels, methods=methods, layer=layer, return_logits=True,
+                                         method_args=method_args)
     check_finite_logits(logits)
     # under autocast maps and logits may come back in half precision: metrics work in float32
     maps = {m: v.float() for m, v in maps.items()}
@@ -125,7 +128,7 @@ def evaluate_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     if faithfulness is not None and faithfulness.metric_names:
         extra = faithfulness_metrics(model, images, targets, maps, int(logits.shape[1]), mean=mean, std=std,
                                      layer=layer, request=faithfulness, amp_dtype=amp_dtype,
-                                     channels_last=channels_last)
+                                     channels_last=channels_last, method_args=method_args)
         for method, table in extra.items():
             metrics.setdefault(method, {}).update(table)
     return BatchEvaluation(maps, logits.float(), metrics, {m: batches[m].degenerate for m in methods})
@@ -134,7 +137,9 @@ def evaluate_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def faithfulness_metrics(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                          maps: Dict[str, torch.Tensor], num_classes: int, *, mean, std, layer: Optional[str],
                          request: FaithfulnessRequest, amp_dtype: Optional[torch.dtype] = None,
-                         channels_last: bool = False) -> Dict[str, Dict[str, torch.Tensor]]:
+                         channels_last: bool = False,
+                         method_args: Optional[Mapping[str, Mapping[str, Any]]] = None
+                         ) -> Dict[str, Dict[str, torch.Tensor]]:
     """The model-dependent metrics of `request` per method (and for its baseline method): every
     perturbed copy goes through `model` in chunks (metrics/faithfulness.py); the sanity references
     are the maps of the same images under `request.init_model` and for another class.
@@ -168,11 +173,12 @@ def faithfulness_metrics(model: nn.Module, images: torch.Tensor, targets: torch.
     names = set(request.metric_names)
     with autocast():
         if methods and request.init_model is not None and names & {"sanity_init", "sanity_init_ssim"}:
-            for m, v in attribute(request.init_model, x, targets, methods=methods, layer=layer).items():
+            for m, v in attribute(request.init_model, x, targets, methods=methods, layer=layer,
+                                  method_args=method_args).items():
                 references[m]["init"] = v.float()
         if methods and names & {"sanity_class", "sanity_class_ssim"}:
             others = other_classes(targets, num_classes, batch.seeds)
-            for m, v in attribute(model, x, others, methods=methods, layer=layer).items():
+            for m, v in attribute(model, x, others, methods=methods, layer=layer, method_args=method_args).items():
                 references[m]["class"] = v.float()
         all_maps = dict(maps)
         if request.baseline is not None and request.baseline not in all_maps:

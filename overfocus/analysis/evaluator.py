@@ -122,7 +122,7 @@ class EpochEvaluator:
                               mean=self.info.mean, std=self.info.std, methods=s.methods, layer=s.layer,
                               metric_names=metric_names, target=target, coverage=cov,
                               shared_forward=s.coverage_shares_forward, human=human, amp_dtype=self.rt.amp_dtype,
-                              channels_last=self.rt.channels_last)
+                              channels_last=self.rt.channels_last, method_args=s.method_args)
 
     def _keep_probe(self, batch, maps, logits, probe: Dict[int, tuple]) -> None:
         """Probe images are usually test images analysed anyway: keep their maps, not compute them twice."""
@@ -167,7 +167,8 @@ class EpochEvaluator:
                                     batch.boxes if self.data.has_boxes else None, mean=self.info.mean,
                                     std=self.info.std, methods=s.methods, layer=s.layer, metric_names=(),
                                     target=s.target, amp_dtype=self.rt.amp_dtype,
-                                    channels_last=self.rt.channels_last, faithfulness=request)
+                                    channels_last=self.rt.channels_last, method_args=s.method_args,
+                                    faithfulness=request)
             columns = [(m, name, v) for m, table in result.metrics.items() for name, v in table.items()]
             rows += table_rows(epoch, batch.image_ids, labels, columns)
         return rows

@@ -28,13 +28,15 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from ..attribution.methods import DEFAULT_METHODS
 from ..distributed import broadcast_object, gather_objects
-from ..errors import OverfocusError
+from ..errors import OverfocusError, option
+from ..fileio import clean_stale_temps
+from ..loading import ModelOptions
 from ..progress import epoch_line, progress
 from ..rundir import RunDir
 from . import storage as store
@@ -44,12 +46,12 @@ from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
 from .lock import AnalysisLock
 from .onset import OnsetCollector, update_onset
 from .runsource import FolderOptions, RunSource, open_source
-from .settings import (FAITHFULNESS_IMAGES, RunInfo, Runtime, Settings, make_runtime, resolve_methods,
-                       resolve_metrics, resolve_model_metrics, select_epochs)
+from .settings import (FAITHFULNESS_IMAGES, RunInfo, Runtime, Settings, make_runtime, resolve_method_args,
+                       resolve_methods, resolve_metrics, resolve_model_metrics, select_epochs)
 from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
                      merge_sections, parse_shard, probe_entries, probe_part_arrays, union_masks)
 from .source import BatchSource, evenly_spaced, extend_probe_ids, find_indices, first_n, probe_arrays
-from .state import fresh_state, prepare_folder, refuse_mismatch, update_state
+from .state import checkpoint_identity, fresh_state, prepare_folder, refuse_mismatch, update_state
 from .summary import rebuild_summary
 
 
@@ -73,7 +75,9 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             device: str = "auto", amp: bool = False, channels_last: bool = False, human: Optional[str] = None,
             force: bool = False, out: Optional[Path | str] = None, shard: Optional[str | Tuple[int, int]] = None,
             show_progress: bool = True, folder: Optional[FolderOptions] = None,
-            skip_bad: Optional[bool] = None, faithfulness_images: int = FAITHFULNESS_IMAGES,
+            skip_bad: Optional[bool] = None,
+            method_args: Optional[Mapping[str, Mapping[str, Any]]] = None, trust_recipe: bool = False,
+            arch: Optional[str] = None, faithfulness_images: int = FAITHFULNESS_IMAGES,
             faithfulness_steps: int = 16, faithfulness_baseline: str = "blur") -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
 
@@ -117,6 +121,11 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             epoch pattern and accuracy log (`FolderOptions`).
         skip_bad: skip unreadable images with a warning each (None: as the run was trained,
             run.json's `data.skip_bad`).
+        method_args: per method, its arguments (`--method-args`), e.g. {"score_cam": {"batch_size":
+            32}, "captum:Occlusion": {"sliding_window_shapes": [3, 8, 8]}}; kept in analysis.json.
+        trust_recipe, arch: a run whose run.json records its model as an import path
+            (`module:Factory`, a tracked run) is rebuilt only when `arch` names that same path or
+            `trust_recipe` is True: a file never chooses code to run (`loading.allow_recorded_arch`).
         faithfulness_images: the faithfulness and sanity metrics (`MetricSpec.needs_model`) are
             computed on this many images evenly spaced over the analysed ones (0: none), the
             random baseline beside them; their ids go to `faithfulness.json`.
@@ -134,20 +143,22 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         ['area_ratio', 'box_iou', 'confidence', 'correct', 'coverage_global', ...]
     """
     runtime = make_runtime(device, amp, channels_last, shard)
-    source = open_source(run_dir, data, folder, out, layer, show=show_progress and runtime.dist.is_main)
+    source = open_source(run_dir, data, folder, out, layer, show=show_progress and runtime.dist.is_main,
+                         recipe=ModelOptions(arch=arch, trust_recipe=trust_recipe))
     info = source.info
     selection = select_epochs(epochs, source.epochs(), source.root)
     runner = prepare(source, runtime, Choices(data or info.data_spec, split, limit,
                                               info.batch_size if batch_size is None else batch_size,
                                               human, methods, metrics, target, layer, probe,
                                               info.skip_bad if skip_bad is None else skip_bad,
-                                              faithfulness_images, faithfulness_steps, faithfulness_baseline),
-                     show_progress)
+                                              method_args or {}, faithfulness_images, faithfulness_steps,
+                                              faithfulness_baseline), show_progress)
     return runner.execute(selection, source.analysis_folder(out), force)
 
 
 def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None, device: str = "auto",
-              nproc: int = 1, shard: Optional[str] = None, epoch_pattern: Optional[str] = None) -> None:
+              nproc: int = 1, shard: Optional[str] = None, epoch_pattern: Optional[str] = None,
+              epoch_offset: Optional[int] = None) -> None:
     """The cheap checks of an analyze call, made before launching `nproc` processes for it.
 
     Example:
@@ -161,7 +172,7 @@ def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         RunInfo.from_manifest(run.read_manifest())
         available = open_source(run_dir).epochs()
     else:
-        available = scan_folder(run_dir, epoch_pattern).epochs
+        available = scan_folder(run_dir, epoch_pattern, epoch_offset).epochs
     select_epochs(epochs, available, run_dir)
     dev = resolve_device(device)
     if shard is not None and nproc > 1:
@@ -189,6 +200,7 @@ class Choices:
     layer: Optional[str]
     probe: Optional[int]
     skip_bad: bool = False
+    method_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     faithfulness_images: int = FAITHFULNESS_IMAGES
     faithfulness_steps: int = 16
     faithfulness_baseline: str = "blur"
@@ -212,10 +224,13 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
     analysed = first_n(ds, c.limit)
     human_ds = open_human_dataset(c.human, info.image_size) if c.human else None
     methods = resolve_methods(c.methods)
+    method_args = resolve_method_args(methods, c.method_args)
     if c.target not in ("gt", "predicted"):
         raise OverfocusError(f"--target {c.target!r}: use gt or predicted")
     layer = c.layer or info.gradcam_layer
     model = place_model(source.build_model(), layer, runtime.device, runtime.channels_last)
+    check_layer_size(model, layer, info.image_size, runtime.device, bool(c.layer) or source.layer_given,
+                     show_progress and runtime.dist.is_main)
     has_boxes = bool(getattr(ds, "has_boxes", False))
     map_m, human_m, coverage = resolve_metrics(c.metrics, has_boxes, bool(c.human))
     probe_ids = extend_probe_ids(test, info.probe_ids, c.probe)
@@ -223,8 +238,9 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
     faithful = faithful_subset(analysed, c.faithfulness_images if model_m else 0)
     settings = Settings(methods, map_m, human_m, coverage, layer, info.latent_layer, c.target, c.data_spec,
                         c.split, c.limit, probe_ids, c.human or "", info.image_size, runtime.precision,
-                        len(faithful) if faithful is not None else 0, model_m if faithful is not None else (),
-                        c.faithfulness_steps, c.faithfulness_baseline)
+                        method_args, faithfulness_images=len(faithful) if faithful is not None else 0,
+                        faithfulness_metrics=model_m if faithful is not None else (),
+                        faithfulness_steps=c.faithfulness_steps, faithfulness_baseline=c.faithfulness_baseline)
     FaithfulnessOptions(steps=c.faithfulness_steps, baseline=c.faithfulness_baseline)  # refuses bad values now
     probe_index = find_indices(test, settings.probe_ids)
     sources = _Sources(runtime, c.batch_size, info.num_workers)
@@ -285,6 +301,23 @@ def place_model(model: torch.nn.Module, layer: str, device: torch.device, channe
     return model
 
 
+def check_layer_size(model: torch.nn.Module, layer: str, image_size: int, device: torch.device, explicit: bool,
+                     show: bool) -> None:
+    """A layer below 4 x 4 at this image size gives near-constant maps: one line on stderr naming a
+    larger layer; a 1 x 1 layer (every map constant) is refused unless the caller named it."""
+    from ..loading import small_layer_note, spatial_sizes
+
+    images = torch.zeros(1, 3, image_size, image_size, device=device)
+    note = small_layer_note(model, layer, images)
+    if note is None:
+        return
+    h, w = dict(spatial_sizes(model, images))[layer]
+    if h * w == 1 and not explicit:
+        raise OverfocusError(f"{note} (or {option('layer', repr(layer))} to analyse it anyway)")
+    if show:
+        print(f"overfocus analyze: warning: {note}", file=sys.stderr)
+
+
 @dataclass(frozen=True)
 class _Sources:
     """BatchSources of this process: all of a dataset, or its part's contiguous share of the batches."""
@@ -312,6 +345,7 @@ class Plan:
     ready: Dict[int, int]  # epoch -> world size of a complete set of parts already on disk
     skipped: List[Dict[str, Any]]
     computed: List[int] = field(default_factory=list)
+    identities: Dict[int, Any] = field(default_factory=dict)  # epoch -> its checkpoint, as it was read
 
     def record(self, folder: Path, epoch: int, reason: Optional[str]) -> None:
         """Note an epoch's outcome in analysis.json (after its files are durable)."""
@@ -320,7 +354,7 @@ class Plan:
         else:
             self.computed.append(epoch)
             self.done.add(epoch)
-        self.state = update_state(folder, self.state, self.done, self.skipped, self.computed)
+        self.state = update_state(folder, self.state, self.done, self.skipped, self.computed, self.identities)
 
 
 
@@ -347,6 +381,8 @@ class Runner:
                 return self._execute_shard(selection, folder, force)
             plan = self._on_main(lambda: self._plan(selection, folder, force, lock))
             for epoch in progress(plan.todo, self.show, desc="checkpoints"):
+                if self.rt.dist.is_main:  # before it is read: a file rewritten meanwhile is found next time
+                    plan.identities[epoch] = checkpoint_identity(self.source.checkpoint(epoch))
                 reason = self._epoch(folder, epoch, plan)
                 if self.rt.dist.is_main:
                     plan.record(folder, epoch, reason)
@@ -362,7 +398,9 @@ class Runner:
         lock.acquire()  # before anything in the folder is read: a running call may be changing it
         selected, missing = selection
         self.source.begin(force)  # a foreign folder's run.json first: it refuses another model
-        state = prepare_folder(folder, self.settings, self.data.classes, force)
+        clean_stale_temps(folder, recursive=True)  # what a killed analyze left (the lock is ours)
+        clean_stale_temps(self.source.out_root)
+        state = prepare_folder(folder, self.settings, self.data.classes, force, self.source.checkpoint)
         known = set(self.source.epochs())  # forget skips of epochs the run does not have
         state["skipped"] = [s for s in state.get("skipped", []) if s["epoch"] in known]
         done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)
@@ -376,7 +414,7 @@ class Runner:
 
     def _finish(self, selected: List[int], folder: Path, force: bool, plan: Plan) -> AnalysisResult:
         """Rank 0: the final analysis.json and summary.csv, and the result every rank returns."""
-        state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
+        state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed, plan.identities)
         store.remove_parts(folder, [])  # every rank is done: an emptied parts/ folder goes
         self._fill_history(state["epochs_done"])
         collector = OnsetCollector()

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from ..checkpoints import FolderScan, scan_folder
-from ..errors import OverfocusError
+from ..errors import OverfocusError, option
 from ..history import HistoryColumns, read_history
 from ..loading import ModelOptions, auto_layer, build_target, check_and_load, infer_num_classes, read_weights
 from ..rundir import SCHEMA_VERSION, RunDir, load_checkpoint, recorded_by
@@ -50,6 +50,7 @@ class FolderOptions:
     mean: Optional[Tuple[float, ...]] = None
     std: Optional[Tuple[float, ...]] = None
     epoch_pattern: Optional[str] = None
+    epoch_offset: Optional[int] = None  # added to every file's epoch (None: Lightning's epoch=K read as K+1)
     metrics_file: Optional[str] = None  # the training's own log of train/test accuracy
     columns: HistoryColumns = field(default_factory=HistoryColumns)
     subset_seed: int = 0  # which train images form the fixed subset the train accuracy is measured on
@@ -61,6 +62,7 @@ class RunSource:
     root: Path  # the folder the user named (for messages)
     out_root: Path  # where the analysis goes: `analysis/` inside it
     info: RunInfo
+    layer_given: bool = False  # the caller named the attribution layer (not the run's or the model's own)
 
     def epochs(self) -> List[int]:
         raise NotImplementedError
@@ -91,8 +93,10 @@ class RunSource:
 
 
 def open_source(path: Path | str, data: Optional[str] = None, folder: Optional[FolderOptions] = None,
-                out: Optional[Path | str] = None, layer: Optional[str] = None, show: bool = True) -> RunSource:
-    """A run directory (it has run.json) or a folder of checkpoint files."""
+                out: Optional[Path | str] = None, layer: Optional[str] = None, show: bool = True,
+                recipe: Optional[ModelOptions] = None) -> RunSource:
+    """A run directory (it has run.json) or a folder of checkpoint files; `recipe` says which
+    import path a run's run.json may name (`arch`, `trust_recipe`: `loading.allow_recorded_arch`)."""
     path = Path(path)
     if (path / "run.json").is_file():
         manifest = RunDir(path).read_manifest()
@@ -100,7 +104,7 @@ def open_source(path: Path | str, data: Optional[str] = None, folder: Optional[F
         if recorded_by(manifest) == FOREIGN_KIND:
             raise OverfocusError(f"{path} holds the analysis of the checkpoint folder {origin}: analyse that "
                                  f"folder (`overfocus analyze {origin} --model ... --data ...`)")
-        return OwnRun(path, manifest, out)
+        return OwnRun(path, manifest, out, recipe)
     if not path.is_dir():
         raise OverfocusError(f"{path} does not exist: pass a run directory or a folder of checkpoint files")
     return CheckpointFolder(path, folder or FolderOptions(), data, out, layer, show)
@@ -123,8 +127,10 @@ def listed_checkpoint(root: Path | str, manifest: Dict[str, Any]) -> Optional[Pa
 
 # ---- a run directory of `overfocus train` --------------------------------------------------------
 class OwnRun(RunSource):
-    def __init__(self, root: Path, manifest: Dict[str, Any], out: Optional[Path | str]):
+    def __init__(self, root: Path, manifest: Dict[str, Any], out: Optional[Path | str],
+                 recipe: Optional[ModelOptions] = None):
         self.run = RunDir(root)
+        self._recipe = recipe
         self.root = self.run.root
         self.out_root = self.run.root
         self._out = out
@@ -142,7 +148,7 @@ class OwnRun(RunSource):
         return analysis_dir(self.root, out)  # --out names the analysis folder itself for a run
 
     def build_model(self) -> torch.nn.Module:
-        return self.info.build_model()  # the recorded recipe: registry, timm:NAME or a tracked run's import path
+        return self.info.build_model(self._recipe)  # registry, timm:NAME, or an import path the user allowed
 
     def load_into(self, model: torch.nn.Module, epoch: int) -> None:
         path = self.checkpoint(epoch)
@@ -174,7 +180,7 @@ class CheckpointFolder(RunSource):
                                  "trained on with --data SPEC (e.g. --data builtin or --data folder:PATH)")
         self.root, self.opts, self.show = folder, opts, show
         self.out_root = Path(out) if out else folder / "overfocus"
-        self.scan: FolderScan = scan_folder(folder, opts.epoch_pattern)
+        self.scan: FolderScan = scan_folder(folder, opts.epoch_pattern, opts.epoch_offset)
         if show:
             for note in self.scan.notes():
                 print(f"overfocus analyze: {note}", file=sys.stderr)
@@ -184,6 +190,7 @@ class CheckpointFolder(RunSource):
         num_classes = opts.model.num_classes or self._classes_from_weights() or len(test.classes)
         self.model, self.description, declared, latent = build_target(opts.model, num_classes)
         chosen, why = self._layer(layer or opts.model.layer, declared, size)
+        self.layer_given = bool(layer or opts.model.layer)
         if show:
             print(f"overfocus analyze: {self.description}; attribution layer {chosen!r} ({why})", file=sys.stderr)
         self.info = RunInfo(opts.model.model or opts.model.arch, opts.model.width, opts.model.small_input,
@@ -234,6 +241,13 @@ class CheckpointFolder(RunSource):
         run = RunDir(self.out_root)
         manifest = self._manifest()
         if run.exists():
+            renumbered = _renumbered(run.read_manifest(), manifest)
+            if renumbered and not force:
+                raise OverfocusError(f"{self.out_root} analysed {renumbered}: pass {option('force')} to analyse it "
+                                     f"again with the new numbering, or {option('epoch_offset', 'N')} to keep the "
+                                     "old one")
+            if renumbered:
+                self._write_history({})  # the measured accuracies belong to the old numbering
             old = _recipe(run.read_manifest())
             if old != _recipe(manifest):
                 if not force:
@@ -244,7 +258,9 @@ class CheckpointFolder(RunSource):
         self.out_root.mkdir(parents=True, exist_ok=True)
         run.write_manifest(manifest)
         if self.opts.metrics_file:
-            given = read_history(self.opts.metrics_file, self.opts.columns)
+            shift = self.scan.history_offset  # the log numbers its epochs as the file names do
+            given = {e + shift: {**row, "epoch": e + shift}
+                     for e, row in read_history(self.opts.metrics_file, self.opts.columns).items()}
             self._write_history({**self._history(), **given})
 
     def _manifest(self) -> Dict[str, Any]:
@@ -257,8 +273,10 @@ class CheckpointFolder(RunSource):
                            "data": {"spec": i.data_spec, "image_size": i.image_size, "mean": list(i.mean),
                                     "std": list(i.std), "batch_size": i.batch_size}},
                 "num_classes": i.num_classes, "gradcam_layer": i.gradcam_layer, "latent_layer": i.latent_layer,
-                "probe_ids": list(i.probe_ids),
-                "epochs": [{"epoch": e, "file": os.path.relpath(p.resolve(), self.out_root.resolve())}
+                "probe_ids": list(i.probe_ids), "epoch0_is_initial": self.scan.epoch0_is_initial,
+                "epoch_offset": self.scan.offset,
+                "epochs": [{"epoch": e, "file": os.path.relpath(p.resolve(), self.out_root.resolve()),
+                            **({"step": self.scan.steps[e]} if e in self.scan.steps else {})}
                            for e, p in sorted(self.scan.files.items())]}
 
     def _history(self) -> Dict[int, Dict[str, Any]]:
@@ -305,6 +323,16 @@ def _recipe(manifest: Dict[str, Any]) -> Dict[str, Any]:
     cfg = manifest.get("config") or {}
     data = cfg.get("data") or {}
     return {**(cfg.get("model") or {}), **{k: data.get(k) for k in ("image_size", "mean", "std")}}
+
+
+def _renumbered(old: Dict[str, Any], new: Dict[str, Any]) -> Optional[str]:
+    """'FILE as epoch 0, this call reads it as epoch 1' for the first file whose epoch changed, else None."""
+    before = {e["file"]: e["epoch"] for e in old.get("epochs", [])}
+    for entry in new["epochs"]:
+        if entry["file"] in before and before[entry["file"]] != entry["epoch"]:
+            return (f"{Path(entry['file']).name} as epoch {before[entry['file']]}, this call reads it as epoch "
+                    f"{entry['epoch']}")
+    return None
 
 
 def _difference(old: Dict[str, Any], new: Dict[str, Any]) -> str:

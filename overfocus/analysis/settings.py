@@ -8,14 +8,15 @@ Example:
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..attribution.methods import ATTRIBUTIONS
+from ..attribution.methods import ATTRIBUTIONS, check_method_args
 from ..distributed import DistInfo
 from ..errors import OverfocusError
+from ..loading import check_recipe_args
 from ..metrics.registry import METRICS
 from ..rundir import RunDir
 from ..registry import did_you_mean
@@ -24,11 +25,11 @@ from .shards import parse_shard
 IMAGE_METRICS = ("correct", "confidence")  # always recorded: free, from the logits
 COVERAGE_METRICS = ("coverage_global", "coverage_latent", "unit_coverage_global", "unit_coverage_latent")
 COVERAGE_NAMES = {"coverage", *COVERAGE_METRICS}  # --metrics names that switch coverage on
-COMPARED_SETTINGS = ("methods", "metrics", "layer", "target", "data_spec", "split", "limit", "probe_ids",
-                     "human", "image_size", "precision", "faithfulness_images", "faithfulness_metrics",
+COMPARED_SETTINGS = ("methods", "method_args", "metrics", "layer", "target", "data_spec", "split", "limit",
+                     "probe_ids", "human", "image_size", "precision", "faithfulness_images", "faithfulness_metrics",
                      "faithfulness_steps", "faithfulness_baseline")
 # what an analysis.json written before the key existed meant (no faithfulness pass)
-SETTING_DEFAULTS = {"precision": "float32", "faithfulness_images": 0, "faithfulness_metrics": [],
+SETTING_DEFAULTS = {"precision": "float32", "method_args": {}, "faithfulness_images": 0, "faithfulness_metrics": [],
                     "faithfulness_steps": 16, "faithfulness_baseline": "blur"}
 FAITHFULNESS_IMAGES = 256  # default --faithfulness-images: evenly spaced over the analysed images
 
@@ -66,15 +67,21 @@ class RunInfo:
 
             entry = MODELS.get(model["name"])
             layers = [layers[0] or entry.gradcam_layer, layers[1] or entry.latent_layer]
-        return cls(model.get("name") or "", float(model.get("width", 1.0)), bool(model.get("small_input", True)),
-                   int(manifest.get("num_classes") or model.get("num_classes") or 0), data["spec"],
+        recipe = {"num_classes": manifest.get("num_classes") or model.get("num_classes"),
+                  "width": model.get("width", 1.0), "small_input": model.get("small_input", True),
+                  "batch_norm": model.get("batch_norm")}
+        check_recipe_args(recipe, "run.json")  # a value of the wrong type never reaches a model factory
+        return cls(model.get("name") or "", float(recipe["width"]), recipe["small_input"], recipe["num_classes"],
+                   data["spec"],
                    int(data.get("image_size", 64)), tuple(data.get("mean")), tuple(data.get("std")),
                    int(data.get("batch_size", 64)), int(data.get("num_workers", 0)), layers[0], layers[1],
                    tuple(manifest.get("probe_ids") or ()), model.get("batch_norm"), bool(data.get("skip_bad", False)),
                    model.get("arch") or None)
 
-    def build_model(self) -> torch.nn.Module:
-        """The recorded recipe with random weights: a registry (or timm:NAME) model, or the import path.
+    def build_model(self, allow: Optional["ModelOptions"] = None) -> torch.nn.Module:
+        """The recorded recipe with random weights: a registry (or timm:NAME) model, or the import
+        path, which is built only when `allow` names the same path (`arch=`) or trusts the recipe
+        (`trust_recipe=True`; see `loading.allow_recorded_arch`).
 
         Example:
             >>> info = RunInfo("cifarnet", 0.125, True, 3, "builtin", 32, (0.5,) * 3, (0.25,) * 3, 8, 0,
@@ -82,9 +89,10 @@ class RunInfo:
             >>> type(info.build_model()).__name__
             'CifarNet'
         """
-        from ..loading import ModelOptions, build_target
+        from ..loading import ModelOptions, allow_recorded_arch, build_target
 
-        options = ModelOptions(model=None if self.arch else self.model_name, arch=self.arch, width=self.width,
+        arch = allow_recorded_arch(self.arch, allow or ModelOptions(), "run.json") if self.arch else None
+        options = ModelOptions(model=None if arch else self.model_name, arch=arch, width=self.width,
                                small_input=self.small_input, batch_norm=self.batch_norm)
         return build_target(options, self.num_classes)[0]
 
@@ -107,6 +115,7 @@ class Settings:
     human: str
     image_size: int
     precision: str = "float32"  # "bfloat16"/"float16" under --amp: the numbers differ slightly
+    method_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # --method-args, per method
     # the model-dependent metrics (faithfulness, sanity) on `faithfulness_images` evenly spaced images
     faithfulness_images: int = 0
     faithfulness_metrics: Tuple[str, ...] = ()
@@ -299,6 +308,18 @@ def resolve_methods(methods: Sequence[str]) -> Tuple[str, ...]:
     for m in methods:
         ATTRIBUTIONS.get(m)  # one-line error listing the known methods
     return methods
+
+
+def resolve_method_args(methods: Sequence[str], method_args: Optional[Mapping[str, Mapping[str, Any]]]
+                        ) -> Dict[str, Dict[str, Any]]:
+    """`--method-args` checked against the methods (before any model runs), as analysis.json keeps it.
+
+    Example:
+        >>> resolve_method_args(("grad_cam", "score_cam"), {"score_cam": {"batch_size": 8}})
+        {'score_cam': {'batch_size': 8}}
+    """
+    check_method_args(methods, method_args)
+    return {name: dict(args) for name, args in sorted((method_args or {}).items()) if args}
 
 
 def resolve_metrics(names: Optional[Sequence[str]], has_boxes: bool,

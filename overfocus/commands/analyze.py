@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import OverfocusError
 from .audit import add_model_args, add_preprocessing_args, model_options, triple
-from .common import RAW
+from .common import RAW, add_method_args, finite_float, parse_method_args
 from .train import relaunch_with_torchrun, strip_nproc
 
 EXAMPLES = """examples:
@@ -19,6 +19,8 @@ EXAMPLES = """examples:
       --out runs/demo/analysis-gradcam                 # other settings: another folder (or --force)
   overfocus analyze runs/tin --human osie:../shared/data/osie-150   # needs a Tiny ImageNet run and the OSIE maps
   overfocus analyze runs/demo --target predicted --out runs/demo/analysis-pred
+  overfocus analyze runs/demo --epochs 1 --limit 32 --methods grad_cam,grad_cam_pp,score_cam,captum:Saliency \
+      --method-args score_cam.batch_size=128 --out runs/demo/analysis-cams   # methods: overfocus list methods
   overfocus analyze runs/demo --nproc 2 --force       # 2 processes on this machine (torchrun)
   torchrun --nproc_per_node=4 -m overfocus analyze runs/demo --device cuda --amp   # needs 4 GPUs
   overfocus analyze runs/demo --shard 0/4 --out runs/demo/analysis-shards   # share 0 of 4 (job array)
@@ -52,6 +54,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", default="all", help="all (default), START:STOP[:STEP] or a list 3,5,7")
     p.add_argument("--methods", default="grad_cam,sgdrop",
                    help="attribution methods, comma-separated (default grad_cam,sgdrop)")
+    add_method_args(p)
     p.add_argument("--metrics", help="map metrics and/or coverage, comma-separated (default: all that the "
                    "data supports; correct and confidence are always recorded)")
     p.add_argument("--probe", type=int, help="probe-set size (default: run.json's probe_ids)")
@@ -80,7 +83,7 @@ def register(sub) -> None:
                    "analysis made with other settings")
     p.add_argument("--watch", action="store_true", help="keep polling for new checkpoints until Ctrl-C (a training "
                    "that is still going)")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls of --watch (default 30)")
+    p.add_argument("--interval", type=finite_float, default=30.0, help="seconds between polls of --watch (default 30)")
     p.add_argument("--faithfulness-images", type=int, default=256, metavar="N",
                    help="compute the faithfulness and sanity metrics (deletion, insertion, ROAD, confidence, "
                    "sanity_init, sanity_class) and the random baseline on N images evenly spaced over the "
@@ -102,6 +105,8 @@ def add_folder_args(p: argparse.ArgumentParser) -> None:
     add_preprocessing_args(g)
     g.add_argument("--epoch-pattern", metavar="REGEX", help="regular expression finding the epoch in a file name "
                    r"(its first group), e.g. 'ep(\d+)' (default: epoch_3, epoch=3-step=.., checkpoint-3, _ep3, 3)")
+    g.add_argument("--epoch-offset", type=int, metavar="N", help="add N to the epoch of every file name (default: "
+                   "Lightning's epoch=K files, saved after K+1 epochs, read as epoch K+1; other names as they are)")
     g.add_argument("--metrics-file", metavar="FILE", help="the training's train/test accuracy per epoch (Lightning "
                    "CSVLogger metrics.csv, CSV or JSON lines) instead of measuring it per checkpoint")
     g.add_argument("--epoch-column", default="epoch", help="epoch column of --metrics-file (default epoch)")
@@ -118,11 +123,12 @@ def _names(text):
 VALUE_OPTIONS = ("epochs", "methods", "metrics", "probe", "data", "split", "target", "layer", "batch_size",
                  "limit", "device", "human", "out", "faithfulness_images", "faithfulness_steps",
                  "faithfulness_baseline", "model", "arch", "num_classes", "width", "strip_prefix",
-                 "image_size", "mean", "std", "epoch_pattern", "metrics_file", "epoch_column", "train_acc_column",
+                 "image_size", "mean", "std", "epoch_pattern", "epoch_offset", "metrics_file", "epoch_column",
+                 "train_acc_column",
                  "test_acc_column")
-FLAG_OPTIONS = ("amp", "channels_last", "force", "small_input", "trust_pickle", "skip_bad")
+FLAG_OPTIONS = ("amp", "channels_last", "force", "small_input", "trust_pickle", "skip_bad", "trust_recipe")
 FOLDER_ONLY = ("model", "arch", "num_classes", "width", "strip_prefix", "image_size", "mean", "std",
-               "epoch_pattern", "metrics_file", "train_acc_column", "test_acc_column", "small_input",
+               "epoch_pattern", "epoch_offset", "metrics_file", "train_acc_column", "test_acc_column", "small_input",
                "trust_pickle")
 
 
@@ -133,6 +139,8 @@ def forwarded_argv(args: argparse.Namespace) -> list:
         value = getattr(args, name)
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]
+    for item in args.method_args:
+        argv += ["--method-args", item]
     return argv + [f"--{name.replace('_', '-')}" for name in FLAG_OPTIONS if getattr(args, name)]
 
 
@@ -143,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     _check_folder_options(args, foreign)
     if args.nproc > 1:
         preflight(args.run, args.epochs, args.device, nproc=args.nproc, shard=args.shard,
-                  epoch_pattern=args.epoch_pattern)
+                  epoch_pattern=args.epoch_pattern, epoch_offset=args.epoch_offset)
         return relaunch_with_torchrun(args.nproc, "analyze", strip_nproc(forwarded_argv(args)))
     code = _analyze_once(args, foreign, first=True)
     while args.watch:  # Ctrl-C while waiting or analysing: the CLI exits 130, finished epochs kept
@@ -153,14 +161,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_folder_options(args: argparse.Namespace, foreign: bool) -> None:
-    given = [name for name in FOLDER_ONLY if getattr(args, name) not in (None, False)]
+    given = [name for name in FOLDER_ONLY if getattr(args, name) not in (None, False)
+             and not (name == "arch" and not foreign and _records_arch(args.run))]
     if given and not foreign:
         raise OverfocusError(f"--{given[0].replace('_', '-')} is for a folder of checkpoints; {args.run} is a run "
                              "directory whose run.json already names its model and data: drop the option")
     if args.watch and (args.nproc > 1 or args.shard):
         raise OverfocusError("--watch polls in one process: drop --nproc/--shard (or run them without --watch)")
-    if args.interval <= 0:
-        raise OverfocusError(f"--interval {args.interval:g}: use a positive number of seconds")
+    if not 0 < args.interval <= 86400:
+        raise OverfocusError(f"--interval {args.interval:g}: use a positive number of seconds, at most 86400 (a day)")
+
+
+def _records_arch(run: str) -> bool:
+    """True for a run whose run.json names its model by an import path (`--arch` then allows it)."""
+    from ..rundir import RunDir
+
+    return bool(((RunDir(run).read_manifest().get("config") or {}).get("model") or {}).get("arch"))
 
 
 def _analyze_once(args: argparse.Namespace, foreign: bool, first: bool) -> int:
@@ -201,8 +217,10 @@ def _analyze(args: argparse.Namespace, foreign: bool, show: bool = True):
                    batch_size=args.batch_size, limit=args.limit, device=args.device, amp=args.amp,
                    channels_last=args.channels_last, human=args.human, force=args.force, out=args.out,
                    shard=args.shard, show_progress=show, folder=folder_options(args) if foreign else None,
-                   skip_bad=True if args.skip_bad else None, faithfulness_images=args.faithfulness_images,
-                   faithfulness_steps=args.faithfulness_steps, faithfulness_baseline=args.faithfulness_baseline)
+                   skip_bad=True if args.skip_bad else None, method_args=parse_method_args(args.method_args),
+                   trust_recipe=args.trust_recipe, arch=None if foreign else args.arch,
+                   faithfulness_images=args.faithfulness_images, faithfulness_steps=args.faithfulness_steps,
+                   faithfulness_baseline=args.faithfulness_baseline)
 
 
 def folder_options(args: argparse.Namespace):
@@ -213,7 +231,7 @@ def folder_options(args: argparse.Namespace):
     model = model_options(args)  # --layer included
     columns = HistoryColumns(args.epoch_column, args.train_acc_column, args.test_acc_column)
     return FolderOptions(model, args.image_size, triple(args.mean, "--mean"), triple(args.std, "--std"),
-                         args.epoch_pattern, args.metrics_file, columns)
+                         args.epoch_pattern, args.epoch_offset, args.metrics_file, columns)
 
 
 def _report(result) -> None:

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
                           size=args.size, alpha=args.alpha, cmap=args.cmap, formats=parse_formats(args.formats),
                           probes=args.probes, epoch=args.epoch, plot_format=args.plot_format)
     result = compare_runs(args.runs, opts)
+    print(result.progress)
     print(f"compared {len(args.runs)} runs over epochs {result.epochs[0]}-{result.epochs[-1]} "
           f"({len(result.epochs)} in common); table at epoch {result.epoch} on the {result.n_images} analysed "
           "images common to all runs; wrote:")

@@ -7,8 +7,8 @@ from typing import Callable, Optional
 
 import torch.nn as nn
 
-from ..errors import OverfocusError
-from ..registry import Registry
+from ..errors import OverfocusError, shorten
+from ..registry import Registry, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -68,13 +68,49 @@ def build_model(name: str, num_classes: int, width: float = 1.0, small_input: bo
     return model
 
 
-def get_module(model: nn.Module, name: str) -> nn.Module:
-    """The submodule called `name` (dotted), with a one-line error listing close names."""
+MAX_PARAMETERS = 1 << 30  # 1.07 billion: with gradients and Adam's two moments, 16 GiB of float32
+
+
+def check_model_size(name: str, num_classes: int, width: float = 1.0, small_input: bool = False,
+                     batch_norm: Optional[bool] = None) -> int:
+    """The parameter count of a registered model, counted on the meta device (no memory used);
+    above MAX_PARAMETERS it is refused with one line naming the width, before anything is built.
+
+    Example:
+        >>> check_model_size("cifarnet", 10, 0.25, True) < 10 ** 6
+        True
+    """
+    import torch
+
+    with torch.device("meta"):
+        model = build_model(name, num_classes, width, small_input, batch_norm)
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise OverfocusError(f"model {name} with width {width:g} and {num_classes} classes has {count / 1e9:.1f} billion "
+                             f"parameters (more than {MAX_PARAMETERS / 1e9:.2f} billion fit a training's memory): "
+                             "use a smaller model.width")
+    return count
+
+
+def get_module(model: nn.Module, name: str, option: str = "") -> nn.Module:
+    """The submodule called `name` (dotted), with a one-line error listing close names.
+
+    `option` names where the layer was asked for (e.g. "model.latent_layer") in that error.
+
+    Example:
+        >>> get_module(nn.ModuleDict({"features": nn.Conv2d(3, 4, 3)}), "feature", "--layer")
+        Traceback (most recent call last):
+        ...
+        overfocus.errors.OverfocusError: --layer 'feature': the model has no such layer (did you mean 'features'?): top-level layers are ['features']; pass a dotted name such as features.10 or layer4
+    """
     modules = dict(model.named_modules())
     if name not in modules:
         top = [n for n in modules if n and "." not in n]
-        raise OverfocusError(f"the model has no layer {name!r}: top-level layers are {top}; "
-                             "pass a dotted name such as features.10 or layer4")
+        shown = top if len(top) <= 12 else top[:6] + ["..."] + top[-3:]
+        where = f"{option} {shorten(name)}: the model has no such layer" if option else \
+            f"the model has no layer {shorten(name)}"
+        raise OverfocusError(f"{where}{did_you_mean(name, [n for n in modules if n])}: top-level layers are "
+                             f"{shown}; pass a dotted name such as features.10 or layer4")
     return modules[name]
 
 

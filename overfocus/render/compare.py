@@ -52,6 +52,7 @@ class CompareResult:
     epochs: List[int] = field(default_factory=list)
     epoch: Optional[int] = None           # the epoch of the table
     n_images: int = 0                     # analysed images common to all runs (the metrics' sample)
+    progress: str = ""                    # the training progress the runs are aligned on (progress_note)
 
 
 @dataclass
@@ -87,6 +88,7 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
     runs = dict(zip(run_labels(run_dirs, opts.labels), (load_analysis(r) for r in run_dirs)))
     order = check_same_probes(runs)
     method = common_method(runs, opts.method)
+    check_epoch_meaning(runs)
     epochs = common_epochs(runs)
     align = align_images(runs, table_epoch(epochs, opts.epoch))
     metrics = common_metrics(runs, method, opts.metrics)
@@ -95,7 +97,8 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
     if out.exists() and not out.is_dir():
         raise OverfocusError(f"--out {out} is an existing file, not a folder: choose another --out")
     clean_stale_temps(out)  # debris of a killed compare
-    result = CompareResult(out, epochs=epochs, epoch=align.epoch, n_images=align.n_images)
+    result = CompareResult(out, epochs=epochs, epoch=align.epoch, n_images=align.n_images,
+                           progress=progress_note(runs, epochs, align.epoch))
     result.written += _plots(runs, method, metrics, out, meta, align, fmt)
     frames = compare_frames(runs, order, method, epochs, _indices(len(order[next(iter(runs))]), opts.probes), style)
     result.written += write_video(list(frames), out / "evolution", opts.fps, opts.formats)
@@ -141,6 +144,35 @@ def common_method(runs: Dict[str, Analysis], method: Optional[str]) -> str:
         raise OverfocusError(f"method {method!r} was not analysed in every run{did_you_mean(method, shared)}: choose from "
                              f"{', '.join(shared) or 'nothing (re-run `overfocus analyze` with the same --methods)'}")
     return method
+
+
+def check_epoch_meaning(runs: Dict[str, Analysis]) -> None:
+    """Refuse runs whose epoch numbers mean different training progress: in one, epoch N is the
+    model after N epochs (epoch 0 = the initial weights), in another after N+1 (Lightning's files
+    read as named with --epoch-offset 0)."""
+    initial = {label: a.epoch0_is_initial for label, a in runs.items()}
+    if len(set(initial.values())) > 1:
+        yes = next(label for label, v in initial.items() if v)
+        no = next(label for label, v in initial.items() if not v)
+        raise OverfocusError(f"run {yes!r} counts epoch 0 as the initial weights, run {no!r} as a trained model "
+                             f"(run.json epoch0_is_initial): their epochs are not the same training progress; "
+                             f"re-analyse {runs[no].run_dir} without --epoch-offset 0 (Lightning's epoch=K files "
+                             "are then read as epoch K+1)")
+
+
+def progress_note(runs: Dict[str, Analysis], epochs: Sequence[int], epoch: int) -> str:
+    """The training progress the runs are aligned on: completed epochs, and optimizer steps where known.
+
+    Example:
+        >>> progress_note({}, [0, 1, 2], 2)
+        'aligned on training epochs completed: 0-2 (epoch 0 = the initial weights); table at epoch 2'
+    """
+    steps = {label: a.step_of(epoch) for label, a in runs.items()}
+    known = ", ".join(f"{label} {s}" for label, s in steps.items() if s is not None)
+    initial = all(a.epoch0_is_initial for a in runs.values())
+    meaning = "epoch 0 = the initial weights" if initial else "epoch N = after N+1 epochs in every run"
+    return (f"aligned on training epochs completed: {epochs[0]}-{epochs[-1]} ({meaning}); "
+            f"table at epoch {epoch}" + (f" (optimizer steps: {known})" if known else ""))
 
 
 def common_epochs(runs: Dict[str, Analysis]) -> List[int]:
