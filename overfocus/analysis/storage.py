@@ -93,6 +93,21 @@ def write_analysis_json(folder: Path, data: Dict[str, Any]) -> None:
     atomic_write_json(Path(folder) / "analysis.json", data)
 
 
+FAITHFULNESS_FILE = "faithfulness.json"  # which images the faithfulness and sanity metrics used
+
+
+def write_faithfulness(folder: Path, data: Dict[str, Any]) -> None:
+    atomic_write_json(Path(folder) / FAITHFULNESS_FILE, data)
+
+
+def read_faithfulness(folder: Path) -> Optional[Dict[str, Any]]:
+    """faithfulness.json of an analysis folder, or None."""
+    try:
+        return json.loads((Path(folder) / FAITHFULNESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 # ---- CSV tables ---------------------------------------------------------------------------------
 def _cell(value: Any, float_format: str) -> str:
     """CSV text of one value: NaN/None as empty, floats in `float_format` ("" = repr, exact)."""
