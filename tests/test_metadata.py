@@ -9,7 +9,7 @@ from overfocus.attribution import ATTRIBUTIONS, attribute, method_info
 from overfocus.metrics import METRICS, SUMMARY_METRICS, metric_info
 from conftest import copy_run
 
-INFO_KEYS = {"title", "unit", "range", "higher_is_better", "needs_boxes", "needs_human", "kind"}
+INFO_KEYS = {"title", "unit", "range", "higher_is_better", "direction", "needs_boxes", "needs_human", "kind"}
 
 
 def test_every_method_has_a_title_and_says_whether_it_yields_logits():
