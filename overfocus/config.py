@@ -69,6 +69,11 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     progress: bool = True
+    # checkpoints: epoch_NNNN.pt holds the weights only (in this dtype); the full training state
+    # (optimizer, scheduler, regularizer, RNG) is kept for the latest epoch and every keep_full_every-th
+    checkpoint_dtype: str = "float32"  # float32 | float16 | bfloat16 (weights files only; resume stays exact)
+    keep_every: int = 1  # keep the weights of every N-th epoch (epoch 0 and the last are always kept)
+    keep_full_every: int = 0  # also keep the full training state of every N-th epoch (0: the latest only)
 
 
 @dataclass
@@ -255,6 +260,9 @@ RULES = [
     ("optim.gamma", lambda v: math.isfinite(v) and v > 0, "a positive number, e.g. 0.1"),
     ("train.epochs", lambda v: v >= 0, "0 or more"),
     ("train.seed", lambda v: v >= 0, "0 or more"),
+    ("train.checkpoint_dtype", lambda v: v in ("float32", "float16", "bfloat16"), "float32, float16 or bfloat16"),
+    ("train.keep_every", lambda v: v >= 1, "at least 1 (1: the weights of every epoch)"),
+    ("train.keep_full_every", lambda v: v >= 0, "0 (the latest epoch's full state only) or more"),
 ]
 
 
