@@ -7,6 +7,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -14,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .analysis.source import evenly_spaced
 from .attribution.methods import DEFAULT_METHODS
 from .audit_findings import THRESHOLDS
-from .errors import OverfocusError
+from .errors import OverfocusError, shorten
 from .loading import ModelOptions
 from .metrics.registry import reported_metrics
 from .registry import did_you_mean
@@ -172,9 +173,11 @@ def parse_pairs(items: Sequence[str], what: str) -> List[Tuple[str, float]]:
         try:
             out.append((name.strip(), float(value)))
         except ValueError:
-            raise OverfocusError(f"{what} {item!r} needs the form name=number, e.g. {what} accuracy=0.8") from None
+            raise OverfocusError(f"{what} {shorten(item)} needs the form name=number, e.g. {what} accuracy=0.8") from None
         if not eq or not name.strip():
-            raise OverfocusError(f"{what} {item!r} needs the form name=number, e.g. {what} accuracy=0.8")
+            raise OverfocusError(f"{what} {shorten(item)} needs the form name=number, e.g. {what} accuracy=0.8")
+        if not math.isfinite(out[-1][1]):
+            raise OverfocusError(f"{what} {shorten(item)}: the number must be finite, e.g. {what} accuracy=0.8")
     return out
 
 

@@ -16,7 +16,7 @@ import tempfile
 import traceback
 from typing import List, NoReturn, Optional
 
-from .errors import OverfocusError, cli_spelling
+from .errors import OverfocusError, cli_spelling, environment_error, one_line
 
 COMMANDS = ["train", "resume", "demo", "list", "data", "analyze", "audit", "render", "compare", "tensorboard"]
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -68,7 +68,24 @@ def save_traceback(exc: BaseException) -> str:
         return fh.name
 
 
+def utf8_locale_needed() -> bool:
+    """True when Python decodes file names and text as ASCII (e.g. LC_ALL=C with PYTHONUTF8=0 and
+    no locale coercion): non-ASCII paths and class names would then fail far from their cause."""
+    import codecs
+
+    return not sys.flags.utf8_mode and codecs.lookup(sys.getfilesystemencoding()).name != "utf-8"
+
+
+def _rerun_in_utf8_mode() -> None:
+    """Run this same command again under Python's UTF-8 mode (`-X utf8`), arguments byte for byte."""
+    import os
+
+    os.execv(sys.executable, [sys.executable, "-X", "utf8", "-m", "overfocus", *sys.argv[1:]])
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    if argv is None and utf8_locale_needed():  # the command line of a non-UTF-8 locale: paths are bytes
+        _rerun_in_utf8_mode()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -83,19 +100,33 @@ def main(argv: Optional[List[str]] = None) -> int:
         with cli_spelling():
             return int(args.func(args) or 0)
     except OverfocusError as exc:
-        print(f"{prefix}: error: {exc}", file=sys.stderr)
+        print(f"{prefix}: error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:  # the machine, not the input's form: say what to shrink (sizes are bounded before work)
+        print(f"{prefix}: error: out of memory: use a smaller data.batch_size, data.image_size or model, "
+              "or free memory", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted; completed work is kept (resume where it applies)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        named = environment_error(exc)
+        if named is None:
+            return _bug(prefix, exc)
+        print(f"{prefix}: error: {one_line(str(named))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as exc:  # a bug by the contract: one line and the traceback on disk, not on screen
-        try:
-            where = f"the full traceback is in {save_traceback(exc)}"
-        except OSError:
-            where = "the traceback could not be saved (temp folder not writable)"
-        print(f"{prefix}: internal error (a bug, please report it): {type(exc).__name__}; {where}",
-              file=sys.stderr)
-        return EXIT_BUG
+        return _bug(prefix, exc)
+
+
+def _bug(prefix: str, exc: BaseException) -> int:
+    """Exit 3: one line saying where the full traceback of `exc` was written."""
+    try:
+        where = f"the full traceback is in {save_traceback(exc)}"
+    except OSError:
+        where = "the traceback could not be saved (temp folder not writable)"
+    print(f"{prefix}: internal error (a bug, please report it): {type(exc).__name__}; {where}", file=sys.stderr)
+    return EXIT_BUG
 
 
 if __name__ == "__main__":

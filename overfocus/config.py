@@ -2,7 +2,9 @@
 
 Unknown keys, values of the wrong type and values out of range (`validate`) are errors
 (OverfocusError), so a typo never silently falls back to a default. A float field also takes a
-numeric string: YAML 1.1 reads `1e-3` (no dot) as the string "1e-3".
+numeric string: YAML 1.1 reads `1e-3` (no dot) as the string "1e-3"; it must be finite (NaN and
+infinity are refused for every float key, a regularizer's included). Files and `--set` values are
+read through `yamlsafe` (size, nesting, UTF-8 and alias bounds); messages quote values shortened.
 """
 from __future__ import annotations
 
@@ -14,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import yaml
-
-from .errors import OverfocusError
+from .errors import OverfocusError, shorten
 from .registry import did_you_mean
+from .yamlsafe import load_scalar, read_yaml_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,7 +107,7 @@ def from_dict(cls: type, data: Dict[str, Any], where: str = "") -> Any:
         0.1
     """
     if not isinstance(data, dict):
-        raise OverfocusError(f"config section {where or cls.__name__} must be a mapping, got {data!r}")
+        raise OverfocusError(f"config section {where or cls.__name__} must be a mapping, got {shorten(data)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -114,7 +115,7 @@ def from_dict(cls: type, data: Dict[str, Any], where: str = "") -> Any:
         path = f"{where}.{key}" if where else key
         if key not in names:
             hint = did_you_mean(key, names)
-            raise OverfocusError(f"unknown config key {path!r}{hint}: known keys here are {sorted(names)}")
+            raise OverfocusError(f"unknown config key {shorten(path)}{hint}: known keys here are {sorted(names)}")
         kwargs[key] = _coerce(hints[key], value, path)
     return cls(**kwargs)
 
@@ -126,13 +127,13 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (dict, Dict) or hint is dict:
         if not isinstance(value, dict):
-            raise OverfocusError(f"config key {path!r} must be a mapping, got {value!r}")
+            raise OverfocusError(f"config key {path!r} must be a mapping, got {shorten(value)}")
         return dict(value)
     if origin in (tuple, Tuple, list, List):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
         if not isinstance(value, (list, tuple)):
-            raise OverfocusError(f"config key {path!r} must be a list, got {value!r}")
+            raise OverfocusError(f"config key {path!r} must be a list, got {shorten(value)}")
         inner = typing.get_args(hint)[0] if typing.get_args(hint) else Any
         items = [_coerce(inner, v, path) for v in value]
         return tuple(items) if origin in (tuple, Tuple) else items
@@ -148,21 +149,33 @@ def _coerce_scalar(hint: Any, value: Any, path: str) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise OverfocusError(f"config key {path!r} must be true or false, got {value!r}")
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            pass
+        raise OverfocusError(f"config key {path!r} must be true or false, got {shorten(value)}")
+    if hint is float:
+        return _finite_float(value, path)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is str and isinstance(value, str):
         return value
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise OverfocusError(f"config key {path!r} must be {_a_type(hint)}, got {value!r}")
+    raise OverfocusError(f"config key {path!r} must be {_a_type(hint)}, got {shorten(value)}")
+
+
+def _finite_float(value: Any, path: str) -> float:
+    """A number (or numeric string) as a finite float; NaN, infinity and non-numbers are refused."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value) if not isinstance(value, int) or abs(value) < 1e308 else math.inf
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            pass
+    if number is None:
+        raise OverfocusError(f"config key {path!r} must be a number, got {shorten(value)}")
+    if not math.isfinite(number):
+        raise OverfocusError(f"config key {path!r} is {shorten(value)}: it must be a finite number")
+    return number
 
 
 def _a_type(hint: Any) -> str:
@@ -182,12 +195,8 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
         raise OverfocusError(f"--set {text!r} needs the form key=value, e.g. --set optim.lr=0.01")
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
-        raise OverfocusError(f"--set {text!r}: the key is empty; write e.g. --set train.epochs=5")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
+        raise OverfocusError(f"--set {shorten(text)}: the key is empty; write e.g. --set train.epochs=5")
+    return key.split("."), load_scalar(raw, f"--set {shorten(key)[1:-1]}")
 
 
 def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
@@ -200,7 +209,7 @@ def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any
         for key in keys[:-1]:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise OverfocusError(f"--set {text!r}: {key!r} is not a section")
+                raise OverfocusError(f"--set {shorten(text)}: {shorten(key)} is not a section")
         node[keys[-1]] = value
     return data
 
@@ -215,10 +224,7 @@ def load_file(path: str) -> Dict[str, Any]:
         p = p / "run.json"
     if not p.is_file():
         raise OverfocusError(f"config file {path} does not exist: check the path given to --config")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise OverfocusError(f"config file {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}")
+    data = read_yaml_file(p, "config file") or {}
     if not isinstance(data, dict):
         raise OverfocusError(f"config file {path} must hold a mapping of sections (data, model, ...)")
     if "schema" in data and isinstance(data.get("config"), dict):  # a run.json: its resolved configuration
@@ -241,33 +247,42 @@ def build_config(config_file: Optional[str] = None, overrides: Optional[List[str
     return validate(from_dict(RunConfig, data))
 
 
+MAX_IMAGE_SIZE = 4096  # pixels per side: a 4096 x 4096 input is 200 MB as floats before any layer
+MAX_BATCH_INPUT_BYTES = 8 << 30  # one batch of float32 inputs; above it the first forward cannot fit
+MIN_WIDTH = 1 / 64  # the smallest base layer has 64 channels: below 1/64 a layer would get under one channel
+SEED_LIMIT = 2 ** 32  # numpy and the DataLoader generators take seeds in [0, 2^32)
+
 # (section.key, test, what it must be): checked after types, so the tests see real numbers
 RULES = [
-    ("data.image_size", lambda v: v >= 8, "at least 8 (pixels)"),
-    ("data.batch_size", lambda v: v >= 1, "at least 1"),
-    ("data.num_workers", lambda v: v >= 0, "0 or more"),
+    ("data.image_size", lambda v: 8 <= v <= MAX_IMAGE_SIZE, f"from 8 to {MAX_IMAGE_SIZE} (pixels per side)"),
+    ("data.batch_size", lambda v: 1 <= v <= 1 << 20, "from 1 to 1048576"),
+    ("data.num_workers", lambda v: 0 <= v <= 256, "from 0 to 256"),
     ("data.train_subset", lambda v: v >= 0, "0 (same size as test) or more"),
     ("data.limit", lambda v: v >= 0, "0 (all images) or more"),
-    ("data.mean", lambda v: len(v) == 3 and all(map(math.isfinite, v)), "three finite numbers"),
-    ("data.std", lambda v: len(v) == 3 and all(math.isfinite(x) and x > 0 for x in v), "three positive numbers"),
-    ("model.width", lambda v: math.isfinite(v) and v > 0, "a positive number, e.g. 0.25 or 1"),
-    ("model.num_classes", lambda v: v >= 0, "0 (from the dataset) or more"),
+    ("data.mean", lambda v: len(v) == 3, "three finite numbers"),
+    ("data.std", lambda v: len(v) == 3 and all(x > 0 for x in v), "three positive numbers"),
+    ("model.width", lambda v: MIN_WIDTH <= v <= 16, f"from {MIN_WIDTH:g} (1/64: below it a layer has under "
+     "one channel) to 16, e.g. 0.25 or 1"),
+    ("model.num_classes", lambda v: 0 <= v <= 100_000, "0 (from the dataset) or a count up to 100000"),
     ("model.classifier_dropout", lambda v: v == -1 or 0 <= v < 1, "-1 (the architecture's) or in [0, 1)"),
-    ("optim.lr", lambda v: math.isfinite(v) and v > 0, "a positive number, e.g. 0.001"),
-    ("optim.momentum", lambda v: math.isfinite(v) and v >= 0, "0 or more, e.g. 0.9"),
-    ("optim.weight_decay", lambda v: math.isfinite(v) and v >= 0, "0 or more"),
-    ("optim.step_size", lambda v: v >= 1, "at least 1 (epochs)"),
-    ("optim.gamma", lambda v: math.isfinite(v) and v > 0, "a positive number, e.g. 0.1"),
-    ("train.epochs", lambda v: v >= 0, "0 or more"),
-    ("train.seed", lambda v: v >= 0, "0 or more"),
+    ("optim.lr", lambda v: v > 0, "a positive number, e.g. 0.001"),
+    ("optim.momentum", lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.9"),
+    ("optim.weight_decay", lambda v: v >= 0, "0 or more"),
+    ("optim.step_size", lambda v: 1 <= v <= 1_000_000, "from 1 to 1000000 (epochs)"),
+    ("optim.gamma", lambda v: v > 0, "a positive number, e.g. 0.1"),
+    ("train.epochs", lambda v: 0 <= v <= 1_000_000, "from 0 to 1000000"),
+    ("train.seed", lambda v: 0 <= v < SEED_LIMIT, f"from 0 to {SEED_LIMIT - 1} (2^32 - 1)"),
     ("train.checkpoint_dtype", lambda v: v in ("float32", "float16", "bfloat16"), "float32, float16 or bfloat16"),
-    ("train.keep_every", lambda v: v >= 1, "at least 1 (1: the weights of every epoch)"),
-    ("train.keep_full_every", lambda v: v >= 0, "0 (the latest epoch's full state only) or more"),
+    ("train.keep_every", lambda v: 1 <= v <= 1_000_000, "from 1 (the weights of every epoch) to 1000000"),
+    ("train.keep_full_every", lambda v: 0 <= v <= 1_000_000, "0 (the latest epoch's full state only) to 1000000"),
 ]
 
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Refuse values out of range with one line naming the key and what it must be; return cfg.
+
+    Floats are already finite (`_coerce_scalar`); the rules add each key's range, and the input
+    batch must fit in memory (`data.batch_size` x `data.image_size`).
 
     Example:
         >>> validate(from_dict(RunConfig, {"optim": {"lr": -1}}))
@@ -280,7 +295,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         value = getattr(getattr(cfg, section), key)
         if not ok(value):
             shown = list(value) if isinstance(value, tuple) else value
-            raise OverfocusError(f"config key {path!r} is {shown!r}: it must be {must} (--set {path}=...)")
+            raise OverfocusError(f"config key {path!r} is {shorten(shown)}: it must be {must} (--set {path}=...)")
+    batch_bytes = cfg.data.batch_size * 3 * cfg.data.image_size ** 2 * 4
+    if batch_bytes > MAX_BATCH_INPUT_BYTES:
+        raise OverfocusError(f"data.batch_size={cfg.data.batch_size} with data.image_size={cfg.data.image_size}: one "
+                             f"batch of inputs alone takes {batch_bytes / 2 ** 30:.1f} GiB (limit "
+                             f"{MAX_BATCH_INPUT_BYTES >> 30} GiB): use a smaller batch or image size")
     return cfg
 
 

@@ -21,8 +21,14 @@ WRITE_FIXES = {
     errno.ENOTDIR: "a file stands where a folder is needed: move it or choose another path",
     errno.EISDIR: "a folder stands where a file is needed: move it or choose another path",
     errno.EEXIST: "a file stands where a folder is needed: move it or choose another path",
-    errno.ENAMETOOLONG: "the name is too long: choose a shorter path",
+    errno.ENAMETOOLONG: "the name is too long (at most 255 bytes a name, 4096 a path): choose a shorter path",
 }
+# failures of the machine or of a path the user gave, met where no reader named them first
+ENVIRONMENT_FIXES = {**WRITE_FIXES, errno.ELOOP: "symbolic links loop: fix the link or choose another path"}
+
+
+MAX_LINE = 300  # an error line is read on a terminal: a value or path longer than this is cut
+MAX_VALUE = 60  # the longest value (repr) a message quotes in full
 
 
 class OverfocusError(ValueError):
@@ -50,6 +56,70 @@ def write_error(path: os.PathLike | str, exc: OSError) -> OverfocusError:
 def is_write_failure(exc: BaseException) -> bool:
     """True for the OSErrors a write meets through no fault of the program (space, permission, ...)."""
     return isinstance(exc, OSError) and exc.errno in WRITE_FIXES
+
+
+def shorten(value: object, limit: int = MAX_VALUE) -> str:
+    """The repr of a value a message quotes, cut in the middle when longer than `limit` characters.
+
+    Example:
+        >>> shorten("x" * 100, 20)
+        "'xxxxxxxx...xxxxxxx'"
+        >>> shorten(0.5)
+        '0.5'
+    """
+    return shorten_text(repr(value), limit)
+
+
+def shorten_text(text: str, limit: int = 120) -> str:
+    """`text` (e.g. a path) cut in the middle to at most `limit` characters.
+
+    Example:
+        >>> shorten_text("/data/" + "d" * 200 + "/x.jpg", 30)
+        '/data/dddddddd...ddddddd/x.jpg'
+    """
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    head = (limit - 2) // 2
+    return f"{text[:head]}...{text[len(text) - (limit - 3 - head):]}"
+
+
+def one_line(message: str, limit: int = MAX_LINE) -> str:
+    """An error message as ONE line of at most about `limit` characters.
+
+    Line breaks become "; "; a longer line keeps its start (what is wrong) and its end (the fix)
+    and loses its middle, so a huge value or a 4096-character path never floods the terminal.
+
+    Example:
+        >>> one_line("bad value\\nfix it")
+        'bad value; fix it'
+        >>> len(one_line("start " + "y" * 1000 + " end"))
+        300
+    """
+    text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    return f"{text[:head - 3]} ... {text[-(limit - head - 2):]}"
+
+
+def environment_error(exc: BaseException) -> "OverfocusError | None":
+    """The one-line OverfocusError of an OSError that the environment caused (a name or path too
+    long, no space, read-only, permission, a link loop), naming its file; None for any other error.
+
+    The CLI's last line of defence: readers and writers name their failures themselves
+    (`write_error`), but a path the user typed reaches many `stat` calls first.
+
+    Example:
+        >>> str(environment_error(OSError(errno.ENAMETOOLONG, "File name too long", "/r/" + "n" * 20)))
+        'cannot use /r/nnnnnnnnnnnnnnnnnnnn: the name is too long (at most 255 bytes a name, 4096 a path): choose a shorter path'
+        >>> environment_error(ValueError("x")) is None
+        True
+    """
+    if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_FIXES:
+        return None
+    where = f"cannot use {shorten_text(exc.filename)}" if exc.filename else "a file operation failed"
+    return OverfocusError(f"{where}: {ENVIRONMENT_FIXES[exc.errno]}")
 
 
 # Whether messages are read by a command-line user (`--force`) or a Python caller (`force=True`):

@@ -226,6 +226,15 @@ def check_and_load(model: nn.Module, state: Dict[str, torch.Tensor], target: str
     model.load_state_dict(state, strict=True)
 
 
+def check_outputs(model: nn.Module, asked: Optional[int], target: str) -> None:
+    """`--num-classes N` that the model did not take (a factory without num_classes builds its own
+    head, which the weights then fit): refused, since every class index would be misread."""
+    built = infer_num_classes(model.state_dict())
+    if asked and built and built != asked:
+        raise OverfocusError(f"--num-classes {asked}, but {target} has {built} outputs (its factory does not take "
+                             f"num_classes and the weights fit {built}): drop --num-classes or pass {built}")
+
+
 def _mismatch_text(missing, unexpected, shapes, own, state) -> str:
     parts = [f"{len(missing)} missing keys" + (f" (first: {missing[0]})" if missing else ""),
              f"{len(unexpected)} unexpected keys" + (f" (first: {unexpected[0]})" if unexpected else "")]
@@ -330,6 +339,7 @@ def _from_state_dict(state, payload, path: Path, sha: str, opts: ModelOptions) -
         raise OverfocusError(f"cannot tell the number of classes of {path}: pass --num-classes N")
     model, desc, layer, latent = build_target(opts, num_classes)
     check_and_load(model, state, desc, opts.strip_prefix)
+    check_outputs(model, opts.num_classes, desc)
     epoch = int(payload["epoch"]) if run_ckpt and "epoch" in payload else None
     return LoadedModel(model, "run-checkpoint" if run_ckpt else "state-dict", path, sha, desc, num_classes,
                        opts.layer or layer, opts.layer or latent, epoch=epoch)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from typing import Callable, Dict, Generic, Iterable, Iterator, List, TypeVar
 
-from .errors import OverfocusError
+from .errors import OverfocusError, shorten
 
 T = TypeVar("T")
 
@@ -66,6 +67,8 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: Dict[str, T] = {}
+        self._families: Dict[str, "Family[T]"] = {}
+        self._made: Dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -76,12 +79,35 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def add_family(self, prefix: str, factory: Callable[[str], T], members: Callable[[], List[str]],
+                   pattern: str) -> None:
+        """Names `prefix:NAME` are made on first use by `factory(NAME)` (which raises
+        OverfocusError for a NAME it cannot make); `members()` lists the names `overfocus list`
+        shows; `pattern` is how an error message spells the family, e.g. `captum:ClassName`.
+
+        Example:
+            >>> R = Registry("thing")
+            >>> R.add_family("x", lambda n: n.upper(), lambda: ["a"], "x:NAME")
+            >>> R.get("x:a"), "x:a" in R, R.family_names()
+            ('A', True, ['x:a'])
+        """
+        self._families[prefix] = Family(prefix, factory, members, pattern)
+
     def get(self, name: str) -> T:
-        if name not in self._items:
-            known = ", ".join(sorted(self._items))
-            hint = did_you_mean(name, self._items)
-            raise OverfocusError(f"unknown {self.kind} {name!r}{hint}: choose one of {known}")
-        return self._items[name]
+        if name in self._items:
+            return self._items[name]
+        prefix, sep, rest = str(name).partition(":")
+        if sep and prefix in self._families:
+            if name not in self._made:
+                self._made[name] = self._families[prefix].factory(rest)
+            return self._made[name]
+        known = ", ".join(sorted(self._items) + [f.pattern for f in self._families.values()])
+        hint = did_you_mean(name, self._items)
+        raise OverfocusError(f"unknown {self.kind} {shorten(name)}{hint}: choose one of {known}")
+
+    def family_names(self) -> List[str]:
+        """The `prefix:NAME` members of every family (what `overfocus list` shows below the names)."""
+        return [f"{f.prefix}:{n}" for f in self._families.values() for n in f.members()]
 
     def names(self) -> list:
         return sorted(self._items)
@@ -91,7 +117,26 @@ class Registry(Generic[T]):
         return list(self._items)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._items
+        if name in self._items or name in self._made:
+            return True
+        prefix, sep, _rest = str(name).partition(":")
+        if not (sep and prefix in self._families):
+            return False
+        try:
+            self.get(name)
+        except OverfocusError:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+@dataclass(frozen=True)
+class Family(Generic[T]):
+    """Registry names made on demand: `prefix:NAME` -> factory(NAME) (e.g. captum:Occlusion)."""
+
+    prefix: str
+    factory: Callable[[str], T]
+    members: Callable[[], List[str]]
+    pattern: str

@@ -31,7 +31,7 @@ from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier,
                           init_process_group)
 from .errors import OverfocusError
 from .fileio import writing
-from .models import MODELS, build_model, latent_layer_name
+from .models import MODELS, build_model, get_module, latent_layer_name
 from .progress import epoch_line, progress
 from .device import resolve_device  # noqa: F401 (re-exported for callers of train.resolve_device)
 from .regularizers import RegContext, StepInfo, build_regularizer
@@ -125,9 +125,23 @@ def readable_probe_indices(test, size: int) -> List[int]:
 def dataset_fingerprint(cfg: RunConfig, data: Datasets) -> Dict[str, Any]:
     """What identifies the data: spec, sizes, classes, and a hash of the test image ids."""
     ids = [image_id_at(data.test, i) for i in range(min(len(data.test), 256))]
-    digest = hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\n".join(map(str, ids)).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return {"spec": cfg.data.spec, "train_size": len(data.train), "test_size": len(data.test),
             "classes": data.classes, "has_boxes": data.has_boxes, "test_ids_sha": digest}
+
+
+def model_outputs(asked: int, classes: List[str]) -> int:
+    """The model's number of outputs: `model.num_classes`, else the data's class count; fewer
+    outputs than the data has classes cannot be trained (a label would have no output).
+
+    Example:
+        >>> model_outputs(0, ["a", "b", "c"]), model_outputs(5, ["a", "b", "c"])
+        (3, 5)
+    """
+    if asked and asked < len(classes):
+        raise OverfocusError(f"config key 'model.num_classes' is {asked}, but the data has {len(classes)} classes: "
+                             f"use 0 (from the data) or at least {len(classes)} (--set model.num_classes=...)")
+    return asked or len(classes)
 
 
 class Trainer:
@@ -152,7 +166,7 @@ class Trainer:
         if not resuming:
             check_out_dir(self.run.root, force)  # every rank checks, so no rank waits for one that failed
         self.data = open_datasets(cfg)
-        num_classes = cfg.model.num_classes or len(self.data.classes)
+        num_classes = model_outputs(cfg.model.num_classes, self.data.classes)
         self.num_classes = num_classes
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(cfg.model.name, num_classes, cfg.model.width, cfg.model.small_input,
@@ -164,6 +178,7 @@ class Trainer:
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.latent_layer = latent_layer_name(cfg.model.name, cfg.model.latent_layer)
+        get_module(self.model, self.latent_layer, "model.latent_layer")  # an unknown layer: one line, now
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         self.train_model = self._wrap_ddp(self.model)  # checkpoints always save the bare self.model
         self.regularizer = build_regularizer(cfg.regularizer, self._reg_context())

@@ -470,3 +470,123 @@ def test_skips_met_by_dataloader_workers_are_reported(tmp_path, capfd):
     import gc
     gc.collect()
     assert not log.exists()  # the temporary list goes with the dataset
+
+
+# ------------------------------------------------------------- bad entries of annotation files
+def _coco_with(tmp_path: Path, edit) -> Path:
+    """The COCO fixture with its train file edited by `edit(data)` (in place)."""
+    root = make_coco(tmp_path / "coco")
+    path = root / "annotations" / "instances_train2017.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return root
+
+
+def _set_ann(index: int, **fields):
+    def edit(data):
+        data["annotations"][index].update(fields)
+    return edit
+
+
+def _drop_category(data):
+    del data["annotations"][0]["category_id"]
+
+
+def _images_as_dict(data):
+    data["images"] = {"1": data["images"][0]}
+
+
+def _duplicate_image_id(data):
+    data["images"][1]["id"] = 1
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set_ann(0, bbox=[10, 5, 50]), r"annotation 0 \(id 0\): bbox has 3 values, not 4"),
+    (_set_ann(0, bbox="10 5 50 40"), r"annotation 0 \(id 0\): bbox is '10 5 50 40', not a list"),
+    (_set_ann(0, bbox=None), r"annotation 0 \(id 0\): bbox is None"),
+    (_set_ann(0, bbox=[10, 5, "50", 40]), "not a finite number"),
+    (_drop_category, r"annotation 0 \(id 0\): it has no category_id"),
+    (_set_ann(0, category_id=77), "category_id 77 is not among the file's categories"),
+    (_images_as_dict, "`images` must be a list of entries, not a dict"),
+    (_duplicate_image_id, r"images 0 \('t1.jpg'\), 1 \('t2.jpg'\) share id 1"),
+])
+def test_coco_bad_entry_is_named(tmp_path, edit, message):
+    root = _coco_with(tmp_path, edit)
+    with pytest.raises(OverfocusError, match=message) as info:
+        open_dataset(f"coco:{root}", "train", 32)
+    assert "instances_train2017.json" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("edit, kept", [
+    (_set_ann(0, bbox=[10, 5, 50]), ["train2017/t2.jpg"]),  # image 1's only object skipped
+    (_drop_category, ["train2017/t2.jpg"]),
+    (_duplicate_image_id, []),  # images 1 and 2 share an id: both out; image 3 is crowd only
+])
+def test_coco_skip_bad_leaves_the_entry_out_with_one_warning(tmp_path, capsys, edit, kept):
+    root = _coco_with(tmp_path, edit)
+    spec = f"coco:{root}"
+    if not kept:
+        with pytest.raises(OverfocusError, match="no images found"):
+            open_dataset(spec, "train", 32, skip_bad=True)
+    else:
+        for _ in range(2):  # train and its eval copy read the file twice: one warning
+            ds = open_dataset(spec, "train", 32, skip_bad=True)
+        assert [r[3] for r in ds.records] == kept
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: --skip-bad skipped a bad entry")
+
+
+def test_yolo_bad_label_files_are_named_or_skipped(tmp_path, capsys):
+    root = make_yolo(tmp_path / "y")
+    (root / "labels" / "train" / "p1.txt").write_bytes("1 0.35 0.5 0.5 0.8 # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(OverfocusError, match=r"label file .*p1.txt is not UTF-8 text \(byte 0xe9 at line 1\)"):
+        open_dataset(f"yolo:{root}", "train", 32)
+    (root / "labels" / "train" / "p1.txt").write_text("1 0.35 nan 0.5 0.8\n")
+    with pytest.raises(OverfocusError, match="p1.txt line 1: a coordinate is not a finite number"):
+        open_dataset(f"yolo:{root}", "train", 32)
+    ds = open_dataset(f"yolo:{root}", "train", 32, skip_bad=True)
+    assert [r[3] for r in ds.records] == ["images/train/p2.png"]
+    assert "p1.txt line 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("names: [ant, bee\n", "data.yaml is not valid YAML"),
+    ("- ant\n- bee\n", "holds a list, not a mapping"),
+    ("names:\n  a: ant\n  b: bee\n", "the keys must be the class numbers"),
+    ("names:\n  0: ant\n  2: cow\n", "the keys must be the class numbers"),
+    ("names: [ant, '', cow]\n", "non-empty text"),
+    ("base: &b [ant]\nnames: *b\n", "YAML alias"),
+])
+def test_yolo_bad_data_yaml_is_named(tmp_path, text, message):
+    root = make_yolo(tmp_path / "y")
+    (root / "data.yaml").write_text(text)
+    with pytest.raises(OverfocusError, match=message) as info:
+        open_dataset(f"yolo:{root}", "train", 32)
+    assert "data.yaml" in str(info.value)
+
+
+def test_voc_empty_name_is_named_or_skipped(tmp_path, capsys):
+    root = make_voc(tmp_path / "voc")
+    (root / "Annotations" / "a1.xml").write_text(voc_xml("a1.jpg", [("  ", (11, 6, 60, 45))]))
+    with pytest.raises(OverfocusError, match=r"a1.xml object 0: its <name> is empty"):
+        open_dataset(f"voc:{root}", "train", 32)
+    ds = open_dataset(f"voc:{root}", "train", 32, skip_bad=True)
+    assert "" not in ds.classes and [r[3] for r in ds.records] == ["a2"]
+    assert "a1.xml object 0" in capsys.readouterr().err
+
+
+def test_nan_tiff_is_a_bad_image_without_numpy_warnings(tmp_path, capsys):
+    import warnings
+
+    root = make_folder_split(tmp_path / "imgs")
+    bad = root / "train" / "cat" / "nan.tif"
+    assert cv2.imwrite(str(bad), np.full((8, 8, 3), np.nan, np.float32))
+    with pytest.raises(OverfocusError, match=r"nan.tif: it holds non-finite pixel values"):
+        read_rgb(bad)
+    ds = open_dataset(f"folder:{root}", "train", 32, skip_bad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy RuntimeWarning per image would fail here
+        samples = [ds[i] for i in range(len(ds))]
+    assert sum(s is None for s in samples) == 1 and skipped_files(ds) == [str(bad)]
+    assert "nan.tif" in capsys.readouterr().err

@@ -72,6 +72,12 @@ def server():
             if self.path.endswith("/missing.tgz"):
                 self.send_error(404)
                 return
+            if self.path.endswith("/loop.tgz"):  # a redirect to itself, for ever
+                self.send_response(302)
+                self.send_header("Location", self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body, start = state.payload, 0
             match = re.match(r"bytes=(\d+)-$", self.headers.get("Range") or "")
             if match and state.mode != "ignore-range":
@@ -205,7 +211,7 @@ def test_links_are_skipped(server, tmp_path):
 
 def test_not_an_archive_and_http_errors(server, tmp_path):
     server.payload = b"this is not a tar file at all"
-    with pytest.raises(OverfocusError, match="cannot unpack"):
+    with pytest.raises(OverfocusError, match="not a tar archive"):
         quiet_fetch("junk", tmp_path, server.url)
     assert not (tmp_path / "junk").exists()
     with pytest.raises(OverfocusError, match="HTTP 404"):
@@ -280,3 +286,88 @@ def test_cli_cached_archive_failing_sha256_gives_one_line(server, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "expected " + "1" * 64 in err[0]
     assert len(server.requests) == 1 and not (tmp_path / "n").exists()
+
+
+def run_fetch_cli(args, capsys) -> tuple:
+    code = main(["data", "fetch", *map(str, args), "--quiet"])
+    captured = capsys.readouterr()
+    return code, captured.err.strip().splitlines()
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"", "the server sent an empty file"),
+    (b"<!DOCTYPE html><html><body>Sign in</body></html>", "the download is a web page, not a tar archive"),
+    (b"PK\x03\x04" + bytes(100), "the download is a zip archive"),
+    (b"plain words, no archive", "the download is a text file"),
+])
+def test_empty_or_non_archive_download_is_refused_and_deleted(server, tmp_path, capsys, payload, message):
+    server.payload = payload
+    code, err = run_fetch_cli(["junk", "--url", server.url, "--cache", tmp_path], capsys)
+    assert code == 2 and len(err) == 1 and message in err[0] and "check the URL" in err[0]
+    assert not (tmp_path / "junk").exists()
+    assert not list((tmp_path / "downloads").iterdir())  # nothing left to be taken for a download later
+
+
+def test_archive_without_files_is_refused(server, tmp_path, capsys):
+    server.payload = make_tgz({}, links={"d/passwd": "/etc/passwd"})
+    code, err = run_fetch_cli(["hollow", "--url", server.url, "--cache", tmp_path], capsys)
+    assert code == 2 and len(err) == 1 and "holds no files (only 1 links or special files)" in err[0]
+    assert not (tmp_path / "hollow").exists() and not list(tmp_path.glob(".hollow*"))
+
+
+def test_redirect_loop_is_named_in_one_line(server, tmp_path, capsys):
+    code, err = run_fetch_cli(["loop", "--url", server.url.replace("imagenette2-160.tgz", "loop.tgz"),
+                               "--cache", tmp_path], capsys)
+    assert code == 2 and len(err) == 1 and "redirects in a loop (HTTP 302" in err[0]
+
+
+def test_http_error_is_one_line(server, tmp_path, capsys):
+    code, err = run_fetch_cli(["gone", "--url", server.url.replace("imagenette2-160.tgz", "missing.tgz"),
+                               "--cache", tmp_path], capsys)
+    assert code == 2 and len(err) == 1 and "HTTP 404" in err[0]
+
+
+def test_cache_that_is_a_file_or_read_only_is_refused_before_downloading(server, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    server.payload = imagenette_like()
+    (tmp_path / "cache.txt").write_text("not a folder")
+    code, err = run_fetch_cli(["n", "--url", server.url, "--cache", tmp_path / "cache.txt"], capsys)
+    assert code == 2 and len(err) == 1 and "is an existing file" in err[0] and "--cache DIR" in err[0]
+    code, err = run_fetch_cli(["n", "--url", server.url, "--cache", tmp_path / "cache.txt" / "sub"], capsys)
+    assert code == 2 and len(err) == 1 and "is an existing file" in err[0]
+
+    def read_only(*_a, **_k):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr("overfocus.fileio.tempfile.mkstemp", read_only)
+    code, err = run_fetch_cli(["n", "--url", server.url, "--cache", tmp_path / "ro"], capsys)
+    assert code == 2 and len(err) == 1 and "read-only" in err[0] and "--cache DIR" in err[0]
+    assert server.requests == []  # refused before any download
+
+
+def test_disk_full_while_downloading_names_the_file(server, tmp_path, capsys, monkeypatch):
+    import builtins
+    import errno
+
+    server.payload = imagenette_like()
+    real_open = builtins.open
+
+    def full_open(path, mode="r", *a, **k):
+        handle = real_open(path, mode, *a, **k)
+        if str(path).endswith(".part") and "b" in mode and ("w" in mode or "a" in mode):
+            def no_space(_data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            handle.write = no_space
+        return handle
+    monkeypatch.setattr(builtins, "open", full_open)
+    code, err = run_fetch_cli(["n", "--url", server.url, "--cache", tmp_path], capsys)
+    assert code == 2 and len(err) == 1 and ".part" in err[0] and "the disk is full" in err[0]
+
+
+def test_fetched_folder_without_a_test_split_says_how_to_fix_it(server, tmp_path, capsys):
+    server.payload = make_tgz({"few/a/1.png": png_bytes(10), "few/b/2.png": png_bytes(20)})
+    folder, _ = quiet_fetch("few", tmp_path, server.url)
+    with pytest.raises(OverfocusError, match=r"none of the 2 images of .*few falls in the test split.*test_fraction"):
+        open_dataset(f"folder:{folder}", "test", 32)
+    assert main(["data", "info", f"folder:{folder}?test_fraction=0.9"]) == 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -57,7 +57,8 @@ def evaluate_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    methods: Sequence[str], layer: Optional[str], metric_names: Sequence[str],
                    target: str = "gt", coverage=None, shared_forward: bool = True,
                    human: Optional[torch.Tensor] = None, amp_dtype: Optional[torch.dtype] = None,
-                   channels_last: bool = False) -> BatchEvaluation:
+                   channels_last: bool = False,
+                   method_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> BatchEvaluation:
     """Evaluate one batch of [0, 1] images (on the model's device) with the model as it is.
 
     Args:
@@ -72,6 +73,7 @@ def evaluate_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         shared_forward: the coverage hooks may ride on the attribution's forward.
         human: B x H x W human maps for the metrics that need them.
         amp_dtype: autocast dtype, or None for float32.
+        method_args: per method, its arguments (`--method-args`), e.g. {"score_cam": {"batch_size": 32}}.
     """
     x = normalize(images, mean, std)
     if channels_last:
@@ -88,10 +90,11 @@ def evaluate_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 check_label_space(labels, int(logits.shape[1]))
             if methods:
                 targets = logits.argmax(1) if target == "predicted" else labels
-                maps = attribute(model, x, targets, methods=methods, layer=layer)
+                maps = attribute(model, x, targets, methods=methods, layer=layer, method_args=method_args)
         else:
             with hooks:
-                maps, logits = attribute(model, x, labels, methods=methods, layer=layer, return_logits=True)
+                maps, logits = attribute(model, x, labels, methods=methods, layer=layer, return_logits=True,
+                                         method_args=method_args)
     check_finite_logits(logits)
     # under autocast maps and logits may come back in half precision: metrics work in float32
     maps = {m: v.float() for m, v in maps.items()}

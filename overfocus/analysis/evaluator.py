@@ -114,7 +114,7 @@ class EpochEvaluator:
                               mean=self.info.mean, std=self.info.std, methods=s.methods, layer=s.layer,
                               metric_names=metric_names, target=target, coverage=cov,
                               shared_forward=s.coverage_shares_forward, human=human, amp_dtype=self.rt.amp_dtype,
-                              channels_last=self.rt.channels_last)
+                              channels_last=self.rt.channels_last, method_args=s.method_args)
 
     def _keep_probe(self, batch, maps, logits, probe: Dict[int, tuple]) -> None:
         """Probe images are usually test images analysed anyway: keep their maps, not compute them twice."""

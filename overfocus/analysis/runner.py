@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -43,7 +43,7 @@ from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
 from .lock import AnalysisLock
 from .onset import OnsetCollector, update_onset
 from .runsource import FolderOptions, RunSource, open_source
-from .settings import (RunInfo, Runtime, Settings, make_runtime, resolve_methods, resolve_metrics,
+from .settings import (RunInfo, Runtime, Settings, make_runtime, resolve_method_args, resolve_methods, resolve_metrics,
                        select_epochs)
 from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
                      merge_sections, parse_shard, probe_entries, probe_part_arrays, union_masks)
@@ -72,7 +72,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             device: str = "auto", amp: bool = False, channels_last: bool = False, human: Optional[str] = None,
             force: bool = False, out: Optional[Path | str] = None, shard: Optional[str | Tuple[int, int]] = None,
             show_progress: bool = True, folder: Optional[FolderOptions] = None,
-            skip_bad: Optional[bool] = None) -> AnalysisResult:
+            skip_bad: Optional[bool] = None,
+            method_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
 
     The run is a run directory of `overfocus train`, or any folder of checkpoint files named by
@@ -115,6 +116,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             epoch pattern and accuracy log (`FolderOptions`).
         skip_bad: skip unreadable images with a warning each (None: as the run was trained,
             run.json's `data.skip_bad`).
+        method_args: per method, its arguments (`--method-args`), e.g. {"score_cam": {"batch_size":
+            32}, "captum:Occlusion": {"sliding_window_shapes": [3, 8, 8]}}; kept in analysis.json.
 
     Returns:
         AnalysisResult: the summary rows; `.computed` lists the epochs this call computed (with
@@ -132,7 +135,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
     runner = prepare(source, runtime, Choices(data or info.data_spec, split, limit,
                                               info.batch_size if batch_size is None else batch_size,
                                               human, methods, metrics, target, layer, probe,
-                                              info.skip_bad if skip_bad is None else skip_bad), show_progress)
+                                              info.skip_bad if skip_bad is None else skip_bad,
+                                              method_args or {}), show_progress)
     return runner.execute(selection, source.analysis_folder(out), force)
 
 
@@ -180,6 +184,7 @@ class Choices:
     layer: Optional[str]
     probe: Optional[int]
     skip_bad: bool = False
+    method_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress: bool) -> "Runner":
@@ -200,6 +205,7 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
     analysed = first_n(ds, c.limit)
     human_ds = open_human_dataset(c.human, info.image_size) if c.human else None
     methods = resolve_methods(c.methods)
+    method_args = resolve_method_args(methods, c.method_args)
     if c.target not in ("gt", "predicted"):
         raise OverfocusError(f"--target {c.target!r}: use gt or predicted")
     layer = c.layer or info.gradcam_layer
@@ -210,7 +216,8 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
     map_m, human_m, coverage = resolve_metrics(c.metrics, has_boxes, bool(c.human))
     probe_ids = extend_probe_ids(test, info.probe_ids, c.probe)
     settings = Settings(methods, map_m, human_m, coverage, layer, info.latent_layer, c.target, c.data_spec,
-                        c.split, c.limit, probe_ids, c.human or "", info.image_size, runtime.precision)
+                        c.split, c.limit, probe_ids, c.human or "", info.image_size, runtime.precision,
+                        method_args)
     probe_index = find_indices(test, settings.probe_ids)
     sources = _Sources(runtime, c.batch_size, info.num_workers)
     data = AnalysisData(sources.of(analysed), test, list(ds.classes), has_boxes, c.split, len(analysed),

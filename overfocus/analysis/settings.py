@@ -8,12 +8,12 @@ Example:
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..attribution.methods import ATTRIBUTIONS
+from ..attribution.methods import ATTRIBUTIONS, check_method_args
 from ..distributed import DistInfo
 from ..errors import OverfocusError
 from ..metrics.registry import METRICS
@@ -24,9 +24,9 @@ from .shards import parse_shard
 IMAGE_METRICS = ("correct", "confidence")  # always recorded: free, from the logits
 COVERAGE_METRICS = ("coverage_global", "coverage_latent", "unit_coverage_global", "unit_coverage_latent")
 COVERAGE_NAMES = {"coverage", *COVERAGE_METRICS}  # --metrics names that switch coverage on
-COMPARED_SETTINGS = ("methods", "metrics", "layer", "target", "data_spec", "split", "limit", "probe_ids",
-                     "human", "image_size", "precision")
-SETTING_DEFAULTS = {"precision": "float32"}  # what an analysis.json written before the key existed meant
+COMPARED_SETTINGS = ("methods", "method_args", "metrics", "layer", "target", "data_spec", "split", "limit",
+                     "probe_ids", "human", "image_size", "precision")
+SETTING_DEFAULTS = {"precision": "float32", "method_args": {}}  # what an analysis.json written before the key existed meant
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ class Settings:
     human: str
     image_size: int
     precision: str = "float32"  # "bfloat16"/"float16" under --amp: the numbers differ slightly
+    method_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # --method-args, per method
 
     @property
     def metrics(self) -> List[str]:
@@ -276,6 +277,18 @@ def resolve_methods(methods: Sequence[str]) -> Tuple[str, ...]:
     for m in methods:
         ATTRIBUTIONS.get(m)  # one-line error listing the known methods
     return methods
+
+
+def resolve_method_args(methods: Sequence[str], method_args: Optional[Mapping[str, Mapping[str, Any]]]
+                        ) -> Dict[str, Dict[str, Any]]:
+    """`--method-args` checked against the methods (before any model runs), as analysis.json keeps it.
+
+    Example:
+        >>> resolve_method_args(("grad_cam", "score_cam"), {"score_cam": {"batch_size": 8}})
+        {'score_cam': {'batch_size': 8}}
+    """
+    check_method_args(methods, method_args)
+    return {name: dict(args) for name, args in sorted((method_args or {}).items()) if args}
 
 
 def resolve_metrics(names: Optional[Sequence[str]], has_boxes: bool,

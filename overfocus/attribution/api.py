@@ -1,14 +1,14 @@
 """`attribute`: maps of several methods for one batch; `normalize_maps`: per-sample max scaling."""
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from ..errors import OverfocusError
 from .context import attribution_mode
-from .methods import ATTRIBUTIONS, DEFAULT_METHODS, AttributionRequest
+from .methods import ATTRIBUTIONS, DEFAULT_METHODS, AttributionRequest, check_method_args
 
 
 def _check_inputs(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -22,7 +22,8 @@ def _check_inputs(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def attribute(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
               methods: Union[str, Sequence[str]] = DEFAULT_METHODS, layer: str = "features",
-              return_logits: bool = False, ig_steps: int = 16
+              return_logits: bool = False, ig_steps: int = 16,
+              method_args: Optional[Mapping[str, Mapping[str, Any]]] = None
               ) -> Union[Dict[str, torch.Tensor], Tuple[Dict[str, torch.Tensor], torch.Tensor]]:
     """Attribution maps of the PRE-SOFTMAX target logits, one B x H x W float32 map per method.
 
@@ -38,6 +39,8 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
         layer: dotted module name for the layer methods (grad_cam, sgdrop, guided_grad_cam).
         return_logits: also return the B x K logits (detached).
         ig_steps: integration steps of integrated_gradients.
+        method_args: per method, its arguments (e.g. {"score_cam": {"batch_size": 32},
+            "captum:Occlusion": {"sliding_window_shapes": [3, 8, 8]}}); checked before any work.
 
     Example:
         >>> from overfocus.models import build_model
@@ -48,13 +51,19 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     """
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     fns = {name: ATTRIBUTIONS.get(name) for name in methods}  # unknown names fail before any work
+    check_method_args(methods, method_args)
     targets = _check_inputs(images, targets)
-    req = AttributionRequest(model, images, targets, layer, ig_steps=ig_steps, methods=methods)
+    req = AttributionRequest(model, images, targets, layer, ig_steps=ig_steps, methods=methods,
+                             method_args=dict(method_args or {}))
     with attribution_mode(model):
         if not any(fn.yields_logits for fn in fns.values()):
             with torch.no_grad():
                 req.forward_fn()(images)  # checks the targets before a costly method runs
-        maps = {name: fn(req).detach().float() for name, fn in fns.items()}
+        # the passes that yield the logits (and check the targets) go first: a perturbation method's
+        # first forward must not give the call's logits
+        order = sorted(methods, key=lambda name: not fns[name].yields_logits)
+        computed = {name: fns[name](req).detach().float() for name in order}
+        maps = {name: computed[name] for name in methods}
     return (maps, req.cache["logits"]) if return_logits else maps
 
 

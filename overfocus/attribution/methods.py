@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import OverfocusError
 from ..models import get_module
 from ..registry import Registry
 from .layer import checked_forward, grad_cam_raw, layer_gradients, sgdrop_raw
@@ -45,9 +46,19 @@ class AttributionMethod:
     yields_logits: bool
     forward_pass: Optional[str] = None
     layer_map: Optional[Callable] = None
+    arguments: Optional[Callable[[Mapping[str, Any]], Any]] = None  # checks --method-args; None: takes none
 
     def __call__(self, req: "AttributionRequest") -> torch.Tensor:
         return self.fn(req)
+
+    def parse_args(self, given: Mapping[str, Any]) -> Any:
+        """The method's arguments (`--method-args NAME.KEY=VALUE`) checked, before any work."""
+        if self.arguments is None:
+            if given:
+                raise OverfocusError(f"--method-args {self.name}: {self.name} takes no arguments "
+                                     f"(given: {', '.join(sorted(given))})")
+            return None
+        return self.arguments(dict(given))
 
     def info(self) -> Dict[str, Any]:
         """The metadata analysis.json and report.json carry (`method_info`)."""
@@ -55,14 +66,46 @@ class AttributionMethod:
 
 
 def register_method(name: str, title: str, yields_logits: bool = False, forward_pass: Optional[str] = None,
-                    layer_map: Optional[Callable] = None) -> Callable:
-    """Decorator: register `fn(req) -> map` in ATTRIBUTIONS with its metadata (one file per method)."""
+                    layer_map: Optional[Callable] = None, params: Optional[type] = None) -> Callable:
+    """Decorator: register `fn(req) -> map` in ATTRIBUTIONS with its metadata (one file per method).
+
+    `params`: a dataclass of the method's arguments; `--method-args NAME.KEY=VALUE` sets its fields
+    (unknown keys and wrong types are one-line errors) and `req.args(NAME)` hands it to the method.
+    """
 
     def decorator(fn: Callable) -> Callable:
-        ATTRIBUTIONS.register(name)(AttributionMethod(name, fn, title, yields_logits, forward_pass, layer_map))
+        arguments = dataclass_arguments(params, name) if params is not None else None
+        ATTRIBUTIONS.register(name)(AttributionMethod(name, fn, title, yields_logits, forward_pass, layer_map,
+                                                      arguments))
         return fn
 
     return decorator
+
+
+def dataclass_arguments(params: type, name: str) -> Callable[[Mapping[str, Any]], Any]:
+    """A parser of `--method-args` for a method whose arguments are the fields of `params`."""
+    from ..config import from_dict
+
+    return lambda given: from_dict(params, dict(given), where=f"method_args.{name}")
+
+
+def check_method_args(methods: Sequence[str], method_args: Optional[Mapping[str, Mapping[str, Any]]]) -> None:
+    """Every `--method-args` entry names a method of the call and only arguments it takes.
+
+    Example:
+        >>> check_method_args(["score_cam"], {"score_cam": {"batch_size": 32}})
+        >>> check_method_args(["grad_cam"], {"score_cam": {"batch_size": 32}})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        overfocus.errors.OverfocusError: --method-args names score_cam, which is not among the methods ...
+    """
+    method_args = method_args or {}
+    for name in method_args:
+        if name not in methods:
+            raise OverfocusError(f"--method-args names {name}, which is not among the methods "
+                                 f"({', '.join(methods)}): add it to --methods or drop its arguments")
+    for name in methods:  # also those without arguments: a method may need some (captum:Occlusion)
+        ATTRIBUTIONS.get(name).parse_args(method_args.get(name, {}))
 
 
 def method_info(methods) -> Dict[str, Dict[str, Any]]:
@@ -86,16 +129,24 @@ class AttributionRequest:
     ig_steps: int = 16
     methods: Tuple[str, ...] = ()  # all methods of the call: layer maps asked together are upsampled together
     cache: Dict[str, Any] = field(default_factory=dict)
+    method_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def forward_fn(self) -> Callable:
+        """The model's forward with the target check; its first call's logits are the call's
+        logits, so `attribute` runs the methods whose pass yields them (or a plain forward) first."""
         return checked_forward(self.model, self.targets, self.cache)
+
+    def args(self, name: str) -> Any:
+        """Method `name`'s checked arguments (its params dataclass, or a dict for a Captum class)."""
+        return ATTRIBUTIONS.get(name).parse_args(self.method_args.get(name, {}))
 
     @property
     def size(self) -> tuple:
         return tuple(self.images.shape[-2:])
 
 
-def _layer_pass(req: AttributionRequest):
+def layer_pass(req: AttributionRequest):
+    """The call's one forward + backward to `req.layer` (a `LayerGradients`), made once."""
     if "layer" not in req.cache:
         grads = layer_gradients(req.model, req.images, req.targets, req.layer)
         req.cache["layer"] = grads
@@ -112,13 +163,13 @@ def _input_gradients(req: AttributionRequest) -> torch.Tensor:
     return req.cache["input_grad"]
 
 
-def _layer_map(req: AttributionRequest, name: str) -> torch.Tensor:
+def shared_layer_map(req: AttributionRequest, name: str) -> torch.Tensor:
     """One of the layer maps; those the call asks for come from one pass and ONE upsampling."""
     key = f"map:{name}"
     if key not in req.cache:
         names = [n for n in ATTRIBUTIONS.names() if ATTRIBUTIONS.get(n).layer_map is not None
                  and (n in req.methods or n == name)]
-        grads = _layer_pass(req)
+        grads = layer_pass(req)
         raw = torch.stack([ATTRIBUTIONS.get(n).layer_map(grads) for n in names], dim=1)  # B x M x h x w
         up = F.interpolate(raw, size=req.size, mode="bilinear", align_corners=False) \
             if tuple(raw.shape[-2:]) != req.size else raw
@@ -129,13 +180,13 @@ def _layer_map(req: AttributionRequest, name: str) -> torch.Tensor:
 @register_method("grad_cam", "Grad-CAM", yields_logits=True, forward_pass="layer", layer_map=grad_cam_raw)
 def grad_cam(req: AttributionRequest) -> torch.Tensor:
     """Grad-CAM (ReLU on) at `req.layer`, bilinearly upsampled to the input size."""
-    return _layer_map(req, "grad_cam")
+    return shared_layer_map(req, "grad_cam")
 
 
 @register_method("sgdrop", "SGDrop", yields_logits=True, forward_pass="layer", layer_map=sgdrop_raw)
 def sgdrop(req: AttributionRequest) -> torch.Tensor:
     """The SGDrop attribution sum_c relu(dy/dz * z) at `req.layer`, bilinearly upsampled."""
-    return _layer_map(req, "sgdrop")
+    return shared_layer_map(req, "sgdrop")
 
 
 @register_method("saliency", "saliency", yields_logits=True, forward_pass="input_gradients")

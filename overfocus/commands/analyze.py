@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import OverfocusError
 from .audit import add_model_args, add_preprocessing_args, model_options, triple
-from .common import RAW
+from .common import RAW, add_method_args, finite_float, parse_method_args
 from .train import relaunch_with_torchrun, strip_nproc
 
 EXAMPLES = """examples:
@@ -19,6 +19,8 @@ EXAMPLES = """examples:
       --out runs/demo/analysis-gradcam                 # other settings: another folder (or --force)
   overfocus analyze runs/tin --human osie:../shared/data/osie-150   # needs a Tiny ImageNet run and the OSIE maps
   overfocus analyze runs/demo --target predicted --out runs/demo/analysis-pred
+  overfocus analyze runs/demo --epochs 1 --limit 32 --methods grad_cam,grad_cam_pp,score_cam,captum:Saliency \
+      --method-args score_cam.batch_size=128 --out runs/demo/analysis-cams   # methods: overfocus list methods
   overfocus analyze runs/demo --nproc 2 --force       # 2 processes on this machine (torchrun)
   torchrun --nproc_per_node=4 -m overfocus analyze runs/demo --device cuda --amp   # needs 4 GPUs
   overfocus analyze runs/demo --shard 0/4 --out runs/demo/analysis-shards   # share 0 of 4 (job array)
@@ -52,6 +54,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", default="all", help="all (default), START:STOP[:STEP] or a list 3,5,7")
     p.add_argument("--methods", default="grad_cam,sgdrop",
                    help="attribution methods, comma-separated (default grad_cam,sgdrop)")
+    add_method_args(p)
     p.add_argument("--metrics", help="map metrics and/or coverage, comma-separated (default: all that the "
                    "data supports; correct and confidence are always recorded)")
     p.add_argument("--probe", type=int, help="probe-set size (default: run.json's probe_ids)")
@@ -80,7 +83,7 @@ def register(sub) -> None:
                    "analysis made with other settings")
     p.add_argument("--watch", action="store_true", help="keep polling for new checkpoints until Ctrl-C (a training "
                    "that is still going)")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls of --watch (default 30)")
+    p.add_argument("--interval", type=finite_float, default=30.0, help="seconds between polls of --watch (default 30)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning each (default: "
                    "as the run was trained, run.json's data.skip_bad)")
     add_folder_args(p)
@@ -126,6 +129,8 @@ def forwarded_argv(args: argparse.Namespace) -> list:
         value = getattr(args, name)
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]
+    for item in args.method_args:
+        argv += ["--method-args", item]
     return argv + [f"--{name.replace('_', '-')}" for name in FLAG_OPTIONS if getattr(args, name)]
 
 
@@ -152,8 +157,8 @@ def _check_folder_options(args: argparse.Namespace, foreign: bool) -> None:
                              "directory whose run.json already names its model and data: drop the option")
     if args.watch and (args.nproc > 1 or args.shard):
         raise OverfocusError("--watch polls in one process: drop --nproc/--shard (or run them without --watch)")
-    if args.interval <= 0:
-        raise OverfocusError(f"--interval {args.interval:g}: use a positive number of seconds")
+    if not 0 < args.interval <= 86400:
+        raise OverfocusError(f"--interval {args.interval:g}: use a positive number of seconds, at most 86400 (a day)")
 
 
 def _analyze_once(args: argparse.Namespace, foreign: bool, first: bool) -> int:
@@ -194,7 +199,7 @@ def _analyze(args: argparse.Namespace, foreign: bool, show: bool = True):
                    batch_size=args.batch_size, limit=args.limit, device=args.device, amp=args.amp,
                    channels_last=args.channels_last, human=args.human, force=args.force, out=args.out,
                    shard=args.shard, show_progress=show, folder=folder_options(args) if foreign else None,
-                   skip_bad=True if args.skip_bad else None)
+                   skip_bad=True if args.skip_bad else None, method_args=parse_method_args(args.method_args))
 
 
 def folder_options(args: argparse.Namespace):

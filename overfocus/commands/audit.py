@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .common import RAW
+from .common import RAW, finite_float
 
 EXAMPLES = """examples:
   overfocus audit runs/demo                                     # a run's last checkpoint, with its history
@@ -57,7 +57,7 @@ def add_model_args(p: argparse.ArgumentParser, layer: bool = True) -> None:
     if layer:
         p.add_argument("--layer", help="layer for the attention maps (default: the model's declared layer)")
     p.add_argument("--num-classes", type=int, help="number of outputs (default: read from the weights)")
-    p.add_argument("--width", type=float, help="width multiplier of a registered model (default 1)")
+    p.add_argument("--width", type=finite_float, help="width multiplier of a registered model (default 1)")
     p.add_argument("--small-input", action="store_true", help="the registered model's small-input variant")
     p.add_argument("--trust-pickle", action="store_true", help="allow files with pickled Python objects "
                    "(full nn.Modules): only for files from a source you trust")

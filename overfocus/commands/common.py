@@ -2,8 +2,25 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 RAW = argparse.RawDescriptionHelpFormatter
+
+
+def finite_float(text: str) -> float:
+    """argparse type of every float option: a finite number (NaN and infinity are usage errors).
+
+    Example:
+        >>> finite_float("0.5")
+        0.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -34,3 +51,69 @@ def shortcut_overrides(args: argparse.Namespace) -> list:
     if getattr(args, "skip_bad", False):
         out.append("data.skip_bad=true")
     return out
+
+
+METHOD_ARGS_HELP = ("an attribution method's argument, repeatable: METHOD.KEY=VALUE (value read as YAML), e.g. "
+                    "score_cam.batch_size=32 or 'captum:Occlusion.sliding_window_shapes=[3,8,8]'; or a YAML/JSON "
+                    "file whose method_args section maps methods to their arguments")
+
+
+def add_method_args(parser) -> None:
+    """`--method-args` of analyze and audit (docs/methods.md)."""
+    parser.add_argument("--method-args", action="append", default=[], metavar="METHOD.KEY=VALUE|FILE",
+                        help=METHOD_ARGS_HELP)
+
+
+def parse_method_args(items) -> dict:
+    """`--method-args` items -> {method: {key: value}}; a later item wins over an earlier one.
+
+    Example:
+        >>> parse_method_args(["score_cam.batch_size=8", "captum:Occlusion.strides=[3,4,4]", "captum:X.eps=1e-3"])
+        {'score_cam': {'batch_size': 8}, 'captum:Occlusion': {'strides': [3, 4, 4]}, 'captum:X': {'eps': 0.001}}
+    """
+    from ..errors import OverfocusError
+
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            for method, given in _method_args_file(item).items():
+                out.setdefault(method, {}).update(given)
+            continue
+        key, raw = item.split("=", 1)
+        method, dot, name = key.rpartition(".")
+        if not dot or not method or not name:
+            raise OverfocusError(f"--method-args {item!r}: write METHOD.KEY=VALUE, e.g. score_cam.batch_size=32")
+        out.setdefault(method, {})[name] = _yaml_value(raw)
+    return out
+
+
+def _yaml_value(raw: str):
+    """A YAML value; a number YAML 1.1 leaves as a string (1e-3) becomes a float."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _method_args_file(path: str) -> dict:
+    from pathlib import Path
+
+    from ..config import load_file
+    from ..errors import OverfocusError
+
+    if not Path(path).is_file():
+        raise OverfocusError(f"--method-args {path!r}: neither METHOD.KEY=VALUE nor a file; write e.g. "
+                             "score_cam.batch_size=32, or name a YAML file with a method_args section")
+    section = load_file(path).get("method_args")
+    if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):
+        raise OverfocusError(f"--method-args {path}: the file needs a method_args section mapping each method to "
+                             "its arguments, e.g. method_args: {score_cam: {batch_size: 32}}")
+    return {str(k): dict(v) for k, v in section.items()}

@@ -49,11 +49,18 @@ def run(args: argparse.Namespace) -> int:
 def print_methods() -> None:
     from ..attribution import ATTRIBUTIONS, DEFAULT_METHODS
 
-    print("attribution methods (--methods a,b; * = default):")
+    print("attribution methods (--methods a,b; * = default; arguments: --method-args METHOD.KEY=VALUE):")
     for name in ATTRIBUTIONS.names():
-        m = ATTRIBUTIONS.get(name)
-        doc = (m.fn.__doc__ or "").strip().splitlines()[0]
-        print(f"  {name}{' *' if name in DEFAULT_METHODS else ''}: {m.title} - {doc}")
+        print(_method_line(ATTRIBUTIONS.get(name), name in DEFAULT_METHODS))
+    print("Captum attribution classes (--methods captum:ClassName; docs/methods.md):")
+    for name in ATTRIBUTIONS.family_names():
+        print(_method_line(ATTRIBUTIONS.get(name), False))
+
+
+def _method_line(m, default: bool) -> str:
+    doc = (m.fn.__doc__ or "").strip().splitlines()[0].rstrip(".")
+    passes = f" [shares the {m.forward_pass} pass]" if m.forward_pass else ""
+    return f"  {m.name}{' *' if default else ''}: {m.title} - {doc}{passes}"
 
 
 def print_metrics() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import RAW
+from .common import RAW, finite_float
 
 EXAMPLES = """examples:
   overfocus render runs/demo                                  # every analysed method, MP4 + GIF
@@ -33,9 +33,9 @@ def epoch_list(text: str) -> list:
 
 def add_style_args(p: argparse.ArgumentParser) -> None:
     """Frame options shared by render and compare."""
-    p.add_argument("--fps", type=float, default=2.0, help="video frames (epochs) per second (default 2)")
+    p.add_argument("--fps", type=finite_float, default=2.0, help="video frames (epochs) per second (default 2)")
     p.add_argument("--size", type=int, default=640, help="frame width in pixels, even (default 640)")
-    p.add_argument("--alpha", type=float, default=0.5, help="opacity of the attribution overlay, 0-1 (default 0.5)")
+    p.add_argument("--alpha", type=finite_float, default=0.5, help="opacity of the attribution overlay, 0-1 (default 0.5)")
     p.add_argument("--cmap", default="inferno", help="Matplotlib colormap of the maps (default inferno)")
     p.add_argument("--formats", default="mp4,gif", help="video formats: mp4, gif or mp4,gif (default both)")
     p.add_argument("--probes", type=int, help="show only the first N probe images in videos (default all)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import RAW
+from .common import RAW, finite_float
 
 EXAMPLES = """examples:
   overfocus resume runs/demo                 # after a crash or Ctrl-C
@@ -19,7 +19,7 @@ def register(sub) -> None:
                        formatter_class=RAW)
     p.add_argument("run", help="run directory written by `overfocus train`")
     p.add_argument("--epochs", type=int, help="new total number of epochs")
-    p.add_argument("--lr", type=float, help="new learning rate from here on (e.g. after training diverged)")
+    p.add_argument("--lr", type=finite_float, help="new learning rate from here on (e.g. after training diverged)")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="also log the epochs trained from here on to DIR for TensorBoard (scalars and "
                         "probe overlays, as `train --tensorboard`; needs the tensorboard package)")

@@ -85,6 +85,8 @@ def read_rgb(path: Path) -> np.ndarray:
 
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else b""
     img = decode_image(data, path)
+    if img.dtype.kind == "f" and not np.isfinite(img).all():  # e.g. a float TIFF holding NaN
+        raise OverfocusError(f"cannot use image {path}: it holds non-finite pixel values (NaN or infinity); {SKIP_HINT}")
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     elif img.shape[2] == 4:
@@ -92,7 +94,7 @@ def read_rgb(path: Path) -> np.ndarray:
     else:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if img.dtype != np.uint8:
-        img = (img / max(1, img.max()) * 255).astype(np.uint8)
+        img = (np.clip(img / max(1, img.max()), 0, 1) * 255).astype(np.uint8)
     return img
 
 

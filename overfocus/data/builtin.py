@@ -23,14 +23,15 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from ..errors import OverfocusError
+from ..errors import OverfocusError, shorten
 from .base import to_tensor
-from .specs import DATASETS
+from .specs import DATASETS, option_int
 
 SHAPES = ["circle", "square", "triangle", "cross", "star", "ring", "diamond", "hexagon", "heart", "crescent"]
 DECOY_COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255],
                           [0, 255, 255], [255, 128, 0], [128, 0, 255], [255, 255, 255], [0, 0, 0]], np.uint8)
 _SPLIT_ID = {"train": 0, "test": 1}
+MAX_LENGTH = 10_000_000  # images per split: generated on demand, but index lists of the split are kept
 
 
 class BuiltinShapes(torch.utils.data.Dataset):
@@ -49,7 +50,7 @@ class BuiltinShapes(torch.utils.data.Dataset):
         if not 2 <= num_classes <= len(SHAPES):
             raise OverfocusError(f"builtin classes={num_classes}: choose 2 to {len(SHAPES)}")
         if decoy not in ("none", "absent", "shuffled"):
-            raise OverfocusError(f"builtin decoy={decoy!r}: choose none, absent or shuffled")
+            raise OverfocusError(f"builtin decoy={shorten(decoy)}: choose none, absent or shuffled")
         if size < 16:
             raise OverfocusError(f"image size {size} is too small for the builtin data: use 16 or more")
         self.split, self.size, self.length = split, size, length
@@ -187,7 +188,10 @@ def open_builtin(path: str, split: str, image_size: int, augment, skip_bad: bool
     known = {"classes", "train", "test", "seed", "decoy"}
     unknown = set(options) - known
     if unknown:
-        raise OverfocusError(f"unknown builtin data option(s) {sorted(unknown)}: known are {sorted(known)}")
-    length = int(options.get(split, 2000 if split == "train" else 500))
-    return BuiltinShapes(split, image_size, length, int(options.get("classes", 6)),
-                         int(options.get("seed", 0)), str(options.get("decoy", "none")), augment)
+        raise OverfocusError(f"unknown builtin data option(s) {shorten(sorted(unknown))}: known are {sorted(known)}")
+    lengths = {name: option_int(options, name, default, minimum=1, maximum=MAX_LENGTH)  # both: one check, at once
+               for name, default in (("train", 2000), ("test", 500))}
+    length = lengths[split]
+    classes = option_int(options, "classes", 6, minimum=2, maximum=len(SHAPES))
+    seed = option_int(options, "seed", 0, maximum=2 ** 32 - 1)
+    return BuiltinShapes(split, image_size, length, classes, seed, str(options.get("decoy", "none")), augment)

@@ -18,7 +18,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from ..errors import OverfocusError
-from .formats import Record, check_options, make_dataset, require_file, require_path
+from .formats import Record, check_options, make_dataset, read_annotation_text, require_path
 from .specs import DATASETS
 
 LAYOUT = ("PATH/images/<class>/*.jpg with images.txt, bounding_boxes.txt, image_class_labels.txt, "
@@ -28,7 +28,7 @@ LAYOUT = ("PATH/images/<class>/*.jpg with images.txt, bounding_boxes.txt, image_
 def read_table(path: Path, fields: int) -> Dict[str, List[str]]:
     """`id value...` lines -> {id: [values]}; a short line is an error naming the file."""
     table = {}
-    for number, line in enumerate(require_file(path, "cub", LAYOUT).read_text().splitlines(), 1):
+    for number, line in enumerate(read_annotation_text(path, "cub", LAYOUT).splitlines(), 1):
         parts = line.split(maxsplit=fields - 1)
         if not parts:
             continue

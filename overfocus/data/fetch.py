@@ -7,6 +7,9 @@ deletes the file; a complete archive left by an earlier fetch of the same URL is
 way and downloaded again when it does not match), unpacked into a
 temporary folder (refusing any member that would land outside it; links and devices are skipped)
 and renamed into place as `<cache>/<name>`, so a half-done fetch never looks finished.
+Refused with one line each: a cache path that is a file or cannot be written (checked before
+any download), an empty download or one that is no tar archive (deleted; the message says what it
+looks like: a web page, a zip, text), an archive holding no files, a redirect loop.
 
 The cache is `--cache DIR`, else `$OVERFOCUS_CACHE`, else `~/.cache/overfocus`. Nothing here runs
 at import time and nothing else in overfocus touches the network.
@@ -27,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import OverfocusError
+from ..errors import OverfocusError, is_write_failure, shorten_text, write_error
 from ..progress import progress
-from ..fileio import sha256_file
+from ..fileio import check_writable, make_dirs, sha256_file, writing
 from ..registry import did_you_mean
 
 CHUNK = 1 << 16
@@ -97,17 +100,57 @@ def fetch(name: str, cache: Optional[str] = None, url: Optional[str] = None, sha
     if target.is_dir():
         log(f"{name} is already in {target} (delete that folder to fetch it again)")
         return target
+    check_cache(target.parent)
     archive = download_path(target.parent, source.url)
     if archive.is_file() and not _cached_archive_matches(archive, source.sha256, name, log):
         archive.unlink()  # it fails the checksum asked for: fetch it again
     if not archive.is_file():
         part = archive.with_name(archive.name + ".part")
         download(source.url, part, show_progress, name)
+        check_archive(part, source.url)
         check_sha256(part, source.sha256, name, log)
         os.replace(part, archive)  # only a verified, complete download gets the final name
     safe_extract(archive, target, log)
     archive.unlink()
     return target
+
+
+def check_cache(cache: Path) -> None:
+    """The cache must be a folder that can be written (it is created when missing): refused at
+    once otherwise, naming it and how to choose another."""
+    try:
+        check_writable(cache)
+    except OverfocusError as exc:
+        raise OverfocusError(f"{exc}; or pass --cache DIR (or set $OVERFOCUS_CACHE) to use another cache folder") \
+            from None
+
+
+def check_archive(part: Path, url: str) -> None:
+    """A download that is empty or no tar archive is deleted and refused, saying what it is."""
+    size = part.stat().st_size
+    problem = None if size else "the server sent an empty file"
+    if size and not tarfile.is_tarfile(part):
+        with open(part, "rb") as fh:
+            problem = f"the download is {_looks_like(fh.read(512))}, not a tar archive"
+    if problem:
+        part.unlink()
+        raise OverfocusError(f"{problem} from {shorten_text(url)}: check the URL (it must name a .tar, .tgz, .tar.gz, "
+                             ".tar.bz2 or .tar.xz file); the download was deleted")
+
+
+def _looks_like(head: bytes) -> str:
+    """What the first bytes of a file suggest it is, in words."""
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (unpack it yourself and point --data at the folder)"
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html", b"<?xml", b"<")):
+        return "a web page"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file holding no tar archive"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "a binary file of an unknown kind"
 
 
 def download_path(cache: Path, url: str) -> Path:
@@ -144,7 +187,7 @@ def archive_name(url: str) -> str:
 
 def download(url: str, part: Path, show_progress: bool = True, label: str = "") -> None:
     """Download `url` into `part`, continuing an existing `.part` with an HTTP Range request."""
-    part.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(part.parent)
     start = part.stat().st_size if part.is_file() else 0
     response = _open(url, start)
     if response is None:  # 416: the .part already holds the whole file
@@ -169,7 +212,11 @@ def _open(url: str, start: int):
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and start and _range_total(exc.headers.get("Content-Range", "")) == start:
             return None
-        raise OverfocusError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
+        if 300 <= exc.code < 400:  # urllib follows redirects; one that reaches here loops or goes nowhere
+            raise OverfocusError(f"download of {url} failed: the server redirects in a loop (HTTP {exc.code}, "
+                                 "more than 10 redirects): check the URL or fetch it in a browser") from None
+        reason = str(exc.reason).splitlines()[0] if str(exc.reason).strip() else ""
+        raise OverfocusError(f"download of {url} failed: HTTP {exc.code} {reason}".rstrip()) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise OverfocusError(f"cannot download {url} ({reason}): check the address and your connection, "
@@ -203,7 +250,11 @@ def _copy(response, part: Path, start: int, total: Optional[int], show_progress:
             for chunk in iter(lambda: response.read(CHUNK), b""):
                 fh.write(chunk)
                 bar.update(len(chunk))
-    except (OSError, http.client.HTTPException) as exc:  # connection lost: .part keeps what came
+    except OSError as exc:
+        if is_write_failure(exc):  # the cache, not the connection: disk full, read-only
+            raise write_error(part, exc) from None
+        raise OverfocusError(f"download interrupted ({exc}): run the same command again to resume") from None
+    except http.client.HTTPException as exc:  # connection lost: .part keeps what came
         raise OverfocusError(f"download interrupted ({exc}): run the same command again to resume") from None
     finally:
         bar.close()
@@ -231,10 +282,15 @@ def safe_extract(archive: Path, target: Path, log: Callable[[str], None] = print
     outside it is an error; links and devices are skipped (counted). A single top-level folder
     becomes `target` itself (imagenette2-160/train -> <cache>/imagenette/train).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    make_dirs(target.parent)
+    with writing(target.parent):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         skipped = _extract_all(archive, tmp)
+        if not any(p.is_file() for p in tmp.rglob("*")):
+            raise OverfocusError(f"the archive {archive.name} holds no files"
+                                 f"{f' (only {skipped} links or special files)' if skipped else ''}: check the URL; "
+                                 f"delete {archive} to fetch it again")
         if skipped:
             log(f"skipped {skipped} link(s) or special file(s) of {archive.name}")
         entries = list(tmp.iterdir())
@@ -248,9 +304,12 @@ def _extract_all(archive: Path, dest: Path) -> int:
     try:
         with tarfile.open(archive, "r:*") as tar:
             return sum(_extract_member(tar, member, dest) for member in tar)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise OverfocusError(f"cannot unpack {archive} ({exc}): if it is damaged, delete it and fetch "
-                             "again; otherwise check the free space of the cache") from None
+    except OSError as exc:
+        if is_write_failure(exc):
+            raise write_error(Path(exc.filename or dest), exc) from None
+        raise OverfocusError(f"cannot unpack {archive} ({exc}): if it is damaged, delete it and fetch again") from None
+    except (tarfile.TarError, EOFError) as exc:
+        raise OverfocusError(f"cannot unpack {archive} ({exc}): if it is damaged, delete it and fetch again") from None
 
 
 def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> int:

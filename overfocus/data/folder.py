@@ -57,7 +57,7 @@ def open_folder(path: str, split: str, image_size: int, augment, skip_bad: bool,
     train_root, test_root = split_roots(root)
     classes = class_names(train_root)
     if test_root is None:
-        records = split_records(folder_records(root, root, classes), split, split_fraction(options))
+        records = split_records(folder_records(root, root, classes), split, split_fraction(options), root)
     else:
         records = folder_records(train_root if split == "train" else test_root, root, classes)
     return make_dataset(records, classes, image_size, augment, skip_bad, f"{root} ({split})", options,

@@ -8,6 +8,7 @@ deterministically where a format has no split of its own, and apply `?limit=N`.
 """
 from __future__ import annotations
 
+import sys
 import zlib
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -15,12 +16,37 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import OverfocusError
+from ..yamlsafe import read_text_file
 from .base import FileDataset
+from .specs import option_int  # noqa: F401 (the formats' `?limit=N`)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 COMMON_OPTIONS = {"limit"}
 SPLIT_OPTIONS = {"test_fraction"}  # kinds that may need a deterministic split of their own
 Record = Tuple[str, int, np.ndarray, str]
+
+
+ENTRY_HINT = "fix that entry, or pass --skip-bad to skip such entries"
+_WARNED: set = set()  # entries already reported in this process (train, its eval copy and test re-read a file)
+
+
+def bad_entry(message: str, skip_bad: bool) -> None:
+    """A bad entry of an annotation file (a COCO annotation, a YOLO label file, a VOC object).
+
+    Without --skip-bad: a one-line OverfocusError `message` with the fix. With it: one warning on
+    stderr per entry and process, and the caller leaves the entry out.
+
+    Example:
+        >>> bad_entry("a.json annotation 3: bbox has 3 values, not 4", skip_bad=False)
+        Traceback (most recent call last):
+        ...
+        overfocus.errors.OverfocusError: a.json annotation 3: bbox has 3 values, not 4; fix that entry, or pass --skip-bad to skip such entries
+    """
+    if not skip_bad:
+        raise OverfocusError(f"{message}; {ENTRY_HINT}")
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"warning: --skip-bad skipped a bad entry: {message}", file=sys.stderr, flush=True)
 
 
 def check_options(kind: str, options: Dict, extra: Iterable[str] = ()) -> Dict:
@@ -35,14 +61,6 @@ def check_options(kind: str, options: Dict, extra: Iterable[str] = ()) -> Dict:
     if unknown:
         raise OverfocusError(f"unknown {kind} data option(s) {unknown}: known are {sorted(known)}")
     return options
-
-
-def option_int(options: Dict, key: str, default: int) -> int:
-    """An integer option >= 0, with a one-line error otherwise."""
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise OverfocusError(f"data option {key}={value!r}: use a whole number >= 0")
-    return value
 
 
 def split_fraction(options: Dict) -> float:
@@ -73,6 +91,14 @@ def require_file(path: Path, kind: str, layout: str) -> Path:
     return path
 
 
+ANNOTATION_BYTES = 64 << 20  # an annotation list (CUB's images.txt: 0.7 MB); more is not such a file
+
+
+def read_annotation_text(path: Path, kind: str, layout: str) -> str:
+    """The UTF-8 text of an annotation file that must exist (too big, not UTF-8: one line naming it)."""
+    return read_text_file(require_file(path, kind, layout), "annotation file", ANNOTATION_BYTES)
+
+
 def require_dir(path: Path, kind: str, layout: str) -> Path:
     """A sub-folder that must exist; the error names it and the expected layout."""
     if not path.is_dir():
@@ -98,13 +124,20 @@ def in_test_split(image_id: str, fraction: float) -> bool:
         >>> in_test_split("a.jpg", 0.2) == in_test_split("a.jpg", 0.2)
         True
     """
-    return zlib.crc32(image_id.encode("utf-8")) / 2 ** 32 < fraction
+    return zlib.crc32(image_id.encode("utf-8", "surrogateescape")) / 2 ** 32 < fraction
 
 
-def split_records(records: List[Record], split: str, fraction: float) -> List[Record]:
-    """Keep the records of one split of a deterministic split (see `in_test_split`)."""
+def split_records(records: List[Record], split: str, fraction: float, source: object = "") -> List[Record]:
+    """Keep the records of one split of a deterministic split (see `in_test_split`); a split
+    left empty (a folder of a few images and no split of its own) is one line saying how to fix it."""
     want_test = split == "test"
-    return [r for r in records if in_test_split(r[3], fraction) == want_test]
+    kept = [r for r in records if in_test_split(r[3], fraction) == want_test]
+    if records and not kept:
+        where = f" of {source}" if source else ""
+        raise OverfocusError(f"none of the {len(records)} images{where} falls in the {split} split, which is a "
+                             f"deterministic test_fraction={fraction:g} of them: add images, set another share with "
+                             "?test_fraction=, or give the dataset its own train/ and val/ split")
+    return kept
 
 
 def apply_limit(records: List[Record], limit: int) -> List[Record]:
@@ -115,7 +148,7 @@ def apply_limit(records: List[Record], limit: int) -> List[Record]:
     """
     if not limit or limit >= len(records):
         return records
-    ranked = sorted(range(len(records)), key=lambda i: (zlib.crc32(records[i][3].encode("utf-8")), i))
+    ranked = sorted(range(len(records)), key=lambda i: (zlib.crc32(records[i][3].encode("utf-8", "surrogateescape")), i))
     keep = set(ranked[:limit])
     return [r for i, r in enumerate(records) if i in keep]
 

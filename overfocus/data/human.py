@@ -22,10 +22,10 @@ from typing import Dict, Optional, Sequence, Tuple  # noqa: F401  (Optional: for
 
 import numpy as np
 import torch
-import yaml
 
 from ..errors import OverfocusError
 from ..registry import Registry, did_you_mean
+from ..yamlsafe import load_scalar
 from .base import Batch, collate_samples, resize_with_boxes, to_tensor
 from .imagefile import decode_image
 
@@ -148,7 +148,7 @@ def open_human_dataset(spec: str, image_size: int):
         key, eq, value = part.partition("=")
         if not eq or key not in factory.OPTIONS:
             raise OverfocusError(f"bad option {part!r} in {spec!r}: {kind} takes {sorted(factory.OPTIONS) or 'none'}")
-        options[key] = yaml.safe_load(value)
+        options[key] = load_scalar(value, f"human-map option {key}")
     return factory(path, image_size, **options)
 
 

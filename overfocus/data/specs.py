@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-import yaml
-
-from ..errors import OverfocusError
+from ..errors import OverfocusError, shorten
 from ..registry import Registry, did_you_mean
+from ..yamlsafe import load_scalar
 
 DATASETS: Registry = Registry("dataset kind")
 
@@ -36,19 +35,39 @@ def parse_spec(text: str) -> DataSpec:
     """
     if not text:
         raise OverfocusError("empty --data spec: use e.g. --data builtin or --data tiny-imagenet:PATH")
+    text = str(text)
     head, _, query = text.partition("?")
     kind, _, path = head.partition(":")
     options: Dict[str, Any] = {}
     for part in filter(None, query.split("&")):
         key, eq, value = part.partition("=")
         if not eq:
-            raise OverfocusError(f"data option {part!r} in {text!r} needs key=value")
-        options[key] = yaml.safe_load(value)
+            raise OverfocusError(f"data option {shorten(part)} in {shorten(text)} needs key=value")
+        options[key] = load_scalar(value, f"data option {shorten(key)[1:-1]}")
     if kind not in DATASETS:
-        raise OverfocusError(f"unknown dataset kind {kind!r} in --data {text!r}{did_you_mean(kind, DATASETS)}: "
+        raise OverfocusError(f"unknown dataset kind {shorten(kind)} in --data {shorten(text)}"
+                             f"{did_you_mean(kind, DATASETS)}: "
                              "choose one of "
                              f"{', '.join(DATASETS.names())} (e.g. --data cub:/path/to/CUB_200_2011)")
     return DataSpec(kind, path, options)
+
+
+def option_int(options: Dict, key: str, default: int, minimum: int = 0, maximum: int = 10 ** 9) -> int:
+    """A whole-number spec option in [minimum, maximum], with a one-line error otherwise
+    (a float such as 2.5, a string, a boolean or a number out of range).
+
+    Example:
+        >>> option_int({"test": 4}, "test", 500, minimum=1)
+        4
+        >>> option_int({"test": 0}, "test", 500, minimum=1)
+        Traceback (most recent call last):
+        ...
+        overfocus.errors.OverfocusError: data option test=0: use a whole number from 1 to 1000000000
+    """
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise OverfocusError(f"data option {key}={shorten(value)}: use a whole number from {minimum} to {maximum}")
+    return value
 
 
 def open_dataset(spec: str, split: str, image_size: int = 64, augment: Optional[object] = None,

@@ -18,7 +18,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from ..errors import OverfocusError
-from .formats import Record, check_options, list_images, make_dataset, no_boxes, require_dir, require_file, require_path
+from .formats import (Record, check_options, list_images, make_dataset, no_boxes, read_annotation_text, require_dir,
+                      require_path)
 from .specs import DATASETS
 
 LAYOUT = ("PATH/train/<wnid>/images/*.JPEG + PATH/train/<wnid>/<wnid>_boxes.txt, and PATH/val/<wnid>/*.JPEG "
@@ -29,7 +30,7 @@ def read_annotations(path: Path, with_wnid: bool) -> Dict[str, Tuple[str, np.nda
     """file name -> (wnid or "", 1 x 4 box with exclusive x1, y1) from a Tiny ImageNet box file."""
     table = {}
     width = 6 if with_wnid else 5
-    for number, line in enumerate(require_file(path, "tiny-imagenet", LAYOUT).read_text().splitlines(), 1):
+    for number, line in enumerate(read_annotation_text(path, "tiny-imagenet", LAYOUT).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue

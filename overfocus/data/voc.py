@@ -16,12 +16,14 @@ inclusive pixel corners, so x0 and y0 get -1 to become 0-based with exclusive x1
 from __future__ import annotations
 
 import functools
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import OverfocusError
-from .formats import (SPLIT_OPTIONS, Record, check_options, make_dataset, pick_label, require_dir,
+from ..yamlsafe import read_text_file
+from .formats import (SPLIT_OPTIONS, Record, bad_entry, check_options, make_dataset, pick_label, require_dir,
                       require_path, split_fraction, split_records)
 from .specs import DATASETS
 
@@ -47,26 +49,37 @@ def parse_xml(path: Path) -> Tuple[str, Objects]:
     except ET.ParseError as exc:
         raise OverfocusError(f"cannot parse annotation {path}: {exc}") from None
     objects = []
-    for obj in tree.iter("object"):
+    for number, obj in enumerate(tree.iter("object")):
         box = obj.find("bndbox")
         try:
             xmin, ymin, xmax, ymax = (float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
         except (AttributeError, TypeError, ValueError):
-            raise OverfocusError(f"annotation {path}: an object lacks a numeric bndbox") from None
-        objects.append((obj.findtext("name", "").strip(), (xmin - 1, ymin - 1, xmax, ymax)))
+            raise OverfocusError(f"annotation {path} object {number}: it lacks a numeric bndbox") from None
+        if not all(map(math.isfinite, (xmin, ymin, xmax, ymax))):
+            raise OverfocusError(f"annotation {path} object {number}: its bndbox holds a value that is not finite")
+        name = (obj.findtext("name") or "").strip()
+        if not name:
+            raise OverfocusError(f"annotation {path} object {number}: its <name> is empty (the class of the object)")
+        objects.append((name, (xmin - 1, ymin - 1, xmax, ymax)))
     return tree.findtext("filename", f"{path.stem}.jpg").strip(), objects
 
 
-def read_voc(root: Path) -> Tuple[Dict[str, Tuple[str, Objects]], Tuple[str, ...]]:
-    """Every annotation of the folder and the classes; cached until Annotations/ changes."""
+def read_voc(root: Path, skip_bad: bool = False) -> Tuple[Dict[str, Tuple[str, Objects]], Tuple[str, ...]]:
+    """Every annotation of the folder and the classes; cached until Annotations/ changes. A bad
+    annotation file is an error naming it, or left out with a warning under --skip-bad."""
     ann = require_dir(root / "Annotations", "voc", LAYOUT)
-    return _read_voc(ann, ann.stat().st_mtime_ns)
+    return _read_voc(ann, ann.stat().st_mtime_ns, skip_bad)
 
 
 @functools.lru_cache(maxsize=4)
-def _read_voc(ann: Path, mtime_ns: int) -> Tuple[Dict[str, Tuple[str, Objects]], Tuple[str, ...]]:
+def _read_voc(ann: Path, mtime_ns: int, skip_bad: bool) -> Tuple[Dict[str, Tuple[str, Objects]], Tuple[str, ...]]:
     # cached because train, its eval copy and test all need the whole parse (for the classes)
-    table = {p.stem: parse_xml(p) for p in sorted(ann.glob("*.xml"))}
+    table = {}
+    for path in sorted(ann.glob("*.xml")):
+        try:
+            table[path.stem] = parse_xml(path)
+        except OverfocusError as exc:
+            bad_entry(str(exc), skip_bad)
     classes = tuple(sorted({name for _, objects in table.values() for name, _ in objects}))
     if not classes:
         raise OverfocusError(f"no annotated objects in {ann}: expected {LAYOUT}")
@@ -79,7 +92,7 @@ def listed_ids(root: Path, split: str, annotated: Dict) -> Optional[List[str]]:
 
     def ids(name: str) -> List[str]:
         path = main / f"{name}.txt"
-        found = path.read_text().split() if path.is_file() else []
+        found = read_text_file(path, "split list").split() if path.is_file() else []
         return [i for i in found if i in annotated]
 
     if ids("test"):
@@ -89,9 +102,9 @@ def listed_ids(root: Path, split: str, annotated: Dict) -> Optional[List[str]]:
     return None
 
 
-def voc_records(root: Path, split: str, fraction: float) -> Tuple[List[Record], List[str]]:
+def voc_records(root: Path, split: str, fraction: float, skip_bad: bool = False) -> Tuple[List[Record], List[str]]:
     """Records of one split (images with at least one object) and the class names."""
-    table, classes = read_voc(root)
+    table, classes = read_voc(root, skip_bad)
     index = {name: i for i, name in enumerate(classes)}
     image_dir = require_dir(root / "JPEGImages", "voc", LAYOUT)
     ids = listed_ids(root, split, table)
@@ -101,7 +114,7 @@ def voc_records(root: Path, split: str, fraction: float) -> Tuple[List[Record], 
         picked = pick_label([(index[name], box) for name, box in objects])
         if picked is not None:
             records.append((str(image_dir / filename), picked[0], picked[1], image_id))
-    return (split_records(records, split, fraction) if ids is None else records), list(classes)
+    return (split_records(records, split, fraction, root) if ids is None else records), list(classes)
 
 
 @DATASETS.register("voc")
@@ -109,5 +122,5 @@ def open_voc(path: str, split: str, image_size: int, augment, skip_bad: bool, op
     """Factory for `--data voc:PATH[?limit=N&test_fraction=0.2]` (label = largest object's class)."""
     check_options("voc", options, SPLIT_OPTIONS)
     root = voc_root(require_path(path, "voc", LAYOUT))
-    records, classes = voc_records(root, split, split_fraction(options))
+    records, classes = voc_records(root, split, split_fraction(options), skip_bad)
     return make_dataset(records, classes, image_size, augment, skip_bad, f"{root} ({split})", options)

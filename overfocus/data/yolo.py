@@ -10,18 +10,21 @@ a segmentation line `class x1 y1 x2 y2 ...` counts as the box around its points.
 
 Label rule: the label is the class of the LARGEST object (box area); the boxes are every object
 of that class. Images with no label file or an empty one (YOLO's background images) are left out.
+A bad label file (not UTF-8, a line that is not `class cx cy w h` numbers) is an error naming the
+file and the line; `--skip-bad` leaves its image out with one warning.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
-import yaml
 
-from ..errors import OverfocusError
+from ..errors import OverfocusError, shorten
+from ..yamlsafe import read_text_file, read_yaml_file
 from .base import FileDataset
-from .formats import (SPLIT_OPTIONS, Record, check_options, list_images, make_dataset, pick_label,
+from .formats import (SPLIT_OPTIONS, Record, bad_entry, check_options, list_images, make_dataset, pick_label,
                       require_path, split_fraction, split_records)
 from .specs import DATASETS
 
@@ -41,18 +44,34 @@ class YoloDataset(FileDataset):
 
 
 def class_names(root: Path) -> List[str]:
-    """Names from data.yaml (`names`) or classes.txt; neither is an error naming both."""
+    """Names from data.yaml (`names` as a list, or a map of class numbers to names) or
+    classes.txt; neither, or a data.yaml of another shape, is an error naming the file."""
     if (root / "data.yaml").is_file():
-        names = (yaml.safe_load((root / "data.yaml").read_text()) or {}).get("names")
-        if isinstance(names, dict):
-            names = [names[k] for k in sorted(names, key=int)]
-        if not isinstance(names, list) or not names:
-            raise OverfocusError(f"{root / 'data.yaml'} has no `names:` list of class names")
-        return [str(n) for n in names]
+        return _yaml_names(root / "data.yaml")
     if (root / "classes.txt").is_file():
-        return [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+        text = read_text_file(root / "classes.txt", "class list")
+        return [line.strip() for line in text.splitlines() if line.strip()]
     raise OverfocusError(f"missing annotation file {root / 'data.yaml'} (or {root / 'classes.txt'}) with the "
                          f"class names: a yolo dataset is laid out as {LAYOUT}")
+
+
+def _yaml_names(path: Path) -> List[str]:
+    """The `names:` of a data.yaml: a list, or {0: name, 1: name, ...} with every number once."""
+    data = read_yaml_file(path, "dataset file") or {}
+    if not isinstance(data, dict):
+        raise OverfocusError(f"{path} holds a {type(data).__name__}, not a mapping: write `names: [cat, dog]`")
+    names = data.get("names")
+    if isinstance(names, dict):
+        keys = [k for k in names if isinstance(k, int) and not isinstance(k, bool)]
+        if len(keys) != len(names) or sorted(keys) != list(range(len(keys))):
+            raise OverfocusError(f"{path}: `names:` maps {shorten(sorted(map(str, names)), 80)} to names; the keys "
+                                 "must be the class numbers 0, 1, 2, ... (or write a list)")
+        names = [names[k] for k in sorted(keys)]
+    if not isinstance(names, list) or not names:
+        raise OverfocusError(f"{path} has no `names:` list of class names")
+    if not all(isinstance(n, (str, int, float)) and not isinstance(n, bool) and str(n).strip() for n in names):
+        raise OverfocusError(f"{path}: every class name in `names:` must be a non-empty text, got {shorten(names)}")
+    return [str(n) for n in names]
 
 
 def split_folders(root: Path, split: str) -> Tuple[Path, Path, bool]:
@@ -69,19 +88,23 @@ def split_folders(root: Path, split: str) -> Tuple[Path, Path, bool]:
 
 
 def parse_label_file(path: Path, num_classes: int) -> List[Tuple[int, Tuple[float, ...]]]:
-    """[(class, (x0, y0, x1, y1) as fractions)] of one label file; a bad line is an error."""
+    """[(class, (x0, y0, x1, y1) as fractions)] of one label file; a bad line is an error naming
+    the file and the line (not UTF-8, not numbers, a class out of range, too few coordinates)."""
     objects = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text_file(path, "label file").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         try:
             cls, values = int(parts[0]), [float(v) for v in parts[1:]]
         except ValueError:
-            raise OverfocusError(f"{path} line {number}: expected `class cx cy w h` numbers") from None
+            raise OverfocusError(f"{path} line {number}: expected `class cx cy w h` numbers, got "
+                                 f"{shorten(line.strip())}") from None
         if not 0 <= cls < num_classes or len(values) < 4 or (len(values) > 4 and len(values) % 2):
             raise OverfocusError(f"{path} line {number}: class {cls} of {num_classes} with {len(values)} "
                                  "coordinates; expected `class cx cy w h` (or a polygon of x y pairs)")
+        if not all(map(math.isfinite, values)):
+            raise OverfocusError(f"{path} line {number}: a coordinate is not a finite number")
         objects.append((cls, _to_corners(values)))
     return objects
 
@@ -94,12 +117,18 @@ def _to_corners(values: List[float]) -> Tuple[float, ...]:
     return (min(xs), min(ys), max(xs), max(ys))
 
 
-def yolo_records(root: Path, images: Path, labels: Path, num_classes: int) -> List[Record]:
-    """One record per image with a non-empty label file; boxes stay fractions of the image."""
+def yolo_records(root: Path, images: Path, labels: Path, num_classes: int, skip_bad: bool = False) -> List[Record]:
+    """One record per image with a non-empty label file; boxes stay fractions of the image.
+    An image whose label file is bad is an error, or left out with a warning under --skip-bad."""
     records = []
     for img in list_images(images, recursive=True):
         label_file = labels / img.relative_to(images).with_suffix(".txt")
-        picked = pick_label(parse_label_file(label_file, num_classes)) if label_file.is_file() else None
+        try:
+            objects = parse_label_file(label_file, num_classes) if label_file.is_file() else []
+        except OverfocusError as exc:
+            bad_entry(str(exc), skip_bad)
+            continue
+        picked = pick_label(objects)
         if picked is not None:
             records.append((str(img), picked[0], picked[1], img.relative_to(root).as_posix()))
     return records
@@ -112,8 +141,8 @@ def open_yolo(path: str, split: str, image_size: int, augment, skip_bad: bool, o
     root = require_path(path, "yolo", LAYOUT)
     classes = class_names(root)
     images, labels, must_split = split_folders(root, split)
-    records = yolo_records(root, images, labels, len(classes))
+    records = yolo_records(root, images, labels, len(classes), skip_bad)
     if must_split:
-        records = split_records(records, split, split_fraction(options))
+        records = split_records(records, split, split_fraction(options), root)
     return make_dataset(records, classes, image_size, augment, skip_bad, f"{root} ({split})", options,
                         cls=YoloDataset)

@@ -7,8 +7,8 @@ from typing import Callable, Optional
 
 import torch.nn as nn
 
-from ..errors import OverfocusError
-from ..registry import Registry
+from ..errors import OverfocusError, shorten
+from ..registry import Registry, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -68,13 +68,25 @@ def build_model(name: str, num_classes: int, width: float = 1.0, small_input: bo
     return model
 
 
-def get_module(model: nn.Module, name: str) -> nn.Module:
-    """The submodule called `name` (dotted), with a one-line error listing close names."""
+def get_module(model: nn.Module, name: str, option: str = "") -> nn.Module:
+    """The submodule called `name` (dotted), with a one-line error listing close names.
+
+    `option` names where the layer was asked for (e.g. "model.latent_layer") in that error.
+
+    Example:
+        >>> get_module(nn.ModuleDict({"features": nn.Conv2d(3, 4, 3)}), "feature", "--layer")
+        Traceback (most recent call last):
+        ...
+        overfocus.errors.OverfocusError: --layer 'feature': the model has no such layer (did you mean 'features'?): top-level layers are ['features']; pass a dotted name such as features.10 or layer4
+    """
     modules = dict(model.named_modules())
     if name not in modules:
         top = [n for n in modules if n and "." not in n]
-        raise OverfocusError(f"the model has no layer {name!r}: top-level layers are {top}; "
-                             "pass a dotted name such as features.10 or layer4")
+        shown = top if len(top) <= 12 else top[:6] + ["..."] + top[-3:]
+        where = f"{option} {shorten(name)}: the model has no such layer" if option else \
+            f"the model has no layer {shorten(name)}"
+        raise OverfocusError(f"{where}{did_you_mean(name, [n for n in modules if n])}: top-level layers are "
+                             f"{shown}; pass a dotted name such as features.10 or layer4")
     return modules[name]
 
 

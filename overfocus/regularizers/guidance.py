@@ -41,7 +41,7 @@ def is_annotated(image_id: str, seed: int, fraction: float) -> bool:
         >>> is_annotated("train_000001", 0, 1.0), is_annotated("train_000001", 0, 0.0)
         (True, False)
     """
-    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
+    digest = hashlib.sha256(f"{seed}:{image_id}".encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < fraction
 
 

@@ -91,7 +91,7 @@ def _videos(analysis, group: List[str], style, opts: RenderOptions, figures: Pat
     from .frames import evolution_frames
 
     frames = list(evolution_frames(analysis, group, _indices(analysis, opts.probes), style))
-    return write_video(frames, figures / f"evolution_{'-'.join(group)}", opts.fps, opts.formats)
+    return write_video(frames, figures / f"evolution_{file_stem(group)}", opts.fps, opts.formats)
 
 
 def _filmstrip(analysis, group: List[str], style, opts: RenderOptions, figures: Path) -> Path:
@@ -102,7 +102,18 @@ def _filmstrip(analysis, group: List[str], style, opts: RenderOptions, figures: 
               else default_filmstrip_epochs(analysis.epochs))
     indices = _indices(analysis, opts.filmstrip_images, "--filmstrip-images")
     image = filmstrip(analysis, group, epochs, indices, style, panel=max(96, opts.size // 5))
-    return write_png(image, figures / f"filmstrip_{'-'.join(group)}.png")
+    return write_png(image, figures / f"filmstrip_{file_stem(group)}.png")
+
+
+def file_stem(methods: Sequence[str]) -> str:
+    """The part of a figure's file name naming its methods; `captum:X` becomes `captum_X` (a colon
+    in a file name breaks on Windows, in scp and in URLs).
+
+    Example:
+        >>> file_stem(["grad_cam", "captum:Occlusion"])
+        'grad_cam-captum_Occlusion'
+    """
+    return "-".join(m.replace(":", "_") for m in methods)
 
 
 def _plots(analysis, methods: List[str], figures: Path, result: RenderResult, fmt: str = "png") -> None:

@@ -30,12 +30,16 @@ class FrameStyle:
     cmap: str = "inferno"
 
 
+MIN_FRAME_WIDTH, MAX_FRAME_WIDTH = 160, 4096  # a 4K video frame; wider ones only exhaust memory
+
+
 def check_style(style: FrameStyle) -> None:
     """Refuse bad options before any work: odd or tiny width, opacity outside [0, 1], unknown colormap."""
     from .overlay import colormap_lut
 
-    if style.width < 160 or style.width % 2:
-        raise OverfocusError(f"--size {style.width} must be an even number of pixels >= 160 (e.g. --size 640)")
+    if not MIN_FRAME_WIDTH <= style.width <= MAX_FRAME_WIDTH or style.width % 2:
+        raise OverfocusError(f"--size {style.width} must be an even number of pixels from {MIN_FRAME_WIDTH} to "
+                             f"{MAX_FRAME_WIDTH} (e.g. --size 640)")
     if not 0.0 <= style.alpha <= 1.0:
         raise OverfocusError(f"--alpha {style.alpha} is outside [0, 1]: use e.g. --alpha 0.5")
     colormap_lut(style.cmap)
