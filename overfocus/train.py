@@ -465,10 +465,11 @@ def refuse_unrecorded_training(manifest: Dict[str, Any], root: Path) -> None:
 
 
 def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float] = None,
-           tensorboard: Optional[Path | str] = None) -> Path:
+           tensorboard: Optional[Path | str] = None, skip_bad: bool = False) -> Path:
     """Continue a run from its last durable checkpoint (optionally to a new total of epochs, or
     with a new learning rate, e.g. after training diverged; with `tensorboard`, the epochs trained
-    from here on are logged to that folder as `train` would).
+    from here on are logged to that folder as `train` would; with `skip_bad`, unreadable images are
+    skipped from here on, as `train --skip-bad` does, e.g. after a run stopped on a corrupt file).
 
     Example:
         >>> from overfocus.config import build_config
@@ -493,6 +494,8 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
             raise OverfocusError(f"resume --epochs {epochs} is below the {last} epochs {run.root} already has: "
                                  f"pass a total of at least {last}")
         cfg.train.epochs = epochs
+    if skip_bad:
+        cfg.data.skip_bad = True  # before the datasets open
     run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
     trainer = Trainer(cfg, run.root, resuming=True, tensorboard=tensorboard)
     trainer.restore(last)
@@ -500,7 +503,7 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
         for group in trainer.optimizer.param_groups:
             group["lr"] = group["initial_lr"] = lr
         trainer.scheduler.base_lrs = [lr] * len(trainer.optimizer.param_groups)
-    if epochs is not None or lr is not None:
+    if epochs is not None or lr is not None or skip_bad:
         manifest["config"] = to_dict(cfg)
     manifest["status"] = "running"
     if trainer.rank == 0:

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .common import RAW, add_config_args, add_shortcut_args, shortcut_overrides
+from ..errors import OverfocusError
+from .common import RAW, add_config_args, add_shortcut_args, shortcut_overrides, with_continue_command
 
 EXAMPLES = """examples:
   overfocus train --out runs/shapes --epochs 10
@@ -96,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         argv = args.argv[args.argv.index("train") + 1:]
         return relaunch_with_torchrun(args.nproc, "train", strip_nproc(argv))
-    out = train(cfg, Path(args.out), force=args.force, tensorboard=args.tensorboard)
+    try:
+        out = train(cfg, Path(args.out), force=args.force, tensorboard=args.tensorboard)
+    except OverfocusError as exc:
+        raise with_continue_command(exc, args.out) from None
     from ..distributed import env_info
 
     if env_info().is_main:
