@@ -128,7 +128,7 @@ def test_a_run_stopped_on_a_bad_file_continues_with_resume_skip_bad(tmp_path, ca
     capsys.readouterr()
     assert main(["train", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(bad) in err[0]
+    assert len(err) == 1 and str(bad) in err[0], err
     assert err[0].endswith("epochs 0-0 are kept, continue with `overfocus resume run --skip-bad`"), err[0]
     assert main(["resume", str(run), "--skip-bad"]) == 0, capsys.readouterr().err
     manifest = json.loads((run / "run.json").read_text())

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import IO, Optional
 
-from ..errors import OverfocusError
+from ..errors import OverfocusError, option
 from ..fileio import make_dirs, writing
 
 try:  # POSIX; elsewhere calls are not serialised (documented in docs/analysis.md)
@@ -55,8 +55,8 @@ class AnalysisLock:
                 holder = _holder(fh)
                 fh.close()
                 raise OverfocusError(f"another `overfocus analyze` is writing {self.path.parent}{holder}: wait "
-                                     "for it to finish (it will have done this work), or pass --out DIR to "
-                                     "analyse into another folder") from None
+                                     f"for it to finish (it will have done this work), or pass {option('out', 'DIR')} "
+                                     "to analyse into another folder") from None
         # who holds it, for the message of the next caller (shared holders all write the same text)
         who = "--shard processes" if self.shared else f"pid {os.getpid()}"
         fh.seek(0)

@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from ..errors import OverfocusError
+from ..errors import OverfocusError, option
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 ANALYSIS_SCHEMA = 1
@@ -80,7 +80,7 @@ def read_analysis_json(folder: Path) -> Optional[Dict[str, Any]]:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise OverfocusError(f"{path} is not valid JSON ({exc.msg}): delete it or pass --force") from None
+        raise OverfocusError(f"{path} is not valid JSON ({exc.msg}): delete it or pass {option('force')}") from None
 
 
 def write_analysis_json(folder: Path, data: Dict[str, Any]) -> None:

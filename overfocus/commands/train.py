@@ -85,6 +85,22 @@ def warn_unrecorded_training(manifest: Path, like: str) -> None:
               "(set them with --set)", file=sys.stderr)
 
 
+def recipe_line(cfg, args: argparse.Namespace) -> str:
+    """What this call trains, in one line; a model nobody chose is named as the default.
+
+    Example:
+        >>> from overfocus.config import build_config
+        >>> args = argparse.Namespace(model=None, overrides=[], config=None, like=None)
+        >>> recipe_line(build_config(), args)
+        'overfocus train: cifarnet (width 1, the default model: --model NAME chooses another) on builtin at 64 px, 10 epochs, regularizer none'
+    """
+    chosen = args.model or getattr(args, "config", None) or getattr(args, "like", None) or \
+        any(o.startswith("model.name=") for o in getattr(args, "overrides", []) or [])
+    default = "" if chosen else ", the default model: --model NAME chooses another"
+    return (f"overfocus train: {cfg.model.name} (width {cfg.model.width:g}{default}) on {cfg.data.spec} at "
+            f"{cfg.data.image_size} px, {cfg.train.epochs} epochs, regularizer {cfg.regularizer.name}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config
     from ..train import train
@@ -97,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         argv = args.argv[args.argv.index("train") + 1:]
         return relaunch_with_torchrun(args.nproc, "train", strip_nproc(argv))
+    from ..distributed import env_info
+
+    if env_info().is_main:
+        print(recipe_line(cfg, args), flush=True)  # stdout: stderr is for warnings and the one error line
     try:
         out = train(cfg, Path(args.out), force=args.force, tensorboard=args.tensorboard)
     except OverfocusError as exc:

@@ -1,10 +1,11 @@
 """TensorBoard: export an analysed run, and the writer a training loop logs to while it runs.
 
-Export (`export`): every numeric field of metrics.jsonl as `run/<field>`, every summary.csv mean
-as `<metric>/<method>`; images: the evolution-video frame of each epoch as `probe/<method>`.
-Live (`LiveWriter`, used by `overfocus train --tensorboard` and `overfocus.Tracker`): the same
-`run/<field>` scalars, the probe-set means as `probe/<metric>/<method>`, and one image tag per
-probe image, `overlay/<method>/<image id>`, so TensorBoard's image slider scrubs the epochs.
+The tags are the same live and exported, so a live log and a later export overlay in one
+TensorBoard: every numeric field of metrics.jsonl as `run/<field>`, each map metric's mean as
+`<metric>/<method>` (exported: summary.csv's mean over the analysed images; live: the mean over the
+probe set), and one image tag per probe image, `overlay/<method>/<image id>`, so TensorBoard's
+image slider scrubs the epochs (`metric_tag`, `overlay_tag`, `run_tag`: the one naming).
+Export: `export`; live: `LiveWriter`, used by `overfocus train --tensorboard` and `overfocus.Tracker`.
 Only arrays come in here: the model-running part lives in `overfocus.live`.
 Needs the optional `tensorboard` package (`pip install tensorboard`, in the `dev` extra).
 """
@@ -22,7 +23,7 @@ import numpy as np
 from ..errors import OverfocusError
 from ..fileio import writing
 from .io import Analysis, load_analysis
-from .frames import FrameStyle, check_style, evolution_frames
+from .frames import FrameStyle, check_style
 from .overlay import attribution_panel
 
 EVENT_GLOB = "events.out.tfevents.*"
@@ -63,16 +64,35 @@ def export(run_dir: Path | str, logdir: Optional[Path | str] = None, size: int =
     return target
 
 
+def run_tag(field: str) -> str:
+    """A metrics.jsonl field: `run/<field>`."""
+    return f"run/{field}"
+
+
+def metric_tag(metric: str, method: str) -> str:
+    """A map metric's mean: `<metric>/<method>` (summary.csv's names: `hit`, not `hit_ratio`)."""
+    return f"{metric}/{method}"
+
+
+def overlay_tag(method: str, image_id: str) -> str:
+    """One probe image's overlay, one step per epoch: `overlay/<method>/<image id>`."""
+    return f"overlay/{method}/{image_id}"
+
+
 def _write_events(analysis: Analysis, folder: Path, style: FrameStyle) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(log_dir=str(folder))
     try:
         _scalars(analysis, writer)
-        for method in analysis.methods:
-            frames = evolution_frames(analysis, [method], list(range(len(analysis.probe))), style)
-            for epoch, frame in zip(analysis.epochs, frames):
-                writer.add_image(f"probe/{method}", frame, global_step=epoch, dataformats="HWC")
+        probe = analysis.probe
+        for epoch in analysis.epochs:
+            maps = analysis.load_epoch(epoch).maps
+            for method in analysis.methods:
+                for i, image_id in enumerate(probe.image_ids):
+                    panel = attribution_panel(probe.images[i], maps[method][i], probe.boxes_of(i), style.width,
+                                              style.alpha, style.cmap)
+                    writer.add_image(overlay_tag(method, image_id), panel, global_step=epoch, dataformats="HWC")
     finally:
         writer.close()
 
@@ -81,7 +101,7 @@ def _scalars(analysis: Analysis, writer) -> None:
     for row in analysis.metrics:
         log_metrics_row(writer, row)
     for r in sorted(analysis.summary, key=lambda r: (r["metric"], r["method"], r["epoch"])):
-        writer.add_scalar(f"{r['metric']}/{r['method']}", r["mean"], global_step=r["epoch"])
+        writer.add_scalar(metric_tag(r["metric"], r["method"]), r["mean"], global_step=r["epoch"])
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -96,7 +116,7 @@ def log_metrics_row(writer, row: Mapping[str, Any]) -> None:
     """Every numeric field of one metrics.jsonl row as `run/<field>` at step `row["epoch"]`."""
     for key, value in row.items():
         if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            writer.add_scalar(f"run/{key}", float(value), global_step=int(row["epoch"]))
+            writer.add_scalar(run_tag(key), float(value), global_step=int(row["epoch"]))
 
 
 class LiveWriter:
@@ -133,13 +153,13 @@ class LiveWriter:
         log_metrics_row(self._writer, row)
         for method, means in probe_means.items():
             for metric, value in means.items():
-                self._writer.add_scalar(f"probe/{metric}/{method}", float(value), global_step=epoch)
+                self._writer.add_scalar(metric_tag(metric, method), float(value), global_step=epoch)
         no_boxes = np.zeros((0, 4))
         for method, method_maps in maps.items():
             for i, image_id in enumerate(image_ids):
                 panel = attribution_panel(images[i], method_maps[i], no_boxes if boxes is None else boxes[i],
                                           self.style.width, self.style.alpha, self.style.cmap)
-                self._writer.add_image(f"overlay/{method}/{image_id}", panel, global_step=epoch, dataformats="HWC")
+                self._writer.add_image(overlay_tag(method, image_id), panel, global_step=epoch, dataformats="HWC")
         self._writer.flush()  # visible in TensorBoard now, not when the run ends
 
     def close(self) -> None:
@@ -147,11 +167,12 @@ class LiveWriter:
 
 
 def probe_means(metrics: Mapping[str, Mapping[str, Sequence[float]]]) -> Dict[str, Dict[str, float]]:
-    """Mean of each per-image metric of each method, NaNs (undefined values) left out.
+    """Mean of each per-image metric of each method, NaNs (undefined values) left out; named as in
+    summary.csv (the mean of `hit` is `hit`), so that live and exported tags are the same.
 
     Example:
         >>> probe_means({"grad_cam": {"hit": [1.0, 0.0, float("nan")]}})
-        {'grad_cam': {'hit_ratio': 0.5}}
+        {'grad_cam': {'hit': 0.5}}
     """
     out: Dict[str, Dict[str, float]] = {}
     for method, by_metric in metrics.items():
@@ -160,5 +181,5 @@ def probe_means(metrics: Mapping[str, Mapping[str, Sequence[float]]]) -> Dict[st
             finite = np.asarray(values, np.float64)
             finite = finite[np.isfinite(finite)]
             if finite.size:
-                out[method]["hit_ratio" if metric == "hit" else metric] = float(finite.mean())
+                out[method][metric] = float(finite.mean())
     return out
