@@ -7,8 +7,8 @@ from .common import RAW
 
 EXAMPLES = """examples:
   overfocus data info tiny-imagenet:../shared/data/tiny-imagenet-10   # needs that folder
-  overfocus data check folder:my_photos        # reads every image and annotation once; exit 1 if any is bad
-  overfocus data check "builtin?classes=4" --jobs 4
+  overfocus data check folder:my_photos        # needs my_photos/; reads every image once, exit 1 if any is bad
+  overfocus data check "builtin?train=40&test=20" --jobs 2
   overfocus data info "builtin?classes=4&decoy=absent"
   overfocus data fetch imagenette                 # needs internet; into ~/.cache/overfocus/imagenette
   overfocus data fetch imagewoof --cache /data/cache   # needs internet
