@@ -119,7 +119,7 @@ for _spec in [
     MetricSpec("gini", "Gini coefficient", "Gini (1 = concentrated)", (0.0, 1.0), False, fn=gini,
                description="Gini coefficient of the map (1 = concentrated)", shares_batch=True,
                higher_means="more concentrated attention (more overfocused)"),
-    MetricSpec("entropy", "normalised entropy", "entropy / log(H*W) (1 = uniform)", (0.0, None), True, fn=entropy,
+    MetricSpec("entropy", "normalised entropy", "entropy / log(H*W) (1 = uniform)", (0.0, 1.0), True, fn=entropy,
                description="entropy of the map / log(H*W) (1 = uniform)", shares_batch=True,
                higher_means="more evenly spread attention (less overfocused)"),
     # numbers derived from the map metrics (summaries and the audit report)
@@ -192,7 +192,7 @@ def metric_info(names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
     audit is described by its metric; a name no registry knows is an error (register it).
 
     Example:
-        >>> metric_info(["entropy"])["entropy"]["range"]
+        >>> metric_info(["degenerate_count"])["degenerate_count"]["range"]
         [0.0, None]
     """
     out = {}

@@ -140,9 +140,10 @@ def _grid(fig, n: int) -> List:
     return [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
 
 
-def _band(ax, x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, label: str) -> None:
-    line, = ax.plot(x, mean, linestyle=STYLES[k % len(STYLES)], marker=MARKERS[k % len(MARKERS)], markersize=4,
-                    label=label, color=f"C{k % 10}")
+def _band(ax, x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, label: str,
+          linestyle: Optional[str] = None) -> None:
+    line, = ax.plot(x, mean, linestyle=linestyle or STYLES[k % len(STYLES)], marker=MARKERS[k % len(MARKERS)],
+                    markersize=4, label=label, color=f"C{k % 10}")
     ok = np.isfinite(lo) & np.isfinite(hi)
     if ok.any() and not np.allclose(lo[ok], hi[ok]):
         ax.fill_between(x, lo, hi, where=ok, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -183,7 +184,31 @@ def _panels(metrics: Sequence[str], series_of) -> Tuple[List[str], Dict[str, flo
 
 
 NONDEGENERATE = "_nondegenerate"  # summary.csv's aggregate over the non-degenerate maps of a metric
-COMPANION_LABEL = " (non-degenerate maps)"
+COMPANION_LABEL = " (non-empty maps)"
+MAX_DEFAULT_PANELS = 6  # what a paper figure holds; `render --metrics a,b,c` chooses others
+
+
+def default_panels(available: Sequence[str], limit: int = MAX_DEFAULT_PANELS) -> List[str]:
+    """The panels of metrics.png without --metrics: the first `limit` of `available` (the metadata's
+    order: map metrics first, as registered), model-level numbers only where room is left.
+
+    Example:
+        >>> default_panels(["area_ratio", "gini", "entropy", "box_iou", "hit", "energy_pg", "pointing_game",
+        ...                 "degenerate", "confidence"])
+        ['area_ratio', 'gini', 'entropy', 'box_iou', 'hit', 'energy_pg']
+    """
+    return list(available)[:limit]
+
+
+def chosen_panels(wanted: Sequence[str], available: Sequence[str], where) -> List[str]:
+    """`render --metrics a,b,c`: those panels, in that order; an unknown name is one line naming the others."""
+    from ..registry import did_you_mean
+
+    for name in wanted:
+        if name not in available:
+            raise OverfocusError(f"--metrics {name!r} is not in the analysis of {where}{did_you_mean(name, available)}: "
+                                 f"choose from {', '.join(available)}")
+    return list(dict.fromkeys(wanted))
 
 
 def panel_metrics(names: Sequence[str]) -> List[str]:
@@ -204,6 +229,19 @@ def with_companions(series: List[Tuple[str, tuple]], companion: List[Tuple[str, 
     return series + [(label + COMPANION_LABEL, s) for label, s in companion if len(s[0])]
 
 
+def series_look(label: str, colours: Dict[str, int]) -> Tuple[int, str]:
+    """(colour index, line style) of a series: ONE colour per method (or run), a line style per
+    aggregate (all maps: solid; non-empty maps: dashed).
+
+    Example:
+        >>> colours = {}
+        >>> series_look("Grad-CAM", colours), series_look("Grad-CAM (non-empty maps)", colours)
+        ((0, '-'), (0, '--'))
+    """
+    base = label.removesuffix(COMPANION_LABEL)
+    return colours.setdefault(base, len(colours)), ("--" if label.endswith(COMPANION_LABEL) else "-")
+
+
 def mark_peaks(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> None:
     """Mark each method's overfocus onset (the epoch of its widest attention, onset.json) on the
     area-ratio panel: a star on the non-degenerate curve and a dotted line at the epoch."""
@@ -211,10 +249,9 @@ def mark_peaks(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> None:
         if method not in titles or o.get("peak_epoch") is None or o.get("peak_area") is None:
             continue
         ax.axvline(o["peak_epoch"], color="#777777", linestyle=":", linewidth=0.9)
+        # the star carries the method's colour and the legend says what it is: no text over the curves
         ax.plot([o["peak_epoch"]], [o["peak_area"]], marker="*", markersize=13, color="black", linestyle="none",
-                label="widest attention (onset.json)")
-        ax.annotate(f"peak {titles[method]}", (o["peak_epoch"], o["peak_area"]), xytext=(4, 6),
-                    textcoords="offset points", fontsize="x-small")
+                label="widest attention (onset peak)", zorder=5)
 
 
 def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, note: str = "",
@@ -228,10 +265,11 @@ def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, no
     notes = [n for n in (note, flat_note(flat, meta)) if n]
     fig = _new_figure(4.3 * cols if shown else 8.0, 3.3 * rows + 0.5 + 0.3 * len(notes))
     axes = _grid(fig, len(shown)) if shown else []
-    styles: Dict[str, int] = {}  # one look per series label across all panels
+    colours: Dict[str, int] = {}  # one colour per method (or run) across all panels
     for ax, metric in zip(axes, shown):
         for label, series in series_of(metric):
-            _band(ax, *series, styles.setdefault(label, len(styles)), label=label)
+            colour, linestyle = series_look(label, colours)
+            _band(ax, *series, colour, label=label, linestyle=linestyle)
         _label_axes(ax, metric_info(meta, metric))
         if decorate is not None:
             decorate(ax, metric)
@@ -299,8 +337,9 @@ def _label_axes(ax, info) -> None:
     if lo is not None and hi is not None:
         pad = 0.03 * (hi - lo)  # a value at the bound must stay visible
         ax.set_ylim(lo - pad, hi + pad)
-    elif lo is not None:
-        ax.set_ylim(bottom=lo)
+    elif lo is not None:  # a value at the bound must stay visible here too
+        top = ax.get_ylim()[1]
+        ax.set_ylim(bottom=lo - 0.03 * max(top - lo, 1e-9))
     elif hi is not None:
         ax.set_ylim(top=hi)
     ax.set_title(info.title, fontsize="medium")
