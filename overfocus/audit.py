@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -68,6 +68,7 @@ class Context:
     human: Optional[Path]
     score_metric: str
     higher_is_better: bool
+    method_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
 def audit_batch(ctx: Context, batch, acc: Accumulator, coverage) -> None:
@@ -84,7 +85,7 @@ def audit_batch(ctx: Context, batch, acc: Accumulator, coverage) -> None:
     result = evaluate_batch(ctx.model, batch.images, batch.labels, batch.boxes if ctx.has_boxes else None,
                             mean=ctx.prep.mean, std=ctx.prep.std, methods=methods, layer=ctx.layer,
                             metric_names=METRICS.registered(), target=ctx.target_class, coverage=coverage,
-                            shared_forward=False, human=human)
+                            shared_forward=False, human=human, method_args=ctx.method_args)
     acc.outputs = int(result.logits.shape[1])
     conf, preds = result.confidence_and_prediction()
     acc.labels += batch.labels.tolist()
@@ -233,7 +234,7 @@ def make_context(opts: AuditOptions, model, device, prep, layer, dataset) -> Con
     # For both, a lower value is the worse attention map (outside the object / overfocused).
     score = "energy_pg" if has_boxes else "area_ratio"
     return Context(model, device, prep, tuple(opts.methods), layer, has_boxes, opts.target_class,
-                   human_root(opts.human), score, True)
+                   human_root(opts.human), score, True, dict(opts.method_args))
 
 
 def make_coverage(model: nn.Module, latent: Optional[str], notes: List[str]):
@@ -331,7 +332,8 @@ def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds,
               "images": len(acc.labels), "split_size": len(getattr(dataset, "dataset", dataset)),
               "limit": opts.limit, "classes": list(dataset.classes),
               "has_boxes": bool(getattr(dataset, "has_boxes", False)), "layer": layer, "latent_layer": latent,
-              "methods": list(opts.methods) if layer else [], "target": opts.target_class, "human": opts.human}
+              "methods": list(opts.methods) if layer else [], "method_args": dict(opts.method_args) if layer else {},
+              "target": opts.target_class, "human": opts.human}
     return clean_json({
         "schema": REPORT_SCHEMA, "tool": "overfocus audit", "created": datetime.now(timezone.utc).isoformat(),
         "passed": all(g["passed"] for g in gates), "inputs": inputs,

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .analysis.source import evenly_spaced
-from .attribution.methods import DEFAULT_METHODS
+from .attribution.methods import DEFAULT_METHODS, check_method_args
 from .audit_findings import THRESHOLDS
 from .errors import OverfocusError, shorten
-from .loading import ModelOptions
+from .loading import ModelOptions, allow_recorded_arch, check_recipe_args
 from .metrics.registry import reported_metrics
 from .registry import did_you_mean
 from .rundir import RunDir
@@ -38,6 +38,7 @@ class AuditOptions:
     thresholds: Dict[str, float] = field(default_factory=dict)
     gates: List[Tuple[str, float]] = field(default_factory=list)
     methods: Tuple[str, ...] = DEFAULT_METHODS
+    method_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # --method-args, per method
     target_class: str = "gt"
     device: str = "cpu"
     examples: int = 6
@@ -94,7 +95,7 @@ def _last_epoch(run: RunDir) -> int:
 
 def resolve_preprocessing(opts: AuditOptions, source: Source) -> Preprocessing:
     """Options win; else the run's recorded preprocessing; else 64 px and ImageNet mean/std (assumed)."""
-    from .config import IMAGENET_MEAN, IMAGENET_STD
+    from .config import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_SIZE
 
     recorded = (source.manifest or {}).get("config", {}).get("data", {})
     data = opts.data or recorded.get("spec")
@@ -110,6 +111,8 @@ def resolve_preprocessing(opts: AuditOptions, source: Source) -> Preprocessing:
     mean, std = tuple(values["mean"]), tuple(values["std"])
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise OverfocusError(f"--mean/--std need three values each, std positive (got {mean} / {std})")
+    if not 8 <= int(values["image_size"]) <= MAX_IMAGE_SIZE:
+        raise OverfocusError(f"--image-size {values['image_size']}: use 8 to {MAX_IMAGE_SIZE} pixels per side")
     skip_bad = opts.skip_bad or bool(recorded.get("skip_bad", False))
     return Preprocessing(data, int(values["image_size"]), mean, std, origin, assumed, skip_bad)
 
@@ -121,14 +124,21 @@ def model_options(opts: AuditOptions, source: Source) -> ModelOptions:
     cfg = source.manifest.get("config", {}).get("model", {})
     m = opts.model
     given = m.model or m.arch
-    return ModelOptions(model=m.model or (None if m.arch else cfg.get("name") or None),
-                        arch=m.arch or (None if m.model else cfg.get("arch")),
+    where = f"{source.run.manifest_path}" if source.run is not None else "run.json"
+    recorded = {"width": cfg.get("width", m.width), "small_input": cfg.get("small_input", m.small_input),
+                "batch_norm": cfg.get("batch_norm")}
+    if not given:
+        check_recipe_args(recorded, where)
+    if not m.num_classes and source.manifest.get("num_classes") is not None:
+        check_recipe_args({"num_classes": source.manifest["num_classes"]}, where)
+    arch = m.arch or (None if m.model or not cfg.get("arch") else allow_recorded_arch(cfg["arch"], m, where))
+    return ModelOptions(model=m.model or (None if arch else cfg.get("name") or None), arch=arch,
                         layer=m.layer or (None if given else source.manifest.get("gradcam_layer")),
                         num_classes=m.num_classes or source.manifest.get("num_classes"),
-                        width=m.width if given else float(cfg.get("width", m.width)),
-                        small_input=m.small_input if given else bool(cfg.get("small_input", m.small_input)),
-                        batch_norm=m.batch_norm if given else cfg.get("batch_norm"),
-                        trust_pickle=m.trust_pickle, strip_prefix=m.strip_prefix)
+                        width=m.width if given else float(recorded["width"]),
+                        small_input=m.small_input if given else recorded["small_input"],
+                        batch_norm=m.batch_norm if given else recorded["batch_norm"],
+                        trust_pickle=m.trust_pickle, strip_prefix=m.strip_prefix, trust_recipe=m.trust_recipe)
 
 
 def open_audit_data(prep: Preprocessing, limit: int, whole_folder: bool = False) -> Tuple[Any, str]:
@@ -188,7 +198,8 @@ def gate_names(methods: Sequence[str]) -> List[str]:
 
 
 def check_options(opts: AuditOptions) -> Dict[str, float]:
-    """Validate gates and thresholds before any work; return the resolved thresholds."""
+    """Validate methods, their arguments, gates and thresholds before any work; return the resolved thresholds."""
+    check_method_args(opts.methods, opts.method_args)
     known = set(gate_names(opts.methods))
     for name, _ in opts.gates:
         if name not in known:

@@ -261,8 +261,8 @@ RULES = [
     ("data.limit", lambda v: v >= 0, "0 (all images) or more"),
     ("data.mean", lambda v: len(v) == 3, "three finite numbers"),
     ("data.std", lambda v: len(v) == 3 and all(x > 0 for x in v), "three positive numbers"),
-    ("model.width", lambda v: MIN_WIDTH <= v <= 16, f"from {MIN_WIDTH:g} (1/64: below it a layer has under "
-     "one channel) to 16, e.g. 0.25 or 1"),
+    ("model.width", lambda v: MIN_WIDTH <= v <= 8, f"from {MIN_WIDTH:g} (1/64: below it a layer has under "
+     "one channel) to 8, e.g. 0.25 or 1"),
     ("model.num_classes", lambda v: 0 <= v <= 100_000, "0 (from the dataset) or a count up to 100000"),
     ("model.classifier_dropout", lambda v: v == -1 or 0 <= v < 1, "-1 (the architecture's) or in [0, 1)"),
     ("optim.lr", lambda v: v > 0, "a positive number, e.g. 0.001"),

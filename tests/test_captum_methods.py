@@ -148,3 +148,58 @@ def test_analyze_cli_takes_cam_and_captum_methods_with_their_arguments(tiny_run,
     assert "method_args" in capsys.readouterr().err
     assert main(["analyze", str(run), "--methods", "captum:Occlusion"]) == 2
     assert "needs sliding_window_shapes" in capsys.readouterr().err
+
+
+def test_audit_takes_methods_and_their_arguments(tiny_run, tmp_path, capsys):
+    import json
+
+    from overfocus.cli import main
+
+    out = tmp_path / "audit"
+    assert main(["audit", str(tiny_run), "--limit", "8", "--methods", "hirescam,captum:Occlusion",
+                 "--method-args", "captum:Occlusion.sliding_window_shapes=[3,8,8]",
+                 "--method-args", "captum:Occlusion.strides=8", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["method_info"]["captum:Occlusion"]["title"] == "Occlusion (Captum)"
+    assert report["inputs"]["method_args"] == {"captum:Occlusion": {"sliding_window_shapes": [3, 8, 8], "strides": 8}}
+    assert "captum:Occlusion.area_ratio" in report["metric_info"]
+    capsys.readouterr()
+    assert main(["audit", str(tiny_run), "--methods", "grad_cam", "--method-args", "score_cam.batch_size=3",
+                 "--out", str(tmp_path / "a2")]) == 2
+    assert "not among the methods" in capsys.readouterr().err
+
+
+def test_the_quick_api_passes_method_args():
+    import overfocus
+
+    model, x, _ = _case()
+    maps = overfocus.attribute(model, x, methods="captum:Occlusion", layer="block3",
+                               method_args={"captum:Occlusion": {"sliding_window_shapes": [3, 16, 16], "strides": 16}})
+    assert maps["captum:Occlusion"].shape == (3, 32, 32) and float(maps["captum:Occlusion"].max()) == 1.0
+
+
+def test_nproc_forwards_every_method_argument():
+    from overfocus.cli import build_parser
+    from overfocus.commands.analyze import forwarded_argv
+
+    args = build_parser().parse_args(["analyze", "runs/x", "--nproc", "2", "--methods", "score_cam,captum:Occlusion",
+                                      "--method-args", "score_cam.batch_size=8",
+                                      "--method-args", "captum:Occlusion.sliding_window_shapes=[3,8,8]"])
+    argv = forwarded_argv(args)
+    assert argv[argv.index("--methods") + 1] == "score_cam,captum:Occlusion"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--method-args"] == [
+        "score_cam.batch_size=8", "captum:Occlusion.sliding_window_shapes=[3,8,8]"]
+
+
+def test_method_args_from_a_file(tmp_path):
+    from overfocus.commands.common import parse_method_args
+
+    path = tmp_path / "args.yaml"
+    path.write_text("method_args:\n  captum:Occlusion: {sliding_window_shapes: [3, 8, 8]}\n  score_cam: {batch_size: 4}\n")
+    assert parse_method_args([str(path), "score_cam.batch_size=9"]) == {
+        "captum:Occlusion": {"sliding_window_shapes": [3, 8, 8]}, "score_cam": {"batch_size": 9}}
+    (tmp_path / "bad.yaml").write_text("score_cam: {batch_size: 4}\n")
+    with pytest.raises(OverfocusError, match="needs a method_args section"):
+        parse_method_args([str(tmp_path / "bad.yaml")])
+    with pytest.raises(OverfocusError, match="neither METHOD.KEY=VALUE nor a file"):
+        parse_method_args(["score_cam.batch_size"])

@@ -23,6 +23,7 @@ import torch
 from overfocus.cli import main
 from test_render import write_fake_run
 
+MAX_ERROR_LINE = 330  # "overfocus COMMAND: error: " + about 300 characters (errors.one_line)
 TINY = ["--data", "builtin?classes=3&train=24&test=12", "--set", "data.image_size=32", "--set", "model.width=0.125",
         "--set", "train.progress=false", "--set", "data.batch_size=12"]
 
@@ -150,8 +151,91 @@ def _no_audit_work(_tmp, mp) -> None:
     mp.setattr("overfocus.audit.audit", must_not_run)
 
 
+class _CallsOsSystem:
+    """A pickle that runs os.system when loaded without weights_only (the global posix.system)."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def _pickle_with_global(tmp: Path, _mp) -> None:
+    torch.save({"model": _CallsOsSystem()}, tmp / "shell.pt")
+
+
+def _checkpoint_naming_code(arch: str) -> Callable:
+    def prepare(tmp: Path, mp) -> None:
+        from overfocus.models import build_model
+
+        net = build_model("cifarnet", 3, width=0.125, small_input=True)
+        torch.save({"schema": 1, "epoch": 0, "model_name": arch, "arch": arch, "num_classes": 3,
+                    "model": net.state_dict()}, tmp / "recipe.pt")
+        mp.setattr("overfocus.loading.importlib", None)  # any import attempt would fail the case as a bug
+    return prepare
+
+
+def _stopped_before_epoch_0(tmp: Path, _mp) -> None:
+    (tmp / "half").mkdir()
+    (tmp / "half" / "run.json").write_text(json.dumps({"schema": 1, "status": "running", "epochs": []}))
+
+
+def fixed_head_net():
+    """A factory without num_classes: its head is its own (3 outputs), whatever --num-classes says."""
+    return FixedSizeNet(3)
+
+
+ALIAS_BOMB = "".join(f"{k}: &{k} [{', '.join([f'*{p}' if p else 'x'] * 9)}]\n"
+                     for k, p in zip("abcdefgh", ["", *"abcdefg"])) + "i: [*h, *h, *h, *h, *h, *h, *h, *h, *h]\n"
+LONG_NAME = "n" * 300  # a path component over 255 bytes
+LONG_PATH = "/".join(["d" * 200] * 25)  # over 4096 bytes in all
+
+
+def _data_format(make: str, rel: str, data: bytes) -> Callable:
+    """A dataset of tests/test_data_formats.py (`make_coco`, `make_yolo`, `make_voc`) with one file
+    replaced by `data`."""
+    def prepare(tmp: Path, _mp) -> None:
+        import test_data_formats
+
+        root = getattr(test_data_formats, make)(tmp / "ds")
+        (root / rel).write_bytes(data)
+    return prepare
+
+
+def _coco_edit(edit: Callable[[dict], None]) -> Callable:
+    def prepare(tmp: Path, _mp) -> None:
+        from test_data_formats import make_coco
+
+        root = make_coco(tmp / "ds")
+        path = root / "annotations" / "instances_train2017.json"
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+    return prepare
+
+
+def _coco_bbox(value) -> Callable:
+    return _coco_edit(lambda data: data["annotations"][0].update(bbox=value))
+
+
+def _nan_tiff(tmp: Path, _mp) -> None:
+    import cv2
+    import numpy as np
+    from test_data_formats import make_folder_split
+
+    root = make_folder_split(tmp / "ds")
+    cv2.imwrite(str(root / "train" / "cat" / "nan.tif"), np.full((8, 8, 3), np.nan, np.float32))
+
+
 JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000") + b"\x00" * 64 + b"\xff\xd9"
 CASES = [
+    # no code chosen by a file; a pickle needing a global is named as such; advice after a kill before epoch 0
+    *[Case(f"audit-checkpoint-names-{arch.replace(':', '-')}", ["audit", "{tmp}/recipe.pt", "--data", "builtin",
+                                                                "--out", "{tmp}/audit"], 2, f"--arch {arch}",
+           _checkpoint_naming_code(arch), absent=["audit"])
+      for arch in ("os:abort", "sys:exit", "shutil:rmtree", "builtins:exec")],
+    Case("audit-pickle-needing-a-global", ["audit", "{tmp}/shell.pt", "--data", "builtin"], 2,
+         "needs the Python global posix.system", _pickle_with_global),
+    Case("train-stopped-before-epoch-0", ["train", *TINY, "--out", "{tmp}/half"], 2, "--force", _stopped_before_epoch_0),
+    Case("resume-stopped-before-epoch-0", ["resume", "{tmp}/half"], 2, "nothing to resume", _stopped_before_epoch_0),
     # --force never deletes before data and model open, and only deletes a run directory
     Case("force-bad-model-keeps-run", ["train", *TINY, "--model", "nosuch", "--out", "{run}", "--force"], 2,
          "unknown model"),
@@ -245,6 +329,113 @@ CASES = [
          2, "--image-size", _fixed_size_weights, absent=["a"]),
     Case("audit-read-only-before-work", ["audit", "{run}", "--out", "{tmp}/a"], 2, "read-only",
          _both(_writes_fail(errno.EROFS), _no_audit_work), absent=["a"]),
+    # every configuration value validated before any work (issue 19, item 3)
+    Case("width-below-one-channel", ["train", *TINY, "--set", "model.width=0.0001", "--out", "{tmp}/x"], 2,
+         "model.width", absent=["x"]),
+    Case("width-beyond-memory", ["train", *TINY, "--model", "vgg16", "--set", "model.width=8", "--set",
+                                 "model.small_input=false", "--out", "{tmp}/x"], 2, "billion parameters", absent=["x"]),
+    Case("rho-nan", ["train", *TINY, "--set", "regularizer.name=sgdrop", "--set", "regularizer.rho=nan",
+                     "--out", "{tmp}/x"], 2, "finite number", absent=["x"]),
+    Case("rho-one", ["train", *TINY, "--set", "regularizer.name=sgdrop", "--set", "regularizer.rho=1",
+                     "--out", "{tmp}/x"], 2, "[0, 1)", absent=["x"]),
+    Case("inf-momentum", ["train", *TINY, "--set", "optim.momentum=.inf", "--out", "{tmp}/x"], 2, "finite",
+         absent=["x"]),
+    Case("unknown-latent-layer", ["train", *TINY, "--set", "model.latent_layer=block9", "--out", "{tmp}/x"], 2,
+         "model.latent_layer 'block9'", absent=["x"]),
+    Case("builtin-test-zero", ["train", *TINY, "--data", "builtin?classes=3&train=24&test=0", "--out", "{tmp}/x"],
+         2, "test=0", absent=["x"]),
+    Case("builtin-negative-size", ["train", *TINY, "--data", "builtin?train=-3", "--out", "{tmp}/x"], 2,
+         "train=-3", absent=["x"]),
+    Case("builtin-float-size", ["train", *TINY, "--data", "builtin?train=2.5", "--out", "{tmp}/x"], 2,
+         "whole number", absent=["x"]),
+    Case("builtin-string-classes", ["train", *TINY, "--data", "builtin?classes=many", "--out", "{tmp}/x"], 2,
+         "classes='many'", absent=["x"]),
+    Case("seed-2-64", ["train", *TINY, "--set", f"train.seed={2 ** 64}", "--out", "{tmp}/x"], 2, "train.seed",
+         absent=["x"]),
+    Case("seed-1e15", ["train", *TINY, "--seed", "1000000000000000", "--out", "{tmp}/x"], 2, "2^32", absent=["x"]),
+    Case("seed-float", ["train", *TINY, "--set", "train.seed=1.0e+15", "--out", "{tmp}/x"], 2,
+         "must be an integer", absent=["x"]),
+    Case("image-size-huge", ["train", *TINY, "--set", "data.image_size=200000", "--out", "{tmp}/x"], 2,
+         "data.image_size", absent=["x"]),
+    Case("input-batch-beyond-memory", ["train", *TINY, "--set", "data.image_size=4096", "--set",
+                                       "data.batch_size=1024", "--out", "{tmp}/x"], 2, "GiB", absent=["x"]),
+    Case("num-classes-below-data", ["train", *TINY, "--set", "model.num_classes=2", "--out", "{tmp}/x"], 2,
+         "the data has 3 classes", absent=["x"]),
+    Case("config-deep-yaml", ["train", *TINY, "--config", "{tmp}/deep.yaml", "--out", "{tmp}/x"], 2,
+         "nests deeper", _write("deep.yaml", b"a: " + b"[" * 5000 + b"]" * 5000), absent=["x"]),
+    Case("config-deep-json", ["train", *TINY, "--config", "{tmp}/deep.json", "--out", "{tmp}/x"], 2,
+         "nests deeper", _write("deep.json", b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}"), absent=["x"]),
+    Case("config-not-utf8", ["train", *TINY, "--config", "{tmp}/latin.yaml", "--out", "{tmp}/x"], 2,
+         "not UTF-8 text (byte 0xe9 at line 2)", _write("latin.yaml", "data:\n  spec: caf\xe9\n".encode("latin-1")),
+         absent=["x"]),
+    Case("config-alias-bomb", ["train", *TINY, "--config", "{tmp}/bomb.yaml", "--out", "{tmp}/x"], 2,
+         "YAML alias (*a)", _write("bomb.yaml", ALIAS_BOMB.encode()), absent=["x"]),
+    Case("set-alias-bomb", ["train", *TINY, "--set", "data.spec={{" + ALIAS_BOMB.replace("\n", ", ") + "}}",
+                            "--out", "{tmp}/x"], 2, "--set data.spec uses a YAML alias", absent=["x"]),
+    Case("config-too-big", ["train", *TINY, "--config", "{tmp}/big.yaml", "--out", "{tmp}/x"], 2,
+         "more than the 1,048,576", _write("big.yaml", b"# " + b"x" * (2 << 20)), absent=["x"]),
+    Case("long-value-shortened", ["train", *TINY, "--model", "x" * 5000, "--out", "{tmp}/x"], 2, "choose one of",
+         absent=["x"]),
+    Case("long-spec-option", ["train", *TINY, "--data", "builtin?classes=" + "9" * 5000, "--out", "{tmp}/x"], 2,
+         "use a whole number", absent=["x"]),
+    Case("audit-gate-nan", ["audit", "{run}", "--fail-under", "hit_ratio=nan", "--out", "{tmp}/a"], 2, "finite",
+         absent=["a"]),
+    Case("analyze-interval-nan", ["analyze", "{run}", "--watch", "--interval", "nan"], 2, "not a finite number",
+         absent=["run/analysis"]),
+    Case("render-size-huge", ["render", "{fake}", "--size", "100000"], 2, "--size 100000"),
+    Case("audit-image-size-huge", ["audit", "{run}", "--image-size", "100000", "--out", "{tmp}/a"], 2,
+         "--image-size 100000", absent=["a"]),
+    Case("resume-epochs-huge", ["resume", "{run}", "--epochs", str(10 ** 12)], 2, "train.epochs"),
+    Case("audit-num-classes-not-taken", ["audit", "{tmp}/fixed32.pt", "--arch", "test_cli_contract:fixed_head_net",
+                                         "--num-classes", "5", "--image-size", "32", "--data",
+                                         "builtin?classes=3&test=8", "--out", "{tmp}/a"], 2, "has 3 outputs",
+         _fixed_size_weights, absent=["a"]),
+    Case("audit-num-classes-mismatch", ["audit", "{run}/checkpoints/epoch_0001.pt", "--num-classes", "5",
+                                        "--data", "builtin?classes=3&test=8", "--out", "{tmp}/a"], 2,
+         "shape mismatches", absent=["a"]),
+    # every data format's bad entry named (item 4)
+    Case("coco-bbox-3-values", ["data", "info", "coco:{tmp}/ds"], 2, "annotation 0 (id 0): bbox has 3 values",
+         _coco_bbox([1, 2, 3])),
+    Case("coco-bbox-string", ["data", "info", "coco:{tmp}/ds"], 2, "bbox is '1 2 3 4'", _coco_bbox("1 2 3 4")),
+    Case("coco-bbox-null", ["data", "info", "coco:{tmp}/ds"], 2, "bbox is None", _coco_bbox(None)),
+    Case("coco-no-category", ["data", "info", "coco:{tmp}/ds"], 2, "no category_id",
+         _coco_edit(lambda d: d["annotations"][1].pop("category_id"))),
+    Case("coco-images-dict", ["data", "info", "coco:{tmp}/ds"], 2, "`images` must be a list",
+         _coco_edit(lambda d: d.update(images={"1": d["images"][0]}))),
+    Case("coco-duplicate-ids", ["data", "info", "coco:{tmp}/ds"], 2, "share id 1",
+         _coco_edit(lambda d: d["images"][1].update(id=1))),
+    Case("yolo-latin1-label", ["data", "info", "yolo:{tmp}/ds"], 2, "p1.txt is not UTF-8",
+         _data_format("make_yolo", "labels/train/p1.txt", "1 0.3 0.5 0.5 0.8 # \xe9t\xe9\n".encode("latin-1"))),
+    Case("yolo-bad-line", ["data", "info", "yolo:{tmp}/ds"], 2, "p1.txt line 1",
+         _data_format("make_yolo", "labels/train/p1.txt", b"one 0.3 0.5 0.5 0.8\n")),
+    Case("yolo-data-yaml-invalid", ["data", "info", "yolo:{tmp}/ds"], 2, "data.yaml is not valid YAML",
+         _data_format("make_yolo", "data.yaml", b"names: [a, b\n")),
+    Case("yolo-data-yaml-list", ["data", "info", "yolo:{tmp}/ds"], 2, "holds a list",
+         _data_format("make_yolo", "data.yaml", b"- ant\n- bee\n")),
+    Case("yolo-names-string-keys", ["data", "info", "yolo:{tmp}/ds"], 2, "class numbers",
+         _data_format("make_yolo", "data.yaml", b"names:\n  a: ant\n  b: bee\n  c: cow\n")),
+    Case("voc-empty-name", ["data", "info", "voc:{tmp}/ds"], 2, "a1.xml object 0: its <name> is empty",
+         _data_format("make_voc", "Annotations/a1.xml",
+                      b"<annotation><filename>a1.jpg</filename><object><name> </name><bndbox><xmin>1</xmin>"
+                      b"<ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>")),
+    Case("nan-tiff-named", ["train", "--data", "folder:{tmp}/ds", "--epochs", "1", "--set", "data.image_size=32",
+                            "--set", "model.width=0.125", "--set", "train.progress=false", "--out", "{tmp}/x"], 2,
+         "non-finite pixel values", _nan_tiff),  # met in training: the run stays, failed and resumable
+    # environment failures named (item 5)
+    Case("out-name-too-long", ["train", *TINY, "--out", "{tmp}/" + LONG_NAME], 2, "name is too long"),
+    Case("out-path-too-long", ["train", *TINY, "--out", "{tmp}/" + LONG_PATH], 2, "name is too long"),
+    Case("data-name-too-long", ["train", *TINY, "--data", "folder:{tmp}/" + LONG_NAME, "--out", "{tmp}/x"], 2,
+         "name is too long", absent=["x"]),
+    Case("config-name-too-long", ["train", *TINY, "--config", "{tmp}/" + LONG_NAME, "--out", "{tmp}/x"], 2,
+         "name is too long", absent=["x"]),
+    Case("analyze-disk-full", ["analyze", "{run}", "--device", "cpu"], 2, "disk is full", _writes_fail(errno.ENOSPC)),
+    Case("force-read-only", ["train", *TINY, "--epochs", "1", "--out", "{run}", "--force"], 2, "read-only",
+         _writes_fail(errno.EROFS)),
+    Case("fetch-cache-is-a-file", ["data", "fetch", "x", "--url", "http://127.0.0.1:9/x.tgz", "--cache",
+                                   "{tmp}/file.txt", "--quiet"], 2, "is an existing file", _write("file.txt", b"x")),
+    Case("fetch-cache-read-only", ["data", "fetch", "x", "--url", "http://127.0.0.1:9/x.tgz", "--cache",
+                                   "{tmp}/cache", "--quiet"], 2, "read-only", _writes_fail(errno.EROFS),
+         absent=["cache"]),
     # the rest of the contract: bugs and Ctrl-C
     Case("bug-exit-3", ["train", *TINY, "--out", "{tmp}/x"], 3, "internal error", _bug),
     Case("ctrl-c-exit-130", ["train", *TINY, "--out", "{tmp}/x"], 130, "interrupted", _interrupt),
@@ -268,6 +459,7 @@ def test_contract(case: Case, base_run, tmp_path, capsys, monkeypatch):
     monkeypatch.undo()
     assert code == case.code, err
     assert_one_line(err, case.needle)
+    assert len(err.strip()) <= MAX_ERROR_LINE, f"{len(err.strip())} characters: {err[:400]!r}"
     after = tree_hashes(tmp_path)
     changed = [p for p, h in before.items() if after.get(p) != h]
     assert not changed, f"changed or deleted: {changed}"

@@ -77,7 +77,9 @@ def test_list_shows_methods_and_metrics(capsys):
 
     assert main(["list", "methods"]) == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in ATTRIBUTIONS.names())
+    assert all(f"  {name}" in out for name in ATTRIBUTIONS.names() + ATTRIBUTIONS.family_names())
+    assert "  grad_cam_pp: Grad-CAM++ - " in out and "  captum:Occlusion: Occlusion (Captum) - " in out
+    assert "needs --method-args sliding_window_shapes" in out  # what a class cannot do without
     assert main(["list", "metrics"]) == 0
     out = capsys.readouterr().out
     assert all(f"  {name} [" in out for name in METRICS.names() + SUMMARY_METRICS.names())

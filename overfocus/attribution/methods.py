@@ -10,6 +10,11 @@ Channel reductions (specs/METRICS.md):
     integrated_gradients   relu(channel sum) of Captum's IG, zero baseline (the dataset mean after
                            normalisation), `ig_steps` Gauss-Legendre steps (default 16)
     guided_grad_cam        relu(channel sum) of Captum's GuidedGradCam, bilinear upsampling
+
+Further methods live in a file each and register on import (`attribution/__init__.py`): the CAM
+family (grad_cam_pp.py, hirescam.py, xgradcam.py, layercam.py and eigencam.py share the layer
+pass through `shared_layer_map`; score_cam.py and ablation_cam.py add batched perturbed
+forwards) and the `captum:ClassName` family (captum_methods.py).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -31,8 +31,8 @@ from .api import normalize_maps
 
 def attribute(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Tensor] = None,
               methods: Union[str, Sequence[str]] = ("grad_cam",), layer: Optional[str] = None,
-              mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None
-              ) -> Dict[str, torch.Tensor]:
+              mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+              method_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, torch.Tensor]:
     """Attribution maps ready to overlay: method -> B x H x W float32 in [0, 1] (each map / its max).
 
     Args:
@@ -44,6 +44,7 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Te
         layer: dotted module name for the layer methods; None: the model's declared layer
             (models of `overfocus.models`), else the last module with a 4-D output.
         mean, std: per-channel normalisation applied to `images` first (e.g. ImageNet's).
+        method_args: per method, its arguments, e.g. {"captum:Occlusion": {"sliding_window_shapes": [3, 16, 16]}}.
 
     Use `overfocus.attribution.attribute` for raw (unscaled) maps, as the metrics need them.
     """
@@ -59,7 +60,7 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Te
     warn_small_layer(model, layer, x)
     if targets is None:
         targets = predicted_classes(model, x)
-    maps = attribute_raw(model, x, targets, methods=methods, layer=layer)
+    maps = attribute_raw(model, x, targets, methods=methods, layer=layer, method_args=method_args)
     return {name: normalize_maps(m)[0] for name, m in maps.items()}
 
 

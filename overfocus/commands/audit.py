@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .common import RAW, finite_float
+from .common import RAW, add_method_args, finite_float, parse_method_args
 
 EXAMPLES = """examples:
   overfocus audit runs/demo                                     # a run's last checkpoint, with its history
@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   overfocus audit model.pt --arch torchvision.models:resnet18 --layer layer4 \\
       --data folder:PHOTOS                           # needs torchvision, your weights and photos
   overfocus audit runs/demo --fail-under accuracy=0.8 --fail-under energy_pg=0.5 --json   # CI gate
+  overfocus audit runs/demo --limit 64 --methods hirescam,score_cam --method-args score_cam.batch_size=128
 
 exit codes: 0 every gate passed, 1 a gate failed (named on stderr), 2 bad input
 """
@@ -42,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--human", metavar="DIR", help="folder of human importance maps named <image_id>.npy/.png")
     p.add_argument("--target", dest="target_class", choices=["gt", "predicted"], default="gt",
                    help="class to explain: ground truth (default) or the predicted class")
+    p.add_argument("--methods", default="grad_cam,sgdrop", help="attribution methods, comma-separated; the first "
+                   "is the one findings and METRIC gates read (default grad_cam,sgdrop; `overfocus list methods`)")
+    add_method_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning each "
@@ -61,6 +65,9 @@ def add_model_args(p: argparse.ArgumentParser, layer: bool = True) -> None:
     p.add_argument("--small-input", action="store_true", help="the registered model's small-input variant")
     p.add_argument("--trust-pickle", action="store_true", help="allow files with pickled Python objects "
                    "(full nn.Modules): only for files from a source you trust")
+    p.add_argument("--trust-recipe", action="store_true", help="build the model from the import path "
+                   "(module:callable) a checkpoint or run.json records, which runs that code: only for files "
+                   "from a source you trust (or name the same path with --arch)")
     p.add_argument("--strip-prefix", metavar="P", help="remove this prefix from the weights' keys (default: the "
                    "one of module., _orig_mod., model. that makes them match the model)")
 
@@ -91,7 +98,7 @@ def model_options(args: argparse.Namespace):
 
     return ModelOptions(args.model, args.arch, args.layer, args.num_classes,
                         args.width if args.width is not None else 1.0, args.small_input, args.trust_pickle,
-                        strip_prefix=args.strip_prefix)
+                        strip_prefix=args.strip_prefix, trust_recipe=args.trust_recipe)
 
 
 def options(args: argparse.Namespace):
@@ -104,17 +111,28 @@ def options(args: argparse.Namespace):
     return AuditOptions(args.checkpoint, args.data, model, args.image_size, triple(args.mean, "--mean"),
                         triple(args.std, "--std"), args.limit, args.batch_size, args.human,
                         dict(parse_pairs(args.threshold, "--threshold")), parse_pairs(args.fail_under, "--fail-under"),
-                        target_class=args.target_class, device=args.device, skip_bad=args.skip_bad)
+                        target_class=args.target_class, device=args.device, skip_bad=args.skip_bad,
+                        methods=_methods(args.methods), method_args=parse_method_args(args.method_args))
+
+
+def _methods(text: str) -> Tuple[str, ...]:
+    from ..errors import OverfocusError
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise OverfocusError("--methods is empty: name at least one, e.g. --methods grad_cam,sgdrop")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit, check_options, default_out, summary_lines, write_outputs
-    from ..fileio import check_writable
+    from ..fileio import check_writable, clean_stale_temps
 
     opts = options(args)
     check_options(opts)  # bad gates and thresholds fail before any work
     out = Path(args.out) if args.out else default_out(args.checkpoint)
     check_writable(out)  # a read-only or full disk must not cost a whole audit
+    clean_stale_temps(out)  # what a killed audit left
     result = audit(opts)
     json_path, html_path = write_outputs(result, out)
     if args.json:

@@ -83,18 +83,16 @@ def parse_method_args(items) -> dict:
         method, dot, name = key.rpartition(".")
         if not dot or not method or not name:
             raise OverfocusError(f"--method-args {item!r}: write METHOD.KEY=VALUE, e.g. score_cam.batch_size=32")
-        out.setdefault(method, {})[name] = _yaml_value(raw)
+        out.setdefault(method, {})[name] = _yaml_value(raw, f"--method-args {key}")
     return out
 
 
-def _yaml_value(raw: str):
-    """A YAML value; a number YAML 1.1 leaves as a string (1e-3) becomes a float."""
-    import yaml
+def _yaml_value(raw: str, where: str):
+    """A YAML value (the bounded reader of `--set`); a number YAML 1.1 leaves as a string (1e-3)
+    becomes a float."""
+    from ..yamlsafe import load_scalar
 
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        return raw
+    value = load_scalar(raw, where)
     if isinstance(value, str):
         try:
             return float(value)

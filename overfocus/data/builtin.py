@@ -31,7 +31,7 @@ SHAPES = ["circle", "square", "triangle", "cross", "star", "ring", "diamond", "h
 DECOY_COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255],
                           [0, 255, 255], [255, 128, 0], [128, 0, 255], [255, 255, 255], [0, 0, 0]], np.uint8)
 _SPLIT_ID = {"train": 0, "test": 1}
-MAX_LENGTH = 10_000_000  # images per split: generated on demand, but index lists of the split are kept
+MAX_LENGTH = 1_000_000  # images per split: generated on demand, but index lists of a split are kept
 
 
 class BuiltinShapes(torch.utils.data.Dataset):

@@ -68,6 +68,30 @@ def build_model(name: str, num_classes: int, width: float = 1.0, small_input: bo
     return model
 
 
+MAX_PARAMETERS = 1 << 30  # 1.07 billion: with gradients and Adam's two moments, 16 GiB of float32
+
+
+def check_model_size(name: str, num_classes: int, width: float = 1.0, small_input: bool = False,
+                     batch_norm: Optional[bool] = None) -> int:
+    """The parameter count of a registered model, counted on the meta device (no memory used);
+    above MAX_PARAMETERS it is refused with one line naming the width, before anything is built.
+
+    Example:
+        >>> check_model_size("cifarnet", 10, 0.25, True) < 10 ** 6
+        True
+    """
+    import torch
+
+    with torch.device("meta"):
+        model = build_model(name, num_classes, width, small_input, batch_norm)
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise OverfocusError(f"model {name} with width {width:g} and {num_classes} classes has {count / 1e9:.1f} billion "
+                             f"parameters (more than {MAX_PARAMETERS / 1e9:.2f} billion fit a training's memory): "
+                             "use a smaller model.width")
+    return count
+
+
 def get_module(model: nn.Module, name: str, option: str = "") -> nn.Module:
     """The submodule called `name` (dotted), with a one-line error listing close names.
 

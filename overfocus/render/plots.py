@@ -273,11 +273,12 @@ def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, no
         _label_axes(ax, metric_info(meta, metric))
         if decorate is not None:
             decorate(ax, metric)
-    outside_legend(fig, axes, "outside right upper", ncols=1)  # the bottom holds the notes
-    fig.suptitle(title)
-    if notes:
-        import textwrap
+    import textwrap
 
+    outside_legend(fig, axes, "outside right upper", ncols=1)  # the bottom holds the notes
+    # wrapped: a title naming many methods would otherwise run into the legend at the top right
+    fig.suptitle(textwrap.fill(title, 20 * cols))
+    if notes:
         text = "\n".join(textwrap.fill(n, 130 if len(shown) > 2 else 90) for n in notes)
         fig.supxlabel(text, fontsize="small", color="#444444", x=0.01, ha="left")  # laid out below the legend
     return fig
