@@ -123,6 +123,17 @@ def file_stem(methods: Sequence[str]) -> str:
     return "-".join(m.replace(":", "_") for m in methods)
 
 
+def accuracy_sample(analysis) -> Optional[int]:
+    """How many images each accuracy of metrics.jsonl was measured on: the test split analysed whole
+    (the train accuracy uses a fixed subset of the same size); None when that is not known."""
+    meta = analysis.meta
+    subset = ((analysis.manifest.get("config") or {}).get("data") or {}).get("train_subset") or 0
+    if meta.get("split", "test") != "test" or meta.get("limit") or subset:
+        return None
+    n = [r.get("n") for r in analysis.summary if r["metric"] == "correct" and r["method"] == "model"]
+    return int(n[-1]) if n and n[-1] else None
+
+
 def _plots(analysis, methods: List[str], figures: Path, result: RenderResult, fmt: str = "png",
            wanted: Optional[List[str]] = None) -> None:
     from .meta import order_metrics
@@ -130,7 +141,9 @@ def _plots(analysis, methods: List[str], figures: Path, result: RenderResult, fm
 
     if any("train_acc" in r and "test_acc" in r for r in analysis.metrics):
         result.written.append(plot_gap(analysis.metrics, figures / f"gap.{fmt}",
-                                       f"{analysis.name}: train vs test accuracy per epoch"))
+                                       f"{analysis.name}: train vs test accuracy per epoch",
+                                       chance=1.0 / len(analysis.probe.classes) if analysis.probe.classes else None,
+                                       n_images=accuracy_sample(analysis)))
     else:
         result.skipped.append(f"gap.png: {analysis.run_dir / 'metrics.jsonl'} has no train/test accuracy")
     available = panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary)))

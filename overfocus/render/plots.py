@@ -84,18 +84,35 @@ def _acc_series(rows: Sequence[Mapping]) -> Tuple[np.ndarray, np.ndarray, np.nda
     return epochs, np.array([_f(r.get("train_acc")) for r in rows]), np.array([_f(r.get("test_acc")) for r in rows])
 
 
-def plot_gap(metrics_rows: List[dict], out_png: Path, title: str) -> Path:
+def wilson_interval(p: np.ndarray, n: int, z: float = 1.96) -> Tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval of accuracies `p` measured on `n` images each.
+
+    Example:
+        >>> lo, hi = wilson_interval(np.array([0.5]), 80)
+        >>> round(float(lo[0]), 3), round(float(hi[0]), 3)
+        (0.393, 0.607)
+    """
+    p = np.asarray(p, np.float64)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def plot_gap(metrics_rows: List[dict], out_png: Path, title: str, chance: Optional[float] = None,
+             n_images: Optional[int] = None) -> Path:
     """Train and test accuracy per epoch with the generalization gap shaded between them.
 
     Args:
         metrics_rows: metrics.jsonl lines (epoch, train_acc, test_acc).
         out_png: PNG to write.
         title: figure title (name the run).
+        chance: the chance accuracy (1 / classes), drawn as a line.
+        n_images: images each accuracy was measured on: 95% Wilson intervals around both curves.
 
     Example:
         >>> import tempfile
         >>> rows = [{"epoch": 0, "train_acc": .2, "test_acc": .2}, {"epoch": 1, "train_acc": .9, "test_acc": .7}]
-        >>> plot_gap(rows, Path(tempfile.mkdtemp()) / "gap.pdf", "demo").read_bytes()[:5]
+        >>> plot_gap(rows, Path(tempfile.mkdtemp()) / "gap.pdf", "demo", chance=0.1, n_images=80).read_bytes()[:5]
         b'%PDF-'
     """
     epochs, train, test = _acc_series(metrics_rows)
@@ -105,10 +122,22 @@ def plot_gap(metrics_rows: List[dict], out_png: Path, title: str) -> Path:
     ax = fig.add_subplot()
     ax.plot(epochs, 100 * train, "o-", color="#1f77b4", label="train accuracy (eval mode, fixed subset)")
     ax.plot(epochs, 100 * test, "s--", color="#d62728", label="test accuracy")
-    ax.fill_between(epochs, 100 * test, 100 * train, color="#ff7f0e", alpha=0.25, hatch="//", edgecolor="#ff7f0e",
-                    linewidth=0, label="generalization gap (train - test)")
+    if n_images:
+        for acc, colour in ((train, "#1f77b4"), (test, "#d62728")):
+            lo, hi = wilson_interval(acc, n_images)
+            ax.fill_between(epochs, 100 * lo, 100 * hi, color=colour, alpha=0.12, linewidth=0)
+        ax.plot([], [], color="#888888", alpha=0.4, linewidth=6, label=f"95% interval (Wilson, {n_images} images)")
+    wider = train >= test  # a negative gap (test above train) is shaded apart, not like overfitting
+    ax.fill_between(epochs, 100 * test, 100 * train, where=wider, interpolate=True, color="#ff7f0e", alpha=0.25,
+                    hatch="//", edgecolor="#ff7f0e", linewidth=0, label="generalization gap (train - test)")
+    if (~wider & np.isfinite(train) & np.isfinite(test)).any():
+        ax.fill_between(epochs, 100 * test, 100 * train, where=~wider, interpolate=True, color="#2ca02c",
+                        alpha=0.2, linewidth=0, label="test above train (negative gap)")
+    if chance is not None:
+        ax.axhline(100 * chance, color="#555555", linestyle=":", linewidth=1.0, label=f"chance ({100 * chance:.0f}%)")
     _annotate_last_gap(ax, epochs, train, test)
     ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
     ax.set_title(title)
     _integer_epochs(ax)
     outside_legend(fig, [ax], ncols=2)
