@@ -27,7 +27,8 @@ class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (exit 2), like every other bad input."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {_with_suggestion(message)} (see `{self.prog} --help`)\n")
+        line = one_line(f"{self.prog}: error: {_with_suggestion(message)} (see `{self.prog} --help`)")
+        self.exit(EXIT_BAD_INPUT, line + "\n")
 
 
 def _with_suggestion(message: str) -> str:

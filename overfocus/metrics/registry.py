@@ -12,6 +12,8 @@ import torch
 from ..errors import OverfocusError
 from ..registry import Registry
 from .batch import MapBatch
+from . import faithfulness as faith
+from . import sanity
 from .concentration import entropy, gini
 from .harmonization import harmonization
 from .localisation import area_ratio, box_iou, energy_pg, hit, pointing_game
@@ -59,6 +61,9 @@ class MetricInfo:
         """'higher = <what it means>' and whether that is better or worse in the toolkit's sense."""
         verdict = "better" if self.higher_is_better else "worse"
         return f"higher = {self.higher_means}" if self.higher_means else f"higher is {verdict}"
+    # computed from the model and the image, not from the map alone (faithfulness, sanity): on the
+    # `--faithfulness-images` subset only (docs/analysis.md)
+    needs_model: bool = False
 
     def info(self) -> Dict[str, Any]:
         """The `metric_info` entry of analysis.json / report.json."""
@@ -71,7 +76,9 @@ class MetricInfo:
 class MetricSpec(MetricInfo):
     """A per-image map metric: its metadata plus the function computing it.
 
-    `fn(maps, boxes=..., labels=..., human=..., **options) -> float Tensor B` (NaN where undefined).
+    `fn(maps, boxes=..., labels=..., human=..., **options) -> float Tensor B` (NaN where undefined);
+    for a metric that `needs_model`, `fn(perturbation) -> float Tensor B` with a
+    `faithfulness.MapPerturbation` (the model, the images and one method's maps).
     `shares_batch`: fn also accepts a `MapBatch` as `maps`; `compute_map_metrics` then passes one
     MapBatch to all such metrics, so normalisation, boxes and masks are computed once per batch
     (a plugin metric keeps the default False and receives the plain maps tensor).
@@ -80,6 +87,9 @@ class MetricSpec(MetricInfo):
     fn: Optional[Callable[..., torch.Tensor]] = None
     description: str = ""
     shares_batch: bool = False
+    # computed when --metrics is not given; False: only on request (ROAD: its imputation costs
+    # about ten times deletion + insertion on a CPU)
+    by_default: bool = True
 
 
 METRICS: Registry = Registry("metric")  # map metrics computed per image
@@ -122,6 +132,41 @@ for _spec in [
     MetricSpec("entropy", "normalised entropy", "entropy / log(H*W) (1 = uniform)", (0.0, 1.0), True, fn=entropy,
                description="entropy of the map / log(H*W) (1 = uniform)", shares_batch=True,
                higher_means="more evenly spread attention (less overfocused)"),
+    # faithfulness (metrics/faithfulness.py): the model and the image, on the faithfulness subset
+    MetricSpec("deletion", "deletion AUC", "AUC of the class probability", (0.0, 1.0), False, fn=faith.deletion,
+               description="probability AUC while the most relevant pixels are replaced by the baseline",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("insertion", "insertion AUC", "AUC of the class probability", (0.0, 1.0), True, fn=faith.insertion,
+               description="probability AUC while the most relevant pixels are inserted into the baseline",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("road_morf", "ROAD, most relevant first", "mean change of the class probability", (-1.0, 1.0),
+               False, fn=faith.road_morf, description="probability change after imputing the top p% pixels",
+               needs_model=True, appears_in=_SUMMARY, by_default=False),
+    MetricSpec("road_lerf", "ROAD, least relevant first", "mean change of the class probability", (-1.0, 1.0),
+               True, fn=faith.road_lerf, description="probability change after imputing the bottom p% pixels",
+               needs_model=True, appears_in=_SUMMARY, by_default=False),
+    MetricSpec("road_combined", "ROAD combined (LeRF - MoRF) / 2", "change of the class probability", (-1.0, 1.0),
+               True, fn=faith.road_combined, description="(road_lerf - road_morf) / 2", needs_model=True,
+               appears_in=_SUMMARY, by_default=False),
+    MetricSpec("drop_in_confidence", "drop in confidence", "relative drop of the class probability", (0.0, 1.0),
+               False, fn=faith.drop_in_confidence, description="max(0, Y - O) / Y, O: input x map",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("increase_in_confidence", "increase in confidence", "0/1 per image", (0.0, 1.0), True,
+               fn=faith.increase_in_confidence, description="O > Y, O: input x map", needs_model=True,
+               appears_in=_SUMMARY),
+    # sanity checks (metrics/sanity.py): lower = the map depends on the learned weights / the class
+    MetricSpec("sanity_init", "Spearman with the epoch-0 map", "Spearman rho", (-1.0, 1.0), False,
+               fn=sanity.sanity_init, description="rank correlation with the map under the initial weights",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("sanity_init_ssim", "SSIM with the epoch-0 map", "SSIM", (-1.0, 1.0), False,
+               fn=sanity.sanity_init_ssim, description="SSIM with the map under the initial weights",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("sanity_class", "Spearman with another class's map", "Spearman rho", (-1.0, 1.0), False,
+               fn=sanity.sanity_class, description="rank correlation with the map of a random other class",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("sanity_class_ssim", "SSIM with another class's map", "SSIM", (-1.0, 1.0), False,
+               fn=sanity.sanity_class_ssim, description="SSIM with the map of a random other class",
+               needs_model=True, appears_in=_SUMMARY),
     # numbers derived from the map metrics (summaries and the audit report)
     MetricInfo("pointing_game_per_class", "pointing game (mean over classes)", "fraction of images",
                (0.0, 1.0), True, needs_boxes=True, zero_when_degenerate=True),
@@ -227,6 +272,7 @@ def compute_map_metrics(maps: torch.Tensor, names: Optional[Sequence[str]] = Non
     if unknown:
         raise OverfocusError(f"options for unknown metrics {sorted(unknown)}: choose from {METRICS.names()}")
     specs = [METRICS.get(name) for name in (names if names is not None else METRICS.names())]
+    specs = [s for s in specs if not s.needs_model]  # those need the model: compute_model_metrics
     shared = MapBatch.wrap(maps, boxes)  # one normalisation, one set of boxes and masks for the batch
     maps = shared.maps
     out: Dict[str, torch.Tensor] = {}
@@ -237,6 +283,28 @@ def compute_map_metrics(maps: torch.Tensor, names: Optional[Sequence[str]] = Non
         _check_options(spec, opts)
         out[spec.name] = spec.fn(shared if spec.shares_batch else maps, boxes=boxes, labels=labels, human=human,
                                  **opts)
+    return out
+
+
+def model_metric_names() -> list:
+    """The registered metrics that need the model and the image (faithfulness), in registration order.
+
+    Example:
+        >>> model_metric_names()[:2]
+        ['deletion', 'insertion']
+    """
+    return [n for n in METRICS.registered() if METRICS.get(n).needs_model]
+
+
+def compute_model_metrics(perturbation: "faith.MapPerturbation", names: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """The metrics `names` that need the model, for one method's maps (a `MapPerturbation`: metrics
+    of one family share its perturbed forwards); names of map-only metrics are ignored."""
+    out = {}
+    for spec in (METRICS.get(n) for n in names):
+        if spec.needs_model:
+            value = spec.fn(perturbation)
+            if value is not None:  # None: its reference maps are missing (e.g. a run without epoch 0)
+                out[spec.name] = value
     return out
 
 
