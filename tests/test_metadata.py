@@ -24,7 +24,8 @@ def test_every_metric_has_the_contract_keys():
     info = metric_info(names)
     assert all(set(v) == INFO_KEYS for v in info.values())
     assert info["area_ratio"]["range"] == [0.0, 1.0] and info["area_ratio"]["kind"] == "map"
-    assert info["entropy"]["range"] == [0.0, None] and info["harmonization"]["range"] == [-1.0, 1.0]
+    assert info["entropy"]["range"] == [0.0, 1.0] and info["harmonization"]["range"] == [-1.0, 1.0]  # entropy / log(HW) <= 1
+    assert info["degenerate_count"]["range"] == [0.0, None]
     assert info["accuracy"]["kind"] == "model" and info["coverage_latent_cumulative"]["kind"] == "model"
     assert info["hit"]["needs_boxes"] and info["harmonization"]["needs_human"]
 
