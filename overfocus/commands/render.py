@@ -16,7 +16,9 @@ EXAMPLES = """examples:
 
 writes RUN/figures/: evolution_<method>.mp4/.gif (one frame per analysed epoch),
 filmstrip_<method>.png, gap.png (train/test accuracy, gap shaded), metrics.png (curves of the
-metrics that vary, with 95% bootstrap bands; constant ones listed in a note). Every map is scaled
+metrics that vary, with 95% bootstrap bands; constant ones listed in a note), explorer.html (one
+offline page: an epoch slider over every probe image and method, curves, see `overfocus explore`;
+--no-explorer to skip). Every map is scaled
 to its own maximum (colour bar 0-1). Needs `overfocus analyze RUN` first.
 """
 
@@ -44,6 +46,11 @@ def add_style_args(p: argparse.ArgumentParser) -> None:
                    help="file format of the static plots gap and metrics (default png; pdf and svg are vector)")
 
 
+def add_explorer_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-explorer", dest="explorer", action="store_false",
+                   help="do not write explorer.html (the page of `overfocus explore`)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("render", help="videos and plots of an analysed run into RUN/figures",
                        epilog=EXAMPLES, formatter_class=RAW)
@@ -57,6 +64,7 @@ def register(sub) -> None:
     p.add_argument("--metrics", type=csv_list, help="panels of metrics.png, comma-separated, in this order "
                    "(default: the first 6 the analysis holds, map metrics first)")
     p.add_argument("--tensorboard", action="store_true", help="also export to TensorBoard (RUN/tensorboard)")
+    add_explorer_arg(p)
     p.set_defaults(func=run)
 
 
@@ -68,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                          alpha=args.alpha, cmap=args.cmap, formats=parse_formats(args.formats),
                          filmstrip_epochs=args.filmstrip_epochs, probes=args.probes,
                          filmstrip_images=args.filmstrip_images, tensorboard=args.tensorboard,
-                         plot_format=args.plot_format, metrics=args.metrics)
+                         plot_format=args.plot_format, explorer=args.explorer, metrics=args.metrics)
     result = render_run(args.run, opts)
     print(f"wrote {len(result.written)} files:")
     for path in result.written:

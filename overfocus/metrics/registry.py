@@ -28,7 +28,8 @@ class MetricInfo:
 
     `kind` is "map" for per-image map metrics (and the numbers derived from them), "model" for
     model-level numbers (accuracy, confidence, neuron coverage). `appears_in` says which outputs
-    hold it: "summary" (summary.csv of analyze) and/or "report" (report.json of audit).
+    hold it: "summary" (summary.csv of analyze) and/or "report" (report.json of audit), or
+    "metrics" (a run's metrics.jsonl: accuracies and gap, described here for `select` and the explorer).
     `zero_when_degenerate`: a degenerate map (all zero or non-finite) scores 0 rather than NaN, so
     the metric is aggregated twice (over all images and over non-degenerate ones, as
     `<name>_nondegenerate`; docs/conventions.md).
@@ -51,7 +52,7 @@ class MetricInfo:
     needs_boxes: bool = False
     needs_human: bool = False
     kind: str = "map"
-    # where the number is reported: "summary" (analyze's summary.csv) and/or "report" (audit)
+    # where the number is reported: "summary" (analyze's summary.csv) and/or "report" (audit), or "metrics"
     appears_in: Tuple[str, ...] = ("summary", "report")
     zero_when_degenerate: bool = False
     higher_means: str = ""  # what a higher value is, e.g. "wider attention (less overfocused)"
@@ -105,6 +106,7 @@ def register_metric(spec: MetricInfo) -> MetricInfo:
 
 _FRACTION = "fraction of images"
 _SUMMARY, _REPORT, _BOTH = ("summary",), ("report",), ("summary", "report")
+_RUN = ("metrics",)  # metrics.jsonl
 NONDEGENERATE = "_nondegenerate"  # suffix of a metric aggregated over the non-degenerate maps only
 ALL_MAPS = " (all maps)"  # the title suffix of the aggregate over every map (degenerate ones count 0)
 for _spec in [
@@ -179,6 +181,13 @@ for _spec in [
                higher_means="more empty maps"),
     MetricInfo("degenerate_count", "degenerate maps (all zero or non-finite)", "maps", (0.0, None), False,
                appears_in=_SUMMARY),
+    # run-level numbers of metrics.jsonl (one per epoch, no per-image values): for titles and directions
+    MetricInfo("test_acc", "test accuracy", "fraction of test images", (0.0, 1.0), True, kind="model",
+               appears_in=_RUN),
+    MetricInfo("train_acc", "train accuracy (eval mode, fixed subset)", "fraction of train images", (0.0, 1.0),
+               True, kind="model", appears_in=_RUN),
+    MetricInfo("gap", "generalization gap (train - test accuracy)", "accuracy points / 100", (-1.0, 1.0), False,
+               kind="model", appears_in=_RUN),
     # model-level numbers
     MetricInfo("correct", "correct prediction", "0/1 per image", (0.0, 1.0), True, kind="model",
                appears_in=_SUMMARY),
@@ -230,6 +239,16 @@ def reported_metrics(kind: str, where: str) -> list:
     """
     specs = [registry.get(n) for registry in (METRICS, SUMMARY_METRICS) for n in registry.registered()]
     return [s.name for s in specs if s.kind == kind and where in s.appears_in]
+
+
+def run_metrics() -> list:
+    """Names of the run-level numbers of metrics.jsonl the registry describes (accuracies, gap).
+
+    Example:
+        >>> run_metrics()
+        ['test_acc', 'train_acc', 'gap']
+    """
+    return [n for n in SUMMARY_METRICS.registered() if "metrics" in SUMMARY_METRICS.get(n).appears_in]
 
 
 def metric_info(names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
