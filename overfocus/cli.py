@@ -19,7 +19,7 @@ from typing import List, NoReturn, Optional
 
 from .errors import OverfocusError, cli_spelling, environment_error, one_line
 
-COMMANDS = ["train", "resume", "demo", "list", "data", "analyze", "audit", "render", "compare", "tensorboard"]
+COMMANDS = ["train", "resume", "demo", "list", "data", "analyze", "audit", "render", "compare", "explore", "select", "tensorboard", "export"]
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -27,7 +27,8 @@ class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (exit 2), like every other bad input."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {_with_suggestion(message)} (see `{self.prog} --help`)\n")
+        line = one_line(f"{self.prog}: error: {_with_suggestion(message)} (see `{self.prog} --help`)")
+        self.exit(EXIT_BAD_INPUT, line + "\n")
 
 
 def _with_suggestion(message: str) -> str:

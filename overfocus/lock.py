@@ -66,10 +66,15 @@ class FolderLock:
                 break
             fh.close()  # the holder we waited for removed this file on release: lock the new one
         # who holds it, for the message of the next caller (shared holders all write the same text)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{self.who or f'pid {os.getpid()}'} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        fh.flush()
+        try:
+            with writing(self.path):  # a full disk is named here, not met as a bare OSError
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"{self.who or f'pid {os.getpid()}'} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                fh.flush()
+        except OverfocusError:
+            fh.close()
+            raise
         self._fh = fh
         return self
 

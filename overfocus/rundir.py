@@ -181,9 +181,16 @@ class RunDir:
             raise OverfocusError(f"{self.root} is not an overfocus run directory (no run.json): "
                                  "pass the folder that `overfocus train` created")
         try:
-            return json.loads(self.manifest_path.read_text())
+            manifest = json.loads(self.manifest_path.read_bytes().decode("utf-8"))
         except json.JSONDecodeError as exc:
             raise OverfocusError(f"{self.manifest_path} is not valid JSON ({exc.msg})") from None
+        except (UnicodeDecodeError, RecursionError) as exc:  # not text, or nested beyond any run.json
+            reason = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "it is nested too deeply"
+            raise OverfocusError(f"{self.manifest_path} is not a run.json: {reason}") from None
+        if not isinstance(manifest, dict):
+            raise OverfocusError(f"{self.manifest_path} is not a run.json: it holds a {type(manifest).__name__}, "
+                                 "not an object")
+        return manifest
 
     def write_manifest(self, manifest: Dict[str, Any]) -> None:
         atomic_write_json(self.manifest_path, manifest)

@@ -19,7 +19,7 @@ an older checkpoint: the later epochs are then rewritten). Without an existing r
 so the same script serves the first start and every restart.
 
 Live monitoring: with `tensorboard=DIR` every epoch's metrics and the probe-set overlays go to
-TensorBoard; `analyze_every=N` evaluates the probe set every N epochs through the analysis core
+TensorBoard (with `wandb={...}` the same to Weights & Biases); `analyze_every=N` evaluates the probe set every N epochs through the analysis core
 and adds its means to metrics.jsonl (`probe_<metric>_<method>`) and its maps to RUN/live/.
 
 Example:
@@ -75,6 +75,8 @@ class Tracker:
             for an epoch whose accuracies your loop does not pass.
         analyze_every: evaluate the probe set every N epochs (0 = never, unless `tensorboard`).
         tensorboard: a log folder; every epoch's scalars and probe overlays go there.
+        wandb: a W&B project name or `wandb.init` arguments ({"project": ..., "mode": "offline", ...}):
+            the same as `tensorboard` logs, to Weights & Biases (needs `pip install "overfocus[wandb]"`).
         methods: attribution methods of the probe pass.
         resume: continue the run this tracker wrote before in `run_dir`, if there is one (see the
             module docstring); `force` and `resume` exclude each other.
@@ -85,7 +87,8 @@ class Tracker:
                  num_classes: Optional[int] = None, image_size: int = 64, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, batch_size: int = 64, layer: Optional[str] = None,
                  seed: int = 0, measure: bool = True, analyze_every: int = 0,
-                 tensorboard: Optional[Path | str] = None, methods: Sequence[str] = ("grad_cam",),
+                 tensorboard: Optional[Path | str] = None, wandb: Optional[Mapping[str, Any] | str] = None,
+                 methods: Sequence[str] = ("grad_cam",),
                  force: bool = False, resume: bool = False):
         from .train import check_out_dir
 
@@ -113,6 +116,12 @@ class Tracker:
         self.model_kwargs = {"width": 1.0, "small_input": False, "batch_norm": None, **dict(model_kwargs or {})}
         self.num_classes, self.layer, self.seed, self.measure = num_classes, layer, seed, measure
         self.analyze_every, self.tensorboard, self.methods = analyze_every, tensorboard, tuple(methods)
+        self.wandb = wandb
+        if wandb is not None:
+            from .render.wandb import init_options, require_wandb
+
+            require_wandb()  # before the run starts, not after its first epoch
+            init_options(wandb)
         self._datasets = None
         self._loaders: Optional[Dict[str, Any]] = None
         self._probe = None
@@ -379,11 +388,13 @@ class Tracker:
     def _probe_pass(self, model: nn.Module, epoch: int):
         """The probe pass of this epoch (every `analyze_every` epochs; every epoch for TensorBoard
         alone), or None."""
-        every = self.analyze_every or (1 if self.tensorboard else 0)
-        if self.tensorboard and self._live is None:
+        live = bool(self.tensorboard) or self.wandb is not None
+        every = self.analyze_every or (1 if live else 0)
+        if live and self._live is None:
             from .live import LiveLog
 
-            self._live = LiveLog(self._probe_set(), self.tensorboard)
+            self._live = LiveLog(self._probe_set(), self.tensorboard, self.wandb,
+                                 wandb_defaults={"name": self.run.root.name, "dir": str(self.run.root)})
         if not every or epoch % every:
             return None
         return self._probe_set().run(model)

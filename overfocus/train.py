@@ -155,7 +155,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, run_dir: Path | str, force: bool = False, resuming: bool = False,
-                 dist_info: Optional[DistInfo] = None, tensorboard: Optional[Path | str] = None):
+                 dist_info: Optional[DistInfo] = None, tensorboard: Optional[Path | str] = None,
+                 wandb: Optional[str] = None):
         self.cfg, self.run = cfg, RunDir(run_dir)
         self.dist = dist_info or env_info()
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
@@ -164,12 +165,12 @@ class Trainer:
         # one train or resume per run folder: a second exits at once, naming the holder (rank 0 writes)
         self._lock = run_lock(self.run.root).acquire() if self.rank == 0 else None
         try:
-            self._open(cfg, force, resuming, tensorboard)
+            self._open(cfg, force, resuming, tensorboard, wandb)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, cfg: RunConfig, force: bool, resuming: bool, tensorboard) -> None:
+    def _open(self, cfg: RunConfig, force: bool, resuming: bool, tensorboard, wandb) -> None:
         init_process_group(self.dist, self.device)
         if not resuming:
             check_out_dir(self.run.root, force)  # every rank checks, so no rank waits for one that failed
@@ -194,7 +195,8 @@ class Trainer:
         self.train_model = self._wrap_ddp(self.model)  # checkpoints always save the bare self.model
         self.regularizer = build_regularizer(cfg.regularizer, self._reg_context())
         self._eval_loaders = self._make_eval_loaders()
-        self._live = self._make_live_log(tensorboard) if tensorboard and self.rank == 0 else None
+        self._live = (self._make_live_log(tensorboard, wandb) if (tensorboard or wandb) and self.rank == 0
+                      else None)
         if not resuming and self.rank == 0:  # only now that data and model have opened
             self._claim = RunClaim.take(self.run.root, force)
         barrier(self.dist)  # nobody reads the run directory before rank 0 has claimed it
@@ -223,14 +225,19 @@ class Trainer:
         return {"train": make_loader(subset, d.batch_size, d.num_workers),
                 "test": make_loader(self.data.test, d.batch_size, d.num_workers)}
 
-    def _make_live_log(self, logdir: Path | str):
-        """Per-epoch scalars and probe overlays to TensorBoard (`--tensorboard DIR`), rank 0 only."""
+    def _make_live_log(self, logdir: Optional[Path | str], wandb: Optional[str] = None):
+        """Per-epoch scalars and probe overlays to TensorBoard (`--tensorboard DIR`) and/or W&B
+        (`--wandb PROJECT`, a W&B run named after the run folder, its files in RUN/wandb), rank 0 only."""
         from .live import LiveLog, ProbePass
 
         layer = self.cfg.model.latent_layer or MODELS.get(self.cfg.model.name).gradcam_layer
         probe = ProbePass(self.data.test, probe_indices(len(self.data.test), PROBE_SIZE), layer=layer,
                           mean=self.cfg.data.mean, std=self.cfg.data.std)
-        return LiveLog(probe, logdir)
+        from .config import to_dict
+
+        return LiveLog(probe, logdir, {"project": wandb} if wandb else None,
+                       wandb_defaults={"name": self.run.root.name, "dir": str(self.run.root),
+                                       "config": to_dict(self.cfg)})
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self, start_epoch: int = 0) -> Path:
@@ -457,9 +464,11 @@ class RunClaim:
             shutil.rmtree(self.created, ignore_errors=True)
 
 
-def train(cfg: RunConfig, run_dir: Path | str, force: bool = False, tensorboard: Optional[Path | str] = None) -> Path:
+def train(cfg: RunConfig, run_dir: Path | str, force: bool = False, tensorboard: Optional[Path | str] = None,
+          wandb: Optional[str] = None) -> Path:
     """Train a model as configured, writing the run directory (and, with `tensorboard`, per-epoch
-    scalars and probe overlays to that log folder while it trains).
+    scalars and probe overlays to that log folder while it trains; with `wandb`, the same to that
+    Weights & Biases project).
 
     Example:
         >>> from overfocus.config import build_config
@@ -468,7 +477,7 @@ def train(cfg: RunConfig, run_dir: Path | str, force: bool = False, tensorboard:
         >>> train(cfg, "/tmp/overfocus-doctest-train", force=True).name
         'overfocus-doctest-train'
     """
-    return Trainer(cfg, run_dir, force=force, tensorboard=tensorboard).fit()
+    return Trainer(cfg, run_dir, force=force, tensorboard=tensorboard, wandb=wandb).fit()
 
 
 def refuse_unrecorded_training(manifest: Dict[str, Any], root: Path) -> None:

@@ -261,9 +261,15 @@ CASES = [
     Case("unknown-key", ["train", *TINY, "--set", "optim.lrr=0.1", "--out", "{tmp}/x"], 2, "unknown config key"),
     Case("argparse-bad-int", ["train", "--epochs", "abc", "--out", "{tmp}/x"], 2, "invalid int value"),
     Case("argparse-unknown-flag", ["render", "{fake}", "--no-such-flag"], 2, "unrecognized arguments"),
+    Case("argparse-long-value", ["train", "--epochs", "x" * 5000, "--out", "{tmp}/x"], 2, "invalid int value"),
     Case("resume-negative-epochs", ["resume", "{run}", "--epochs", "-1"], 2, "--epochs -1"),
     Case("resume-negative-lr", ["resume", "{run}", "--lr", "-1"], 2, "optim.lr"),
     Case("resume-not-a-run", ["resume", "{tmp}"], 2, "not an overfocus run directory"),
+    Case("resume-deep-run-json", ["resume", "{run}"], 2, "nested too deeply",
+         _write("run/run.json", b"[" * 100000 + b"]" * 100000)),
+    Case("resume-list-run-json", ["resume", "{run}"], 2, "holds a list", _write("run/run.json", b"[1, 2]")),
+    Case("analyze-deep-analysis-json", ["analyze", "{run}", "--device", "cpu"], 2, "not an analysis.json",
+         _write("run/analysis/analysis.json", b"[" * 100000 + b"]" * 100000)),
     Case("resume-corrupt-metrics", ["resume", "{run}", "--epochs", "2"], 2, "metrics.jsonl line 2",
          _write("run/metrics.jsonl", b'{"epoch": 0}\n{"epoch": 1, "train_lo')),
     Case("resume-read-only", ["resume", "{run}", "--epochs", "2"], 2, "cannot write", _writes_fail(errno.EACCES)),
@@ -590,3 +596,47 @@ def test_did_you_mean_lives_in_the_registry():
     assert close_names("ResNet_18", ["resnet18", "resnet50"]) == ["resnet18"]
     assert did_you_mean("gradcam", ["grad_cam", "sgdrop"]) == " (did you mean 'grad_cam'?)"
     assert did_you_mean("entirely-else", ["grad_cam", "sgdrop"]) == ""
+
+
+def test_disk_full_while_taking_the_analysis_lock_is_one_line(base_run, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run)
+
+    class FullFile:
+        """An open file of a full disk: opening works, writing does not."""
+
+        def __init__(self, path, *args, **kwargs):
+            self._fh = open(path, *args, **kwargs)
+
+        def write(self, _text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self._fh, name)
+
+    monkeypatch.setattr("overfocus.lock.open", FullFile, raising=False)
+    code, err = run_cli(["analyze", run, "--device", "cpu"], capsys)
+    assert code == 2
+    assert_one_line(err, "disk is full")
+    assert "analysis.lock" in err
+
+
+@pytest.mark.parametrize("spec", ["coco", "yolo"])
+def test_skip_bad_trains_past_bad_entries_with_one_warning_each(tmp_path, capsys, spec):
+    from test_data_formats import make_coco, make_yolo
+
+    if spec == "coco":
+        root = make_coco(tmp_path / "ds")
+        path = root / "annotations" / "instances_train2017.json"
+        data = json.loads(path.read_text())
+        data["annotations"][1]["bbox"] = [0, 0, 5]  # image 2's small bus: the kite stays its label
+        path.write_text(json.dumps(data))
+    else:
+        root = make_yolo(tmp_path / "ds")
+        (root / "labels" / "train" / "p2.txt").write_bytes(b"\xff\xfe not text\n")
+    code, err = run_cli(["train", "--data", f"{spec}:{root}", "--skip-bad", "--epochs", "1", "--set",
+                         "data.image_size=32", "--set", "model.width=0.125", "--set", "train.progress=false",
+                         "--out", tmp_path / "run"], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "--skip-bad skipped a bad entry" in line]
+    assert len(warnings) == 1, err

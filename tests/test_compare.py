@@ -27,7 +27,7 @@ def test_compare_writes_curves_video_and_tables(two_runs, tmp_path):
     out = tmp_path / "cmp"
     res = compare_runs(two_runs, CompareOptions(out=out, formats=["gif"], size=480))
     assert {p.name for p in res.written} == {"metrics.png", "gap.png", "evolution.gif", "last_epoch.md",
-                                             "last_epoch.csv"}
+                                             "last_epoch.csv", "explorer.html"}
     assert res.epochs == [0, 1, 2]  # epochs common to both runs
     frames = _gif_frames(out / "evolution.gif")
     assert len(frames) == 3 and frames[0].shape[1] == 480

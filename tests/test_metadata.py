@@ -54,7 +54,8 @@ def test_analysis_json_describes_every_method_and_summary_metric(tiny_run, tmp_p
     run = copy_run(tiny_run, tmp_path / "run")
     analyze(run, epochs="1", methods=["grad_cam", "saliency"], limit=8, device="cpu", show_progress=False)
     meta = json.loads((run / "analysis" / "analysis.json").read_text())
-    assert set(meta["method_info"]) == {"grad_cam", "saliency"}
+    # the random baseline of the faithfulness metrics is described too: its rows are in the records
+    assert set(meta["method_info"]) == {"grad_cam", "saliency", "random"}
     assert meta["method_info"]["saliency"] == {"title": "saliency", "yields_logits": True}
     in_summary = {r["metric"] for r in read_summary(run)}
     assert in_summary <= set(meta["metric_info"]) and "coverage_global_cumulative" in in_summary

@@ -7,7 +7,7 @@ checkpoint is loaded into it), the settings, the images, the runtime.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -16,7 +16,8 @@ from ..attribution import attribution_mode, normalize_maps
 from ..errors import OverfocusError
 from ..metrics import NeuronCoverage
 from ..progress import progress
-from .core import check_finite_weights, evaluate_batch
+from ..metrics.faithfulness import FaithfulnessOptions
+from .core import FaithfulnessRequest, check_finite_weights, evaluate_batch
 from .settings import COVERAGE_METRICS, RunInfo, Runtime, Settings
 from .shards import SECTIONS, merge_sections
 from .source import BatchSource, batch_subset
@@ -37,6 +38,8 @@ class AnalysisData:
     probe_index: Tuple[int, ...]  # their positions in the test split
     human: Optional[BatchSource] = None
     n_human: int = 0
+    faithful: Optional[BatchSource] = None  # this process's share of the faithfulness images
+    faithful_ids: Tuple[str, ...] = ()  # all faithfulness images (every process)
 
     @property
     def probe_pos(self) -> Dict[str, int]:
@@ -65,10 +68,13 @@ class EpochEvaluator:
     """Loads a checkpoint into the call's one model and evaluates this process's images with it."""
 
     def __init__(self, model: torch.nn.Module, settings: Settings, info: RunInfo, runtime: Runtime,
-                 data: AnalysisData, show_progress: bool = False):
+                 data: AnalysisData, show_progress: bool = False,
+                 init_model: Optional[Callable[[], Optional[torch.nn.Module]]] = None):
         self.model, self.settings, self.info, self.rt, self.data = model, settings, info, runtime, data
         self.show = show_progress
         self.probe_pos = data.probe_pos
+        self._make_init_model = init_model  # the model with the run's epoch-0 weights (sanity_init), made once
+        self._init_model: Optional[torch.nn.Module] = None
 
     def load(self, source, epoch: int) -> torch.nn.Module:
         """Load epoch's weights from the run source (`runsource.RunSource`) into the call's one model
@@ -103,6 +109,8 @@ class EpochEvaluator:
             out.cumulative = cumulative_rows(epoch, out.cov.cumulative())
         if self.data.human is not None:
             out.sections["human"] = self._human_rows(epoch)
+        if self.data.faithful is not None and s.faithful_metrics:
+            out.sections["faithfulness"] = self._faithfulness_rows(epoch)
         if probe_positions is None:
             probe_positions = [k for k in range(len(self.data.probe_batch)) if k not in out.probe]
         self._fill_probe(out.probe, probe_positions)
@@ -136,6 +144,33 @@ class EpochEvaluator:
             columns = [(m, name, v) for m, table in result.metrics.items() for name, v in table.items()]
             ids = [f"human:{i}" for i in batch.image_ids]  # never mistaken for an analysed image
             rows += table_rows(epoch, ids, labels, columns)
+        return rows
+
+    def faithfulness_request(self) -> FaithfulnessRequest:
+        """The model-dependent metrics of this analysis; the epoch-0 model is made on first use."""
+        s = self.settings
+        if self._init_model is None and self._make_init_model is not None:
+            self._init_model = self._make_init_model()
+            self._make_init_model = None  # made (or found missing) once per call
+        options = FaithfulnessOptions(steps=s.faithfulness_steps, baseline=s.faithfulness_baseline)
+        return FaithfulnessRequest(s.faithful_metrics, options, init_model=self._init_model)
+
+    def _faithfulness_rows(self, epoch: int) -> List[Dict[str, Any]]:
+        """The faithfulness images: the model-dependent metrics per method and for the random baseline."""
+        request = self.faithfulness_request()
+        rows: List[Dict[str, Any]] = []
+        for batch, _ in progress(self.data.faithful, self.show, desc=f"epoch {epoch} faithfulness"):
+            labels = batch.labels.tolist()
+            batch = batch.to(self.rt.device)
+            s = self.settings
+            result = evaluate_batch(self.model, batch.images, batch.labels,
+                                    batch.boxes if self.data.has_boxes else None, mean=self.info.mean,
+                                    std=self.info.std, methods=s.methods, layer=s.layer, metric_names=(),
+                                    target=s.target, amp_dtype=self.rt.amp_dtype,
+                                    channels_last=self.rt.channels_last, method_args=s.method_args,
+                                    faithfulness=request)
+            columns = [(m, name, v) for m, table in result.metrics.items() for name, v in table.items()]
+            rows += table_rows(epoch, batch.image_ids, labels, columns)
         return rows
 
     def _fill_probe(self, probe: Dict[int, tuple], positions: List[int]) -> None:

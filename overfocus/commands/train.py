@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   overfocus train --config runs/demo/run.json --set optim.lr=0.01 --out runs/lr01   # or your own YAML file
   overfocus train --like runs/demo --epochs 2 --nproc 2 --out runs/ddp   # DDP on this machine (as torchrun below)
   overfocus train --out runs/shapes --tensorboard tb/shapes   # then: tensorboard --logdir tb
+  overfocus train --out runs/shapes2 --wandb overfocus   # needs the wandb package; W&B files in runs/shapes2/wandb
   torchrun --nproc_per_node=4 -m overfocus train --device cuda --out runs/ddp4   # needs 4 GPUs
 """
 
@@ -32,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--tensorboard", metavar="DIR",
                    help="log each epoch's metrics and the probe-set attention overlays to TensorBoard in DIR "
                         "while training (needs the tensorboard package)")
+    p.add_argument("--wandb", metavar="PROJECT",
+                   help="log the same as --tensorboard to this Weights & Biases project while training "
+                        '(pip install "overfocus[wandb]"; WANDB_MODE=offline logs to local files)')
     p.add_argument("--nproc", type=int, default=0,
                    help="launch N processes with torchrun on this machine (DistributedDataParallel)")
     p.set_defaults(func=run)
@@ -93,10 +97,14 @@ def run(args: argparse.Namespace) -> int:
         from ..render.tensorboard import require_tensorboard
 
         require_tensorboard()  # before any training, not after the first epoch
+    if args.wandb:
+        from ..render.wandb import require_wandb
+
+        require_wandb()
     if args.nproc > 1:
         argv = args.argv[args.argv.index("train") + 1:]
         return relaunch_with_torchrun(args.nproc, "train", strip_nproc(argv))
-    out = train(cfg, Path(args.out), force=args.force, tensorboard=args.tensorboard)
+    out = train(cfg, Path(args.out), force=args.force, tensorboard=args.tensorboard, wandb=args.wandb)
     from ..distributed import env_info
 
     if env_info().is_main:

@@ -1,9 +1,9 @@
 """Rendering: pure functions over what `overfocus analyze` wrote (RUN/analysis/) and metrics.jsonl.
 
 `render_run` writes RUN/figures/: evolution videos (MP4, GIF), the generalization-gap plot, the
-metric curves (PNG, PDF or SVG) and filmstrips. Modules: io (read the analysis), meta (titles,
+metric curves (PNG, PDF or SVG), filmstrips and the explorer page (explorer.html). Modules: io (read the analysis), meta (titles,
 units, ranges from analysis.json), overlay (image primitives), frames (video frames), filmstrip,
-encode (MP4/GIF/PNG writers), plots, compare, report (audit HTML), tensorboard; `overfocus.render.compare.compare_runs` compares several runs;
+encode (MP4/GIF/PNG writers), plots, compare, report (audit HTML), explore (the explorer page), tensorboard; `overfocus.render.compare.compare_runs` compares several runs;
 `overfocus.render.tensorboard.export` writes TensorBoard event files. See docs/rendering.md.
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ class RenderOptions:
     probes: Optional[int] = None                 # first N probe images in videos (default all)
     filmstrip_images: int = 4
     tensorboard: bool = False
+    explorer: bool = True                        # figures/explorer.html (render/explore.py)
 
 
 @dataclass
@@ -45,7 +46,7 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
     Example:
         >>> res = render_run("runs/demo", RenderOptions(methods=["grad_cam"], formats=["gif"]))  # doctest: +SKIP
         >>> sorted(p.name for p in res.written)                                                 # doctest: +SKIP
-        ['evolution_grad_cam.gif', 'filmstrip_grad_cam.png', 'gap.png', 'metrics.png']
+        ['evolution_grad_cam.gif', 'explorer.html', 'filmstrip_grad_cam.png', 'gap.png', 'metrics.png']
     """
     from .encode import check_fps, check_plot_format
     from .frames import FrameStyle, check_style
@@ -70,6 +71,12 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
         result.written += _videos(analysis, group, style, opts, figures)
         result.written.append(_filmstrip(analysis, group, style, opts, figures))
     _plots(analysis, methods, figures, result, plot_format)
+    if opts.explorer:
+        from .explore import ExploreOptions, explore
+
+        result.written.append(explore([analysis.run_dir], ExploreOptions(methods=methods, alpha=opts.alpha,
+                                                                          cmap=opts.cmap, probes=opts.probes,
+                                                                          out=figures / "explorer.html")))
     if opts.tensorboard:
         from .tensorboard import export
 

@@ -1,4 +1,5 @@
-"""Compare several analysed runs: overlaid curves, gap curves, a side-by-side video, a last-epoch table.
+"""Compare several analysed runs: overlaid curves, gap curves, a side-by-side video, a last-epoch table
+and the explorer page (explore.py) of the runs.
 
 Like is compared with like: the video shows the probe images common to all runs, the table is
 taken at one epoch common to all runs (default: the last), and the metrics are means over the
@@ -43,6 +44,7 @@ class CompareOptions:
     probes: Optional[int] = None
     epoch: Optional[int] = None           # epoch of the table; default: the last one common to all runs
     plot_format: str = "png"              # static plots: png, pdf or svg
+    explorer: bool = True                 # explorer.html beside the figures (render/explore.py)
 
 
 @dataclass
@@ -76,7 +78,7 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
     Example:
         >>> res = compare_runs(["runs/vanilla", "runs/sgdrop"], CompareOptions(formats=["gif"]))  # doctest: +SKIP
         >>> sorted(p.name for p in res.written)                                                  # doctest: +SKIP
-        ['evolution.gif', 'gap.png', 'last_epoch.csv', 'last_epoch.md', 'metrics.png']
+        ['evolution.gif', 'explorer.html', 'gap.png', 'last_epoch.csv', 'last_epoch.md', 'metrics.png']
     """
     opts = options or CompareOptions()
     style = FrameStyle(opts.size, opts.alpha, opts.cmap)
@@ -103,6 +105,12 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
     frames = compare_frames(runs, order, method, epochs, _indices(len(order[next(iter(runs))]), opts.probes), style)
     result.written += write_video(list(frames), out / "evolution", opts.fps, opts.formats)
     result.written += write_tables(runs, method, metrics, out, align, meta)
+    if opts.explorer:
+        from .explore import ExploreOptions, explore
+
+        result.written.append(explore(list(run_dirs), ExploreOptions(
+            methods=[opts.method] if opts.method else None, labels=list(runs), out=out / "explorer.html",
+            alpha=opts.alpha, cmap=opts.cmap, probes=opts.probes)))
     return result
 
 

@@ -68,20 +68,30 @@ def _write_events(analysis: Analysis, folder: Path, style: FrameStyle) -> None:
 
     writer = SummaryWriter(log_dir=str(folder))
     try:
-        _scalars(analysis, writer)
-        for method in analysis.methods:
-            frames = evolution_frames(analysis, [method], list(range(len(analysis.probe))), style)
-            for epoch, frame in zip(analysis.epochs, frames):
-                writer.add_image(f"probe/{method}", frame, global_step=epoch, dataformats="HWC")
+        for epoch, scalars, frames in export_items(analysis, style):
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, global_step=epoch)
+            for tag, frame in frames.items():
+                writer.add_image(tag, frame, global_step=epoch, dataformats="HWC")
     finally:
         writer.close()
 
 
-def _scalars(analysis: Analysis, writer) -> None:
-    for row in analysis.metrics:
-        log_metrics_row(writer, row)
-    for r in sorted(analysis.summary, key=lambda r: (r["metric"], r["method"], r["epoch"])):
-        writer.add_scalar(f"{r['metric']}/{r['method']}", r["mean"], global_step=r["epoch"])
+def export_items(analysis: Analysis, style: FrameStyle):
+    """Per epoch, in order: (epoch, scalars, images) of an analysed run's export, whatever the logger:
+    `run/<field>` of metrics.jsonl, `<metric>/<method>` means of summary.csv, and `probe/<method>`,
+    the evolution-video frame. Shared by the TensorBoard export and `render/wandb.py`."""
+    rows = {int(r["epoch"]): r for r in analysis.metrics if "epoch" in r}
+    means: Dict[int, Dict[str, float]] = {}
+    for r in analysis.summary:
+        means.setdefault(int(r["epoch"]), {})[f"{r['metric']}/{r['method']}"] = r["mean"]
+    frames = {m: iter(evolution_frames(analysis, [m], list(range(len(analysis.probe))), style))
+              for m in analysis.methods}
+    analysed = set(analysis.epochs)
+    for epoch in sorted(analysed | set(rows) | set(means)):
+        scalars = {**metrics_row_scalars(rows.get(epoch, {})), **dict(sorted(means.get(epoch, {}).items()))}
+        images = {f"probe/{m}": next(gen) for m, gen in frames.items()} if epoch in analysed else {}
+        yield epoch, scalars, images
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -92,11 +102,37 @@ def _swap_in(staging: Path, target: Path) -> None:
         os.replace(new, target / new.name)
 
 
-def log_metrics_row(writer, row: Mapping[str, Any]) -> None:
-    """Every numeric field of one metrics.jsonl row as `run/<field>` at step `row["epoch"]`."""
-    for key, value in row.items():
-        if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            writer.add_scalar(f"run/{key}", float(value), global_step=int(row["epoch"]))
+def metrics_row_scalars(row: Mapping[str, Any]) -> Dict[str, float]:
+    """Every numeric field of one metrics.jsonl row as `run/<field>` (the epoch itself left out).
+
+    Example:
+        >>> metrics_row_scalars({"epoch": 2, "test_acc": 0.5, "status": "ok"})
+        {'run/test_acc': 0.5}
+    """
+    return {f"run/{key}": float(value) for key, value in row.items()
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def live_items(row: Mapping[str, Any], probe_means: Mapping[str, Mapping[str, float]], images: np.ndarray,
+               maps: Mapping[str, np.ndarray], image_ids: Sequence[str], boxes: Optional[Sequence[np.ndarray]],
+               style: FrameStyle):
+    """What one live epoch logs, whatever the logger: scalars (`run/<field>`, `probe/<metric>/<method>`)
+    and one overlay per probe image and method (`overlay/<method>/<image id>`, H x W x 3 uint8).
+
+    Shared by the TensorBoard `LiveWriter` and the W&B writer (`render/wandb.py`), so both log the same.
+    """
+    scalars = metrics_row_scalars(row)
+    for method, means in probe_means.items():
+        for metric, value in means.items():
+            scalars[f"probe/{metric}/{method}"] = float(value)
+    no_boxes = np.zeros((0, 4))
+    panels = {}
+    for method, method_maps in maps.items():
+        for i, image_id in enumerate(image_ids):
+            panels[f"overlay/{method}/{image_id}"] = attribution_panel(
+                images[i], method_maps[i], no_boxes if boxes is None else boxes[i], style.width, style.alpha,
+                style.cmap)
+    return scalars, panels
 
 
 class LiveWriter:
@@ -129,17 +165,12 @@ class LiveWriter:
         `images` are N x H x W x 3 uint8, `maps[method]` N x h x w in [0, 1], `boxes` N arrays of
         (x0, y0, x1, y1) in image pixels or None.
         """
+        scalars, panels = live_items(row, probe_means, images, maps, image_ids, boxes, self.style)
         epoch = int(row["epoch"])
-        log_metrics_row(self._writer, row)
-        for method, means in probe_means.items():
-            for metric, value in means.items():
-                self._writer.add_scalar(f"probe/{metric}/{method}", float(value), global_step=epoch)
-        no_boxes = np.zeros((0, 4))
-        for method, method_maps in maps.items():
-            for i, image_id in enumerate(image_ids):
-                panel = attribution_panel(images[i], method_maps[i], no_boxes if boxes is None else boxes[i],
-                                          self.style.width, self.style.alpha, self.style.cmap)
-                self._writer.add_image(f"overlay/{method}/{image_id}", panel, global_step=epoch, dataformats="HWC")
+        for tag, value in scalars.items():
+            self._writer.add_scalar(tag, value, global_step=epoch)
+        for tag, panel in panels.items():
+            self._writer.add_image(tag, panel, global_step=epoch, dataformats="HWC")
         self._writer.flush()  # visible in TensorBoard now, not when the run ends
 
     def close(self) -> None:
