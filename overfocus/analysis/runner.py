@@ -253,7 +253,7 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
                         sources.of(faithful) if faithful is not None else None,
                         subset_ids(faithful) if faithful is not None else ())
     show = show_progress and runtime.dist.is_main
-    init = (lambda: initial_model(source, layer, runtime)) if settings.faithful_metrics else None
+    init = (lambda: initial_model(source, model)) if settings.faithful_metrics else None
     evaluator = EpochEvaluator(model, settings, info, runtime, data, show, init_model=init)
     return Runner(source, runtime, settings, data, evaluator, c.batch_size, show)
 
@@ -275,21 +275,24 @@ def subset_ids(subset) -> Tuple[str, ...]:
     return tuple(subset.image_id(i) for i in range(len(subset)))
 
 
-def initial_model(source: RunSource, layer: str, runtime: Runtime) -> Optional[torch.nn.Module]:
-    """A second model holding the run's epoch-0 (initial) weights, for `sanity_init`; None (and the
-    metric not computed) when the run has no epoch 0 or it cannot be loaded."""
+def initial_model(source: RunSource, model: torch.nn.Module) -> Optional[torch.nn.Module]:
+    """A second model holding the run's epoch-0 (initial) weights, for `sanity_init`: a copy of the
+    call's model (a run source may hand out one model object only); None (and the metric not
+    computed) when the run has no epoch 0 or it cannot be loaded."""
+    import copy
+
     from .core import check_finite_weights
 
     if 0 not in source.epochs():
         return None
-    model = place_model(source.build_model(), layer, runtime.device, runtime.channels_last)
+    initial = copy.deepcopy(model)
     try:
-        source.load_into(model, 0)
-        check_finite_weights(model)
+        source.load_into(initial, 0)
+        check_finite_weights(initial)
     except OverfocusError as exc:
         print(f"overfocus analyze: sanity_init not computed: epoch 0 does not load ({exc})", file=sys.stderr)
         return None
-    return model.eval()
+    return initial.eval()
 
 
 def place_model(model: torch.nn.Module, layer: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
