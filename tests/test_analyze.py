@@ -177,7 +177,8 @@ def test_a_second_call_does_no_work(analysed):
 def test_a_different_configuration_is_refused_until_forced(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     analyze(run, epochs="2", metrics=["area_ratio"], device="cpu", show_progress=False, limit=8)
-    with pytest.raises(OverfocusError, match="--force"):
+    # a Python call is told the Python arguments (the CLI's message names --force and --out)
+    with pytest.raises(OverfocusError, match="pass force=True to replace it, or out=DIR to keep both"):
         analyze(run, epochs="2", metrics=["hit"], device="cpu", show_progress=False, limit=8)
     res = analyze(run, epochs="2", metrics=["hit"], device="cpu", show_progress=False, limit=8, force=True)
     assert res.computed == [2]

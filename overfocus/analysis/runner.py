@@ -463,8 +463,8 @@ class Runner:
     def _execute_shard(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
         """--shard R/W: this share's parts of the epochs not done yet; no shared file is written."""
         if force:
-            raise OverfocusError("--shard cannot be combined with --force: run `overfocus analyze RUN --force` "
-                                 "without --shard, or give the shards a fresh --out")
+            raise OverfocusError(f"{option('shard', 'R/W')} cannot be combined with {option('force')}: recompute "
+                                 f"without {option('shard', 'R/W')}, or give the shards a fresh {option('out', 'DIR')}")
         existing = store.read_analysis_json(folder)
         if existing is not None:
             refuse_mismatch(folder, existing, fresh_state(self.settings, self.data.classes))

@@ -227,8 +227,8 @@ def _amp_dtype(device: torch.device) -> torch.dtype:
 
 # ---- epoch selection ----------------------------------------------------------------------------
 def available_epochs(run: RunDir) -> List[int]:
-    """Epochs the run knows of: listed in run.json or present as a checkpoint file."""
-    listed = {int(e["epoch"]) for e in run.read_manifest().get("epochs", []) if "epoch" in e}
+    """Epochs the run knows of: listed in run.json (not pruned by train.keep_every) or present as a checkpoint file."""
+    listed = {int(e["epoch"]) for e in run.read_manifest().get("epochs", []) if "epoch" in e and not e.get("pruned")}
     return sorted(listed | set(run.checkpoint_epochs()))
 
 

@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from ..errors import OverfocusError
+from ..errors import OverfocusError, option
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 ANALYSIS_SCHEMA = 1
@@ -90,12 +90,13 @@ def read_analysis_json(folder: Path) -> Optional[Dict[str, Any]]:
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as exc:
-        raise OverfocusError(f"{path} is not valid JSON ({exc.msg}): delete it or pass --force") from None
+        raise OverfocusError(f"{path} is not valid JSON ({exc.msg}): delete it or pass {option('force')}") from None
     except (UnicodeDecodeError, RecursionError):
         raise OverfocusError(f"{path} is not an analysis.json (not UTF-8 text, or nested too deeply): delete it or "
-                             "pass --force") from None
+                             f"pass {option('force')}") from None
     if not isinstance(data, dict):
-        raise OverfocusError(f"{path} is not an analysis.json (it holds no object): delete it or pass --force")
+        raise OverfocusError(f"{path} is not an analysis.json (it holds no object): delete it or pass "
+                             f"{option('force')}")
     return data
 
 
