@@ -197,7 +197,8 @@ def test_perturbation_cams_are_bounded_by_their_batch_size():
     sizes = []
     handle = model.register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
     try:
-        attribute(model, images, targets, methods="score_cam", layer="block3", method_args={"score_cam": {"batch_size": 5}})
+        attribute(model, images, targets, methods="score_cam", layer="block3",
+                  method_args={"score_cam": {"batch_size": 5}})
     finally:
         handle.remove()
     channels = capture_output(model, model.block3, images).shape[1]
@@ -225,8 +226,10 @@ def test_a_bad_batch_size_is_one_line():
 
     model, images, targets = _case("cifarnet", dict(width=0.125))
     with pytest.raises(OverfocusError, match="use 1 or more"):
-        attribute(model, images, targets, methods="score_cam", layer="block3", method_args={"score_cam": {"batch_size": 0}})
+        attribute(model, images, targets, methods="score_cam", layer="block3",
+                  method_args={"score_cam": {"batch_size": 0}})
     with pytest.raises(OverfocusError, match="did you mean 'batch_size'"):
-        attribute(model, images, targets, methods="score_cam", layer="block3", method_args={"score_cam": {"batchsize": 4}})
+        attribute(model, images, targets, methods="score_cam", layer="block3",
+                  method_args={"score_cam": {"batchsize": 4}})
     with pytest.raises(OverfocusError, match="takes no arguments"):
         attribute(model, images, targets, methods="hirescam", layer="block3", method_args={"hirescam": {"x": 1}})
