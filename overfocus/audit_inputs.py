@@ -16,7 +16,7 @@ from .analysis.source import evenly_spaced
 from .attribution.methods import DEFAULT_METHODS, check_method_args
 from .audit_findings import THRESHOLDS
 from .errors import OverfocusError, shorten
-from .loading import ModelOptions
+from .loading import ModelOptions, allow_recorded_arch, check_recipe_args
 from .metrics.registry import reported_metrics
 from .registry import did_you_mean
 from .rundir import RunDir
@@ -124,14 +124,21 @@ def model_options(opts: AuditOptions, source: Source) -> ModelOptions:
     cfg = source.manifest.get("config", {}).get("model", {})
     m = opts.model
     given = m.model or m.arch
-    return ModelOptions(model=m.model or (None if m.arch else cfg.get("name") or None),
-                        arch=m.arch or (None if m.model else cfg.get("arch")),
+    where = f"{source.run.manifest_path}" if source.run is not None else "run.json"
+    recorded = {"width": cfg.get("width", m.width), "small_input": cfg.get("small_input", m.small_input),
+                "batch_norm": cfg.get("batch_norm")}
+    if not given:
+        check_recipe_args(recorded, where)
+    if not m.num_classes and source.manifest.get("num_classes") is not None:
+        check_recipe_args({"num_classes": source.manifest["num_classes"]}, where)
+    arch = m.arch or (None if m.model or not cfg.get("arch") else allow_recorded_arch(cfg["arch"], m, where))
+    return ModelOptions(model=m.model or (None if arch else cfg.get("name") or None), arch=arch,
                         layer=m.layer or (None if given else source.manifest.get("gradcam_layer")),
                         num_classes=m.num_classes or source.manifest.get("num_classes"),
-                        width=m.width if given else float(cfg.get("width", m.width)),
-                        small_input=m.small_input if given else bool(cfg.get("small_input", m.small_input)),
-                        batch_norm=m.batch_norm if given else cfg.get("batch_norm"),
-                        trust_pickle=m.trust_pickle, strip_prefix=m.strip_prefix)
+                        width=m.width if given else float(recorded["width"]),
+                        small_input=m.small_input if given else recorded["small_input"],
+                        batch_norm=m.batch_norm if given else recorded["batch_norm"],
+                        trust_pickle=m.trust_pickle, strip_prefix=m.strip_prefix, trust_recipe=m.trust_recipe)
 
 
 def open_audit_data(prep: Preprocessing, limit: int, whole_folder: bool = False) -> Tuple[Any, str]:

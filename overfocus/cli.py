@@ -1,7 +1,8 @@
 """The `overfocus` command: argparse sub-commands mapped onto the library's functions.
 
 Exit codes (the contract of docs/errors.md): 0 success, 1 a failed gate (audit), 2 bad input or
-environment (one line on stderr naming the file or value and the fix, no traceback), 130
+environment (one line on stderr naming the file or value and the fix, no traceback; also a
+SystemExit raised by code the user let run, so that a gate never passes unchecked), 130
 interrupted (Ctrl-C), 3 a bug (one line saying where the full traceback was written).
 Expected failures become OverfocusError where they happen; `main` only maps types to codes.
 Each sub-command lives in `overfocus/commands/<name>.py` with `register(subparsers)`, which adds
@@ -26,7 +27,8 @@ class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (exit 2), like every other bad input."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {_with_suggestion(message)} (see `{self.prog} --help`)\n")
+        line = one_line(f"{self.prog}: error: {_with_suggestion(message)} (see `{self.prog} --help`)")
+        self.exit(EXIT_BAD_INPUT, line + "\n")
 
 
 def _with_suggestion(message: str) -> str:
@@ -68,6 +70,20 @@ def save_traceback(exc: BaseException) -> str:
         return fh.name
 
 
+def stopped_by(exc: BaseException) -> str:
+    """The line for a SystemExit (or another BaseException) that ended a command from inside: no
+    overfocus code raises one, so it came from code the user named (a model factory or its forward).
+
+    Example:
+        >>> stopped_by(SystemExit(0))
+        'code this call ran (a model named with --arch or --trust-recipe) raised SystemExit(0): the command stopped before its end, so nothing it reports was completed (no report, no gate passed); files written before stay'
+    """
+    detail = f"{type(exc).__name__}({exc.code!r})" if isinstance(exc, SystemExit) else type(exc).__name__
+    return (f"code this call ran (a model named with --arch or --trust-recipe) raised {detail}: the command "
+            "stopped before its end, so nothing it reports was completed (no report, no gate passed); files "
+            "written before stay")
+
+
 def utf8_locale_needed() -> bool:
     """True when Python decodes file names and text as ASCII (e.g. LC_ALL=C with PYTHONUTF8=0 and
     no locale coercion): non-ASCII paths and class names would then fail far from their cause."""
@@ -86,7 +102,11 @@ def _rerun_in_utf8_mode() -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     if argv is None and utf8_locale_needed():  # the command line of a non-UTF-8 locale: paths are bytes
         _rerun_in_utf8_mode()
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports every command (torch among them): a Ctrl-C may land here
+    except KeyboardInterrupt:
+        print("overfocus: interrupted while starting; nothing was done", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors: their code, also when called in-process
@@ -109,6 +129,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted; completed work is kept (resume where it applies)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (SystemExit, GeneratorExit) as exc:  # raised by code the user let run (--arch, --trust-recipe, ...)
+        print(f"{prefix}: error: {stopped_by(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except OSError as exc:
         named = environment_error(exc)
         if named is None:
@@ -117,6 +140,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_BAD_INPUT
     except Exception as exc:  # a bug by the contract: one line and the traceback on disk, not on screen
         return _bug(prefix, exc)
+    except BaseException as exc:  # no overfocus code raises one: user-named code did (a BaseException subclass)
+        print(f"{prefix}: error: {stopped_by(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def _bug(prefix: str, exc: BaseException) -> int:

@@ -21,9 +21,11 @@ import functools
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, List
 
 from .errors import OverfocusError, is_write_failure, write_error
 
@@ -87,9 +89,74 @@ def check_writable(folder: Path) -> None:
     if probe_in.exists() and not probe_in.is_dir():
         raise OverfocusError(f"cannot write into {folder}: {probe_in} is an existing file; choose another folder")
     with writing(folder):
-        fd, tmp = tempfile.mkstemp(prefix=".overfocus-probe.", suffix=".tmp", dir=probe_in)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(probe_in / "overfocus-probe"), suffix=TEMP_MARK, dir=probe_in)
         os.close(fd)
         os.unlink(tmp)
+
+
+TEMP_MARK = ".tmp"  # every temporary name: .<name>.<host>~<pid>~<random>.tmp[.ext]
+WRITER_TAG = re.compile(r"\.(?P<host>[A-Za-z0-9_-]*)~(?P<pid>\d+)~[^.]*\.tmp")
+
+
+def temp_prefix(path: Path) -> str:
+    """The start of a temporary name for `path`: hidden, and naming its writer (host and pid), so
+    that the next call can tell a dead writer's leftovers from a live writer's file.
+
+    Example:
+        >>> temp_prefix(Path("run/metrics.jsonl")).startswith(".metrics.jsonl.")
+        True
+    """
+    return f".{Path(path).name}.{_host()}~{os.getpid()}~"
+
+
+@functools.lru_cache(maxsize=1)
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:32]
+
+
+def clean_stale_temps(folder: Path, recursive: bool = False) -> List[Path]:
+    """Delete the temporary files killed writers left in `folder` (and below, `recursive`); return them.
+
+    A `kill -9` skips every `finally`, so the next call into the folder is the first chance to
+    tidy up. A file whose writer is alive (or wrote on another host: a shared file system) is
+    kept; a name without a writer tag (an older version's) is taken as stale.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); _ = (d / ".metrics.jsonl.myhost~999999999~ab12.tmp").write_bytes(b"")
+        >>> _ = (d / ".evolution_x.mp4.ab12.tmp.mp4").write_bytes(b"")
+        >>> mine = d / (temp_prefix(d / "summary.csv") + "cd34.tmp"); _ = mine.write_bytes(b"")
+        >>> sorted(p.name for p in clean_stale_temps(d))[-1], mine.exists()
+        ('.evolution_x.mp4.ab12.tmp.mp4', True)
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    candidates = folder.rglob(".*") if recursive else folder.glob(".*")
+    stale = [p for p in candidates if _is_temp(p.name) and p.is_file() and not _writer_alive(p.name)]
+    for p in stale:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return stale
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and (name.endswith(TEMP_MARK) or f"{TEMP_MARK}." in name)
+
+
+def _writer_alive(name: str) -> bool:
+    tag = WRITER_TAG.search(name)
+    if tag is None:
+        return False
+    if tag["host"] != _host():
+        return True  # another machine's writer: its life cannot be seen from here
+    try:
+        os.kill(int(tag["pid"]), 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -101,7 +168,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_MARK, dir=path.parent)
     try:
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:

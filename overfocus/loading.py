@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
+import shlex
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .errors import OverfocusError, option
+from .errors import OverfocusError, option, shorten_text
 from .registry import did_you_mean
 from .rundir import is_torchscript, load_checkpoint, sha256_file  # noqa: F401 (is_torchscript re-exported)
 
@@ -51,6 +53,7 @@ class ModelOptions:
     trust_pickle: bool = False
     batch_norm: Optional[bool] = None  # model.batch_norm (None = the architecture's default)
     strip_prefix: Optional[str] = None  # key prefix to remove; None = the one that makes keys match
+    trust_recipe: bool = False  # build an import path a file records (else only the one named in `arch`)
 
 
 @dataclass
@@ -300,8 +303,63 @@ def build_timm(name: str, num_classes: int) -> nn.Module:
         raise OverfocusError(f"--model timm:{name}: {_first_line(exc)}; see timm.list_models()") from None
 
 
+def allow_recorded_arch(recorded: Any, opts: ModelOptions, where: str) -> str:
+    """The import path `where` (a checkpoint, a run.json) records as its model, if the user allowed
+    it: named the same path (`--arch`, `arch=`) or passed `--trust-recipe` (`trust_recipe=True`).
+
+    Importing a module and calling a factory runs code, so a file never chooses it alone: a
+    registry name, `timm:NAME` or a torchvision name is data and needs no permission, a
+    `module:callable` does. Refused before anything is imported.
+
+    Example:
+        >>> allow_recorded_arch("mynets:Net", ModelOptions(arch="mynets:Net"), "run.json")
+        'mynets:Net'
+        >>> allow_recorded_arch("os:abort", ModelOptions(), "checkpoint x.pt")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        overfocus.errors.OverfocusError: checkpoint x.pt names its model by the import path 'os:abort', which runs code: ...
+    """
+    if not isinstance(recorded, str):
+        raise OverfocusError(f"{where} records its model's import path as a {type(recorded).__name__}, "
+                             "not a 'module:callable' text: the file is damaged or not from overfocus")
+    if opts.trust_recipe or opts.arch == recorded:
+        return recorded
+    shown = shorten_text(recorded, 80)
+    raise OverfocusError(f"{shorten_text(where, 100)} names its model by the import path {shown!r}, which runs code: "
+                         f"allow it with --arch {shlex.quote(shown)} (arch= in Python) or --trust-recipe "
+                         "(trust_recipe=True) if you trust the file")
+
+
+RECIPE_CHECKS = {  # the recorded arguments of a model recipe: (test, what the value must be)
+    "num_classes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_000_000,
+                    "an integer from 1 to 1000000"),
+    "width": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+              and 0 < v <= 64, "a number above 0 and at most 64"),
+    "small_input": (lambda v: isinstance(v, bool), "true or false"),
+    "batch_norm": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+}
+
+
+def check_recipe_args(args: Dict[str, Any], where: str) -> None:
+    """Refuse recorded model arguments of the wrong type or range before any model is built.
+
+    Example:
+        >>> check_recipe_args({"num_classes": 10, "width": 0.25}, "run.json")
+        >>> check_recipe_args({"num_classes": "10"}, "run.json")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        overfocus.errors.OverfocusError: run.json records num_classes = '10': it must be an integer ...
+    """
+    for key, value in args.items():
+        test, allowed = RECIPE_CHECKS[key]
+        if not test(value):
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise OverfocusError(f"{where} records {key} = {shown}: it must be {allowed}; the file is damaged, "
+                                 f"or pass the value yourself (--{key.replace('_', '-')})")
+
+
 def build_arch(spec: str, num_classes: Optional[int]) -> nn.Module:
-    """Call `package.module:Factory` (with num_classes= when it accepts it)."""
+    """Call `package.module:Factory` (with num_classes= when it accepts it; the arguments are
+    checked against its signature before the call)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise OverfocusError(f"--arch {spec!r} needs the form package.module:Factory, "
@@ -310,14 +368,38 @@ def build_arch(spec: str, num_classes: Optional[int]) -> nn.Module:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise OverfocusError(f"--arch {spec!r} cannot be imported ({exc}): check the module path") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the module's own code failed (or exited) while importing
+        raise OverfocusError(f"--arch {spec!r}: importing it raised {_raised(exc)}: fix that module") from None
+    if not callable(factory):
+        raise OverfocusError(f"--arch {spec!r} names a {type(factory).__name__}, not a model factory")
     kwargs = {"num_classes": num_classes} if num_classes and _accepts(factory, "num_classes") else {}
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:
+        raise OverfocusError(f"--arch {spec!r} cannot be called with {kwargs or 'no arguments'} ({exc}): name a "
+                             "factory that builds the model from keyword arguments") from None
+    except ValueError:  # no signature to read (some builtins): the call itself says
+        pass
     try:
         model = factory(**kwargs)
     except TypeError as exc:
         raise OverfocusError(f"--arch {spec!r} could not be called with {kwargs or 'no arguments'} ({exc})") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the factory's own code (SystemExit too): its failure is named, never exit 0
+        raise OverfocusError(f"--arch {spec!r}: calling it raised {_raised(exc)}; nothing was evaluated") from None
     if not isinstance(model, nn.Module):
         raise OverfocusError(f"--arch {spec!r} returned a {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _raised(exc: BaseException) -> str:
+    """'SystemExit(0)', 'ValueError: bad width' ... for a one-line message."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r})"
+    return f"{type(exc).__name__}: {_first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def _accepts(fn: Any, name: str) -> bool:
@@ -332,8 +414,10 @@ def _accepts(fn: Any, name: str) -> bool:
 def _from_state_dict(state, payload, path: Path, sha: str, opts: ModelOptions) -> LoadedModel:
     run_ckpt = isinstance(payload, dict) and "schema" in payload and "model_name" in payload
     if run_ckpt and not opts.model and not opts.arch:  # a tracked run's checkpoint may name an import path
-        opts = _with(opts, arch=str(payload["arch"])) if payload.get("arch") else _with(
-            opts, model=str(payload["model_name"]))
+        opts = _with(opts, arch=allow_recorded_arch(payload["arch"], opts, f"checkpoint {path}")) \
+            if payload.get("arch") else _with(opts, model=str(payload["model_name"]))
+    if run_ckpt and not opts.num_classes:
+        check_recipe_args({"num_classes": payload.get("num_classes")}, f"checkpoint {path}")
     num_classes = opts.num_classes or (int(payload["num_classes"]) if run_ckpt else None) or infer_num_classes(state)
     if not num_classes:
         raise OverfocusError(f"cannot tell the number of classes of {path}: pass --num-classes N")

@@ -10,13 +10,14 @@ import hashlib
 import io
 import json
 import math
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
-from .errors import OverfocusError
+from .errors import OverfocusError, shorten_text
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file  # noqa: F401 (re-exported)
 
 SCHEMA_VERSION = 1
@@ -76,10 +77,24 @@ def load_checkpoint(path: Path, trust_pickle: bool = False) -> Dict[str, Any]:
     except Exception as exc:  # torch raises many types for bad files; all mean "unusable"
         text = str(exc).strip()
         reason = text.splitlines()[0][:200] if text else type(exc).__name__
-        if not trust_pickle and "Unsupported global" in text:
-            raise OverfocusError(f"checkpoint {path} holds pickled Python objects, not only weights: "
-                                 "pass --trust-pickle if you trust its source") from None
+        if not trust_pickle and "Weights only load failed" in text:
+            raise OverfocusError(pickle_refusal(path, text)) from None
         raise OverfocusError(f"checkpoint {path} is corrupt or truncated ({reason})") from None
+
+
+def pickle_refusal(path: Path, torch_message: str) -> str:
+    """The line for a file that `torch.load(weights_only=True)` refused: the Python global it needs
+    (from torch's "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y" wording) and the
+    opt-in, never "corrupt".
+
+    Example:
+        >>> pickle_refusal(Path("m.pt"), "Trying to load unsupported GLOBAL posix.system whose module posix is blocked.")
+        'checkpoint m.pt needs the Python global posix.system to load: it holds pickled Python objects, not only weights, and unpickling them runs code; pass --trust-pickle only if you trust its source'
+    """
+    found = re.search(r"unsupported global:? (?:GLOBAL )?([A-Za-z_][\w.]*)", torch_message, re.IGNORECASE)
+    needs = f"needs the Python global {found.group(1)[:120]} to load" if found else "cannot load as weights only"
+    return (f"checkpoint {shorten_text(str(path), 100)} {needs}: it holds pickled Python objects, not only "
+            "weights, and unpickling them runs code; pass --trust-pickle only if you trust its source")
 
 
 FILE_MAGIC = [(b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
@@ -166,9 +181,16 @@ class RunDir:
             raise OverfocusError(f"{self.root} is not an overfocus run directory (no run.json): "
                                  "pass the folder that `overfocus train` created")
         try:
-            return json.loads(self.manifest_path.read_text())
+            manifest = json.loads(self.manifest_path.read_bytes().decode("utf-8"))
         except json.JSONDecodeError as exc:
             raise OverfocusError(f"{self.manifest_path} is not valid JSON ({exc.msg})") from None
+        except (UnicodeDecodeError, RecursionError) as exc:  # not text, or nested beyond any run.json
+            reason = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "it is nested too deeply"
+            raise OverfocusError(f"{self.manifest_path} is not a run.json: {reason}") from None
+        if not isinstance(manifest, dict):
+            raise OverfocusError(f"{self.manifest_path} is not a run.json: it holds a {type(manifest).__name__}, "
+                                 "not an object")
+        return manifest
 
     def write_manifest(self, manifest: Dict[str, Any]) -> None:
         atomic_write_json(self.manifest_path, manifest)

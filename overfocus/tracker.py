@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import io
+import numbers
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,8 @@ import torch.nn as nn
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, DataConfig, ModelConfig, RunConfig, to_dict
 from .errors import OverfocusError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, clean_stale_temps
+from .lock import run_lock
 from .loading import ModelOptions, auto_layer, build_target, check_and_load, infer_num_classes, strip_prefixes
 from .rundir import SCHEMA_VERSION, TRACKER_KIND, RunDir, atomic_torch_save, recorded_by
 from .versions import software_versions
@@ -116,6 +118,8 @@ class Tracker:
         self._probe = None
         self._live = None
         self._claim = None
+        self._lock = run_lock(self.run.root)  # held from start() to finish(): one writer per run folder
+        self._shapes: Optional[Dict[str, tuple]] = None  # the model's weights' names and shapes
         self._started = False
         self._last_epoch = -1
         self._clock = time.perf_counter()
@@ -123,18 +127,26 @@ class Tracker:
     # ---- the two calls of a loop ------------------------------------------------------------
     def start(self, model: nn.Module) -> Dict[str, Any]:
         """Before training: check the recipe, write run.json and epoch 0 (the initial weights)."""
-        from .train import RunClaim
-
         if self._started:
             raise OverfocusError(f"Tracker for {self.run.root} was started already: call start() once")
         model = unwrap(model)
         self._recipe_from(model)
         self._open_data()
         self.num_classes = self.num_classes or infer_num_classes(model.state_dict()) or len(self._datasets.classes)
-        if self._resuming:
-            return self._attach(model)
+        self._shapes = weight_shapes(model)
+        self._lock.acquire()
+        try:
+            clean_stale_temps(self.run.root, recursive=True)  # what a killed writer left
+            return self._attach(model) if self._resuming else self._start_fresh(model)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _start_fresh(self, model: nn.Module) -> Dict[str, Any]:
+        from .train import RunClaim
+
         layers = self._check_recipe(model)
-        self._claim = RunClaim.take(self.run.root)
+        self._claim = RunClaim.take(self.run.root, self.force)
         try:
             self.run.checkpoints.mkdir(parents=True, exist_ok=True)
             self.run.write_manifest(self._manifest(layers))
@@ -181,10 +193,14 @@ class Tracker:
             return self.start(model)
         if not self._started:
             raise OverfocusError("Tracker.epoch_end before start(model): call start(model) once before training")
-        if not isinstance(epoch, int) or epoch <= self._last_epoch:
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch <= self._last_epoch:
             raise OverfocusError(f"Tracker.epoch_end({epoch!r}): epochs must be integers that grow "
-                                 f"(the last was {self._last_epoch})")
+                                 f"(the last was {self._last_epoch}); to go back, restart with resume=True")
+        epoch = int(epoch)
         model = unwrap(model)
+        self._check_same_model(model, epoch)
+        if not self._lock.held:  # an epoch after finish(): the run is open again
+            self._lock.acquire()
         seconds = time.perf_counter() - self._clock
         row = {"epoch": epoch, **{k: _number(k, v) for k, v in scalars.items()}}
         train_acc, test_acc = self._accuracies(model, train_acc, test_acc)
@@ -211,15 +227,33 @@ class Tracker:
         return row
 
     def finish(self, status: str = "complete") -> str:
-        """Mark the run complete (or failed) in run.json and close the TensorBoard writer."""
+        """Mark the run complete (or failed) in run.json, close the TensorBoard writer and release
+        the run folder. A later `epoch_end` opens the run again (status "running" until the next
+        finish)."""
         if self._live is not None:
             self._live.close()
             self._live = None
-        if self._started:
+        if self._started and self._lock.held:
             manifest = self.run.read_manifest()
             manifest["status"] = status
             self.run.write_manifest(manifest)
+        self._lock.release()
         return status
+
+    @property
+    def last_epoch(self) -> int:
+        """The last epoch this tracker wrote (-1 before start; 0 after a resume until the first epoch_end)."""
+        return self._last_epoch
+
+    def _check_same_model(self, model: nn.Module, epoch: int) -> None:
+        """The run records one architecture: weights of other names or shapes are another model."""
+        shapes = weight_shapes(model)
+        if shapes == self._shapes:
+            return
+        other = sorted(set(shapes) ^ set(self._shapes or {})) or [k for k in shapes if shapes[k] != self._shapes[k]]
+        raise OverfocusError(f"Tracker.epoch_end({epoch}): this model is not the one the run records (first "
+                             f"difference: {other[0]}): one run holds one architecture; pass a new run_dir for "
+                             "another model")
 
     def __enter__(self) -> "Tracker":
         return self
@@ -377,6 +411,7 @@ class Tracker:
         rows = [r for r in self.run.read_metrics() if r["epoch"] < epoch] + [row]
         self.run.write_metrics(rows)
         manifest = self.run.read_manifest()
+        manifest["status"] = "running"  # until finish(): a later epoch never leaves "complete" stale
         manifest["epochs"] = [e for e in manifest["epochs"] if e["epoch"] < epoch] + [
             {"epoch": epoch, "file": f"checkpoints/{self.run.checkpoint_path(epoch).name}", "sha256": sha,
              "train_acc": row.get("train_acc"), "test_acc": row.get("test_acc"), "seconds": row["seconds"]}]
@@ -453,4 +488,21 @@ def _number(key: str, value: Any) -> float:
 
 
 def _optional(value: Any, key: str) -> Optional[float]:
-    return None if value is None else _number(key, value)
+    """An accuracy your loop passed: a fraction in [0, 1], or None."""
+    if value is None:
+        return None
+    number = _number(key, value)
+    if not 0.0 <= number <= 1.0:  # NaN fails this too
+        raise OverfocusError(f"Tracker.epoch_end({key}={number!r}): an accuracy is a fraction in [0, 1] "
+                             "(pass correct / total, not a percentage)")
+    return number
+
+
+def weight_shapes(model: nn.Module) -> Dict[str, tuple]:
+    """{name: shape} of a model's weights (wrapper prefixes stripped): what makes it one architecture.
+
+    Example:
+        >>> weight_shapes(nn.Linear(2, 3))
+        {'weight': (3, 2), 'bias': (3,)}
+    """
+    return {k: tuple(v.shape) for k, v in strip_prefixes(unwrap(model).state_dict()).items()}

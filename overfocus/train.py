@@ -29,7 +29,8 @@ from .data.transforms import BoxAwareAugment
 from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier, env_info, gather_objects,
                           init_process_group)
 from .errors import OverfocusError
-from .fileio import writing
+from .fileio import clean_stale_temps, writing
+from .lock import run_lock
 from .models import MODELS, build_model, check_model_size, get_module, latent_layer_name
 from .progress import epoch_line, progress
 from .device import resolve_device  # noqa: F401 (re-exported for callers of train.resolve_device)
@@ -159,10 +160,21 @@ class Trainer:
         self.dist = dist_info or env_info()
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
         self.device = resolve_device(cfg.train.device, self.dist.local_rank)
-        init_process_group(self.dist, self.device)
         self._claim: Optional[RunClaim] = None
+        # one train or resume per run folder: a second exits at once, naming the holder (rank 0 writes)
+        self._lock = run_lock(self.run.root).acquire() if self.rank == 0 else None
+        try:
+            self._open(cfg, force, resuming, tensorboard)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, cfg: RunConfig, force: bool, resuming: bool, tensorboard) -> None:
+        init_process_group(self.dist, self.device)
         if not resuming:
             check_out_dir(self.run.root, force)  # every rank checks, so no rank waits for one that failed
+        if self.rank == 0:
+            clean_stale_temps(self.run.root, recursive=True)  # what a killed writer left (under the lock)
         self.data = open_datasets(cfg)
         num_classes = model_outputs(cfg.model.num_classes, self.data.classes)
         self.num_classes = num_classes
@@ -184,8 +196,13 @@ class Trainer:
         self._eval_loaders = self._make_eval_loaders()
         self._live = self._make_live_log(tensorboard) if tensorboard and self.rank == 0 else None
         if not resuming and self.rank == 0:  # only now that data and model have opened
-            self._claim = RunClaim.take(self.run.root)
+            self._claim = RunClaim.take(self.run.root, force)
         barrier(self.dist)  # nobody reads the run directory before rank 0 has claimed it
+
+    def close(self) -> None:
+        """Release the run folder's lock (also done by the end of the process, killed or not)."""
+        if self._lock is not None:
+            self._lock.release()
 
     def _wrap_ddp(self, model: nn.Module) -> nn.Module:
         if not self.dist.enabled:
@@ -246,6 +263,7 @@ class Trainer:
             self.regularizer.teardown(self.model)
             if self._live is not None:
                 self._live.close()
+            self.close()
         return self.run.root
 
     def epoch_loader(self, epoch: int):
@@ -389,6 +407,9 @@ def check_out_dir(root: Path, force: bool) -> None:
         raise OverfocusError(f"--out {root} is an existing file, not a folder: choose another --out")
     if not (root.is_dir() and any(root.iterdir())):
         return
+    if not force and RunDir(root).exists() and RunDir(root).latest_epoch() is None:
+        raise OverfocusError(f"run directory {root} holds a train stopped before its epoch 0 was written, so there "
+                             "is nothing to resume: start it again with the same command and --force")
     if not force:
         raise OverfocusError(f"run directory {root} already exists: choose another --out, "
                              f"resume it with `overfocus resume {root}`, or pass --force to replace it")
@@ -409,7 +430,11 @@ class RunClaim:
         self.root, self.created, self.aside, self.committed = root, created, aside, False
 
     @classmethod
-    def take(cls, root: Path) -> "RunClaim":
+    def take(cls, root: Path, force: bool) -> "RunClaim":
+        """Check the folder again and take it, in one step under the run's lock (`run_lock`, held
+        by the caller): what was checked at the start may have changed while the data opened, and
+        an occupied folder is set aside only with `force`."""
+        check_out_dir(root, force)
         created = next((p for p in [root, *root.parents][::-1] if not p.exists()), None)
         aside = None
         with writing(root):
@@ -475,13 +500,14 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
     run = RunDir(run_dir)
     manifest = run.read_manifest()
     refuse_unrecorded_training(manifest, run.root)
+    last = run.latest_epoch()
+    if last is None:
+        raise OverfocusError(f"{run.root} has no durable checkpoint yet (its train stopped before epoch 0), so there "
+                             "is nothing to resume: start it again with the same `overfocus train` command and --force")
     cfg = from_dict(RunConfig, manifest["config"])
     if lr is not None:
         cfg.optim.lr = lr
         validate(cfg)
-    last = run.latest_epoch()
-    if last is None:
-        raise OverfocusError(f"{run.root} has no durable checkpoint yet: start it again with `overfocus train`")
     if epochs is not None:
         if epochs < last:
             raise OverfocusError(f"resume --epochs {epochs} is below the {last} epochs {run.root} already has: "
@@ -489,15 +515,21 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
         cfg.train.epochs = epochs
         validate(cfg)  # the same range as train.epochs of a fresh run
     run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
-    trainer = Trainer(cfg, run.root, resuming=True, tensorboard=tensorboard)
-    trainer.restore(last)
-    if lr is not None:  # the checkpoint's optimizer and schedule carry the old rate
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] = lr
-        trainer.scheduler.base_lrs = [lr] * len(trainer.optimizer.param_groups)
-    if epochs is not None or lr is not None:
-        manifest["config"] = to_dict(cfg)
-    manifest["status"] = "running"
-    if trainer.rank == 0:
-        run.write_manifest(manifest)
+    trainer = Trainer(cfg, run.root, resuming=True, tensorboard=tensorboard)  # takes the run's lock
+    try:
+        last = run.latest_epoch() if run.latest_epoch() is not None else last  # read again under the lock
+        trainer.restore(last)
+        if lr is not None:  # the checkpoint's optimizer and schedule carry the old rate
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = lr
+            trainer.scheduler.base_lrs = [lr] * len(trainer.optimizer.param_groups)
+        manifest = run.read_manifest()
+        if epochs is not None or lr is not None:
+            manifest["config"] = to_dict(cfg)
+        manifest["status"] = "running"
+        if trainer.rank == 0:
+            run.write_manifest(manifest)
+    except BaseException:
+        trainer.close()
+        raise
     return trainer.fit(start_epoch=last)

@@ -7,7 +7,8 @@ input expensive or crash the parser:
 - **aliases** (`*name`): a few lines of anchors and aliases expand to billions of values (an
   "alias bomb"), so an alias is refused at once, before anything is expanded;
 - **nesting** deeper than `MAX_DEPTH` (the composer recurses: it would end in RecursionError);
-- **size**: a file over `MAX_BYTES` is refused before it is read;
+- **size**: a YAML file over `MAX_BYTES` is refused (a JSON object, e.g. a run.json, is read by
+  the json module up to `MAX_JSON_BYTES`);
 - **encoding**: the bytes must be UTF-8; the message names the line of the first bad byte.
 
 Errors are one-line OverfocusErrors naming `where` (the file, or e.g. "--set optim.lr").
@@ -22,6 +23,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,8 @@ import yaml
 
 from .errors import OverfocusError, shorten_text
 
-MAX_BYTES = 1 << 20  # 1 MiB: a configuration, a run.json or a data.yaml is far smaller
+MAX_BYTES = 1 << 20  # 1 MiB of YAML: a configuration or a data.yaml is far smaller
+MAX_JSON_BYTES = 64 << 20  # a run.json (epochs, probe ids, skipped files) read as a configuration
 MAX_DEPTH = 32  # sections within sections: a configuration needs 3
 
 
@@ -122,5 +125,22 @@ def read_text_file(path: Path, what: str = "file", limit: int = MAX_BYTES) -> st
 
 
 def read_yaml_file(path: Path, what: str = "file") -> Any:
-    """`read_text_file` + `load_yaml`: a bounded YAML/JSON file, every failure one line."""
-    return load_yaml(read_text_file(path, what), f"{what} {shorten_text(path, 200)}")
+    """`read_text_file` + `load_yaml`: a bounded YAML/JSON file, every failure one line.
+
+    A JSON object (a run.json) is read by the json module, which is fast and knows no aliases, up
+    to MAX_JSON_BYTES; YAML up to MAX_BYTES (the pure-Python composer is what counts aliases).
+    """
+    where = f"{what} {shorten_text(path, 200)}"
+    text = read_text_file(path, what, MAX_JSON_BYTES)
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except RecursionError:
+            raise OverfocusError(f"{where} nests deeper than Python can read: a configuration has sections of keys, "
+                                 "not deep trees") from None
+        except json.JSONDecodeError:
+            pass  # YAML's flow style also starts with "{": let the YAML reader judge it
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_BYTES:
+        raise OverfocusError(f"{where} has more than the {MAX_BYTES:,} bytes of YAML overfocus reads: is it the "
+                             "right file?")
+    return load_yaml(text, where)

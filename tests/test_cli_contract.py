@@ -151,6 +151,33 @@ def _no_audit_work(_tmp, mp) -> None:
     mp.setattr("overfocus.audit.audit", must_not_run)
 
 
+class _CallsOsSystem:
+    """A pickle that runs os.system when loaded without weights_only (the global posix.system)."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def _pickle_with_global(tmp: Path, _mp) -> None:
+    torch.save({"model": _CallsOsSystem()}, tmp / "shell.pt")
+
+
+def _checkpoint_naming_code(arch: str) -> Callable:
+    def prepare(tmp: Path, mp) -> None:
+        from overfocus.models import build_model
+
+        net = build_model("cifarnet", 3, width=0.125, small_input=True)
+        torch.save({"schema": 1, "epoch": 0, "model_name": arch, "arch": arch, "num_classes": 3,
+                    "model": net.state_dict()}, tmp / "recipe.pt")
+        mp.setattr("overfocus.loading.importlib", None)  # any import attempt would fail the case as a bug
+    return prepare
+
+
+def _stopped_before_epoch_0(tmp: Path, _mp) -> None:
+    (tmp / "half").mkdir()
+    (tmp / "half" / "run.json").write_text(json.dumps({"schema": 1, "status": "running", "epochs": []}))
+
+
 def fixed_head_net():
     """A factory without num_classes: its head is its own (3 outputs), whatever --num-classes says."""
     return FixedSizeNet(3)
@@ -200,6 +227,15 @@ def _nan_tiff(tmp: Path, _mp) -> None:
 
 JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000") + b"\x00" * 64 + b"\xff\xd9"
 CASES = [
+    # no code chosen by a file; a pickle needing a global is named as such; advice after a kill before epoch 0
+    *[Case(f"audit-checkpoint-names-{arch.replace(':', '-')}", ["audit", "{tmp}/recipe.pt", "--data", "builtin",
+                                                                "--out", "{tmp}/audit"], 2, f"--arch {arch}",
+           _checkpoint_naming_code(arch), absent=["audit"])
+      for arch in ("os:abort", "sys:exit", "shutil:rmtree", "builtins:exec")],
+    Case("audit-pickle-needing-a-global", ["audit", "{tmp}/shell.pt", "--data", "builtin"], 2,
+         "needs the Python global posix.system", _pickle_with_global),
+    Case("train-stopped-before-epoch-0", ["train", *TINY, "--out", "{tmp}/half"], 2, "--force", _stopped_before_epoch_0),
+    Case("resume-stopped-before-epoch-0", ["resume", "{tmp}/half"], 2, "nothing to resume", _stopped_before_epoch_0),
     # --force never deletes before data and model open, and only deletes a run directory
     Case("force-bad-model-keeps-run", ["train", *TINY, "--model", "nosuch", "--out", "{run}", "--force"], 2,
          "unknown model"),
@@ -225,9 +261,15 @@ CASES = [
     Case("unknown-key", ["train", *TINY, "--set", "optim.lrr=0.1", "--out", "{tmp}/x"], 2, "unknown config key"),
     Case("argparse-bad-int", ["train", "--epochs", "abc", "--out", "{tmp}/x"], 2, "invalid int value"),
     Case("argparse-unknown-flag", ["render", "{fake}", "--no-such-flag"], 2, "unrecognized arguments"),
+    Case("argparse-long-value", ["train", "--epochs", "x" * 5000, "--out", "{tmp}/x"], 2, "invalid int value"),
     Case("resume-negative-epochs", ["resume", "{run}", "--epochs", "-1"], 2, "--epochs -1"),
     Case("resume-negative-lr", ["resume", "{run}", "--lr", "-1"], 2, "optim.lr"),
     Case("resume-not-a-run", ["resume", "{tmp}"], 2, "not an overfocus run directory"),
+    Case("resume-deep-run-json", ["resume", "{run}"], 2, "nested too deeply",
+         _write("run/run.json", b"[" * 100000 + b"]" * 100000)),
+    Case("resume-list-run-json", ["resume", "{run}"], 2, "holds a list", _write("run/run.json", b"[1, 2]")),
+    Case("analyze-deep-analysis-json", ["analyze", "{run}", "--device", "cpu"], 2, "not an analysis.json",
+         _write("run/analysis/analysis.json", b"[" * 100000 + b"]" * 100000)),
     Case("resume-corrupt-metrics", ["resume", "{run}", "--epochs", "2"], 2, "metrics.jsonl line 2",
          _write("run/metrics.jsonl", b'{"epoch": 0}\n{"epoch": 1, "train_lo')),
     Case("resume-read-only", ["resume", "{run}", "--epochs", "2"], 2, "cannot write", _writes_fail(errno.EACCES)),
@@ -565,3 +607,47 @@ def test_did_you_mean_lives_in_the_registry():
     assert close_names("ResNet_18", ["resnet18", "resnet50"]) == ["resnet18"]
     assert did_you_mean("gradcam", ["grad_cam", "sgdrop"]) == " (did you mean 'grad_cam'?)"
     assert did_you_mean("entirely-else", ["grad_cam", "sgdrop"]) == ""
+
+
+def test_disk_full_while_taking_the_analysis_lock_is_one_line(base_run, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run)
+
+    class FullFile:
+        """An open file of a full disk: opening works, writing does not."""
+
+        def __init__(self, path, *args, **kwargs):
+            self._fh = open(path, *args, **kwargs)
+
+        def write(self, _text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self._fh, name)
+
+    monkeypatch.setattr("overfocus.lock.open", FullFile, raising=False)
+    code, err = run_cli(["analyze", run, "--device", "cpu"], capsys)
+    assert code == 2
+    assert_one_line(err, "disk is full")
+    assert "analysis.lock" in err
+
+
+@pytest.mark.parametrize("spec", ["coco", "yolo"])
+def test_skip_bad_trains_past_bad_entries_with_one_warning_each(tmp_path, capsys, spec):
+    from test_data_formats import make_coco, make_yolo
+
+    if spec == "coco":
+        root = make_coco(tmp_path / "ds")
+        path = root / "annotations" / "instances_train2017.json"
+        data = json.loads(path.read_text())
+        data["annotations"][1]["bbox"] = [0, 0, 5]  # image 2's small bus: the kite stays its label
+        path.write_text(json.dumps(data))
+    else:
+        root = make_yolo(tmp_path / "ds")
+        (root / "labels" / "train" / "p2.txt").write_bytes(b"\xff\xfe not text\n")
+    code, err = run_cli(["train", "--data", f"{spec}:{root}", "--skip-bad", "--epochs", "1", "--set",
+                         "data.image_size=32", "--set", "model.width=0.125", "--set", "train.progress=false",
+                         "--out", tmp_path / "run"], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "--skip-bad skipped a bad entry" in line]
+    assert len(warnings) == 1, err

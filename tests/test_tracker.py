@@ -95,13 +95,16 @@ def test_tracker_measures_accuracy_like_train_and_rebuilds_an_import_path(tmp_pa
     manifest = RunDir(run_dir).read_manifest()
     assert manifest["config"]["model"]["arch"] == "tests.test_tracker:small_net"
     assert manifest["gradcam_layer"] == "conv2"  # found: the last module with a spatial output
+    with pytest.raises(OverfocusError, match="import path 'tests.test_tracker:small_net'.*--trust-recipe"):
+        overfocus.analyze(run_dir, device="cpu", show_progress=False)  # the file alone never chooses code
     result = overfocus.analyze(run_dir, methods=["grad_cam"], metrics=["area_ratio"], device="cpu",
-                               show_progress=False)
+                               show_progress=False, arch="tests.test_tracker:small_net")
     assert result.epochs_done == [0]
     from overfocus.cli import main
 
-    # audit rebuilds the import-path model from run.json (no --model/--arch given)
-    code = main(["audit", str(run_dir), "--limit", "8", "--out", str(tmp_path / "audit")])
+    # audit rebuilds the import-path model from run.json once the user allows it (--trust-recipe)
+    assert main(["audit", str(run_dir), "--limit", "8", "--out", str(tmp_path / "refused")]) == 2
+    code = main(["audit", str(run_dir), "--limit", "8", "--trust-recipe", "--out", str(tmp_path / "audit")])
     assert code in (0, 1)
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert "small_net" in json.dumps(report)
@@ -362,3 +365,70 @@ def test_resume_of_a_tracked_run_and_like_say_what_is_missing(tmp_path, capsys):
     assert main(["train", "--like", str(run_dir), "--out", str(tmp_path / "like"), "--set", "train.epochs=1",
                  "--set", "train.progress=false"]) == 0
     assert "recorded by 'tracker', which keeps its data and model but not how it was trained" in capsys.readouterr().err
+
+
+def test_tracker_refuses_another_model_bad_epochs_and_accuracies_and_reopens_after_finish(tmp_path):
+    from overfocus.models import build_model
+
+    model = _cifarnet()
+    tracker = _tracker(tmp_path / "r", measure=False)
+    tracker.start(model)
+    wider = build_model("cifarnet", 3, width=0.25)
+    with pytest.raises(OverfocusError, match="not the one the run records"):
+        tracker.epoch_end(1, wider, train_acc=0.5, test_acc=0.5)
+    for bad in (True, 1.0, "1", None):
+        with pytest.raises(OverfocusError, match="integers that grow"):
+            tracker.epoch_end(bad, model, train_acc=0.5, test_acc=0.5)
+    for acc in (7.0, -3.0, float("nan")):
+        with pytest.raises(OverfocusError, match=r"fraction in \[0, 1\]"):
+            tracker.epoch_end(1, model, train_acc=acc, test_acc=0.5)
+    run = RunDir(tmp_path / "r")
+    assert run.checkpoint_epochs() == [0] and [r["epoch"] for r in run.read_metrics()] == [0]  # nothing written
+    tracker.epoch_end(1, model, train_acc=0.5, test_acc=0.25)
+    tracker.finish()
+    assert run.read_manifest()["status"] == "complete"
+    tracker.epoch_end(2, model, train_acc=0.5, test_acc=0.25)  # a later epoch: the run is open again
+    assert run.read_manifest()["status"] == "running"
+    with pytest.raises(OverfocusError, match="integers that grow"):
+        tracker.epoch_end(1, model, train_acc=0.5, test_acc=0.25)  # back without resume=True
+    tracker.finish()
+    assert run.read_manifest()["status"] == "complete" and run.checkpoint_epochs() == [0, 1, 2]
+
+
+def test_a_second_tracker_on_one_folder_is_refused_at_once(tmp_path):
+    model = _cifarnet()
+    first = _tracker(tmp_path / "one", measure=False, resume=True)
+    first.start(model)
+    second = _tracker(tmp_path / "one", measure=False, resume=True)
+    with pytest.raises(OverfocusError, match=r"is writing .*one \(pid \d+ .*finish\(\)"):
+        second.start(model)
+    first.finish()
+    assert second.start(model)["epoch"] == 0  # free again
+    second.finish()
+
+
+def test_a_second_lightning_fit_continues_or_refuses_without_touching_the_run(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from overfocus.data import collate_samples, open_dataset
+    from overfocus.integrations.lightning import OverfocusCallback
+
+    loader = torch.utils.data.DataLoader(open_dataset(DATA, "train", SIZE), batch_size=16, collate_fn=collate_samples)
+    callback = OverfocusCallback(tmp_path / "pl", measure=False, data=DATA, model_name="cifarnet",
+                                 model_kwargs={"width": 0.125}, image_size=SIZE, mean=MEAN, std=STD)
+
+    def trainer(max_epochs):
+        return pl.Trainer(max_epochs=max_epochs, accelerator="cpu", callbacks=[callback], logger=False,
+                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+
+    module = _lightning_classifier(pl)
+    first = trainer(1)
+    first.fit(module, loader)
+    run = RunDir(tmp_path / "pl")
+    before = (run.manifest_path.read_bytes(), run.checkpoint_epochs())
+    assert json.loads(before[0])["status"] == "complete"
+    with pytest.raises(OverfocusError, match="already records epochs up to 1.*left as it was"):
+        trainer(2).fit(_lightning_classifier(pl), loader)  # a fresh Trainer starts again at epoch 1
+    assert (run.manifest_path.read_bytes(), run.checkpoint_epochs()) == before
+    first.fit_loop.max_epochs = 2  # the same Trainer carries on: the run continues
+    first.fit(module, loader)
+    assert run.checkpoint_epochs() == [0, 1, 2] and run.read_manifest()["status"] == "complete"

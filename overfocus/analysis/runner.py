@@ -35,6 +35,8 @@ import torch
 from ..attribution.methods import DEFAULT_METHODS
 from ..distributed import broadcast_object, gather_objects
 from ..errors import OverfocusError, option
+from ..fileio import clean_stale_temps
+from ..loading import ModelOptions
 from ..progress import epoch_line, progress
 from ..rundir import RunDir
 from . import storage as store
@@ -48,7 +50,7 @@ from .settings import (RunInfo, Runtime, Settings, make_runtime, resolve_method_
 from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
                      merge_sections, parse_shard, probe_entries, probe_part_arrays, union_masks)
 from .source import BatchSource, extend_probe_ids, find_indices, first_n, probe_arrays
-from .state import fresh_state, prepare_folder, refuse_mismatch, update_state
+from .state import checkpoint_identity, fresh_state, prepare_folder, refuse_mismatch, update_state
 from .summary import rebuild_summary
 
 
@@ -73,7 +75,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             force: bool = False, out: Optional[Path | str] = None, shard: Optional[str | Tuple[int, int]] = None,
             show_progress: bool = True, folder: Optional[FolderOptions] = None,
             skip_bad: Optional[bool] = None,
-            method_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> AnalysisResult:
+            method_args: Optional[Mapping[str, Mapping[str, Any]]] = None, trust_recipe: bool = False,
+            arch: Optional[str] = None) -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
 
     The run is a run directory of `overfocus train`, or any folder of checkpoint files named by
@@ -118,6 +121,9 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             run.json's `data.skip_bad`).
         method_args: per method, its arguments (`--method-args`), e.g. {"score_cam": {"batch_size":
             32}, "captum:Occlusion": {"sliding_window_shapes": [3, 8, 8]}}; kept in analysis.json.
+        trust_recipe, arch: a run whose run.json records its model as an import path
+            (`module:Factory`, a tracked run) is rebuilt only when `arch` names that same path or
+            `trust_recipe` is True: a file never chooses code to run (`loading.allow_recorded_arch`).
 
     Returns:
         AnalysisResult: the summary rows; `.computed` lists the epochs this call computed (with
@@ -129,7 +135,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         ['area_ratio', 'box_iou', 'confidence', 'correct', 'coverage_global', ...]
     """
     runtime = make_runtime(device, amp, channels_last, shard)
-    source = open_source(run_dir, data, folder, out, layer, show=show_progress and runtime.dist.is_main)
+    source = open_source(run_dir, data, folder, out, layer, show=show_progress and runtime.dist.is_main,
+                         recipe=ModelOptions(arch=arch, trust_recipe=trust_recipe))
     info = source.info
     selection = select_epochs(epochs, source.epochs(), source.root)
     runner = prepare(source, runtime, Choices(data or info.data_spec, split, limit,
@@ -284,6 +291,7 @@ class Plan:
     ready: Dict[int, int]  # epoch -> world size of a complete set of parts already on disk
     skipped: List[Dict[str, Any]]
     computed: List[int] = field(default_factory=list)
+    identities: Dict[int, Any] = field(default_factory=dict)  # epoch -> its checkpoint, as it was read
 
     def record(self, folder: Path, epoch: int, reason: Optional[str]) -> None:
         """Note an epoch's outcome in analysis.json (after its files are durable)."""
@@ -292,7 +300,7 @@ class Plan:
         else:
             self.computed.append(epoch)
             self.done.add(epoch)
-        self.state = update_state(folder, self.state, self.done, self.skipped, self.computed)
+        self.state = update_state(folder, self.state, self.done, self.skipped, self.computed, self.identities)
 
 
 
@@ -319,6 +327,8 @@ class Runner:
                 return self._execute_shard(selection, folder, force)
             plan = self._on_main(lambda: self._plan(selection, folder, force, lock))
             for epoch in progress(plan.todo, self.show, desc="checkpoints"):
+                if self.rt.dist.is_main:  # before it is read: a file rewritten meanwhile is found next time
+                    plan.identities[epoch] = checkpoint_identity(self.source.checkpoint(epoch))
                 reason = self._epoch(folder, epoch, plan)
                 if self.rt.dist.is_main:
                     plan.record(folder, epoch, reason)
@@ -334,7 +344,9 @@ class Runner:
         lock.acquire()  # before anything in the folder is read: a running call may be changing it
         selected, missing = selection
         self.source.begin(force)  # a foreign folder's run.json first: it refuses another model
-        state = prepare_folder(folder, self.settings, self.data.classes, force)
+        clean_stale_temps(folder, recursive=True)  # what a killed analyze left (the lock is ours)
+        clean_stale_temps(self.source.out_root)
+        state = prepare_folder(folder, self.settings, self.data.classes, force, self.source.checkpoint)
         known = set(self.source.epochs())  # forget skips of epochs the run does not have
         state["skipped"] = [s for s in state.get("skipped", []) if s["epoch"] in known]
         done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)
@@ -347,7 +359,7 @@ class Runner:
 
     def _finish(self, selected: List[int], folder: Path, force: bool, plan: Plan) -> AnalysisResult:
         """Rank 0: the final analysis.json and summary.csv, and the result every rank returns."""
-        state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed)
+        state = update_state(folder, plan.state, plan.done, plan.skipped, plan.computed, plan.identities)
         store.remove_parts(folder, [])  # every rank is done: an emptied parts/ folder goes
         self._fill_history(state["epochs_done"])
         collector = OnsetCollector()

@@ -93,8 +93,10 @@ class RunSource:
 
 
 def open_source(path: Path | str, data: Optional[str] = None, folder: Optional[FolderOptions] = None,
-                out: Optional[Path | str] = None, layer: Optional[str] = None, show: bool = True) -> RunSource:
-    """A run directory (it has run.json) or a folder of checkpoint files."""
+                out: Optional[Path | str] = None, layer: Optional[str] = None, show: bool = True,
+                recipe: Optional[ModelOptions] = None) -> RunSource:
+    """A run directory (it has run.json) or a folder of checkpoint files; `recipe` says which
+    import path a run's run.json may name (`arch`, `trust_recipe`: `loading.allow_recorded_arch`)."""
     path = Path(path)
     if (path / "run.json").is_file():
         manifest = RunDir(path).read_manifest()
@@ -102,7 +104,7 @@ def open_source(path: Path | str, data: Optional[str] = None, folder: Optional[F
         if recorded_by(manifest) == FOREIGN_KIND:
             raise OverfocusError(f"{path} holds the analysis of the checkpoint folder {origin}: analyse that "
                                  f"folder (`overfocus analyze {origin} --model ... --data ...`)")
-        return OwnRun(path, manifest, out)
+        return OwnRun(path, manifest, out, recipe)
     if not path.is_dir():
         raise OverfocusError(f"{path} does not exist: pass a run directory or a folder of checkpoint files")
     return CheckpointFolder(path, folder or FolderOptions(), data, out, layer, show)
@@ -125,8 +127,10 @@ def listed_checkpoint(root: Path | str, manifest: Dict[str, Any]) -> Optional[Pa
 
 # ---- a run directory of `overfocus train` --------------------------------------------------------
 class OwnRun(RunSource):
-    def __init__(self, root: Path, manifest: Dict[str, Any], out: Optional[Path | str]):
+    def __init__(self, root: Path, manifest: Dict[str, Any], out: Optional[Path | str],
+                 recipe: Optional[ModelOptions] = None):
         self.run = RunDir(root)
+        self._recipe = recipe
         self.root = self.run.root
         self.out_root = self.run.root
         self._out = out
@@ -144,7 +148,7 @@ class OwnRun(RunSource):
         return analysis_dir(self.root, out)  # --out names the analysis folder itself for a run
 
     def build_model(self) -> torch.nn.Module:
-        return self.info.build_model()  # the recorded recipe: registry, timm:NAME or a tracked run's import path
+        return self.info.build_model(self._recipe)  # registry, timm:NAME, or an import path the user allowed
 
     def load_into(self, model: torch.nn.Module, epoch: int) -> None:
         path = self.checkpoint(epoch)

@@ -16,6 +16,7 @@ import torch
 from ..attribution.methods import ATTRIBUTIONS, check_method_args
 from ..distributed import DistInfo
 from ..errors import OverfocusError
+from ..loading import check_recipe_args
 from ..metrics.registry import METRICS
 from ..rundir import RunDir
 from ..registry import did_you_mean
@@ -62,15 +63,21 @@ class RunInfo:
 
             entry = MODELS.get(model["name"])
             layers = [layers[0] or entry.gradcam_layer, layers[1] or entry.latent_layer]
-        return cls(model.get("name") or "", float(model.get("width", 1.0)), bool(model.get("small_input", True)),
-                   int(manifest.get("num_classes") or model.get("num_classes") or 0), data["spec"],
+        recipe = {"num_classes": manifest.get("num_classes") or model.get("num_classes"),
+                  "width": model.get("width", 1.0), "small_input": model.get("small_input", True),
+                  "batch_norm": model.get("batch_norm")}
+        check_recipe_args(recipe, "run.json")  # a value of the wrong type never reaches a model factory
+        return cls(model.get("name") or "", float(recipe["width"]), recipe["small_input"], recipe["num_classes"],
+                   data["spec"],
                    int(data.get("image_size", 64)), tuple(data.get("mean")), tuple(data.get("std")),
                    int(data.get("batch_size", 64)), int(data.get("num_workers", 0)), layers[0], layers[1],
                    tuple(manifest.get("probe_ids") or ()), model.get("batch_norm"), bool(data.get("skip_bad", False)),
                    model.get("arch") or None)
 
-    def build_model(self) -> torch.nn.Module:
-        """The recorded recipe with random weights: a registry (or timm:NAME) model, or the import path.
+    def build_model(self, allow: Optional["ModelOptions"] = None) -> torch.nn.Module:
+        """The recorded recipe with random weights: a registry (or timm:NAME) model, or the import
+        path, which is built only when `allow` names the same path (`arch=`) or trusts the recipe
+        (`trust_recipe=True`; see `loading.allow_recorded_arch`).
 
         Example:
             >>> info = RunInfo("cifarnet", 0.125, True, 3, "builtin", 32, (0.5,) * 3, (0.25,) * 3, 8, 0,
@@ -78,9 +85,10 @@ class RunInfo:
             >>> type(info.build_model()).__name__
             'CifarNet'
         """
-        from ..loading import ModelOptions, build_target
+        from ..loading import ModelOptions, allow_recorded_arch, build_target
 
-        options = ModelOptions(model=None if self.arch else self.model_name, arch=self.arch, width=self.width,
+        arch = allow_recorded_arch(self.arch, allow or ModelOptions(), "run.json") if self.arch else None
+        options = ModelOptions(model=None if arch else self.model_name, arch=arch, width=self.width,
                                small_input=self.small_input, batch_norm=self.batch_norm)
         return build_target(options, self.num_classes)[0]
 

@@ -1,6 +1,12 @@
 """analysis.json: the settings an analysis folder was made with, the epochs done and skipped, and
 the registries' metadata of what it holds (`method_info`, `metric_info`).
 
+Each done epoch also records the identity of the checkpoint it was computed from (`checkpoints`:
+size, mtime and the file's sha256): a training that rewrote the file since (a rerun into the same
+folder, a Tracker resumed from an earlier epoch) makes the epoch be analysed again, with one line
+saying so. Size and mtime are compared first; the hash is read only when they differ, so a file
+that was merely touched or copied is not analysed twice.
+
 Two calls writing to one folder must agree on the compared settings; with `force` the earlier
 files are removed first (only those analyze writes).
 """
@@ -8,20 +14,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..attribution.methods import method_info
 from ..errors import OverfocusError
+from ..fileio import sha256_file
 from ..metrics.registry import metric_info
 from . import storage as store
 from .settings import COMPARED_SETTINGS, SETTING_DEFAULTS, Settings
 
 
-def prepare_folder(folder: Path, settings: Settings, classes: List[str], force: bool) -> Dict[str, Any]:
+def prepare_folder(folder: Path, settings: Settings, classes: List[str], force: bool,
+                   checkpoint_of: Optional[Callable[[int], Path]] = None) -> Dict[str, Any]:
     """analysis.json of this call: the existing one when the settings agree, else a fresh one.
 
     Different settings without `force` are an error rather than records of two kinds in one folder;
-    with `force`, the earlier files are removed first.
+    with `force`, the earlier files are removed first. An epoch whose checkpoint (`checkpoint_of`)
+    changed since it was analysed is no longer done.
     """
     existing = store.read_analysis_json(folder)
     fresh = fresh_state(settings, classes)
@@ -33,8 +42,12 @@ def prepare_folder(folder: Path, settings: Settings, classes: List[str], force: 
         for epoch, what in sorted(damaged.items()):
             print(f"overfocus analyze: {what} is damaged (truncated): epoch {epoch} is analysed again",
                   file=sys.stderr)
+        changed = changed_checkpoints(existing, checkpoint_of) if checkpoint_of else {}
+        for epoch, path in sorted(changed.items()):
+            print(f"overfocus analyze: checkpoint {path} changed since epoch {epoch} was analysed (it was "
+                  f"rewritten): epoch {epoch} is analysed again", file=sys.stderr)
         existing["epochs_done"] = sorted(e for e in existing.get("epochs_done", [])
-                                         if e in on_disk and e not in damaged)
+                                         if e in on_disk and e not in damaged and e not in changed)
         return {**existing, **describe(settings)}  # an analysis.json of an older version gains the metadata
     if not force:
         refuse_mismatch(folder, existing, fresh)
@@ -91,6 +104,46 @@ def damaged_epochs(folder: Path, state: Dict[str, Any]) -> Dict[int, str]:
     return damaged
 
 
+def checkpoint_identity(path: Path) -> Optional[Dict[str, Any]]:
+    """What identifies a checkpoint file: size, mtime (ns) and sha256; None when it is gone.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "epoch_0001.pt"; _ = p.write_bytes(b"weights")
+        >>> sorted(checkpoint_identity(p)), checkpoint_identity(p)["size"]
+        (['mtime_ns', 'sha256', 'size'], 7)
+    """
+    try:
+        stat = Path(path).stat()
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
+    except OSError:
+        return None
+
+
+def changed_checkpoints(state: Dict[str, Any], checkpoint_of: Callable[[int], Path]) -> Dict[int, Path]:
+    """Done epochs whose checkpoint is not the file they were computed from -> its path.
+
+    Size and mtime first; the hash only when one differs (an identical file that was touched keeps
+    its epoch, and its new mtime is noted in `state`). An epoch recorded without an identity (an
+    analysis.json of an older version) or whose file is gone keeps its records.
+    """
+    recorded = state.get("checkpoints", {})
+    changed = {}
+    for epoch in state.get("epochs_done", []):
+        ident, path = recorded.get(str(epoch)), Path(checkpoint_of(epoch))
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        if not ident or (stat.st_size, stat.st_mtime_ns) == (ident.get("size"), ident.get("mtime_ns")):
+            continue
+        if stat.st_size == ident.get("size") and sha256_file(path) == ident.get("sha256"):
+            ident["mtime_ns"] = stat.st_mtime_ns
+            continue
+        changed[epoch] = path
+    return changed
+
+
 def _file_sizes(folder: Path, epoch: int) -> List[Optional[int]]:
     """[records bytes, probe bytes] of an epoch just written: how a later call tells a truncated file."""
     paths = store.records_path(folder, epoch), store.probe_epoch_path(folder, epoch)
@@ -98,14 +151,19 @@ def _file_sizes(folder: Path, epoch: int) -> List[Optional[int]]:
 
 
 def update_state(folder: Path, state: Dict[str, Any], done: set, skipped: List[Dict[str, Any]],
-                  computed: List[int]) -> Dict[str, Any]:
-    """Record done epochs (after their files are durable, with their sizes) and this call's skipped ones."""
+                  computed: List[int], identities: Optional[Dict[int, Optional[Dict[str, Any]]]] = None
+                  ) -> Dict[str, Any]:
+    """Record done epochs (after their files are durable, with their sizes and the identity of the
+    checkpoint each was computed from) and this call's skipped ones."""
     fixed = set(computed) | {s["epoch"] for s in skipped}
     kept = [s for s in state.get("skipped", []) if s["epoch"] not in fixed and s["epoch"] not in done]
     sizes = {k: v for k, v in state.get("file_sizes", {}).items() if int(k) in done}
     sizes.update({str(e): _file_sizes(folder, e) for e in computed if e in done})
+    checkpoints = {k: v for k, v in state.get("checkpoints", {}).items() if int(k) in done and int(k) not in fixed}
+    checkpoints.update({str(e): v for e, v in (identities or {}).items() if e in done and v})
     state = {**state, "epochs_done": sorted(done), "skipped": sorted(kept + skipped, key=lambda s: s["epoch"]),
-             "file_sizes": dict(sorted(sizes.items(), key=lambda kv: int(kv[0])))}
+             "file_sizes": dict(sorted(sizes.items(), key=lambda kv: int(kv[0]))),
+             "checkpoints": dict(sorted(checkpoints.items(), key=lambda kv: int(kv[0])))}
     store.write_analysis_json(folder, state)
     return state
 

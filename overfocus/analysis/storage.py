@@ -78,9 +78,15 @@ def read_analysis_json(folder: Path) -> Optional[Dict[str, Any]]:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise OverfocusError(f"{path} is not valid JSON ({exc.msg}): delete it or pass --force") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise OverfocusError(f"{path} is not an analysis.json (not UTF-8 text, or nested too deeply): delete it or "
+                             "pass --force") from None
+    if not isinstance(data, dict):
+        raise OverfocusError(f"{path} is not an analysis.json (it holds no object): delete it or pass --force")
+    return data
 
 
 def write_analysis_json(folder: Path, data: Dict[str, Any]) -> None:

@@ -116,7 +116,7 @@ VALUE_OPTIONS = ("epochs", "methods", "metrics", "probe", "data", "split", "targ
                  "limit", "device", "human", "out", "model", "arch", "num_classes", "width", "strip_prefix",
                  "image_size", "mean", "std", "epoch_pattern", "epoch_offset", "metrics_file", "epoch_column", "train_acc_column",
                  "test_acc_column")
-FLAG_OPTIONS = ("amp", "channels_last", "force", "small_input", "trust_pickle", "skip_bad")
+FLAG_OPTIONS = ("amp", "channels_last", "force", "small_input", "trust_pickle", "skip_bad", "trust_recipe")
 FOLDER_ONLY = ("model", "arch", "num_classes", "width", "strip_prefix", "image_size", "mean", "std",
                "epoch_pattern", "epoch_offset", "metrics_file", "train_acc_column", "test_acc_column", "small_input",
                "trust_pickle")
@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_folder_options(args: argparse.Namespace, foreign: bool) -> None:
-    given = [name for name in FOLDER_ONLY if getattr(args, name) not in (None, False)]
+    given = [name for name in FOLDER_ONLY if getattr(args, name) not in (None, False)
+             and not (name == "arch" and not foreign and _records_arch(args.run))]
     if given and not foreign:
         raise OverfocusError(f"--{given[0].replace('_', '-')} is for a folder of checkpoints; {args.run} is a run "
                              "directory whose run.json already names its model and data: drop the option")
@@ -159,6 +160,13 @@ def _check_folder_options(args: argparse.Namespace, foreign: bool) -> None:
         raise OverfocusError("--watch polls in one process: drop --nproc/--shard (or run them without --watch)")
     if not 0 < args.interval <= 86400:
         raise OverfocusError(f"--interval {args.interval:g}: use a positive number of seconds, at most 86400 (a day)")
+
+
+def _records_arch(run: str) -> bool:
+    """True for a run whose run.json names its model by an import path (`--arch` then allows it)."""
+    from ..rundir import RunDir
+
+    return bool(((RunDir(run).read_manifest().get("config") or {}).get("model") or {}).get("arch"))
 
 
 def _analyze_once(args: argparse.Namespace, foreign: bool, first: bool) -> int:
@@ -199,7 +207,8 @@ def _analyze(args: argparse.Namespace, foreign: bool, show: bool = True):
                    batch_size=args.batch_size, limit=args.limit, device=args.device, amp=args.amp,
                    channels_last=args.channels_last, human=args.human, force=args.force, out=args.out,
                    shard=args.shard, show_progress=show, folder=folder_options(args) if foreign else None,
-                   skip_bad=True if args.skip_bad else None, method_args=parse_method_args(args.method_args))
+                   skip_bad=True if args.skip_bad else None, method_args=parse_method_args(args.method_args),
+                   trust_recipe=args.trust_recipe, arch=None if foreign else args.arch)
 
 
 def folder_options(args: argparse.Namespace):

@@ -65,6 +65,9 @@ def add_model_args(p: argparse.ArgumentParser, layer: bool = True) -> None:
     p.add_argument("--small-input", action="store_true", help="the registered model's small-input variant")
     p.add_argument("--trust-pickle", action="store_true", help="allow files with pickled Python objects "
                    "(full nn.Modules): only for files from a source you trust")
+    p.add_argument("--trust-recipe", action="store_true", help="build the model from the import path "
+                   "(module:callable) a checkpoint or run.json records, which runs that code: only for files "
+                   "from a source you trust (or name the same path with --arch)")
     p.add_argument("--strip-prefix", metavar="P", help="remove this prefix from the weights' keys (default: the "
                    "one of module., _orig_mod., model. that makes them match the model)")
 
@@ -95,7 +98,7 @@ def model_options(args: argparse.Namespace):
 
     return ModelOptions(args.model, args.arch, args.layer, args.num_classes,
                         args.width if args.width is not None else 1.0, args.small_input, args.trust_pickle,
-                        strip_prefix=args.strip_prefix)
+                        strip_prefix=args.strip_prefix, trust_recipe=args.trust_recipe)
 
 
 def options(args: argparse.Namespace):
@@ -123,12 +126,13 @@ def _methods(text: str) -> Tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit, check_options, default_out, summary_lines, write_outputs
-    from ..fileio import check_writable
+    from ..fileio import check_writable, clean_stale_temps
 
     opts = options(args)
     check_options(opts)  # bad gates and thresholds fail before any work
     out = Path(args.out) if args.out else default_out(args.checkpoint)
     check_writable(out)  # a read-only or full disk must not cost a whole audit
+    clean_stale_temps(out)  # what a killed audit left
     result = audit(opts)
     json_path, html_path = write_outputs(result, out)
     if args.json:

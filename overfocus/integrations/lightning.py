@@ -7,6 +7,9 @@ Lightning's `current_epoch + 1`), written by global rank 0 only. Scalars the Lig
 `train_acc_key` / `test_acc_key`, or leave them out and the tracker measures them in eval mode.
 A fit resumed from a Lightning checkpoint (`trainer.fit(module, ckpt_path=...)`) continues the same
 run with `resume=True` (a Tracker option: it also starts the run when there is none yet).
+A second `fit()` with the same callback continues the run when it carries on from the epoch the
+run ended at (the same Trainer with more `max_epochs`); any other second fit is refused before it
+trains, with one line, and the finished run is left as it was.
 
 Example:
     >>> from overfocus.integrations.lightning import OverfocusCallback      # doctest: +SKIP
@@ -48,6 +51,7 @@ class OverfocusCallback(Callback):
         self.train_acc_key, self.test_acc_key = train_acc_key, test_acc_key
         self.tracker_options = tracker_options
         self.tracker = None
+        self._refused = False  # this fit was refused: the recorded run is not touched
 
     def network(self, pl_module) -> torch.nn.Module:
         """The network inside the LightningModule (what the recipe rebuilds)."""
@@ -62,12 +66,24 @@ class OverfocusCallback(Callback):
         return net
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        if not trainer.is_global_zero or self.tracker is not None:
+        self._refused = False
+        if not trainer.is_global_zero:
             return
+        if self.tracker is not None:
+            return self._continue(trainer)
         from ..tracker import Tracker
 
         self.tracker = Tracker(self.run_dir, **self.tracker_options)
         self.tracker.start(self.network(pl_module))
+
+    def _continue(self, trainer) -> None:
+        """A second fit with this callback: on from the run's last epoch, or refused cleanly."""
+        last = self.tracker.last_epoch
+        if trainer.current_epoch != last:
+            self._refused = True
+            raise OverfocusError(f"OverfocusCallback: {self.run_dir} already records epochs up to {last}, and this "
+                                 f"fit starts at epoch {trainer.current_epoch + 1}: pass a new OverfocusCallback "
+                                 "with another run_dir (the recorded run is left as it was)")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.tracker is None or trainer.sanity_checking:
@@ -85,7 +101,7 @@ class OverfocusCallback(Callback):
             self.tracker.finish("complete")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if self.tracker is not None:
+        if self.tracker is not None and not self._refused:
             self.tracker.finish("failed")
 
 

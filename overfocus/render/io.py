@@ -22,7 +22,7 @@ import numpy as np
 from ..analysis.onset import read_onset
 from ..analysis.storage import parse_summary_file
 from ..errors import OverfocusError
-from ..fileio import file_mode, writing
+from ..fileio import TEMP_MARK, clean_stale_temps, file_mode, temp_prefix, writing  # noqa: F401 (clean_stale_temps re-exported)
 from ..registry import did_you_mean
 from ..rundir import RunDir, epoch0_is_initial
 from .meta import MetricInfo, method_title, metric_info
@@ -274,7 +274,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{TEMP_MARK}{path.suffix}", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=f"{TEMP_MARK}{path.suffix}", dir=path.parent)
         os.close(fd)
     try:
         with writing(path):
@@ -287,26 +287,3 @@ def atomic_output(path: Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
-TEMP_MARK = ".tmp"  # every temporary name of atomic_output and fileio: .<name>.<random>.tmp[.ext]
-
-
-def clean_stale_temps(folder: Path) -> List[Path]:
-    """Delete the temporary files a killed writer left in `folder` (hidden, `.tmp` marked); return them.
-
-    Called when a render or compare starts, before it writes there: a `kill -9` skips every
-    `finally`, so the next run is the first chance to tidy up.
-
-    Example:
-        >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp()); _ = (d / ".evolution_x.mp4.ab12.tmp.mp4").write_bytes(b"")
-        >>> _ = (d / "keep.mp4").write_bytes(b""); [p.name for p in clean_stale_temps(d)]
-        ['.evolution_x.mp4.ab12.tmp.mp4']
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.is_file() and
-             (p.name.endswith(TEMP_MARK) or f"{TEMP_MARK}." in p.name)]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
