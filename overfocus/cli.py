@@ -19,7 +19,7 @@ from typing import List, NoReturn, Optional
 
 from .errors import OverfocusError, cli_spelling, environment_error, one_line
 
-COMMANDS = ["train", "resume", "demo", "list", "data", "analyze", "audit", "render", "compare", "tensorboard"]
+COMMANDS = ["train", "resume", "demo", "list", "data", "analyze", "audit", "render", "compare", "explore", "select", "tensorboard", "export"]
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 

@@ -1,9 +1,10 @@
 """Watching the probe set while a model trains: maps and metrics of the current weights, logged live.
 
-Used by `overfocus train --tensorboard DIR` and by `overfocus.Tracker`. The probe images are
-evaluated through the analysis core (`analysis.core.evaluate_batch`, the one evaluation of a
-batch), with the parameters frozen and the model's mode restored afterwards; the drawing and the
-event files are `render.tensorboard.LiveWriter`'s.
+Used by `overfocus train --tensorboard DIR` / `--wandb PROJECT` and by `overfocus.Tracker`. The
+probe images are evaluated through the analysis core (`analysis.core.evaluate_batch`, the one
+evaluation of a batch), with the parameters frozen and the model's mode restored afterwards; the
+drawing and the event files are `render.tensorboard.LiveWriter`'s, the W&B run
+`render.wandb.WandbWriter`'s (the same interface, the same items).
 
 Example:
     >>> from overfocus.data import open_dataset
@@ -73,19 +74,27 @@ class ProbePass:
 
 
 class LiveLog:
-    """A ProbePass and a LiveWriter together: `log(row, probe.run(model))` once per epoch."""
+    """A ProbePass and its live writers (TensorBoard and/or W&B) together: `log(row, probe.run(model))`
+    once per epoch."""
 
-    def __init__(self, probe: ProbePass, logdir: Path | str):
+    def __init__(self, probe: ProbePass, logdir: Optional[Path | str] = None,
+                 wandb: Optional[Mapping[str, Any] | str] = None, wandb_defaults: Optional[Mapping[str, Any]] = None):
         self.probe = probe
-        self.writer = LiveWriter(logdir)
+        self.writers: list = []
+        if logdir:
+            self.writers.append(LiveWriter(logdir))
+        if wandb is not None:
+            from .render.wandb import WandbWriter
+
+            self.writers.append(WandbWriter(wandb, defaults=wandb_defaults))
         self._images, self._boxes = probe.images_uint8(), probe.boxes()
 
     def log(self, row: Mapping[str, Any], result: Optional[ProbeResult]) -> None:
         """Log an epoch's metrics row and, when given, its probe pass (maps and means)."""
-        if result is None:
-            self.writer.log_epoch(row, {}, self._images, {}, self.probe.ids, self._boxes)
-        else:
-            self.writer.log_epoch(row, result.means, self._images, result.maps, self.probe.ids, self._boxes)
+        means, maps = (result.means, result.maps) if result is not None else ({}, {})
+        for writer in self.writers:
+            writer.log_epoch(row, means, self._images, maps, self.probe.ids, self._boxes)
 
     def close(self) -> None:
-        self.writer.close()
+        for writer in self.writers:
+            writer.close()

@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .errors import OverfocusError, option, shorten_text
+from .errors import OverfocusError, option, shorten, shorten_text
 from .registry import did_you_mean
 from .rundir import is_torchscript, load_checkpoint, sha256_file  # noqa: F401 (is_torchscript re-exported)
 
@@ -351,10 +351,8 @@ def check_recipe_args(args: Dict[str, Any], where: str) -> None:
     for key, value in args.items():
         test, allowed = RECIPE_CHECKS[key]
         if not test(value):
-            shown = repr(value)
-            shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            raise OverfocusError(f"{where} records {key} = {shown}: it must be {allowed}; the file is damaged, "
-                                 f"or pass the value yourself (--{key.replace('_', '-')})")
+            raise OverfocusError(f"{where} records {key} = {shorten(value, 60)}: it must be {allowed}; the file "
+                                 f"is damaged, or pass the value yourself (--{key.replace('_', '-')})")
 
 
 def build_arch(spec: str, num_classes: Optional[int]) -> nn.Module:

@@ -19,7 +19,7 @@ an older checkpoint: the later epochs are then rewritten). Without an existing r
 so the same script serves the first start and every restart.
 
 Live monitoring: with `tensorboard=DIR` every epoch's metrics and the probe-set overlays go to
-TensorBoard; `analyze_every=N` evaluates the probe set every N epochs through the analysis core
+TensorBoard (with `wandb={...}` the same to Weights & Biases); `analyze_every=N` evaluates the probe set every N epochs through the analysis core
 and adds its means to metrics.jsonl (`probe_<metric>_<method>`) and its maps to RUN/live/.
 
 Example:
@@ -58,6 +58,32 @@ from .versions import software_versions
 REGISTRY_KWARGS = ("width", "small_input", "batch_norm")  # what a registry model is built with besides num_classes
 
 
+def check_model_kwargs(model_kwargs: Optional[Mapping[str, Any]], arch: Optional[str]) -> None:
+    """model_kwargs a Tracker records: a registry model's width / small_input / batch_norm; the class
+    count is Tracker's own `num_classes=`; an `arch` factory takes no model_kwargs.
+
+    Example:
+        >>> check_model_kwargs({"num_classes": 10}, "torchvision.models:resnet18")
+        Traceback (most recent call last):
+        ...
+        overfocus.errors.OverfocusError: Tracker model_kwargs ['num_classes']: pass num_classes=10 to Tracker itself (arch factories are called with num_classes=, and take no model_kwargs)
+    """
+    given = dict(model_kwargs or {})
+    if "num_classes" in given:
+        where = "arch factories are called with num_classes=, and take no model_kwargs" if arch else \
+            "it builds the model with that many outputs"
+        raise OverfocusError(f"Tracker model_kwargs ['num_classes']: pass num_classes={given['num_classes']!r} to "
+                             f"Tracker itself ({where})")
+    if arch and given:
+        raise OverfocusError(f"Tracker(arch={arch!r}) takes no model_kwargs ({sorted(given)}): the factory is "
+                             "called with num_classes= alone; put other arguments in a factory of your own "
+                             "(arch='mypkg.nets:make_net')")
+    unknown = set(given) - set(REGISTRY_KWARGS)
+    if unknown:
+        raise OverfocusError(f"Tracker model_kwargs {sorted(unknown)} are not recorded: a registry model takes "
+                             f"{', '.join(REGISTRY_KWARGS)}; for other arguments use arch='module:Factory'")
+
+
 class Tracker:
     """Record a training loop you wrote as an overfocus run directory (see the module docstring).
 
@@ -75,6 +101,8 @@ class Tracker:
             for an epoch whose accuracies your loop does not pass.
         analyze_every: evaluate the probe set every N epochs (0 = never, unless `tensorboard`).
         tensorboard: a log folder; every epoch's scalars and probe overlays go there.
+        wandb: a W&B project name or `wandb.init` arguments ({"project": ..., "mode": "offline", ...}):
+            the same as `tensorboard` logs, to Weights & Biases (needs `pip install "overfocus[wandb]"`).
         methods: attribution methods of the probe pass.
         resume: continue the run this tracker wrote before in `run_dir`, if there is one (see the
             module docstring); `force` and `resume` exclude each other.
@@ -85,16 +113,14 @@ class Tracker:
                  num_classes: Optional[int] = None, image_size: int = 64, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, batch_size: int = 64, layer: Optional[str] = None,
                  seed: int = 0, measure: bool = True, analyze_every: int = 0,
-                 tensorboard: Optional[Path | str] = None, methods: Sequence[str] = ("grad_cam",),
+                 tensorboard: Optional[Path | str] = None, wandb: Optional[Mapping[str, Any] | str] = None,
+                 methods: Sequence[str] = ("grad_cam",),
                  force: bool = False, resume: bool = False):
         from .train import check_out_dir
 
         if model_name and arch:
             raise OverfocusError("Tracker: pass either model_name or arch, not both")
-        unknown = set(model_kwargs or {}) - set(REGISTRY_KWARGS)
-        if unknown:
-            raise OverfocusError(f"Tracker model_kwargs {sorted(unknown)} are not recorded: a registry model takes "
-                                 f"{', '.join(REGISTRY_KWARGS)}; for other arguments use arch='module:Factory'")
+        check_model_kwargs(model_kwargs, arch)
         if analyze_every < 0:
             raise OverfocusError(f"Tracker analyze_every={analyze_every}: use 0 (never) or N >= 1 (every N epochs)")
         if force and resume:
@@ -113,6 +139,12 @@ class Tracker:
         self.model_kwargs = {"width": 1.0, "small_input": False, "batch_norm": None, **dict(model_kwargs or {})}
         self.num_classes, self.layer, self.seed, self.measure = num_classes, layer, seed, measure
         self.analyze_every, self.tensorboard, self.methods = analyze_every, tensorboard, tuple(methods)
+        self.wandb = wandb
+        if wandb is not None:
+            from .render.wandb import init_options, require_wandb
+
+            require_wandb()  # before the run starts, not after its first epoch
+            init_options(wandb)
         self._datasets = None
         self._loaders: Optional[Dict[str, Any]] = None
         self._probe = None
@@ -379,11 +411,13 @@ class Tracker:
     def _probe_pass(self, model: nn.Module, epoch: int):
         """The probe pass of this epoch (every `analyze_every` epochs; every epoch for TensorBoard
         alone), or None."""
-        every = self.analyze_every or (1 if self.tensorboard else 0)
-        if self.tensorboard and self._live is None:
+        live = bool(self.tensorboard) or self.wandb is not None
+        every = self.analyze_every or (1 if live else 0)
+        if live and self._live is None:
             from .live import LiveLog
 
-            self._live = LiveLog(self._probe_set(), self.tensorboard)
+            self._live = LiveLog(self._probe_set(), self.tensorboard, self.wandb,
+                                 wandb_defaults={"name": self.run.root.name, "dir": str(self.run.root)})
         if not every or epoch % every:
             return None
         return self._probe_set().run(model)

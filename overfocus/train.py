@@ -2,8 +2,9 @@
 
 Determinism: the model is initialised from `seed`; epoch e shuffles with a generator seeded from
 (seed, e); augmentation draws from (seed, e, index); the global torch RNG state (dropout) and the
-regularizer's state are saved in each checkpoint. Resuming from epoch e's checkpoint therefore
-replays epochs e+1... exactly as an uninterrupted run would on the CPU.
+regularizer's state are saved in the latest epoch's training state (run_checkpoints.py: epoch_NNNN.pt
+holds the weights only). Resuming from epoch e therefore replays epochs e+1... exactly as an
+uninterrupted run would on the CPU.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ from .models import MODELS, build_model, check_model_size, get_module, latent_la
 from .progress import epoch_line, progress
 from .device import resolve_device  # noqa: F401 (re-exported for callers of train.resolve_device)
 from .regularizers import RegContext, StepInfo, build_regularizer
-from .rundir import SCHEMA_VERSION, TRACKER_KIND, RunDir, atomic_torch_save, load_checkpoint, recorded_by
+from .rundir import SCHEMA_VERSION, TRACKER_KIND, RunDir, atomic_torch_save, recorded_by
+from .run_checkpoints import mark_pruned, prune, state_payload, weights_payload
 from .versions import software_versions
 
 
@@ -155,7 +157,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, run_dir: Path | str, force: bool = False, resuming: bool = False,
-                 dist_info: Optional[DistInfo] = None, tensorboard: Optional[Path | str] = None):
+                 dist_info: Optional[DistInfo] = None, tensorboard: Optional[Path | str] = None,
+                 wandb: Optional[str] = None):
         self.cfg, self.run = cfg, RunDir(run_dir)
         self.dist = dist_info or env_info()
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
@@ -164,12 +167,12 @@ class Trainer:
         # one train or resume per run folder: a second exits at once, naming the holder (rank 0 writes)
         self._lock = run_lock(self.run.root).acquire() if self.rank == 0 else None
         try:
-            self._open(cfg, force, resuming, tensorboard)
+            self._open(cfg, force, resuming, tensorboard, wandb)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, cfg: RunConfig, force: bool, resuming: bool, tensorboard) -> None:
+    def _open(self, cfg: RunConfig, force: bool, resuming: bool, tensorboard, wandb) -> None:
         init_process_group(self.dist, self.device)
         if not resuming:
             check_out_dir(self.run.root, force)  # every rank checks, so no rank waits for one that failed
@@ -194,7 +197,8 @@ class Trainer:
         self.train_model = self._wrap_ddp(self.model)  # checkpoints always save the bare self.model
         self.regularizer = build_regularizer(cfg.regularizer, self._reg_context())
         self._eval_loaders = self._make_eval_loaders()
-        self._live = self._make_live_log(tensorboard) if tensorboard and self.rank == 0 else None
+        self._live = (self._make_live_log(tensorboard, wandb) if (tensorboard or wandb) and self.rank == 0
+                      else None)
         if not resuming and self.rank == 0:  # only now that data and model have opened
             self._claim = RunClaim.take(self.run.root, force)
         barrier(self.dist)  # nobody reads the run directory before rank 0 has claimed it
@@ -223,14 +227,19 @@ class Trainer:
         return {"train": make_loader(subset, d.batch_size, d.num_workers),
                 "test": make_loader(self.data.test, d.batch_size, d.num_workers)}
 
-    def _make_live_log(self, logdir: Path | str):
-        """Per-epoch scalars and probe overlays to TensorBoard (`--tensorboard DIR`), rank 0 only."""
+    def _make_live_log(self, logdir: Optional[Path | str], wandb: Optional[str] = None):
+        """Per-epoch scalars and probe overlays to TensorBoard (`--tensorboard DIR`) and/or W&B
+        (`--wandb PROJECT`, a W&B run named after the run folder, its files in RUN/wandb), rank 0 only."""
         from .live import LiveLog, ProbePass
 
         layer = self.cfg.model.latent_layer or MODELS.get(self.cfg.model.name).gradcam_layer
         probe = ProbePass(self.data.test, probe_indices(len(self.data.test), PROBE_SIZE), layer=layer,
                           mean=self.cfg.data.mean, std=self.cfg.data.std)
-        return LiveLog(probe, logdir)
+        from .config import to_dict
+
+        return LiveLog(probe, logdir, {"project": wandb} if wandb else None,
+                       wandb_defaults={"name": self.run.root.name, "dir": str(self.run.root),
+                                       "config": to_dict(self.cfg)})
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self, start_epoch: int = 0) -> Path:
@@ -328,16 +337,18 @@ class Trainer:
         row = {"epoch": epoch, **train_stats, "train_eval_loss": train_loss_eval, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc, "gap": train_acc - test_acc,
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
-        sha = atomic_torch_save(self.run.checkpoint_path(epoch), self._checkpoint_payload(epoch, rng_states))
+        sha = self._save_checkpoint(epoch, rng_states)
         rows = [r for r in self.run.read_metrics() if r["epoch"] < epoch] + [row]
         self.run.write_metrics(rows)
         manifest = self.run.read_manifest()
-        manifest["epochs"] = [e for e in manifest["epochs"] if e["epoch"] < epoch] + [
+        manifest["epochs"] = mark_pruned([e for e in manifest["epochs"] if e["epoch"] < epoch], epoch,
+                                         self.cfg.train.keep_every) + [
             {"epoch": epoch, "file": f"checkpoints/{self.run.checkpoint_path(epoch).name}", "sha256": sha,
              "train_acc": train_acc, "test_acc": test_acc, "seconds": seconds}]
         manifest["skipped_files"] = self.skipped_files()
         self.run.write_manifest(manifest)
         self.run.set_latest(epoch)
+        prune(self.run, epoch, self.cfg.train.keep_every, self.cfg.train.keep_full_every)  # epoch is durable
         if self.cfg.train.progress:  # a log (nohup, a cluster job, CI) shows each epoch as it ends
             epoch_line(epoch, prefix="train", train_acc=train_acc, test_acc=test_acc, gap=row["gap"],
                        seconds=seconds)
@@ -354,12 +365,15 @@ class Trainer:
             f"lower optim.lr (now {self.cfg.optim.lr:g}), e.g. `overfocus resume {self.run.root} --lr "
             f"{self.cfg.optim.lr / 10:g}`")
 
-    def _checkpoint_payload(self, epoch: int, rng_states: List[Dict[str, Any]]) -> Dict[str, Any]:
-        return {"schema": SCHEMA_VERSION, "epoch": epoch, "model_name": self.cfg.model.name,
-                "num_classes": self.num_classes, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "regularizer": self.regularizer.state_dict(), "rng": rng_states[0],
-                "rng_per_rank": rng_states}
+    def _save_checkpoint(self, epoch: int, rng_states: List[Dict[str, Any]]) -> str:
+        """The weights file (its sha256 is returned), then the full training state (run_checkpoints.py)."""
+        state, dtype = self.model.state_dict(), self.cfg.train.checkpoint_dtype
+        sha = atomic_torch_save(self.run.checkpoint_path(epoch),
+                                weights_payload(state, epoch, self.cfg.model.name, self.num_classes, dtype))
+        atomic_torch_save(self.run.state_path(epoch),
+                          state_payload(epoch, state, dtype, self.optimizer.state_dict(), self.scheduler.state_dict(),
+                                        self.regularizer.state_dict(), rng_states))
+        return sha
 
     def _write_manifest(self, status: str, epochs: List[Dict[str, Any]]) -> None:
         if self.rank != 0:
@@ -392,7 +406,7 @@ class Trainer:
 
     def restore(self, epoch: int) -> None:
         """Load everything of epoch `epoch`'s checkpoint (model, optimizer, RNG, regularizer)."""
-        ckpt = load_checkpoint(self.run.checkpoint_path(epoch))
+        ckpt = self.run.load_training_state(epoch)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -457,9 +471,11 @@ class RunClaim:
             shutil.rmtree(self.created, ignore_errors=True)
 
 
-def train(cfg: RunConfig, run_dir: Path | str, force: bool = False, tensorboard: Optional[Path | str] = None) -> Path:
+def train(cfg: RunConfig, run_dir: Path | str, force: bool = False, tensorboard: Optional[Path | str] = None,
+          wandb: Optional[str] = None) -> Path:
     """Train a model as configured, writing the run directory (and, with `tensorboard`, per-epoch
-    scalars and probe overlays to that log folder while it trains).
+    scalars and probe overlays to that log folder while it trains; with `wandb`, the same to that
+    Weights & Biases project).
 
     Example:
         >>> from overfocus.config import build_config
@@ -468,7 +484,7 @@ def train(cfg: RunConfig, run_dir: Path | str, force: bool = False, tensorboard:
         >>> train(cfg, "/tmp/overfocus-doctest-train", force=True).name
         'overfocus-doctest-train'
     """
-    return Trainer(cfg, run_dir, force=force, tensorboard=tensorboard).fit()
+    return Trainer(cfg, run_dir, force=force, tensorboard=tensorboard, wandb=wandb).fit()
 
 
 def refuse_unrecorded_training(manifest: Dict[str, Any], root: Path) -> None:
@@ -484,10 +500,11 @@ def refuse_unrecorded_training(manifest: Dict[str, Any], root: Path) -> None:
 
 
 def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float] = None,
-           tensorboard: Optional[Path | str] = None) -> Path:
+           tensorboard: Optional[Path | str] = None, skip_bad: bool = False) -> Path:
     """Continue a run from its last durable checkpoint (optionally to a new total of epochs, or
     with a new learning rate, e.g. after training diverged; with `tensorboard`, the epochs trained
-    from here on are logged to that folder as `train` would).
+    from here on are logged to that folder as `train` would; with `skip_bad`, unreadable images are
+    skipped from here on, as `train --skip-bad` does, e.g. after a run stopped on a corrupt file).
 
     Example:
         >>> from overfocus.config import build_config
@@ -514,6 +531,8 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
                                  f"pass a total of at least {last}")
         cfg.train.epochs = epochs
         validate(cfg)  # the same range as train.epochs of a fresh run
+    if skip_bad:
+        cfg.data.skip_bad = True  # before the datasets open
     run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
     trainer = Trainer(cfg, run.root, resuming=True, tensorboard=tensorboard)  # takes the run's lock
     try:
@@ -524,7 +543,7 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
                 group["lr"] = group["initial_lr"] = lr
             trainer.scheduler.base_lrs = [lr] * len(trainer.optimizer.param_groups)
         manifest = run.read_manifest()
-        if epochs is not None or lr is not None:
+        if epochs is not None or lr is not None or skip_bad:
             manifest["config"] = to_dict(cfg)
         manifest["status"] = "running"
         if trainer.rank == 0:

@@ -55,7 +55,14 @@ def test_one_row_per_image_method_and_metric(analysed):
     meta = json.loads((run / "analysis" / "analysis.json").read_text())
     rows = read_records(run, epochs=[1])
     per_image = [r for r in rows if r["method"] != "model"]
-    assert len(per_image) == N_TEST * len(meta["methods"]) * len(_map_metrics(meta))
+    # the faithfulness metrics: on the faithfulness images (all 24 here), the random baseline beside them
+    faithful = meta["faithfulness_metrics"]
+    assert meta["faithfulness_images"] == N_TEST and "deletion" in faithful and "road_morf" not in faithful
+    assert len(per_image) == N_TEST * len(meta["methods"]) * len(_map_metrics(meta)) + \
+        N_TEST * len([m for m in faithful if not m.startswith("sanity")])  # the random baseline: no sanity
+    assert {r["method"] for r in per_image} == {"grad_cam", "sgdrop", "random"}
+    assert {r["metric"] for r in per_image if r["method"] == "random"} == \
+        {m for m in faithful if not m.startswith("sanity")}
     keys = {(r["method"], r["image_id"], r["metric"]) for r in per_image}
     assert len(keys) == len(per_image)  # no duplicates
     model_rows = [r for r in rows if r["method"] == "model" and r["image_id"] != "__all__"]
@@ -170,7 +177,8 @@ def test_a_second_call_does_no_work(analysed):
 def test_a_different_configuration_is_refused_until_forced(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     analyze(run, epochs="2", metrics=["area_ratio"], device="cpu", show_progress=False, limit=8)
-    with pytest.raises(OverfocusError, match="--force"):
+    # a Python call is told the Python arguments (the CLI's message names --force and --out)
+    with pytest.raises(OverfocusError, match="pass force=True to replace it, or out=DIR to keep both"):
         analyze(run, epochs="2", metrics=["hit"], device="cpu", show_progress=False, limit=8)
     res = analyze(run, epochs="2", metrics=["hit"], device="cpu", show_progress=False, limit=8, force=True)
     assert res.computed == [2]
@@ -375,11 +383,19 @@ def test_cli_prints_the_onset_and_writes_onset_json(tiny_run, tmp_path, capsys):
                  "--limit", "12"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     onset = json.loads((run / "analysis" / "onset.json").read_text())
-    peak = onset["methods"]["grad_cam"]["peak_epoch"]
+    o = onset["methods"]["grad_cam"]
     summary = {r["epoch"]: r["mean"] for r in read_summary(run)
                if (r["method"], r["metric"]) == ("grad_cam", "area_ratio_nondegenerate")}
-    assert summary[peak] == max(summary.values()) and onset["epochs"] == [0, 1, 2]
-    assert out[-2] == "overfocus onset (area ratio over non-degenerate maps):"
-    assert out[-1].startswith(f"  grad_cam: widest at epoch {peak} (area ratio {summary[peak]:.3f})")
+    assert onset["epochs"] == [0, 1, 2] and o["search_reason"]  # why the search starts where it does
+    start = out.index("overfocus onset (area ratio over non-degenerate maps):")
+    assert out[-2] == "is the narrowing real? (maps faithful = beat the random baseline on deletion and insertion)"
+    assert out[-1] == "  " + o["verdict"] and not o["faithfulness_measured"]  # --metrics area_ratio only
+    if o["peak_epoch"] is None:  # the tiny model may stay at chance level: the line says so
+        assert out[start + 1] == f"  grad_cam: no onset: {o['search_reason']}"
+        return
+    peak = o["peak_epoch"]
+    eligible = [e for e in summary if e >= o["search_from"]]
+    assert peak >= 1 and summary[peak] == max(summary[e] for e in eligible)
+    assert out[start + 1].startswith(f"  grad_cam: widest at epoch {peak} (area ratio {summary[peak]:.3f})")
     gaps = {r["epoch"]: r["gap"] for r in RunDir(run).read_metrics()}
     assert onset["methods"]["grad_cam"]["gap_at_last"] == pytest.approx(gaps[2])

@@ -6,8 +6,10 @@ regularizer), analyses them
 of the figures into this folder (PNG; the GIF as one still frame):
 
     PYTHONPATH=. python docs/gallery/make_gallery.py
+    PYTHONPATH=. python docs/gallery/make_gallery.py explorer RUN [RUN ...]   # explorer.png only, of these runs
 
-Nothing here is hand-made: every PNG in docs/gallery/ is written by this script.
+Nothing here is hand-made: every PNG in docs/gallery/ is written by this script (explorer.png is
+a headless-Chromium screenshot of the explorer page, so it needs chromium).
 """
 from __future__ import annotations
 
@@ -76,11 +78,46 @@ def main() -> int:
                    copy_png(cmp / "metrics.png", "compare_metrics.png"), copy_png(cmp / "gap.png", "compare_gap.png"),
                    gif_still(cmp / "evolution.gif", HERE / "compare_video_frame.png")]
         shutil.copyfile(cmp / "last_epoch.md", HERE / "compare_last_epoch.md")
+        if shutil.which("chromium"):
+            written.append(explorer_screenshot(cmp / "explorer.html", HERE / "explorer.png"))
         if cli(["audit", str(a), "--out", str(root / "audit")]) in (0, 1):
             shutil.copyfile(root / "audit" / "report.html", root / "report.html")
             written.append(report_tiles(root / "report.html", HERE / "audit_examples.png"))
     for path in written:
         print(f"{path.relative_to(HERE.parent.parent)}  {path.stat().st_size // 1024} KiB")
+    return 0
+
+
+def explorer_screenshot(html: Path, out: Path, width: int = 1400, height: int = 1000) -> Path:
+    """The explorer page as headless Chromium shows it on a 1400 x 1000 screen, moved to the last
+    epoch and the first image chosen by a script added to a copy of the page (it opens at the first
+    epoch), reduced to 256 colours."""
+    import subprocess
+
+    shown = html.with_name(".gallery-" + html.name)
+    text = html.read_text().replace("</body>", "<script>setTimeout(function () { var x = window.overfocusExplorer;"
+                                    " x.setEpoch(x.epochs.length - 1); x.choose(0); }, 300);</script></body>")
+    shown.write_text(text)
+    raw = out.with_suffix(".raw.png")
+    try:
+        subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--virtual-time-budget=8000", f"--window-size={width},{height}", f"--screenshot={raw}",
+                        shown.resolve().as_uri()], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=180)
+        copy_png(raw, out.name)
+    finally:
+        shown.unlink(missing_ok=True)
+        raw.unlink(missing_ok=True)
+    return out
+
+
+def explorer_only(runs: list) -> int:
+    from overfocus.render.explore import ExploreOptions, explore
+
+    with tempfile.TemporaryDirectory(prefix="overfocus-gallery-") as tmp:
+        page = explore(runs, ExploreOptions(out=Path(tmp) / "explorer.html", probes=6))
+        out = explorer_screenshot(page, HERE / "explorer.png")
+    print(f"{out.relative_to(HERE.parent.parent)}  {out.stat().st_size // 1024} KiB")
     return 0
 
 
@@ -107,4 +144,4 @@ def report_tiles(html: Path, out: Path) -> Path:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(explorer_only(sys.argv[2:]) if sys.argv[1:2] == ["explorer"] else main())

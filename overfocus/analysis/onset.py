@@ -4,14 +4,19 @@ narrowed since, next to the generalization gap.
 The measure is the area ratio over the NON-DEGENERATE maps of each epoch (an empty map is not a
 narrow one: docs/conventions.md). Per method:
 
-- `peak_epoch`: the epoch of the highest mean area ratio (the first one on a tie);
+- `peak_epoch`: the epoch of the highest mean area ratio (the first one on a tie), searched only
+  among the epochs that say something about the model (`verdicts.search_start`: never epoch 0,
+  above chance, mostly non-degenerate maps, from `faithful_from` on where faithfulness is
+  measured); `search_from` and `search_reason` say where the search started and why;
 - the trend from the peak to the last analysed epoch: `slope` per epoch (least squares over
   the epochs' means) with a 95% bootstrap interval over images (the same images are analysed at
   every epoch, so an image is resampled with all its epochs), and Kendall's tau-b of the mean
   area ratio against the epoch;
 - `narrowing`: (peak - last) / peak, the share of the peak's area lost by the last epoch;
 - `gap_at_peak`, `gap_at_last`, `gap_growth` (train minus test accuracy, from the run's
-  metrics.jsonl; None where the run has no such line).
+  metrics.jsonl; None where the run has no such line);
+- `faithful_from`, `faithful_epochs`, `sanity_from` (verdicts.py) and `verdict`, the line
+  "narrowing after epoch P on maps faithful from epoch F: yes/no".
 
 Pure numpy; the analysis writes the result to `RUN/analysis/onset.json` (`ONSET_FILE`) and
 `overfocus analyze` prints `onset_lines`.
@@ -32,9 +37,11 @@ import numpy as np
 
 from ..fileio import atomic_write_json
 from . import storage as store
+from . import verdicts
+from .trajectory import DRIFT_LEVEL, read_trajectory
 
 ONSET_FILE = "onset.json"
-ONSET_SCHEMA = 1
+ONSET_SCHEMA = 2  # 2: the search start, faithful_from, sanity_from and the verdict
 MEASURE = "area_ratio_nondegenerate"  # what the onset is the peak of
 N_BOOT = 1000
 
@@ -114,16 +121,20 @@ def bootstrap_slope(epochs: Sequence[int], values: np.ndarray, n_boot: int = N_B
 
 
 def method_onset(epochs: Sequence[int], values: np.ndarray, gaps: Dict[int, float], n_boot: int = N_BOOT,
-                 seed: int = 0) -> Optional[Dict[str, Any]]:
+                 seed: int = 0, eligible: Optional[Sequence[int]] = None) -> Optional[Dict[str, Any]]:
     """The onset of one method from its epochs x images area ratios (NaN: degenerate map or no
-    value); None when no epoch has a non-degenerate map. See the module docstring."""
+    value); None when no epoch has a non-degenerate map (or none of the `eligible` epochs, where
+    the peak may sit: None = any). See the module docstring."""
     epochs = np.asarray(epochs, dtype=np.int64)
     means = epoch_means(np.asarray(values, dtype=np.float64))
     measured = ~np.isnan(means)
     if not measured.any():
         return None
     epochs, means, values = epochs[measured], means[measured], np.asarray(values)[measured]
-    at = int(np.argmax(means))  # the first maximum: the earliest epoch of the widest attention
+    allowed = np.ones(len(epochs), bool) if eligible is None else np.isin(epochs, np.asarray(list(eligible)))
+    if not allowed.any():
+        return None
+    at = int(np.argmax(np.where(allowed, means, -np.inf)))  # the first maximum: the earliest widest attention
     after = slice(at, None)
     peak, last = float(means[at]), float(means[-1])
     lo, hi = bootstrap_slope(epochs[after], values[after], n_boot, seed)
@@ -146,19 +157,39 @@ class OnsetCollector:
     """Per method, the non-degenerate area ratio of every image at every epoch, gathered from the
     records one epoch at a time (`add` is the per-epoch callback of `summary.rebuild_summary`)."""
 
+    FAITHFULNESS = ("deletion", "insertion")  # what faithful_from compares with the random baseline
+
     def __init__(self):
         self.by_epoch: Dict[int, Dict[str, Dict[str, float]]] = {}  # epoch -> method -> image_id -> value
+        self.accuracy: Dict[int, tuple] = {}  # epoch -> (correct, n, majority-class rate)
+        self.degenerate: Dict[int, Dict[str, float]] = {}  # epoch -> method -> share of degenerate maps
+        # epoch -> method -> metric -> image_id -> value (faithfulness and sanity_init)
+        self.faithful: Dict[int, Dict[str, Dict[str, Dict[str, float]]]] = {}
 
     def add(self, epoch: int, records: List[Dict[str, Any]]) -> None:
         area: Dict[str, Dict[str, float]] = {}
         dead: Dict[str, Dict[str, float]] = {}
+        correct: List[float] = []
+        labels: List[int] = []
+        faithful: Dict[str, Dict[str, Dict[str, float]]] = {}
         for r in records:
             if r["metric"] == "area_ratio":
                 area.setdefault(r["method"], {})[r["image_id"]] = r["value"]
             elif r["metric"] == store.DEGENERATE:
                 dead.setdefault(r["method"], {})[r["image_id"]] = r["value"]
+            elif r["metric"] == "correct" and r["method"] == store.MODEL_METHOD:
+                correct.append(r["value"])
+                labels.append(r["label"])
+            elif r["metric"] in (*self.FAITHFULNESS, "sanity_init", "drift"):
+                faithful.setdefault(r["method"], {}).setdefault(r["metric"], {})[r["image_id"]] = r["value"]
         self.by_epoch[epoch] = {m: {iid: (math.nan if dead.get(m, {}).get(iid, 0.0) > 0 else v)
                                     for iid, v in values.items()} for m, values in area.items()}
+        if correct:
+            counts = np.bincount(np.asarray(labels, dtype=np.int64).clip(min=0))
+            self.accuracy[epoch] = (int(np.nansum(correct)), len(correct), float(counts.max() / counts.sum()))
+        self.degenerate[epoch] = {m: float(np.mean([v > 0 for v in flags.values()])) for m, flags in dead.items()
+                                  if flags}
+        self.faithful[epoch] = faithful
 
     def arrays(self) -> Dict[str, tuple]:
         """method -> (epochs, epochs x images array, NaN where degenerate or absent)."""
@@ -173,10 +204,54 @@ class OnsetCollector:
 
 
 def compute_onset(collector: OnsetCollector, gaps: Dict[int, float]) -> Dict[str, Any]:
-    """onset.json's content: the measure, the epochs and the onset of every method."""
-    methods = {m: method_onset(epochs, table, gaps) for m, (epochs, table) in collector.arrays().items()}
+    """onset.json's content: the measure, the epochs and, per method, its onset among the epochs
+    that say something about the model, faithful_from, sanity_from and the verdict."""
+    chance = {e: verdicts.above_chance(*acc) for e, acc in collector.accuracy.items()} if collector.accuracy else None
+    methods = {}
+    for method, (epochs, table) in collector.arrays().items():
+        facts = method_facts(collector, method)
+        start = verdicts.search_start(epochs, chance, {e: collector.degenerate.get(e, {}).get(method, 0.0)
+                                                       for e in epochs},
+                                      facts["faithful_from"], facts["faithfulness_measured"])
+        onset = method_onset(epochs, table, gaps, eligible=start["epochs"]) if start["epochs"] else None
+        entry = {**(onset or {"peak_epoch": None}), "search_from": start["search_from"],
+                 "search_reason": start["reason"], **facts}
+        entry["verdict"] = verdicts.verdict_line(method, entry)
+        methods[method] = entry
     return {"schema": ONSET_SCHEMA, "measure": MEASURE, "epochs": sorted(collector.by_epoch),
-            "methods": {m: v for m, v in methods.items() if v is not None}}
+            "above_chance": {str(e): ok for e, ok in sorted((chance or {}).items())},
+            "methods": methods}
+
+
+def method_facts(collector: OnsetCollector, method: str) -> Dict[str, Any]:
+    """faithful_from (against the random baseline), the epochs it rests on, and sanity_from."""
+    from .core import RANDOM_BASELINE
+
+    epochs = sorted(collector.faithful)
+    ids = sorted({iid for e in epochs for iid in collector.faithful[e].get(RANDOM_BASELINE, {}).get("deletion", {})})
+
+    def aligned(who: str) -> Dict[str, Dict[int, np.ndarray]]:
+        return {m: {e: np.array([collector.faithful[e][who][m].get(i, math.nan) for i in ids])
+                    for e in epochs if m in collector.faithful[e].get(who, {})} for m in OnsetCollector.FAITHFULNESS}
+
+    beats = verdicts.faithful_epochs(epochs, aligned(method), aligned(RANDOM_BASELINE)) \
+        if method != RANDOM_BASELINE else {}
+    measured = sorted(beats)
+    medians = {e: float(np.nanmedian(list(v.values()))) for e in epochs
+               if (v := collector.faithful[e].get(method, {}).get("sanity_init")) and
+               not np.isnan(list(v.values())).all()}
+    drift = {e: float(np.nanmedian(list(v.values()))) for e in epochs
+             if (v := collector.faithful[e].get(method, {}).get("drift")) and not np.isnan(list(v.values())).all()}
+    drift_epochs = sorted(drift)
+    return {"faithfulness_measured": bool(measured),
+            "drift_median": {str(e): drift[e] for e in drift_epochs},
+            "stabilisation_epoch": verdicts.first_from(drift_epochs, [drift[e] <= DRIFT_LEVEL for e in drift_epochs])
+            if drift_epochs else None, "drift_level": DRIFT_LEVEL,
+            "faithful_from": verdicts.first_from(measured, [beats[e] for e in measured]) if measured else None,
+            "faithful_epochs": {str(e): beats[e] for e in measured},
+            "sanity_init_median": {str(e): medians[e] for e in sorted(medians)},
+            "sanity_from": verdicts.sanity_from(medians) if medians else None,
+            "sanity_level": verdicts.SANITY_LEVEL}
 
 
 def update_onset(folder: Path, epochs: Sequence[int], gaps: Dict[int, float],
@@ -188,9 +263,11 @@ def update_onset(folder: Path, epochs: Sequence[int], gaps: Dict[int, float],
     path = Path(folder) / ONSET_FILE
     collector = collector or OnsetCollector()
     if not collector.by_epoch:
-        if path.is_file() and read_onset(folder) is not None:
-            return read_onset(folder)
-        read_epoch = read_epoch or (lambda e: list(store.iter_record_file(store.records_path(folder, e))))
+        existing = read_onset(folder) if path.is_file() else None
+        if existing is not None and existing.get("schema") == ONSET_SCHEMA:
+            return existing
+        read_epoch = read_epoch or (lambda e: list(store.iter_record_file(store.records_path(folder, e)))
+                                    + read_trajectory(folder, e))
         for epoch in epochs:
             collector.add(epoch, read_epoch(epoch))
     if not collector.by_epoch:
@@ -239,6 +316,9 @@ def onset_lines(onset: Optional[Dict[str, Any]]) -> List[str]:
         return []
     lines = ["overfocus onset (area ratio over non-degenerate maps):"]
     for method, o in sorted(methods.items()):
+        if o.get("peak_epoch") is None:
+            lines.append(f"  {method}: no onset: {o.get('search_reason', 'no non-degenerate maps')}")
+            continue
         text = f"  {method}: widest at epoch {o['peak_epoch']} (area ratio {o['peak_area']:.3f})"
         if o["last_epoch"] == o["peak_epoch"]:
             text += ", the last analysed epoch: no narrowing yet"
@@ -250,6 +330,12 @@ def onset_lines(onset: Optional[Dict[str, Any]]) -> List[str]:
         if o.get("gap_at_peak") is not None and o.get("gap_at_last") is not None:
             text += f"; gap {o['gap_at_peak'] * 100:.1f} -> {o['gap_at_last'] * 100:.1f} points"
         lines.append(text)
+        if o.get("search_from") is not None:
+            lines.append(f"    peak searched from epoch {o['search_from']}: {o.get('search_reason', '')}")
+    verdict = [o["verdict"] for _, o in sorted(methods.items()) if o.get("verdict")]
+    if verdict:
+        lines.append("is the narrowing real? (maps faithful = beat the random baseline on deletion and insertion)")
+        lines += [f"  {v}" for v in verdict]
     return lines
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from ..attribution.methods import DEFAULT_METHODS
@@ -40,18 +41,20 @@ from ..loading import ModelOptions
 from ..progress import epoch_line, progress
 from ..rundir import RunDir
 from . import storage as store
+from ..metrics.faithfulness import FaithfulnessOptions
 from .core import NonFiniteModel
 from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
 from .lock import AnalysisLock
 from .onset import OnsetCollector, update_onset
 from .runsource import FolderOptions, RunSource, open_source
-from .settings import (RunInfo, Runtime, Settings, make_runtime, resolve_method_args, resolve_methods, resolve_metrics,
-                       select_epochs)
+from .settings import (FAITHFULNESS_IMAGES, RunInfo, Runtime, Settings, make_runtime, resolve_method_args,
+                       resolve_methods, resolve_metrics, resolve_model_metrics, select_epochs)
 from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
                      merge_sections, parse_shard, probe_entries, probe_part_arrays, union_masks)
-from .source import BatchSource, extend_probe_ids, find_indices, first_n, probe_arrays
+from .source import BatchSource, evenly_spaced, extend_probe_ids, find_indices, first_n, probe_arrays
 from .state import checkpoint_identity, fresh_state, prepare_folder, refuse_mismatch, update_state
 from .summary import rebuild_summary
+from .trajectory import update_trajectory
 
 
 class AnalysisResult(list):
@@ -76,7 +79,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             show_progress: bool = True, folder: Optional[FolderOptions] = None,
             skip_bad: Optional[bool] = None,
             method_args: Optional[Mapping[str, Mapping[str, Any]]] = None, trust_recipe: bool = False,
-            arch: Optional[str] = None) -> AnalysisResult:
+            arch: Optional[str] = None, faithfulness_images: int = FAITHFULNESS_IMAGES,
+            faithfulness_steps: int = 16, faithfulness_baseline: str = "blur") -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
 
     The run is a run directory of `overfocus train`, or any folder of checkpoint files named by
@@ -124,6 +128,12 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         trust_recipe, arch: a run whose run.json records its model as an import path
             (`module:Factory`, a tracked run) is rebuilt only when `arch` names that same path or
             `trust_recipe` is True: a file never chooses code to run (`loading.allow_recorded_arch`).
+        faithfulness_images: the faithfulness and sanity metrics (`MetricSpec.needs_model`) are
+            computed on this many images evenly spaced over the analysed ones (0: none), the
+            random baseline beside them; their ids go to `faithfulness.json`.
+        faithfulness_steps: K of deletion / insertion (default 16).
+        faithfulness_baseline: what deletion / insertion put in place of removed pixels: `blur`
+            (default) or `mean`.
 
     Returns:
         AnalysisResult: the summary rows; `.computed` lists the epochs this call computed (with
@@ -143,7 +153,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
                                               info.batch_size if batch_size is None else batch_size,
                                               human, methods, metrics, target, layer, probe,
                                               info.skip_bad if skip_bad is None else skip_bad,
-                                              method_args or {}), show_progress)
+                                              method_args or {}, faithfulness_images, faithfulness_steps,
+                                              faithfulness_baseline), show_progress)
     return runner.execute(selection, source.analysis_folder(out), force)
 
 
@@ -192,6 +203,9 @@ class Choices:
     probe: Optional[int]
     skip_bad: bool = False
     method_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    faithfulness_images: int = FAITHFULNESS_IMAGES
+    faithfulness_steps: int = 16
+    faithfulness_baseline: str = "blur"
 
 
 def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress: bool) -> "Runner":
@@ -222,18 +236,63 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
     has_boxes = bool(getattr(ds, "has_boxes", False))
     map_m, human_m, coverage = resolve_metrics(c.metrics, has_boxes, bool(c.human))
     probe_ids = extend_probe_ids(test, info.probe_ids, c.probe)
+    model_m = resolve_model_metrics(c.metrics)
+    faithful = faithful_subset(analysed, c.faithfulness_images if model_m else 0)
     settings = Settings(methods, map_m, human_m, coverage, layer, info.latent_layer, c.target, c.data_spec,
                         c.split, c.limit, probe_ids, c.human or "", info.image_size, runtime.precision,
-                        method_args)
+                        method_args, faithfulness_images=len(faithful) if faithful is not None else 0,
+                        faithfulness_metrics=model_m if faithful is not None else (),
+                        faithfulness_steps=c.faithfulness_steps, faithfulness_baseline=c.faithfulness_baseline)
+    FaithfulnessOptions(steps=c.faithfulness_steps, baseline=c.faithfulness_baseline)  # refuses bad values now
     probe_index = find_indices(test, settings.probe_ids)
     sources = _Sources(runtime, c.batch_size, info.num_workers)
     data = AnalysisData(sources.of(analysed), test, list(ds.classes), has_boxes, c.split, len(analysed),
                         collate_samples([test[i] for i in probe_index]), tuple(probe_index),
                         sources.of(human_ds) if human_ds is not None else None,
-                        len(human_ds) if human_ds is not None else 0)
+                        len(human_ds) if human_ds is not None else 0,
+                        sources.of(faithful) if faithful is not None else None,
+                        subset_ids(faithful) if faithful is not None else ())
     show = show_progress and runtime.dist.is_main
-    evaluator = EpochEvaluator(model, settings, info, runtime, data, show)
+    init = (lambda: initial_model(source, model)) if settings.faithful_metrics else None
+    evaluator = EpochEvaluator(model, settings, info, runtime, data, show, init_model=init)
     return Runner(source, runtime, settings, data, evaluator, c.batch_size, show)
+
+
+def faithful_subset(analysed, n: int):
+    """The faithfulness images: `n` evenly spaced over the analysed ones (None for n = 0)."""
+    if n < 0:
+        raise OverfocusError(f"--faithfulness-images {n}: use 0 (no faithfulness metrics) or more")
+    if n == 0 or len(analysed) == 0:
+        return None
+    from ..subset import Subset
+
+    chosen = evenly_spaced(analysed, n)
+    return chosen if isinstance(chosen, Subset) else Subset(chosen, range(len(chosen)))
+
+
+def subset_ids(subset) -> Tuple[str, ...]:
+    """The image ids of a Subset, read cheaply (no image decoded)."""
+    return tuple(subset.image_id(i) for i in range(len(subset)))
+
+
+def initial_model(source: RunSource, model: torch.nn.Module) -> Optional[torch.nn.Module]:
+    """A second model holding the run's epoch-0 (initial) weights, for `sanity_init`: a copy of the
+    call's model (a run source may hand out one model object only); None (and the metric not
+    computed) when the run has no epoch 0 or it cannot be loaded."""
+    import copy
+
+    from .core import check_finite_weights
+
+    if 0 not in source.epochs():
+        return None
+    initial = copy.deepcopy(model)
+    try:
+        source.load_into(initial, 0)
+        check_finite_weights(initial)
+    except OverfocusError as exc:
+        print(f"overfocus analyze: sanity_init not computed: epoch 0 does not load ({exc})", file=sys.stderr)
+        return None
+    return initial.eval()
 
 
 def place_model(model: torch.nn.Module, layer: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
@@ -352,6 +411,7 @@ class Runner:
         done = set(state["epochs_done"]) if not force else set(state["epochs_done"]) - set(selected)
         store.remove_parts(folder, done | (set(selected) if force else set()))  # parts of old work
         self._write_probe_images(folder, rewrite=force or not store.intact_file(store.probe_images_path(folder)))
+        self._write_faithfulness_ids(folder)
         skipped = [_skip(e, f"no checkpoint {self.source.checkpoint(e)}") for e in missing]
         todo = [e for e in selected if e not in done]
         ready = {e: w for e in todo if (w := self._complete_world(folder, e))}
@@ -363,7 +423,9 @@ class Runner:
         store.remove_parts(folder, [])  # every rank is done: an emptied parts/ folder goes
         self._fill_history(state["epochs_done"])
         collector = OnsetCollector()
-        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show, collector.add)
+        moved = update_trajectory(folder, state["epochs_done"], plan.computed)  # drift, flips
+        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force or moved, self.show,
+                               collector.add)
         update_onset(folder, state["epochs_done"], run_gaps(RunDir(self.source.out_root)), collector)
         if plan.todo and not plan.computed and not (set(state["epochs_done"]) & set(selected)):
             raise OverfocusError(f"none of the selected checkpoints of {self.source.root} could be analysed "
@@ -401,8 +463,8 @@ class Runner:
     def _execute_shard(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
         """--shard R/W: this share's parts of the epochs not done yet; no shared file is written."""
         if force:
-            raise OverfocusError("--shard cannot be combined with --force: run `overfocus analyze RUN --force` "
-                                 "without --shard, or give the shards a fresh --out")
+            raise OverfocusError(f"{option('shard', 'R/W')} cannot be combined with {option('force')}: recompute "
+                                 f"without {option('shard', 'R/W')}, or give the shards a fresh {option('out', 'DIR')}")
         existing = store.read_analysis_json(folder)
         if existing is not None:
             refuse_mismatch(folder, existing, fresh_state(self.settings, self.data.classes))
@@ -446,13 +508,15 @@ class Runner:
             out = self.evaluator.evaluate(epoch, probe_positions=None)
         except NonFiniteModel as exc:  # diverged: skipped like a corrupt checkpoint, never measured
             return str(exc)
-        self._write_epoch(folder, epoch, out.rows(), self.evaluator.probe_arrays(epoch, out.probe))
+        self._write_epoch(folder, epoch, out.rows(), self.evaluator.probe_arrays(epoch, out.probe), out.small_arrays())
         store.remove_parts(folder, [epoch])  # an unfinished sharded attempt at it is obsolete now
         return None
 
-    def _write_epoch(self, folder: Path, epoch: int, rows: List[Dict[str, Any]], probe: Dict[str, Any]) -> None:
+    def _write_epoch(self, folder: Path, epoch: int, rows: List[Dict[str, Any]], probe: Dict[str, Any],
+                     small: Dict[str, Any]) -> None:
         self.written_rows = rows  # for this epoch's progress line
         store.write_npz(store.probe_epoch_path(folder, epoch), **probe)
+        store.write_npz(store.small_maps_path(folder, epoch), **small)
         store.write_csv(store.records_path(folder, epoch), rows, store.RECORD_COLUMNS, ".9g")  # last: "done"
 
     # -- parts (torchrun ranks, shards) --
@@ -461,9 +525,11 @@ class Runner:
         ckpt = self.source.checkpoint(epoch)
         stat = ckpt.stat() if ckpt.is_file() else None
         n, n_human = self.data.n_analysed, self.data.n_human
+        n_faithful = len(self.data.faithful_ids)
         return {"settings": self.settings.compared(), "batch_size": self.batch_size, "n": n,
                 "n_human": n_human, "span": list(batch_span(n, self.batch_size, rank, world)),
                 "human_span": list(batch_span(n_human, self.batch_size, rank, world)),
+                "faithful_span": list(batch_span(n_faithful, self.batch_size, rank, world)),
                 "checkpoint": [stat.st_size, stat.st_mtime_ns] if stat else None}
 
     def _one_part(self, folder: Path, epoch: int, rank: int, world: int) -> Optional[str]:
@@ -485,6 +551,7 @@ class Runner:
         arrays = probe_part_arrays(out.probe, self.settings.methods, (size, size), self.info.num_classes)
         if out.cov is not None:
             arrays.update(mask_arrays(*coverage_masks(out.cov)))
+        arrays.update({f"small_{k}": v for k, v in out.small_arrays().items()})
         store.write_part(folder, epoch, rank, world, out.sections, arrays, meta)
         return None
 
@@ -510,7 +577,9 @@ class Runner:
         for _, arrays in parts:
             probe.update(probe_entries(arrays, settings.methods))
         rows = merge_sections([sections for sections, _ in parts], cumulative)
-        self._write_epoch(folder, epoch, rows, self.evaluator.probe_arrays(epoch, probe))
+        small = {k[len("small_"):]: np.concatenate([arrays[k] for _, arrays in parts if k in arrays])
+                 for k in sorted({k for _, arrays in parts for k in arrays if k.startswith("small_")})}
+        self._write_epoch(folder, epoch, rows, self.evaluator.probe_arrays(epoch, probe), small)
         store.remove_parts(folder, [epoch])
         return None
 
@@ -519,6 +588,18 @@ class Runner:
             rank, world = self.rt.part
             print(f"overfocus analyze: rank {rank} of {world} reused its finished parts of epochs "
                   f"{sorted(self.reused)}", file=sys.stderr)
+
+    def _write_faithfulness_ids(self, folder: Path) -> None:
+        """faithfulness.json: which images the faithfulness and sanity metrics were computed on."""
+        s = self.settings
+        if not s.faithful_metrics:
+            return
+        content = {"images": len(self.data.faithful_ids), "image_ids": list(self.data.faithful_ids),
+                   "metrics": list(s.faithful_metrics), "steps": s.faithfulness_steps,
+                   "baseline": s.faithfulness_baseline, "split": s.split,
+                   "chosen": "evenly spaced over the analysed images"}
+        if store.read_faithfulness(folder) != content:  # a second call with the same settings writes nothing
+            store.write_faithfulness(folder, content)
 
     # -- the probe set --
     def _write_probe_images(self, folder: Path, rewrite: bool) -> None:

@@ -252,8 +252,8 @@ class CheckpointFolder(RunSource):
             if old != _recipe(manifest):
                 if not force:
                     raise OverfocusError(f"{self.out_root} holds the analysis of another model or preprocessing "
-                                         f"({_difference(old, _recipe(manifest))}): pass --force to replace it, or "
-                                         "--out DIR to keep both")
+                                         f"({_difference(old, _recipe(manifest))}): pass {option('force')} to replace "
+                                         f"it, or {option('out', 'DIR')} to keep both")
                 self._write_history({})
         self.out_root.mkdir(parents=True, exist_ok=True)
         run.write_manifest(manifest)

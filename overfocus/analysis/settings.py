@@ -26,8 +26,12 @@ IMAGE_METRICS = ("correct", "confidence")  # always recorded: free, from the log
 COVERAGE_METRICS = ("coverage_global", "coverage_latent", "unit_coverage_global", "unit_coverage_latent")
 COVERAGE_NAMES = {"coverage", *COVERAGE_METRICS}  # --metrics names that switch coverage on
 COMPARED_SETTINGS = ("methods", "method_args", "metrics", "layer", "target", "data_spec", "split", "limit",
-                     "probe_ids", "human", "image_size", "precision")
-SETTING_DEFAULTS = {"precision": "float32", "method_args": {}}  # what an analysis.json written before the key existed meant
+                     "probe_ids", "human", "image_size", "precision", "faithfulness_images", "faithfulness_metrics",
+                     "faithfulness_steps", "faithfulness_baseline")
+# what an analysis.json written before the key existed meant (no faithfulness pass)
+SETTING_DEFAULTS = {"precision": "float32", "method_args": {}, "faithfulness_images": 0, "faithfulness_metrics": [],
+                    "faithfulness_steps": 16, "faithfulness_baseline": "blur"}
+FAITHFULNESS_IMAGES = 256  # default --faithfulness-images: evenly spaced over the analysed images
 
 
 @dataclass(frozen=True)
@@ -112,12 +116,31 @@ class Settings:
     image_size: int
     precision: str = "float32"  # "bfloat16"/"float16" under --amp: the numbers differ slightly
     method_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # --method-args, per method
+    # the model-dependent metrics (faithfulness, sanity) on `faithfulness_images` evenly spaced images
+    faithfulness_images: int = 0
+    faithfulness_metrics: Tuple[str, ...] = ()
+    faithfulness_steps: int = 16
+    faithfulness_baseline: str = "blur"
 
     @property
     def metrics(self) -> List[str]:
         """Every metric name the records hold (map metrics, then the image-level ones)."""
         return [*self.map_metrics, "degenerate", *self.human_metrics, *IMAGE_METRICS,
-                *(COVERAGE_METRICS if self.coverage else ())]
+                *(COVERAGE_METRICS if self.coverage else ()), *self.faithful_metrics]
+
+    @property
+    def faithful_metrics(self) -> Tuple[str, ...]:
+        """The model-dependent metrics this analysis computes (none without faithfulness images)."""
+        return self.faithfulness_metrics if self.faithfulness_images > 0 else ()
+
+    @property
+    def recorded_methods(self) -> Tuple[str, ...]:
+        """The methods the records hold: the chosen ones, plus the random baseline of the
+        faithfulness metrics (its faithfulness values only) when it was not chosen."""
+        from .core import RANDOM_BASELINE
+
+        extra = (RANDOM_BASELINE,) if self.faithful_metrics and RANDOM_BASELINE not in self.methods else ()
+        return (*self.methods, *extra)
 
     @property
     def coverage_shares_forward(self) -> bool:
@@ -135,7 +158,8 @@ class Settings:
         from .summary import derived_metrics
 
         cumulative = [f"{m}_cumulative" for m in COVERAGE_METRICS] if self.coverage else []
-        return [*self.metrics, *derived_metrics(self.map_metrics), *cumulative]
+        flips = [f"{m}_flip" for m in ("hit", "pointing_game") if m in self.map_metrics]
+        return [*self.metrics, *derived_metrics(self.map_metrics), *cumulative, "drift", *flips]
 
 
 def shares_one_pass(methods: Sequence[str]) -> bool:
@@ -203,8 +227,8 @@ def _amp_dtype(device: torch.device) -> torch.dtype:
 
 # ---- epoch selection ----------------------------------------------------------------------------
 def available_epochs(run: RunDir) -> List[int]:
-    """Epochs the run knows of: listed in run.json or present as a checkpoint file."""
-    listed = {int(e["epoch"]) for e in run.read_manifest().get("epochs", []) if "epoch" in e}
+    """Epochs the run knows of: listed in run.json (not pruned by train.keep_every) or present as a checkpoint file."""
+    listed = {int(e["epoch"]) for e in run.read_manifest().get("epochs", []) if "epoch" in e and not e.get("pruned")}
     return sorted(listed | set(run.checkpoint_epochs()))
 
 
@@ -301,9 +325,10 @@ def resolve_method_args(methods: Sequence[str], method_args: Optional[Mapping[st
 
 def resolve_metrics(names: Optional[Sequence[str]], has_boxes: bool,
                      has_human: bool) -> Tuple[Tuple[str, ...], Tuple[str, ...], bool]:
-    """Split metric names into (map metrics, human-map metrics, coverage on?), checking their needs."""
+    """Split metric names into (map metrics, human-map metrics, coverage on?), checking their needs;
+    the model-dependent metrics are left out (`resolve_model_metrics`)."""
     if names is None:
-        specs = [METRICS.get(n) for n in METRICS.names()]
+        specs = [METRICS.get(n) for n in METRICS.names() if not METRICS.get(n).needs_model]
         chosen = [s.name for s in specs if (has_boxes or not s.needs_boxes) and (has_human or not s.needs_human)]
         coverage = True
     else:
@@ -318,8 +343,25 @@ def resolve_metrics(names: Optional[Sequence[str]], has_boxes: bool,
             _check_metric(METRICS.get(n), has_boxes, has_human)
         if has_human and "harmonization" in METRICS and "harmonization" not in chosen:
             chosen.append("harmonization")  # --human asks for it
+    chosen = [n for n in chosen if not METRICS.get(n).needs_model]
     human = tuple(n for n in chosen if METRICS.get(n).needs_human)
     return tuple(n for n in chosen if n not in human), human, coverage
+
+
+def resolve_model_metrics(names: Optional[Sequence[str]]) -> Tuple[str, ...]:
+    """The model-dependent metrics (faithfulness, sanity) among `--metrics` names, in registration
+    order; by default (None) those marked `by_default` (all but ROAD). Unknown names are refused
+    by `resolve_metrics`.
+
+    Example:
+        >>> resolve_model_metrics(["area_ratio", "insertion", "deletion"])
+        ('deletion', 'insertion')
+        >>> "road_morf" in resolve_model_metrics(None), "sanity_init" in resolve_model_metrics(None)
+        (False, True)
+    """
+    wanted = None if names is None else {n.strip() for n in ([names] if isinstance(names, str) else names)}
+    specs = [METRICS.get(n) for n in METRICS.registered()]
+    return tuple(s.name for s in specs if s.needs_model and (s.by_default if wanted is None else s.name in wanted))
 
 
 def _check_metric(spec, has_boxes: bool, has_human: bool) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 from ..distributed import split_evenly
 from ..errors import OverfocusError
 
-SECTIONS = ("batch", "coverage", "human")  # order of the rows in a merged records file
+SECTIONS = ("batch", "coverage", "human", "faithfulness")  # order of the rows in a merged records file
 
 
 def batch_span(n_items: int, batch_size: int, rank: int, world: int) -> Tuple[int, int]:

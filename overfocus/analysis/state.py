@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..attribution.methods import method_info
-from ..errors import OverfocusError
+from ..errors import OverfocusError, option
 from ..fileio import sha256_file
-from ..metrics.registry import metric_info
+from ..metrics.registry import metric_info, run_metrics
 from . import storage as store
 from .settings import COMPARED_SETTINGS, SETTING_DEFAULTS, Settings
 
@@ -69,7 +69,7 @@ def refuse_mismatch(folder: Path, existing: Dict[str, Any], fresh: Dict[str, Any
     if mismatch is not None:
         key, old, new = mismatch
         raise OverfocusError(f"{folder} holds an analysis made with {key}={old!r}, this call asks for "
-                             f"{key}={new!r}: pass --force to replace it, or --out DIR to keep both")
+                             f"{key}={new!r}: pass {option('force')} to replace it, or {option('out', 'DIR')} to keep both")
 
 
 def _first_mismatch(existing: Dict[str, Any], fresh: Dict[str, Any]) -> Optional[Tuple[str, Any, Any]]:
@@ -84,7 +84,8 @@ def _first_mismatch(existing: Dict[str, Any], fresh: Dict[str, Any]) -> Optional
 def _clear_folder(folder: Path) -> None:
     """Remove only the files analyze writes (the folder may hold other things)."""
     for pattern in ("records/epoch_*.csv", "probe/epoch_*.npz", "probe/images.npz", "summary.csv",
-                    "onset.json", "analysis.json"):
+                    "onset.json", "analysis.json", "faithfulness.json", "drift/epoch_*.npz",
+                    "trajectory/epoch_*.csv", "trajectory/index.json"):
         for path in folder.glob(pattern):
             path.unlink()
     store.remove_parts(folder)
@@ -170,5 +171,7 @@ def update_state(folder: Path, state: Dict[str, Any], done: set, skipped: List[D
 
 
 def describe(settings: Settings) -> Dict[str, Any]:
-    """The registries' metadata of what this analysis holds: `method_info` and `metric_info`."""
-    return {"method_info": method_info(settings.methods), "metric_info": metric_info(settings.summary_metrics())}
+    """The registries' metadata of what this analysis holds: `method_info` and `metric_info` (the
+    summary's metrics and the run's accuracies and gap that render plots beside them)."""
+    return {"method_info": method_info(settings.recorded_methods),
+            "metric_info": metric_info([*settings.summary_metrics(), *run_metrics()])}

@@ -84,6 +84,14 @@ def register(sub) -> None:
     p.add_argument("--watch", action="store_true", help="keep polling for new checkpoints until Ctrl-C (a training "
                    "that is still going)")
     p.add_argument("--interval", type=finite_float, default=30.0, help="seconds between polls of --watch (default 30)")
+    p.add_argument("--faithfulness-images", type=int, default=256, metavar="N",
+                   help="compute the faithfulness and sanity metrics (deletion, insertion, ROAD, confidence, "
+                   "sanity_init, sanity_class) and the random baseline on N images evenly spaced over the "
+                   "analysed ones (default 256; 0 = none)")
+    p.add_argument("--faithfulness-steps", type=int, default=16, metavar="K",
+                   help="steps of deletion / insertion (default 16)")
+    p.add_argument("--faithfulness-baseline", default="blur", choices=["blur", "mean"],
+                   help="what deletion / insertion put in place of removed pixels (default blur: a blurred copy)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning each (default: "
                    "as the run was trained, run.json's data.skip_bad)")
     add_folder_args(p)
@@ -113,8 +121,10 @@ def _names(text):
 
 # options handed on unchanged to the processes that --nproc launches
 VALUE_OPTIONS = ("epochs", "methods", "metrics", "probe", "data", "split", "target", "layer", "batch_size",
-                 "limit", "device", "human", "out", "model", "arch", "num_classes", "width", "strip_prefix",
-                 "image_size", "mean", "std", "epoch_pattern", "epoch_offset", "metrics_file", "epoch_column", "train_acc_column",
+                 "limit", "device", "human", "out", "faithfulness_images", "faithfulness_steps",
+                 "faithfulness_baseline", "model", "arch", "num_classes", "width", "strip_prefix",
+                 "image_size", "mean", "std", "epoch_pattern", "epoch_offset", "metrics_file", "epoch_column",
+                 "train_acc_column",
                  "test_acc_column")
 FLAG_OPTIONS = ("amp", "channels_last", "force", "small_input", "trust_pickle", "skip_bad", "trust_recipe")
 FOLDER_ONLY = ("model", "arch", "num_classes", "width", "strip_prefix", "image_size", "mean", "std",
@@ -208,7 +218,9 @@ def _analyze(args: argparse.Namespace, foreign: bool, show: bool = True):
                    channels_last=args.channels_last, human=args.human, force=args.force, out=args.out,
                    shard=args.shard, show_progress=show, folder=folder_options(args) if foreign else None,
                    skip_bad=True if args.skip_bad else None, method_args=parse_method_args(args.method_args),
-                   trust_recipe=args.trust_recipe, arch=None if foreign else args.arch)
+                   trust_recipe=args.trust_recipe, arch=None if foreign else args.arch,
+                   faithfulness_images=args.faithfulness_images, faithfulness_steps=args.faithfulness_steps,
+                   faithfulness_baseline=args.faithfulness_baseline)
 
 
 def folder_options(args: argparse.Namespace):

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from .common import RAW
-from .render import add_style_args, csv_list
+from .render import add_explorer_arg, add_style_args, csv_list
 
 EXAMPLES = """examples:
   overfocus compare runs/demo runs/sgdrop      # runs/sgdrop: see the "next" lines of `overfocus demo`
@@ -15,7 +15,8 @@ EXAMPLES = """examples:
 writes into --out (default: compare_<A>_vs_<B> beside the first run): metrics.png (one curve per
 run and metric), gap.png (test accuracy and gap per run), evolution.mp4/.gif (the same probe
 images under each run, epochs common to all runs), last_epoch.md and last_epoch.csv (at the
-last epoch common to all runs, or --epoch). Metrics are compared on the analysed images common
+last epoch common to all runs, or --epoch), explorer.html (the runs on one page with one epoch
+slider, see `overfocus explore`; --no-explorer to skip). Metrics are compared on the analysed images common
 to all runs; the runs must share probe images (same data); --format pdf|svg for vector plots.
 """
 
@@ -31,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--epoch", type=int, help="epoch of the last_epoch table (default: the last one analysed in "
                    "every run)")
     add_style_args(p)
+    add_explorer_arg(p)
     p.set_defaults(func=run)
 
 
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     opts = CompareOptions(labels=args.labels, out=args.out, method=args.method, metrics=args.metrics, fps=args.fps,
                           size=args.size, alpha=args.alpha, cmap=args.cmap, formats=parse_formats(args.formats),
-                          probes=args.probes, epoch=args.epoch, plot_format=args.plot_format)
+                          probes=args.probes, epoch=args.epoch, plot_format=args.plot_format,
+                          explorer=args.explorer)
     result = compare_runs(args.runs, opts)
     print(result.progress)
     print(f"compared {len(args.runs)} runs over epochs {result.epochs[0]}-{result.epochs[-1]} "

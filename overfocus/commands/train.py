@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .common import RAW, add_config_args, add_shortcut_args, shortcut_overrides
+from ..errors import OverfocusError
+from .common import RAW, add_config_args, add_shortcut_args, shortcut_overrides, with_continue_command
 
 EXAMPLES = """examples:
   overfocus train --out runs/shapes --epochs 10
@@ -18,6 +19,7 @@ EXAMPLES = """examples:
   overfocus train --config runs/demo/run.json --set optim.lr=0.01 --out runs/lr01   # or your own YAML file
   overfocus train --like runs/demo --epochs 2 --nproc 2 --out runs/ddp   # DDP on this machine (as torchrun below)
   overfocus train --out runs/shapes --tensorboard tb/shapes   # then: tensorboard --logdir tb
+  overfocus train --out runs/shapes2 --wandb overfocus   # needs the wandb package; W&B files in runs/shapes2/wandb
   torchrun --nproc_per_node=4 -m overfocus train --device cuda --out runs/ddp4   # needs 4 GPUs
 """
 
@@ -32,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--tensorboard", metavar="DIR",
                    help="log each epoch's metrics and the probe-set attention overlays to TensorBoard in DIR "
                         "while training (needs the tensorboard package)")
+    p.add_argument("--wandb", metavar="PROJECT",
+                   help="log the same as --tensorboard to this Weights & Biases project while training "
+                        '(pip install "overfocus[wandb]"; WANDB_MODE=offline logs to local files)')
     p.add_argument("--nproc", type=int, default=0,
                    help="launch N processes with torchrun on this machine (DistributedDataParallel)")
     p.set_defaults(func=run)
@@ -84,6 +89,22 @@ def warn_unrecorded_training(manifest: Path, like: str) -> None:
               "(set them with --set)", file=sys.stderr)
 
 
+def recipe_line(cfg, args: argparse.Namespace) -> str:
+    """What this call trains, in one line; a model nobody chose is named as the default.
+
+    Example:
+        >>> from overfocus.config import build_config
+        >>> args = argparse.Namespace(model=None, overrides=[], config=None, like=None)
+        >>> recipe_line(build_config(), args)
+        'overfocus train: cifarnet (width 1, the default model: --model NAME chooses another) on builtin at 64 px, 10 epochs, regularizer none'
+    """
+    chosen = args.model or getattr(args, "config", None) or getattr(args, "like", None) or \
+        any(o.startswith("model.name=") for o in getattr(args, "overrides", []) or [])
+    default = "" if chosen else ", the default model: --model NAME chooses another"
+    return (f"overfocus train: {cfg.model.name} (width {cfg.model.width:g}{default}) on {cfg.data.spec} at "
+            f"{cfg.data.image_size} px, {cfg.train.epochs} epochs, regularizer {cfg.regularizer.name}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config
     from ..train import train
@@ -93,10 +114,21 @@ def run(args: argparse.Namespace) -> int:
         from ..render.tensorboard import require_tensorboard
 
         require_tensorboard()  # before any training, not after the first epoch
+    if args.wandb:
+        from ..render.wandb import require_wandb
+
+        require_wandb()
     if args.nproc > 1:
         argv = args.argv[args.argv.index("train") + 1:]
         return relaunch_with_torchrun(args.nproc, "train", strip_nproc(argv))
-    out = train(cfg, Path(args.out), force=args.force, tensorboard=args.tensorboard)
+    from ..distributed import env_info
+
+    if env_info().is_main:
+        print(recipe_line(cfg, args), flush=True)  # stdout: stderr is for warnings and the one error line
+    try:
+        out = train(cfg, Path(args.out), force=args.force, tensorboard=args.tensorboard, wandb=args.wandb)
+    except OverfocusError as exc:
+        raise with_continue_command(exc, args.out) from None
     from ..distributed import env_info
 
     if env_info().is_main:

@@ -12,6 +12,8 @@ import torch
 from ..errors import OverfocusError
 from ..registry import Registry
 from .batch import MapBatch
+from . import faithfulness as faith
+from . import sanity
 from .concentration import entropy, gini
 from .harmonization import harmonization
 from .localisation import area_ratio, box_iou, energy_pg, hit, pointing_game
@@ -26,10 +28,20 @@ class MetricInfo:
 
     `kind` is "map" for per-image map metrics (and the numbers derived from them), "model" for
     model-level numbers (accuracy, confidence, neuron coverage). `appears_in` says which outputs
-    hold it: "summary" (summary.csv of analyze) and/or "report" (report.json of audit).
+    hold it: "summary" (summary.csv of analyze) and/or "report" (report.json of audit), or
+    "metrics" (a run's metrics.jsonl: accuracies and gap, described here for `select` and the explorer).
     `zero_when_degenerate`: a degenerate map (all zero or non-finite) scores 0 rather than NaN, so
     the metric is aggregated twice (over all images and over non-degenerate ones, as
     `<name>_nondegenerate`; docs/conventions.md).
+
+    The direction is the toolkit's one sense of "better": wider, better placed, more human-like
+    attention and a better model. `higher_means` says what a higher value is (the area ratio:
+    "wider attention (less overfocused)"); `direction` is the line `overfocus list`, analysis.json,
+    report.json and docs/conventions.md show.
+
+    Example:
+        >>> METRICS.get("area_ratio").direction
+        'higher = wider attention (less overfocused)'
     """
 
     name: str
@@ -40,22 +52,34 @@ class MetricInfo:
     needs_boxes: bool = False
     needs_human: bool = False
     kind: str = "map"
-    # where the number is reported: "summary" (analyze's summary.csv) and/or "report" (audit)
+    # where the number is reported: "summary" (analyze's summary.csv) and/or "report" (audit), or "metrics"
     appears_in: Tuple[str, ...] = ("summary", "report")
     zero_when_degenerate: bool = False
+    higher_means: str = ""  # what a higher value is, e.g. "wider attention (less overfocused)"
+
+    @property
+    def direction(self) -> str:
+        """'higher = <what it means>' and whether that is better or worse in the toolkit's sense."""
+        verdict = "better" if self.higher_is_better else "worse"
+        return f"higher = {self.higher_means}" if self.higher_means else f"higher is {verdict}"
+    # computed from the model and the image, not from the map alone (faithfulness, sanity): on the
+    # `--faithfulness-images` subset only (docs/analysis.md)
+    needs_model: bool = False
 
     def info(self) -> Dict[str, Any]:
         """The `metric_info` entry of analysis.json / report.json."""
         return {"title": self.title, "unit": self.unit, "range": list(self.range),
-                "higher_is_better": self.higher_is_better, "needs_boxes": self.needs_boxes,
-                "needs_human": self.needs_human, "kind": self.kind}
+                "higher_is_better": self.higher_is_better, "direction": self.direction,
+                "needs_boxes": self.needs_boxes, "needs_human": self.needs_human, "kind": self.kind}
 
 
 @dataclass(frozen=True)
 class MetricSpec(MetricInfo):
     """A per-image map metric: its metadata plus the function computing it.
 
-    `fn(maps, boxes=..., labels=..., human=..., **options) -> float Tensor B` (NaN where undefined).
+    `fn(maps, boxes=..., labels=..., human=..., **options) -> float Tensor B` (NaN where undefined);
+    for a metric that `needs_model`, `fn(perturbation) -> float Tensor B` with a
+    `faithfulness.MapPerturbation` (the model, the images and one method's maps).
     `shares_batch`: fn also accepts a `MapBatch` as `maps`; `compute_map_metrics` then passes one
     MapBatch to all such metrics, so normalisation, boxes and masks are computed once per batch
     (a plugin metric keeps the default False and receives the plain maps tensor).
@@ -64,6 +88,9 @@ class MetricSpec(MetricInfo):
     fn: Optional[Callable[..., torch.Tensor]] = None
     description: str = ""
     shares_batch: bool = False
+    # computed when --metrics is not given; False: only on request (ROAD: its imputation costs
+    # about ten times deletion + insertion on a CPU)
+    by_default: bool = True
 
 
 METRICS: Registry = Registry("metric")  # map metrics computed per image
@@ -79,30 +106,69 @@ def register_metric(spec: MetricInfo) -> MetricInfo:
 
 _FRACTION = "fraction of images"
 _SUMMARY, _REPORT, _BOTH = ("summary",), ("report",), ("summary", "report")
+_RUN = ("metrics",)  # metrics.jsonl
 NONDEGENERATE = "_nondegenerate"  # suffix of a metric aggregated over the non-degenerate maps only
+ALL_MAPS = " (all maps)"  # the title suffix of the aggregate over every map (degenerate ones count 0)
 for _spec in [
-    MetricSpec("area_ratio", "attribution area ratio", "fraction of pixels > 0.5 of max", (0.0, 1.0), False,
-               fn=area_ratio, description="fraction of pixels > 0.5 of the map's max (spread)", shares_batch=True,
-               zero_when_degenerate=True),
+    MetricSpec("area_ratio", "attribution area ratio (all maps)", "fraction of pixels > 0.5 of max", (0.0, 1.0),
+               True, fn=area_ratio, description="fraction of pixels > 0.5 of the map's max (spread)",
+               shares_batch=True, zero_when_degenerate=True, higher_means="wider attention (less overfocused)"),
     MetricSpec("box_iou", "box IoU", "IoU", (0.0, 1.0), True, needs_boxes=True, fn=box_iou,
                description="IoU of the thresholded map's box and the gt", shares_batch=True,
-               zero_when_degenerate=True),
+               zero_when_degenerate=True, higher_means="the map's box closer to the object's"),
     MetricSpec("hit", "hit (box IoU >= 0.5)", "0/1 per image", (0.0, 1.0), True, needs_boxes=True, fn=hit,
                description="box_iou >= 0.5", shares_batch=True, appears_in=("summary",),  # audit: hit_ratio
-               zero_when_degenerate=True),
+               zero_when_degenerate=True, higher_means="more maps on the object"),
     MetricSpec("pointing_game", "pointing game", "0/1 per image", (0.0, 1.0), True, needs_boxes=True,
                fn=pointing_game, description="argmax within 15 px (strictly) of a box", shares_batch=True,
-               zero_when_degenerate=True),
+               zero_when_degenerate=True, higher_means="the peak on the object more often"),
     MetricSpec("energy_pg", "energy pointing game", "share of positive attribution in boxes", (0.0, 1.0), True,
                needs_boxes=True, fn=energy_pg, description="share of positive attribution in boxes",
-               shares_batch=True, zero_when_degenerate=True),
+               shares_batch=True, zero_when_degenerate=True, higher_means="more attribution on the object"),
     MetricSpec("harmonization", "harmonization with human maps", "Spearman / ceiling", (-1.0, 1.0), True,
                needs_human=True, fn=harmonization, description="Spearman with the blurred human map / ceiling",
-               shares_batch=True),
+               shares_batch=True, higher_means="closer to where people look"),
     MetricSpec("gini", "Gini coefficient", "Gini (1 = concentrated)", (0.0, 1.0), False, fn=gini,
-               description="Gini coefficient of the map (1 = concentrated)", shares_batch=True),
-    MetricSpec("entropy", "normalised entropy", "entropy / log(H*W) (1 = uniform)", (0.0, None), True, fn=entropy,
-               description="entropy of the map / log(H*W) (1 = uniform)", shares_batch=True),
+               description="Gini coefficient of the map (1 = concentrated)", shares_batch=True,
+               higher_means="more concentrated attention (more overfocused)"),
+    MetricSpec("entropy", "normalised entropy", "entropy / log(H*W) (1 = uniform)", (0.0, 1.0), True, fn=entropy,
+               description="entropy of the map / log(H*W) (1 = uniform)", shares_batch=True,
+               higher_means="more evenly spread attention (less overfocused)"),
+    # faithfulness (metrics/faithfulness.py): the model and the image, on the faithfulness subset
+    MetricSpec("deletion", "deletion AUC", "AUC of the class probability", (0.0, 1.0), False, fn=faith.deletion,
+               description="probability AUC while the most relevant pixels are replaced by the baseline",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("insertion", "insertion AUC", "AUC of the class probability", (0.0, 1.0), True, fn=faith.insertion,
+               description="probability AUC while the most relevant pixels are inserted into the baseline",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("road_morf", "ROAD, most relevant first", "mean change of the class probability", (-1.0, 1.0),
+               False, fn=faith.road_morf, description="probability change after imputing the top p% pixels",
+               needs_model=True, appears_in=_SUMMARY, by_default=False),
+    MetricSpec("road_lerf", "ROAD, least relevant first", "mean change of the class probability", (-1.0, 1.0),
+               True, fn=faith.road_lerf, description="probability change after imputing the bottom p% pixels",
+               needs_model=True, appears_in=_SUMMARY, by_default=False),
+    MetricSpec("road_combined", "ROAD combined (LeRF - MoRF) / 2", "change of the class probability", (-1.0, 1.0),
+               True, fn=faith.road_combined, description="(road_lerf - road_morf) / 2", needs_model=True,
+               appears_in=_SUMMARY, by_default=False),
+    MetricSpec("drop_in_confidence", "drop in confidence", "relative drop of the class probability", (0.0, 1.0),
+               False, fn=faith.drop_in_confidence, description="max(0, Y - O) / Y, O: input x map",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("increase_in_confidence", "increase in confidence", "0/1 per image", (0.0, 1.0), True,
+               fn=faith.increase_in_confidence, description="O > Y, O: input x map", needs_model=True,
+               appears_in=_SUMMARY),
+    # sanity checks (metrics/sanity.py): lower = the map depends on the learned weights / the class
+    MetricSpec("sanity_init", "Spearman with the epoch-0 map", "Spearman rho", (-1.0, 1.0), False,
+               fn=sanity.sanity_init, description="rank correlation with the map under the initial weights",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("sanity_init_ssim", "SSIM with the epoch-0 map", "SSIM", (-1.0, 1.0), False,
+               fn=sanity.sanity_init_ssim, description="SSIM with the map under the initial weights",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("sanity_class", "Spearman with another class's map", "Spearman rho", (-1.0, 1.0), False,
+               fn=sanity.sanity_class, description="rank correlation with the map of a random other class",
+               needs_model=True, appears_in=_SUMMARY),
+    MetricSpec("sanity_class_ssim", "SSIM with another class's map", "SSIM", (-1.0, 1.0), False,
+               fn=sanity.sanity_class_ssim, description="SSIM with the map of a random other class",
+               needs_model=True, appears_in=_SUMMARY),
     # numbers derived from the map metrics (summaries and the audit report)
     MetricInfo("pointing_game_per_class", "pointing game (mean over classes)", "fraction of images",
                (0.0, 1.0), True, needs_boxes=True, zero_when_degenerate=True),
@@ -110,10 +176,25 @@ for _spec in [
                zero_when_degenerate=True),
     MetricInfo("outside_box", "attention mostly outside the box", _FRACTION, (0.0, 1.0), False, needs_boxes=True,
                appears_in=_REPORT),
+    # explanation drift (analysis/trajectory.py): against the previous analysed epoch
+    MetricInfo("drift", "map drift since the previous analysed epoch", "1 - Spearman rho", (0.0, 2.0), False,
+               appears_in=_SUMMARY),
+    MetricInfo("hit_flip", "hit outcome flipped since the previous analysed epoch", _FRACTION, (0.0, 1.0), False,
+               needs_boxes=True, appears_in=_SUMMARY),
+    MetricInfo("pointing_game_flip", "pointing-game outcome flipped since the previous analysed epoch", _FRACTION,
+               (0.0, 1.0), False, needs_boxes=True, appears_in=_SUMMARY),
     # per image a 0/1 flag (records), per epoch x method the share (mean) and the count
-    MetricInfo("degenerate", "degenerate maps (all zero or non-finite)", _FRACTION, (0.0, 1.0), False),
+    MetricInfo("degenerate", "degenerate maps (all zero or non-finite)", _FRACTION, (0.0, 1.0), False,
+               higher_means="more empty maps"),
     MetricInfo("degenerate_count", "degenerate maps (all zero or non-finite)", "maps", (0.0, None), False,
                appears_in=_SUMMARY),
+    # run-level numbers of metrics.jsonl (one per epoch, no per-image values): for titles and directions
+    MetricInfo("test_acc", "test accuracy", "fraction of test images", (0.0, 1.0), True, kind="model",
+               appears_in=_RUN),
+    MetricInfo("train_acc", "train accuracy (eval mode, fixed subset)", "fraction of train images", (0.0, 1.0),
+               True, kind="model", appears_in=_RUN),
+    MetricInfo("gap", "generalization gap (train - test accuracy)", "accuracy points / 100", (-1.0, 1.0), False,
+               kind="model", appears_in=_RUN),
     # model-level numbers
     MetricInfo("correct", "correct prediction", "0/1 per image", (0.0, 1.0), True, kind="model",
                appears_in=_SUMMARY),
@@ -149,9 +230,10 @@ def degenerate_as_zero() -> list:
 
 for _name in degenerate_as_zero():  # their `_nondegenerate` aggregates, where the metric itself appears
     _base = SUMMARY_METRICS.get(_name) if _name in SUMMARY_METRICS else METRICS.get(_name)
-    register_metric(MetricInfo(_name + NONDEGENERATE, f"{_base.title} (non-degenerate maps)", _base.unit,
-                               _base.range, _base.higher_is_better, needs_boxes=_base.needs_boxes,
-                               needs_human=_base.needs_human, appears_in=_base.appears_in))
+    register_metric(MetricInfo(_name + NONDEGENERATE, f"{_base.title.removesuffix(ALL_MAPS)} (non-empty maps)",
+                               _base.unit, _base.range, _base.higher_is_better, needs_boxes=_base.needs_boxes,
+                               needs_human=_base.needs_human, appears_in=_base.appears_in,
+                               higher_means=_base.higher_means))
 
 
 def reported_metrics(kind: str, where: str) -> list:
@@ -166,12 +248,22 @@ def reported_metrics(kind: str, where: str) -> list:
     return [s.name for s in specs if s.kind == kind and where in s.appears_in]
 
 
+def run_metrics() -> list:
+    """Names of the run-level numbers of metrics.jsonl the registry describes (accuracies, gap).
+
+    Example:
+        >>> run_metrics()
+        ['test_acc', 'train_acc', 'gap']
+    """
+    return [n for n in SUMMARY_METRICS.registered() if "metrics" in SUMMARY_METRICS.get(n).appears_in]
+
+
 def metric_info(names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
     """`metric_info` of analysis.json / report.json for metric names; a `method.metric` name of the
     audit is described by its metric; a name no registry knows is an error (register it).
 
     Example:
-        >>> metric_info(["entropy"])["entropy"]["range"]
+        >>> metric_info(["degenerate_count"])["degenerate_count"]["range"]
         [0.0, None]
     """
     out = {}
@@ -206,6 +298,7 @@ def compute_map_metrics(maps: torch.Tensor, names: Optional[Sequence[str]] = Non
     if unknown:
         raise OverfocusError(f"options for unknown metrics {sorted(unknown)}: choose from {METRICS.names()}")
     specs = [METRICS.get(name) for name in (names if names is not None else METRICS.names())]
+    specs = [s for s in specs if not s.needs_model]  # those need the model: compute_model_metrics
     shared = MapBatch.wrap(maps, boxes)  # one normalisation, one set of boxes and masks for the batch
     maps = shared.maps
     out: Dict[str, torch.Tensor] = {}
@@ -216,6 +309,28 @@ def compute_map_metrics(maps: torch.Tensor, names: Optional[Sequence[str]] = Non
         _check_options(spec, opts)
         out[spec.name] = spec.fn(shared if spec.shares_batch else maps, boxes=boxes, labels=labels, human=human,
                                  **opts)
+    return out
+
+
+def model_metric_names() -> list:
+    """The registered metrics that need the model and the image (faithfulness), in registration order.
+
+    Example:
+        >>> model_metric_names()[:2]
+        ['deletion', 'insertion']
+    """
+    return [n for n in METRICS.registered() if METRICS.get(n).needs_model]
+
+
+def compute_model_metrics(perturbation: "faith.MapPerturbation", names: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """The metrics `names` that need the model, for one method's maps (a `MapPerturbation`: metrics
+    of one family share its perturbed forwards); names of map-only metrics are ignored."""
+    out = {}
+    for spec in (METRICS.get(n) for n in names):
+        if spec.needs_model:
+            value = spec.fn(perturbation)
+            if value is not None:  # None: its reference maps are missing (e.g. a run without epoch 0)
+                out[spec.name] = value
     return out
 
 

@@ -1,9 +1,9 @@
 """Rendering: pure functions over what `overfocus analyze` wrote (RUN/analysis/) and metrics.jsonl.
 
 `render_run` writes RUN/figures/: evolution videos (MP4, GIF), the generalization-gap plot, the
-metric curves (PNG, PDF or SVG) and filmstrips. Modules: io (read the analysis), meta (titles,
+metric curves (PNG, PDF or SVG), filmstrips and the explorer page (explorer.html). Modules: io (read the analysis), meta (titles,
 units, ranges from analysis.json), overlay (image primitives), frames (video frames), filmstrip,
-encode (MP4/GIF/PNG writers), plots, compare, report (audit HTML), tensorboard; `overfocus.render.compare.compare_runs` compares several runs;
+encode (MP4/GIF/PNG writers), plots, compare, report (audit HTML), explore (the explorer page), tensorboard; `overfocus.render.compare.compare_runs` compares several runs;
 `overfocus.render.tensorboard.export` writes TensorBoard event files. See docs/rendering.md.
 """
 from __future__ import annotations
@@ -31,6 +31,8 @@ class RenderOptions:
     probes: Optional[int] = None                 # first N probe images in videos (default all)
     filmstrip_images: int = 4
     tensorboard: bool = False
+    explorer: bool = True                        # figures/explorer.html (render/explore.py)
+    metrics: Optional[List[str]] = None          # panels of metrics.png (default: at most 6, see plots.default_panels)
 
 
 @dataclass
@@ -45,7 +47,7 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
     Example:
         >>> res = render_run("runs/demo", RenderOptions(methods=["grad_cam"], formats=["gif"]))  # doctest: +SKIP
         >>> sorted(p.name for p in res.written)                                                 # doctest: +SKIP
-        ['evolution_grad_cam.gif', 'filmstrip_grad_cam.png', 'gap.png', 'metrics.png']
+        ['evolution_grad_cam.gif', 'explorer.html', 'filmstrip_grad_cam.png', 'gap.png', 'metrics.png']
     """
     from .encode import check_fps, check_plot_format
     from .frames import FrameStyle, check_style
@@ -62,6 +64,12 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
     check_style(style)
     check_fps(opts.fps)
     plot_format = check_plot_format(opts.plot_format)
+    if opts.metrics:  # a wrong name is refused before anything is written
+        from .meta import order_metrics
+        from .plots import chosen_panels, panel_metrics
+
+        chosen_panels(opts.metrics, panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary))),
+                      analysis.run_dir)
     groups = [methods] if opts.side_by_side else [[m] for m in methods]
     result = RenderResult()
     figures = analysis.run_dir / "figures"
@@ -69,7 +77,13 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
     for group in groups:
         result.written += _videos(analysis, group, style, opts, figures)
         result.written.append(_filmstrip(analysis, group, style, opts, figures))
-    _plots(analysis, methods, figures, result, plot_format)
+    _plots(analysis, methods, figures, result, plot_format, opts.metrics)
+    if opts.explorer:
+        from .explore import ExploreOptions, explore
+
+        result.written.append(explore([analysis.run_dir], ExploreOptions(methods=methods, alpha=opts.alpha,
+                                                                          cmap=opts.cmap, probes=opts.probes,
+                                                                          out=figures / "explorer.html")))
     if opts.tensorboard:
         from .tensorboard import export
 
@@ -116,16 +130,31 @@ def file_stem(methods: Sequence[str]) -> str:
     return "-".join(m.replace(":", "_") for m in methods)
 
 
-def _plots(analysis, methods: List[str], figures: Path, result: RenderResult, fmt: str = "png") -> None:
+def accuracy_sample(analysis) -> Optional[int]:
+    """How many images each accuracy of metrics.jsonl was measured on: the test split analysed whole
+    (the train accuracy uses a fixed subset of the same size); None when that is not known."""
+    meta = analysis.meta
+    subset = ((analysis.manifest.get("config") or {}).get("data") or {}).get("train_subset") or 0
+    if meta.get("split", "test") != "test" or meta.get("limit") or subset:
+        return None
+    n = [r.get("n") for r in analysis.summary if r["metric"] == "correct" and r["method"] == "model"]
+    return int(n[-1]) if n and n[-1] else None
+
+
+def _plots(analysis, methods: List[str], figures: Path, result: RenderResult, fmt: str = "png",
+           wanted: Optional[List[str]] = None) -> None:
     from .meta import order_metrics
-    from .plots import panel_metrics, plot_gap, plot_metric_curves
+    from .plots import chosen_panels, default_panels, panel_metrics, plot_gap, plot_metric_curves
 
     if any("train_acc" in r and "test_acc" in r for r in analysis.metrics):
         result.written.append(plot_gap(analysis.metrics, figures / f"gap.{fmt}",
-                                       f"{analysis.name}: train vs test accuracy per epoch"))
+                                       f"{analysis.name}: train vs test accuracy per epoch",
+                                       chance=1.0 / len(analysis.probe.classes) if analysis.probe.classes else None,
+                                       n_images=accuracy_sample(analysis)))
     else:
         result.skipped.append(f"gap.png: {analysis.run_dir / 'metrics.jsonl'} has no train/test accuracy")
-    metrics = panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary)))
+    available = panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary)))
+    metrics = chosen_panels(wanted, available, analysis.run_dir) if wanted else default_panels(available)
     if metrics:
         shown = ", ".join(analysis.method_title(m) for m in methods)
         title = f"{analysis.name}: metrics per epoch ({shown}), mean and 95% bootstrap CI"

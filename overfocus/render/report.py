@@ -172,7 +172,7 @@ def examples_section(result, title: str, examples: list, blurb: str) -> str:
     score = metric_info(report, score_metric(report)).title
     figures = "".join(example_figure(e, methods, result.classes, score, report) for e in examples)
     primary = method_title(report, methods[0])
-    text = blurb.format(score=score, method=primary)
+    text = blurb.format(score=score, method=primary) + (BOXES_NOTE if report["inputs"].get("has_boxes") else "")
     unranked = report["examples"].get("unranked_all_zero", 0)
     if unranked:
         text += f" {unranked} images whose {primary} map is all zero are not ranked."
@@ -318,14 +318,17 @@ def history_section(result) -> str:
 
 
 # ---- the page --------------------------------------------------------------------------------------------
-WORST_BLURB = "The audited images with the lowest {score} of the {method} map; green boxes are the annotated objects."
+WORST_BLURB = "The audited images with the lowest {score} of the {method} map."
 BEST_BLURB = "The audited images with the highest {score} of the {method} map."
+BOXES_NOTE = " Green boxes are the annotated objects."  # only where the data has boxes
 
 
 def header(report: Dict[str, Any]) -> str:
     inputs = report["inputs"]
     lines = [f"{inputs['checkpoint']}", f"sha256 {inputs['sha256']}", f"{inputs['model']} ({inputs['kind']})",
-             f"{inputs['images']} test images of {inputs['data']}"]
+             f"{inputs['images']} audited images of {inputs['data']}"
+             + (" (its test split)" if inputs.get("split") == "test" else " (the whole folder)" if inputs.get("split")
+                == "all" else "")]
     if inputs["layer"]:
         lines.append(f"attention layer {inputs['layer']}, latent layer {inputs['latent_layer']}, "
                      f"target class: {'ground truth' if inputs['target'] == 'gt' else 'predicted'}")
