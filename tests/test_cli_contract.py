@@ -651,3 +651,28 @@ def test_skip_bad_trains_past_bad_entries_with_one_warning_each(tmp_path, capsys
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "--skip-bad skipped a bad entry" in line]
     assert len(warnings) == 1, err
+
+
+def test_non_utf8_locale_reads_non_ascii_paths_and_class_names(tmp_path):
+    """Under LC_ALL=C without Python's UTF-8 mode or locale coercion, file names are ASCII to
+    Python: a UTF-8 config naming the folder `dätä` (classes `café`, `naïve`) could not be opened.
+    The CLI runs itself again in UTF-8 mode, so it reads as under a UTF-8 locale."""
+    import subprocess
+    import sys
+
+    from test_data_formats import write_image
+
+    root = tmp_path / "dätä"
+    for split in ("train", "val"):
+        for cls in ("café", "naïve"):
+            write_image(root / split / cls / "ü.png", w=8, h=8)
+    config = tmp_path / "cfg.yaml"
+    config.write_bytes(f'data:\n  spec: "folder:{root}"\n  image_size: 32\nmodel:\n  width: 0.125\n'
+                       "train:\n  progress: false\n".encode("utf-8"))
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    run = tmp_path / "rün"
+    done = subprocess.run([sys.executable, "-m", "overfocus", "train", "--config", str(config), "--epochs", "0",
+                           "--out", str(run)], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "run.json").read_text(encoding="utf-8"))["dataset"]["classes"] == ["café", "naïve"]
