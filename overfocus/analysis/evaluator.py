@@ -228,7 +228,7 @@ def drift_resolution(model: torch.nn.Module, layer: str, images: torch.Tensor) -
     Example:
         >>> from overfocus.models import build_model
         >>> drift_resolution(build_model("cifarnet", 3, width=0.125), "block3", torch.zeros(1, 3, 32, 32))
-        (8, 8)
+        (4, 4)
     """
     from ..loading import spatial_sizes
 
