@@ -68,3 +68,23 @@ def test_the_sgdrop_map_is_not_named_like_the_regularizer():
     from overfocus.regularizers import REGULARIZERS
 
     assert ATTRIBUTIONS.get("sgdrop").title == "SGDrop map" and "sgdrop" in REGULARIZERS.names()
+
+
+def test_the_probe_set_alternates_the_classes_of_a_sorted_split(tmp_path):
+    """A folder's test split is sorted by class: the probe set's first images (a filmstrip's rows)
+    still show every class, for `train`, the tracker and `analyze FOLDER` alike."""
+    from overfocus.analysis.runsource import _probe_ids
+    from overfocus.data import dataset_labels, open_dataset
+    from overfocus.train import readable_probe_indices
+
+    for split, n in (("train", 2), ("val", 6)):
+        for cls in ("a", "b", "c"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                cv2.imwrite(str(tmp_path / split / cls / f"{cls}_{i}.png"), np.full((16, 16, 3), 9 * i, np.uint8))
+    test = open_dataset(f"folder:{tmp_path}", "test", 32)
+    labels = dataset_labels(test)
+    assert labels == sorted(labels)  # the split itself is sorted by class
+    picked = readable_probe_indices(test, 16)
+    assert [labels[i] for i in picked[:6]] == [0, 1, 2, 0, 1, 2] and len(set(picked)) == 16
+    assert list(_probe_ids(test)) == [test.image_id(i) for i in picked]
