@@ -88,3 +88,32 @@ def test_the_probe_set_alternates_the_classes_of_a_sorted_split(tmp_path):
     picked = readable_probe_indices(test, 16)
     assert [labels[i] for i in picked[:6]] == [0, 1, 2, 0, 1, 2] and len(set(picked)) == 16
     assert list(_probe_ids(test)) == [test.image_id(i) for i in picked]
+
+
+def test_audit_on_data_without_boxes_ranks_examples_by_confidence(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from overfocus.models import build_model
+
+    for split in ("train", "val"):
+        for k, cls in enumerate(("a", "b")):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(4):
+                cv2.imwrite(str(tmp_path / "data" / split / cls / f"{cls}_{i}.png"),
+                            (np.random.default_rng(10 * k + i).random((24, 24, 3)) * 255).astype(np.uint8))
+    torch.manual_seed(0)
+    torch.save(build_model("cifarnet", 2, 0.125, True).state_dict(), tmp_path / "m.pt")
+    code = main(["audit", str(tmp_path / "m.pt"), "--model", "cifarnet", "--width", "0.125", "--small-input",
+                 "--num-classes", "2", "--data", f"folder:{tmp_path / 'data'}", "--image-size", "32",
+                 "--out", str(tmp_path / "a")])
+    capsys.readouterr()
+    assert code in (0, 1)
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    examples = report["examples"]
+    assert examples["score_metric"] == "confidence"
+    best = [e["score"] for e in examples["best"]]
+    assert best == sorted(best, reverse=True) and all(e["label"] == e["pred"] for e in examples["best"])
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "most confident" in html and "Green boxes" not in html and "audited images of folder:" in html
