@@ -192,7 +192,7 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
         (['regularizer', 'rho'], 0.01)
     """
     if "=" not in text:
-        raise OverfocusError(f"--set {text!r} needs the form key=value, e.g. --set optim.lr=0.01")
+        raise OverfocusError(f"--set {shorten(text)} needs the form key=value, e.g. --set optim.lr=0.01")
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
         raise OverfocusError(f"--set {shorten(text)}: the key is empty; write e.g. --set train.epochs=5")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from ..attribution.methods import DEFAULT_METHODS
@@ -53,6 +54,7 @@ from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_array
 from .source import BatchSource, evenly_spaced, extend_probe_ids, find_indices, first_n, probe_arrays
 from .state import checkpoint_identity, fresh_state, prepare_folder, refuse_mismatch, update_state
 from .summary import rebuild_summary
+from .trajectory import update_trajectory
 
 
 class AnalysisResult(list):
@@ -251,7 +253,7 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
                         sources.of(faithful) if faithful is not None else None,
                         subset_ids(faithful) if faithful is not None else ())
     show = show_progress and runtime.dist.is_main
-    init = (lambda: initial_model(source, layer, runtime)) if settings.faithful_metrics else None
+    init = (lambda: initial_model(source, model)) if settings.faithful_metrics else None
     evaluator = EpochEvaluator(model, settings, info, runtime, data, show, init_model=init)
     return Runner(source, runtime, settings, data, evaluator, c.batch_size, show)
 
@@ -273,21 +275,24 @@ def subset_ids(subset) -> Tuple[str, ...]:
     return tuple(subset.image_id(i) for i in range(len(subset)))
 
 
-def initial_model(source: RunSource, layer: str, runtime: Runtime) -> Optional[torch.nn.Module]:
-    """A second model holding the run's epoch-0 (initial) weights, for `sanity_init`; None (and the
-    metric not computed) when the run has no epoch 0 or it cannot be loaded."""
+def initial_model(source: RunSource, model: torch.nn.Module) -> Optional[torch.nn.Module]:
+    """A second model holding the run's epoch-0 (initial) weights, for `sanity_init`: a copy of the
+    call's model (a run source may hand out one model object only); None (and the metric not
+    computed) when the run has no epoch 0 or it cannot be loaded."""
+    import copy
+
     from .core import check_finite_weights
 
     if 0 not in source.epochs():
         return None
-    model = place_model(source.build_model(), layer, runtime.device, runtime.channels_last)
+    initial = copy.deepcopy(model)
     try:
-        source.load_into(model, 0)
-        check_finite_weights(model)
+        source.load_into(initial, 0)
+        check_finite_weights(initial)
     except OverfocusError as exc:
         print(f"overfocus analyze: sanity_init not computed: epoch 0 does not load ({exc})", file=sys.stderr)
         return None
-    return model.eval()
+    return initial.eval()
 
 
 def place_model(model: torch.nn.Module, layer: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
@@ -418,7 +423,9 @@ class Runner:
         store.remove_parts(folder, [])  # every rank is done: an emptied parts/ folder goes
         self._fill_history(state["epochs_done"])
         collector = OnsetCollector()
-        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show, collector.add)
+        moved = update_trajectory(folder, state["epochs_done"], plan.computed)  # drift, flips
+        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force or moved, self.show,
+                               collector.add)
         update_onset(folder, state["epochs_done"], run_gaps(RunDir(self.source.out_root)), collector)
         if plan.todo and not plan.computed and not (set(state["epochs_done"]) & set(selected)):
             raise OverfocusError(f"none of the selected checkpoints of {self.source.root} could be analysed "
@@ -501,13 +508,15 @@ class Runner:
             out = self.evaluator.evaluate(epoch, probe_positions=None)
         except NonFiniteModel as exc:  # diverged: skipped like a corrupt checkpoint, never measured
             return str(exc)
-        self._write_epoch(folder, epoch, out.rows(), self.evaluator.probe_arrays(epoch, out.probe))
+        self._write_epoch(folder, epoch, out.rows(), self.evaluator.probe_arrays(epoch, out.probe), out.small_arrays())
         store.remove_parts(folder, [epoch])  # an unfinished sharded attempt at it is obsolete now
         return None
 
-    def _write_epoch(self, folder: Path, epoch: int, rows: List[Dict[str, Any]], probe: Dict[str, Any]) -> None:
+    def _write_epoch(self, folder: Path, epoch: int, rows: List[Dict[str, Any]], probe: Dict[str, Any],
+                     small: Dict[str, Any]) -> None:
         self.written_rows = rows  # for this epoch's progress line
         store.write_npz(store.probe_epoch_path(folder, epoch), **probe)
+        store.write_npz(store.small_maps_path(folder, epoch), **small)
         store.write_csv(store.records_path(folder, epoch), rows, store.RECORD_COLUMNS, ".9g")  # last: "done"
 
     # -- parts (torchrun ranks, shards) --
@@ -542,6 +551,7 @@ class Runner:
         arrays = probe_part_arrays(out.probe, self.settings.methods, (size, size), self.info.num_classes)
         if out.cov is not None:
             arrays.update(mask_arrays(*coverage_masks(out.cov)))
+        arrays.update({f"small_{k}": v for k, v in out.small_arrays().items()})
         store.write_part(folder, epoch, rank, world, out.sections, arrays, meta)
         return None
 
@@ -567,7 +577,9 @@ class Runner:
         for _, arrays in parts:
             probe.update(probe_entries(arrays, settings.methods))
         rows = merge_sections([sections for sections, _ in parts], cumulative)
-        self._write_epoch(folder, epoch, rows, self.evaluator.probe_arrays(epoch, probe))
+        small = {k[len("small_"):]: np.concatenate([arrays[k] for _, arrays in parts if k in arrays])
+                 for k in sorted({k for _, arrays in parts for k in arrays if k.startswith("small_")})}
+        self._write_epoch(folder, epoch, rows, self.evaluator.probe_arrays(epoch, probe), small)
         store.remove_parts(folder, [epoch])
         return None
 

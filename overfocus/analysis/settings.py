@@ -158,7 +158,8 @@ class Settings:
         from .summary import derived_metrics
 
         cumulative = [f"{m}_cumulative" for m in COVERAGE_METRICS] if self.coverage else []
-        return [*self.metrics, *derived_metrics(self.map_metrics), *cumulative]
+        flips = [f"{m}_flip" for m in ("hit", "pointing_game") if m in self.map_metrics]
+        return [*self.metrics, *derived_metrics(self.map_metrics), *cumulative, "drift", *flips]
 
 
 def shares_one_pass(methods: Sequence[str]) -> bool:

@@ -84,7 +84,8 @@ def _first_mismatch(existing: Dict[str, Any], fresh: Dict[str, Any]) -> Optional
 def _clear_folder(folder: Path) -> None:
     """Remove only the files analyze writes (the folder may hold other things)."""
     for pattern in ("records/epoch_*.csv", "probe/epoch_*.npz", "probe/images.npz", "summary.csv",
-                    "onset.json", "analysis.json", "faithfulness.json"):
+                    "onset.json", "analysis.json", "faithfulness.json", "drift/epoch_*.npz",
+                    "trajectory/epoch_*.csv", "trajectory/index.json"):
         for path in folder.glob(pattern):
             path.unlink()
     store.remove_parts(folder)

@@ -56,6 +56,16 @@ def probe_images_path(folder: Path) -> Path:
     return Path(folder) / "probe" / "images.npz"
 
 
+def small_maps_path(folder: Path, epoch: int) -> Path:
+    """The maps of every analysed image at the attribution layer's resolution (float16), for drift."""
+    return Path(folder) / "drift" / f"epoch_{epoch:04d}.npz"
+
+
+def trajectory_path(folder: Path, epoch: int) -> Path:
+    """Records comparing an epoch with the previous analysed one (drift, hit / pointing flips)."""
+    return Path(folder) / "trajectory" / f"epoch_{epoch:04d}.csv"
+
+
 def probe_epoch_path(folder: Path, epoch: int) -> Path:
     return Path(folder) / "probe" / f"epoch_{epoch:04d}.npz"
 

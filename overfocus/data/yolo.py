@@ -169,6 +169,7 @@ def yolo_records(root: Path, images: Path, labels: Path, num_classes: int, skip_
 def open_yolo(path: str, split: str, image_size: int, augment, skip_bad: bool, options: Dict):
     """Factory for `--data yolo:PATH[?limit=N&test_fraction=0.2]` (label = largest object's class)."""
     check_options("yolo", options, SPLIT_OPTIONS)
+    fraction = split_fraction(options)  # checked even where the data has its own split
     if Path(path).suffix.lower() in (".yaml", ".yml") and Path(path).is_file():
         root, classes, images, labels = from_dataset_yaml(Path(path), split)
         must_split = False
@@ -178,6 +179,6 @@ def open_yolo(path: str, split: str, image_size: int, augment, skip_bad: bool, o
         images, labels, must_split = split_folders(root, split)
     records = yolo_records(root, images, labels, len(classes), skip_bad)
     if must_split:
-        records = split_records(records, split, split_fraction(options), root)
+        records = split_records(records, split, fraction, root)
     return make_dataset(records, classes, image_size, augment, skip_bad, f"{root} ({split})", options,
                         cls=YoloDataset)

@@ -176,6 +176,13 @@ for _spec in [
                zero_when_degenerate=True),
     MetricInfo("outside_box", "attention mostly outside the box", _FRACTION, (0.0, 1.0), False, needs_boxes=True,
                appears_in=_REPORT),
+    # explanation drift (analysis/trajectory.py): against the previous analysed epoch
+    MetricInfo("drift", "map drift since the previous analysed epoch", "1 - Spearman rho", (0.0, 2.0), False,
+               appears_in=_SUMMARY),
+    MetricInfo("hit_flip", "hit outcome flipped since the previous analysed epoch", _FRACTION, (0.0, 1.0), False,
+               needs_boxes=True, appears_in=_SUMMARY),
+    MetricInfo("pointing_game_flip", "pointing-game outcome flipped since the previous analysed epoch", _FRACTION,
+               (0.0, 1.0), False, needs_boxes=True, appears_in=_SUMMARY),
     # per image a 0/1 flag (records), per epoch x method the share (mean) and the count
     MetricInfo("degenerate", "degenerate maps (all zero or non-finite)", _FRACTION, (0.0, 1.0), False,
                higher_means="more empty maps"),
