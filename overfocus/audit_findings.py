@@ -18,29 +18,46 @@ from .errors import OverfocusError
 
 @dataclass(frozen=True)
 class Threshold:
+    """A threshold of a finding. `metric` / `flags`: the registered metric it is compared with and
+    which side is flagged ("low": values below it, "high": above). The flagged side is the metric's
+    worse side (metrics/registry.py `higher_is_better`) unless `against_direction` says that the
+    finding flags the better side's extreme on purpose (a map so wide that it says nothing)."""
+
     default: float
     doc: str
+    metric: Optional[str] = None
+    flags: Optional[str] = None  # "low" | "high"
+    against_direction: bool = False
 
 
 THRESHOLDS: Dict[str, Threshold] = {
-    "chance_factor": Threshold(1.5, "accuracy below chance x this factor is a problem"),
-    "accuracy_warning": Threshold(0.5, "accuracy below this is a warning"),
-    "area_problem": Threshold(0.03, "mean area ratio below this is a problem (overfocused)"),
-    "area_warning": Threshold(0.08, "mean area ratio below this is a warning"),
-    "area_diffuse": Threshold(0.6, "mean area ratio above this is a warning (diffuse, uninformative)"),
+    "chance_factor": Threshold(1.5, "accuracy below chance x this factor is a problem", "accuracy", "low"),
+    "accuracy_warning": Threshold(0.5, "accuracy below this is a warning", "accuracy", "low"),
+    "area_problem": Threshold(0.03, "mean area ratio (all maps) below this is a problem (overfocused: attention "
+                                    "too narrow)", "area_ratio", "low"),
+    "area_warning": Threshold(0.08, "mean area ratio (all maps) below this is a warning (narrow attention)",
+                              "area_ratio", "low"),
+    "area_diffuse": Threshold(0.6, "mean area ratio (all maps) above this is a warning (diffuse, uninformative)",
+                              "area_ratio", "high", against_direction=True),
     "outside_problem": Threshold(0.5, "localisation: share of images with energy pointing game < 0.5 above "
-                                      "this, with the peak off the object too, is a problem"),
+                                      "this, with the peak off the object too, is a problem", "outside_box", "high"),
     "outside_warning": Threshold(0.25, "localisation: share of images with energy pointing game < 0.5 above "
-                                       "this is a warning"),
+                                       "this is a warning", "outside_box", "high"),
     "pointing_warning": Threshold(0.5, "localisation: pointing game (peak on the object) below this is a warning; "
-                                       "with most attention outside the box too, a problem"),
-    "degenerate_warning": Threshold(0.1, "share of degenerate maps (all zero or non-finite) above this is a warning"),
-    "narrowing_warning": Threshold(0.2, "area ratio (non-degenerate maps) down by more than this share since its "
+                                       "with most attention outside the box too, a problem", "pointing_game", "low"),
+    "degenerate_warning": Threshold(0.1, "share of degenerate maps (all zero or non-finite) above this is a warning",
+                                    "degenerate", "high"),
+    "narrowing_warning": Threshold(0.2, "area ratio (non-empty maps) down by more than this share since its "
                                         "peak epoch is a warning (run directories analysed by `overfocus analyze`)"),
-    "harmonization_warning": Threshold(0.2, "harmonization score below this is a warning"),
-    "latent_coverage_warning": Threshold(0.1, "cumulative latent-layer neuron coverage below this is a warning"),
+    "harmonization_warning": Threshold(0.2, "harmonization score below this is a warning", "harmonization", "low"),
+    "latent_coverage_warning": Threshold(0.1, "cumulative latent-layer neuron coverage below this is a warning",
+                                         "coverage_latent", "low"),
     "gap_warning": Threshold(0.1, "generalization gap (run directories) above this is a warning"),
     "gap_problem": Threshold(0.25, "generalization gap (run directories) above this is a problem"),
+    "sanity_level": Threshold(0.5, "median Spearman of the maps with the epoch-0 (untrained) model's maps at or "
+                                   "above this at the last analysed epoch is a problem: the model-randomisation "
+                                   "sanity check fails (run directories analysed by `overfocus analyze`)",
+                              "sanity_init", "high"),
 }
 
 
@@ -172,10 +189,46 @@ def onset_finding(onset: Optional[Dict[str, Any]], method: str, t) -> List[Dict[
     growth = o.get("gap_growth")
     if growth is not None:
         text += f" while the gap {'grew' if growth >= 0 else 'shrank'} by {abs(growth) * 100:.1f} points"
-    text += (f" (area ratio of non-degenerate maps {o['peak_area']:.3f} -> {o['last_area']:.3f} "
+    text += (f" (area ratio of non-empty maps {o['peak_area']:.3f} -> {o['last_area']:.3f} "
              f"at epoch {o['last_epoch']})")
+    if o.get("search_from") is not None:  # where the peak was searched from (onset.json, schema 2)
+        text += f"; peak searched from epoch {o['search_from']}: {o.get('search_reason', '')}"
     level = "warning" if o["narrowing"] > t["narrowing_warning"] else "ok"
     return [finding("onset", level, text, "narrowing", o["narrowing"])]
+
+
+def sanity_findings(onset: Optional[Dict[str, Any]], method: str, t) -> List[Dict[str, Any]]:
+    """The run's sanity and faithfulness verdicts (onset.json of `overfocus analyze`) as findings:
+    maps that still resemble those of the untrained model (median Spearman with the epoch-0 map
+    at or above the sanity level at the last analysed epoch) or that never beat the random
+    baseline on deletion and insertion are a problem: what they show is not the model's."""
+    o = ((onset or {}).get("methods") or {}).get(method) or {}
+    found = []
+    medians = o.get("sanity_init_median") or {}
+    later = {int(e): v for e, v in medians.items() if int(e) > 0 and v is not None}
+    if later:
+        last = max(later)
+        level = t["sanity_level"]
+        if later[last] >= level:
+            found.append(finding("sanity_init", "problem",
+                                 f"the maps still resemble those of the untrained model: median Spearman with the "
+                                 f"epoch-0 map {later[last]:.2f} >= {level:g} at epoch {last} (model-parameter "
+                                 "randomisation sanity check failed)", "sanity_init", later[last]))
+        else:
+            since = o.get("sanity_from")
+            found.append(finding("sanity_init", "ok",
+                                 f"the maps depend on the learned weights: median Spearman with the epoch-0 map "
+                                 f"{later[last]:.2f} < {level:g} at epoch {last}"
+                                 + (f" (since epoch {since})" if since is not None else ""), "sanity_init",
+                                 later[last]))
+    if o.get("faithfulness_measured"):
+        if o.get("faithful_from") is None:
+            found.append(finding("faithfulness", "problem", "the maps never beat the random baseline on deletion "
+                                 "and insertion over the analysed epochs: they are not faithful to the model"))
+        else:
+            found.append(finding("faithfulness", "ok", f"the maps beat the random baseline on deletion and insertion "
+                                 f"from epoch {o['faithful_from']} on"))
+    return found
 
 
 def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -188,6 +241,7 @@ def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, 
     found += map_quality_findings(metrics, thresholds, title, facts.get("layer"))
     found += coverage_finding(metrics, thresholds) + gap_finding(facts.get("history_row"), thresholds)
     found += onset_finding(facts.get("onset"), facts["method"], thresholds)
+    found += sanity_findings(facts.get("onset"), facts["method"], thresholds)
     found += [finding(f"note_{i}", "warning", text) for i, text in enumerate(facts.get("warnings", []))]
     return sorted(found, key=lambda f: LEVELS.index(f["level"]))
 

@@ -70,6 +70,11 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     progress: bool = True
+    # checkpoints: epoch_NNNN.pt holds the weights only (in this dtype); the full training state
+    # (optimizer, scheduler, regularizer, RNG) is kept for the latest epoch and every keep_full_every-th
+    checkpoint_dtype: str = "float32"  # float32 | float16 | bfloat16 (weights files only; resume stays exact)
+    keep_every: int = 1  # keep the weights of every N-th epoch (epoch 0 and the last are always kept)
+    keep_full_every: int = 0  # also keep the full training state of every N-th epoch (0: the latest only)
 
 
 @dataclass
@@ -187,7 +192,7 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
         (['regularizer', 'rho'], 0.01)
     """
     if "=" not in text:
-        raise OverfocusError(f"--set {text!r} needs the form key=value, e.g. --set optim.lr=0.01")
+        raise OverfocusError(f"--set {shorten(text)} needs the form key=value, e.g. --set optim.lr=0.01")
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
         raise OverfocusError(f"--set {shorten(text)}: the key is empty; write e.g. --set train.epochs=5")
@@ -267,6 +272,9 @@ RULES = [
     ("optim.gamma", lambda v: v > 0, "a positive number, e.g. 0.1"),
     ("train.epochs", lambda v: 0 <= v <= 1_000_000, "from 0 to 1000000"),
     ("train.seed", lambda v: 0 <= v < SEED_LIMIT, f"from 0 to {SEED_LIMIT - 1} (2^32 - 1)"),
+    ("train.checkpoint_dtype", lambda v: v in ("float32", "float16", "bfloat16"), "float32, float16 or bfloat16"),
+    ("train.keep_every", lambda v: 1 <= v <= 1_000_000, "from 1 (the weights of every epoch) to 1000000"),
+    ("train.keep_full_every", lambda v: 0 <= v <= 1_000_000, "0 (the latest epoch's full state only) to 1000000"),
 ]
 
 

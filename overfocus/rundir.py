@@ -170,6 +170,31 @@ class RunDir:
     def figures(self) -> Path:
         return self.root / "figures"
 
+    def state_path(self, epoch: int) -> Path:
+        """The full training state of an epoch (optimizer, scheduler, regularizer, RNG): kept for the
+        latest epoch (and every `train.keep_full_every`-th), beside the weights of epoch_NNNN.pt."""
+        return self.checkpoints / f"training_state_{epoch:04d}.pt"
+
+    def load_training_state(self, epoch: int) -> Dict[str, Any]:
+        """Everything `resume` needs of `epoch`: the training state with the float32 model weights.
+
+        Runs written before the split hold it all in epoch_NNNN.pt; a newer run's weights-only
+        epoch without its state file cannot be resumed from (one line saying which epochs can)."""
+        state_file = self.state_path(epoch)
+        if not state_file.is_file():
+            payload = load_checkpoint(self.checkpoint_path(epoch)) if self.checkpoint_path(epoch).is_file() else {}
+            if "optimizer" not in payload:
+                kept = sorted(int(p.stem.rsplit("_", 1)[-1]) for p in self.checkpoints.glob("training_state_*.pt"))
+                what = "kept its weights only" if payload else "was not kept (train.keep_every)"
+                raise OverfocusError(f"epoch {epoch} of {self.root} {what}; the full training state is kept for the "
+                                     f"latest epoch and every train.keep_full_every-th: resume from an epoch with "
+                                     f"its state ({', '.join(map(str, kept)) or 'none left'})")
+            return payload
+        state = load_checkpoint(state_file)
+        if "model" not in state:  # the weights file holds them in float32: not stored twice
+            state["model"] = load_checkpoint(self.checkpoint_path(epoch))["model"]
+        return state
+
     def checkpoint_path(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch_{epoch:04d}.pt"
 

@@ -58,6 +58,32 @@ from .versions import software_versions
 REGISTRY_KWARGS = ("width", "small_input", "batch_norm")  # what a registry model is built with besides num_classes
 
 
+def check_model_kwargs(model_kwargs: Optional[Mapping[str, Any]], arch: Optional[str]) -> None:
+    """model_kwargs a Tracker records: a registry model's width / small_input / batch_norm; the class
+    count is Tracker's own `num_classes=`; an `arch` factory takes no model_kwargs.
+
+    Example:
+        >>> check_model_kwargs({"num_classes": 10}, "torchvision.models:resnet18")
+        Traceback (most recent call last):
+        ...
+        overfocus.errors.OverfocusError: Tracker model_kwargs ['num_classes']: pass num_classes=10 to Tracker itself (arch factories are called with num_classes=, and take no model_kwargs)
+    """
+    given = dict(model_kwargs or {})
+    if "num_classes" in given:
+        where = "arch factories are called with num_classes=, and take no model_kwargs" if arch else \
+            "it builds the model with that many outputs"
+        raise OverfocusError(f"Tracker model_kwargs ['num_classes']: pass num_classes={given['num_classes']!r} to "
+                             f"Tracker itself ({where})")
+    if arch and given:
+        raise OverfocusError(f"Tracker(arch={arch!r}) takes no model_kwargs ({sorted(given)}): the factory is "
+                             "called with num_classes= alone; put other arguments in a factory of your own "
+                             "(arch='mypkg.nets:make_net')")
+    unknown = set(given) - set(REGISTRY_KWARGS)
+    if unknown:
+        raise OverfocusError(f"Tracker model_kwargs {sorted(unknown)} are not recorded: a registry model takes "
+                             f"{', '.join(REGISTRY_KWARGS)}; for other arguments use arch='module:Factory'")
+
+
 class Tracker:
     """Record a training loop you wrote as an overfocus run directory (see the module docstring).
 
@@ -94,10 +120,7 @@ class Tracker:
 
         if model_name and arch:
             raise OverfocusError("Tracker: pass either model_name or arch, not both")
-        unknown = set(model_kwargs or {}) - set(REGISTRY_KWARGS)
-        if unknown:
-            raise OverfocusError(f"Tracker model_kwargs {sorted(unknown)} are not recorded: a registry model takes "
-                                 f"{', '.join(REGISTRY_KWARGS)}; for other arguments use arch='module:Factory'")
+        check_model_kwargs(model_kwargs, arch)
         if analyze_every < 0:
             raise OverfocusError(f"Tracker analyze_every={analyze_every}: use 0 (never) or N >= 1 (every N epochs)")
         if force and resume:
@@ -314,13 +337,13 @@ class Tracker:
         return rebuilt, declared, latent
 
     def _manifest(self, layers: Dict[str, str]) -> Dict[str, Any]:
-        from .data import image_id_at
+        from .data import dataset_labels, image_id_at
         from .accuracy import PROBE_SIZE, probe_indices
         from .train import dataset_fingerprint
 
         d = self._datasets
         cfg = self._manifest_config()
-        probe = [image_id_at(d.test, i) for i in probe_indices(len(d.test), PROBE_SIZE)]
+        probe = [image_id_at(d.test, i) for i in probe_indices(len(d.test), PROBE_SIZE, dataset_labels(d.test))]
         return {"schema": SCHEMA_VERSION, "status": "running", "source": {"kind": TRACKER_KIND}, "config": cfg,
                 "seed": self.seed, "versions": software_versions(),
                 "dataset": dataset_fingerprint(RunConfig(data=self.data), d), "num_classes": int(self.num_classes),
@@ -401,12 +424,14 @@ class Tracker:
 
     def _probe_set(self):
         if self._probe is None:
-            from .live import ProbePass
             from .accuracy import PROBE_SIZE, probe_indices
+            from .data import dataset_labels
+            from .live import ProbePass
 
             test = self._datasets.test
-            self._probe = ProbePass(test, probe_indices(len(test), PROBE_SIZE), layer=self._layers["gradcam_layer"],
-                                    mean=self.data.mean, std=self.data.std, methods=self.methods)
+            self._probe = ProbePass(test, probe_indices(len(test), PROBE_SIZE, dataset_labels(test)),
+                                    layer=self._layers["gradcam_layer"], mean=self.data.mean, std=self.data.std,
+                                    methods=self.methods)
         return self._probe
 
     # ---- the files -------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Determinism: the model is initialised from `seed`; epoch e shuffles with a generator seeded from
 (seed, e); augmentation draws from (seed, e, index); the global torch RNG state (dropout) and the
-regularizer's state are saved in each checkpoint. Resuming from epoch e's checkpoint therefore
-replays epochs e+1... exactly as an uninterrupted run would on the CPU.
+regularizer's state are saved in the latest epoch's training state (run_checkpoints.py: epoch_NNNN.pt
+holds the weights only). Resuming from epoch e therefore replays epochs e+1... exactly as an
+uninterrupted run would on the CPU.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .config import RunConfig, from_dict, to_dict, validate
-from .data import Batch, image_id_at, is_readable, normalize, open_dataset, skipped_files
+from .data import Batch, dataset_labels, image_id_at, is_readable, normalize, open_dataset, skipped_files
 from .subset import Subset  # the one subset that keeps the dataset's attributes
 from .accuracy import (PROBE_SIZE, evaluate, fixed_subset_indices, make_loader,  # noqa: F401 (shared with analysis)
                        probe_indices)
@@ -35,7 +36,8 @@ from .models import MODELS, build_model, check_model_size, get_module, latent_la
 from .progress import epoch_line, progress
 from .device import resolve_device  # noqa: F401 (re-exported for callers of train.resolve_device)
 from .regularizers import RegContext, StepInfo, build_regularizer
-from .rundir import SCHEMA_VERSION, TRACKER_KIND, RunDir, atomic_torch_save, load_checkpoint, recorded_by
+from .rundir import SCHEMA_VERSION, TRACKER_KIND, RunDir, atomic_torch_save, recorded_by
+from .run_checkpoints import mark_pruned, prune, state_payload, weights_payload
 from .versions import software_versions
 
 
@@ -114,7 +116,7 @@ def readable_probe_indices(test, size: int) -> List[int]:
         [0, 2, 4, 6]
     """
     n, chosen = len(test), []
-    for start in probe_indices(n, size):
+    for start in probe_indices(n, size, dataset_labels(test)):
         index = next((i for i in range(start, n) if i not in chosen and is_readable(test, i)), None)
         if index is not None:
             chosen.append(index)
@@ -231,7 +233,8 @@ class Trainer:
         from .live import LiveLog, ProbePass
 
         layer = self.cfg.model.latent_layer or MODELS.get(self.cfg.model.name).gradcam_layer
-        probe = ProbePass(self.data.test, probe_indices(len(self.data.test), PROBE_SIZE), layer=layer,
+        probe = ProbePass(self.data.test, probe_indices(len(self.data.test), PROBE_SIZE, dataset_labels(self.data.test)),
+                          layer=layer,
                           mean=self.cfg.data.mean, std=self.cfg.data.std)
         from .config import to_dict
 
@@ -335,16 +338,18 @@ class Trainer:
         row = {"epoch": epoch, **train_stats, "train_eval_loss": train_loss_eval, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc, "gap": train_acc - test_acc,
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
-        sha = atomic_torch_save(self.run.checkpoint_path(epoch), self._checkpoint_payload(epoch, rng_states))
+        sha = self._save_checkpoint(epoch, rng_states)
         rows = [r for r in self.run.read_metrics() if r["epoch"] < epoch] + [row]
         self.run.write_metrics(rows)
         manifest = self.run.read_manifest()
-        manifest["epochs"] = [e for e in manifest["epochs"] if e["epoch"] < epoch] + [
+        manifest["epochs"] = mark_pruned([e for e in manifest["epochs"] if e["epoch"] < epoch], epoch,
+                                         self.cfg.train.keep_every) + [
             {"epoch": epoch, "file": f"checkpoints/{self.run.checkpoint_path(epoch).name}", "sha256": sha,
              "train_acc": train_acc, "test_acc": test_acc, "seconds": seconds}]
         manifest["skipped_files"] = self.skipped_files()
         self.run.write_manifest(manifest)
         self.run.set_latest(epoch)
+        prune(self.run, epoch, self.cfg.train.keep_every, self.cfg.train.keep_full_every)  # epoch is durable
         if self.cfg.train.progress:  # a log (nohup, a cluster job, CI) shows each epoch as it ends
             epoch_line(epoch, prefix="train", train_acc=train_acc, test_acc=test_acc, gap=row["gap"],
                        seconds=seconds)
@@ -361,12 +366,15 @@ class Trainer:
             f"lower optim.lr (now {self.cfg.optim.lr:g}), e.g. `overfocus resume {self.run.root} --lr "
             f"{self.cfg.optim.lr / 10:g}`")
 
-    def _checkpoint_payload(self, epoch: int, rng_states: List[Dict[str, Any]]) -> Dict[str, Any]:
-        return {"schema": SCHEMA_VERSION, "epoch": epoch, "model_name": self.cfg.model.name,
-                "num_classes": self.num_classes, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "regularizer": self.regularizer.state_dict(), "rng": rng_states[0],
-                "rng_per_rank": rng_states}
+    def _save_checkpoint(self, epoch: int, rng_states: List[Dict[str, Any]]) -> str:
+        """The weights file (its sha256 is returned), then the full training state (run_checkpoints.py)."""
+        state, dtype = self.model.state_dict(), self.cfg.train.checkpoint_dtype
+        sha = atomic_torch_save(self.run.checkpoint_path(epoch),
+                                weights_payload(state, epoch, self.cfg.model.name, self.num_classes, dtype))
+        atomic_torch_save(self.run.state_path(epoch),
+                          state_payload(epoch, state, dtype, self.optimizer.state_dict(), self.scheduler.state_dict(),
+                                        self.regularizer.state_dict(), rng_states))
+        return sha
 
     def _write_manifest(self, status: str, epochs: List[Dict[str, Any]]) -> None:
         if self.rank != 0:
@@ -399,7 +407,7 @@ class Trainer:
 
     def restore(self, epoch: int) -> None:
         """Load everything of epoch `epoch`'s checkpoint (model, optimizer, RNG, regularizer)."""
-        ckpt = load_checkpoint(self.run.checkpoint_path(epoch))
+        ckpt = self.run.load_training_state(epoch)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -493,10 +501,11 @@ def refuse_unrecorded_training(manifest: Dict[str, Any], root: Path) -> None:
 
 
 def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float] = None,
-           tensorboard: Optional[Path | str] = None) -> Path:
+           tensorboard: Optional[Path | str] = None, skip_bad: bool = False) -> Path:
     """Continue a run from its last durable checkpoint (optionally to a new total of epochs, or
     with a new learning rate, e.g. after training diverged; with `tensorboard`, the epochs trained
-    from here on are logged to that folder as `train` would).
+    from here on are logged to that folder as `train` would; with `skip_bad`, unreadable images are
+    skipped from here on, as `train --skip-bad` does, e.g. after a run stopped on a corrupt file).
 
     Example:
         >>> from overfocus.config import build_config
@@ -523,6 +532,8 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
                                  f"pass a total of at least {last}")
         cfg.train.epochs = epochs
         validate(cfg)  # the same range as train.epochs of a fresh run
+    if skip_bad:
+        cfg.data.skip_bad = True  # before the datasets open
     run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
     trainer = Trainer(cfg, run.root, resuming=True, tensorboard=tensorboard)  # takes the run's lock
     try:
@@ -533,7 +544,7 @@ def resume(run_dir: Path | str, epochs: Optional[int] = None, lr: Optional[float
                 group["lr"] = group["initial_lr"] = lr
             trainer.scheduler.base_lrs = [lr] * len(trainer.optimizer.param_groups)
         manifest = run.read_manifest()
-        if epochs is not None or lr is not None:
+        if epochs is not None or lr is not None or skip_bad:
             manifest["config"] = to_dict(cfg)
         manifest["status"] = "running"
         if trainer.rank == 0:

@@ -53,7 +53,7 @@ def test_a_second_analyze_exits_with_one_line_and_writes_nothing(tiny_run, tmp_p
 def test_the_lock_is_released_after_an_error(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     analyze(run, epochs="1", metrics=["area_ratio"], device="cpu", show_progress=False)
-    with pytest.raises(OverfocusError, match="--force"):  # refused inside the call, with the lock held
+    with pytest.raises(OverfocusError, match="force=True"):  # refused inside the call, with the lock held
         analyze(run, epochs="1", metrics=["area_ratio"], target="predicted", device="cpu", show_progress=False)
     with AnalysisLock(run / "analysis"):  # would raise if the failed call still held it
         pass

@@ -84,7 +84,11 @@ def test_summary_is_the_mean_of_the_records_with_a_bootstrap_interval(analysed):
     run, result = analysed
     summary = read_summary(run)
     assert summary == list(result)
-    records = read_records(run)
+    from overfocus.analysis.trajectory import read_trajectory
+
+    # drift and the flips are records of their own (trajectory/epoch_NNNN.csv): against the previous epoch
+    records = read_records(run) + [r for e in (0, 1, 2) for r in read_trajectory(run / "analysis", e)]
+    assert {r["metric"] for r in read_trajectory(run / "analysis", 1)} == {"drift", "hit_flip", "pointing_game_flip"}
     for row in summary:
         assert row["ci_low"] <= row["mean"] + 1e-12 and row["mean"] <= row["ci_high"] + 1e-12, row
         if row["metric"].endswith(("_cumulative", "_per_class", "_nondegenerate", "_count")):
@@ -177,7 +181,8 @@ def test_a_second_call_does_no_work(analysed):
 def test_a_different_configuration_is_refused_until_forced(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     analyze(run, epochs="2", metrics=["area_ratio"], device="cpu", show_progress=False, limit=8)
-    with pytest.raises(OverfocusError, match="--force"):
+    # a Python call is told the Python arguments (the CLI's message names --force and --out)
+    with pytest.raises(OverfocusError, match="pass force=True to replace it, or out=DIR to keep both"):
         analyze(run, epochs="2", metrics=["hit"], device="cpu", show_progress=False, limit=8)
     res = analyze(run, epochs="2", metrics=["hit"], device="cpu", show_progress=False, limit=8, force=True)
     assert res.computed == [2]

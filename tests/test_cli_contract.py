@@ -317,6 +317,17 @@ CASES = [
          "did you mean 'grad_cam'", absent=["run/analysis"]),
     Case("did-you-mean-metric", ["analyze", "{run}", "--metrics", "arearatio", "--device", "cpu"], 2,
          "did you mean 'area_ratio'", absent=["run/analysis"]),
+    Case("did-you-mean-captum-class", ["analyze", "{run}", "--methods", "captum:Oclusion", "--device", "cpu"], 2,
+         "did you mean 'Occlusion'", absent=["run/analysis"]),
+    Case("captum-class-missing-argument", ["analyze", "{run}", "--methods", "captum:Occlusion", "--device", "cpu"], 2,
+         "needs sliding_window_shapes", absent=["run/analysis"]),
+    Case("did-you-mean-method-argument", ["analyze", "{run}", "--methods", "score_cam", "--method-args",
+                                          "score_cam.batchsize=8", "--device", "cpu"], 2,
+         "did you mean 'batch_size'", absent=["run/analysis"]),
+    Case("method-args-of-another-method", ["audit", "{run}", "--method-args", "score_cam.batch_size=8",
+                                           "--out", "{tmp}/a"], 2, "not among the methods", absent=["a"]),
+    Case("method-args-without-value", ["analyze", "{run}", "--method-args", "score_cam", "--device", "cpu"], 2,
+         "neither METHOD.KEY=VALUE nor a file", absent=["run/analysis"]),
     Case("did-you-mean-gate-metric", ["audit", "{run}", "--fail-under", "hitratio=0.3", "--out", "{tmp}/a"], 2,
          "did you mean 'hit_ratio'", absent=["a"]),
     Case("did-you-mean-gate", ["audit", "{run}", "--fail-under", "acuracy=0.5", "--out", "{tmp}/a"], 2,
@@ -640,3 +651,28 @@ def test_skip_bad_trains_past_bad_entries_with_one_warning_each(tmp_path, capsys
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "--skip-bad skipped a bad entry" in line]
     assert len(warnings) == 1, err
+
+
+def test_non_utf8_locale_reads_non_ascii_paths_and_class_names(tmp_path):
+    """Under LC_ALL=C without Python's UTF-8 mode or locale coercion, file names are ASCII to
+    Python: a UTF-8 config naming the folder `dätä` (classes `café`, `naïve`) could not be opened.
+    The CLI runs itself again in UTF-8 mode, so it reads as under a UTF-8 locale."""
+    import subprocess
+    import sys
+
+    from test_data_formats import write_image
+
+    root = tmp_path / "dätä"
+    for split in ("train", "val"):
+        for cls in ("café", "naïve"):
+            write_image(root / split / cls / "ü.png", w=8, h=8)
+    config = tmp_path / "cfg.yaml"
+    config.write_bytes(f'data:\n  spec: "folder:{root}"\n  image_size: 32\nmodel:\n  width: 0.125\n'
+                       "train:\n  progress: false\n".encode("utf-8"))
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    run = tmp_path / "rün"
+    done = subprocess.run([sys.executable, "-m", "overfocus", "train", "--config", str(config), "--epochs", "0",
+                           "--out", str(run)], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "run.json").read_text(encoding="utf-8"))["dataset"]["classes"] == ["café", "naïve"]

@@ -44,7 +44,8 @@ PLAUSIBLE = ["regularizer.name=sgdrop", "regularizer.name=dropout", "regularizer
              "model.name=resnet18", "model.name=vgg9", "model.name=convnext_tiny", "model.latent_layer=layer4",
              "model.latent_layer=block3", "model.latent_layer=features", "model.num_classes=3", "model.num_classes=2",
              "data.train_subset=1000", "data.limit=1", "data.augment=true", "optim.schedule=step", "optim.name=sgd",
-             "model.small_input=false", "model.batch_norm=false", "model.classifier_dropout=0.5", "train.seed=4294967295",
+             "model.small_input=false", "model.batch_norm=false", "model.classifier_dropout=0.5",
+             "train.seed=4294967295",
              "data.image_size=8", "data.image_size=4096", "model.width=8", "model.width=0.015625", "data.num_workers=0"]
 SETS = st.lists(st.one_of(st.tuples(st.sampled_from(KEYS), VALUES).map(lambda kv: f"{kv[0]}={kv[1]}"),
                           st.sampled_from(PLAUSIBLE)), max_size=4)

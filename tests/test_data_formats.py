@@ -590,3 +590,11 @@ def test_nan_tiff_is_a_bad_image_without_numpy_warnings(tmp_path, capsys):
         samples = [ds[i] for i in range(len(ds))]
     assert sum(s is None for s in samples) == 1 and skipped_files(ds) == [str(bad)]
     assert "nan.tif" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make, kind", [(make_folder_split, "folder"), (make_coco, "coco"), (make_yolo, "yolo"),
+                                        (make_voc, "voc")])
+def test_test_fraction_is_checked_where_the_data_has_its_own_split(tmp_path, make, kind):
+    root = make(tmp_path / "d")
+    with pytest.raises(OverfocusError, match="test_fraction=nan"):
+        open_dataset(f"{kind}:{root}?test_fraction=.nan", "train", 32)

@@ -52,7 +52,7 @@ def _cli(args, timeout=300):
 
 
 def _weights(run, epoch):
-    return load_checkpoint(RunDir(run).checkpoint_path(epoch))
+    return RunDir(run).load_training_state(epoch)  # weights and regularizer state (the latest epoch's)
 
 
 # saliency_guided's default random fill draws from each rank's own RNG (like dropout), so its

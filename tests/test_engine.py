@@ -35,7 +35,9 @@ def test_run_directory_has_a_checkpoint_per_epoch(tiny_run):
 
 def test_checkpoint_loads_with_weights_only(tiny_run):
     ckpt = torch.load(RunDir(tiny_run).checkpoint_path(1), weights_only=True)
-    assert ckpt["epoch"] == 1 and "model" in ckpt and "optimizer" in ckpt
+    assert ckpt["epoch"] == 1 and "model" in ckpt and "optimizer" not in ckpt  # weights only: the state is apart
+    state = torch.load(RunDir(tiny_run).state_path(2), weights_only=True)
+    assert {"optimizer", "scheduler", "regularizer", "rng", "rng_per_rank"} <= set(state)
 
 
 def test_epoch_zero_is_the_initial_weights(tiny_run, tmp_path):

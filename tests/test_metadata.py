@@ -9,7 +9,7 @@ from overfocus.attribution import ATTRIBUTIONS, attribute, method_info
 from overfocus.metrics import METRICS, SUMMARY_METRICS, metric_info
 from conftest import copy_run
 
-INFO_KEYS = {"title", "unit", "range", "higher_is_better", "needs_boxes", "needs_human", "kind"}
+INFO_KEYS = {"title", "unit", "range", "higher_is_better", "direction", "needs_boxes", "needs_human", "kind"}
 
 
 def test_every_method_has_a_title_and_says_whether_it_yields_logits():
@@ -24,7 +24,8 @@ def test_every_metric_has_the_contract_keys():
     info = metric_info(names)
     assert all(set(v) == INFO_KEYS for v in info.values())
     assert info["area_ratio"]["range"] == [0.0, 1.0] and info["area_ratio"]["kind"] == "map"
-    assert info["entropy"]["range"] == [0.0, None] and info["harmonization"]["range"] == [-1.0, 1.0]
+    assert info["entropy"]["range"] == [0.0, 1.0] and info["harmonization"]["range"] == [-1.0, 1.0]  # entropy / log(HW) <= 1
+    assert info["degenerate_count"]["range"] == [0.0, None]
     assert info["accuracy"]["kind"] == "model" and info["coverage_latent_cumulative"]["kind"] == "model"
     assert info["hit"]["needs_boxes"] and info["harmonization"]["needs_human"]
 

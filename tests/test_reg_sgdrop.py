@@ -298,8 +298,8 @@ def test_resume_with_sgdrop_is_bit_exact(tmp_path):
     ref = train(build_config(overrides=sets), tmp_path / "ref")
     part = train(build_config(overrides=[*sets[:-1], "train.epochs=1"]), tmp_path / "part")
     resume(part, epochs=2)
-    a = load_checkpoint(RunDir(ref).checkpoint_path(2))
-    b = load_checkpoint(RunDir(part).checkpoint_path(2))
+    a = RunDir(ref).load_training_state(2)  # the EMA copy lives in the latest epoch's full state
+    b = RunDir(part).load_training_state(2)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     for key in a["regularizer"]["ema"]:
@@ -309,11 +309,13 @@ def test_resume_with_sgdrop_is_bit_exact(tmp_path):
 @pytest.mark.slow  # ~1 s on an idle machine, much more on a shared one; the explicit-tau test above is the quick one
 def test_resume_with_automatic_schedule_is_bit_exact(tmp_path):
     """A run cut after epoch 1 (later files removed) resumes to the same weights (auto tau, curriculum)."""
-    sets = TINY + ["model.name=resnet18", "regularizer.name=sgdrop", "regularizer.schedule=linear", "train.epochs=2"]
+    sets = TINY + ["model.name=resnet18", "regularizer.name=sgdrop", "regularizer.schedule=linear", "train.epochs=2",
+                   "train.keep_full_every=1"]  # every epoch's full state kept: the run can be cut after epoch 1
     ref = train(build_config(overrides=sets), tmp_path / "ref")
     cut = tmp_path / "cut"
     shutil.copytree(ref, cut)
     RunDir(cut).checkpoint_path(2).unlink()
+    RunDir(cut).state_path(2).unlink()
     RunDir(cut).set_latest(1)
     resume(cut)
     a = load_checkpoint(RunDir(ref).checkpoint_path(2))["model"]
@@ -330,4 +332,4 @@ def test_one_epoch_trains_and_logs_stats(tmp_path, model_name, ema):
     assert run.checkpoint_epochs() == [0, 1]
     row = run.read_metrics()[-1]
     assert row["rho"] == 0.01 and row["dropped_units"] > 0  # the paper uses 0.01 for VGG and ResNet alike
-    assert ("ema" in load_checkpoint(run.checkpoint_path(1))["regularizer"]) == ema
+    assert ("ema" in run.load_training_state(1)["regularizer"]) == ema

@@ -341,6 +341,7 @@ def test_tensorboard_export(fake_run):
     tags = acc.Tags()
     assert [e.step for e in acc.Scalars("run/test_acc")] == [0, 1, 2, 3]
     assert [e.step for e in acc.Scalars("area_ratio/grad_cam")] == [0, 1, 2, 3]
-    assert "probe/grad_cam" in tags["images"] and len(acc.Images("probe/grad_cam")) == 4
+    probe_ids = json.loads((fake_run / "analysis" / "analysis.json").read_text())["probe_ids"]
+    assert f"overlay/grad_cam/{probe_ids[0]}" in tags["images"] and len(acc.Images(f"overlay/grad_cam/{probe_ids[0]}")) == 4
     export(fake_run, fake_run / "tb", size=320)  # a second export replaces the first instead of duplicating it
     assert len(list(logdir.glob("events.out.tfevents.*"))) == 1

@@ -4,7 +4,10 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 from test_render import write_fake_run
+
+from overfocus.errors import OverfocusError
 
 
 def _add_degenerate_rows(run, empty: dict) -> None:
@@ -59,6 +62,29 @@ def test_curves_draw_the_nondegenerate_companion_and_mark_the_onset(tmp_path, mo
     assert not any("nondegenerate" in t or "degenerate count" in t for t in titles)  # drawn inside their panel
     area = next(ax for ax in grid.axes if ax.get_title() == "area ratio")
     labels = [line.get_label() for line in area.get_lines()]
-    assert "grad cam (non-degenerate maps)" in labels and "widest attention (onset.json)" in labels
-    star = next(line for line in area.get_lines() if line.get_label() == "widest attention (onset.json)")
+    assert "grad cam (non-empty maps)" in labels and "widest attention (onset peak)" in labels
+    assert not any(".json" in label for label in labels) and not area.texts  # no file names, no text over curves
+    looks = {line.get_label(): (line.get_color(), line.get_linestyle()) for line in area.get_lines()}
+    assert looks["grad cam"][0] == looks["grad cam (non-empty maps)"][0]  # one colour per method,
+    assert (looks["grad cam"][1], looks["grad cam (non-empty maps)"][1]) == ("-", "--")  # a style per aggregate
+    assert looks["grad cam"][0] != looks["sgdrop"][0]
+    star = next(line for line in area.get_lines() if line.get_label() == "widest attention (onset peak)")
     assert list(star.get_xdata()) == [1] and list(star.get_ydata()) == [0.3]
+
+
+def test_default_metrics_figure_has_at_most_six_panels_and_render_metrics_chooses(tmp_path, monkeypatch):
+    from overfocus.render import RenderOptions, render_run, plots
+
+    run = write_fake_run(tmp_path / "run")
+    figures = []
+    real_save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out: figures.append((fig, out)) or real_save(fig, out))
+    render_run(run, RenderOptions(formats=["gif"], size=320, filmstrip_epochs=[0, 3]))
+    grid = next(f for f, out in figures if out.name == "metrics.png")
+    assert 1 <= len([ax for ax in grid.axes if ax.get_title()]) <= 6
+    figures.clear()
+    render_run(run, RenderOptions(formats=["gif"], size=320, filmstrip_epochs=[0, 3], metrics=["hit", "area_ratio"]))
+    grid = next(f for f, out in figures if out.name == "metrics.png")
+    assert [ax.get_title() for ax in grid.axes] == ["hit", "area ratio"]
+    with pytest.raises(OverfocusError, match=r"--metrics 'area_ration' is not in the analysis of .* \(did you mean 'area_ratio'"):
+        render_run(run, RenderOptions(formats=["gif"], metrics=["area_ration"]))

@@ -185,4 +185,4 @@ def test_compare_table_titles_come_from_the_metadata(tmp_path):
     b = write_fake_run(tmp_path / "b", epochs=(0, 1), seed=1)  # an older analysis: the other run's titles serve
     compare_runs([a, b], CompareOptions(out=tmp_path / "c", formats=["gif"], size=320, metrics=["area_ratio"]))
     md = (tmp_path / "c" / "last_epoch.md").read_text()
-    assert "| attribution area ratio (area_ratio) |" in md and "# Runs at epoch 1 (Grad-CAM)" in md
+    assert "| attribution area ratio |" in md and "# Runs at epoch 1 (Grad-CAM)" in md

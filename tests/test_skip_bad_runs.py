@@ -86,3 +86,51 @@ def test_audit_honours_the_runs_skip_bad(skip_bad_run, tmp_path, capsys):
     assert main(["audit", str(run), "--out", str(tmp_path / "audit")]) == 0
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert report["inputs"]["images"] == 7
+
+
+# ---- a truncated JPEG: found before training, and a stopped run continued --------------------------------
+def _folder_with_a_truncated_train_jpeg(root: Path) -> Path:
+    """train/ and val/ class folders of JPEGs; one train JPEG outside the fixed train-accuracy subset is cut
+    in half, so a run reads it first while training epoch 1 (epoch 0 is durable by then)."""
+    from overfocus.accuracy import fixed_subset_indices
+    from overfocus.data import open_dataset
+
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 8), ("val", 2)):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                cv2.imwrite(str(root / split / cls / f"{cls}_{i}.jpg"), (rng.random((24, 24, 3)) * 255).astype(np.uint8))
+    train = open_dataset(f"folder:{root}", "train", 32)
+    evaluated = set(fixed_subset_indices(len(train), len(open_dataset(f"folder:{root}", "test", 32)), 0))
+    bad = Path(train.records[next(i for i in range(len(train)) if i not in evaluated)][0])
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    return bad
+
+
+def test_data_check_lists_the_truncated_jpeg(tmp_path, capsys):
+    bad = _folder_with_a_truncated_train_jpeg(tmp_path / "data")
+    capsys.readouterr()
+    assert main(["data", "check", f"folder:{tmp_path / 'data'}", "--jobs", "2"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"folder:{tmp_path / 'data'}: 1 problem(s) in 16 train + 4 test images:"
+    assert out[1].startswith(f"  train: {bad}: ") and "truncated" in out[1] and "--skip-bad" not in out[1]
+    bad.unlink()  # all is well once the file is gone
+    assert main(["data", "check", f"folder:{tmp_path / 'data'}"]) == 0
+    assert "all 15 train + 4 test images read and consistent" in capsys.readouterr().out
+
+
+def test_a_run_stopped_on_a_bad_file_continues_with_resume_skip_bad(tmp_path, capsys, monkeypatch):
+    bad = _folder_with_a_truncated_train_jpeg(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)  # the command is named as the user gave the folder
+    run = Path("run")
+    args = ["--data", f"folder:{tmp_path / 'data'}", *SMALL[:-1], "2", "--out", str(run)]
+    capsys.readouterr()
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0], err
+    assert err[0].endswith("epochs 0-0 are kept, continue with `overfocus resume run --skip-bad`"), err[0]
+    assert main(["resume", str(run), "--skip-bad"]) == 0, capsys.readouterr().err
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["status"] == "complete" and manifest["skipped_files"] == [str(bad)]
+    assert manifest["config"]["data"]["skip_bad"] is True and [e["epoch"] for e in manifest["epochs"]] == [0, 1, 2]

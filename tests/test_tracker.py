@@ -165,11 +165,11 @@ def test_tracker_analyze_every_logs_probe_metrics_maps_and_tensorboard(tmp_path)
     tracker.finish()
     rows = RunDir(tmp_path / "live").read_metrics()
     assert "probe_area_ratio_grad_cam" in rows[0] and "probe_area_ratio_grad_cam" not in rows[1]
-    assert 0.0 <= rows[2]["probe_area_ratio_grad_cam"] <= 1.0 and 0.0 <= rows[2]["probe_hit_ratio_grad_cam"] <= 1.0
+    assert 0.0 <= rows[2]["probe_area_ratio_grad_cam"] <= 1.0 and 0.0 <= rows[2]["probe_hit_grad_cam"] <= 1.0
     saved = np.load(tmp_path / "live" / "live" / "probe_epoch_0002.npz")
     assert saved["maps_grad_cam"].shape == (16, SIZE, SIZE) and saved["maps_grad_cam"].max() <= 1.0
     scalars, images = _events(tmp_path / "tb")
-    assert scalars["run/gap"] == [1, 2] and scalars["probe/area_ratio/grad_cam"] == [0, 2]  # no accuracy at 0
+    assert scalars["run/gap"] == [1, 2] and scalars["area_ratio/grad_cam"] == [0, 2]  # no accuracy at 0
     assert all(steps == [0, 2] for steps in images.values()) and len(images) == 16
 
 
@@ -193,12 +193,20 @@ def test_train_tensorboard_logs_scalars_and_one_image_tag_per_probe_image(tmp_pa
                  "--set", "model.width=0.125", "--set", "train.epochs=2", "--set", "train.progress=false"])
     assert code == 0
     scalars, images = _events(tmp_path / "tb")
-    for tag in ("run/train_acc", "run/test_acc", "run/gap", "probe/area_ratio/grad_cam",
-                "probe/hit_ratio/grad_cam", "probe/box_iou/grad_cam"):
+    for tag in ("run/train_acc", "run/test_acc", "run/gap", "area_ratio/grad_cam",
+                "hit/grad_cam", "box_iou/grad_cam"):
         assert scalars[tag] == [0, 1, 2], tag
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
     expected = {f"overlay/grad_cam/{i}" for i in manifest["probe_ids"]}
     assert set(images) == expected and all(steps == [0, 1, 2] for steps in images.values())
+    # the export of the same run, once analysed, has the same tags: live and exported curves overlay
+    from overfocus.analysis import analyze
+    from overfocus.render.tensorboard import export
+
+    analyze(tmp_path / "run", methods=["grad_cam"], device="cpu", show_progress=False)
+    exported, exported_images = _events(export(tmp_path / "run", tmp_path / "export", size=160))
+    assert set(scalars) <= set(exported), sorted(set(scalars) - set(exported))
+    assert set(exported_images) == set(images)
 
 
 def test_resume_tensorboard_logs_the_epochs_trained_from_there_on(tmp_path):
@@ -211,7 +219,7 @@ def test_resume_tensorboard_logs_the_epochs_trained_from_there_on(tmp_path):
     assert code == 0 and not (tmp_path / "tb").exists()
     assert main(["resume", str(tmp_path / "run"), "--epochs", "3", "--tensorboard", str(tmp_path / "tb")]) == 0
     scalars, images = _events(tmp_path / "tb")
-    assert scalars["run/test_acc"] == [2, 3] and scalars["probe/area_ratio/grad_cam"] == [2, 3]
+    assert scalars["run/test_acc"] == [2, 3] and scalars["area_ratio/grad_cam"] == [2, 3]
     assert len(images) == 16 and all(steps == [2, 3] for steps in images.values())
 
 

@@ -126,7 +126,7 @@ def test_train_wandb_option_and_bad_options(tmp_path):
     assert code == 0
     steps = history(tmp_path / "run" / "wandb")
     assert [s["_step"] for s in steps] == [0, 1]
-    assert {"run/train_acc", "run/test_acc", "run/gap", "probe/area_ratio/grad_cam"} <= set(steps[1])
+    assert {"run/train_acc", "run/test_acc", "run/gap", "area_ratio/grad_cam"} <= set(steps[1])  # the export's tags
     with pytest.raises(OverfocusError, match="project name or a dict"):
         _tracker(tmp_path / "other", wandb=3)
 
@@ -147,7 +147,7 @@ def test_lightning_callback_logs_to_wandb(tmp_path):
                enable_progress_bar=False, enable_model_summary=False).fit(_lightning_classifier(pl), loader)
     steps = history(tmp_path / "pl" / "wandb")
     assert [s["_step"] for s in steps] == [0, 1]
-    assert {"run/test_acc", "run/train_loss", "probe/area_ratio/grad_cam"} <= set(steps[1])
+    assert {"run/test_acc", "run/train_loss", "area_ratio/grad_cam"} <= set(steps[1])
     assert sum(k.endswith("/_type") for k in steps[1]) == 16  # one overlay per probe image
 
 
@@ -165,5 +165,6 @@ def test_export_a_finished_run_to_wandb(tmp_path, capsys):
     assert [s["run/test_acc"] for s in steps] == [r["test_acc"] for r in rows]
     summary = (run / "analysis" / "summary.csv").read_text().splitlines()[1].split(",")  # epoch 0's first mean
     assert steps[0][f"{summary[2]}/{summary[1]}"] == pytest.approx(float(summary[3]))
-    assert {"probe/grad_cam/_type", "probe/sgdrop/_type"} <= set(steps[1])
+    probe_ids = json.loads((run / "analysis" / "analysis.json").read_text())["probe_ids"]
+    assert {f"overlay/grad_cam/{probe_ids[0]}/_type", f"overlay/sgdrop/{probe_ids[0]}/_type"} <= set(steps[1])
     assert main(["export", str(run), "--to", "tensorboard", "--project", "x"]) == 2

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..attribution import attribution_mode, normalize_maps
 from ..errors import OverfocusError
@@ -59,6 +60,13 @@ class EpochOutput:
     cumulative: List[Dict[str, Any]] = field(default_factory=list)
     probe: Dict[int, tuple] = field(default_factory=dict)  # probe position -> (maps per method, logits)
     cov: Any = None
+    small: Dict[str, List[torch.Tensor]] = field(default_factory=dict)  # method -> batches of small maps
+    small_ids: List[str] = field(default_factory=list)
+
+    def small_arrays(self) -> Dict[str, np.ndarray]:
+        """The small maps of the images met (drift/epoch_NNNN.npz): image ids and float16 maps per method."""
+        arrays = {f"maps_{m}": torch.cat(v).numpy() for m, v in self.small.items() if v}
+        return {"image_ids": np.asarray(self.small_ids, dtype=str), **arrays}
 
     def rows(self) -> List[Dict[str, Any]]:
         return merge_sections([self.sections], self.cumulative)
@@ -75,6 +83,7 @@ class EpochEvaluator:
         self.probe_pos = data.probe_pos
         self._make_init_model = init_model  # the model with the run's epoch-0 weights (sanity_init), made once
         self._init_model: Optional[torch.nn.Module] = None
+        self.drift_size: Optional[Tuple[int, int]] = None  # the small maps' size, found on the first batch
 
     def load(self, source, epoch: int) -> torch.nn.Module:
         """Load epoch's weights from the run source (`runsource.RunSource`) into the call's one model
@@ -102,6 +111,7 @@ class EpochEvaluator:
             batch = batch.to(self.rt.device)
             result = self._evaluate_batch(batch, s.map_metrics, out.cov, s.target)
             out.sections["batch"] += batch_rows(epoch, batch, labels, result)
+            self._keep_small(batch, result.maps, out)
             seen += list(zip(batch.image_ids, labels))
             self._keep_probe(batch, result.maps, result.logits, out.probe)
         if out.cov is not None:
@@ -123,6 +133,15 @@ class EpochEvaluator:
                               metric_names=metric_names, target=target, coverage=cov,
                               shared_forward=s.coverage_shares_forward, human=human, amp_dtype=self.rt.amp_dtype,
                               channels_last=self.rt.channels_last, method_args=s.method_args)
+
+    def _keep_small(self, batch, maps: Dict[str, torch.Tensor], out: EpochOutput) -> None:
+        """Every map at the attribution layer's resolution (float16 on the host): what drift compares."""
+        if self.drift_size is None:
+            self.drift_size = drift_resolution(self.model, self.settings.layer, batch.images)
+        for m in self.settings.methods:
+            small = F.adaptive_avg_pool2d(maps[m].float()[:, None], self.drift_size)[:, 0]
+            out.small.setdefault(m, []).append(small.to(torch.float16).cpu())
+        out.small_ids += list(batch.image_ids)
 
     def _keep_probe(self, batch, maps, logits, probe: Dict[int, tuple]) -> None:
         """Probe images are usually test images analysed anyway: keep their maps, not compute them twice."""
@@ -146,12 +165,17 @@ class EpochEvaluator:
             rows += table_rows(epoch, ids, labels, columns)
         return rows
 
-    def faithfulness_request(self) -> FaithfulnessRequest:
-        """The model-dependent metrics of this analysis; the epoch-0 model is made on first use."""
-        s = self.settings
+    def initial_model(self) -> Optional[torch.nn.Module]:
+        """The model with the run's epoch-0 weights, made on first use (None: the run has none)."""
         if self._init_model is None and self._make_init_model is not None:
             self._init_model = self._make_init_model()
             self._make_init_model = None  # made (or found missing) once per call
+        return self._init_model
+
+    def faithfulness_request(self) -> FaithfulnessRequest:
+        """The model-dependent metrics of this analysis; the epoch-0 model is made on first use."""
+        s = self.settings
+        self.initial_model()
         options = FaithfulnessOptions(steps=s.faithfulness_steps, baseline=s.faithfulness_baseline)
         return FaithfulnessRequest(s.faithful_metrics, options, init_model=self._init_model)
 
@@ -193,6 +217,24 @@ class EpochEvaluator:
                   .astype(np.float16) for m in self.settings.methods}
         return {**arrays, "pred": pred.cpu().numpy().astype(np.int64), "conf": conf.cpu().numpy().astype(np.float32),
                 "epoch": np.asarray(epoch), "image_ids": np.asarray(self.data.probe_batch.image_ids, dtype=str)}
+
+
+DRIFT_SIDE = (4, 64)  # the small maps' side: the layer's, clamped to this range
+
+
+def drift_resolution(model: torch.nn.Module, layer: str, images: torch.Tensor) -> Tuple[int, int]:
+    """The attribution layer's spatial size for these images (clamped to DRIFT_SIDE), else 16 x 16.
+
+    Example:
+        >>> from overfocus.models import build_model
+        >>> drift_resolution(build_model("cifarnet", 3, width=0.125), "block3", torch.zeros(1, 3, 32, 32))
+        (4, 4)
+    """
+    from ..loading import spatial_sizes
+
+    size = dict(spatial_sizes(model, images[:1])).get(layer, (16, 16))
+    lo, hi = DRIFT_SIDE
+    return tuple(int(min(max(side, lo), hi, full)) for side, full in zip(size, images.shape[-2:]))
 
 
 # ---- records ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import option
 from ..lock import FolderLock
 
 LOCK_NAME = "analysis.lock"
@@ -32,5 +33,5 @@ class AnalysisLock(FolderLock):
 
     def __init__(self, folder: Path, shared: bool = False):
         super().__init__(Path(folder) / LOCK_NAME, f"another `overfocus analyze` is writing {folder}",
-                         "wait for it to finish (it will have done this work), or pass --out DIR to analyse into "
-                         "another folder", shared=shared, who="--shard processes" if shared else None)
+                         f"wait for it to finish (it will have done this work), or pass {option('out', 'DIR')} to "
+                         "analyse into another folder", shared=shared, who="--shard processes" if shared else None)

@@ -38,6 +38,7 @@ import numpy as np
 from ..fileio import atomic_write_json
 from . import storage as store
 from . import verdicts
+from .trajectory import DRIFT_LEVEL, read_trajectory
 
 ONSET_FILE = "onset.json"
 ONSET_SCHEMA = 2  # 2: the search start, faithful_from, sanity_from and the verdict
@@ -179,7 +180,7 @@ class OnsetCollector:
             elif r["metric"] == "correct" and r["method"] == store.MODEL_METHOD:
                 correct.append(r["value"])
                 labels.append(r["label"])
-            elif r["metric"] in (*self.FAITHFULNESS, "sanity_init"):
+            elif r["metric"] in (*self.FAITHFULNESS, "sanity_init", "drift"):
                 faithful.setdefault(r["method"], {}).setdefault(r["metric"], {})[r["image_id"]] = r["value"]
         self.by_epoch[epoch] = {m: {iid: (math.nan if dead.get(m, {}).get(iid, 0.0) > 0 else v)
                                     for iid, v in values.items()} for m, values in area.items()}
@@ -239,7 +240,13 @@ def method_facts(collector: OnsetCollector, method: str) -> Dict[str, Any]:
     medians = {e: float(np.nanmedian(list(v.values()))) for e in epochs
                if (v := collector.faithful[e].get(method, {}).get("sanity_init")) and
                not np.isnan(list(v.values())).all()}
+    drift = {e: float(np.nanmedian(list(v.values()))) for e in epochs
+             if (v := collector.faithful[e].get(method, {}).get("drift")) and not np.isnan(list(v.values())).all()}
+    drift_epochs = sorted(drift)
     return {"faithfulness_measured": bool(measured),
+            "drift_median": {str(e): drift[e] for e in drift_epochs},
+            "stabilisation_epoch": verdicts.first_from(drift_epochs, [drift[e] <= DRIFT_LEVEL for e in drift_epochs])
+            if drift_epochs else None, "drift_level": DRIFT_LEVEL,
             "faithful_from": verdicts.first_from(measured, [beats[e] for e in measured]) if measured else None,
             "faithful_epochs": {str(e): beats[e] for e in measured},
             "sanity_init_median": {str(e): medians[e] for e in sorted(medians)},
@@ -259,7 +266,8 @@ def update_onset(folder: Path, epochs: Sequence[int], gaps: Dict[int, float],
         existing = read_onset(folder) if path.is_file() else None
         if existing is not None and existing.get("schema") == ONSET_SCHEMA:
             return existing
-        read_epoch = read_epoch or (lambda e: list(store.iter_record_file(store.records_path(folder, e))))
+        read_epoch = read_epoch or (lambda e: list(store.iter_record_file(store.records_path(folder, e)))
+                                    + read_trajectory(folder, e))
         for epoch in epochs:
             collector.add(epoch, read_epoch(epoch))
     if not collector.by_epoch:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from ..attribution.methods import DEFAULT_METHODS
@@ -53,6 +54,7 @@ from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_array
 from .source import BatchSource, evenly_spaced, extend_probe_ids, find_indices, first_n, probe_arrays
 from .state import checkpoint_identity, fresh_state, prepare_folder, refuse_mismatch, update_state
 from .summary import rebuild_summary
+from .trajectory import update_trajectory
 
 
 class AnalysisResult(list):
@@ -78,7 +80,7 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             skip_bad: Optional[bool] = None,
             method_args: Optional[Mapping[str, Mapping[str, Any]]] = None, trust_recipe: bool = False,
             arch: Optional[str] = None, faithfulness_images: int = FAITHFULNESS_IMAGES,
-            faithfulness_steps: int = 16, faithfulness_baseline: str = "blur") -> AnalysisResult:
+            faithfulness_steps: int = 16, faithfulness_baseline: str = "blur", sanity: str = "") -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
 
     The run is a run directory of `overfocus train`, or any folder of checkpoint files named by
@@ -132,6 +134,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         faithfulness_steps: K of deletion / insertion (default 16).
         faithfulness_baseline: what deletion / insertion put in place of removed pixels: `blur`
             (default) or `mean`.
+        sanity: "cascade": also run the cascading randomisation test on the last analysed epoch
+            (on the faithfulness images; `sanity_cascade.json`).
 
     Returns:
         AnalysisResult: the summary rows; `.computed` lists the epochs this call computed (with
@@ -152,7 +156,7 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
                                               human, methods, metrics, target, layer, probe,
                                               info.skip_bad if skip_bad is None else skip_bad,
                                               method_args or {}, faithfulness_images, faithfulness_steps,
-                                              faithfulness_baseline), show_progress)
+                                              faithfulness_baseline, sanity or ""), show_progress)
     return runner.execute(selection, source.analysis_folder(out), force)
 
 
@@ -204,6 +208,7 @@ class Choices:
     faithfulness_images: int = FAITHFULNESS_IMAGES
     faithfulness_steps: int = 16
     faithfulness_baseline: str = "blur"
+    sanity: str = ""  # "cascade": the cascading randomisation test on the last analysed epoch
 
 
 def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress: bool) -> "Runner":
@@ -251,9 +256,19 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
                         sources.of(faithful) if faithful is not None else None,
                         subset_ids(faithful) if faithful is not None else ())
     show = show_progress and runtime.dist.is_main
-    init = (lambda: initial_model(source, layer, runtime)) if settings.faithful_metrics else None
+    init = (lambda: initial_model(source, model)) if settings.faithful_metrics else None
     evaluator = EpochEvaluator(model, settings, info, runtime, data, show, init_model=init)
-    return Runner(source, runtime, settings, data, evaluator, c.batch_size, show)
+    runner = Runner(source, runtime, settings, data, evaluator, c.batch_size, show)
+    if c.sanity == "cascade":
+        if faithful is None:
+            raise OverfocusError("--sanity cascade runs on the faithfulness images: pass --faithfulness-images N "
+                                 "(N > 0) and keep a faithfulness metric in --metrics")
+        runner.cascade_images = BatchSource(faithful, c.batch_size, info.num_workers,
+                                            pin=runtime.device.type == "cuda")
+    elif c.sanity not in ("", "none"):
+        raise OverfocusError(f"--sanity {c.sanity!r}: use cascade (the cascading randomisation test on the last "
+                             "analysed epoch) or leave it out")
+    return runner
 
 
 def faithful_subset(analysed, n: int):
@@ -273,21 +288,24 @@ def subset_ids(subset) -> Tuple[str, ...]:
     return tuple(subset.image_id(i) for i in range(len(subset)))
 
 
-def initial_model(source: RunSource, layer: str, runtime: Runtime) -> Optional[torch.nn.Module]:
-    """A second model holding the run's epoch-0 (initial) weights, for `sanity_init`; None (and the
-    metric not computed) when the run has no epoch 0 or it cannot be loaded."""
+def initial_model(source: RunSource, model: torch.nn.Module) -> Optional[torch.nn.Module]:
+    """A second model holding the run's epoch-0 (initial) weights, for `sanity_init`: a copy of the
+    call's model (a run source may hand out one model object only); None (and the metric not
+    computed) when the run has no epoch 0 or it cannot be loaded."""
+    import copy
+
     from .core import check_finite_weights
 
     if 0 not in source.epochs():
         return None
-    model = place_model(source.build_model(), layer, runtime.device, runtime.channels_last)
+    initial = copy.deepcopy(model)
     try:
-        source.load_into(model, 0)
-        check_finite_weights(model)
+        source.load_into(initial, 0)
+        check_finite_weights(initial)
     except OverfocusError as exc:
         print(f"overfocus analyze: sanity_init not computed: epoch 0 does not load ({exc})", file=sys.stderr)
         return None
-    return model.eval()
+    return initial.eval()
 
 
 def place_model(model: torch.nn.Module, layer: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
@@ -367,6 +385,7 @@ class Runner:
         self.evaluator, self.batch_size, self.show = evaluator, batch_size, show_progress
         self.reused: List[int] = []
         self.written_rows: List[Dict[str, Any]] = []
+        self.cascade_images: Optional[BatchSource] = None  # set by prepare for --sanity cascade
 
     # -- the loop --
     def execute(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
@@ -418,12 +437,43 @@ class Runner:
         store.remove_parts(folder, [])  # every rank is done: an emptied parts/ folder goes
         self._fill_history(state["epochs_done"])
         collector = OnsetCollector()
-        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force, self.show, collector.add)
+        moved = update_trajectory(folder, state["epochs_done"], plan.computed)  # drift, flips
+        rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force or moved, self.show,
+                               collector.add)
         update_onset(folder, state["epochs_done"], run_gaps(RunDir(self.source.out_root)), collector)
+        if self.cascade_images is not None and state["epochs_done"]:
+            self._cascade(folder, max(state["epochs_done"]))
         if plan.todo and not plan.computed and not (set(state["epochs_done"]) & set(selected)):
             raise OverfocusError(f"none of the selected checkpoints of {self.source.root} could be analysed "
                                  f"({plan.skipped[0]['reason']}); see {folder / 'analysis.json'}")
         return AnalysisResult(rows, plan.computed, state["skipped"], state["epochs_done"], folder)
+
+    def _cascade(self, folder: Path, epoch: int) -> None:
+        """Rank 0: the cascading randomisation test of `epoch` (cascade.py) -> sanity_cascade.json."""
+        from ..attribution import attribution_mode
+        from ..fileio import atomic_write_json
+        from .cascade import CASCADE_FILE, cascade, randomisable_layers
+        model = self.evaluator.load(self.source, epoch)
+        s, info = self.settings, self.info
+        batches = []
+        for batch, _ in self.cascade_images:
+            batch = batch.to(self.rt.device)
+            targets = batch.labels
+            if s.target == "predicted":
+                with torch.no_grad():
+                    from ..data import normalize
+
+                    targets = model(normalize(batch.images, info.mean, info.std)).argmax(1)
+            batches.append((batch.images, targets))
+        steps = len(randomisable_layers(model))
+        bar = progress(range(steps), self.show, desc=f"cascading randomisation (epoch {epoch})")
+        ticks = iter(bar)
+        with attribution_mode(model):
+            curve = cascade(model, self.evaluator.initial_model(), batches, methods=s.methods, layer=s.layer,
+                            mean=info.mean, std=info.std, method_args=s.method_args,
+                            on_step=lambda _: next(ticks, None))
+        atomic_write_json(folder / CASCADE_FILE, {"epoch": epoch, "images": sum(len(b[0]) for b in batches),
+                                                  **_finite(curve)})
 
     def _fill_history(self, epochs: List[int]) -> None:
         """Rank 0: the train/test accuracy of analysed checkpoints that the run does not record
@@ -456,8 +506,8 @@ class Runner:
     def _execute_shard(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
         """--shard R/W: this share's parts of the epochs not done yet; no shared file is written."""
         if force:
-            raise OverfocusError("--shard cannot be combined with --force: run `overfocus analyze RUN --force` "
-                                 "without --shard, or give the shards a fresh --out")
+            raise OverfocusError(f"{option('shard', 'R/W')} cannot be combined with {option('force')}: recompute "
+                                 f"without {option('shard', 'R/W')}, or give the shards a fresh {option('out', 'DIR')}")
         existing = store.read_analysis_json(folder)
         if existing is not None:
             refuse_mismatch(folder, existing, fresh_state(self.settings, self.data.classes))
@@ -501,13 +551,15 @@ class Runner:
             out = self.evaluator.evaluate(epoch, probe_positions=None)
         except NonFiniteModel as exc:  # diverged: skipped like a corrupt checkpoint, never measured
             return str(exc)
-        self._write_epoch(folder, epoch, out.rows(), self.evaluator.probe_arrays(epoch, out.probe))
+        self._write_epoch(folder, epoch, out.rows(), self.evaluator.probe_arrays(epoch, out.probe), out.small_arrays())
         store.remove_parts(folder, [epoch])  # an unfinished sharded attempt at it is obsolete now
         return None
 
-    def _write_epoch(self, folder: Path, epoch: int, rows: List[Dict[str, Any]], probe: Dict[str, Any]) -> None:
+    def _write_epoch(self, folder: Path, epoch: int, rows: List[Dict[str, Any]], probe: Dict[str, Any],
+                     small: Dict[str, Any]) -> None:
         self.written_rows = rows  # for this epoch's progress line
         store.write_npz(store.probe_epoch_path(folder, epoch), **probe)
+        store.write_npz(store.small_maps_path(folder, epoch), **small)
         store.write_csv(store.records_path(folder, epoch), rows, store.RECORD_COLUMNS, ".9g")  # last: "done"
 
     # -- parts (torchrun ranks, shards) --
@@ -542,6 +594,7 @@ class Runner:
         arrays = probe_part_arrays(out.probe, self.settings.methods, (size, size), self.info.num_classes)
         if out.cov is not None:
             arrays.update(mask_arrays(*coverage_masks(out.cov)))
+        arrays.update({f"small_{k}": v for k, v in out.small_arrays().items()})
         store.write_part(folder, epoch, rank, world, out.sections, arrays, meta)
         return None
 
@@ -567,7 +620,9 @@ class Runner:
         for _, arrays in parts:
             probe.update(probe_entries(arrays, settings.methods))
         rows = merge_sections([sections for sections, _ in parts], cumulative)
-        self._write_epoch(folder, epoch, rows, self.evaluator.probe_arrays(epoch, probe))
+        small = {k[len("small_"):]: np.concatenate([arrays[k] for _, arrays in parts if k in arrays])
+                 for k in sorted({k for _, arrays in parts for k in arrays if k.startswith("small_")})}
+        self._write_epoch(folder, epoch, rows, self.evaluator.probe_arrays(epoch, probe), small)
         store.remove_parts(folder, [epoch])
         return None
 
@@ -623,6 +678,15 @@ def run_gaps(run: RunDir) -> Dict[int, float]:
     """epoch -> generalization gap of the run's metrics.jsonl (empty without one)."""
     return {int(r["epoch"]): float(r["gap"]) for r in run.read_metrics()
             if isinstance(r.get("epoch"), int) and isinstance(r.get("gap"), (int, float))}
+
+
+def _finite(obj: Any) -> Any:
+    """Strict JSON: NaN as null."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return None if isinstance(obj, float) and obj != obj else obj
 
 
 def _skip(epoch: int, reason: str) -> Dict[str, Any]:

@@ -252,8 +252,8 @@ class CheckpointFolder(RunSource):
             if old != _recipe(manifest):
                 if not force:
                     raise OverfocusError(f"{self.out_root} holds the analysis of another model or preprocessing "
-                                         f"({_difference(old, _recipe(manifest))}): pass --force to replace it, or "
-                                         "--out DIR to keep both")
+                                         f"({_difference(old, _recipe(manifest))}): pass {option('force')} to replace "
+                                         f"it, or {option('out', 'DIR')} to keep both")
                 self._write_history({})
         self.out_root.mkdir(parents=True, exist_ok=True)
         run.write_manifest(manifest)
@@ -352,6 +352,6 @@ def _open(spec: str, split: str, size: int):
 def _probe_ids(test) -> Tuple[str, ...]:
     """The probe set `overfocus train` would pick on this test split (evenly spaced images)."""
     from ..accuracy import PROBE_SIZE, probe_indices
-    from ..data import image_id_at
+    from ..data import dataset_labels, image_id_at
 
-    return tuple(image_id_at(test, k) for k in probe_indices(len(test), PROBE_SIZE))
+    return tuple(image_id_at(test, k) for k in probe_indices(len(test), PROBE_SIZE, dataset_labels(test)))

@@ -158,7 +158,8 @@ class Settings:
         from .summary import derived_metrics
 
         cumulative = [f"{m}_cumulative" for m in COVERAGE_METRICS] if self.coverage else []
-        return [*self.metrics, *derived_metrics(self.map_metrics), *cumulative]
+        flips = [f"{m}_flip" for m in ("hit", "pointing_game") if m in self.map_metrics]
+        return [*self.metrics, *derived_metrics(self.map_metrics), *cumulative, "drift", *flips]
 
 
 def shares_one_pass(methods: Sequence[str]) -> bool:
@@ -226,8 +227,8 @@ def _amp_dtype(device: torch.device) -> torch.dtype:
 
 # ---- epoch selection ----------------------------------------------------------------------------
 def available_epochs(run: RunDir) -> List[int]:
-    """Epochs the run knows of: listed in run.json or present as a checkpoint file."""
-    listed = {int(e["epoch"]) for e in run.read_manifest().get("epochs", []) if "epoch" in e}
+    """Epochs the run knows of: listed in run.json (not pruned by train.keep_every) or present as a checkpoint file."""
+    listed = {int(e["epoch"]) for e in run.read_manifest().get("epochs", []) if "epoch" in e and not e.get("pruned")}
     return sorted(listed | set(run.checkpoint_epochs()))
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..attribution.methods import method_info
-from ..errors import OverfocusError
+from ..errors import OverfocusError, option
 from ..fileio import sha256_file
 from ..metrics.registry import metric_info, run_metrics
 from . import storage as store
@@ -69,7 +69,7 @@ def refuse_mismatch(folder: Path, existing: Dict[str, Any], fresh: Dict[str, Any
     if mismatch is not None:
         key, old, new = mismatch
         raise OverfocusError(f"{folder} holds an analysis made with {key}={old!r}, this call asks for "
-                             f"{key}={new!r}: pass --force to replace it, or --out DIR to keep both")
+                             f"{key}={new!r}: pass {option('force')} to replace it, or {option('out', 'DIR')} to keep both")
 
 
 def _first_mismatch(existing: Dict[str, Any], fresh: Dict[str, Any]) -> Optional[Tuple[str, Any, Any]]:
@@ -84,7 +84,8 @@ def _first_mismatch(existing: Dict[str, Any], fresh: Dict[str, Any]) -> Optional
 def _clear_folder(folder: Path) -> None:
     """Remove only the files analyze writes (the folder may hold other things)."""
     for pattern in ("records/epoch_*.csv", "probe/epoch_*.npz", "probe/images.npz", "summary.csv",
-                    "onset.json", "analysis.json", "faithfulness.json"):
+                    "onset.json", "analysis.json", "faithfulness.json", "drift/epoch_*.npz",
+                    "trajectory/epoch_*.csv", "trajectory/index.json"):
         for path in folder.glob(pattern):
             path.unlink()
     store.remove_parts(folder)

@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from ..errors import OverfocusError
+from ..errors import OverfocusError, option
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 ANALYSIS_SCHEMA = 1
@@ -54,6 +54,16 @@ def records_path(folder: Path, epoch: int) -> Path:
 
 def probe_images_path(folder: Path) -> Path:
     return Path(folder) / "probe" / "images.npz"
+
+
+def small_maps_path(folder: Path, epoch: int) -> Path:
+    """The maps of every analysed image at the attribution layer's resolution (float16), for drift."""
+    return Path(folder) / "drift" / f"epoch_{epoch:04d}.npz"
+
+
+def trajectory_path(folder: Path, epoch: int) -> Path:
+    """Records comparing an epoch with the previous analysed one (drift, hit / pointing flips)."""
+    return Path(folder) / "trajectory" / f"epoch_{epoch:04d}.csv"
 
 
 def probe_epoch_path(folder: Path, epoch: int) -> Path:
@@ -80,12 +90,13 @@ def read_analysis_json(folder: Path) -> Optional[Dict[str, Any]]:
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as exc:
-        raise OverfocusError(f"{path} is not valid JSON ({exc.msg}): delete it or pass --force") from None
+        raise OverfocusError(f"{path} is not valid JSON ({exc.msg}): delete it or pass {option('force')}") from None
     except (UnicodeDecodeError, RecursionError):
         raise OverfocusError(f"{path} is not an analysis.json (not UTF-8 text, or nested too deeply): delete it or "
-                             "pass --force") from None
+                             f"pass {option('force')}") from None
     if not isinstance(data, dict):
-        raise OverfocusError(f"{path} is not an analysis.json (it holds no object): delete it or pass --force")
+        raise OverfocusError(f"{path} is not an analysis.json (it holds no object): delete it or pass "
+                             f"{option('force')}")
     return data
 
 

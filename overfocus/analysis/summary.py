@@ -23,6 +23,7 @@ from ..metrics.registry import NONDEGENERATE, degenerate_as_zero
 from ..progress import progress
 from . import storage as store
 from .storage import ALL_IMAGES, DEGENERATE, MODEL_METHOD, SUMMARY_COLUMNS
+from .trajectory import read_trajectory
 
 N_BOOT = 1000
 
@@ -73,6 +74,7 @@ def rebuild_summary(folder: Path, epochs: Sequence[int], rebuild: bool = True, s
     rows = []
     for epoch in progress(sorted(epochs), show_progress, desc="summary"):
         records = list(store.iter_record_file(store.records_path(folder, epoch)))
+        records += read_trajectory(folder, epoch)  # drift and flips against the previous analysed epoch
         if on_epoch is not None:
             on_epoch(epoch, records)
         rows += summarize_records(records)

@@ -188,7 +188,7 @@ def grad_cam(req: AttributionRequest) -> torch.Tensor:
     return shared_layer_map(req, "grad_cam")
 
 
-@register_method("sgdrop", "SGDrop", yields_logits=True, forward_pass="layer", layer_map=sgdrop_raw)
+@register_method("sgdrop", "SGDrop map", yields_logits=True, forward_pass="layer", layer_map=sgdrop_raw)
 def sgdrop(req: AttributionRequest) -> torch.Tensor:
     """The SGDrop attribution sum_c relu(dy/dz * z) at `req.layer`, bilinearly upsampled."""
     return shared_layer_map(req, "sgdrop")

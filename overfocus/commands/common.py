@@ -115,3 +115,29 @@ def _method_args_file(path: str) -> dict:
         raise OverfocusError(f"--method-args {path}: the file needs a method_args section mapping each method to "
                              "its arguments, e.g. method_args: {score_cam: {batch_size: 32}}")
     return {str(k): dict(v) for k, v in section.items()}
+
+
+def with_continue_command(exc, run_dir) -> Exception:
+    """A training stopped by an unreadable image: its one line names the command that continues
+    from the last durable epoch (`overfocus resume RUN --skip-bad`), where one exists; else `exc`.
+
+    Example:
+        >>> from overfocus.errors import OverfocusError
+        >>> str(with_continue_command(OverfocusError("cannot read x.jpg: truncated; replace it or pass --skip-bad to "
+        ...     "skip such files"), "/nonexistent"))
+        'cannot read x.jpg: truncated; replace it or pass --skip-bad to skip such files'
+    """
+    from ..data.imagefile import SKIP_HINT
+    from ..errors import OverfocusError
+    from ..rundir import RunDir
+
+    run = RunDir(run_dir)
+    if not isinstance(exc, OverfocusError) or SKIP_HINT not in str(exc) or not run.exists():
+        return exc
+    if run.read_manifest().get("status") != "failed":  # nothing of this call became durable
+        return exc
+    last = run.latest_epoch()
+    if last is None:
+        return exc
+    return OverfocusError(str(exc).replace(SKIP_HINT, f"replace the file, or skip such files: epochs 0-{last} are "
+                                                      f"kept, continue with `overfocus resume {run_dir} --skip-bad`"))

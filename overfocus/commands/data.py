@@ -7,6 +7,8 @@ from .common import RAW
 
 EXAMPLES = """examples:
   overfocus data info tiny-imagenet:../shared/data/tiny-imagenet-10   # needs that folder
+  overfocus data check folder:my_photos        # needs my_photos/; reads every image once, exit 1 if any is bad
+  overfocus data check "builtin?train=40&test=20" --jobs 2
   overfocus data info "builtin?classes=4&decoy=absent"
   overfocus data fetch imagenette                 # needs internet; into ~/.cache/overfocus/imagenette
   overfocus data fetch imagewoof --cache /data/cache   # needs internet
@@ -31,6 +33,13 @@ def register(sub) -> None:
     i.add_argument("spec", help="dataset spec, e.g. cub:/data/CUB_200_2011 or folder:DIR")
     i.add_argument("--image-size", type=int, default=64, help="image size the spec is opened with (default 64)")
     i.set_defaults(func=run_info)
+    c = actions.add_parser("check", help="read every image and annotation once and list what is unreadable "
+                           "or inconsistent (exit 0: all is well, 1: problems listed)", epilog=EXAMPLES,
+                           formatter_class=RAW)
+    c.add_argument("spec", help="dataset spec, e.g. folder:DIR or voc:/data/VOC2012")
+    c.add_argument("--image-size", type=int, default=64, help="image size the samples are resized to (default 64)")
+    c.add_argument("--jobs", type=int, default=0, help="parallel readers (default: the CPU count, at most 16)")
+    c.set_defaults(func=run_check)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
@@ -52,6 +61,24 @@ def run_fetch(args: argparse.Namespace) -> int:
     else:
         print("  use it with the --data kind of its format (see `overfocus list datasets`)")
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ..data.check import check_dataset
+    from ..errors import OverfocusError
+
+    if args.jobs < 0:
+        raise OverfocusError(f"--jobs {args.jobs}: use 0 (the CPU count) or more")
+    report = check_dataset(args.spec, args.image_size, args.jobs or None)
+    counts = " + ".join(f"{n} {split}" for split, n in report.checked.items()) or "no"
+    if report.ok:
+        print(f"{args.spec}: all {counts} images read and consistent")
+        return 0
+    print(f"{args.spec}: {len(report.problems)} problem(s) in {counts} images:")
+    for problem in report.problems:
+        print(f"  {problem.line()}")
+    print("fix or remove these files, or train with --skip-bad to leave unreadable images out")
+    return 1
 
 
 def run_info(args: argparse.Namespace) -> int:

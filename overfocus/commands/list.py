@@ -73,5 +73,5 @@ def print_metrics() -> None:
             lo, hi = ("" if v is None else f"{v:g}" for v in m.range)
             needs = [w for w, flag in (("boxes", m.needs_boxes), ("human maps", m.needs_human)) if flag]
             extra = f", needs {' and '.join(needs)}" if needs else ""
-            print(f"  {name} [{m.kind}]: {m.title} ({m.unit}; range [{lo}, {hi}]; "
-                  f"{'higher' if m.higher_is_better else 'lower'} is better{extra})")
+            verdict = (": better" if m.higher_is_better else ": worse") if m.higher_means else ""
+            print(f"  {name} [{m.kind}]: {m.title} ({m.unit}; range [{lo}, {hi}]; {m.direction}{verdict}{extra})")

@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   overfocus render runs/demo --formats gif --size 480 --fps 4 --alpha 0.6 --cmap viridis
   overfocus render runs/demo --filmstrip-epochs 0,5,10 --tensorboard
   overfocus render runs/demo --format pdf                     # vector gap.pdf and metrics.pdf for a paper
+  overfocus render runs/demo --metrics area_ratio,gini,entropy   # these panels of metrics.png, in this order
 
 writes RUN/figures/: evolution_<method>.mp4/.gif (one frame per analysed epoch),
 filmstrip_<method>.png, gap.png (train/test accuracy, gap shaded), metrics.png (curves of the
@@ -60,6 +61,8 @@ def register(sub) -> None:
     p.add_argument("--filmstrip-epochs", type=epoch_list, help="epochs in the filmstrip, e.g. 0,5,10 "
                    "(default: up to 6 spread evenly)")
     p.add_argument("--filmstrip-images", type=int, default=4, help="probe images in the filmstrip (default 4)")
+    p.add_argument("--metrics", type=csv_list, help="panels of metrics.png, comma-separated, in this order "
+                   "(default: the first 6 the analysis holds, map metrics first)")
     p.add_argument("--tensorboard", action="store_true", help="also export to TensorBoard (RUN/tensorboard)")
     add_explorer_arg(p)
     p.set_defaults(func=run)
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                          alpha=args.alpha, cmap=args.cmap, formats=parse_formats(args.formats),
                          filmstrip_epochs=args.filmstrip_epochs, probes=args.probes,
                          filmstrip_images=args.filmstrip_images, tensorboard=args.tensorboard,
-                         plot_format=args.plot_format, explorer=args.explorer)
+                         plot_format=args.plot_format, explorer=args.explorer, metrics=args.metrics)
     result = render_run(args.run, opts)
     print(f"wrote {len(result.written)} files:")
     for path in result.written:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from .common import RAW, finite_float
+from ..errors import OverfocusError
+from .common import RAW, finite_float, with_continue_command
 
 EXAMPLES = """examples:
   overfocus resume runs/demo                 # after a crash or Ctrl-C
   overfocus resume runs/demo --epochs 14     # train further than first planned
   overfocus resume runs/demo --lr 0.0001     # after "training diverged": a lower learning rate
+  overfocus resume runs/demo --skip-bad      # after a stop on a corrupt image: skip such files from here on
   overfocus resume runs/demo --epochs 20 --tensorboard tb/demo   # log the new epochs live
   overfocus resume runs/ddp --nproc 2        # needs runs/ddp (train --nproc 2); or torchrun ... -m overfocus resume RUN
 """
@@ -23,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--tensorboard", metavar="DIR",
                    help="also log the epochs trained from here on to DIR for TensorBoard (scalars and "
                         "probe overlays, as `train --tensorboard`; needs the tensorboard package)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images from here on (with a warning "
+                   "each, listed in run.json), as `train --skip-bad`: continues a run that stopped on a bad file")
     p.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun on this machine")
     p.set_defaults(func=run)
 
@@ -41,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         argv = args.argv[args.argv.index("resume") + 1:]
         return relaunch_with_torchrun(args.nproc, "resume", strip_nproc(argv))
-    out = resume(args.run, args.epochs, args.lr, tensorboard=args.tensorboard)
+    try:
+        out = resume(args.run, args.epochs, args.lr, tensorboard=args.tensorboard, skip_bad=args.skip_bad)
+    except OverfocusError as exc:
+        raise with_continue_command(exc, args.run) from None
     if env_info().is_main:
         print(f"run complete: {out}")
     return 0

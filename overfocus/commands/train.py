@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .common import RAW, add_config_args, add_shortcut_args, shortcut_overrides
+from ..errors import OverfocusError
+from .common import RAW, add_config_args, add_shortcut_args, shortcut_overrides, with_continue_command
 
 EXAMPLES = """examples:
   overfocus train --out runs/shapes --epochs 10
@@ -88,6 +89,22 @@ def warn_unrecorded_training(manifest: Path, like: str) -> None:
               "(set them with --set)", file=sys.stderr)
 
 
+def recipe_line(cfg, args: argparse.Namespace) -> str:
+    """What this call trains, in one line; a model nobody chose is named as the default.
+
+    Example:
+        >>> from overfocus.config import build_config
+        >>> args = argparse.Namespace(model=None, overrides=[], config=None, like=None)
+        >>> recipe_line(build_config(), args)
+        'overfocus train: cifarnet (width 1, the default model: --model NAME chooses another) on builtin at 64 px, 10 epochs, regularizer none'
+    """
+    chosen = args.model or getattr(args, "config", None) or getattr(args, "like", None) or \
+        any(o.startswith("model.name=") for o in getattr(args, "overrides", []) or [])
+    default = "" if chosen else ", the default model: --model NAME chooses another"
+    return (f"overfocus train: {cfg.model.name} (width {cfg.model.width:g}{default}) on {cfg.data.spec} at "
+            f"{cfg.data.image_size} px, {cfg.train.epochs} epochs, regularizer {cfg.regularizer.name}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config
     from ..train import train
@@ -104,7 +121,14 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         argv = args.argv[args.argv.index("train") + 1:]
         return relaunch_with_torchrun(args.nproc, "train", strip_nproc(argv))
-    out = train(cfg, Path(args.out), force=args.force, tensorboard=args.tensorboard, wandb=args.wandb)
+    from ..distributed import env_info
+
+    if env_info().is_main:
+        print(recipe_line(cfg, args), flush=True)  # stdout: stderr is for warnings and the one error line
+    try:
+        out = train(cfg, Path(args.out), force=args.force, tensorboard=args.tensorboard, wandb=args.wandb)
+    except OverfocusError as exc:
+        raise with_continue_command(exc, args.out) from None
     from ..distributed import env_info
 
     if env_info().is_main:

@@ -191,11 +191,12 @@ def open_coco(path: str, split: str, image_size: int, augment, skip_bad: bool, o
     """Factory for `--data coco:PATH[?limit=N&test_fraction=0.2]` (label = largest object's category)."""
     check_options("coco", options, SPLIT_OPTIONS)
     root = require_path(path, "coco", LAYOUT)
+    fraction = split_fraction(options)  # checked even where the data has its own split
     train_json, test_json = annotation_files(root)
     categories = categories_of(train_json)
     index = {c["id"]: i for i, c in enumerate(categories)}
     if test_json is None:
-        records = split_records(coco_records(root, train_json, index, skip_bad), split, split_fraction(options), root)
+        records = split_records(coco_records(root, train_json, index, skip_bad), split, fraction, root)
     else:
         records = coco_records(root, train_json if split == "train" else test_json, index, skip_bad)
     return make_dataset(records, [str(c["name"]) for c in categories], image_size, augment, skip_bad,

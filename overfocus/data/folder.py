@@ -54,10 +54,11 @@ def open_folder(path: str, split: str, image_size: int, augment, skip_bad: bool,
     """Factory for `--data folder:PATH[?limit=N&test_fraction=0.2]` (no boxes: has_boxes False)."""
     check_options("folder", options, SPLIT_OPTIONS)
     root = require_path(path, "folder", LAYOUT)
+    fraction = split_fraction(options)  # checked even where the folder has its own split
     train_root, test_root = split_roots(root)
     classes = class_names(train_root)
     if test_root is None:
-        records = split_records(folder_records(root, root, classes), split, split_fraction(options), root)
+        records = split_records(folder_records(root, root, classes), split, fraction, root)
     else:
         records = folder_records(train_root if split == "train" else test_root, root, classes)
     return make_dataset(records, classes, image_size, augment, skip_bad, f"{root} ({split})", options,

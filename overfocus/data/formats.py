@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import OverfocusError
+from ..errors import OverfocusError, shorten
 from ..yamlsafe import read_text_file
 from .base import FileDataset
 from .specs import option_int  # noqa: F401 (the formats' `?limit=N`)
@@ -68,7 +68,7 @@ def split_fraction(options: Dict) -> float:
     every image a test image (a folder of test images, e.g. what audit scores)."""
     value = options.get("test_fraction", 0.2)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise OverfocusError(f"data option test_fraction={value!r}: use a number in (0, 1], e.g. 0.2")
+        raise OverfocusError(f"data option test_fraction={shorten(value)}: use a number in (0, 1], e.g. 0.2")
     return float(value)
 
 
@@ -148,7 +148,8 @@ def apply_limit(records: List[Record], limit: int) -> List[Record]:
     """
     if not limit or limit >= len(records):
         return records
-    ranked = sorted(range(len(records)), key=lambda i: (zlib.crc32(records[i][3].encode("utf-8", "surrogateescape")), i))
+    ranked = sorted(range(len(records)),
+                    key=lambda i: (zlib.crc32(records[i][3].encode("utf-8", "surrogateescape")), i))
     keep = set(ranked[:limit])
     return [r for i, r in enumerate(records) if i in keep]
 

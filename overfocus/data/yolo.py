@@ -4,8 +4,11 @@ Layouts (the first found wins):
     PATH/images/{train,val}/*.jpg + PATH/labels/{train,val}/*.txt
     PATH/train/{images,labels}/ + PATH/valid/ (or val/, test/) with the same two folders
     PATH/images/*.jpg + PATH/labels/*.txt  (test split: a deterministic `test_fraction`, 0.2)
-Class names come from PATH/data.yaml (`names:` as a list or an {id: name} map) or PATH/classes.txt
-(one name a line). A label line is `class cx cy w h`, normalised to [0, 1] by the image size;
+Split folders may carry a suffix (Ultralytics' COCO: `images/train2017`, `images/val2017`). Class
+names come from PATH/data.yaml (`names:` as a list or an {id: name} map), else the one other
+dataset YAML in PATH (`coco.yaml`), else PATH/classes.txt (one name a line). PATH may also BE an
+Ultralytics dataset YAML: its `path:` (default: the YAML's folder) is the root, its `train:` and
+`val:` name the image folders (labels beside them in `labels/`), its `names:` the classes. A label line is `class cx cy w h`, normalised to [0, 1] by the image size;
 a segmentation line `class x1 y1 x2 y2 ...` counts as the box around its points.
 
 Label rule: the label is the class of the LARGEST object (box area); the boxes are every object
@@ -48,6 +51,9 @@ def class_names(root: Path) -> List[str]:
     classes.txt; neither, or a data.yaml of another shape, is an error naming the file."""
     if (root / "data.yaml").is_file():
         return _yaml_names(root / "data.yaml")
+    others = sorted(p for pattern in ("*.yaml", "*.yml") for p in root.glob(pattern))
+    if len(others) == 1:  # an Ultralytics dataset YAML under its own name (coco.yaml)
+        return _yaml_names(others[0])
     if (root / "classes.txt").is_file():
         text = read_text_file(root / "classes.txt", "class list")
         return [line.strip() for line in text.splitlines() if line.strip()]
@@ -82,9 +88,34 @@ def split_folders(root: Path, split: str) -> Tuple[Path, Path, bool]:
             return root / "images" / name, root / "labels" / name, False
         if (root / name / "images").is_dir():
             return root / name / "images", root / name / "labels", False
+    for name in names:  # a split folder with a suffix: images/train2017, images/val2017
+        found = sorted(p for p in (root / "images").glob(f"{name}*") if p.is_dir()) if (root / "images").is_dir() else []
+        if found:
+            return found[0], root / "labels" / found[0].name, False
     if (root / "images").is_dir() and list_images(root / "images"):
         return root / "images", root / "labels", True
     raise OverfocusError(f"no {split} images found under {root}: a yolo dataset is laid out as {LAYOUT}")
+
+
+def from_dataset_yaml(path: Path, split: str) -> Tuple[Path, List[str], Path, Path]:
+    """(root, classes, images folder, labels folder) of one split from an Ultralytics dataset YAML:
+    `path:` the root (relative to the YAML's folder; default that folder), `train:` / `val:` the image
+    folders under it; each labels folder is its images folder with `images` replaced by `labels`."""
+    data = read_yaml_file(path, "dataset file") or {}
+    if not isinstance(data, dict):
+        raise OverfocusError(f"{path} holds a {type(data).__name__}, not a mapping with path:, train:, val:, names:")
+    root = (path.parent / str(data.get("path") or ".")).resolve()
+    key = "train" if split == "train" else next((k for k in ("val", "test") if data.get(k)), "val")
+    entry = data.get(key)
+    if not isinstance(entry, str) or not entry:
+        raise OverfocusError(f"{path} has no `{key}:` folder of images: write e.g. `{key}: images/{key}2017`")
+    images = root / entry
+    if not images.is_dir():
+        raise OverfocusError(f"{path}: `{key}: {entry}` is not a folder under {root} (image lists in .txt files "
+                             "are not read: name the images folder)")
+    parts = list(images.relative_to(root).parts)
+    labels = root / Path(*[("labels" if p == "images" else p) for p in parts])
+    return root, _yaml_names(path), images, labels
 
 
 def parse_label_file(path: Path, num_classes: int) -> List[Tuple[int, Tuple[float, ...]]]:
@@ -138,11 +169,16 @@ def yolo_records(root: Path, images: Path, labels: Path, num_classes: int, skip_
 def open_yolo(path: str, split: str, image_size: int, augment, skip_bad: bool, options: Dict):
     """Factory for `--data yolo:PATH[?limit=N&test_fraction=0.2]` (label = largest object's class)."""
     check_options("yolo", options, SPLIT_OPTIONS)
-    root = require_path(path, "yolo", LAYOUT)
-    classes = class_names(root)
-    images, labels, must_split = split_folders(root, split)
+    fraction = split_fraction(options)  # checked even where the data has its own split
+    if Path(path).suffix.lower() in (".yaml", ".yml") and Path(path).is_file():
+        root, classes, images, labels = from_dataset_yaml(Path(path), split)
+        must_split = False
+    else:
+        root = require_path(path, "yolo", LAYOUT)
+        classes = class_names(root)
+        images, labels, must_split = split_folders(root, split)
     records = yolo_records(root, images, labels, len(classes), skip_bad)
     if must_split:
-        records = split_records(records, split, split_fraction(options), root)
+        records = split_records(records, split, fraction, root)
     return make_dataset(records, classes, image_size, augment, skip_bad, f"{root} ({split})", options,
                         cls=YoloDataset)

@@ -33,6 +33,15 @@ class MetricInfo:
     `zero_when_degenerate`: a degenerate map (all zero or non-finite) scores 0 rather than NaN, so
     the metric is aggregated twice (over all images and over non-degenerate ones, as
     `<name>_nondegenerate`; docs/conventions.md).
+
+    The direction is the toolkit's one sense of "better": wider, better placed, more human-like
+    attention and a better model. `higher_means` says what a higher value is (the area ratio:
+    "wider attention (less overfocused)"); `direction` is the line `overfocus list`, analysis.json,
+    report.json and docs/conventions.md show.
+
+    Example:
+        >>> METRICS.get("area_ratio").direction
+        'higher = wider attention (less overfocused)'
     """
 
     name: str
@@ -46,6 +55,13 @@ class MetricInfo:
     # where the number is reported: "summary" (analyze's summary.csv) and/or "report" (audit), or "metrics"
     appears_in: Tuple[str, ...] = ("summary", "report")
     zero_when_degenerate: bool = False
+    higher_means: str = ""  # what a higher value is, e.g. "wider attention (less overfocused)"
+
+    @property
+    def direction(self) -> str:
+        """'higher = <what it means>' and whether that is better or worse in the toolkit's sense."""
+        verdict = "better" if self.higher_is_better else "worse"
+        return f"higher = {self.higher_means}" if self.higher_means else f"higher is {verdict}"
     # computed from the model and the image, not from the map alone (faithfulness, sanity): on the
     # `--faithfulness-images` subset only (docs/analysis.md)
     needs_model: bool = False
@@ -53,8 +69,8 @@ class MetricInfo:
     def info(self) -> Dict[str, Any]:
         """The `metric_info` entry of analysis.json / report.json."""
         return {"title": self.title, "unit": self.unit, "range": list(self.range),
-                "higher_is_better": self.higher_is_better, "needs_boxes": self.needs_boxes,
-                "needs_human": self.needs_human, "kind": self.kind}
+                "higher_is_better": self.higher_is_better, "direction": self.direction,
+                "needs_boxes": self.needs_boxes, "needs_human": self.needs_human, "kind": self.kind}
 
 
 @dataclass(frozen=True)
@@ -92,29 +108,32 @@ _FRACTION = "fraction of images"
 _SUMMARY, _REPORT, _BOTH = ("summary",), ("report",), ("summary", "report")
 _RUN = ("metrics",)  # metrics.jsonl
 NONDEGENERATE = "_nondegenerate"  # suffix of a metric aggregated over the non-degenerate maps only
+ALL_MAPS = " (all maps)"  # the title suffix of the aggregate over every map (degenerate ones count 0)
 for _spec in [
-    MetricSpec("area_ratio", "attribution area ratio", "fraction of pixels > 0.5 of max", (0.0, 1.0), False,
-               fn=area_ratio, description="fraction of pixels > 0.5 of the map's max (spread)", shares_batch=True,
-               zero_when_degenerate=True),
+    MetricSpec("area_ratio", "attribution area ratio (all maps)", "fraction of pixels > 0.5 of max", (0.0, 1.0),
+               True, fn=area_ratio, description="fraction of pixels > 0.5 of the map's max (spread)",
+               shares_batch=True, zero_when_degenerate=True, higher_means="wider attention (less overfocused)"),
     MetricSpec("box_iou", "box IoU", "IoU", (0.0, 1.0), True, needs_boxes=True, fn=box_iou,
                description="IoU of the thresholded map's box and the gt", shares_batch=True,
-               zero_when_degenerate=True),
+               zero_when_degenerate=True, higher_means="the map's box closer to the object's"),
     MetricSpec("hit", "hit (box IoU >= 0.5)", "0/1 per image", (0.0, 1.0), True, needs_boxes=True, fn=hit,
                description="box_iou >= 0.5", shares_batch=True, appears_in=("summary",),  # audit: hit_ratio
-               zero_when_degenerate=True),
+               zero_when_degenerate=True, higher_means="more maps on the object"),
     MetricSpec("pointing_game", "pointing game", "0/1 per image", (0.0, 1.0), True, needs_boxes=True,
                fn=pointing_game, description="argmax within 15 px (strictly) of a box", shares_batch=True,
-               zero_when_degenerate=True),
+               zero_when_degenerate=True, higher_means="the peak on the object more often"),
     MetricSpec("energy_pg", "energy pointing game", "share of positive attribution in boxes", (0.0, 1.0), True,
                needs_boxes=True, fn=energy_pg, description="share of positive attribution in boxes",
-               shares_batch=True, zero_when_degenerate=True),
+               shares_batch=True, zero_when_degenerate=True, higher_means="more attribution on the object"),
     MetricSpec("harmonization", "harmonization with human maps", "Spearman / ceiling", (-1.0, 1.0), True,
                needs_human=True, fn=harmonization, description="Spearman with the blurred human map / ceiling",
-               shares_batch=True),
+               shares_batch=True, higher_means="closer to where people look"),
     MetricSpec("gini", "Gini coefficient", "Gini (1 = concentrated)", (0.0, 1.0), False, fn=gini,
-               description="Gini coefficient of the map (1 = concentrated)", shares_batch=True),
-    MetricSpec("entropy", "normalised entropy", "entropy / log(H*W) (1 = uniform)", (0.0, None), True, fn=entropy,
-               description="entropy of the map / log(H*W) (1 = uniform)", shares_batch=True),
+               description="Gini coefficient of the map (1 = concentrated)", shares_batch=True,
+               higher_means="more concentrated attention (more overfocused)"),
+    MetricSpec("entropy", "normalised entropy", "entropy / log(H*W) (1 = uniform)", (0.0, 1.0), True, fn=entropy,
+               description="entropy of the map / log(H*W) (1 = uniform)", shares_batch=True,
+               higher_means="more evenly spread attention (less overfocused)"),
     # faithfulness (metrics/faithfulness.py): the model and the image, on the faithfulness subset
     MetricSpec("deletion", "deletion AUC", "AUC of the class probability", (0.0, 1.0), False, fn=faith.deletion,
                description="probability AUC while the most relevant pixels are replaced by the baseline",
@@ -157,8 +176,16 @@ for _spec in [
                zero_when_degenerate=True),
     MetricInfo("outside_box", "attention mostly outside the box", _FRACTION, (0.0, 1.0), False, needs_boxes=True,
                appears_in=_REPORT),
+    # explanation drift (analysis/trajectory.py): against the previous analysed epoch
+    MetricInfo("drift", "map drift since the previous analysed epoch", "1 - Spearman rho", (0.0, 2.0), False,
+               appears_in=_SUMMARY),
+    MetricInfo("hit_flip", "hit outcome flipped since the previous analysed epoch", _FRACTION, (0.0, 1.0), False,
+               needs_boxes=True, appears_in=_SUMMARY),
+    MetricInfo("pointing_game_flip", "pointing-game outcome flipped since the previous analysed epoch", _FRACTION,
+               (0.0, 1.0), False, needs_boxes=True, appears_in=_SUMMARY),
     # per image a 0/1 flag (records), per epoch x method the share (mean) and the count
-    MetricInfo("degenerate", "degenerate maps (all zero or non-finite)", _FRACTION, (0.0, 1.0), False),
+    MetricInfo("degenerate", "degenerate maps (all zero or non-finite)", _FRACTION, (0.0, 1.0), False,
+               higher_means="more empty maps"),
     MetricInfo("degenerate_count", "degenerate maps (all zero or non-finite)", "maps", (0.0, None), False,
                appears_in=_SUMMARY),
     # run-level numbers of metrics.jsonl (one per epoch, no per-image values): for titles and directions
@@ -203,9 +230,10 @@ def degenerate_as_zero() -> list:
 
 for _name in degenerate_as_zero():  # their `_nondegenerate` aggregates, where the metric itself appears
     _base = SUMMARY_METRICS.get(_name) if _name in SUMMARY_METRICS else METRICS.get(_name)
-    register_metric(MetricInfo(_name + NONDEGENERATE, f"{_base.title} (non-degenerate maps)", _base.unit,
-                               _base.range, _base.higher_is_better, needs_boxes=_base.needs_boxes,
-                               needs_human=_base.needs_human, appears_in=_base.appears_in))
+    register_metric(MetricInfo(_name + NONDEGENERATE, f"{_base.title.removesuffix(ALL_MAPS)} (non-empty maps)",
+                               _base.unit, _base.range, _base.higher_is_better, needs_boxes=_base.needs_boxes,
+                               needs_human=_base.needs_human, appears_in=_base.appears_in,
+                               higher_means=_base.higher_means))
 
 
 def reported_metrics(kind: str, where: str) -> list:
@@ -235,7 +263,7 @@ def metric_info(names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
     audit is described by its metric; a name no registry knows is an error (register it).
 
     Example:
-        >>> metric_info(["entropy"])["entropy"]["range"]
+        >>> metric_info(["degenerate_count"])["degenerate_count"]["range"]
         [0.0, None]
     """
     out = {}

@@ -86,9 +86,9 @@ def check_model_size(name: str, num_classes: int, width: float = 1.0, small_inpu
         model = build_model(name, num_classes, width, small_input, batch_norm)
     count = sum(p.numel() for p in model.parameters())
     if count > MAX_PARAMETERS:
-        raise OverfocusError(f"model {name} with width {width:g} and {num_classes} classes has {count / 1e9:.1f} billion "
-                             f"parameters (more than {MAX_PARAMETERS / 1e9:.2f} billion fit a training's memory): "
-                             "use a smaller model.width")
+        raise OverfocusError(f"model {name} with width {width:g} and {num_classes} classes has {count / 1e9:.1f} "
+                             f"billion parameters (more than {MAX_PARAMETERS / 1e9:.2f} billion fit a training's "
+                             "memory): use a smaller model.width")
     return count
 
 

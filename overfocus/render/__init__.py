@@ -32,6 +32,7 @@ class RenderOptions:
     filmstrip_images: int = 4
     tensorboard: bool = False
     explorer: bool = True                        # figures/explorer.html (render/explore.py)
+    metrics: Optional[List[str]] = None          # panels of metrics.png (default: at most 6, see plots.default_panels)
 
 
 @dataclass
@@ -63,6 +64,12 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
     check_style(style)
     check_fps(opts.fps)
     plot_format = check_plot_format(opts.plot_format)
+    if opts.metrics:  # a wrong name is refused before anything is written
+        from .meta import order_metrics
+        from .plots import chosen_panels, panel_metrics
+
+        chosen_panels(opts.metrics, panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary))),
+                      analysis.run_dir)
     groups = [methods] if opts.side_by_side else [[m] for m in methods]
     result = RenderResult()
     figures = analysis.run_dir / "figures"
@@ -70,7 +77,7 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
     for group in groups:
         result.written += _videos(analysis, group, style, opts, figures)
         result.written.append(_filmstrip(analysis, group, style, opts, figures))
-    _plots(analysis, methods, figures, result, plot_format)
+    _plots(analysis, methods, figures, result, plot_format, opts.metrics)
     if opts.explorer:
         from .explore import ExploreOptions, explore
 
@@ -123,16 +130,31 @@ def file_stem(methods: Sequence[str]) -> str:
     return "-".join(m.replace(":", "_") for m in methods)
 
 
-def _plots(analysis, methods: List[str], figures: Path, result: RenderResult, fmt: str = "png") -> None:
+def accuracy_sample(analysis) -> Optional[int]:
+    """How many images each accuracy of metrics.jsonl was measured on: the test split analysed whole
+    (the train accuracy uses a fixed subset of the same size); None when that is not known."""
+    meta = analysis.meta
+    subset = ((analysis.manifest.get("config") or {}).get("data") or {}).get("train_subset") or 0
+    if meta.get("split", "test") != "test" or meta.get("limit") or subset:
+        return None
+    n = [r.get("n") for r in analysis.summary if r["metric"] == "correct" and r["method"] == "model"]
+    return int(n[-1]) if n and n[-1] else None
+
+
+def _plots(analysis, methods: List[str], figures: Path, result: RenderResult, fmt: str = "png",
+           wanted: Optional[List[str]] = None) -> None:
     from .meta import order_metrics
-    from .plots import panel_metrics, plot_gap, plot_metric_curves
+    from .plots import chosen_panels, default_panels, panel_metrics, plot_gap, plot_metric_curves
 
     if any("train_acc" in r and "test_acc" in r for r in analysis.metrics):
         result.written.append(plot_gap(analysis.metrics, figures / f"gap.{fmt}",
-                                       f"{analysis.name}: train vs test accuracy per epoch"))
+                                       f"{analysis.name}: train vs test accuracy per epoch",
+                                       chance=1.0 / len(analysis.probe.classes) if analysis.probe.classes else None,
+                                       n_images=accuracy_sample(analysis)))
     else:
         result.skipped.append(f"gap.png: {analysis.run_dir / 'metrics.jsonl'} has no train/test accuracy")
-    metrics = panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary)))
+    available = panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary)))
+    metrics = chosen_panels(wanted, available, analysis.run_dir) if wanted else default_panels(available)
     if metrics:
         shown = ", ".join(analysis.method_title(m) for m in methods)
         title = f"{analysis.name}: metrics per epoch ({shown}), mean and 95% bootstrap CI"

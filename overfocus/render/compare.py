@@ -362,19 +362,34 @@ def tables_csv(rows: List[Dict]) -> str:
     return buffer.getvalue()
 
 
-def tables_markdown(rows: List[Dict], metrics: Sequence[str], meta: Optional[Dict] = None) -> str:
-    """A Markdown table: one row per run, accuracies in %, metrics as mean [95% CI].
+# What a paper's table shows, in this order, where analysed: the spread of attention over all and
+# over non-empty maps, the empty share, localisation, agreement with people, latent coverage.
+PAPER_COLUMNS = ("area_ratio", "area_ratio_nondegenerate", "degenerate", "energy_pg", "pointing_game", "hit",
+                 "harmonization", "unit_coverage_latent", "coverage_latent")
+MAX_TABLE_METRICS = 7  # with run, test accuracy and gap: at most 10 columns
 
-    Columns are titled `title (name)` from the metadata (the bare name for older analyses).
+
+def table_metrics(metrics: Sequence[str]) -> List[str]:
+    """The metric columns of last_epoch.md (the CSV keeps them all): PAPER_COLUMNS that were
+    analysed, then the others in their order, at most MAX_TABLE_METRICS.
+
+    Example:
+        >>> table_metrics(["gini", "area_ratio", "hit", "confidence"])
+        ['area_ratio', 'hit', 'gini', 'confidence']
     """
-    titles = [metric_info(meta or {}, m).title for m in metrics]
-    head = ["run", "epoch", "train acc", "test acc", "gap (pts)"] + [
-        m if t == m.replace("_", " ") else f"{t} ({m})" for m, t in zip(metrics, titles)]
+    preferred = [m for m in PAPER_COLUMNS if m in metrics]
+    return (preferred + [m for m in metrics if m not in preferred])[:MAX_TABLE_METRICS]
+
+
+def tables_markdown(rows: List[Dict], metrics: Sequence[str], meta: Optional[Dict] = None) -> str:
+    """A Markdown table a paper can take: one row per run, test accuracy and gap, and the
+    `table_metrics` columns as mean [95% CI], titled from the metadata (8-10 columns)."""
+    shown = table_metrics(metrics)
+    head = ["run", "test acc", "gap (pts)"] + [metric_info(meta or {}, m).title for m in shown]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["label"], str(r["epoch"]), fmt_pct(r["train_acc"]), fmt_pct(r["test_acc"]),
-                 "n/a" if not np.isfinite(r["gap"]) else f"{100 * r['gap']:+.1f}"]
-        cells += [_mean_ci(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]) for m in metrics]
+        cells = [r["label"], fmt_pct(r["test_acc"]), "n/a" if not np.isfinite(r["gap"]) else f"{100 * r['gap']:+.1f}"]
+        cells += [_mean_ci(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]) for m in shown]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -396,7 +411,8 @@ def write_tables(runs: Dict[str, Analysis], method: str, metrics: Sequence[str],
           f"Aligned: epoch {align.epoch}, the last epoch analysed in every run (choose another with --epoch); "
           f"{align.n_images} analysed images common to all runs ({how}).\n\n"
           "Metrics: mean [95% bootstrap CI] over those images; accuracies from each run's metrics.jsonl; "
-          "gap = train - test accuracy.\n\n" + tables_markdown(rows, metrics, meta))
+          "gap = train - test accuracy. Every metric, the train accuracy and the intervals as numbers: "
+          "last_epoch.csv.\n\n" + tables_markdown(rows, metrics, meta))
     atomic_write_text(out / "last_epoch.md", md)
     atomic_write_text(out / "last_epoch.csv", tables_csv(rows))
     return [out / "last_epoch.md", out / "last_epoch.csv"]

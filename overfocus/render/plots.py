@@ -84,18 +84,35 @@ def _acc_series(rows: Sequence[Mapping]) -> Tuple[np.ndarray, np.ndarray, np.nda
     return epochs, np.array([_f(r.get("train_acc")) for r in rows]), np.array([_f(r.get("test_acc")) for r in rows])
 
 
-def plot_gap(metrics_rows: List[dict], out_png: Path, title: str) -> Path:
+def wilson_interval(p: np.ndarray, n: int, z: float = 1.96) -> Tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval of accuracies `p` measured on `n` images each.
+
+    Example:
+        >>> lo, hi = wilson_interval(np.array([0.5]), 80)
+        >>> round(float(lo[0]), 3), round(float(hi[0]), 3)
+        (0.393, 0.607)
+    """
+    p = np.asarray(p, np.float64)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def plot_gap(metrics_rows: List[dict], out_png: Path, title: str, chance: Optional[float] = None,
+             n_images: Optional[int] = None) -> Path:
     """Train and test accuracy per epoch with the generalization gap shaded between them.
 
     Args:
         metrics_rows: metrics.jsonl lines (epoch, train_acc, test_acc).
         out_png: PNG to write.
         title: figure title (name the run).
+        chance: the chance accuracy (1 / classes), drawn as a line.
+        n_images: images each accuracy was measured on: 95% Wilson intervals around both curves.
 
     Example:
         >>> import tempfile
         >>> rows = [{"epoch": 0, "train_acc": .2, "test_acc": .2}, {"epoch": 1, "train_acc": .9, "test_acc": .7}]
-        >>> plot_gap(rows, Path(tempfile.mkdtemp()) / "gap.pdf", "demo").read_bytes()[:5]
+        >>> plot_gap(rows, Path(tempfile.mkdtemp()) / "gap.pdf", "demo", chance=0.1, n_images=80).read_bytes()[:5]
         b'%PDF-'
     """
     epochs, train, test = _acc_series(metrics_rows)
@@ -105,10 +122,22 @@ def plot_gap(metrics_rows: List[dict], out_png: Path, title: str) -> Path:
     ax = fig.add_subplot()
     ax.plot(epochs, 100 * train, "o-", color="#1f77b4", label="train accuracy (eval mode, fixed subset)")
     ax.plot(epochs, 100 * test, "s--", color="#d62728", label="test accuracy")
-    ax.fill_between(epochs, 100 * test, 100 * train, color="#ff7f0e", alpha=0.25, hatch="//", edgecolor="#ff7f0e",
-                    linewidth=0, label="generalization gap (train - test)")
+    if n_images:
+        for acc, colour in ((train, "#1f77b4"), (test, "#d62728")):
+            lo, hi = wilson_interval(acc, n_images)
+            ax.fill_between(epochs, 100 * lo, 100 * hi, color=colour, alpha=0.12, linewidth=0)
+        ax.plot([], [], color="#888888", alpha=0.4, linewidth=6, label=f"95% interval (Wilson, {n_images} images)")
+    wider = train >= test  # a negative gap (test above train) is shaded apart, not like overfitting
+    ax.fill_between(epochs, 100 * test, 100 * train, where=wider, interpolate=True, color="#ff7f0e", alpha=0.25,
+                    hatch="//", edgecolor="#ff7f0e", linewidth=0, label="generalization gap (train - test)")
+    if (~wider & np.isfinite(train) & np.isfinite(test)).any():
+        ax.fill_between(epochs, 100 * test, 100 * train, where=~wider, interpolate=True, color="#2ca02c",
+                        alpha=0.2, linewidth=0, label="test above train (negative gap)")
+    if chance is not None:
+        ax.axhline(100 * chance, color="#555555", linestyle=":", linewidth=1.0, label=f"chance ({100 * chance:.0f}%)")
     _annotate_last_gap(ax, epochs, train, test)
     ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
     ax.set_title(title)
     _integer_epochs(ax)
     outside_legend(fig, [ax], ncols=2)
@@ -140,9 +169,10 @@ def _grid(fig, n: int) -> List:
     return [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
 
 
-def _band(ax, x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, label: str) -> None:
-    line, = ax.plot(x, mean, linestyle=STYLES[k % len(STYLES)], marker=MARKERS[k % len(MARKERS)], markersize=4,
-                    label=label, color=f"C{k % 10}")
+def _band(ax, x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, label: str,
+          linestyle: Optional[str] = None) -> None:
+    line, = ax.plot(x, mean, linestyle=linestyle or STYLES[k % len(STYLES)], marker=MARKERS[k % len(MARKERS)],
+                    markersize=4, label=label, color=f"C{k % 10}")
     ok = np.isfinite(lo) & np.isfinite(hi)
     if ok.any() and not np.allclose(lo[ok], hi[ok]):
         ax.fill_between(x, lo, hi, where=ok, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -183,7 +213,31 @@ def _panels(metrics: Sequence[str], series_of) -> Tuple[List[str], Dict[str, flo
 
 
 NONDEGENERATE = "_nondegenerate"  # summary.csv's aggregate over the non-degenerate maps of a metric
-COMPANION_LABEL = " (non-degenerate maps)"
+COMPANION_LABEL = " (non-empty maps)"
+MAX_DEFAULT_PANELS = 6  # what a paper figure holds; `render --metrics a,b,c` chooses others
+
+
+def default_panels(available: Sequence[str], limit: int = MAX_DEFAULT_PANELS) -> List[str]:
+    """The panels of metrics.png without --metrics: the first `limit` of `available` (the metadata's
+    order: map metrics first, as registered), model-level numbers only where room is left.
+
+    Example:
+        >>> default_panels(["area_ratio", "gini", "entropy", "box_iou", "hit", "energy_pg", "pointing_game",
+        ...                 "degenerate", "confidence"])
+        ['area_ratio', 'gini', 'entropy', 'box_iou', 'hit', 'energy_pg']
+    """
+    return list(available)[:limit]
+
+
+def chosen_panels(wanted: Sequence[str], available: Sequence[str], where) -> List[str]:
+    """`render --metrics a,b,c`: those panels, in that order; an unknown name is one line naming the others."""
+    from ..registry import did_you_mean
+
+    for name in wanted:
+        if name not in available:
+            raise OverfocusError(f"--metrics {name!r} is not in the analysis of {where}{did_you_mean(name, available)}: "
+                                 f"choose from {', '.join(available)}")
+    return list(dict.fromkeys(wanted))
 
 
 def panel_metrics(names: Sequence[str]) -> List[str]:
@@ -204,6 +258,19 @@ def with_companions(series: List[Tuple[str, tuple]], companion: List[Tuple[str, 
     return series + [(label + COMPANION_LABEL, s) for label, s in companion if len(s[0])]
 
 
+def series_look(label: str, colours: Dict[str, int]) -> Tuple[int, str]:
+    """(colour index, line style) of a series: ONE colour per method (or run), a line style per
+    aggregate (all maps: solid; non-empty maps: dashed).
+
+    Example:
+        >>> colours = {}
+        >>> series_look("Grad-CAM", colours), series_look("Grad-CAM (non-empty maps)", colours)
+        ((0, '-'), (0, '--'))
+    """
+    base = label.removesuffix(COMPANION_LABEL)
+    return colours.setdefault(base, len(colours)), ("--" if label.endswith(COMPANION_LABEL) else "-")
+
+
 def mark_peaks(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> None:
     """Mark each method's overfocus onset (the epoch of its widest attention, onset.json) on the
     area-ratio panel: a star on the non-degenerate curve and a dotted line at the epoch."""
@@ -211,10 +278,29 @@ def mark_peaks(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> None:
         if method not in titles or o.get("peak_epoch") is None or o.get("peak_area") is None:
             continue
         ax.axvline(o["peak_epoch"], color="#777777", linestyle=":", linewidth=0.9)
+        # the star carries the method's colour and the legend says what it is: no text over the curves
         ax.plot([o["peak_epoch"]], [o["peak_area"]], marker="*", markersize=13, color="black", linestyle="none",
-                label="widest attention (onset.json)")
-        ax.annotate(f"peak {titles[method]}", (o["peak_epoch"], o["peak_area"]), xytext=(4, 6),
-                    textcoords="offset points", fontsize="x-small")
+                label="widest attention (onset peak)", zorder=5)
+
+
+def mark_faithful(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> None:
+    """Mark, on a panel, the epoch from which each method's maps beat the random baseline on
+    deletion and insertion (onset.json's `faithful_from`): a dash-dotted line in the method's own
+    colour (read from its curve on the panel), the epochs before the first one lightly shaded."""
+    colours = {line.get_label(): line.get_color() for line in ax.get_lines()}
+    epochs = []
+    for method, o in sorted(((onset or {}).get("methods") or {}).items()):
+        if method not in titles or o.get("faithful_from") is None:
+            continue
+        epoch = o["faithful_from"]
+        epochs.append(epoch)
+        ax.axvline(epoch, color=colours.get(titles[method], "#444444"), linestyle="-.", linewidth=1.2, alpha=0.9,
+                   label=f"{titles[method]}: maps faithful from epoch {epoch}")
+    if epochs:
+        lo = ax.get_xlim()[0]
+        if min(epochs) > lo:
+            ax.axvspan(lo, min(epochs), color="#999999", alpha=0.1, linewidth=0, label="no method's maps faithful yet")
+            ax.set_xlim(left=lo)
 
 
 def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, note: str = "",
@@ -228,10 +314,11 @@ def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, no
     notes = [n for n in (note, flat_note(flat, meta)) if n]
     fig = _new_figure(4.3 * cols if shown else 8.0, 3.3 * rows + 0.5 + 0.3 * len(notes))
     axes = _grid(fig, len(shown)) if shown else []
-    styles: Dict[str, int] = {}  # one look per series label across all panels
+    colours: Dict[str, int] = {}  # one colour per method (or run) across all panels
     for ax, metric in zip(axes, shown):
         for label, series in series_of(metric):
-            _band(ax, *series, styles.setdefault(label, len(styles)), label=label)
+            colour, linestyle = series_look(label, colours)
+            _band(ax, *series, colour, label=label, linestyle=linestyle)
         _label_axes(ax, metric_info(meta, metric))
         if decorate is not None:
             decorate(ax, metric)
@@ -254,7 +341,8 @@ def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[st
     Metrics whose mean is the same at every epoch are listed in a note under the grid instead. A
     metric's aggregate over the non-degenerate maps (`<metric>_nondegenerate` in the summary) is
     drawn in the metric's own panel as a second curve per method; with `onset` (onset.json) the
-    area-ratio panel marks each method's peak epoch.
+    area-ratio panel marks each method's peak epoch and every panel the epoch from which its maps
+    are faithful (`faithful_from`).
 
     Args:
         summary_rows: summary.csv rows (epoch, method, metric, mean, ci_low, ci_high, n).
@@ -290,7 +378,11 @@ def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[st
 
     titles = {m: method_title(meta, m) for m in {r["method"] for r in summary_rows}
               if methods is None or m in methods}
-    decorate = (lambda ax, metric: mark_peaks(ax, onset, titles) if metric == "area_ratio" else None)
+    def decorate(ax, metric: str) -> None:
+        if metric == "area_ratio":
+            mark_peaks(ax, onset, titles)
+        mark_faithful(ax, onset, titles)
+
     return save_figure(metric_grid(series_of, metrics, title, meta, note, decorate), out_png)
 
 
@@ -300,8 +392,9 @@ def _label_axes(ax, info) -> None:
     if lo is not None and hi is not None:
         pad = 0.03 * (hi - lo)  # a value at the bound must stay visible
         ax.set_ylim(lo - pad, hi + pad)
-    elif lo is not None:
-        ax.set_ylim(bottom=lo)
+    elif lo is not None:  # a value at the bound must stay visible here too
+        top = ax.get_ylim()[1]
+        ax.set_ylim(bottom=lo - 0.03 * max(top - lo, 1e-9))
     elif hi is not None:
         ax.set_ylim(top=hi)
     ax.set_title(info.title, fontsize="medium")

@@ -1,10 +1,11 @@
 """TensorBoard: export an analysed run, and the writer a training loop logs to while it runs.
 
-Export (`export`): every numeric field of metrics.jsonl as `run/<field>`, every summary.csv mean
-as `<metric>/<method>`; images: the evolution-video frame of each epoch as `probe/<method>`.
-Live (`LiveWriter`, used by `overfocus train --tensorboard` and `overfocus.Tracker`): the same
-`run/<field>` scalars, the probe-set means as `probe/<metric>/<method>`, and one image tag per
-probe image, `overlay/<method>/<image id>`, so TensorBoard's image slider scrubs the epochs.
+The tags are the same live and exported, so a live log and a later export overlay in one
+TensorBoard: every numeric field of metrics.jsonl as `run/<field>`, each map metric's mean as
+`<metric>/<method>` (exported: summary.csv's mean over the analysed images; live: the mean over the
+probe set), and one image tag per probe image, `overlay/<method>/<image id>`, so TensorBoard's
+image slider scrubs the epochs (`metric_tag`, `overlay_tag`, `run_tag`: the one naming).
+Export: `export`; live: `LiveWriter`, used by `overfocus train --tensorboard` and `overfocus.Tracker`.
 Only arrays come in here: the model-running part lives in `overfocus.live`.
 Needs the optional `tensorboard` package (`pip install tensorboard`, in the `dev` extra).
 """
@@ -22,7 +23,7 @@ import numpy as np
 from ..errors import OverfocusError
 from ..fileio import writing
 from .io import Analysis, load_analysis
-from .frames import FrameStyle, check_style, evolution_frames
+from .frames import FrameStyle, check_style
 from .overlay import attribution_panel
 
 EVENT_GLOB = "events.out.tfevents.*"
@@ -77,21 +78,42 @@ def _write_events(analysis: Analysis, folder: Path, style: FrameStyle) -> None:
         writer.close()
 
 
+def run_tag(field: str) -> str:
+    """A metrics.jsonl field: `run/<field>`."""
+    return f"run/{field}"
+
+
+def metric_tag(metric: str, method: str) -> str:
+    """A map metric's mean: `<metric>/<method>` (summary.csv's names: `hit`, not `hit_ratio`)."""
+    return f"{metric}/{method}"
+
+
+def overlay_tag(method: str, image_id: str) -> str:
+    """One probe image's overlay, one step per epoch: `overlay/<method>/<image id>`."""
+    return f"overlay/{method}/{image_id}"
+
+
 def export_items(analysis: Analysis, style: FrameStyle):
     """Per epoch, in order: (epoch, scalars, images) of an analysed run's export, whatever the logger:
-    `run/<field>` of metrics.jsonl, `<metric>/<method>` means of summary.csv, and `probe/<method>`,
-    the evolution-video frame. Shared by the TensorBoard export and `render/wandb.py`."""
+    `run/<field>` of metrics.jsonl, `<metric>/<method>` means of summary.csv, and one overlay per
+    probe image and method, `overlay/<method>/<image id>`: the tags of the live log (`live_items`).
+    Shared by the TensorBoard export and `render/wandb.py`."""
     rows = {int(r["epoch"]): r for r in analysis.metrics if "epoch" in r}
     means: Dict[int, Dict[str, float]] = {}
     for r in analysis.summary:
-        means.setdefault(int(r["epoch"]), {})[f"{r['metric']}/{r['method']}"] = r["mean"]
-    frames = {m: iter(evolution_frames(analysis, [m], list(range(len(analysis.probe))), style))
-              for m in analysis.methods}
+        means.setdefault(int(r["epoch"]), {})[metric_tag(r["metric"], r["method"])] = r["mean"]
     analysed = set(analysis.epochs)
     for epoch in sorted(analysed | set(rows) | set(means)):
         scalars = {**metrics_row_scalars(rows.get(epoch, {})), **dict(sorted(means.get(epoch, {}).items()))}
-        images = {f"probe/{m}": next(gen) for m, gen in frames.items()} if epoch in analysed else {}
-        yield epoch, scalars, images
+        yield epoch, scalars, (probe_overlays(analysis, epoch, style) if epoch in analysed else {})
+
+
+def probe_overlays(analysis: Analysis, epoch: int, style: FrameStyle) -> Dict[str, np.ndarray]:
+    """{overlay tag: panel} of every probe image and method at one analysed epoch (boxes drawn)."""
+    probe, maps = analysis.probe, analysis.load_epoch(epoch).maps
+    return {overlay_tag(method, image_id): attribution_panel(probe.images[i], maps[method][i], probe.boxes_of(i),
+                                                             style.width, style.alpha, style.cmap)
+            for method in analysis.methods for i, image_id in enumerate(probe.image_ids)}
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -109,27 +131,28 @@ def metrics_row_scalars(row: Mapping[str, Any]) -> Dict[str, float]:
         >>> metrics_row_scalars({"epoch": 2, "test_acc": 0.5, "status": "ok"})
         {'run/test_acc': 0.5}
     """
-    return {f"run/{key}": float(value) for key, value in row.items()
+    return {run_tag(key): float(value) for key, value in row.items()
             if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def live_items(row: Mapping[str, Any], probe_means: Mapping[str, Mapping[str, float]], images: np.ndarray,
                maps: Mapping[str, np.ndarray], image_ids: Sequence[str], boxes: Optional[Sequence[np.ndarray]],
                style: FrameStyle):
-    """What one live epoch logs, whatever the logger: scalars (`run/<field>`, `probe/<metric>/<method>`)
-    and one overlay per probe image and method (`overlay/<method>/<image id>`, H x W x 3 uint8).
+    """What one live epoch logs, whatever the logger: scalars (`run/<field>`, `<metric>/<method>` over the
+    probe set) and one overlay per probe image and method (`overlay/<method>/<image id>`, H x W x 3
+    uint8): the tags of the export (`export_items`).
 
     Shared by the TensorBoard `LiveWriter` and the W&B writer (`render/wandb.py`), so both log the same.
     """
     scalars = metrics_row_scalars(row)
     for method, means in probe_means.items():
         for metric, value in means.items():
-            scalars[f"probe/{metric}/{method}"] = float(value)
+            scalars[metric_tag(metric, method)] = float(value)
     no_boxes = np.zeros((0, 4))
     panels = {}
     for method, method_maps in maps.items():
         for i, image_id in enumerate(image_ids):
-            panels[f"overlay/{method}/{image_id}"] = attribution_panel(
+            panels[overlay_tag(method, image_id)] = attribution_panel(
                 images[i], method_maps[i], no_boxes if boxes is None else boxes[i], style.width, style.alpha,
                 style.cmap)
     return scalars, panels
@@ -178,11 +201,12 @@ class LiveWriter:
 
 
 def probe_means(metrics: Mapping[str, Mapping[str, Sequence[float]]]) -> Dict[str, Dict[str, float]]:
-    """Mean of each per-image metric of each method, NaNs (undefined values) left out.
+    """Mean of each per-image metric of each method, NaNs (undefined values) left out; named as in
+    summary.csv (the mean of `hit` is `hit`), so that live and exported tags are the same.
 
     Example:
         >>> probe_means({"grad_cam": {"hit": [1.0, 0.0, float("nan")]}})
-        {'grad_cam': {'hit_ratio': 0.5}}
+        {'grad_cam': {'hit': 0.5}}
     """
     out: Dict[str, Dict[str, float]] = {}
     for method, by_metric in metrics.items():
@@ -191,5 +215,5 @@ def probe_means(metrics: Mapping[str, Mapping[str, Sequence[float]]]) -> Dict[st
             finite = np.asarray(values, np.float64)
             finite = finite[np.isfinite(finite)]
             if finite.size:
-                out[method]["hit_ratio" if metric == "hit" else metric] = float(finite.mean())
+                out[method][metric] = float(finite.mean())
     return out
