@@ -12,7 +12,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -29,16 +29,26 @@ def fixed_subset_indices(n_total: int, n_pick: int, seed: int) -> List[int]:
     return sorted(torch.randperm(n_total, generator=g)[: min(n_pick, n_total)].tolist())
 
 
-def probe_indices(n_test: int, size: int) -> List[int]:
-    """Evenly spaced test indices: real test splits are often sorted by class, so the first
-    `size` images would all show one class.
+def probe_indices(n_test: int, size: int, labels: Optional[Sequence[int]] = None) -> List[int]:
+    """Evenly spaced test indices (real test splits are often sorted by class, so the first `size`
+    images would all show one class), ordered round-robin by class where the labels are known, so
+    that the first probe images (a filmstrip's rows, a video's first panels) show different classes.
 
     Example:
         >>> probe_indices(100, 4)
         [0, 25, 50, 75]
+        >>> probe_indices(8, 4, labels=[0, 0, 0, 0, 1, 1, 1, 1])  # sorted by class: 0, 2 | 4, 6
+        [0, 4, 2, 6]
     """
     size = min(size, n_test)
-    return [i * n_test // size for i in range(size)]
+    picks = [i * n_test // size for i in range(size)]
+    if labels is None:
+        return picks
+    by_class: dict = {}
+    for i in picks:
+        by_class.setdefault(labels[i], []).append(i)
+    queues = [by_class[c] for c in sorted(by_class, key=lambda c: by_class[c][0])]
+    return [q[k] for k in range(max(map(len, queues))) for q in queues if k < len(q)]
 
 
 def make_loader(dataset, batch_size: int, num_workers: int, batch_sampler=None) -> torch.utils.data.DataLoader:

@@ -113,8 +113,11 @@ def measure_maps(result, acc: Accumulator) -> Dict[str, torch.Tensor]:
 def make_examples(ctx: Context, batch, normed: Dict[str, torch.Tensor], preds, conf, acc: Accumulator) -> List[Example]:
     """Example candidates of a batch, scored by the primary method's score metric."""
     n, primary = len(batch), ctx.methods[0]
-    scores = acc.per_image(primary, ctx.score_metric)[-n:] if ctx.score_metric in acc.values[primary] \
-        else np.full(n, np.nan)
+    if ctx.score_metric == "confidence":
+        scores = np.asarray(conf.detach().float().cpu() if torch.is_tensor(conf) else conf, np.float64)
+    else:
+        scores = acc.per_image(primary, ctx.score_metric)[-n:] if ctx.score_metric in acc.values[primary] \
+            else np.full(n, np.nan)
     # an all-zero map has no localisation to rank (its score is 0 by convention): the finding reports it
     scores = np.where(acc.per_image(primary, "degenerate")[-n:] > 0, np.nan, scores)
     images = (batch.images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
@@ -228,11 +231,17 @@ def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preproc
     return layer, latent
 
 
+def example_score(has_boxes: bool) -> str:
+    """What ranks the report's examples: energy pointing game with boxes, else the model's confidence."""
+    return "energy_pg" if has_boxes else "confidence"
+
+
 def make_context(opts: AuditOptions, model, device, prep, layer, dataset) -> Context:
     has_boxes = bool(getattr(dataset, "has_boxes", False))
-    # energy_pg ranks localisation where boxes exist; otherwise the area ratio ranks spread.
-    # For both, a lower value is the worse attention map (outside the object / overfocused).
-    score = "energy_pg" if has_boxes else "area_ratio"
+    # energy_pg ranks localisation where boxes exist (a lower value: attention off the object);
+    # without boxes nothing says where the object is, and a wide map is no better one (it may light
+    # the sky): the examples are the images the model is most and least confident about.
+    score = example_score(has_boxes)
     return Context(model, device, prep, tuple(opts.methods), layer, has_boxes, opts.target_class,
                    human_root(opts.human), score, True, dict(opts.method_args))
 
@@ -340,16 +349,18 @@ def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds,
         "preprocessing": {"image_size": prep.image_size, "mean": list(prep.mean), "std": list(prep.std),
                           "source": prep.source, "assumed": prep.assumed},
         "versions": software_versions(), "thresholds": thresholds, "metrics": metrics, "findings": findings,
-        "gates": gates, "examples": examples_summary(acc, facts["method"]),
+        "gates": gates,
+        "examples": examples_summary(acc, facts["method"], example_score(bool(inputs["has_boxes"]))),
         "method_info": method_info(inputs["methods"]), "metric_info": metric_info(list(metrics)), "history": {
             "epoch": (facts.get("history_row") or {}).get("epoch"), "row": facts.get("history_row")}})
 
 
-def examples_summary(acc: Accumulator, method: str) -> Dict[str, Any]:
+def examples_summary(acc: Accumulator, method: str, score_metric: str) -> Dict[str, Any]:
     best, worst = split_examples(acc)
     brief = lambda e: {"image_id": e.image_id, "label": e.label, "pred": e.pred, "score": e.score}  # noqa: E731
     unranked = int(np.nansum(acc.per_image(method, "degenerate"))) if method in acc.values else 0
-    return {"method": method, "unranked_all_zero": unranked, "best": [brief(e) for e in best],
+    return {"method": method, "score_metric": score_metric, "unranked_all_zero": unranked,
+            "best": [brief(e) for e in best],
             "worst": [brief(e) for e in worst]}
 
 

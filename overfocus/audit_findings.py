@@ -54,6 +54,10 @@ THRESHOLDS: Dict[str, Threshold] = {
                                          "coverage_latent", "low"),
     "gap_warning": Threshold(0.1, "generalization gap (run directories) above this is a warning"),
     "gap_problem": Threshold(0.25, "generalization gap (run directories) above this is a problem"),
+    "sanity_level": Threshold(0.5, "median Spearman of the maps with the epoch-0 (untrained) model's maps at or "
+                                   "above this at the last analysed epoch is a problem: the model-randomisation "
+                                   "sanity check fails (run directories analysed by `overfocus analyze`)",
+                              "sanity_init", "high"),
 }
 
 
@@ -187,8 +191,44 @@ def onset_finding(onset: Optional[Dict[str, Any]], method: str, t) -> List[Dict[
         text += f" while the gap {'grew' if growth >= 0 else 'shrank'} by {abs(growth) * 100:.1f} points"
     text += (f" (area ratio of non-empty maps {o['peak_area']:.3f} -> {o['last_area']:.3f} "
              f"at epoch {o['last_epoch']})")
+    if o.get("search_from") is not None:  # where the peak was searched from (onset.json, schema 2)
+        text += f"; peak searched from epoch {o['search_from']}: {o.get('search_reason', '')}"
     level = "warning" if o["narrowing"] > t["narrowing_warning"] else "ok"
     return [finding("onset", level, text, "narrowing", o["narrowing"])]
+
+
+def sanity_findings(onset: Optional[Dict[str, Any]], method: str, t) -> List[Dict[str, Any]]:
+    """The run's sanity and faithfulness verdicts (onset.json of `overfocus analyze`) as findings:
+    maps that still resemble those of the untrained model (median Spearman with the epoch-0 map
+    at or above the sanity level at the last analysed epoch) or that never beat the random
+    baseline on deletion and insertion are a problem: what they show is not the model's."""
+    o = ((onset or {}).get("methods") or {}).get(method) or {}
+    found = []
+    medians = o.get("sanity_init_median") or {}
+    later = {int(e): v for e, v in medians.items() if int(e) > 0 and v is not None}
+    if later:
+        last = max(later)
+        level = t["sanity_level"]
+        if later[last] >= level:
+            found.append(finding("sanity_init", "problem",
+                                 f"the maps still resemble those of the untrained model: median Spearman with the "
+                                 f"epoch-0 map {later[last]:.2f} >= {level:g} at epoch {last} (model-parameter "
+                                 "randomisation sanity check failed)", "sanity_init", later[last]))
+        else:
+            since = o.get("sanity_from")
+            found.append(finding("sanity_init", "ok",
+                                 f"the maps depend on the learned weights: median Spearman with the epoch-0 map "
+                                 f"{later[last]:.2f} < {level:g} at epoch {last}"
+                                 + (f" (since epoch {since})" if since is not None else ""), "sanity_init",
+                                 later[last]))
+    if o.get("faithfulness_measured"):
+        if o.get("faithful_from") is None:
+            found.append(finding("faithfulness", "problem", "the maps never beat the random baseline on deletion "
+                                 "and insertion over the analysed epochs: they are not faithful to the model"))
+        else:
+            found.append(finding("faithfulness", "ok", f"the maps beat the random baseline on deletion and insertion "
+                                 f"from epoch {o['faithful_from']} on"))
+    return found
 
 
 def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -201,6 +241,7 @@ def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, 
     found += map_quality_findings(metrics, thresholds, title, facts.get("layer"))
     found += coverage_finding(metrics, thresholds) + gap_finding(facts.get("history_row"), thresholds)
     found += onset_finding(facts.get("onset"), facts["method"], thresholds)
+    found += sanity_findings(facts.get("onset"), facts["method"], thresholds)
     found += [finding(f"note_{i}", "warning", text) for i, text in enumerate(facts.get("warnings", []))]
     return sorted(found, key=lambda f: LEVELS.index(f["level"]))
 

@@ -127,7 +127,8 @@ def run_lock(root: Path) -> FolderLock:
         '.demo.lock'
     """
     root = Path(root)
-    return FolderLock(root.parent / f".{root.name}.lock",
+    real = root.resolve()  # every spelling of the folder (relative, absolute, through a link) shares one lock
+    return FolderLock(real.parent / f".{real.name}.lock",
                       f"another `overfocus train`, `resume` or Tracker is writing {root}",
                       "wait for it to finish (a Tracker of this same process: call its finish()), or choose "
                       "another --out", remove=True)

@@ -337,13 +337,13 @@ class Tracker:
         return rebuilt, declared, latent
 
     def _manifest(self, layers: Dict[str, str]) -> Dict[str, Any]:
-        from .data import image_id_at
+        from .data import dataset_labels, image_id_at
         from .accuracy import PROBE_SIZE, probe_indices
         from .train import dataset_fingerprint
 
         d = self._datasets
         cfg = self._manifest_config()
-        probe = [image_id_at(d.test, i) for i in probe_indices(len(d.test), PROBE_SIZE)]
+        probe = [image_id_at(d.test, i) for i in probe_indices(len(d.test), PROBE_SIZE, dataset_labels(d.test))]
         return {"schema": SCHEMA_VERSION, "status": "running", "source": {"kind": TRACKER_KIND}, "config": cfg,
                 "seed": self.seed, "versions": software_versions(),
                 "dataset": dataset_fingerprint(RunConfig(data=self.data), d), "num_classes": int(self.num_classes),
@@ -424,12 +424,14 @@ class Tracker:
 
     def _probe_set(self):
         if self._probe is None:
-            from .live import ProbePass
             from .accuracy import PROBE_SIZE, probe_indices
+            from .data import dataset_labels
+            from .live import ProbePass
 
             test = self._datasets.test
-            self._probe = ProbePass(test, probe_indices(len(test), PROBE_SIZE), layer=self._layers["gradcam_layer"],
-                                    mean=self.data.mean, std=self.data.std, methods=self.methods)
+            self._probe = ProbePass(test, probe_indices(len(test), PROBE_SIZE, dataset_labels(test)),
+                                    layer=self._layers["gradcam_layer"], mean=self.data.mean, std=self.data.std,
+                                    methods=self.methods)
         return self._probe
 
     # ---- the files -------------------------------------------------------------------------------

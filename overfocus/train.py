@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .config import RunConfig, from_dict, to_dict, validate
-from .data import Batch, image_id_at, is_readable, normalize, open_dataset, skipped_files
+from .data import Batch, dataset_labels, image_id_at, is_readable, normalize, open_dataset, skipped_files
 from .subset import Subset  # the one subset that keeps the dataset's attributes
 from .accuracy import (PROBE_SIZE, evaluate, fixed_subset_indices, make_loader,  # noqa: F401 (shared with analysis)
                        probe_indices)
@@ -116,7 +116,7 @@ def readable_probe_indices(test, size: int) -> List[int]:
         [0, 2, 4, 6]
     """
     n, chosen = len(test), []
-    for start in probe_indices(n, size):
+    for start in probe_indices(n, size, dataset_labels(test)):
         index = next((i for i in range(start, n) if i not in chosen and is_readable(test, i)), None)
         if index is not None:
             chosen.append(index)
@@ -233,7 +233,8 @@ class Trainer:
         from .live import LiveLog, ProbePass
 
         layer = self.cfg.model.latent_layer or MODELS.get(self.cfg.model.name).gradcam_layer
-        probe = ProbePass(self.data.test, probe_indices(len(self.data.test), PROBE_SIZE), layer=layer,
+        probe = ProbePass(self.data.test, probe_indices(len(self.data.test), PROBE_SIZE, dataset_labels(self.data.test)),
+                          layer=layer,
                           mean=self.cfg.data.mean, std=self.cfg.data.std)
         from .config import to_dict
 

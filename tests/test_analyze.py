@@ -84,7 +84,11 @@ def test_summary_is_the_mean_of_the_records_with_a_bootstrap_interval(analysed):
     run, result = analysed
     summary = read_summary(run)
     assert summary == list(result)
-    records = read_records(run)
+    from overfocus.analysis.trajectory import read_trajectory
+
+    # drift and the flips are records of their own (trajectory/epoch_NNNN.csv): against the previous epoch
+    records = read_records(run) + [r for e in (0, 1, 2) for r in read_trajectory(run / "analysis", e)]
+    assert {r["metric"] for r in read_trajectory(run / "analysis", 1)} == {"drift", "hit_flip", "pointing_game_flip"}
     for row in summary:
         assert row["ci_low"] <= row["mean"] + 1e-12 and row["mean"] <= row["ci_high"] + 1e-12, row
         if row["metric"].endswith(("_cumulative", "_per_class", "_nondegenerate", "_count")):

@@ -109,6 +109,12 @@ def test_bad_names_and_arguments_are_one_line():
     assert "captum:Saliency" in ATTRIBUTIONS and "captum:Nothing" not in ATTRIBUTIONS
 
 
+def test_a_class_that_does_not_fit_the_model_is_one_line():
+    model, x, t = _case()
+    with pytest.raises(OverfocusError, match="captum:LayerLRP failed on this model"):
+        _ours(model, x, t, "captum:LayerLRP")  # LRP has no rule for a Sequential block
+
+
 def test_a_layer_attribution_of_a_non_spatial_layer_is_one_line():
     model, x, t = _case()
     with pytest.raises(OverfocusError, match="a map needs B x C x H x W"):
@@ -195,7 +201,8 @@ def test_method_args_from_a_file(tmp_path):
     from overfocus.commands.common import parse_method_args
 
     path = tmp_path / "args.yaml"
-    path.write_text("method_args:\n  captum:Occlusion: {sliding_window_shapes: [3, 8, 8]}\n  score_cam: {batch_size: 4}\n")
+    path.write_text("method_args:\n  captum:Occlusion: {sliding_window_shapes: [3, 8, 8]}\n"
+                    "  score_cam: {batch_size: 4}\n")
     assert parse_method_args([str(path), "score_cam.batch_size=9"]) == {
         "captum:Occlusion": {"sliding_window_shapes": [3, 8, 8]}, "score_cam": {"batch_size": 9}}
     (tmp_path / "bad.yaml").write_text("score_cam: {batch_size: 4}\n")

@@ -255,3 +255,38 @@ def test_the_core_adds_the_random_baseline_and_the_sanity_references():
                                    std=(0.25,) * 3, layer="block3",
                                    request=FaithfulnessRequest(("sanity_init",), baseline=None))
     assert no_init == {"grad_cam": {}}  # no epoch-0 model: the metric is left out, not NaN
+
+
+def test_audit_turns_failed_sanity_checks_and_unfaithful_maps_into_findings():
+    from overfocus.audit_findings import THRESHOLDS, make_findings
+
+    t = {k: v.default for k, v in THRESHOLDS.items()}
+    onset = {"methods": {"grad_cam": {"peak_epoch": None, "sanity_init_median": {"0": 1.0, "3": 0.8, "9": 0.7},
+                                      "sanity_from": None, "faithfulness_measured": True, "faithful_from": None}}}
+    found = {f["id"]: f for f in make_findings({}, t, {"method": "grad_cam", "n_classes": 3, "onset": onset})}
+    assert found["sanity_init"]["level"] == "problem" and found["sanity_init"]["value"] == 0.7
+    assert "untrained model" in found["sanity_init"]["message"] and "epoch 9" in found["sanity_init"]["message"]
+    assert found["faithfulness"]["level"] == "problem"
+    onset["methods"]["grad_cam"].update(sanity_init_median={"0": 1.0, "9": 0.1}, sanity_from=9, faithful_from=4)
+    found = {f["id"]: f for f in make_findings({}, t, {"method": "grad_cam", "n_classes": 3, "onset": onset})}
+    assert found["sanity_init"]["level"] == "ok" and found["faithfulness"]["level"] == "ok"
+    assert "from epoch 4" in found["faithfulness"]["message"]
+
+
+def test_render_marks_faithful_from_in_the_methods_colour(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from overfocus.metrics.registry import metric_info
+    from overfocus.render.plots import metric_grid, mark_faithful
+
+    rows = {("Grad-CAM", "deletion"): (np.arange(4), np.array([0.4, 0.3, 0.2, 0.1]), np.full(4, np.nan),
+                                        np.full(4, np.nan))}
+    meta = {"metric_info": metric_info(["deletion"]), "method_info": {"grad_cam": {"title": "Grad-CAM"}}}
+    onset = {"methods": {"grad_cam": {"faithful_from": 2}}}
+    fig = metric_grid(lambda metric: [("Grad-CAM", rows[("Grad-CAM", metric)])], ["deletion"], "t", meta,
+                      decorate=lambda ax, metric: mark_faithful(ax, onset, {"grad_cam": "Grad-CAM"}))
+    ax = fig.axes[0]
+    marks = [line for line in ax.get_lines() if line.get_label() == "Grad-CAM: maps faithful from epoch 2"]
+    curve = next(line for line in ax.get_lines() if line.get_label() == "Grad-CAM")
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [2, 2] and marks[0].get_color() == curve.get_color()

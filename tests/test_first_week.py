@@ -68,3 +68,52 @@ def test_the_sgdrop_map_is_not_named_like_the_regularizer():
     from overfocus.regularizers import REGULARIZERS
 
     assert ATTRIBUTIONS.get("sgdrop").title == "SGDrop map" and "sgdrop" in REGULARIZERS.names()
+
+
+def test_the_probe_set_alternates_the_classes_of_a_sorted_split(tmp_path):
+    """A folder's test split is sorted by class: the probe set's first images (a filmstrip's rows)
+    still show every class, for `train`, the tracker and `analyze FOLDER` alike."""
+    from overfocus.analysis.runsource import _probe_ids
+    from overfocus.data import dataset_labels, open_dataset
+    from overfocus.train import readable_probe_indices
+
+    for split, n in (("train", 2), ("val", 6)):
+        for cls in ("a", "b", "c"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                cv2.imwrite(str(tmp_path / split / cls / f"{cls}_{i}.png"), np.full((16, 16, 3), 9 * i, np.uint8))
+    test = open_dataset(f"folder:{tmp_path}", "test", 32)
+    labels = dataset_labels(test)
+    assert labels == sorted(labels)  # the split itself is sorted by class
+    picked = readable_probe_indices(test, 16)
+    assert [labels[i] for i in picked[:6]] == [0, 1, 2, 0, 1, 2] and len(set(picked)) == 16
+    assert list(_probe_ids(test)) == [test.image_id(i) for i in picked]
+
+
+def test_audit_on_data_without_boxes_ranks_examples_by_confidence(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from overfocus.models import build_model
+
+    for split in ("train", "val"):
+        for k, cls in enumerate(("a", "b")):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(4):
+                cv2.imwrite(str(tmp_path / "data" / split / cls / f"{cls}_{i}.png"),
+                            (np.random.default_rng(10 * k + i).random((24, 24, 3)) * 255).astype(np.uint8))
+    torch.manual_seed(0)
+    torch.save(build_model("cifarnet", 2, 0.125, True).state_dict(), tmp_path / "m.pt")
+    code = main(["audit", str(tmp_path / "m.pt"), "--model", "cifarnet", "--width", "0.125", "--small-input",
+                 "--num-classes", "2", "--data", f"folder:{tmp_path / 'data'}", "--image-size", "32",
+                 "--out", str(tmp_path / "a")])
+    capsys.readouterr()
+    assert code in (0, 1)
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    examples = report["examples"]
+    assert examples["score_metric"] == "confidence"
+    best = [e["score"] for e in examples["best"]]
+    assert best == sorted(best, reverse=True) and all(e["label"] == e["pred"] for e in examples["best"])
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "most confident" in html and "Green boxes" not in html and "audited images of folder:" in html

@@ -87,3 +87,24 @@ def test_an_analysis_writes_drift_faithfulness_and_the_random_baseline(tiny_run,
                                                             "insertion", "sanity_init"],
             device="cpu", show_progress=False, faithfulness_images=5, faithfulness_steps=4, out=folder.parent / "a2")
     assert json.loads((folder.parent / "a2" / "trajectory" / "index.json").read_text()) == {"2": 0}
+
+
+def test_cascade_writes_its_curve_and_all_layers_randomised_is_the_epoch_0_model(tiny_run, tmp_path):
+    from overfocus.analysis.storage import read_records
+    from overfocus.cli import main
+
+    run = copy_run(tiny_run, tmp_path / "run")
+    assert main(["analyze", str(run), "--device", "cpu", "--methods", "grad_cam", "--metrics",
+                 "area_ratio,deletion,sanity_init", "--epochs", "0,2", "--faithfulness-images", "6",
+                 "--faithfulness-steps", "4", "--sanity", "cascade"]) == 0
+    curve = json.loads((run / "analysis" / "sanity_cascade.json").read_text())
+    assert curve["epoch"] == 2 and curve["images"] == 6 and curve["reinitialised_from"] == "epoch 0"
+    assert curve["layers"] == ["classifier.6", "classifier.3", "classifier.0", "block3.0", "block2.0", "block1.0"]
+    rho = curve["methods"]["grad_cam"]["spearman"]
+    assert len(rho) == 6
+    # every layer back at its epoch-0 weights is the epoch-0 model: the last point is sanity_init at epoch 2
+    init = [r["value"] for r in read_records(run, epochs=[2])
+            if r["method"] == "grad_cam" and r["metric"] == "sanity_init" and r["value"] == r["value"]]
+    assert init and rho[-1] == pytest.approx(float(np.mean(init)), abs=1e-4)
+    assert main(["analyze", str(run), "--device", "cpu", "--faithfulness-images", "0", "--sanity", "cascade",
+                 "--out", str(tmp_path / "other")]) == 2

@@ -165,12 +165,17 @@ class EpochEvaluator:
             rows += table_rows(epoch, ids, labels, columns)
         return rows
 
-    def faithfulness_request(self) -> FaithfulnessRequest:
-        """The model-dependent metrics of this analysis; the epoch-0 model is made on first use."""
-        s = self.settings
+    def initial_model(self) -> Optional[torch.nn.Module]:
+        """The model with the run's epoch-0 weights, made on first use (None: the run has none)."""
         if self._init_model is None and self._make_init_model is not None:
             self._init_model = self._make_init_model()
             self._make_init_model = None  # made (or found missing) once per call
+        return self._init_model
+
+    def faithfulness_request(self) -> FaithfulnessRequest:
+        """The model-dependent metrics of this analysis; the epoch-0 model is made on first use."""
+        s = self.settings
+        self.initial_model()
         options = FaithfulnessOptions(steps=s.faithfulness_steps, baseline=s.faithfulness_baseline)
         return FaithfulnessRequest(s.faithful_metrics, options, init_model=self._init_model)
 
@@ -223,7 +228,7 @@ def drift_resolution(model: torch.nn.Module, layer: str, images: torch.Tensor) -
     Example:
         >>> from overfocus.models import build_model
         >>> drift_resolution(build_model("cifarnet", 3, width=0.125), "block3", torch.zeros(1, 3, 32, 32))
-        (8, 8)
+        (4, 4)
     """
     from ..loading import spatial_sizes
 

@@ -80,7 +80,7 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             skip_bad: Optional[bool] = None,
             method_args: Optional[Mapping[str, Mapping[str, Any]]] = None, trust_recipe: bool = False,
             arch: Optional[str] = None, faithfulness_images: int = FAITHFULNESS_IMAGES,
-            faithfulness_steps: int = 16, faithfulness_baseline: str = "blur") -> AnalysisResult:
+            faithfulness_steps: int = 16, faithfulness_baseline: str = "blur", sanity: str = "") -> AnalysisResult:
     """Analyse the checkpoints of a run: records per image, summary per epoch, probe-set maps.
 
     The run is a run directory of `overfocus train`, or any folder of checkpoint files named by
@@ -134,6 +134,8 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
         faithfulness_steps: K of deletion / insertion (default 16).
         faithfulness_baseline: what deletion / insertion put in place of removed pixels: `blur`
             (default) or `mean`.
+        sanity: "cascade": also run the cascading randomisation test on the last analysed epoch
+            (on the faithfulness images; `sanity_cascade.json`).
 
     Returns:
         AnalysisResult: the summary rows; `.computed` lists the epochs this call computed (with
@@ -154,7 +156,7 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
                                               human, methods, metrics, target, layer, probe,
                                               info.skip_bad if skip_bad is None else skip_bad,
                                               method_args or {}, faithfulness_images, faithfulness_steps,
-                                              faithfulness_baseline), show_progress)
+                                              faithfulness_baseline, sanity or ""), show_progress)
     return runner.execute(selection, source.analysis_folder(out), force)
 
 
@@ -206,6 +208,7 @@ class Choices:
     faithfulness_images: int = FAITHFULNESS_IMAGES
     faithfulness_steps: int = 16
     faithfulness_baseline: str = "blur"
+    sanity: str = ""  # "cascade": the cascading randomisation test on the last analysed epoch
 
 
 def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress: bool) -> "Runner":
@@ -255,7 +258,17 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
     show = show_progress and runtime.dist.is_main
     init = (lambda: initial_model(source, model)) if settings.faithful_metrics else None
     evaluator = EpochEvaluator(model, settings, info, runtime, data, show, init_model=init)
-    return Runner(source, runtime, settings, data, evaluator, c.batch_size, show)
+    runner = Runner(source, runtime, settings, data, evaluator, c.batch_size, show)
+    if c.sanity == "cascade":
+        if faithful is None:
+            raise OverfocusError("--sanity cascade runs on the faithfulness images: pass --faithfulness-images N "
+                                 "(N > 0) and keep a faithfulness metric in --metrics")
+        runner.cascade_images = BatchSource(faithful, c.batch_size, info.num_workers,
+                                            pin=runtime.device.type == "cuda")
+    elif c.sanity not in ("", "none"):
+        raise OverfocusError(f"--sanity {c.sanity!r}: use cascade (the cascading randomisation test on the last "
+                             "analysed epoch) or leave it out")
+    return runner
 
 
 def faithful_subset(analysed, n: int):
@@ -372,6 +385,7 @@ class Runner:
         self.evaluator, self.batch_size, self.show = evaluator, batch_size, show_progress
         self.reused: List[int] = []
         self.written_rows: List[Dict[str, Any]] = []
+        self.cascade_images: Optional[BatchSource] = None  # set by prepare for --sanity cascade
 
     # -- the loop --
     def execute(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
@@ -427,10 +441,39 @@ class Runner:
         rows = rebuild_summary(folder, state["epochs_done"], bool(plan.computed) or force or moved, self.show,
                                collector.add)
         update_onset(folder, state["epochs_done"], run_gaps(RunDir(self.source.out_root)), collector)
+        if self.cascade_images is not None and state["epochs_done"]:
+            self._cascade(folder, max(state["epochs_done"]))
         if plan.todo and not plan.computed and not (set(state["epochs_done"]) & set(selected)):
             raise OverfocusError(f"none of the selected checkpoints of {self.source.root} could be analysed "
                                  f"({plan.skipped[0]['reason']}); see {folder / 'analysis.json'}")
         return AnalysisResult(rows, plan.computed, state["skipped"], state["epochs_done"], folder)
+
+    def _cascade(self, folder: Path, epoch: int) -> None:
+        """Rank 0: the cascading randomisation test of `epoch` (cascade.py) -> sanity_cascade.json."""
+        from ..attribution import attribution_mode
+        from ..fileio import atomic_write_json
+        from .cascade import CASCADE_FILE, cascade, randomisable_layers
+        model = self.evaluator.load(self.source, epoch)
+        s, info = self.settings, self.info
+        batches = []
+        for batch, _ in self.cascade_images:
+            batch = batch.to(self.rt.device)
+            targets = batch.labels
+            if s.target == "predicted":
+                with torch.no_grad():
+                    from ..data import normalize
+
+                    targets = model(normalize(batch.images, info.mean, info.std)).argmax(1)
+            batches.append((batch.images, targets))
+        steps = len(randomisable_layers(model))
+        bar = progress(range(steps), self.show, desc=f"cascading randomisation (epoch {epoch})")
+        ticks = iter(bar)
+        with attribution_mode(model):
+            curve = cascade(model, self.evaluator.initial_model(), batches, methods=s.methods, layer=s.layer,
+                            mean=info.mean, std=info.std, method_args=s.method_args,
+                            on_step=lambda _: next(ticks, None))
+        atomic_write_json(folder / CASCADE_FILE, {"epoch": epoch, "images": sum(len(b[0]) for b in batches),
+                                                  **_finite(curve)})
 
     def _fill_history(self, epochs: List[int]) -> None:
         """Rank 0: the train/test accuracy of analysed checkpoints that the run does not record
@@ -635,6 +678,15 @@ def run_gaps(run: RunDir) -> Dict[int, float]:
     """epoch -> generalization gap of the run's metrics.jsonl (empty without one)."""
     return {int(r["epoch"]): float(r["gap"]) for r in run.read_metrics()
             if isinstance(r.get("epoch"), int) and isinstance(r.get("gap"), (int, float))}
+
+
+def _finite(obj: Any) -> Any:
+    """Strict JSON: NaN as null."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return None if isinstance(obj, float) and obj != obj else obj
 
 
 def _skip(epoch: int, reason: str) -> Dict[str, Any]:

@@ -352,6 +352,6 @@ def _open(spec: str, split: str, size: int):
 def _probe_ids(test) -> Tuple[str, ...]:
     """The probe set `overfocus train` would pick on this test split (evenly spaced images)."""
     from ..accuracy import PROBE_SIZE, probe_indices
-    from ..data import image_id_at
+    from ..data import dataset_labels, image_id_at
 
-    return tuple(image_id_at(test, k) for k in probe_indices(len(test), PROBE_SIZE))
+    return tuple(image_id_at(test, k) for k in probe_indices(len(test), PROBE_SIZE, dataset_labels(test)))

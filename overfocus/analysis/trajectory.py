@@ -107,9 +107,9 @@ def update_trajectory(folder: Path, epochs: Sequence[int], changed: Sequence[int
         store.write_csv(path, rows, store.RECORD_COLUMNS, ".9g")
         index[epoch] = prev
         touched = True
-    index = {e: p for e, p in index.items() if e in wanted}
-    if touched or index_path.is_file():
-        atomic_write_json(index_path, {str(e): p for e, p in sorted(index.items())})
+    kept = {e: p for e, p in index.items() if e in wanted}
+    if touched or kept != index:  # a call with nothing new writes nothing
+        atomic_write_json(index_path, {str(e): p for e, p in sorted(kept.items())})
     return touched
 
 

@@ -185,7 +185,8 @@ def _run(info: CaptumClass, req: AttributionRequest) -> torch.Tensor:
             attribution = info.cls(**init, **args.init).attribute(req.images, **call)
     except torch.cuda.OutOfMemoryError:
         raise
-    except (TypeError, ValueError, AssertionError, RuntimeError, IndexError, NotImplementedError) as exc:
+    except (TypeError, ValueError, AssertionError, RuntimeError, IndexError, KeyError, AttributeError,
+            NotImplementedError) as exc:  # the class does not fit this model or these arguments
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise OverfocusError(f"{method} failed on this model with these arguments: {first[:300]}") from None
     return captum_map(attribution, req.size, method)

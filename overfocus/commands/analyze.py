@@ -88,6 +88,9 @@ def register(sub) -> None:
                    help="compute the faithfulness and sanity metrics (deletion, insertion, ROAD, confidence, "
                    "sanity_init, sanity_class) and the random baseline on N images evenly spaced over the "
                    "analysed ones (default 256; 0 = none)")
+    p.add_argument("--sanity", choices=["cascade"], help="cascade: also run the cascading randomisation test "
+                   "(layers re-initialised from the top down to the epoch-0 weights, one at a time) on the last "
+                   "analysed epoch over the faithfulness images; writes sanity_cascade.json")
     p.add_argument("--faithfulness-steps", type=int, default=16, metavar="K",
                    help="steps of deletion / insertion (default 16)")
     p.add_argument("--faithfulness-baseline", default="blur", choices=["blur", "mean"],
@@ -122,7 +125,7 @@ def _names(text):
 # options handed on unchanged to the processes that --nproc launches
 VALUE_OPTIONS = ("epochs", "methods", "metrics", "probe", "data", "split", "target", "layer", "batch_size",
                  "limit", "device", "human", "out", "faithfulness_images", "faithfulness_steps",
-                 "faithfulness_baseline", "model", "arch", "num_classes", "width", "strip_prefix",
+                 "faithfulness_baseline", "sanity", "model", "arch", "num_classes", "width", "strip_prefix",
                  "image_size", "mean", "std", "epoch_pattern", "epoch_offset", "metrics_file", "epoch_column",
                  "train_acc_column",
                  "test_acc_column")
@@ -220,7 +223,7 @@ def _analyze(args: argparse.Namespace, foreign: bool, show: bool = True):
                    skip_bad=True if args.skip_bad else None, method_args=parse_method_args(args.method_args),
                    trust_recipe=args.trust_recipe, arch=None if foreign else args.arch,
                    faithfulness_images=args.faithfulness_images, faithfulness_steps=args.faithfulness_steps,
-                   faithfulness_baseline=args.faithfulness_baseline)
+                   faithfulness_baseline=args.faithfulness_baseline, sanity=args.sanity or "")
 
 
 def folder_options(args: argparse.Namespace):

@@ -68,6 +68,26 @@ def image_id_at(dataset, index: int) -> str:
     return str(fast(index)) if callable(fast) else str(dataset[index]["image_id"])
 
 
+def dataset_labels(dataset) -> Optional[List[int]]:
+    """Every sample's label without decoding an image, where the dataset's records hold them (file
+    formats, also through a Subset); None otherwise (generated data).
+
+    Example:
+        >>> from overfocus.data import open_dataset
+        >>> dataset_labels(open_dataset("builtin?test=4", "test", 32)) is None
+        True
+    """
+    indices = None
+    while not hasattr(dataset, "records") and hasattr(dataset, "dataset") and hasattr(dataset, "indices"):
+        indices = list(dataset.indices) if indices is None else [dataset.indices[i] for i in indices]
+        dataset = dataset.dataset
+    records = getattr(dataset, "records", None)
+    if records is None:
+        return None
+    labels = [int(r[1]) for r in records]
+    return labels if indices is None else [labels[i] for i in indices]
+
+
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Mean/std normalisation of a batch in [0, 1]; the single place where it happens."""
     m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)

@@ -283,6 +283,26 @@ def mark_peaks(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> None:
                 label="widest attention (onset peak)", zorder=5)
 
 
+def mark_faithful(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> None:
+    """Mark, on a panel, the epoch from which each method's maps beat the random baseline on
+    deletion and insertion (onset.json's `faithful_from`): a dash-dotted line in the method's own
+    colour (read from its curve on the panel), the epochs before the first one lightly shaded."""
+    colours = {line.get_label(): line.get_color() for line in ax.get_lines()}
+    epochs = []
+    for method, o in sorted(((onset or {}).get("methods") or {}).items()):
+        if method not in titles or o.get("faithful_from") is None:
+            continue
+        epoch = o["faithful_from"]
+        epochs.append(epoch)
+        ax.axvline(epoch, color=colours.get(titles[method], "#444444"), linestyle="-.", linewidth=1.2, alpha=0.9,
+                   label=f"{titles[method]}: maps faithful from epoch {epoch}")
+    if epochs:
+        lo = ax.get_xlim()[0]
+        if min(epochs) > lo:
+            ax.axvspan(lo, min(epochs), color="#999999", alpha=0.1, linewidth=0, label="no method's maps faithful yet")
+            ax.set_xlim(left=lo)
+
+
 def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, note: str = "",
                 decorate=None):
     """A grid of panels for the metrics that vary, a legend below, notes (flat metrics, `note`) under it.
@@ -321,7 +341,8 @@ def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[st
     Metrics whose mean is the same at every epoch are listed in a note under the grid instead. A
     metric's aggregate over the non-degenerate maps (`<metric>_nondegenerate` in the summary) is
     drawn in the metric's own panel as a second curve per method; with `onset` (onset.json) the
-    area-ratio panel marks each method's peak epoch.
+    area-ratio panel marks each method's peak epoch and every panel the epoch from which its maps
+    are faithful (`faithful_from`).
 
     Args:
         summary_rows: summary.csv rows (epoch, method, metric, mean, ci_low, ci_high, n).
@@ -357,7 +378,11 @@ def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[st
 
     titles = {m: method_title(meta, m) for m in {r["method"] for r in summary_rows}
               if methods is None or m in methods}
-    decorate = (lambda ax, metric: mark_peaks(ax, onset, titles) if metric == "area_ratio" else None)
+    def decorate(ax, metric: str) -> None:
+        if metric == "area_ratio":
+            mark_peaks(ax, onset, titles)
+        mark_faithful(ax, onset, titles)
+
     return save_figure(metric_grid(series_of, metrics, title, meta, note, decorate), out_png)
 
 

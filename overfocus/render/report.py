@@ -172,7 +172,10 @@ def examples_section(result, title: str, examples: list, blurb: str) -> str:
     score = metric_info(report, score_metric(report)).title
     figures = "".join(example_figure(e, methods, result.classes, score, report) for e in examples)
     primary = method_title(report, methods[0])
-    text = blurb.format(score=score, method=primary) + (BOXES_NOTE if report["inputs"].get("has_boxes") else "")
+    if score_metric(report) == "confidence":  # data without boxes: ranked by the model, not by the map
+        text = CONFIDENCE_BLURBS[blurb].format(method=primary)
+    else:
+        text = blurb.format(score=score, method=primary) + (BOXES_NOTE if report["inputs"].get("has_boxes") else "")
     unranked = report["examples"].get("unranked_all_zero", 0)
     if unranked:
         text += f" {unranked} images whose {primary} map is all zero are not ranked."
@@ -185,7 +188,7 @@ def examples_section(result, title: str, examples: list, blurb: str) -> str:
 def score_metric(report: Dict[str, Any]) -> str:
     """The metric audit ranked the examples by: report["examples"]["score_metric"] when audit wrote it,
     else audit's rule (energy pointing game with boxes, area ratio without)."""
-    return report["examples"].get("score_metric") or ("energy_pg" if report["inputs"]["has_boxes"] else "area_ratio")
+    return report["examples"].get("score_metric") or ("energy_pg" if report["inputs"]["has_boxes"] else "confidence")
 
 
 # ---- tables -------------------------------------------------------------------------------------------
@@ -321,6 +324,10 @@ def history_section(result) -> str:
 WORST_BLURB = "The audited images with the lowest {score} of the {method} map."
 BEST_BLURB = "The audited images with the highest {score} of the {method} map."
 BOXES_NOTE = " Green boxes are the annotated objects."  # only where the data has boxes
+CONFIDENCE_BLURBS = {WORST_BLURB: "The audited images the model is least confident about, with their {method} maps "
+                                  "(the data has no object boxes, so no map is ranked as better placed).",
+                     BEST_BLURB: "The correctly classified audited images the model is most confident about, with "
+                                 "their {method} maps."}
 
 
 def header(report: Dict[str, Any]) -> str:
