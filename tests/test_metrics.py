@@ -22,8 +22,13 @@ def _box(*coords):
 
 
 def test_registry_fields():
-    assert set(METRICS.names()) == {"area_ratio", "box_iou", "hit", "pointing_game", "energy_pg",
-                                    "harmonization", "gini", "entropy"}
+    map_only = {n for n in METRICS.names() if not METRICS.get(n).needs_model}
+    assert map_only == {"area_ratio", "box_iou", "hit", "pointing_game", "energy_pg", "harmonization", "gini",
+                        "entropy"}
+    # the metrics that perturb the image or query the model again (faithfulness, sanity)
+    assert set(METRICS.names()) - map_only == {
+        "deletion", "insertion", "road_morf", "road_lerf", "road_combined", "drop_in_confidence",
+        "increase_in_confidence", "sanity_init", "sanity_init_ssim", "sanity_class", "sanity_class_ssim"}
     spec = METRICS.get("hit")
     assert spec.name == "hit" and spec.higher_is_better and spec.needs_boxes and not spec.needs_human
     assert METRICS.get("harmonization").needs_human and not METRICS.get("gini").higher_is_better
@@ -424,7 +429,8 @@ def test_compute_map_metrics_normalises_once_and_equals_each_metric_alone(monkey
     import overfocus.metrics.batch as batch_module
 
     maps, boxes = _random_case(3)
-    alone = {name: _fn(name)(maps, boxes=boxes) for name in METRICS.names() if name != "harmonization"}
+    alone = {name: _fn(name)(maps, boxes=boxes) for name in METRICS.names()
+             if name != "harmonization" and not METRICS.get(name).needs_model}
     calls = []
     real = batch_module.normalize_maps
     monkeypatch.setattr(batch_module, "normalize_maps", lambda m: calls.append(1) or real(m))

@@ -63,6 +63,8 @@ def world(tmp_path_factory) -> World:
     root = tmp_path_factory.mktemp("signals")
     seconds = {"train": _timed(["train", *TINY, "--epochs", "2", "--out", root / "run"])}
     seconds["resume"] = seconds["train"] / 2
+    # the same training keeping every epoch's full state: what a train killed after epoch 1 has on disk
+    _timed(["train", *TINY, "--epochs", "2", "--set", "train.keep_full_every=1", "--out", root / "run_full"])
     shutil.copytree(root / "run", root / "analysed")
     seconds["analyze"] = _timed(["analyze", root / "analysed", *ANALYZE])
     shutil.copytree(root / "analysed", root / "rendered")
@@ -151,10 +153,12 @@ def _recover_train(w: World, tmp: Path) -> None:
 
 
 def _prepare_resume(w: World, tmp: Path) -> None:
-    """The run as a train killed after epoch 1 leaves it."""
-    shutil.copytree(w.run, tmp / "x")
+    """The run as a train killed after epoch 1 leaves it (epoch 1's full training state still there:
+    only the latest epoch's is kept, so it comes from the run that keeps every epoch's)."""
+    shutil.copytree(w.root / "run_full", tmp / "x")
     run = RunDir(tmp / "x")
     run.checkpoint_path(2).unlink()
+    run.state_path(2).unlink()
     run.write_metrics([r for r in run.read_metrics() if r["epoch"] <= 1])
     manifest = run.read_manifest()
     manifest["epochs"] = [e for e in manifest["epochs"] if e["epoch"] <= 1]
