@@ -120,6 +120,14 @@ def test_data_check_lists_the_truncated_jpeg(tmp_path, capsys):
     assert "all 15 train + 4 test images read and consistent" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("spec", ["nosuchkind:/x", "folder:/nonexistent/data"])
+def test_data_check_of_a_wrong_spec_is_one_line_exit_2(spec, capsys):
+    capsys.readouterr()
+    assert main(["data", "check", spec]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1, captured
+
+
 def test_a_run_stopped_on_a_bad_file_continues_with_resume_skip_bad(tmp_path, capsys, monkeypatch):
     bad = _folder_with_a_truncated_train_jpeg(tmp_path / "data")
     monkeypatch.chdir(tmp_path)  # the command is named as the user gave the folder

@@ -58,6 +58,8 @@ def check_dataset(spec: str, image_size: int = 64, jobs: Optional[int] = None,
             continue
         report.checked[split] = len(dataset)
         report.problems += check_samples(dataset, split, jobs, show_progress)
+    if not report.checked:  # neither split opens: the spec itself is wrong (kind, path), not a file in it
+        raise OverfocusError(report.problems[0].reason)
     return report
 
 
