@@ -71,28 +71,28 @@ def _run_with(tmp_path, acc, energy, area):
 def test_select_run_values_intervals_and_directions(tmp_path):
     acc = [0.2, 0.5, 0.7, 0.7, 0.6]
     energy = [0.3, 0.5, 0.6, 0.4, 0.6]
-    area = [0.5, 0.3, 0.2, 0.1, 0.25]  # the registry: a lower area ratio is better
+    area = [0.5, 0.7, 0.8, 0.9, 0.75]  # the registry: a higher area ratio (wider attention) is better
     result = select_run(_run_with(tmp_path, acc, energy, area), pick="knee")
     directions = {o["name"]: o["higher_is_better"] for o in result["objectives"]}
-    assert directions == {"test_acc": True, "energy_pg_nondegenerate": True, "area_ratio_nondegenerate": False}
-    expected = _brute_front({e: (acc[e], energy[e], -area[e]) for e in range(5)}, (True, True, True))
+    assert directions == {"test_acc": True, "energy_pg_nondegenerate": True, "area_ratio_nondegenerate": True}
+    expected = _brute_front({e: (acc[e], energy[e], area[e]) for e in range(5)}, (True, True, True))
     assert [r["epoch"] for r in result["front"]] == expected == [2, 3]
     two = result["front"][0]["values"]
     assert two["energy_pg_nondegenerate"] == {"mean": 0.6, "ci_low": pytest.approx(0.55), "ci_high": pytest.approx(0.65)}
     lo, hi = two["test_acc"]["ci_low"], two["test_acc"]["ci_high"]
     assert lo < 0.7 < hi and hi - lo == pytest.approx(0.126, abs=0.005)  # Wilson on the 200 test images
-    assert result["pick"] == {"rule": "knee", "epoch": knee_epoch({2: (0.7, 0.6, 0.2), 3: (0.7, 0.4, 0.1)},
-                                                                  (True, True, False))}
+    assert result["pick"] == {"rule": "knee", "epoch": knee_epoch({2: (0.7, 0.6, 0.8), 3: (0.7, 0.4, 0.9)},
+                                                                  (True, True, True))}
 
 
 def test_cli_prints_the_table_writes_select_json_and_the_explorer_marks_it(tmp_path, capsys):
     from overfocus.cli import main
     from overfocus.render.explore import build_page, ExploreOptions
 
-    run = _run_with(tmp_path, [0.2, 0.5, 0.7, 0.7, 0.6], [0.3, 0.5, 0.6, 0.4, 0.6], [0.5, 0.3, 0.2, 0.1, 0.25])
+    run = _run_with(tmp_path, [0.2, 0.5, 0.7, 0.7, 0.6], [0.3, 0.5, 0.6, 0.4, 0.6], [0.5, 0.7, 0.8, 0.9, 0.75])
     assert main(["select", str(run), "--pick", "knee"]) == 0
     out = capsys.readouterr().out
-    assert "area_ratio_nondegenerate lower is better" in out and "knee: epoch" in out
+    assert "area_ratio_nondegenerate higher is better" in out and "knee: epoch" in out
     lines = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert [int(cells[0]) for cells in lines] == [2, 3]
     saved = json.loads((run / "analysis" / "select.json").read_text())
