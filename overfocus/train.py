@@ -337,6 +337,9 @@ class Trainer:
         self._check_finite(epoch, "test loss", test_loss)  # before anything of this epoch is written
         row = {"epoch": epoch, **train_stats, "train_eval_loss": train_loss_eval, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc, "gap": train_acc - test_acc,
+               # the images behind each accuracy: the plots' 95% intervals depend on them
+               "train_images": len(self._eval_loaders["train"].dataset),
+               "test_images": len(self._eval_loaders["test"].dataset),
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
         sha = self._save_checkpoint(epoch, rng_states)
         rows = [r for r in self.run.read_metrics() if r["epoch"] < epoch] + [row]
