@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.hooks import Hooks
 from .base import REGULARIZERS, RegContext, Regularizer, StepInfo
 from .common import HeadRunner, eval_mode, largest_k_mask, probe_input
 
@@ -166,12 +167,8 @@ def full_model_attribution(model: nn.Module, latent: nn.Module, x: torch.Tensor,
         holder["z"] = out.detach().requires_grad_(True)
         return holder["z"]
 
-    handle = latent.register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            logits = model(x)
-    finally:
-        handle.remove()
+    with Hooks().forward(latent, hook), torch.enable_grad():
+        logits = model(x)
     return grad_times_latent(holder["z"], logits, labels)
 
 
@@ -214,7 +211,7 @@ class SGDrop(Regularizer):
         self.ema: Optional[nn.Module] = None
         self._pending_state: Optional[Dict[str, Any]] = None
         self._mask_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-        self._handle = None
+        self.hooks = Hooks()
         self.head: Optional[HeadRunner] = None
 
     # -- lifecycle --
@@ -227,7 +224,7 @@ class SGDrop(Regularizer):
             self._make_ema(model)
         else:
             self.head = HeadRunner(model, self.layer, probe_input(model, getattr(self.ctx, "image_size", 64)))
-        self._handle = self.latent.register_forward_hook(self._latent_hook)
+        self.hooks.forward(self.latent, self._latent_hook)
 
     def _make_ema(self, model: nn.Module) -> None:
         """Deep copy of the whole network before any hook of ours is on it; eval, no grad."""
@@ -255,9 +252,7 @@ class SGDrop(Regularizer):
         return full_model_attribution(self.ema, self.ema_latent, x, y)
 
     def teardown(self, model: nn.Module) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        self.hooks.remove()
 
     def state_dict(self) -> Dict[str, Any]:
         return {"ema": self.ema.state_dict()} if self.ema is not None else {}
