@@ -355,3 +355,96 @@ def test_report_classes_section_lists_the_weakest_class_first():
     html = classes_section(report)
     assert html.index(">dog<") < html.index(">cat<") and "50.0%" in html and "data:image/png;base64," in html
     assert classes_section({"inputs": {"images": 8}}) == ""
+
+
+def _many_metrics_summary(run: Path) -> list:
+    """The fake run's summary with more metrics than a paper figure holds, and a companion curve."""
+    from overfocus.render.io import load_analysis
+
+    rows = load_analysis(run).summary
+    extra = []
+    for r in rows:
+        if r["metric"] == "area_ratio":
+            for name, k in (("gini", 0.5), ("entropy", 3.0), ("box_iou", 0.7), ("area_ratio_nondegenerate", 1.2)):
+                extra.append({**r, "metric": name, "mean": k * r["mean"], "ci_low": k * r["ci_low"],
+                              "ci_high": k * r["ci_high"]})
+    return rows + extra
+
+
+def test_the_default_metrics_figure_is_a_paper_figure(tmp_path):
+    from overfocus.render.io import load_analysis
+    from overfocus.render.meta import order_metrics
+    from overfocus.render.plots import (MAX_DEFAULT_PANELS, default_panels, metric_curves_figure,
+                                        panel_metrics)
+
+    run = with_metadata(write_fake_run(tmp_path / "r"))
+    a = load_analysis(run)
+    summary = _many_metrics_summary(run)
+    available = panel_metrics(order_metrics(a.meta, {r["metric"] for r in summary}))
+    assert len(available) > MAX_DEFAULT_PANELS
+    onset = {"methods": {"grad_cam": {"peak_epoch": 1, "peak_area": 0.2}}}
+    fig = metric_curves_figure(summary, default_panels(available), "r: metrics", methods=a.methods, meta=a.meta,
+                               onset=onset)
+    axes = fig.get_axes()
+    assert len(axes) <= MAX_DEFAULT_PANELS
+    colours, styles = {}, {}
+    for ax in axes:
+        assert not ax.texts  # no label over the curves: the legend says what each mark is
+        for line in ax.get_lines():
+            label = line.get_label()
+            if label.startswith("_") or "onset" in label:
+                continue
+            base = label.removesuffix(" (non-empty maps)")
+            assert colours.setdefault(base, line.get_color()) == line.get_color()  # one colour per method
+            styles.setdefault(base, set()).add(line.get_linestyle())
+    assert len(set(colours.values())) == len(colours)
+    assert styles["Grad-CAM"] == {"-", "--"}  # all maps solid, non-empty maps dashed: one look per aggregate
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "Grad-CAM (non-empty maps)" in labels and not any(".json" in t or ".csv" in t for t in labels)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # nothing clipped: every panel with its labels, the legend and the title lie inside the figure
+    renderer, box = canvas.get_renderer(), fig.bbox
+    for artist in [*axes, *fig.legends, fig._suptitle]:
+        extent = artist.get_tightbbox(renderer) if hasattr(artist, "get_tightbbox") else artist.get_window_extent(renderer)
+        assert extent.x0 >= box.x0 - 1 and extent.x1 <= box.x1 + 1 and extent.y0 >= box.y0 - 1 and extent.y1 <= box.y1 + 1
+
+
+def test_render_metrics_chooses_the_panels_in_order(tmp_path, capsys):
+    from overfocus.cli import main
+
+    run = with_metadata(write_fake_run(tmp_path / "r"))
+    assert main(["render", str(run), "--methods", "grad_cam", "--formats", "gif", "--size", "320", "--no-explorer",
+                 "--metrics", "hit,area_ratio"]) == 0
+    capsys.readouterr()
+    assert (run / "figures" / "metrics.png").is_file()
+    assert main(["render", str(run), "--formats", "gif", "--size", "320", "--metrics", "aera_ratio"]) == 2
+    assert "did you mean 'area_ratio'" in capsys.readouterr().err
+
+
+def test_render_side_by_side_shows_what_fits_and_filmstrip_rows_by_class(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    from overfocus.cli import main
+    from overfocus.render.frames import EPOCH_HEADER_LINES, compute_layout, fitting_cells
+    from overfocus.render.io import load_analysis
+
+    run = with_metadata(write_fake_run(tmp_path / "r"))
+    assert main(["render", str(run), "--side-by-side", "--formats", "gif", "--size", "640", "--no-explorer"]) == 0
+    frame = next(iter(iio.imiter(run / "figures" / "evolution_grad_cam-sgdrop.gif", plugin="pillow", mode="RGB")))
+    n = fitting_cells(2, 640, 1.0, EPOCH_HEADER_LINES)
+    lay = compute_layout(n, 2, 640, 1.0, EPOCH_HEADER_LINES)
+    assert n < len(load_analysis(run).probe) and frame.shape[:2] == (lay.height, 640) and lay.panel_w >= 128
+    probe = load_analysis(run).probe
+    first, other = probe.classes[int(probe.labels[0])], probe.classes[int(probe.labels[1])]
+    assert main(["render", str(run), "--methods", "grad_cam", "--formats", "gif", "--size", "320", "--no-explorer",
+                 "--filmstrip-rows", f"class:{other},class:{first},class:{other}"]) == 0
+    three = iio.imread(run / "figures" / "filmstrip_grad_cam.png")
+    assert main(["render", str(run), "--methods", "grad_cam", "--formats", "gif", "--size", "320", "--no-explorer",
+                 "--filmstrip-images", "2"]) == 0
+    two = iio.imread(run / "figures" / "filmstrip_grad_cam.png")
+    assert three.shape[0] > two.shape[0]
+    capsys.readouterr()
+    assert main(["render", str(run), "--formats", "gif", "--size", "320", "--filmstrip-rows", "class:zebra"]) == 2
+    assert "no class 'zebra'" in capsys.readouterr().err

@@ -299,6 +299,7 @@ def epoch_header(analysis: Analysis, epoch: int, methods: Sequence[str]) -> List
 
 
 HEADER_METRIC = "area_ratio"  # the one number per method in a frame header: how much of the image is lit
+EPOCH_HEADER_LINES = 5  # title, accuracies, mean area ratio, legend, colour note (epoch_header)
 
 
 def empty_text(counts: Optional[tuple]) -> str:
@@ -326,7 +327,7 @@ def evolution_frames(analysis: Analysis, methods: Sequence[str], indices: Sequen
                      style: FrameStyle) -> Iterable[np.ndarray]:
     """One frame per analysed epoch, in epoch order."""
     aspect = analysis.probe.images.shape[1] / analysis.probe.images.shape[2]
-    layout = compute_layout(len(indices), len(methods), style.width, aspect, header_lines=5)
+    layout = compute_layout(len(indices), len(methods), style.width, aspect, header_lines=EPOCH_HEADER_LINES)
     for epoch in analysis.epochs:
         maps = analysis.load_epoch(epoch)
         check_methods(maps, methods, analysis)

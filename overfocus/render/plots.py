@@ -423,6 +423,13 @@ def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[st
         >>> plot_metric_curves(rows, Path(tempfile.mkdtemp()) / "c.png", ["area_ratio"], "demo").name
         'c.png'
     """
+    return save_figure(metric_curves_figure(summary_rows, metrics, title, methods, meta, note, onset), out_png)
+
+
+def metric_curves_figure(summary_rows: List[dict], metrics: List[str], title: str,
+                         methods: Optional[Sequence[str]] = None, meta: Optional[Mapping] = None, note: str = "",
+                         onset: Optional[Mapping] = None):
+    """The Figure of `plot_metric_curves` (not yet written)."""
     meta = meta or {}
     present = {r["metric"] for r in summary_rows}
     absent = [m for m in metrics if m not in present]
@@ -446,7 +453,7 @@ def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[st
             mark_peaks(ax, onset, titles)
         mark_faithful(ax, onset, titles)
 
-    return save_figure(metric_grid(series_of, metrics, title, meta, note, decorate), out_png)
+    return metric_grid(series_of, metrics, title, meta, note, decorate)
 
 
 def _label_axes(ax, info) -> None:
