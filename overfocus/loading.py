@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from .errors import OverfocusError, option, shorten, shorten_text
+from .models.hooks import Hooks
 from .registry import did_you_mean
 from .rundir import is_torchscript, load_checkpoint, sha256_file  # noqa: F401 (is_torchscript re-exported)
 
@@ -519,16 +520,16 @@ def spatial_sizes(model: nn.Module, images: torch.Tensor) -> List[Tuple[str, Tup
         [('0', (6, 6)), ('1', (6, 6))]
     """
     order: List[Tuple[str, Tuple[int, int]]] = []
-    hooks = [m.register_forward_hook(_recorder(order, name)) for name, m in model.named_modules()
-             if name and not isinstance(m, SKIP_LAYER_TYPES)]
     was_training = model.training
-    try:
-        model.eval()
-        model(images[:1])
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    with Hooks() as hooks:
+        for name, m in model.named_modules():
+            if name and not isinstance(m, SKIP_LAYER_TYPES):
+                hooks.forward(m, _recorder(order, name))
+        try:
+            model.eval()
+            model(images[:1])
+        finally:
+            model.train(was_training)
     return order
 
 
