@@ -126,7 +126,8 @@ class Fixture:
         from overfocus.analysis import RunInfo
         from overfocus.data import collate_samples, normalize, open_dataset
         from overfocus.models import build_model
-        from overfocus.rundir import RunDir, load_checkpoint
+        from overfocus.rundir import RunDir
+        from overfocus.checkpoint.files import load_checkpoint
 
         self.info = info = RunInfo.from_manifest(RunDir(run).read_manifest())
         ds = open_dataset(info.data_spec, "test", info.image_size)

@@ -20,10 +20,10 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 from overfocus.attribution import ATTRIBUTIONS, attribute
 from overfocus.config import build_config
 from overfocus.errors import OverfocusError
-from overfocus.loading import spatial_sizes
 from overfocus.metrics import NeuronCoverage
 from overfocus.models import build_model
 from overfocus.models.hooks import HOOK_DICTS, Hooks, hook_snapshot, remove_hooks_added_since
+from overfocus.models.layers import spatial_sizes
 from overfocus.regularizers import REGULARIZERS, StepInfo
 from overfocus.train import Trainer
 

@@ -2,8 +2,11 @@
 
 Per step: an attribution network (an EMA copy of the whole model, or the online weights when
 `ema=False`) gives A = relu(g * z') at the latent layer, g = d(sum of gt logits)/dz'. For each
-sample the k = max(1, ceil(rho * units)) most attributed units (k is an upper bound: only units
-with positive attribution are ever dropped) are zeroed in the ONLINE network's latent z (a forward hook, z * M, no rescaling), and the loss is cross-entropy on those logits.
+sample exactly k = max(1, ceil(rho * units)) most attributed units (ties to the lower index; the
+paper's top rho-quantile) are zeroed in the ONLINE network's latent z (a forward hook, z * M, no
+rescaling), and the loss is cross-entropy on those logits. `positive_only=True` makes k an upper
+bound instead (units without positive attribution never drop). docs/methods.md lists every choice
+the paper leaves open ("SGDrop against the paper").
 
 Cost. With `ema=True` the extra work is one eval-mode forward of the EMA copy (its encoder builds
 no autograd graph: no parameter needs grad and the input does not either), a backward through the
@@ -77,23 +80,30 @@ def drop_count(rho: float, units: int) -> int:
     return min(units, max(1, math.ceil(rho * units - 1e-9)))
 
 
-def sgdrop_mask(attribution: torch.Tensor, k: int, granularity: str = "element") -> torch.Tensor:
+def sgdrop_mask(attribution: torch.Tensor, k: int, granularity: str = "element",
+                positive_only: bool = False) -> torch.Tensor:
     """Multiplicative mask M (0 on the k most attributed units of each sample, 1 elsewhere).
 
-    k is an upper bound: a unit whose score is not positive carries no evidence for the class and
-    is never dropped, so a sample with fewer than k positive units loses only those. The mask
-    broadcasts against z: B x C x H x W (element), B x 1 x H x W (spatial) or B x C x 1 x 1 (channel).
+    Exactly k units per sample, ties to the lower index (METHODS.md section 1: the paper's top
+    rho-quantile of the sample's units). With `positive_only` k is an upper bound: a unit whose
+    score is not positive is never dropped, so a sample with fewer than k positive units loses only
+    those. The mask broadcasts against z: B x C x H x W (element), B x 1 x H x W (spatial) or
+    B x C x 1 x 1 (channel).
 
     Example:
         >>> a = torch.zeros(1, 2, 2, 2); a[0, 1, 0, 1] = 5.0
         >>> sgdrop_mask(a, 1)[0, 1]
         tensor([[1., 0.],
                 [1., 1.]])
-        >>> int((sgdrop_mask(a, 3) == 0).sum())  # one positive unit: one dropped, not three
+        >>> int((sgdrop_mask(a, 3) == 0).sum())  # exactly k: the ties at 0 go by index
+        3
+        >>> int((sgdrop_mask(a, 3, positive_only=True) == 0).sum())  # one positive unit: one dropped
         1
     """
     scores = unit_scores(attribution, granularity)
-    dropped = largest_k_mask(scores, k) & (scores > 0)
+    dropped = largest_k_mask(scores, k)
+    if positive_only:
+        dropped &= scores > 0
     keep = (~dropped).to(attribution.dtype)
     b, c, h, w = attribution.shape
     shape = {"element": (b, c, h, w), "spatial": (b, 1, h, w), "channel": (b, c, 1, 1)}[granularity]
@@ -192,6 +202,7 @@ class SGDrop(Regularizer):
         ema_layout: str = "auto"  # memory format of the EMA copy: auto (channels_last on CPU) | keep | channels_last
         clean_ce_weight: float = 0.0
         k_override: int = -1  # >= 0 forces k (0 = no unit dropped); -1 = from rho
+        positive_only: bool = False  # k as an upper bound: units without positive attribution never drop
         layer: str = ""  # "" = the model's latent layer
 
     def __init__(self, params: Any, ctx: RegContext):
@@ -318,8 +329,8 @@ class SGDrop(Regularizer):
         if k == 0:
             stats["dropped_units"] = 0.0
             return torch.ones((), dtype=attribution.dtype, device=attribution.device)
-        mask = sgdrop_mask(attribution, k, self.params.granularity)
-        # k is an upper bound (only positive units drop): log the mean count actually dropped.
+        mask = sgdrop_mask(attribution, k, self.params.granularity, self.params.positive_only)
+        # k is an upper bound with positive_only: log the mean count actually dropped.
         stats["dropped_units"] = (mask == 0).flatten(1).sum(1).float().mean()  # a tensor: no device sync
         return mask
 
