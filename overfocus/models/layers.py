@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import OverfocusError, option
+from .hooks import Hooks
 
 
 SKIP_LAYER_TYPES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.Identity, nn.Flatten,
@@ -63,16 +64,16 @@ def spatial_sizes(model: nn.Module, images: torch.Tensor) -> List[Tuple[str, Tup
         [('0', (6, 6)), ('1', (6, 6))]
     """
     order: List[Tuple[str, Tuple[int, int]]] = []
-    hooks = [m.register_forward_hook(_recorder(order, name)) for name, m in model.named_modules()
-             if name and not isinstance(m, SKIP_LAYER_TYPES)]
     was_training = model.training
-    try:
-        model.eval()
-        model(images[:1])
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    with Hooks() as hooks:
+        for name, m in model.named_modules():
+            if name and not isinstance(m, SKIP_LAYER_TYPES):
+                hooks.forward(m, _recorder(order, name))
+        try:
+            model.eval()
+            model(images[:1])
+        finally:
+            model.train(was_training)
     return order
 
 
