@@ -448,3 +448,13 @@ def test_render_side_by_side_shows_what_fits_and_filmstrip_rows_by_class(tmp_pat
     capsys.readouterr()
     assert main(["render", str(run), "--formats", "gif", "--size", "320", "--filmstrip-rows", "class:zebra"]) == 2
     assert "no class 'zebra'" in capsys.readouterr().err
+
+
+def test_too_narrow_side_by_side_is_refused_before_anything_is_written(tmp_path, capsys):
+    from overfocus.cli import main
+
+    a, b = write_fake_run(tmp_path / "a"), write_fake_run(tmp_path / "b", seed=1)
+    assert main(["compare", str(a), str(b), "--formats", "gif", "--size", "200", "--out", str(tmp_path / "c")]) == 2
+    assert "use --size 270 or more" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main(["render", str(a), "--side-by-side", "--formats", "gif", "--size", "200"]) == 2
+    assert "use --size" in capsys.readouterr().err and not (a / "figures").exists()

@@ -21,8 +21,8 @@ from ..errors import OverfocusError
 from ..fileio import atomic_write_text
 from ..registry import did_you_mean
 from .encode import check_fps, check_plot_format, write_video
-from .frames import (Cell, FrameStyle, HEADER_METRIC, check_style, compose_frame, compute_layout, empty_text,
-                     fitting_cells, fmt_num, fmt_pct, legend_line, prediction_caption)
+from .frames import (Cell, FrameStyle, HEADER_METRIC, check_panels_fit, check_style, compose_frame, compute_layout,
+                     empty_text, fitting_cells, fmt_num, fmt_pct, legend_line, prediction_caption)
 from .io import Analysis, clean_stale_temps, load_analysis, run_name
 from .meta import merged_info, method_title, metric_info, order_metrics
 from .overlay import NORMALISATION_NOTE, attribution_panel
@@ -87,6 +87,7 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
     if len(run_dirs) < 2:
         raise OverfocusError("compare needs at least two run directories: overfocus compare RUN_A RUN_B")
     fmt = check_plot_format(opts.plot_format)
+    check_panels_fit(len(run_dirs), style.width)
     runs = dict(zip(run_labels(run_dirs, opts.labels), (load_analysis(r) for r in run_dirs)))
     order = check_same_probes(runs)
     method = common_method(runs, opts.method)

@@ -48,7 +48,7 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
         ['evolution_grad_cam.gif', 'explorer.html', 'filmstrip_grad_cam.png', 'gap.png', 'metrics.png']
     """
     from .encode import check_fps, check_plot_format
-    from .frames import FrameStyle, check_style
+    from .frames import FrameStyle, check_panels_fit, check_style
     from .io import clean_stale_temps, load_analysis, select_methods
 
     opts = options or RenderOptions()
@@ -68,6 +68,8 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
 
         chosen_panels(opts.metrics, panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary))),
                       analysis.run_dir)
+    if opts.side_by_side:
+        check_panels_fit(len(methods), style.width)
     groups = [methods] if opts.side_by_side else [[m] for m in methods]
     result = RenderResult()
     figures = analysis.run_dir / "figures"

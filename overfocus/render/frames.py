@@ -147,6 +147,12 @@ def compute_layout(n_cells: int, per_cell: int, width: int, aspect: float = 1.0,
     return lay
 
 
+def check_panels_fit(per_cell: int, width: int) -> None:
+    """Refuse, before any work, a frame too narrow for `per_cell` panels side by side (one line
+    naming the --size that fits)."""
+    compute_layout(1, per_cell, width)
+
+
 def fitting_cells(per_cell: int, width: int, aspect: float = 1.0, header_lines: int = 3) -> int:
     """How many probe images a frame of `width` shows by default when panels stand side by side:
     as many as fit, with panels of at least 128 px, in a frame no taller than it is wide (at
