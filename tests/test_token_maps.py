@@ -16,7 +16,7 @@ import torch
 import overfocus
 from overfocus.attribution import attribute, layer_gradients
 from overfocus.errors import OverfocusError
-from overfocus.loading import auto_layer
+from overfocus.models.layers import auto_layer
 from overfocus.models import build_model, get_module
 from overfocus.models.tokens import TokenLayout, find_token_layer, layer_layout, patch_grid
 

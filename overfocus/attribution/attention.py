@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import OverfocusError
+from ..models.hooks import Hooks
 from ..models.tokens import patch_grid, prefix_tokens
 
 
@@ -86,6 +87,7 @@ class AttentionRecorder:
                                  "block): the rollout methods need one; use grad_cam on its token grid")
         self.maps: List[torch.Tensor] = []
         self._undo: List[Callable[[], Any]] = []
+        self._hooks = Hooks()
 
     def __enter__(self) -> "AttentionRecorder":
         try:
@@ -104,8 +106,7 @@ class AttentionRecorder:
         fused = module.fused_attn
         module.fused_attn = False
         self._undo.append(lambda m=module, f=fused: setattr(m, "fused_attn", f))
-        handle = module.attn_drop.register_forward_hook(self._keep)
-        self._undo.append(handle.remove)
+        self._hooks.forward(module.attn_drop, self._keep)
 
     def _keep(self, _module, _inputs, out: torch.Tensor) -> torch.Tensor:
         """Record the probabilities; a constant one becomes a leaf on the graph (its gradient is
@@ -119,6 +120,7 @@ class AttentionRecorder:
         self._restore()
 
     def _restore(self) -> None:
+        self._hooks.remove()
         for undo in reversed(self._undo):
             undo()
         self._undo = []

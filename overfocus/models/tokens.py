@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import OverfocusError
+from .hooks import Hooks
 
 Grid = Tuple[int, int]
 
@@ -293,14 +294,13 @@ def _output_shape(model: nn.Module, module: nn.Module, image: torch.Tensor) -> O
         if torch.is_tensor(out) and not seen:
             seen.append(tuple(out.shape))
 
-    handle = module.register_forward_hook(hook)
     was_training = model.training
     try:
         model.eval()
-        model(image)
+        with Hooks().forward(module, hook):
+            model(image)
     finally:
         model.train(was_training)
-        handle.remove()
     return seen[0] if seen else None
 
 

@@ -2,8 +2,11 @@
 
 Per step: an attribution network (an EMA copy of the whole model, or the online weights when
 `ema=False`) gives A = relu(g * z') at the latent layer, g = d(sum of gt logits)/dz'. For each
-sample the k = max(1, ceil(rho * units)) most attributed units (k is an upper bound: only units
-with positive attribution are ever dropped) are zeroed in the ONLINE network's latent z (a forward hook, z * M, no rescaling), and the loss is cross-entropy on those logits.
+sample exactly k = max(1, ceil(rho * units)) most attributed units (ties to the lower index; the
+paper's top rho-quantile) are zeroed in the ONLINE network's latent z (a forward hook, z * M, no
+rescaling), and the loss is cross-entropy on those logits. `positive_only=True` makes k an upper
+bound instead (units without positive attribution never drop). docs/methods.md lists every choice
+the paper leaves open ("SGDrop against the paper").
 
 Cost. With `ema=True` the extra work is one eval-mode forward of the EMA copy (its encoder builds
 no autograd graph: no parameter needs grad and the input does not either), a backward through the
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.hooks import Hooks
 from .base import REGULARIZERS, RegContext, Regularizer, StepInfo
 from .common import HeadRunner, eval_mode, largest_k_mask, probe_input
 
@@ -76,23 +80,30 @@ def drop_count(rho: float, units: int) -> int:
     return min(units, max(1, math.ceil(rho * units - 1e-9)))
 
 
-def sgdrop_mask(attribution: torch.Tensor, k: int, granularity: str = "element") -> torch.Tensor:
+def sgdrop_mask(attribution: torch.Tensor, k: int, granularity: str = "element",
+                positive_only: bool = False) -> torch.Tensor:
     """Multiplicative mask M (0 on the k most attributed units of each sample, 1 elsewhere).
 
-    k is an upper bound: a unit whose score is not positive carries no evidence for the class and
-    is never dropped, so a sample with fewer than k positive units loses only those. The mask
-    broadcasts against z: B x C x H x W (element), B x 1 x H x W (spatial) or B x C x 1 x 1 (channel).
+    Exactly k units per sample, ties to the lower index (METHODS.md section 1: the paper's top
+    rho-quantile of the sample's units). With `positive_only` k is an upper bound: a unit whose
+    score is not positive is never dropped, so a sample with fewer than k positive units loses only
+    those. The mask broadcasts against z: B x C x H x W (element), B x 1 x H x W (spatial) or
+    B x C x 1 x 1 (channel).
 
     Example:
         >>> a = torch.zeros(1, 2, 2, 2); a[0, 1, 0, 1] = 5.0
         >>> sgdrop_mask(a, 1)[0, 1]
         tensor([[1., 0.],
                 [1., 1.]])
-        >>> int((sgdrop_mask(a, 3) == 0).sum())  # one positive unit: one dropped, not three
+        >>> int((sgdrop_mask(a, 3) == 0).sum())  # exactly k: the ties at 0 go by index
+        3
+        >>> int((sgdrop_mask(a, 3, positive_only=True) == 0).sum())  # one positive unit: one dropped
         1
     """
     scores = unit_scores(attribution, granularity)
-    dropped = largest_k_mask(scores, k) & (scores > 0)
+    dropped = largest_k_mask(scores, k)
+    if positive_only:
+        dropped &= scores > 0
     keep = (~dropped).to(attribution.dtype)
     b, c, h, w = attribution.shape
     shape = {"element": (b, c, h, w), "spatial": (b, 1, h, w), "channel": (b, c, 1, 1)}[granularity]
@@ -156,12 +167,8 @@ def full_model_attribution(model: nn.Module, latent: nn.Module, x: torch.Tensor,
         holder["z"] = out.detach().requires_grad_(True)
         return holder["z"]
 
-    handle = latent.register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            logits = model(x)
-    finally:
-        handle.remove()
+    with Hooks().forward(latent, hook), torch.enable_grad():
+        logits = model(x)
     return grad_times_latent(holder["z"], logits, labels)
 
 
@@ -195,6 +202,7 @@ class SGDrop(Regularizer):
         ema_layout: str = "auto"  # memory format of the EMA copy: auto (channels_last on CPU) | keep | channels_last
         clean_ce_weight: float = 0.0
         k_override: int = -1  # >= 0 forces k (0 = no unit dropped); -1 = from rho
+        positive_only: bool = False  # k as an upper bound: units without positive attribution never drop
         layer: str = ""  # "" = the model's latent layer
 
     def __init__(self, params: Any, ctx: RegContext):
@@ -203,7 +211,7 @@ class SGDrop(Regularizer):
         self.ema: Optional[nn.Module] = None
         self._pending_state: Optional[Dict[str, Any]] = None
         self._mask_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-        self._handle = None
+        self.hooks = Hooks()
         self.head: Optional[HeadRunner] = None
 
     # -- lifecycle --
@@ -216,7 +224,7 @@ class SGDrop(Regularizer):
             self._make_ema(model)
         else:
             self.head = HeadRunner(model, self.layer, probe_input(model, getattr(self.ctx, "image_size", 64)))
-        self._handle = self.latent.register_forward_hook(self._latent_hook)
+        self.hooks.forward(self.latent, self._latent_hook)
 
     def _make_ema(self, model: nn.Module) -> None:
         """Deep copy of the whole network before any hook of ours is on it; eval, no grad."""
@@ -244,9 +252,7 @@ class SGDrop(Regularizer):
         return full_model_attribution(self.ema, self.ema_latent, x, y)
 
     def teardown(self, model: nn.Module) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        self.hooks.remove()
 
     def state_dict(self) -> Dict[str, Any]:
         return {"ema": self.ema.state_dict()} if self.ema is not None else {}
@@ -323,8 +329,8 @@ class SGDrop(Regularizer):
         if k == 0:
             stats["dropped_units"] = 0.0
             return torch.ones((), dtype=attribution.dtype, device=attribution.device)
-        mask = sgdrop_mask(attribution, k, self.params.granularity)
-        # k is an upper bound (only positive units drop): log the mean count actually dropped.
+        mask = sgdrop_mask(attribution, k, self.params.granularity, self.params.positive_only)
+        # k is an upper bound with positive_only: log the mean count actually dropped.
         stats["dropped_units"] = (mask == 0).flatten(1).sum(1).float().mean()  # a tensor: no device sync
         return mask
 

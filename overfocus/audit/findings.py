@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .attribution.methods import ATTRIBUTIONS, DEFAULT_METHODS
-from .errors import OverfocusError
+from ..attribution.methods import ATTRIBUTIONS, DEFAULT_METHODS
+from ..errors import OverfocusError
 
 
 @dataclass(frozen=True)
