@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from overfocus.audit import (THRESHOLDS, default_out, make_findings, parse_pairs, pct,
-                             resolve_source)
+from overfocus.audit.findings import THRESHOLDS, make_findings, pct
+from overfocus.audit.flow import default_out
+from overfocus.audit.inputs import parse_pairs, resolve_source
 from overfocus.cli import main
 from overfocus.errors import OverfocusError
-from overfocus.loading import ModelOptions, auto_layer, check_and_load, extract_state_dict, load_model
+from overfocus.models.build import ModelOptions
+from overfocus.models.layers import auto_layer
+from overfocus.checkpoint.keys import check_and_load, extract_state_dict
+from overfocus.checkpoint.load import load_model
 from overfocus.models import build_model
 from overfocus.rundir import RunDir
 
@@ -81,7 +85,7 @@ def test_failing_gate_exits_1_and_names_it(tiny_run, tmp_path, capsys):
 
 def test_accuracy_matches_an_independent_evaluation(tiny_run, tmp_path, capsys):
     from overfocus.data import normalize, open_dataset
-    from overfocus.rundir import load_checkpoint
+    from overfocus.checkpoint.files import load_checkpoint
 
     code, out, _ = cli(capsys, tiny_run, "--out", tmp_path, "--json")
     report = json.loads(out)
@@ -391,7 +395,7 @@ def test_one_localisation_finding_that_cannot_contradict_itself(pg, outside, lev
 
 
 def test_best_examples_are_correct_predictions():
-    from overfocus.audit import Accumulator, Example
+    from overfocus.audit.accumulate import Accumulator, Example
 
     def example(i, score, pred, label):
         return Example(np.zeros((2, 2, 3), np.uint8), {}, np.zeros((0, 4)), label, pred, 0.9, str(i), score)

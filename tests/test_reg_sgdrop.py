@@ -16,7 +16,8 @@ from overfocus.regularizers import RegContext, StepInfo, build_regularizer
 from overfocus.regularizers.common import HeadRunner, capture_output, largest_k_mask
 from overfocus.regularizers.sgdrop import (drop_count, ema_tau, full_model_attribution,
                                            grad_times_latent, sgdrop_mask)
-from overfocus.rundir import RunDir, load_checkpoint
+from overfocus.rundir import RunDir
+from overfocus.checkpoint.files import load_checkpoint
 from overfocus.train import resume, train
 
 TINY = ["data.spec=builtin?classes=3&train=32&test=16", "data.image_size=32", "data.batch_size=16",

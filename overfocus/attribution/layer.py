@@ -1,9 +1,11 @@
 """Layer activations and gradients from ONE forward and ONE backward, and the maps made of them.
 
-Captum's layer utility (`compute_layer_gradients_and_eval`) hooks the layer, runs the model,
-and differentiates the selected PRE-SOFTMAX logits with respect to the layer output. Its hook
-hands a clone of the output to the rest of the network, so a following in-place ReLU (VGG's
-`features.N` conv layers feed `ReLU(inplace=True)`) cannot overwrite the activation we keep.
+A forward hook on the layer keeps its output z (made a leaf that needs grad when the frozen
+parameters give it none, so autograd records nothing before the layer) and hands a clone of it to
+the rest of the network, so a following in-place ReLU (VGG's `features.N` conv layers feed
+`ReLU(inplace=True)`) cannot overwrite the activation we keep; the selected PRE-SOFTMAX logits
+are then differentiated with respect to z. This is what Captum's `compute_layer_gradients_and_eval`
+does (its LayerGradCam equals our Grad-CAM, tests/test_oracles.py).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.hooks import Hooks
 from .context import attribution_mode
 
 
@@ -54,18 +57,28 @@ def layer_gradients(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
         >>> g.activations.shape == g.gradients.shape, g.logits.shape
         (True, torch.Size([2, 3]))
     """
-    from captum._utils.gradient import compute_layer_gradients_and_eval
-
     module = get_module(model, layer)
     store: dict = {}
-    with attribution_mode(model):
-        grads, acts = compute_layer_gradients_and_eval(checked_forward(model, targets, store), module, images,
-                                                       target_ind=targets)
-    if not isinstance(acts, tuple) or len(acts) != 1 or acts[0].dim() != 4:
-        shape = tuple(acts[0].shape) if isinstance(acts, tuple) and acts else "a tuple"
-        raise OverfocusError(f"layer {layer!r} outputs {shape}; Grad-CAM needs a B x C x H x W feature map: "
-                             "pass a convolutional layer or block")
-    return LayerGradients(acts[0].detach(), grads[0].detach(), store["logits"])
+    kept: list = []  # the layer's output of its last call (a module called twice: Captum keeps the last too)
+
+    def keep(_module, _inputs, out):
+        if not isinstance(out, torch.Tensor):
+            kept.append(out)
+            return None
+        if not out.requires_grad:
+            out.requires_grad_(True)
+        kept.append(out)
+        return out.clone()
+
+    with attribution_mode(model), Hooks().forward(module, keep):
+        logits = checked_forward(model, targets, store)(images)
+        z = kept[-1] if kept else None
+        if not isinstance(z, torch.Tensor) or z.dim() != 4:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else "no tensor"
+            raise OverfocusError(f"layer {layer!r} outputs {shape}; Grad-CAM needs a B x C x H x W feature map: "
+                                 "pass a convolutional layer or block")
+        (grads,) = torch.autograd.grad(logits.gather(1, targets.view(-1, 1)).sum(), z)
+    return LayerGradients(z.detach(), grads.detach(), store["logits"])
 
 
 def grad_cam_raw(grads: LayerGradients) -> torch.Tensor:

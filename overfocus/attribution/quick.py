@@ -1,4 +1,4 @@
-"""The short route to a map: `overfocus.attribute(model, images)` and `overfocus.overlay(image, map)`.
+"""The short route to a map: `overfocus.attribute(model, images)` (drawn by `overfocus.overlay`, render/overlay.py).
 
 A thin layer over `attribution.api.attribute` (the one implementation of the methods) that fills
 in what a new user does not want to think about: the explained class (the predicted one), the
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -49,7 +48,7 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Te
     Use `overfocus.attribution.attribute` for raw (unscaled) maps, as the metrics need them.
     """
     from ..data import normalize
-    from ..loading import default_layer
+    from ..models.layers import default_layer
 
     if images.dim() != 4:
         raise OverfocusError(f"images must be B x C x H x W, got shape {tuple(images.shape)}")
@@ -68,7 +67,7 @@ def warn_small_layer(model: nn.Module, layer: str, images: torch.Tensor) -> None
     """A UserWarning of one line when `layer` is below 4 x 4 at this size (near-constant maps)."""
     import warnings
 
-    from ..loading import small_layer_note
+    from ..models.layers import small_layer_note
 
     note = small_layer_note(model, layer, images)
     if note:
@@ -86,32 +85,3 @@ def predicted_classes(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         model.train(was_training)
 
 
-def overlay(image, attribution_map, alpha: float = 0.5, cmap: str = "inferno") -> np.ndarray:
-    """An attribution map blended over its image: H x W x 3 uint8 RGB (save with PIL or cv2 in RGB order).
-
-    Args:
-        image: 3 x H x W tensor in [0, 1] (as given to `attribute`), or H x W x 3 uint8 / float array.
-        attribution_map: H x W map in [0, 1] (one entry of `attribute`'s result), tensor or array.
-        alpha: the map's opacity; cmap: a Matplotlib colormap name.
-    """
-    from ..render.overlay import overlay_map
-
-    return overlay_map(_rgb_uint8(image), _array(attribution_map), alpha=alpha, cmap=cmap)
-
-
-def _array(value) -> np.ndarray:
-    return value.detach().float().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
-
-
-def _rgb_uint8(image) -> np.ndarray:
-    """H x W x 3 uint8 from a C x H x W tensor in [0, 1] or an H x W x 3 array (uint8, or float in [0, 1])."""
-    arr = _array(image)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[2] not in (1, 3):
-        arr = arr.transpose(1, 2, 0)
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
-        raise OverfocusError(f"overlay needs a 3 x H x W or H x W x 3 image, got shape {arr.shape}")
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    if arr.dtype != np.uint8:
-        arr = np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255).astype(np.uint8)
-    return np.ascontiguousarray(arr)

@@ -229,7 +229,7 @@ def _analyze(args: argparse.Namespace, foreign: bool, show: bool = True):
 def folder_options(args: argparse.Namespace):
     """FolderOptions from the command line (a folder of checkpoints)."""
     from ..analysis.runsource import FolderOptions
-    from ..history import HistoryColumns
+    from ..checkpoint.history import HistoryColumns
 
     model = model_options(args)  # --layer included
     columns = HistoryColumns(args.epoch_column, args.train_acc_column, args.test_acc_column)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.hooks import Hooks
 from .base import REGULARIZERS, Regularizer, StepInfo
 from ..models.hooks import Hooks
 from .common import HeadRunner, capture_output, eval_mode, probe_input
@@ -157,7 +158,7 @@ class ExcitationDropout(Regularizer):
             raise OverfocusError(f"regularizer.retain={params.retain}: the base retain probability must be in (0, 1]")
         self.head = None
         self._step_input = None
-        self._handle = None
+        self.hooks = Hooks()
 
     def setup(self, model: nn.Module) -> None:
         self.model = model
@@ -167,12 +168,10 @@ class ExcitationDropout(Regularizer):
         for name, module in self.head.head_leaves:  # fail before training, not at its first step
             if not isinstance(module, SUPPORTED):
                 raise unsupported(name, module)
-        self._handle = get_module(model, self.layer).register_forward_hook(self._hook)
+        self.hooks.forward(get_module(model, self.layer), self._hook)
 
     def teardown(self, model: nn.Module) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        self.hooks.remove()
 
     def loss(self, model: nn.Module, batch, step: StepInfo) -> Tuple[torch.Tensor, Dict[str, Any]]:
         self._step_input, self._stats = (batch.images, batch.labels), {}
@@ -212,12 +211,8 @@ class ExcitationDropout(Regularizer):
     def unit_probabilities(self, a: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """p_EB of every unit of `a` (the layer's output) for labels y, B x N."""
         records: List[Tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
-        hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: records.append((n, mod, inp[0], out)))
-                 for n, m in self.head.head_leaves]
-        try:
-            with eval_mode(self.modules), torch.no_grad():
-                self.head(a, x)
-        finally:
-            for h in hooks:
-                h.remove()
+        with Hooks() as hooks, eval_mode(self.modules), torch.no_grad():
+            for n, m in self.head.head_leaves:
+                hooks.forward(m, lambda mod, inp, out, n=n: records.append((n, mod, inp[0], out)))
+            self.head(a, x)
         return excitation_backprop(records, y, a.shape)

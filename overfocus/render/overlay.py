@@ -1,4 +1,4 @@
-"""Image primitives: attribution overlay, boxes, legible text, colour bars (all RGB uint8).
+"""Image primitives: attribution overlay (and the public `overfocus.overlay` on tensors or arrays), boxes, legible text, colour bars (all RGB uint8).
 
 Everything here is RGB: OpenCV is used only for drawing and resizing, never for colour
 conversion, so no BGR swap can creep in.
@@ -240,3 +240,38 @@ def colorbar_legend(width: int, cmap: str, size: int = 12, label: str = COLORBAR
 
 def blank(width: int, height: int, color: Color = BACKGROUND) -> np.ndarray:
     return np.full((height, width, 3), color, np.uint8)
+
+
+def overlay(image, attribution_map, alpha: float = 0.5, cmap: str = "inferno") -> np.ndarray:
+    """An attribution map blended over its image: H x W x 3 uint8 RGB (save with PIL or cv2 in RGB order).
+
+    Args:
+        image: 3 x H x W tensor in [0, 1] (as given to `attribute`), or H x W x 3 uint8 / float array.
+        attribution_map: H x W map in [0, 1] (one entry of `attribute`'s result), tensor or array.
+        alpha: the map's opacity; cmap: a Matplotlib colormap name.
+
+    Example:
+        >>> import numpy as np
+        >>> overlay(np.zeros((3, 8, 8)), np.ones((8, 8))).shape
+        (8, 8, 3)
+    """
+    return overlay_map(_rgb_uint8(image), _array(attribution_map), alpha=alpha, cmap=cmap)
+
+
+def _array(value) -> np.ndarray:
+    """A numpy array from a tensor (any device, any float type) or an array-like; no torch import here."""
+    return value.detach().float().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+
+def _rgb_uint8(image) -> np.ndarray:
+    """H x W x 3 uint8 from a C x H x W tensor in [0, 1] or an H x W x 3 array (uint8, or float in [0, 1])."""
+    arr = _array(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[2] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise OverfocusError(f"overlay needs a 3 x H x W or H x W x 3 image, got shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.dtype != np.uint8:
+        arr = np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)

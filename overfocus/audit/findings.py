@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .attribution.methods import ATTRIBUTIONS, DEFAULT_METHODS
-from .errors import OverfocusError
-from .regularizers.leak import LEAK_MARGIN, TEST_SUFFIX
+from ..attribution.methods import ATTRIBUTIONS, DEFAULT_METHODS
+from ..errors import OverfocusError
+from ..regularizers.leak import LEAK_MARGIN, TEST_SUFFIX
 
 
 @dataclass(frozen=True)

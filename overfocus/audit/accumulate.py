@@ -13,9 +13,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .analysis.summary import per_class_pointing, summarize_values
-from .metrics.coverage import COVERAGE_KEYS
-from .metrics.registry import NONDEGENERATE, degenerate_as_zero
+from ..analysis.summary import per_class_pointing, summarize_values
+from ..metrics.coverage import COVERAGE_KEYS
+from ..metrics.registry import NONDEGENERATE, degenerate_as_zero
 
 RENAMED = {"hit": "hit_ratio"}  # per-image `hit` averages to the hit ratio
 
