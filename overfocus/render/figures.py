@@ -150,6 +150,12 @@ def _plots(analysis, methods: List[str], figures: Path, result: RenderResult, fm
                                        n_images=accuracy_sample(analysis)))
     else:
         result.skipped.append(f"gap.png: {analysis.run_dir / 'metrics.jsonl'} has no train/test accuracy")
+    from .leak_plot import has_leak_columns, plot_leak
+
+    if has_leak_columns(analysis.metrics):  # a label-masked regularizer's run: its leak diagnostic
+        result.written.append(plot_leak(analysis.metrics, figures / f"leak.{fmt}",
+                                        f"{analysis.name}: accuracy with and without the training mask",
+                                        chance=1.0 / len(analysis.probe.classes) if analysis.probe.classes else None))
     available = panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary)))
     metrics = chosen_panels(wanted, available, analysis.run_dir) if wanted else default_panels(available)
     if metrics:
