@@ -457,3 +457,23 @@ def test_onset_of_an_analysed_run_becomes_a_finding():
     assert found["onset"]["level"] == "ok" and "no narrowing yet" in found["onset"]["message"]
     assert "onset" not in {f["id"] for f in make_findings({}, t, {"method": "sgdrop", "n_classes": 3,
                                                                  "onset": onset})}
+
+
+def test_label_leak_finding_from_the_runs_leak_columns():
+    t = {k: th.default for k, th in THRESHOLDS.items()}
+    row = {"epoch": 8, "leak_true_mask_acc": 0.55, "leak_no_mask_acc": 0.21, "leak_wrong_mask_acc": 0.15,
+           "leak_pred_mask_acc": 0.17, "leak_true_mask_acc_test": 0.53, "leak_no_mask_acc_test": 0.19,
+           "leak_wrong_mask_acc_test": 0.16, "leak_pred_mask_acc_test": 0.17}
+    found = {f["id"]: f for f in make_findings({}, t, {"method": "grad_cam", "n_classes": 10, "history_row": row})}
+    leak = found["label_leak"]
+    assert leak["level"] == "problem" and leak["value"] == pytest.approx(0.34)
+    assert leak["message"].startswith("the label leaks through the training mask at epoch 8: accuracy +34.0 points")
+    assert "train subset: true-label mask 55%, no mask 21%, wrong-label mask 15%, predicted-class mask 17%" in \
+        leak["message"] and "test split: true-label mask 53%" in leak["message"]
+    mild = dict(row, leak_true_mask_acc=0.30, leak_true_mask_acc_test=0.20)
+    level = lambda r: {f["id"]: f for f in make_findings({}, t, {"method": "grad_cam", "n_classes": 10,  # noqa: E731
+                                                                 "history_row": r})}["label_leak"]["level"]
+    assert level(mild) == "warning"
+    assert level(dict(row, leak_true_mask_acc=0.2, leak_true_mask_acc_test=0.2)) == "ok"
+    plain = make_findings({}, t, {"method": "grad_cam", "n_classes": 10, "history_row": {"epoch": 3, "gap": 0.0}})
+    assert "label_leak" not in {f["id"] for f in plain}

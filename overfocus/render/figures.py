@@ -161,6 +161,12 @@ def run_plots(analysis, methods: List[str], folder: Path, fmt: str = "png",
                                        chance=analysis.chance(), counts=analysis.accuracy_counts()))
     else:
         result.skipped.append(f"gap.{fmt}: {analysis.run_dir / 'metrics.jsonl'} has no train/test accuracy")
+    from .leak_plot import has_leak_columns, plot_leak
+
+    if has_leak_columns(analysis.metrics):  # a label-masked regularizer's run: its leak diagnostic
+        result.written.append(plot_leak(analysis.metrics, folder / f"leak.{fmt}",
+                                        f"{analysis.name}: accuracy with and without the training mask",
+                                        chance=analysis.chance()))
     available = panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary)))
     metrics = chosen_panels(wanted, available, analysis.run_dir) if wanted else default_panels(available)
     if metrics:

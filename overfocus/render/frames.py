@@ -297,7 +297,7 @@ def epoch_header(analysis: Analysis, epoch: int, methods: Sequence[str]) -> List
     order = " (left to right)" if len(methods) > 1 else ""
     areas = ", ".join(f"{analysis.method_title(m)} {fmt_num(analysis.summary_value(epoch, m, HEADER_METRIC))}"
                       f"{empty_text(analysis.empty_maps(epoch, m))}" for m in methods)
-    return [f"{analysis.name} - {shown}{order}",
+    return [f"{analysis.name} - {shown}{order}{layer_text(analysis.meta)}",
             f"epoch {epoch}   train acc {fmt_pct(row.get('train_acc'))}   test acc {fmt_pct(row.get('test_acc'))}"
             f"   gap {gap_txt}",
             f"mean {analysis.metric_info(HEADER_METRIC).title}: {areas}", legend_line(analysis.probe.has_boxes),
@@ -306,6 +306,23 @@ def epoch_header(analysis: Analysis, epoch: int, methods: Sequence[str]) -> List
 
 HEADER_METRIC = "area_ratio"  # the one number per method in a frame header: how much of the image is lit
 EPOCH_HEADER_LINES = 5  # title, accuracies, mean area ratio, legend, colour note (epoch_header)
+
+
+def layer_text(meta) -> str:
+    """' at layer blocks.11.norm1 (8 x 8 token grid)': the layer the maps explain, as analysis.json records it.
+
+    Example:
+        >>> layer_text({"layer": "blocks.11.norm1", "layer_reshape": "tokens: 1 prefix token dropped, 64 grid tokens -> 8 x 8"})
+        ' at layer blocks.11.norm1 (8 x 8 token grid)'
+        >>> layer_text({"layer": "features"}), layer_text({})
+        (' at layer features', '')
+    """
+    layer = (meta or {}).get("layer")
+    if not layer:
+        return ""
+    reshape = str(meta.get("layer_reshape") or "")
+    grid = reshape.rsplit("-> ", 1)[-1].replace("B x C x ", "") if "->" in reshape else ""
+    return f" at layer {layer}" + (f" ({grid} token grid)" if grid else "")
 
 
 def empty_text(counts: Optional[tuple]) -> str:
