@@ -458,3 +458,21 @@ def test_too_narrow_side_by_side_is_refused_before_anything_is_written(tmp_path,
     assert "use --size 270 or more" in capsys.readouterr().err and not (tmp_path / "c").exists()
     assert main(["render", str(a), "--side-by-side", "--formats", "gif", "--size", "200"]) == 2
     assert "use --size" in capsys.readouterr().err and not (a / "figures").exists()
+
+
+def test_compare_markdown_table_has_a_paper_s_columns_and_the_csv_all(tmp_path):
+    import csv as csv_module
+
+    from overfocus.render.compare import CompareOptions, compare_runs
+
+    a = with_metadata(write_fake_run(tmp_path / "a", epochs=(0, 1)))
+    b = with_metadata(write_fake_run(tmp_path / "b", epochs=(0, 1), seed=1))
+    compare_runs([a, b], CompareOptions(out=tmp_path / "c", formats=["gif"], size=320, explorer=False))
+    md = (tmp_path / "c" / "last_epoch.md").read_text().splitlines()
+    head = next(line for line in md if line.startswith("| run |"))
+    cells = [c.strip() for c in head.strip("|").split("|")]
+    assert 8 <= len(cells) <= 10 and cells[:3] == ["run", "test acc", "gap (pts)"]
+    assert cells[3] == "attribution area ratio"  # the paper's first metric column
+    with open(tmp_path / "c" / "last_epoch.csv", newline="") as fh:
+        columns = next(csv_module.reader(fh))
+    assert {"train_acc", "hit_ci_low", "coverage_global_cumulative"} <= set(columns) and len(columns) > len(cells)

@@ -1,4 +1,4 @@
-"""Rebuild the figure gallery of docs/rendering.md from two tiny runs (about ten minutes on 2 CPU cores).
+"""Rebuild the figure gallery of docs/rendering.md from two tiny runs (about ten minutes on 2 idle CPU cores).
 
 Trains two small models on the built-in shapes data (a few epochs; plain and with the SGDrop
 regularizer), analyses them
@@ -6,7 +6,11 @@ regularizer), analyses them
 of the figures into this folder (PNG; the GIF as one still frame):
 
     PYTHONPATH=. python docs/gallery/make_gallery.py
+    PYTHONPATH=. python docs/gallery/make_gallery.py --runs /tmp/gallery-runs  # keep the trained runs there
     PYTHONPATH=. python docs/gallery/make_gallery.py explorer RUN [RUN ...]   # explorer.png only, of these runs
+
+With `--runs DIR` the two analysed runs are kept in DIR and reused by the next call (training and
+analysis are most of the time), so a change to a figure is regenerated in a minute or two.
 
 Nothing here is hand-made: every PNG in docs/gallery/ is written by this script (explorer.png is
 a headless-Chromium screenshot of the explorer page, so it needs chromium).
@@ -17,19 +21,27 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 OVERRIDES = ["data.spec=builtin?classes=3&train=900&test=96", "data.image_size=48", "data.batch_size=32",
              "model.name=vgg11", "model.width=0.25", "optim.lr=0.001", "train.epochs=6", "train.progress=false"]
-LOOK = dict(formats=["gif"], probes=6, size=480)  # small stills keep the committed PNGs small
+# GIF stills at 640 px: side by side, panels of at least 128 px (as many probe images as fit)
+LOOK = dict(formats=["gif"], size=640)
 
 
 def train_and_analyse(root: Path, name: str, extra: list) -> Path:
+    """The analysed run ROOT/NAME, trained and analysed unless a previous call left it complete."""
     from overfocus.analysis import analyze
     from overfocus.config import build_config
     from overfocus.train import train
 
-    run = train(build_config(overrides=OVERRIDES + extra), root / name)
+    run = root / name
+    if (run / "analysis" / "analysis.json").is_file() and (run / "analysis" / "summary.csv").is_file():
+        print(f"reusing {run}")
+        return run
+    shutil.rmtree(run, ignore_errors=True)  # a half-made run from an interrupted call
+    train(build_config(overrides=OVERRIDES + extra), run)
     analyze(run, methods=("grad_cam", "sgdrop"), device="cpu")
     return run
 
@@ -56,19 +68,19 @@ def copy_png(src: Path, name: str) -> Path:
     return dst
 
 
-def main() -> int:
-    from overfocus.audit.inputs import AuditOptions
-    from overfocus.audit.flow import audit
+def main(runs_dir: Optional[str] = None) -> int:
     from overfocus.cli import main as cli
     from overfocus.render import RenderOptions, render_run
     from overfocus.render.compare import CompareOptions, compare_runs
 
     with tempfile.TemporaryDirectory(prefix="overfocus-gallery-") as tmp:
         root = Path(tmp)
-        a = train_and_analyse(root, "vanilla", [])
-        b = train_and_analyse(root, "sgdrop", ["regularizer.name=sgdrop"])
-        render_run(a, RenderOptions(methods=["grad_cam", "sgdrop"], side_by_side=True, filmstrip_images=3, **LOOK))
-        render_run(a, RenderOptions(methods=["grad_cam"], filmstrip_images=3, **LOOK))
+        kept = Path(runs_dir) if runs_dir else root
+        a = train_and_analyse(kept, "vanilla", [])
+        b = train_and_analyse(kept, "sgdrop", ["regularizer.name=sgdrop"])
+        render_run(a, RenderOptions(methods=["grad_cam", "sgdrop"], side_by_side=True, filmstrip_images=3,
+                                    explorer=False, **LOOK))
+        render_run(a, RenderOptions(methods=["grad_cam"], filmstrip_images=3, explorer=False, probes=6, **LOOK))
         cmp = root / "compare"
         compare_runs([a, b], CompareOptions(out=cmp, **LOOK))
         figures = a / "figures"
@@ -84,6 +96,7 @@ def main() -> int:
         if cli(["audit", str(a), "--out", str(root / "audit")]) in (0, 1):
             shutil.copyfile(root / "audit" / "report.html", root / "report.html")
             written.append(report_tiles(root / "report.html", HERE / "audit_examples.png"))
+            written.append(report_image(root / "report.html", "confusion matrix", HERE / "audit_confusion.png"))
     for path in written:
         print(f"{path.relative_to(HERE.parent.parent)}  {path.stat().st_size // 1024} KiB")
     return 0
@@ -122,6 +135,16 @@ def explorer_only(runs: list) -> int:
     return 0
 
 
+def report_image(html: Path, alt: str, out: Path) -> Path:
+    """The embedded PNG of the audit report whose alt text is `alt`, as a file."""
+    import base64
+    import re
+
+    uri = re.search(r'src="data:image/png;base64,([^"]+)" alt="' + re.escape(alt) + '"', html.read_text()).group(1)
+    out.write_bytes(base64.b64decode(uri))
+    return out
+
+
 def report_tiles(html: Path, out: Path) -> Path:
     """The colour bar and the first example tiles of the audit report, side by side, as one PNG."""
     import base64
@@ -145,4 +168,6 @@ def report_tiles(html: Path, out: Path) -> Path:
 
 
 if __name__ == "__main__":
-    sys.exit(explorer_only(sys.argv[2:]) if sys.argv[1:2] == ["explorer"] else main())
+    if sys.argv[1:2] == ["explorer"]:
+        sys.exit(explorer_only(sys.argv[2:]))
+    sys.exit(main(sys.argv[2] if sys.argv[1:2] == ["--runs"] and len(sys.argv) > 2 else None))
