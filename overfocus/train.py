@@ -114,7 +114,7 @@ def readable_probe_indices(test, size: int) -> List[int]:
     Example:
         >>> from overfocus.data import open_dataset
         >>> readable_probe_indices(open_dataset("builtin?test=8", "test", 32), 4)
-        [0, 2, 4, 6]
+        [0, 4, 6, 2]
     """
     n, chosen = len(test), []
     for start in probe_indices(n, size, dataset_labels(test)):

@@ -476,3 +476,28 @@ def test_compare_markdown_table_has_a_paper_s_columns_and_the_csv_all(tmp_path):
     with open(tmp_path / "c" / "last_epoch.csv", newline="") as fh:
         columns = next(csv_module.reader(fh))
     assert {"train_acc", "hit_ci_low", "coverage_global_cumulative"} <= set(columns) and len(columns) > len(cells)
+
+
+def test_the_metrics_figure_says_where_the_onset_search_started(tmp_path):
+    from overfocus.render.io import load_analysis
+    from overfocus.render.plots import metric_curves_figure
+
+    a = load_analysis(with_metadata(write_fake_run(tmp_path / "r")))
+    onset = {"methods": {"grad_cam": {"peak_epoch": 3, "peak_area": 0.1, "search_from": 3,
+                                      "search_reason": "the model is at chance level before epoch 3"}}}
+    fig = metric_curves_figure(a.summary, ["area_ratio", "hit"], "r", methods=["grad_cam"], meta=a.meta, onset=onset)
+    assert ("onset peak (star) searched from epoch 3: the model is at chance level before epoch 3"
+            in fig._supxlabel.get_text().replace("\n", " "))
+    fig = metric_curves_figure(a.summary, ["hit"], "r", methods=["grad_cam"], meta=a.meta, onset=onset)
+    assert fig._supxlabel is None or "onset" not in fig._supxlabel.get_text()  # no star drawn, no note
+
+
+def test_the_builtin_probe_set_takes_the_classes_in_turn():
+    from overfocus.data import dataset_labels, open_dataset
+    from overfocus.train import readable_probe_indices
+
+    test = open_dataset("builtin?classes=3&train=8&test=96", "test", 32)
+    labels = dataset_labels(test)
+    assert labels == [test[i]["label"] for i in range(len(test))]  # drawn without the images, the same labels
+    first = [labels[i] for i in readable_probe_indices(test, 16)[:6]]
+    assert sorted(first[:3]) == [0, 1, 2] and sorted(first[3:6]) == [0, 1, 2]

@@ -78,9 +78,10 @@ def main(runs_dir: Optional[str] = None) -> int:
         kept = Path(runs_dir) if runs_dir else root
         a = train_and_analyse(kept, "vanilla", [])
         b = train_and_analyse(kept, "sgdrop", ["regularizer.name=sgdrop"])
+        # one method first: the side-by-side render then writes gap.png and metrics.png of both methods
+        render_run(a, RenderOptions(methods=["grad_cam"], filmstrip_images=3, explorer=False, probes=6, **LOOK))
         render_run(a, RenderOptions(methods=["grad_cam", "sgdrop"], side_by_side=True, filmstrip_images=3,
                                     explorer=False, **LOOK))
-        render_run(a, RenderOptions(methods=["grad_cam"], filmstrip_images=3, explorer=False, probes=6, **LOOK))
         cmp = root / "compare"
         compare_runs([a, b], CompareOptions(out=cmp, **LOOK))
         figures = a / "figures"

@@ -77,6 +77,18 @@ class BuiltinShapes(torch.utils.data.Dataset):
     def image_id(self, index: int) -> str:
         return f"{self.split}_{index:06d}"
 
+    def sample_labels(self) -> list:
+        """Every sample's label without drawing an image (the first number of its generator), for
+        `dataset_labels`: the probe set then takes the classes in turn.
+
+        Example:
+            >>> ds = BuiltinShapes("test", length=6, num_classes=3)
+            >>> ds.sample_labels() == [ds[i]["label"] for i in range(6)]
+            True
+        """
+        return [int(np.random.default_rng([self.seed, _SPLIT_ID[self.split], i]).integers(self.num_classes))
+                for i in range(self.length)]
+
     def _maybe_decoy(self, img: np.ndarray, rng: np.random.Generator, label: int) -> None:
         if self.decoy == "none" or (self.split == "test" and self.decoy == "absent"):
             return

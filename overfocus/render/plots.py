@@ -330,6 +330,29 @@ def mark_peaks(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> None:
                 label="widest attention (onset peak)", zorder=5)
 
 
+def onset_note(onset: Optional[Mapping], titles: Mapping[str, str]) -> str:
+    """Where each shown method's onset peak was searched from and why (onset.json's `search_from`,
+    `search_reason`), for the note under the metrics figure: a star late in training then reads
+    as what it is.
+
+    Example:
+        >>> onset_note({"methods": {"grad_cam": {"search_from": 6, "search_reason": "at chance before epoch 6"}}},
+        ...            {"grad_cam": "Grad-CAM"})
+        'onset peak (star) searched from epoch 6: at chance before epoch 6'
+    """
+    found = {m: o for m, o in ((onset or {}).get("methods") or {}).items()
+             if m in titles and o.get("search_from") is not None}
+    if not found:
+        return ""
+    starts = {(o["search_from"], o.get("search_reason") or "") for o in found.values()}
+    if len(starts) == 1:
+        start, reason = starts.pop()
+        return f"onset peak (star) searched from epoch {start}" + (f": {reason}" if reason else "")
+    return "onset peak (star) searched from: " + "; ".join(
+        f"{titles[m]} epoch {o['search_from']}" + (f" ({o['search_reason']})" if o.get("search_reason") else "")
+        for m, o in sorted(found.items()))
+
+
 def mark_faithful(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> None:
     """Mark, on a panel, the epoch from which each method's maps beat the random baseline on
     deletion and insertion (onset.json's `faithful_from`): a dash-dotted line in the method's own
@@ -453,6 +476,8 @@ def metric_curves_figure(summary_rows: List[dict], metrics: List[str], title: st
             mark_peaks(ax, onset, titles)
         mark_faithful(ax, onset, titles)
 
+    if "area_ratio" in metrics:
+        note = "; ".join(filter(None, [note, onset_note(onset, titles)]))
     return metric_grid(series_of, metrics, title, meta, note, decorate)
 
 
