@@ -501,3 +501,18 @@ def test_the_builtin_probe_set_takes_the_classes_in_turn():
     assert labels == [test[i]["label"] for i in range(len(test))]  # drawn without the images, the same labels
     first = [labels[i] for i in readable_probe_indices(test, 16)[:6]]
     assert sorted(first[:3]) == [0, 1, 2] and sorted(first[3:6]) == [0, 1, 2]
+
+
+def test_compare_metrics_figure_holds_at_most_six_panels_unless_asked(tmp_path, monkeypatch):
+    import overfocus.render.plots as plots
+    from overfocus.render.compare import CompareOptions, compare_runs
+
+    drawn = []
+    real = plots.plot_compare_metrics
+    monkeypatch.setattr(plots, "plot_compare_metrics", lambda runs, out, metrics, *a, **k: (
+        drawn.append(list(metrics)), real(runs, out, metrics, *a, **k))[1])
+    a, b = write_fake_run(tmp_path / "a", epochs=(0, 1)), write_fake_run(tmp_path / "b", epochs=(0, 1), seed=1)
+    compare_runs([a, b], CompareOptions(out=tmp_path / "c", formats=["gif"], size=320, explorer=False))
+    compare_runs([a, b], CompareOptions(out=tmp_path / "d", formats=["gif"], size=320, explorer=False,
+                                        metrics=["hit", "area_ratio"]))
+    assert len(drawn[0]) == plots.MAX_DEFAULT_PANELS and drawn[1] == ["hit", "area_ratio"]

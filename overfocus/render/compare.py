@@ -102,7 +102,7 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
     clean_stale_temps(out)  # debris of a killed compare
     result = CompareResult(out, epochs=epochs, epoch=align.epoch, n_images=align.n_images,
                            progress=progress_note(runs, epochs, align.epoch))
-    result.written += _plots(runs, method, metrics, out, meta, align, fmt)
+    result.written += _plots(runs, method, metrics, out, meta, align, fmt, chosen=bool(opts.metrics))
     frames = compare_frames(runs, order, method, epochs, video_indices(runs, order, opts.probes, style), style)
     result.written += write_video(list(frames), out / "evolution", opts.fps, opts.formats)
     result.written += write_tables(runs, method, metrics, out, align, meta)
@@ -274,8 +274,9 @@ COMPARE_HEADER = 4  # header lines of a compare frame besides one line per run
 
 
 def _plots(runs: Dict[str, Analysis], method: str, metrics: List[str], out: Path, meta: Dict, align: Alignment,
-           fmt: str = "png") -> List[Path]:
-    from .plots import panel_metrics, plot_compare_gap, plot_compare_metrics
+           fmt: str = "png", chosen: bool = False) -> List[Path]:
+    """metrics.FMT (the --metrics panels, by default at most six like render's) and gap.FMT."""
+    from .plots import default_panels, panel_metrics, plot_compare_gap, plot_compare_metrics
 
     names = ", ".join(runs)
     written = []
@@ -284,7 +285,8 @@ def _plots(runs: Dict[str, Analysis], method: str, metrics: List[str], out: Path
             " (recomputed from the records)" if align.recomputed else "")
         title = f"{names}: {method_title(meta, method)} metrics per epoch, 95% CI"
         written.append(plot_compare_metrics({k: a.summary for k, a in runs.items()}, out / f"metrics.{fmt}",
-                                            panel_metrics(metrics), method, title, meta=meta, note=note))
+                                            panel_metrics(metrics) if chosen else default_panels(panel_metrics(metrics)),
+                                            method, title, meta=meta, note=note))
     if all(a.metrics for a in runs.values()):
         chances = {a.chance() for a in runs.values()}
         written.append(plot_compare_gap({k: a.metrics for k, a in runs.items()}, out / f"gap.{fmt}",

@@ -262,6 +262,7 @@ def _panels(metrics: Sequence[str], series_of) -> Tuple[List[str], Dict[str, flo
 NONDEGENERATE = "_nondegenerate"  # summary.csv's aggregate over the non-degenerate maps of a metric
 COMPANION_LABEL = " (non-empty maps)"
 MAX_DEFAULT_PANELS = 6  # what a paper figure holds; `render --metrics a,b,c` chooses others
+PANEL_TITLE_CHARS = 40  # about what a 4.3-inch panel holds in the title's type
 
 
 def default_panels(available: Sequence[str], limit: int = MAX_DEFAULT_PANELS) -> List[str]:
@@ -492,7 +493,9 @@ def _label_axes(ax, info) -> None:
         ax.set_ylim(bottom=lo - 0.03 * max(top - lo, 1e-9))
     elif hi is not None:
         ax.set_ylim(top=hi)
-    ax.set_title(info.title, fontsize="medium")
+    import textwrap
+
+    ax.set_title(textwrap.fill(info.title, PANEL_TITLE_CHARS), fontsize="medium")  # long titles wrap, never overlap
     ax.set_ylabel(info.axis_label)
     _integer_epochs(ax)
 
