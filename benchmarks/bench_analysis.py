@@ -21,6 +21,11 @@ Rows of the Markdown table it prints:
   (d) peak resident memory of analysing 50 checkpoints vs 5, each in a fresh subprocess
       (goal: <= 1.1x; the growth above the post-import baseline is shown as well).
 
+`--parts` prints, instead, where the marginal checkpoint's time goes: the functions of each part
+(loading, forward+backward, coverage hooks, metrics, records, writes, summary) are timed in
+place during the same analyze() calls as row (a) (process CPU time, (3 checkpoints - 1) / 2,
+median of the rounds), beside the frozen Captum floor.
+
 How it times: every contender is warmed up once, then the contenders of a row run in turn,
 `--repeats` rounds (the order rotates each round so that a burst of load on a shared machine hits
 all of them alike); each time is the MEDIAN over rounds. Both wall time and process CPU time are
@@ -121,7 +126,8 @@ class Fixture:
         from overfocus.analysis import RunInfo
         from overfocus.data import collate_samples, normalize, open_dataset
         from overfocus.models import build_model
-        from overfocus.rundir import RunDir, load_checkpoint
+        from overfocus.rundir import RunDir
+        from overfocus.checkpoint.files import load_checkpoint
 
         self.info = info = RunInfo.from_manifest(RunDir(run).read_manifest())
         ds = open_dataset(info.data_spec, "test", info.image_size)
@@ -158,10 +164,112 @@ def captum_fn(fx: Fixture, frozen: bool = False) -> Callable[[], object]:
 
 
 def analyze_fn(run: Path, epochs: str, device: torch.device) -> Callable[[], object]:
+    """analyze() as rows (a) and (a') time it: both maps, every map metric, coverage, the files;
+    without the model-dependent metrics (faithfulness, sanity), which bench_faithfulness.py rates."""
     from overfocus.analysis import analyze
 
     return lambda: analyze(run, epochs=epochs, methods=("grad_cam", "sgdrop"), device=str(device), force=True,
-                           show_progress=False)
+                           show_progress=False, faithfulness_images=0)
+
+
+# (part, module, attribute) of the functions timed in place by --parts; a coverage hook runs inside
+# the forward, so the forward+backward part is reported net of the coverage hooks
+PARTS = [("loading", "overfocus.analysis.evaluator", "EpochEvaluator.load"),
+         ("forward+backward", "overfocus.analysis.core", "attribute"),
+         ("coverage hooks", "overfocus.metrics.coverage", "NeuronCoverage._layer_hook"),
+         ("coverage hooks", "overfocus.metrics.coverage", "NeuronCoverage._mark_latent"),
+         ("coverage hooks", "overfocus.metrics.coverage", "NeuronCoverage._finish_forward"),
+         ("coverage hooks", "overfocus.analysis.evaluator", "coverage_image_rows"),
+         ("metrics", "overfocus.analysis.core", "MapBatch"),
+         ("metrics", "overfocus.analysis.core", "compute_map_metrics"),
+         ("records", "overfocus.analysis.evaluator", "batch_rows"),
+         ("records", "overfocus.analysis.evaluator", "EpochEvaluator._keep_small"),
+         ("records", "overfocus.analysis.evaluator", "EpochEvaluator._keep_probe"),
+         ("records", "overfocus.analysis.evaluator", "EpochEvaluator.probe_arrays"),
+         ("writes", "overfocus.analysis.runner", "Runner._write_epoch"),
+         ("writes", "overfocus.analysis.runner", "update_state"),
+         ("summary", "overfocus.analysis.runner", "update_trajectory"),
+         ("summary", "overfocus.analysis.runner", "rebuild_summary"),
+         ("summary", "overfocus.analysis.runner", "update_onset")]
+
+
+class PartClock:
+    """Wraps the PARTS functions in place, adding each call's process CPU time to its part."""
+
+    def __init__(self):
+        self.spent: Dict[str, float] = {}
+        self._restore: List[tuple] = []
+
+    def _timed(self, part: str, fn: Callable, hook_factory: bool) -> Callable:
+        def add(t0: float) -> None:
+            self.spent[part] = self.spent.get(part, 0.0) + time.process_time() - t0
+
+        def timed(*args, **kwargs):
+            t0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                add(t0)
+
+        def factory(*args, **kwargs):  # _layer_hook returns the hook: time the hook's calls
+            return self._timed(part, fn(*args, **kwargs), False)
+        return factory if hook_factory else timed
+
+    def __enter__(self) -> "PartClock":
+        import importlib
+
+        for part, module, attr in PARTS:
+            owner = importlib.import_module(module)
+            *outer, name = attr.split(".")
+            for step in outer:
+                owner = getattr(owner, step)
+            original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+            self._restore.append((owner, name, original))
+            setattr(owner, name, self._timed(part, original, name == "_layer_hook"))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, original in reversed(self._restore):
+            setattr(owner, name, original)
+        self._restore = []
+
+    def take(self) -> Dict[str, float]:
+        """The time per part since the last take, forward+backward net of the coverage hooks."""
+        spent, self.spent = self.spent, {}
+        spent["forward+backward"] = spent.get("forward+backward", 0.0) - spent.get("coverage hooks", 0.0)
+        return spent
+
+
+def bench_parts(work: Path, n: int, device: torch.device, repeats: int) -> List[str]:
+    """Rows: CPU seconds per part of one more checkpoint, its share, and the frozen Captum floor."""
+    run = make_run(work / "parts", n, "vgg11", 0.25, 64, epochs=1)
+    copy_checkpoints(run, 3)
+    fx = Fixture(run, 1, device, 64)
+    floor = captum_fn(fx, frozen=True)
+    one, three = analyze_fn(run, "1", device), analyze_fn(run, "1:3", device)
+    floors, totals, parts = [], [], []
+    with PartClock() as clock:
+        for r in range(repeats + 1):  # the first round is the warm-up
+            t0 = time.process_time()
+            floor()
+            t1 = time.process_time()
+            clock.take()
+            one()
+            t2, p1 = time.process_time(), clock.take()
+            three()
+            t3, p3 = time.process_time(), clock.take()
+            if r:
+                floors.append(t1 - t0)
+                totals.append(((t3 - t2) - (t2 - t1)) / 2)
+                parts.append({k: (p3.get(k, 0.0) - p1.get(k, 0.0)) / 2 for k in set(p1) | set(p3)})
+    total, base = statistics.median(totals), statistics.median(floors)
+    names = list(dict.fromkeys(p for p, *_ in PARTS))
+    per_part = {k: statistics.median(p.get(k, 0.0) for p in parts) for k in names}
+    per_part["other (plan, loop, files not named)"] = total - sum(per_part.values())
+    rows = [f"| {k} | {v:.3f} | {100 * v / total:.0f}% | {v / base:.2f} |" for k, v in per_part.items()]
+    rows.append(f"| one more checkpoint in analyze() | {total:.3f} | 100% | {total / base:.2f} |")
+    rows.append(f"| Captum LayerGradCam, parameters frozen (the floor) | {base:.3f} | - | 1.00 |")
+    return rows
 
 
 def attribute_fn(fx: Fixture) -> Callable[[], object]:
@@ -305,12 +413,23 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: CPU time = cost)")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--parts", action="store_true", help="where one more checkpoint's time goes, per part")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     n = args.images or (64 if args.quick else 256)
     repeats = args.repeats or (3 if args.quick else 7)
     work = Path(tempfile.mkdtemp(prefix="bench-analysis-"))
+    if args.parts:
+        try:
+            rows = bench_parts(work, n, device, repeats)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"\n{n} images, vgg11 x0.25 at 64 px, batch 64, device {device}, {args.threads} thread(s), "
+              f"process CPU time, median of {repeats} rounds after a warm-up, torch {torch.__version__}\n")
+        print("| part of one more checkpoint | CPU s | share | x floor |\n|---|---|---|---|")
+        print("\n".join(rows))
+        return 0
     try:
         rows = bench_speed(work, n, device, repeats)
         if not args.skip_memory:

@@ -6,7 +6,7 @@ The public API is four plain functions and the Tracker class, imported lazily so
     analyze(run_dir, ...)                     overfocus.analysis.runner.analyze
     attribute(model, images, targets=None, methods=("grad_cam",), layer=None, mean=None, std=None)
                                               overfocus.attribution.quick.attribute: maps in [0, 1]
-    overlay(image, map)                       overfocus.attribution.quick.overlay: H x W x 3 uint8
+    overlay(image, map)                       overfocus.render.overlay.overlay: H x W x 3 uint8
     normalize_maps(maps)                      overfocus.attribution.normalize_maps
     Tracker(run_dir, data=..., ...)           overfocus.tracker.Tracker: your own loop writes a run
 
@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 __all__ = ["Tracker", "analyze", "attribute", "normalize_maps", "overlay"]
 
 _PUBLIC = {"analyze": "overfocus.analysis.runner", "attribute": "overfocus.attribution.quick",
-           "normalize_maps": "overfocus.attribution.api", "overlay": "overfocus.attribution.quick",
+           "normalize_maps": "overfocus.attribution.api", "overlay": "overfocus.render.overlay",
            "Tracker": "overfocus.tracker"}
 
 

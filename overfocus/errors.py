@@ -70,6 +70,16 @@ def shorten(value: object, limit: int = MAX_VALUE) -> str:
     return shorten_text(repr(value), limit)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), at most 200 characters.
+
+    Example:
+        >>> first_line(RuntimeError("PytorchStreamReader failed\\nat line 3"))
+        'PytorchStreamReader failed'
+    """
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 def shorten_text(text: str, limit: int = 120) -> str:
     """`text` (e.g. a path) cut in the middle to at most `limit` characters.
 

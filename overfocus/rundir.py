@@ -10,15 +10,14 @@ import hashlib
 import io
 import json
 import math
-import re
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
-from .errors import OverfocusError, shorten_text
-from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file  # noqa: F401 (re-exported)
+from .checkpoint.files import load_checkpoint
+from .errors import OverfocusError
+from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
 TRACKER_KIND = "tracker"  # run.json `source.kind` of a run recorded by overfocus.Tracker
@@ -54,88 +53,6 @@ def atomic_torch_save(path: Path, obj: Any) -> str:
     data = buffer.getvalue()
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
-
-
-def load_checkpoint(path: Path, trust_pickle: bool = False) -> Dict[str, Any]:
-    """Load a checkpoint as untrusted input: weights_only=True unless the user opted in.
-
-    A truncated or corrupt file raises OverfocusError naming it (callers skip it and go on). The
-    message says what the file is: "needs --trust-pickle" only for a real PyTorch pickle that holds
-    Python objects, never for an image, a text file or a TorchScript archive.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise OverfocusError(f"checkpoint {path} does not exist")
-    kind = sniff_file_kind(path)
-    if kind == "torchscript":
-        raise OverfocusError(f"checkpoint {path} is a TorchScript archive, not a checkpoint: load it as such "
-                             "(torch.jit.load; `overfocus audit` accepts it)")
-    if kind not in ("zip", "pickle"):
-        raise OverfocusError(f"checkpoint {path} is {kind}, not a PyTorch file: check the path")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as exc:  # torch raises many types for bad files; all mean "unusable"
-        text = str(exc).strip()
-        reason = text.splitlines()[0][:200] if text else type(exc).__name__
-        if not trust_pickle and "Weights only load failed" in text:
-            raise OverfocusError(pickle_refusal(path, text)) from None
-        raise OverfocusError(f"checkpoint {path} is corrupt or truncated ({reason})") from None
-
-
-def pickle_refusal(path: Path, torch_message: str) -> str:
-    """The line for a file that `torch.load(weights_only=True)` refused: the Python global it needs
-    (from torch's "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y" wording) and the
-    opt-in, never "corrupt".
-
-    Example:
-        >>> pickle_refusal(Path("m.pt"), "Trying to load unsupported GLOBAL posix.system whose module posix is blocked.")
-        'checkpoint m.pt needs the Python global posix.system to load: it holds pickled Python objects, not only weights, and unpickling them runs code; pass --trust-pickle only if you trust its source'
-    """
-    found = re.search(r"unsupported global:? (?:GLOBAL )?([A-Za-z_][\w.]*)", torch_message, re.IGNORECASE)
-    needs = f"needs the Python global {found.group(1)[:120]} to load" if found else "cannot load as weights only"
-    return (f"checkpoint {shorten_text(str(path), 100)} {needs}: it holds pickled Python objects, not only "
-            "weights, and unpickling them runs code; pass --trust-pickle only if you trust its source")
-
-
-FILE_MAGIC = [(b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
-              (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"), (b"\x93NUMPY", "a NumPy .npy file")]
-
-
-def sniff_file_kind(path: Path) -> str:
-    """What a file is from its first bytes: 'zip', 'torchscript', 'pickle' or a description.
-
-    Example:
-        >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / "notes.pt"
-        >>> _ = p.write_text("hello")
-        >>> sniff_file_kind(p)
-        'a text file'
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(512)
-    if head.startswith(b"PK"):
-        return "torchscript" if is_torchscript(path) else "zip"
-    if head[:1] == b"\x80" or head.startswith(b"\x8a\x0a"):  # pickle protocol 2+, legacy torch magic
-        return "pickle"
-    for magic, name in FILE_MAGIC:
-        if head.startswith(magic):
-            return name
-    if not head:
-        return "an empty file"
-    try:
-        head.decode("utf-8")
-        return "a text file"
-    except UnicodeDecodeError:
-        return "an unknown binary file"
-
-
-def is_torchscript(path: Path) -> bool:
-    """A TorchScript archive is a zip with a `<name>/code/` folder; torch.save zips have none."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
 
 
 class RunDir:

@@ -51,7 +51,9 @@ from .config import IMAGENET_MEAN, IMAGENET_STD, DataConfig, ModelConfig, RunCon
 from .errors import OverfocusError
 from .fileio import atomic_write_bytes, clean_stale_temps
 from .lock import run_lock
-from .loading import ModelOptions, auto_layer, build_target, check_and_load, infer_num_classes, strip_prefixes
+from .models.build import ModelOptions, build_target
+from .models.layers import auto_layer
+from .checkpoint.keys import check_and_load, infer_num_classes, strip_prefixes
 from .rundir import SCHEMA_VERSION, TRACKER_KIND, RunDir, atomic_torch_save, recorded_by
 from .versions import software_versions
 

@@ -20,8 +20,7 @@ CLI = ("overfocus.cli", "overfocus.commands")
 RULES: List[Tuple[str, Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]] = [
     ("render never imports models, train or attribution", ("overfocus.render",),
      ("overfocus.models", "overfocus.train", "overfocus.attribution"), ()),
-    ("analysis never imports train", ("overfocus.analysis", "overfocus.audit", "overfocus.audit_findings",
-                                      "overfocus.audit_inputs", "overfocus.audit_metrics"), ("overfocus.train",), ()),
+    ("analysis never imports train", ("overfocus.analysis", "overfocus.audit"), ("overfocus.train",), ()),
     ("the library never imports the CLI", ("overfocus",), CLI, ("overfocus.cli", "overfocus.__main__",
                                                                 "overfocus.commands")),
     ("data never imports runs or analysis", ("overfocus.data",), (*RUNS, "overfocus.analysis",

@@ -13,7 +13,8 @@ from conftest import copy_run
 from overfocus.analysis import analyze, read_records
 from overfocus.config import build_config
 from overfocus.errors import OverfocusError
-from overfocus.rundir import RunDir, load_checkpoint
+from overfocus.rundir import RunDir
+from overfocus.checkpoint.files import load_checkpoint
 from overfocus.train import resume, train
 
 TINY = ["data.spec=builtin?classes=3&train=48&test=24", "data.image_size=32", "data.batch_size=16",

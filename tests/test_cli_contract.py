@@ -148,7 +148,7 @@ def _fixed_size_weights(tmp: Path, _mp) -> None:
 def _no_audit_work(_tmp, mp) -> None:
     def must_not_run(*_a, **_k):
         raise AssertionError("audit computed before checking its output folder")
-    mp.setattr("overfocus.audit.audit", must_not_run)
+    mp.setattr("overfocus.audit.flow.audit", must_not_run)
 
 
 class _CallsOsSystem:
@@ -169,7 +169,7 @@ def _checkpoint_naming_code(arch: str) -> Callable:
         net = build_model("cifarnet", 3, width=0.125, small_input=True)
         torch.save({"schema": 1, "epoch": 0, "model_name": arch, "arch": arch, "num_classes": 3,
                     "model": net.state_dict()}, tmp / "recipe.pt")
-        mp.setattr("overfocus.loading.importlib", None)  # any import attempt would fail the case as a bug
+        mp.setattr("overfocus.models.build.importlib", None)  # any import attempt would fail the case as a bug
     return prepare
 
 
@@ -491,7 +491,7 @@ def test_contract(case: Case, base_run, tmp_path, capsys, monkeypatch):
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit deprecation notes
 def test_torchscript_checkpoint_is_named_as_such(tmp_path):
     from overfocus.errors import OverfocusError
-    from overfocus.rundir import load_checkpoint
+    from overfocus.checkpoint.files import load_checkpoint
 
     _torchscript(tmp_path, None)
     with pytest.raises(OverfocusError, match="TorchScript archive") as info:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from overfocus.audit_findings import THRESHOLDS
+from overfocus.audit.findings import THRESHOLDS
 from overfocus.cli import main
 from overfocus.metrics.registry import METRICS, SUMMARY_METRICS, metric_info
 

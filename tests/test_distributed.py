@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from overfocus.distributed import GlobalBatchSampler, split_evenly
-from overfocus.rundir import RunDir, load_checkpoint
+from overfocus.rundir import RunDir
+from overfocus.checkpoint.files import load_checkpoint
 
 SETS = ["--set=data.spec=builtin?classes=3&train=90&test=24", "--set=data.image_size=32",
         "--set=data.batch_size=16", "--set=model.width=0.125", "--set=model.classifier_dropout=0",

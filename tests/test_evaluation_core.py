@@ -11,7 +11,8 @@ from conftest import copy_run
 
 def test_audit_and_analyze_report_the_same_numbers(tiny_run, tmp_path):
     from overfocus.analysis import analyze, read_summary
-    from overfocus.audit import AuditOptions, audit
+    from overfocus.audit.inputs import AuditOptions
+    from overfocus.audit.flow import audit
 
     run = copy_run(tiny_run, tmp_path / "run")
     analyze(run, epochs="2", device="cpu", show_progress=False)

@@ -258,7 +258,7 @@ def test_the_core_adds_the_random_baseline_and_the_sanity_references():
 
 
 def test_audit_turns_failed_sanity_checks_and_unfaithful_maps_into_findings():
-    from overfocus.audit_findings import THRESHOLDS, make_findings
+    from overfocus.audit.findings import THRESHOLDS, make_findings
 
     t = {k: v.default for k, v in THRESHOLDS.items()}
     onset = {"methods": {"grad_cam": {"peak_epoch": None, "sanity_init_median": {"0": 1.0, "3": 0.8, "9": 0.7},

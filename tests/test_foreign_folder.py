@@ -14,12 +14,13 @@ import torch
 
 from conftest import copy_run
 from overfocus.analysis import analyze, read_records
-from overfocus.checkpoints import epoch_from_name, scan_folder
+from overfocus.checkpoint.folder import epoch_from_name, scan_folder
 from overfocus.cli import main
 from overfocus.data import collate_samples, normalize, open_dataset
 from overfocus.errors import OverfocusError
-from overfocus.history import read_history
-from overfocus.loading import fit_keys, read_weights
+from overfocus.checkpoint.history import read_history
+from overfocus.checkpoint.keys import fit_keys
+from overfocus.checkpoint.files import read_weights
 from overfocus.models import build_model
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -357,7 +358,7 @@ def test_timm_models_and_the_extra_they_need(tmp_path, capsys, monkeypatch):
 
 
 def test_torchvision_names_beside_ours():
-    from overfocus.loading import ModelOptions, build_target
+    from overfocus.models.build import ModelOptions, build_target
 
     model, desc, layer, _ = build_target(ModelOptions(model="mobilenet_v3_small"), 3)
     assert desc.startswith("torchvision mobilenet_v3_small") and layer is None  # found by auto_layer

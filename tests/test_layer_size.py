@@ -11,7 +11,7 @@ import torch
 import overfocus
 from overfocus.cli import main
 from overfocus.errors import cli_spelling
-from overfocus.loading import small_layer_note
+from overfocus.models.layers import small_layer_note
 from overfocus.models import build_model
 
 DATA = "builtin?classes=3&train=8&test=8"

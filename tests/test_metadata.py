@@ -64,7 +64,8 @@ def test_analysis_json_describes_every_method_and_summary_metric(tiny_run, tmp_p
 
 
 def test_report_json_describes_every_metric(tiny_run, tmp_path):
-    from overfocus.audit import AuditOptions, audit, write_outputs
+    from overfocus.audit.inputs import AuditOptions
+    from overfocus.audit.flow import audit, write_outputs
 
     result = audit(AuditOptions(str(tiny_run), limit=8, progress=False, examples=2))
     report_path, _ = write_outputs(result, tmp_path / "audit")

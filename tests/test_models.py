@@ -9,7 +9,8 @@ from overfocus.config import build_config
 from overfocus.errors import OverfocusError
 from overfocus.models import build_model
 from overfocus.analysis.settings import RunInfo
-from overfocus.rundir import RunDir, load_checkpoint
+from overfocus.rundir import RunDir
+from overfocus.checkpoint.files import load_checkpoint
 from overfocus.train import train
 
 

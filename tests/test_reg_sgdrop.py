@@ -16,7 +16,8 @@ from overfocus.regularizers import RegContext, StepInfo, build_regularizer
 from overfocus.regularizers.common import HeadRunner, capture_output, largest_k_mask
 from overfocus.regularizers.sgdrop import (drop_count, ema_tau, full_model_attribution,
                                            grad_times_latent, sgdrop_mask)
-from overfocus.rundir import RunDir, load_checkpoint
+from overfocus.rundir import RunDir
+from overfocus.checkpoint.files import load_checkpoint
 from overfocus.train import resume, train
 
 TINY = ["data.spec=builtin?classes=3&train=32&test=16", "data.image_size=32", "data.batch_size=16",
@@ -245,18 +246,89 @@ def test_default_rho_by_family_from_the_papers_settings_table(model_name, fixed,
     assert reg.rho_at(StepInfo(29, 3, 9)) == curriculum_end > fixed  # the curriculum reaches ABOVE the fixed rho
 
 
-def test_k_is_an_upper_bound_only_positive_units_drop():
+def test_exactly_k_even_where_fewer_units_are_positive_ties_by_index():
+    """METHODS.md: exactly k per sample (the paper's top rho-quantile); zeros tie, lower index first."""
+    a = torch.zeros(2, 2, 3, 3)
+    a[0, 0, 0, 0], a[0, 1, 2, 2] = 2.0, 1.0  # two positive units in sample 0
+    a[1] = torch.arange(18, dtype=torch.float32).view(2, 3, 3)
+    dropped = (sgdrop_mask(a, 5) == 0).flatten(1)
+    assert dropped.sum(1).tolist() == [5, 5]
+    assert dropped[0].nonzero().flatten().tolist() == [0, 1, 2, 3, 17]  # both positives, then zeros by index
+    assert dropped[1].nonzero().flatten().tolist() == [13, 14, 15, 16, 17]
+
+
+def test_positive_only_makes_k_an_upper_bound():
     a = torch.zeros(2, 2, 3, 3)
     a[0, 0, 0, 0], a[0, 1, 2, 2] = 2.0, 1.0  # two positive units in sample 0
     a[1] = torch.arange(18, dtype=torch.float32).view(2, 3, 3)  # 17 positive units in sample 1
-    mask = sgdrop_mask(a, 5)
+    mask = sgdrop_mask(a, 5, positive_only=True)
     dropped = (mask == 0).flatten(1)
     assert dropped.sum(1).tolist() == [2, 5]
     assert mask[0, 0, 0, 0] == 0 and mask[0, 1, 2, 2] == 0
     assert dropped[1].nonzero().flatten().tolist() == [13, 14, 15, 16, 17]
-    assert (sgdrop_mask(torch.zeros(1, 2, 2, 2), 3) == 1).all()
+    assert (sgdrop_mask(torch.zeros(1, 2, 2, 2), 3, positive_only=True) == 1).all()
     for granularity in ("spatial", "channel"):
-        assert (sgdrop_mask(torch.zeros(1, 2, 2, 2), 1, granularity) == 1).all()
+        assert (sgdrop_mask(torch.zeros(1, 2, 2, 2), 1, granularity, positive_only=True) == 1).all()
+
+
+def test_positive_only_option_reaches_the_mask_and_the_logged_count():
+    model, reg, batch = make("sgdrop", k_override=10 ** 6, positive_only=True)
+    attribution = reg.ema_attribution(batch.images, batch.labels)
+    _, stats = reg.loss(model, batch, StepInfo(0, 1, 0))
+    assert float(stats["dropped_units"]) == (attribution > 0).flatten(1).sum(1).float().mean().item()
+
+
+# ---- the choices the paper leaves open (docs/methods.md, "SGDrop against the paper") --------------
+def test_ema_starts_as_the_initial_online_weights_and_stays_in_eval_mode():
+    model, reg, batch = make("sgdrop", rho=0.05)
+    for (name, p), q in zip(model.state_dict().items(), reg.ema.state_dict().values()):
+        assert torch.equal(p, q), name
+    one_step(model, reg, batch)
+    model.train()  # the engine puts the online model in train mode each epoch: the copy stays in eval
+    assert not any(m.training for m in reg.ema.modules())
+
+
+def test_ema_pass_is_eval_mode_no_dropout_noise():
+    """The attribution network runs in eval mode: the classifier's dropout draws nothing, the
+    attribution equals that of an eval-mode copy and is the same on every call."""
+    model, reg, batch = make("sgdrop", rho=0.05)
+    torch.manual_seed(5)
+    first = reg.ema_attribution(batch.images, batch.labels)
+    torch.manual_seed(6)
+    second = reg.ema_attribution(batch.images, batch.labels)
+    clone = _eval_copy(model)
+    expected = full_model_attribution(clone, get_module(clone, "features"), batch.images, batch.labels)
+    assert torch.equal(first, second)
+    assert torch.allclose(first, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_online_forward_is_z_times_mask_without_rescaling():
+    """logits of the step = psi(z * M): the plain product, no 1/(1-rho) factor (train mode, dropout
+    noise fixed by the seed)."""
+    model, reg, batch = make("sgdrop", rho=0.05)
+    latent = get_module(model, "features")
+    with torch.no_grad():
+        raw_z = capture_output(model, latent, batch.images)
+    mask = sgdrop_mask(reg.ema_attribution(batch.images, batch.labels), drop_count(0.05, raw_z[0].numel()))
+    torch.manual_seed(9)
+    loss, _ = reg.loss(model, batch, StepInfo(0, 1, 0))
+    torch.manual_seed(9)
+    expected = F.cross_entropy(model.classifier(torch.flatten(model.avgpool(raw_z * mask), 1)), batch.labels)
+    assert torch.allclose(loss, expected, rtol=1e-5)
+
+
+def test_the_recipes_vgg_head_is_pinned():
+    """The classifier psi of the BN-free VGG11 x0.25 at 64 px (the table recipe): latent 128 x 8 x 8
+    after `features`, average-pooled to 2 x 2, then three fully connected layers with dropout."""
+    model = build_model("vgg11", 10, 0.25, True, False)
+    z = capture_output(model, get_module(model, "features"), torch.randn(1, 3, 64, 64))
+    assert tuple(z.shape) == (1, 128, 8, 8)
+    assert model.avgpool.output_size == (2, 2)
+    layers = [type(m).__name__ for m in model.classifier]
+    assert layers == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert [(m.in_features, m.out_features) for m in model.classifier if isinstance(m, torch.nn.Linear)] == [
+        (512, 256), (256, 256), (256, 10)]
+    assert [m.p for m in model.classifier if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
 
 
 @pytest.mark.parametrize("params, message", [({"rho": 1.5}, "rho"), ({"granularity": "pixel"}, "granularity"),

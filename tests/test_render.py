@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from overfocus.errors import OverfocusError
-from overfocus.rundir import RunDir, atomic_write_json
+from overfocus.rundir import RunDir
+from overfocus.fileio import atomic_write_json
 
 FIXTURE_SIZE = 32
 

@@ -227,7 +227,8 @@ def requested_urls(events: List[Dict[str, Any]]) -> List[str]:
 @pytest.fixture(scope="module")
 def report_html(tiny_run, tmp_path_factory) -> Path:
     """A real audit of the tiny run (copied, with a small analysis summary so curves are drawn)."""
-    from overfocus.audit import AuditOptions, audit, write_outputs
+    from overfocus.audit.inputs import AuditOptions
+    from overfocus.audit.flow import audit, write_outputs
 
     run = tmp_path_factory.mktemp("browser") / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("audit*", "analysis"))

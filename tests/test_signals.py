@@ -27,7 +27,8 @@ import torch
 
 from overfocus.cli import main
 from overfocus.fileio import _is_temp
-from overfocus.rundir import RunDir, load_checkpoint
+from overfocus.rundir import RunDir
+from overfocus.checkpoint.files import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--data", "builtin?classes=3&train=24&test=12", "--set", "data.image_size=32", "--set", "model.width=0.125",

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 import overfocus
 from overfocus.errors import OverfocusError
-from overfocus.rundir import RunDir, load_checkpoint
+from overfocus.rundir import RunDir
+from overfocus.checkpoint.files import load_checkpoint
 
 DATA = "builtin?classes=3&train=48&test=24"
 SIZE = 32
@@ -303,10 +304,6 @@ def test_lightning_absent_is_one_line(monkeypatch):
 
 def test_tracker_records_a_timm_model_as_timm_name_and_analyze_rebuilds_it(tmp_path):
     timm = pytest.importorskip("timm")
-    import overfocus.loading as loading
-
-    if not hasattr(loading, "build_timm"):
-        pytest.skip("`--model timm:NAME` resolution (loading.build_timm) is not in this checkout")
     net = timm.create_model("resnet10t", pretrained=False, num_classes=3)
     tracker = overfocus.Tracker(tmp_path / "timm", data=DATA, image_size=SIZE, mean=MEAN, std=STD, measure=False)
     tracker.start(net)  # no recipe given: found from the timm model itself

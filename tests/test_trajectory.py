@@ -65,7 +65,7 @@ def test_an_analysis_writes_drift_faithfulness_and_the_random_baseline(tiny_run,
     small = read_npz(small_maps_path(folder, 1))
     import torch
     from overfocus.analysis.settings import RunInfo
-    from overfocus.loading import spatial_sizes
+    from overfocus.models.layers import spatial_sizes
     from overfocus.rundir import RunDir
 
     info = RunInfo.from_manifest(RunDir(run).read_manifest())

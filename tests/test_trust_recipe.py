@@ -19,7 +19,8 @@ import torch
 import overfocus
 from overfocus.cli import main
 from overfocus.errors import OverfocusError
-from overfocus.loading import ModelOptions, load_model
+from overfocus.models.build import ModelOptions
+from overfocus.checkpoint.load import load_model
 from overfocus.models import build_model
 from overfocus.rundir import RunDir
 
@@ -56,7 +57,7 @@ def no_imports(monkeypatch):
     import types
 
     calls = []
-    monkeypatch.setattr("overfocus.loading.importlib", types.SimpleNamespace(
+    monkeypatch.setattr("overfocus.models.build.importlib", types.SimpleNamespace(
         import_module=lambda name, *a: calls.append(name)))  # loading's own handle only, not importlib's
     return calls
 

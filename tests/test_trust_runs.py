@@ -12,7 +12,8 @@ from conftest import copy_run
 
 from overfocus.cli import main
 from overfocus.fileio import temp_prefix
-from overfocus.rundir import RunDir, atomic_torch_save, load_checkpoint
+from overfocus.rundir import RunDir, atomic_torch_save
+from overfocus.checkpoint.files import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--data", "builtin?classes=3&train=24&test=12", "--set", "data.image_size=32", "--set", "model.width=0.125",

@@ -57,7 +57,8 @@ def copy_png(src: Path, name: str) -> Path:
 
 
 def main() -> int:
-    from overfocus.audit import AuditOptions, audit  # noqa: F401  (audit writes its own report.html)
+    from overfocus.audit.inputs import AuditOptions
+    from overfocus.audit.flow import audit
     from overfocus.cli import main as cli
     from overfocus.render import RenderOptions, render_run
     from overfocus.render.compare import CompareOptions, compare_runs

@@ -235,7 +235,7 @@ def drift_resolution(model: torch.nn.Module, layer: str, images: torch.Tensor) -
         >>> drift_resolution(build_model("cifarnet", 3, width=0.125), "block3", torch.zeros(1, 3, 32, 32))
         (4, 4)
     """
-    from ..loading import spatial_sizes
+    from ..models.layers import spatial_sizes
 
     size = dict(spatial_sizes(model, images[:1])).get(layer, (16, 16))
     lo, hi = DRIFT_SIDE

@@ -37,7 +37,7 @@ from ..attribution.methods import DEFAULT_METHODS
 from ..distributed import broadcast_object, gather_objects
 from ..errors import OverfocusError, option
 from ..fileio import clean_stale_temps
-from ..loading import ModelOptions
+from ..models.build import ModelOptions
 from ..progress import epoch_line, progress
 from ..rundir import RunDir
 from . import storage as store
@@ -127,7 +127,7 @@ def analyze(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
             32}, "captum:Occlusion": {"sliding_window_shapes": [3, 8, 8]}}; kept in analysis.json.
         trust_recipe, arch: a run whose run.json records its model as an import path
             (`module:Factory`, a tracked run) is rebuilt only when `arch` names that same path or
-            `trust_recipe` is True: a file never chooses code to run (`loading.allow_recorded_arch`).
+            `trust_recipe` is True: a file never chooses code to run (`models.build.allow_recorded_arch`).
         faithfulness_images: the faithfulness and sanity metrics (`MetricSpec.needs_model`) are
             computed on this many images evenly spaced over the analysed ones (0: none), the
             random baseline beside them; their ids go to `faithfulness.json`.
@@ -168,7 +168,7 @@ def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
     Example:
         >>> preflight("runs/demo", "0:10", device="cpu", nproc=2)                 # doctest: +SKIP
     """
-    from ..checkpoints import scan_folder
+    from ..checkpoint.folder import scan_folder
     from ..device import resolve_device
 
     run = RunDir(run_dir)
@@ -246,6 +246,7 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
                         method_args, faithfulness_images=len(faithful) if faithful is not None else 0,
                         faithfulness_metrics=model_m if faithful is not None else (),
                         faithfulness_steps=c.faithfulness_steps, faithfulness_baseline=c.faithfulness_baseline,
+                        layer_reshape=layer_reshape(model, layer, info.image_size, runtime.device),
                         image_choice="evenly" if len(analysed) < len(ds) else "")
     FaithfulnessOptions(steps=c.faithfulness_steps, baseline=c.faithfulness_baseline)  # refuses bad values now
     probe_index = find_indices(test, settings.probe_ids)
@@ -321,11 +322,22 @@ def place_model(model: torch.nn.Module, layer: str, device: torch.device, channe
     return model
 
 
+def layer_reshape(model: torch.nn.Module, layer: str, image_size: int, device: torch.device) -> str:
+    """How the layer's output becomes a map (`models.tokens`), for analysis.json and the CLI's line;
+    "" where the layer gives no map (the layer methods then say why)."""
+    from ..models.tokens import layer_layout
+
+    try:
+        return layer_layout(model, layer, torch.zeros(1, 3, image_size, image_size, device=device)).describe()
+    except OverfocusError:
+        return ""
+
+
 def check_layer_size(model: torch.nn.Module, layer: str, image_size: int, device: torch.device, explicit: bool,
                      show: bool) -> None:
     """A layer below 4 x 4 at this image size gives near-constant maps: one line on stderr naming a
     larger layer; a 1 x 1 layer (every map constant) is refused unless the caller named it."""
-    from ..loading import small_layer_note, spatial_sizes
+    from ..models.layers import small_layer_note, spatial_sizes
 
     images = torch.zeros(1, 3, image_size, image_size, device=device)
     note = small_layer_note(model, layer, images)

@@ -24,11 +24,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..checkpoints import FolderScan, scan_folder
+from ..checkpoint.folder import FolderScan, scan_folder
 from ..errors import OverfocusError, option
-from ..history import HistoryColumns, read_history
-from ..loading import ModelOptions, auto_layer, build_target, check_and_load, infer_num_classes, read_weights
-from ..rundir import SCHEMA_VERSION, RunDir, load_checkpoint, recorded_by
+from ..checkpoint.history import HistoryColumns, read_history
+from ..models.build import ModelOptions, build_target
+from ..models.layers import auto_layer
+from ..checkpoint.keys import check_and_load, infer_num_classes
+from ..checkpoint.files import read_weights
+from ..rundir import SCHEMA_VERSION, RunDir, recorded_by
+from ..checkpoint.files import load_checkpoint
 from .settings import RunInfo, available_epochs
 
 FOREIGN_KIND = "checkpoint-folder"  # run.json `source.kind` of a foreign folder's output
@@ -96,7 +100,7 @@ def open_source(path: Path | str, data: Optional[str] = None, folder: Optional[F
                 out: Optional[Path | str] = None, layer: Optional[str] = None, show: bool = True,
                 recipe: Optional[ModelOptions] = None) -> RunSource:
     """A run directory (it has run.json) or a folder of checkpoint files; `recipe` says which
-    import path a run's run.json may name (`arch`, `trust_recipe`: `loading.allow_recorded_arch`)."""
+    import path a run's run.json may name (`arch`, `trust_recipe`: `models.build.allow_recorded_arch`)."""
     path = Path(path)
     if (path / "run.json").is_file():
         manifest = RunDir(path).read_manifest()
@@ -165,7 +169,7 @@ class OwnRun(RunSource):
 
 # ---- a folder of checkpoint files from any training ----------------------------------------------
 class CheckpointFolder(RunSource):
-    """Checkpoint files named by epoch (see `overfocus.checkpoints`), read by `loading.read_weights`."""
+    """Checkpoint files named by epoch (see `overfocus.checkpoint.folder`), read by `checkpoint.files.read_weights`."""
 
     def __init__(self, folder: Path, opts: FolderOptions, data: Optional[str], out: Optional[Path | str],
                  layer: Optional[str], show: bool = True):
@@ -300,7 +304,8 @@ class CheckpointFolder(RunSource):
         test_loss, test_acc = evaluate(model, loaders["test"], device, i.mean, i.std)
         rows = self._history()
         rows[epoch] = {"epoch": epoch, "train_eval_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                       "test_acc": test_acc, "gap": train_acc - test_acc, "measured_by": "overfocus analyze"}
+                       "test_acc": test_acc, "gap": train_acc - test_acc, "measured_by": "overfocus analyze",
+                       "train_images": len(loaders["train"].dataset), "test_images": len(loaders["test"].dataset)}
         self._write_history(rows)
 
     def _loaders(self) -> Dict[str, Any]:

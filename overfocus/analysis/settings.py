@@ -16,7 +16,7 @@ import torch
 from ..attribution.methods import ATTRIBUTIONS, check_method_args
 from ..distributed import DistInfo
 from ..errors import OverfocusError
-from ..loading import check_recipe_args
+from ..models.build import check_recipe_args
 from ..metrics.registry import METRICS
 from ..rundir import RunDir
 from ..registry import did_you_mean
@@ -82,7 +82,7 @@ class RunInfo:
     def build_model(self, allow: Optional["ModelOptions"] = None) -> torch.nn.Module:
         """The recorded recipe with random weights: a registry (or timm:NAME) model, or the import
         path, which is built only when `allow` names the same path (`arch=`) or trusts the recipe
-        (`trust_recipe=True`; see `loading.allow_recorded_arch`).
+        (`trust_recipe=True`; see `models.build.allow_recorded_arch`).
 
         Example:
             >>> info = RunInfo("cifarnet", 0.125, True, 3, "builtin", 32, (0.5,) * 3, (0.25,) * 3, 8, 0,
@@ -90,7 +90,7 @@ class RunInfo:
             >>> type(info.build_model()).__name__
             'CifarNet'
         """
-        from ..loading import ModelOptions, allow_recorded_arch, build_target
+        from ..models.build import ModelOptions, allow_recorded_arch, build_target
 
         arch = allow_recorded_arch(self.arch, allow or ModelOptions(), "run.json") if self.arch else None
         options = ModelOptions(model=None if arch else self.model_name, arch=arch, width=self.width,
@@ -122,6 +122,7 @@ class Settings:
     faithfulness_metrics: Tuple[str, ...] = ()
     faithfulness_steps: int = 16
     faithfulness_baseline: str = "blur"
+    layer_reshape: str = ""  # how the layer's output became a map (a token grid's reshape), not compared
     image_choice: str = ""  # how --limit picks its images: "evenly" spaced over the split; "" = all of them
 
     @property

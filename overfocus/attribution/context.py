@@ -8,40 +8,12 @@ also when the attribution raises half-way (a bad target, an out-of-memory error,
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, List, Set, Tuple
+from typing import Dict, Iterator, Set
 
 import torch
 import torch.nn as nn
 
-# Every per-module hook dictionary of torch 2.x; hooks added inside the context are removed from
-# all of them, whoever added them (our code, Captum, or a peer library that failed mid-way).
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-               "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs",
-               "_state_dict_hooks", "_load_state_dict_pre_hooks")
-
-
-def _hook_snapshot(model: nn.Module) -> List[Tuple[nn.Module, str, frozenset]]:
-    snapshot = []
-    for module in model.modules():
-        for attr in _HOOK_DICTS:
-            hooks = getattr(module, attr, None)
-            if isinstance(hooks, dict):
-                snapshot.append((module, attr, frozenset(hooks.keys())))
-    return snapshot
-
-
-def _remove_new_hooks(snapshot: List[Tuple[nn.Module, str, frozenset]]) -> None:
-    for module, attr, before in snapshot:
-        hooks = getattr(module, attr)
-        if len(hooks) != len(before) or any(k not in before for k in hooks):
-            for key in [k for k in hooks if k not in before]:
-                del hooks[key]
-    # backward hooks also set a flag that torch checks before calling them (set only where it
-    # changes: nn.Module.__setattr__ is slow, and this runs for every module on every batch)
-    for module in {m for m, _attr, _before in snapshot}:
-        if not module._backward_hooks and not module._backward_pre_hooks and module._is_full_backward_hook is not None:
-            module._is_full_backward_hook = None
-
+from ..models.hooks import hook_snapshot, remove_hooks_added_since
 
 _ACTIVE: Set[int] = set()  # ids of the models inside an attribution_mode context right now
 
@@ -68,7 +40,7 @@ def attribution_mode(model: nn.Module) -> Iterator[nn.Module]:
     training: Dict[nn.Module, bool] = {m: m.training for m in model.modules()}
     requires: Dict[nn.Parameter, bool] = {p: p.requires_grad for p in model.parameters()
                                           if not isinstance(p, nn.parameter.UninitializedParameter)}
-    hooks = _hook_snapshot(model)
+    hooks = hook_snapshot(model)  # every hook added inside goes on exit, whoever added it (Captum)
     _ACTIVE.add(id(model))
     try:
         model.eval()
@@ -78,7 +50,7 @@ def attribution_mode(model: nn.Module) -> Iterator[nn.Module]:
             yield model
     finally:
         _ACTIVE.discard(id(model))
-        _remove_new_hooks(hooks)
+        remove_hooks_added_since(hooks)
         for module, flag in training.items():
             if module.training != flag:  # skip nn.Module.__setattr__ where nothing changed
                 module.training = flag

@@ -1,14 +1,19 @@
 """Layer activations and gradients from ONE forward and ONE backward, and the maps made of them.
 
-Captum's layer utility (`compute_layer_gradients_and_eval`) hooks the layer, runs the model,
-and differentiates the selected PRE-SOFTMAX logits with respect to the layer output. Its hook
-hands a clone of the output to the rest of the network, so a following in-place ReLU (VGG's
-`features.N` conv layers feed `ReLU(inplace=True)`) cannot overwrite the activation we keep.
+A forward hook on the layer keeps its output z (made a leaf that needs grad when the frozen
+parameters give it none, so autograd records nothing before the layer) and hands a clone of it to
+the rest of the network, so a following in-place ReLU (VGG's `features.N` conv layers feed
+`ReLU(inplace=True)`) cannot overwrite the activation we keep; the selected PRE-SOFTMAX logits
+are then differentiated with respect to z. This is what Captum's `compute_layer_gradients_and_eval`
+does (its LayerGradCam equals our Grad-CAM, tests/test_oracles.py).
+A transformer layer's tokens (B x N x C, or B x h x w x C in windowed models) are turned into a
+B x C x h x w map by the layout `models.tokens.layout_of` reads from the model (patch grid,
+prefix tokens), so every layer map is computed on the token grid with no user-written reshape.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -16,16 +21,23 @@ import torch.nn.functional as F
 
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.hooks import Hooks
+from ..models.tokens import MAP, TokenLayout, layout_of
 from .context import attribution_mode
 
 
 @dataclass
 class LayerGradients:
-    """Activation z (B x C x h x w), d(target logit)/dz (same shape) and the logits (B x K)."""
+    """Activation z (B x C x h x w), d(target logit)/dz (same shape) and the logits (B x K).
+
+    `layout`: how the layer's own output became z (a token grid's reshape, or none); `output`: that
+    output as the layer gave it (None: z itself), for the methods that feed a changed z back."""
 
     activations: torch.Tensor
     gradients: torch.Tensor
     logits: torch.Tensor
+    layout: TokenLayout = MAP
+    output: Optional[torch.Tensor] = None
 
 
 def checked_forward(model: nn.Module, targets: torch.Tensor, store: dict) -> Callable:
@@ -54,18 +66,32 @@ def layer_gradients(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
         >>> g.activations.shape == g.gradients.shape, g.logits.shape
         (True, torch.Size([2, 3]))
     """
-    from captum._utils.gradient import compute_layer_gradients_and_eval
-
     module = get_module(model, layer)
     store: dict = {}
-    with attribution_mode(model):
-        grads, acts = compute_layer_gradients_and_eval(checked_forward(model, targets, store), module, images,
-                                                       target_ind=targets)
-    if not isinstance(acts, tuple) or len(acts) != 1 or acts[0].dim() != 4:
-        shape = tuple(acts[0].shape) if isinstance(acts, tuple) and acts else "a tuple"
-        raise OverfocusError(f"layer {layer!r} outputs {shape}; Grad-CAM needs a B x C x H x W feature map: "
-                             "pass a convolutional layer or block")
-    return LayerGradients(acts[0].detach(), grads[0].detach(), store["logits"])
+    kept: list = []  # the layer's output of its last call (a module called twice: Captum keeps the last too)
+
+    def keep(_module, _inputs, out):
+        if not isinstance(out, torch.Tensor):
+            kept.append(out)
+            return None
+        if not out.requires_grad:
+            out.requires_grad_(True)
+        kept.append(out)
+        return out.clone()
+
+    with attribution_mode(model), Hooks().forward(module, keep):
+        logits = checked_forward(model, targets, store)(images)
+        z = kept[-1] if kept else None
+        if not isinstance(z, torch.Tensor) or z.shape[:1] != images.shape[:1]:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else "no tensor"
+            raise OverfocusError(f"layer {layer!r} outputs {shape} for {images.shape[0]} images; the layer maps "
+                                 "need one B x C x H x W map (or token grid) per image: pass a convolutional "
+                                 "layer or block")
+        layout = layout_of(model, module, z.shape, images.shape[-2:], layer)
+        (grads,) = torch.autograd.grad(logits.gather(1, targets.view(-1, 1)).sum(), z)
+    output = z.detach()
+    return LayerGradients(layout.to_map(output), layout.to_map(grads.detach()), store["logits"], layout,
+                          None if layout.is_map else output)
 
 
 def grad_cam_raw(grads: LayerGradients) -> torch.Tensor:

@@ -94,7 +94,7 @@ def triple(text: Optional[str], flag: str) -> Optional[Tuple[float, float, float
 
 def model_options(args: argparse.Namespace):
     """ModelOptions from the options of add_model_args (shared by audit and analyze)."""
-    from ..loading import ModelOptions
+    from ..models.build import ModelOptions
 
     return ModelOptions(args.model, args.arch, args.layer, args.num_classes,
                         args.width if args.width is not None else 1.0, args.small_input, args.trust_pickle,
@@ -102,7 +102,7 @@ def model_options(args: argparse.Namespace):
 
 
 def options(args: argparse.Namespace):
-    from ..audit import AuditOptions, parse_pairs
+    from ..audit.inputs import AuditOptions, parse_pairs
     from ..errors import OverfocusError
 
     if args.limit < 0 or args.batch_size < 1:
@@ -125,7 +125,8 @@ def _methods(text: str) -> Tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..audit import audit, check_options, default_out, summary_lines, write_outputs
+    from ..audit.flow import audit, default_out, summary_lines, write_outputs
+    from ..audit.inputs import check_options
     from ..fileio import check_writable, clean_stale_temps
 
     opts = options(args)

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.hooks import Hooks
 
 ACTIVATION_TYPES: Tuple[type, ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU,
                                       nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
@@ -120,7 +121,7 @@ class NeuronCoverage:
         self.model, self.threshold, self.module_types = model, float(threshold), module_types
         self.latent_module = get_module(model, latent_layer) if latent_layer else None
         self.latent_layer = latent_layer
-        self._handles: list = []
+        self.hooks = Hooks()
         self._ever: Dict[str, torch.Tensor] = {}  # layer key -> C bool: fired for any input
         self._ever_units: Dict[str, torch.Tensor] = {}  # layer key -> C*H*W bool (on the device)
         self._latent_key: Optional[str] = None
@@ -139,24 +140,19 @@ class NeuronCoverage:
         if not named:
             raise OverfocusError("the model has no ReLU or pooling modules to measure neuron coverage on")
         try:
-            self._handles.append(self.model.register_forward_pre_hook(lambda *_: self._reset_forward()))
+            self.hooks.forward_pre(self.model, lambda *_: self._reset_forward())
             for name, module in named:
-                self._handles.append(module.register_forward_hook(self._layer_hook(name)))
+                self.hooks.forward(module, self._layer_hook(name))
             if self.latent_module is not None:
-                self._handles.append(self.latent_module.register_forward_hook(self._mark_latent))
-            self._handles.append(self.model.register_forward_hook(self._finish_forward))
+                self.hooks.forward(self.latent_module, self._mark_latent)
+            self.hooks.forward(self.model, self._finish_forward)
         except BaseException:
-            self._remove()
+            self.hooks.remove()
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self._remove()
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        self.hooks.remove()
 
     def _layer_hook(self, name: str):
         def hook(_module, _inputs, output):

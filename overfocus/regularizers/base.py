@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..config import RegularizerConfig, from_dict
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.hooks import Hooks
 from ..registry import Registry
 
 REGULARIZERS: Registry = Registry("regularizer")
@@ -108,11 +109,8 @@ class NoRegularizer(Regularizer):
 @contextlib.contextmanager
 def latent_hook(model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """Replace the output z of `layer` by fn(z) for the duration of the block; always removed."""
-    handle = get_module(model, layer).register_forward_hook(lambda _m, _i, out: fn(out))
-    try:
+    with Hooks().forward(get_module(model, layer), lambda _m, _i, out: fn(out)):
         yield
-    finally:
-        handle.remove()
 
 
 def build_regularizer(cfg: RegularizerConfig, ctx: RegContext) -> Regularizer:

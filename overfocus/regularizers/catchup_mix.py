@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.hooks import Hooks
 from .base import REGULARIZERS, Regularizer, StepInfo
 from .common import largest_k_mask
 
@@ -147,7 +148,7 @@ class CatchupMix(Regularizer):
             raise OverfocusError(f"regularizer.normalize={params.normalize!r}: choose sum or none")
         if params.feature_lambda not in ("sampled", "channels"):
             raise OverfocusError(f"regularizer.feature_lambda={params.feature_lambda!r}: choose sampled or channels")
-        self._handles: List[Any] = []
+        self.hooks = Hooks()
         self._mix: Optional[Tuple[nn.Module, torch.Tensor, float]] = None
 
     def setup(self, model: nn.Module) -> None:
@@ -157,12 +158,11 @@ class CatchupMix(Regularizer):
         self.points: List[Optional[nn.Module]] = ([None] if self.params.include_input else []) + self.stage_modules
         if not self.points:
             raise OverfocusError("catchup_mix has no mixing point: give regularizer.stages or include_input=true")
-        self._handles = [m.register_forward_hook(self._hook) for m in self.stage_modules]
+        for module in self.stage_modules:
+            self.hooks.forward(module, self._hook)
 
     def teardown(self, model: nn.Module) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        self.hooks.remove()
 
     def _hook(self, module: nn.Module, _inp, out: torch.Tensor):
         if self._mix is None or self._mix[0] is not module or not module.training:

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..models import get_module
+from ..models.hooks import Hooks
 
 
 # ---- running the classifier psi alone -------------------------------------------------------
@@ -110,13 +111,10 @@ def _call_recorder(model: nn.Module, calls, order) -> Iterator[None]:
         clock[0] += 1
         calls.setdefault(m, []).append((pending[m].pop(), clock[0]))
 
-    handles = [h for m in model.modules() for h in (m.register_forward_pre_hook(pre),
-                                                     m.register_forward_hook(post))]
-    try:
+    with Hooks() as hooks:
+        for m in model.modules():
+            hooks.forward_pre(m, pre).forward(m, post)
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextlib.contextmanager
@@ -140,13 +138,11 @@ def capture_output(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torc
         holder["out"] = out
         raise _StopForward
 
-    handle = module.register_forward_hook(hook)
-    try:
-        model(x)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
+    with Hooks().forward(module, hook):
+        try:
+            model(x)
+        except _StopForward:
+            pass
     return holder["out"]
 
 

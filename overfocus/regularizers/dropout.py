@@ -7,6 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import OverfocusError
+from ..models import get_module
+from ..models.hooks import Hooks
 from .base import REGULARIZERS, Regularizer
 
 
@@ -29,13 +31,10 @@ class LatentDropout(Regularizer):
     def setup(self, model: nn.Module) -> None:
         if not 0.0 <= self.params.p < 1.0:
             raise OverfocusError(f"regularizer.p={self.params.p}: dropout needs 0 <= p < 1")
-        from ..models import get_module
-
         layer = self.params.layer or self.ctx.latent_layer
-        self._handle = get_module(model, layer).register_forward_hook(
-            lambda mod, _i, out: F.dropout(out, self.params.p, training=mod.training))
+        self.hooks = Hooks().forward(get_module(model, layer),
+                                     lambda mod, _i, out: F.dropout(out, self.params.p, training=mod.training))
 
     def teardown(self, model: nn.Module) -> None:
-        if getattr(self, "_handle", None) is not None:
-            self._handle.remove()
-            self._handle = None
+        if getattr(self, "hooks", None) is not None:  # teardown without setup (a failed start)
+            self.hooks.remove()

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.hooks import Hooks
 from .base import REGULARIZERS, Regularizer, StepInfo
-from .common import HeadRunner, eval_mode, probe_input
+from ..models.hooks import Hooks
+from .common import HeadRunner, capture_output, eval_mode, probe_input
 
 PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Identity, nn.Flatten)
 POSITIVE_MAPS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AvgPool1d)
@@ -156,7 +158,7 @@ class ExcitationDropout(Regularizer):
             raise OverfocusError(f"regularizer.retain={params.retain}: the base retain probability must be in (0, 1]")
         self.head = None
         self._step_input = None
-        self._handle = None
+        self.hooks = Hooks()
 
     def setup(self, model: nn.Module) -> None:
         self.model = model
@@ -166,12 +168,10 @@ class ExcitationDropout(Regularizer):
         for name, module in self.head.head_leaves:  # fail before training, not at its first step
             if not isinstance(module, SUPPORTED):
                 raise unsupported(name, module)
-        self._handle = get_module(model, self.layer).register_forward_hook(self._hook)
+        self.hooks.forward(get_module(model, self.layer), self._hook)
 
     def teardown(self, model: nn.Module) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        self.hooks.remove()
 
     def loss(self, model: nn.Module, batch, step: StepInfo) -> Tuple[torch.Tensor, Dict[str, Any]]:
         self._step_input, self._stats = (batch.images, batch.labels), {}
@@ -191,15 +191,28 @@ class ExcitationDropout(Regularizer):
         self._stats["kept_fraction"] = keep.mean()
         return apply_keep_mask(out, keep)
 
+    # -- the leak diagnostic's view (regularizers/leak.py) --
+    @torch.no_grad()
+    def masked_logits(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Logits of `model` (as it is, e.g. in eval mode) with a keep mask drawn for `labels`
+        (Bernoulli from the global RNG, which the diagnostic seeds)."""
+        layer = get_module(model, self.layer)
+        a = capture_output(model, layer, images)
+        keep = torch.bernoulli(1.0 - drop_probability(self.unit_probabilities(a, images, labels), self.params.retain))
+        with Hooks().forward(layer, lambda _m, _i, out: apply_keep_mask(out, keep)):
+            return model(images)
+
+    @torch.no_grad()
+    def mask_predictions(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The class the mask would follow without a label: the online network's own (eval mode)."""
+        with eval_mode(self.modules):
+            return model(images).argmax(1)
+
     def unit_probabilities(self, a: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """p_EB of every unit of `a` (the layer's output) for labels y, B x N."""
         records: List[Tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
-        hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: records.append((n, mod, inp[0], out)))
-                 for n, m in self.head.head_leaves]
-        try:
-            with eval_mode(self.modules), torch.no_grad():
-                self.head(a, x)
-        finally:
-            for h in hooks:
-                h.remove()
+        with Hooks() as hooks, eval_mode(self.modules), torch.no_grad():
+            for n, m in self.head.head_leaves:
+                hooks.forward(m, lambda mod, inp, out, n=n: records.append((n, mod, inp[0], out)))
+            self.head(a, x)
         return excitation_backprop(records, y, a.shape)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..errors import OverfocusError
 from ..models import MODELS, get_module
+from ..models.hooks import Hooks
 from .base import REGULARIZERS, Regularizer, StepInfo
 
 LOSSES = ("energy", "l1", "ppce", "rrr")
@@ -205,11 +206,8 @@ class Guidance(Regularizer):
             logits = model(x)
             return logits, input_x_gradient_in_graph(x, logits.gather(1, y.view(-1, 1)).sum())
         held: List[torch.Tensor] = []
-        handle = self.feature_module.register_forward_hook(lambda _m, _i, out: held.append(out))
-        try:
+        with Hooks().forward(self.feature_module, lambda _m, _i, out: held.append(out)):
             logits = model(x)
-        finally:
-            handle.remove()
         score = logits.gather(1, y.view(-1, 1)).sum()
         return logits, gradcam_in_graph(held[0], score, tuple(x.shape[2:]))
 

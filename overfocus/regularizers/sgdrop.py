@@ -2,8 +2,11 @@
 
 Per step: an attribution network (an EMA copy of the whole model, or the online weights when
 `ema=False`) gives A = relu(g * z') at the latent layer, g = d(sum of gt logits)/dz'. For each
-sample the k = max(1, ceil(rho * units)) most attributed units (k is an upper bound: only units
-with positive attribution are ever dropped) are zeroed in the ONLINE network's latent z (a forward hook, z * M, no rescaling), and the loss is cross-entropy on those logits.
+sample exactly k = max(1, ceil(rho * units)) most attributed units (ties to the lower index; the
+paper's top rho-quantile) are zeroed in the ONLINE network's latent z (a forward hook, z * M, no
+rescaling), and the loss is cross-entropy on those logits. `positive_only=True` makes k an upper
+bound instead (units without positive attribution never drop). docs/methods.md lists every choice
+the paper leaves open ("SGDrop against the paper").
 
 Cost. With `ema=True` the extra work is one eval-mode forward of the EMA copy (its encoder builds
 no autograd graph: no parameter needs grad and the input does not either), a backward through the
@@ -25,10 +28,12 @@ import torch.nn.functional as F
 
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.hooks import Hooks
 from .base import REGULARIZERS, RegContext, Regularizer, StepInfo
 from .common import HeadRunner, eval_mode, largest_k_mask, probe_input
 
 GRANULARITIES = ("element", "spatial", "channel")
+MASK_LABELS = ("label", "predicted")  # the class whose attribution makes the mask
 # Fixed rho per model family, from the paper's settings table (Bertoin et al. 2024, appendix
 # Table 12): 0.01 for VGG16, ResNet50, VGG9 and the CIFAR network; 0.1 for ConvNeXt on natural
 # images (Imagenette, Imagewoof; 0.05 on the remote-sensing sets). See METHODS.md section 1.
@@ -40,8 +45,10 @@ CURRICULUM_RHO_MAX = {"vgg": 0.05, "resnet": 0.1, "convnext": 0.2, "other": 0.05
 
 
 # ---- the pure pieces of SGDrop ----------------------------------------------------------------
-def grad_times_latent(z_leaf: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def grad_times_latent(z_leaf: torch.Tensor, logits: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
     """A = relu(g * z), g = d(sum_b logits[b, y_b]) / dz (no create_graph); detached.
+
+    `labels=None` takes y_b = the network's own predicted class (argmax of the logits).
 
     Example:
         >>> z = torch.tensor([[1.0, 2.0]], requires_grad=True)
@@ -50,6 +57,8 @@ def grad_times_latent(z_leaf: torch.Tensor, logits: torch.Tensor, labels: torch.
         >>> grad_times_latent(z, z @ torch.tensor([[3.0], [-1.0]]), torch.tensor([0]))
         tensor([[3., 0.]])
     """
+    if labels is None:
+        labels = logits.detach().argmax(1)
     score = logits.gather(1, labels.view(-1, 1)).sum()
     (g,) = torch.autograd.grad(score, z_leaf)
     return F.relu(g * z_leaf).detach()
@@ -76,23 +85,30 @@ def drop_count(rho: float, units: int) -> int:
     return min(units, max(1, math.ceil(rho * units - 1e-9)))
 
 
-def sgdrop_mask(attribution: torch.Tensor, k: int, granularity: str = "element") -> torch.Tensor:
+def sgdrop_mask(attribution: torch.Tensor, k: int, granularity: str = "element",
+                positive_only: bool = False) -> torch.Tensor:
     """Multiplicative mask M (0 on the k most attributed units of each sample, 1 elsewhere).
 
-    k is an upper bound: a unit whose score is not positive carries no evidence for the class and
-    is never dropped, so a sample with fewer than k positive units loses only those. The mask
-    broadcasts against z: B x C x H x W (element), B x 1 x H x W (spatial) or B x C x 1 x 1 (channel).
+    Exactly k units per sample, ties to the lower index (METHODS.md section 1: the paper's top
+    rho-quantile of the sample's units). With `positive_only` k is an upper bound: a unit whose
+    score is not positive is never dropped, so a sample with fewer than k positive units loses only
+    those. The mask broadcasts against z: B x C x H x W (element), B x 1 x H x W (spatial) or
+    B x C x 1 x 1 (channel).
 
     Example:
         >>> a = torch.zeros(1, 2, 2, 2); a[0, 1, 0, 1] = 5.0
         >>> sgdrop_mask(a, 1)[0, 1]
         tensor([[1., 0.],
                 [1., 1.]])
-        >>> int((sgdrop_mask(a, 3) == 0).sum())  # one positive unit: one dropped, not three
+        >>> int((sgdrop_mask(a, 3) == 0).sum())  # exactly k: the ties at 0 go by index
+        3
+        >>> int((sgdrop_mask(a, 3, positive_only=True) == 0).sum())  # one positive unit: one dropped
         1
     """
     scores = unit_scores(attribution, granularity)
-    dropped = largest_k_mask(scores, k) & (scores > 0)
+    dropped = largest_k_mask(scores, k)
+    if positive_only:
+        dropped &= scores > 0
     keep = (~dropped).to(attribution.dtype)
     b, c, h, w = attribution.shape
     shape = {"element": (b, c, h, w), "spatial": (b, 1, h, w), "channel": (b, c, 1, 1)}[granularity]
@@ -145,8 +161,10 @@ def ema_update_(ema_params: List[torch.Tensor], params: List[torch.Tensor], ema_
 
 
 def full_model_attribution(model: nn.Module, latent: nn.Module, x: torch.Tensor,
-                           labels: torch.Tensor) -> torch.Tensor:
+                           labels: Optional[torch.Tensor]) -> torch.Tensor:
     """A at `latent` for model(x): the latent output becomes a detached leaf that needs grad.
+
+    `labels=None`: A of each image's predicted class (the model's argmax), label-free.
 
     Used on the EMA copy (eval mode, parameters without grad), so its encoder records no graph.
     """
@@ -156,13 +174,9 @@ def full_model_attribution(model: nn.Module, latent: nn.Module, x: torch.Tensor,
         holder["z"] = out.detach().requires_grad_(True)
         return holder["z"]
 
-    handle = latent.register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            logits = model(x)
-    finally:
-        handle.remove()
-    return grad_times_latent(holder["z"], logits, labels)
+    with Hooks().forward(latent, hook), torch.enable_grad():  # also under an outer no_grad
+        logits = model(x)
+        return grad_times_latent(holder["z"], logits, labels)
 
 
 # ---- the regularizer -----------------------------------------------------------------------------
@@ -195,6 +209,10 @@ class SGDrop(Regularizer):
         ema_layout: str = "auto"  # memory format of the EMA copy: auto (channels_last on CPU) | keep | channels_last
         clean_ce_weight: float = 0.0
         k_override: int = -1  # >= 0 forces k (0 = no unit dropped); -1 = from rho
+        positive_only: bool = False  # k as an upper bound: units without positive attribution never drop
+        # remedies of the label leak (docs/methods.md, "The label leak"); the defaults are the paper's
+        mask_label: str = "label"  # label | predicted (the attribution network's own class: label-free)
+        mask_fraction: float = 1.0  # share of each batch that is masked (its first ceil(f * B) images)
         layer: str = ""  # "" = the model's latent layer
 
     def __init__(self, params: Any, ctx: RegContext):
@@ -203,8 +221,9 @@ class SGDrop(Regularizer):
         self.ema: Optional[nn.Module] = None
         self._pending_state: Optional[Dict[str, Any]] = None
         self._mask_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-        self._handle = None
+        self.hooks = Hooks()
         self.head: Optional[HeadRunner] = None
+        self._rho: Optional[float] = None  # rho of the latest step (the leak diagnostic masks with it)
 
     # -- lifecycle --
     def setup(self, model: nn.Module) -> None:
@@ -216,7 +235,7 @@ class SGDrop(Regularizer):
             self._make_ema(model)
         else:
             self.head = HeadRunner(model, self.layer, probe_input(model, getattr(self.ctx, "image_size", 64)))
-        self._handle = self.latent.register_forward_hook(self._latent_hook)
+        self.hooks.forward(self.latent, self._latent_hook)
 
     def _make_ema(self, model: nn.Module) -> None:
         """Deep copy of the whole network before any hook of ours is on it; eval, no grad."""
@@ -237,16 +256,15 @@ class SGDrop(Regularizer):
         on_cpu = next(model.parameters()).device.type == "cpu"
         return layout == "channels_last" or (layout == "auto" and on_cpu)
 
-    def ema_attribution(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """A = relu(g * z') from the EMA copy (in its own memory format)."""
-        if self.ema_channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return full_model_attribution(self.ema, self.ema_latent, x, y)
+    def ema_attribution(self, x: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
+        """A = relu(g * z') from the EMA copy (in its own memory format); y=None: its predicted class."""
+        return full_model_attribution(self.ema, self.ema_latent, self._ema_input(x), y)
+
+    def _ema_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.ema_channels_last else x
 
     def teardown(self, model: nn.Module) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        self.hooks.remove()
 
     def state_dict(self) -> Dict[str, Any]:
         return {"ema": self.ema.state_dict()} if self.ema is not None else {}
@@ -299,17 +317,31 @@ class SGDrop(Regularizer):
         units = {"element": c * h * w, "spatial": h * w, "channel": c}[self.params.granularity]
         return min(units, self.params.k_override) if self.params.k_override >= 0 else drop_count(rho, units)
 
+    def masked_count(self, batch_size: int) -> int:
+        """Images of a batch that get a mask: the first ceil(mask_fraction * B), at least one.
+
+        Example:
+            >>> from overfocus.regularizers import build_regularizer
+            >>> from overfocus.config import RegularizerConfig
+            >>> reg = build_regularizer(RegularizerConfig("sgdrop", {"mask_fraction": 0.5}), None)
+            >>> reg.masked_count(64), reg.masked_count(5)
+            (32, 3)
+        """
+        return min(batch_size, max(1, math.ceil(self.params.mask_fraction * batch_size - 1e-9)))
+
     # -- the step --
     def loss(self, model: nn.Module, batch, step: StepInfo) -> Tuple[torch.Tensor, Dict[str, Any]]:
         x, y = batch.images, batch.labels
-        rho = self.rho_at(step)
+        rho = self._rho = self.rho_at(step)
         stats: Dict[str, Any] = {"rho": rho}
+        b = len(y)
+        m = self.masked_count(b)  # the batch is shuffled: its first m images are a random share
+        target = None if self.params.mask_label == "predicted" else y[:m]
         if self.ema is not None:
-            attribution = self.ema_attribution(x, y)
-            mask = self._mask(attribution, rho, stats)
+            mask = self._mask(self.ema_attribution(x[:m], target), rho, stats, b)
             self._mask_fn = lambda z: z * mask
         else:
-            self._mask_fn = lambda z: z * self._mask(self._online_attribution(z, x, y), rho, stats)
+            self._mask_fn = lambda z: z * self._mask(self._online_attribution(z[:m], x[:m], target), rho, stats, b)
         try:
             loss = F.cross_entropy(model(x), y)
         finally:
@@ -318,13 +350,18 @@ class SGDrop(Regularizer):
             loss = loss + self.params.clean_ce_weight * F.cross_entropy(model(x), y)
         return loss, stats
 
-    def _mask(self, attribution: torch.Tensor, rho: float, stats: Dict[str, Any]) -> torch.Tensor:
+    def _mask(self, attribution: torch.Tensor, rho: float, stats: Dict[str, Any],
+              batch_size: Optional[int] = None) -> torch.Tensor:
+        """M of the attribution's images, padded with ones (no mask) up to `batch_size` images."""
         k = self.k_for(rho, attribution.shape)
         if k == 0:
             stats["dropped_units"] = 0.0
             return torch.ones((), dtype=attribution.dtype, device=attribution.device)
-        mask = sgdrop_mask(attribution, k, self.params.granularity)
-        # k is an upper bound (only positive units drop): log the mean count actually dropped.
+        mask = sgdrop_mask(attribution, k, self.params.granularity, self.params.positive_only)
+        rest = (batch_size or len(mask)) - len(mask)
+        if rest > 0:
+            mask = torch.cat([mask, mask.new_ones((rest, *mask.shape[1:]))])
+        # k is an upper bound with positive_only, and unmasked images drop none: log the mean count.
         stats["dropped_units"] = (mask == 0).flatten(1).sum(1).float().mean()  # a tensor: no device sync
         return mask
 
@@ -334,7 +371,7 @@ class SGDrop(Regularizer):
             return None
         return self._mask_fn(out)
 
-    def _online_attribution(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _online_attribution(self, z: torch.Tensor, x: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
         """A from the online weights: psi alone (eval mode) on a detached leaf copy of z."""
         leaf = z.detach().requires_grad_(True)
         with eval_mode(self.modules), torch.enable_grad():
@@ -344,6 +381,29 @@ class SGDrop(Regularizer):
     def after_step(self, model: nn.Module) -> None:
         if self.ema is not None:
             ema_update_(*self._pairs, tau=self.tau)
+
+    # -- the leak diagnostic's view (regularizers/leak.py) --
+    @torch.no_grad()
+    def masked_logits(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Logits of `model` (as it is, e.g. in eval mode) with the mask SGDrop makes for `labels`
+        on every image (the rho of the latest step; `mask_fraction` does not apply)."""
+        if self.ema is not None:
+            attribution = self.ema_attribution(images, labels)
+        else:
+            with eval_mode(self.modules):
+                attribution = full_model_attribution(model, self.latent, images, labels)
+        rho = self._rho if self._rho is not None else self.rho_at(StepInfo(0, 1, 0))
+        mask = self._mask(attribution, rho, {})
+        with Hooks().forward(self.latent, lambda _m, _i, out: out * mask):
+            return model(images)
+
+    @torch.no_grad()
+    def mask_predictions(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The class the attribution network predicts (the EMA copy's, else the online network's)."""
+        if self.ema is not None:
+            return self.ema(self._ema_input(images)).argmax(1)
+        with eval_mode(self.modules):
+            return model(images).argmax(1)
 
 
 def _validate(p: Any) -> None:
@@ -366,6 +426,10 @@ def _validate(p: Any) -> None:
          f"regularizer.ema_layout={p.ema_layout!r}: choose auto, keep or channels_last"),
         (p.clean_ce_weight < 0, f"regularizer.clean_ce_weight={p.clean_ce_weight}: use a weight >= 0"),
         (p.k_override < -1, f"regularizer.k_override={p.k_override}: use -1 (off) or a count >= 0"),
+        (p.mask_label not in MASK_LABELS,
+         f"regularizer.mask_label={p.mask_label!r}: choose one of {', '.join(MASK_LABELS)}"),
+        (not 0 < p.mask_fraction <= 1,
+         f"regularizer.mask_fraction={p.mask_fraction}: use a share in (0, 1] (1 = every image)"),
     ]
     for bad, message in checks:
         if bad:

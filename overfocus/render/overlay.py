@@ -1,4 +1,4 @@
-"""Image primitives: attribution overlay, boxes, legible text, colour bars (all RGB uint8).
+"""Image primitives: attribution overlay (and the public `overfocus.overlay` on tensors or arrays), boxes, legible text, colour bars (all RGB uint8).
 
 Everything here is RGB: OpenCV is used only for drawing and resizing, never for colour
 conversion, so no BGR swap can creep in.
@@ -25,6 +25,7 @@ BACKGROUND: Color = (255, 255, 255)
 # (attribution.normalize_maps), so colours compare places within a map, not maps with each other.
 NORMALISATION_NOTE = "colour: each map scaled to its own maximum (0 to 1)"
 COLORBAR_LABEL = "attribution / map's max"
+EMPTY_MAP = "empty map"  # written on a panel whose map is all zero (degenerate)
 
 
 @functools.lru_cache(maxsize=16)
@@ -121,9 +122,21 @@ def attribution_panel(image: np.ndarray, attribution: np.ndarray, boxes: np.ndar
     panel = draw_boxes(panel, boxes, thickness=max(1, width // 96), scale=width / w)
     if not np.nan_to_num(np.asarray(attribution, np.float32)).max() > 0:
         # an all-zero (degenerate) map would otherwise look like a uniformly low one
-        draw_text(panel, (3, 2), "empty map", max(9, min(14, width // 9)), (255, 255, 255), bold=True,
-                  max_width=width - 4)
+        lines, size = empty_map_label(width)
+        for k, line in enumerate(lines):
+            draw_text(panel, (3, 2 + k * int(round(size * 1.25))), line, size, (255, 255, 255), bold=True)
     return panel
+
+
+def empty_map_label(width: int) -> Tuple[List[str], int]:
+    """Lines and type size of the "empty map" mark on a panel `width` pixels wide: smaller type,
+    then two lines where the panel is narrow, never cut ("empty ...").
+
+    Example:
+        >>> empty_map_label(128)
+        (['empty map'], 14)
+    """
+    return fit_caption(EMPTY_MAP, max(9, min(14, width // 9)), width - 6, max_lines=2, bold=True)
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -240,3 +253,38 @@ def colorbar_legend(width: int, cmap: str, size: int = 12, label: str = COLORBAR
 
 def blank(width: int, height: int, color: Color = BACKGROUND) -> np.ndarray:
     return np.full((height, width, 3), color, np.uint8)
+
+
+def overlay(image, attribution_map, alpha: float = 0.5, cmap: str = "inferno") -> np.ndarray:
+    """An attribution map blended over its image: H x W x 3 uint8 RGB (save with PIL or cv2 in RGB order).
+
+    Args:
+        image: 3 x H x W tensor in [0, 1] (as given to `attribute`), or H x W x 3 uint8 / float array.
+        attribution_map: H x W map in [0, 1] (one entry of `attribute`'s result), tensor or array.
+        alpha: the map's opacity; cmap: a Matplotlib colormap name.
+
+    Example:
+        >>> import numpy as np
+        >>> overlay(np.zeros((3, 8, 8)), np.ones((8, 8))).shape
+        (8, 8, 3)
+    """
+    return overlay_map(_rgb_uint8(image), _array(attribution_map), alpha=alpha, cmap=cmap)
+
+
+def _array(value) -> np.ndarray:
+    """A numpy array from a tensor (any device, any float type) or an array-like; no torch import here."""
+    return value.detach().float().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+
+def _rgb_uint8(image) -> np.ndarray:
+    """H x W x 3 uint8 from a C x H x W tensor in [0, 1] or an H x W x 3 array (uint8, or float in [0, 1])."""
+    arr = _array(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[2] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise OverfocusError(f"overlay needs a 3 x H x W or H x W x 3 image, got shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.dtype != np.uint8:
+        arr = np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)

@@ -3,7 +3,7 @@
 Epoch numbers come from the file names: `epoch_0003.pt`, `epoch=3-step=120.ckpt` (Lightning),
 `checkpoint-3.pth`, `model_ep3.safetensors`, `3.pt`; a user's `--epoch-pattern REGEX` (its first
 group, else the whole match, is the epoch) replaces these rules. Reading a file is
-`overfocus.loading.read_weights`; this module only names and orders the files.
+`overfocus.checkpoint.files.read_weights`; this module only names and orders the files.
 
 Epoch N means "the weights after N epochs of training" (epoch 0 = the initial weights), as in a
 run of `overfocus train`. Lightning's ModelCheckpoint names the file saved at the END of its
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .errors import OverfocusError
+from ..errors import OverfocusError
 
 SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pth.tar")  # .pth.tar: timm's CheckpointSaver
 NAME_RULES = (

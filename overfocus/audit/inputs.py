@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .analysis.source import evenly_spaced
-from .attribution.methods import DEFAULT_METHODS, check_method_args
-from .audit_findings import THRESHOLDS
-from .errors import OverfocusError, shorten
-from .loading import ModelOptions, allow_recorded_arch, check_recipe_args
-from .metrics.registry import reported_metrics
-from .registry import did_you_mean
-from .rundir import RunDir
+from ..analysis.source import evenly_spaced
+from ..attribution.methods import DEFAULT_METHODS, check_method_args
+from .findings import THRESHOLDS
+from ..errors import OverfocusError, shorten
+from ..models.build import ModelOptions, allow_recorded_arch, check_recipe_args
+from ..metrics.registry import reported_metrics
+from ..registry import did_you_mean
+from ..rundir import RunDir
 
 
 @dataclass
@@ -71,7 +71,7 @@ def resolve_source(target: str | Path) -> Source:
     """A run directory -> its latest checkpoint; a checkpoint inside RUN/checkpoints -> with its run."""
     path = Path(target)
     if path.is_dir():
-        from .analysis.runsource import listed_checkpoint
+        from ..analysis.runsource import listed_checkpoint
 
         run = RunDir(path)
         manifest = run.read_manifest()
@@ -95,7 +95,7 @@ def _last_epoch(run: RunDir) -> int:
 
 def resolve_preprocessing(opts: AuditOptions, source: Source) -> Preprocessing:
     """Options win; else the run's recorded preprocessing; else 64 px and ImageNet mean/std (assumed)."""
-    from .config import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_SIZE
+    from ..config import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_SIZE
 
     recorded = (source.manifest or {}).get("config", {}).get("data", {})
     data = opts.data or recorded.get("spec")
@@ -145,7 +145,7 @@ def open_audit_data(prep: Preprocessing, limit: int, whole_folder: bool = False)
     """(the images to audit, which split): at most `limit` images evenly spaced (0 = all) over the
     test split, or, with `whole_folder`, over every image of data that has no split of its own
     (a folder of test images: its 20% share would silently leave most of them out)."""
-    from .data import open_dataset
+    from ..data import open_dataset
 
     dataset = open_dataset(prep.data, "test", prep.image_size, skip_bad=prep.skip_bad)
     split = "test"
@@ -161,7 +161,7 @@ def open_audit_data(prep: Preprocessing, limit: int, whole_folder: bool = False)
 def _all_images(prep: Preprocessing):
     """Every image of `prep.data` as its test split (test_fraction=1), or None for a kind without
     a fractional split (its test split is its own)."""
-    from .data import open_dataset
+    from ..data import open_dataset
 
     spec = prep.data + ("&" if "?" in prep.data else "?") + "test_fraction=1"
     try:

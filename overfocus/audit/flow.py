@@ -27,18 +27,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .analysis.core import NonFiniteModel, check_finite_weights, evaluate_batch
-from .attribution.methods import method_info
-from .audit_inputs import (AuditOptions, Preprocessing, Source, check_options, gate_names,  # noqa: F401
-                           human_root, model_options, open_audit_data, parse_pairs, resolve_preprocessing,
-                           resolve_source)
-from .audit_findings import (LEVELS, THRESHOLDS, Threshold, evaluate_gates, finding, make_findings,  # noqa: F401
-                             pct, value_of)
-from .audit_metrics import RENAMED, Accumulator, Example, collect_metrics, exact, summarize  # noqa: F401
-from .errors import OverfocusError, option
-from .fileio import atomic_write_json
-from .loading import LoadedModel, auto_layer, load_model, small_layer_note
-from .metrics.registry import METRICS, metric_info
+from ..analysis.core import NonFiniteModel, check_finite_weights, evaluate_batch
+from ..attribution.methods import method_info
+from .accumulate import Accumulator, Example, class_summary, collect_metrics
+from .findings import evaluate_gates, make_findings
+from .inputs import (AuditOptions, Preprocessing, Source, check_options, human_root, model_options, open_audit_data,
+                     resolve_preprocessing, resolve_source)
+from ..errors import OverfocusError, option
+from ..fileio import atomic_write_json
+from ..checkpoint.load import LoadedModel, load_model
+from ..models.layers import auto_layer, small_layer_note
+from ..metrics.registry import METRICS, metric_info
 
 REPORT_SCHEMA = 1
 
@@ -74,7 +73,7 @@ class Context:
 def audit_batch(ctx: Context, batch, acc: Accumulator, coverage) -> None:
     """Evaluate the batch (the evaluation `analyze` makes: a no-grad forward with the coverage hooks,
     then the maps and their metrics), record it, and offer the batch's examples."""
-    from .data.human import load_maps_by_id
+    from ..data.human import load_maps_by_id
 
     batch = batch.to(ctx.device)
     methods = ctx.methods if ctx.layer is not None else ()
@@ -99,7 +98,7 @@ def audit_batch(ctx: Context, batch, acc: Accumulator, coverage) -> None:
 def measure_maps(result, acc: Accumulator) -> Dict[str, torch.Tensor]:
     """A batch's map metrics (and the all-zero flags) per method into the accumulator; returns the
     per-sample normalised maps."""
-    from .attribution import normalize_maps
+    from ..attribution import normalize_maps
 
     normed_all = {}
     for method, table in result.metrics.items():
@@ -141,8 +140,8 @@ def audit(opts: AuditOptions) -> AuditResult:
         >>> result.report["metrics"]["accuracy"]["value"]                       # doctest: +SKIP
         0.84
     """
-    from .attribution import attribution_mode
-    from .device import resolve_device
+    from ..attribution import attribution_mode
+    from ..device import resolve_device
 
     thresholds = check_options(opts)
     source = resolve_source(opts.target)
@@ -186,7 +185,7 @@ def check_input_size(model: nn.Module, dataset, prep: Preprocessing, device: tor
     A fixed-size classifier (a Linear after a Flatten) raises a shape error deep inside the model;
     that is the user's --image-size, not a bug and not a failed gate.
     """
-    from .data import normalize
+    from ..data import normalize
 
     sample = normalize(first_image(dataset).unsqueeze(0).to(device), prep.mean, prep.std)
     try:
@@ -212,8 +211,8 @@ def diverged_is_bad_input(checkpoint: Path):
 def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preprocessing,
                    device: torch.device) -> Tuple[Optional[str], Optional[str]]:
     """(attribution layer, latent layer): declared, given, or picked from a forward pass."""
-    from .data import normalize
-    from .models import get_module
+    from ..data import normalize
+    from ..models import get_module
 
     if not loaded.hookable:
         return None, None
@@ -248,7 +247,7 @@ def make_context(opts: AuditOptions, model, device, prep, layer, dataset) -> Con
 
 def make_coverage(model: nn.Module, latent: Optional[str], notes: List[str]):
     """A NeuronCoverage on the model, or None (with a note) where it has no activation modules."""
-    from .metrics import NeuronCoverage
+    from ..metrics import NeuronCoverage
 
     if not latent:
         return None
@@ -263,8 +262,8 @@ def make_coverage(model: nn.Module, latent: Optional[str], notes: List[str]):
 
 
 def run_batches(ctx: Context, dataset, acc: Accumulator, coverage, opts: AuditOptions) -> None:
-    from .data import collate_samples
-    from .progress import progress
+    from ..data import collate_samples
+    from ..progress import progress
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch_size, shuffle=False,
                                          collate_fn=collate_samples)
@@ -315,7 +314,7 @@ def assumed_preprocessing_note(prep: Preprocessing) -> str:
 
 def run_onset(source: Source) -> Optional[Dict[str, Any]]:
     """The onset.json that `overfocus analyze` wrote for the audited run, or None."""
-    from .analysis.onset import read_onset
+    from ..analysis.onset import read_onset
 
     return read_onset(source.run.analysis) if source.run is not None else None
 
@@ -331,7 +330,7 @@ def history_row(source: Source, epoch: Optional[int]) -> Optional[Dict[str, Any]
 
 def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds, metrics, facts, acc) -> Dict[str, Any]:
     """The JSON-ready report (NaN never appears: missing numbers are null)."""
-    from .versions import software_versions
+    from ..versions import software_versions
 
     findings = make_findings(metrics, thresholds, facts)
     gates = evaluate_gates(opts.gates, metrics, opts.methods[0])
@@ -351,6 +350,7 @@ def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds,
         "versions": software_versions(), "thresholds": thresholds, "metrics": metrics, "findings": findings,
         "gates": gates,
         "examples": examples_summary(acc, facts["method"], example_score(bool(inputs["has_boxes"]))),
+        "classes": class_summary(acc.labels, acc.preds, inputs["classes"]),
         "method_info": method_info(inputs["methods"]), "metric_info": metric_info(list(metrics)), "history": {
             "epoch": (facts.get("history_row") or {}).get("epoch"), "row": facts.get("history_row")}})
 
@@ -381,7 +381,7 @@ def read_history(source: Source) -> Tuple[List[Dict[str, Any]], List[Dict[str, A
     """The run's metrics.jsonl rows and, when analysed, its summary.csv rows (numbers parsed)."""
     if source.run is None:
         return [], []
-    from .analysis.storage import parse_summary_file
+    from ..analysis.storage import parse_summary_file
 
     summary = source.run.analysis / "summary.csv"
     return source.run.read_metrics(), parse_summary_file(summary) if summary.is_file() else []
@@ -395,7 +395,7 @@ def default_out(target: str | Path) -> Path:
 
 def write_outputs(result: AuditResult, out: Path) -> Tuple[Path, Path]:
     """Write report.json and the self-contained report.html into `out`; return both paths."""
-    from .render.report import write_report_html
+    from ..render.report import write_report_html
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

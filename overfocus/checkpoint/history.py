@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-from .errors import OverfocusError
+from ..errors import OverfocusError
 
 TRAIN_COLUMNS = ("train_acc", "train_accuracy", "train/acc", "train_acc_epoch", "acc_train", "accuracy")
 TEST_COLUMNS = ("test_acc", "val_acc", "test_accuracy", "val_accuracy", "test/acc", "val/acc", "val_acc_epoch",
