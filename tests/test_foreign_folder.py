@@ -131,7 +131,7 @@ def test_folder_records_equal_the_same_weights_as_a_run(own_loop, tiny_run, tmp_
     assert {"gap.png", "metrics.png", "evolution_grad_cam.gif", "filmstrip_grad_cam.png"} <= \
         {p.name for p in figures.iterdir()}
     # the other readers of an analysed run take the output folder unchanged
-    code, out, err = cli(capsys, "compare", out_dir, run, "--formats", "gif", "--size", "160", "--out",
+    code, out, err = cli(capsys, "compare", out_dir, run, "--formats", "gif", "--size", "320", "--out",
                          tmp_path / "cmp")
     assert code == 0 and "ckpts_vs_run" not in out and (tmp_path / "cmp" / "last_epoch.csv").is_file(), err
     assert "ckpts" in (tmp_path / "cmp" / "last_epoch.csv").read_text()  # labelled by the checkpoint folder
@@ -464,10 +464,10 @@ def test_compare_refuses_runs_whose_epoch_0_means_different_things(own_loop, tin
     assert cli(capsys, "analyze", folder, *args, "--epoch-offset", "0", "--out", tmp_path / "named")[0] == 0
     run = copy_run(tiny_run, tmp_path / "run")
     analyze(run, methods=["grad_cam"], metrics=["area_ratio"], device="cpu", show_progress=False)
-    code, _, err = cli(capsys, "compare", run, tmp_path / "named", "--formats", "gif", "--size", "160",
+    code, _, err = cli(capsys, "compare", run, tmp_path / "named", "--formats", "gif", "--size", "320",
                        "--out", tmp_path / "c1")
     assert code == 2 and "counts epoch 0 as the initial weights" in err and "epoch0_is_initial" in err
-    code, out, err = cli(capsys, "compare", run, folder / "overfocus", "--formats", "gif", "--size", "160",
+    code, out, err = cli(capsys, "compare", run, folder / "overfocus", "--formats", "gif", "--size", "320",
                          "--out", tmp_path / "c2")
     assert code == 0, err
     assert "aligned on training epochs completed: 1-2 (epoch 0 = the initial weights); table at epoch 2 " \

@@ -516,3 +516,23 @@ def test_compare_metrics_figure_holds_at_most_six_panels_unless_asked(tmp_path, 
     compare_runs([a, b], CompareOptions(out=tmp_path / "d", formats=["gif"], size=320, explorer=False,
                                         metrics=["hit", "area_ratio"]))
     assert len(drawn[0]) == plots.MAX_DEFAULT_PANELS and drawn[1] == ["hit", "area_ratio"]
+
+
+def test_no_mark_or_curve_hides_another(tmp_path):
+    """Methods faithful from the same epoch share one labelled line; a non-empty-maps curve equal to
+    its all-maps curve is not drawn under it; each onset star has its method's colour, unclipped."""
+    from overfocus.render.io import load_analysis
+    from overfocus.render.plots import metric_curves_figure
+
+    a = load_analysis(with_metadata(write_fake_run(tmp_path / "r")))
+    summary = a.summary + [{**r, "metric": "area_ratio_nondegenerate"} for r in a.summary if r["metric"] == "area_ratio"]
+    onset = {"methods": {m: {"faithful_from": 1, "peak_epoch": 3, "peak_area": 0.1} for m in ("grad_cam", "sgdrop")}}
+    fig = metric_curves_figure(summary, ["area_ratio"], "r", methods=a.methods, meta=a.meta, onset=onset)
+    ax = fig.get_axes()[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels.count("Grad-CAM, SGDrop: maps faithful from epoch 1") == 1
+    assert not any("non-empty maps" in label for label in labels)  # identical to the all-maps curves
+    curves = {line.get_label(): line.get_color() for line in ax.get_lines()}
+    stars = [line for line in ax.get_lines() if line.get_label() == "widest attention (onset peak)"]
+    assert sorted(s.get_markerfacecolor() for s in stars) == sorted([curves["Grad-CAM"], curves["SGDrop"]])
+    assert not any(s.get_clip_on() for s in stars)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--data", "builtin?classes=3&train=24&test=12", "--set", "data.image_size=32", "--set", "model.width=0.125",
         "--set", "train.progress=false", "--set", "data.batch_size=12"]
 ANALYZE = ["--device", "cpu", "--methods", "grad_cam", "--metrics", "area_ratio"]
-RENDER = ["--formats", "gif", "--size", "160"]
+RENDER = ["--formats", "gif", "--size", "320"]  # compare: two panels of at least 128 px side by side
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 MARKER = "OLD_RUN_MARKER"
 

@@ -302,8 +302,23 @@ def panel_metrics(names: Sequence[str]) -> List[str]:
 
 
 def with_companions(series: List[Tuple[str, tuple]], companion: List[Tuple[str, tuple]]) -> List[Tuple[str, tuple]]:
-    """A panel's series followed by those of its `_nondegenerate` companion, labelled as such."""
-    return series + [(label + COMPANION_LABEL, s) for label, s in companion if len(s[0])]
+    """A panel's series followed by those of its `_nondegenerate` companion, labelled as such; a
+    companion equal to its series (no map was empty) is left out: it would hide under it.
+
+    Example:
+        >>> x, a, b = np.arange(2), np.array([.2, .3]), np.array([.25, .3])
+        >>> [label for label, _ in with_companions([("G", (x, a, a, a)), ("S", (x, a, a, a))],
+        ...                                        [("G", (x, b, b, b)), ("S", (x, a, a, a))])]
+        ['G', 'S', 'G (non-empty maps)']
+    """
+    own = dict(series)
+    return series + [(label + COMPANION_LABEL, s) for label, s in companion
+                     if len(s[0]) and not _same_curve(own.get(label), s)]
+
+
+def _same_curve(a: Optional[tuple], b: tuple) -> bool:
+    return a is not None and len(a[0]) == len(b[0]) and np.array_equal(a[0], b[0]) and \
+        np.allclose(a[1], b[1], equal_nan=True, rtol=0, atol=1e-12)
 
 
 def series_look(label: str, colours: Dict[str, int]) -> Tuple[int, str]:
@@ -322,13 +337,16 @@ def series_look(label: str, colours: Dict[str, int]) -> Tuple[int, str]:
 def mark_peaks(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> None:
     """Mark each method's overfocus onset (the epoch of its widest attention, onset.json) on the
     area-ratio panel: a star on the non-degenerate curve and a dotted line at the epoch."""
+    colours = {line.get_label(): line.get_color() for line in ax.get_lines()}
     for method, o in ((onset or {}).get("methods") or {}).items():
         if method not in titles or o.get("peak_epoch") is None or o.get("peak_area") is None:
             continue
         ax.axvline(o["peak_epoch"], color="#777777", linestyle=":", linewidth=0.9)
-        # the star carries the method's colour and the legend says what it is: no text over the curves
-        ax.plot([o["peak_epoch"]], [o["peak_area"]], marker="*", markersize=13, color="black", linestyle="none",
-                label="widest attention (onset peak)", zorder=5)
+        # the star carries the method's colour, edged in black, and the legend says what it is: no
+        # text over the curves; not clipped, so a peak at the last epoch shows whole
+        ax.plot([o["peak_epoch"]], [o["peak_area"]], marker="*", markersize=13, linestyle="none",
+                markerfacecolor=colours.get(titles[method], "black"), markeredgecolor="black", color="black",
+                label="widest attention (onset peak)", zorder=5, clip_on=False)
 
 
 def onset_note(onset: Optional[Mapping], titles: Mapping[str, str]) -> str:
@@ -359,14 +377,16 @@ def mark_faithful(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> No
     deletion and insertion (onset.json's `faithful_from`): a dash-dotted line in the method's own
     colour (read from its curve on the panel), the epochs before the first one lightly shaded."""
     colours = {line.get_label(): line.get_color() for line in ax.get_lines()}
-    epochs = []
+    by_epoch: Dict[int, List[str]] = {}
     for method, o in sorted(((onset or {}).get("methods") or {}).items()):
-        if method not in titles or o.get("faithful_from") is None:
-            continue
-        epoch = o["faithful_from"]
-        epochs.append(epoch)
-        ax.axvline(epoch, color=colours.get(titles[method], "#444444"), linestyle="-.", linewidth=1.2, alpha=0.9,
-                   label=f"{titles[method]}: maps faithful from epoch {epoch}")
+        if method in titles and o.get("faithful_from") is not None:
+            by_epoch.setdefault(o["faithful_from"], []).append(titles[method])
+    epochs = sorted(by_epoch)
+    for epoch in epochs:  # one line per epoch: lines of methods sharing an epoch would hide each other
+        names = by_epoch[epoch]
+        colour = colours.get(names[0], "#444444") if len(names) == 1 else "#444444"
+        ax.axvline(epoch, color=colour, linestyle="-.", linewidth=1.2, alpha=0.9,
+                   label=f"{', '.join(names)}: maps faithful from epoch {epoch}")
     if epochs:
         lo = ax.get_xlim()[0]
         if min(epochs) > lo:
