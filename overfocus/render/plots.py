@@ -431,8 +431,9 @@ def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, no
             decorate(ax, metric)
     import textwrap
 
-    outside_legend(fig, axes, "outside right upper", ncols=1)  # the bottom holds the notes
-    # wrapped: a title naming many methods would otherwise run into the legend at the top right
+    # right, centred: at the top the legend would run into a long title, the bottom holds the notes
+    outside_legend(fig, axes, "outside right center", ncols=1)
+    # wrapped: a title naming many methods stays over the panels
     fig.suptitle(textwrap.fill(title, 28 * cols))
     if notes:
         text = "\n".join(textwrap.fill(n, 130 if len(shown) > 2 else 90) for n in notes)
