@@ -75,6 +75,7 @@ class TrainConfig:
     checkpoint_dtype: str = "float32"  # float32 | float16 | bfloat16 (weights files only; resume stays exact)
     keep_every: int = 1  # keep the weights of every N-th epoch (epoch 0 and the last are always kept)
     keep_full_every: int = 0  # also keep the full training state of every N-th epoch (0: the latest only)
+    leak_images: int = 256  # images per split of the label-leak diagnostic (label-masked regularizers); 0 = off
 
 
 @dataclass
@@ -258,6 +259,7 @@ RULES = [
     ("data.batch_size", lambda v: 1 <= v <= 1 << 20, "from 1 to 1048576"),
     ("data.num_workers", lambda v: 0 <= v <= 256, "from 0 to 256"),
     ("data.train_subset", lambda v: v >= 0, "0 (same size as test) or more"),
+    ("train.leak_images", lambda v: v >= 0, "0 (no leak diagnostic) or more, e.g. 256"),
     ("data.limit", lambda v: v >= 0, "0 (all images) or more"),
     ("data.mean", lambda v: len(v) == 3, "three finite numbers"),
     ("data.std", lambda v: len(v) == 3 and all(x > 0 for x in v), "three positive numbers"),

@@ -36,6 +36,7 @@ from .models import MODELS, build_model, check_model_size, get_module, latent_la
 from .progress import epoch_line, progress
 from .device import resolve_device  # noqa: F401 (re-exported for callers of train.resolve_device)
 from .regularizers import RegContext, StepInfo, build_regularizer
+from .regularizers.leak import LeakDiagnostic
 from .rundir import SCHEMA_VERSION, TRACKER_KIND, RunDir, atomic_torch_save, recorded_by
 from .run_checkpoints import mark_pruned, prune, state_payload, weights_payload
 from .versions import software_versions
@@ -197,6 +198,7 @@ class Trainer:
         self.train_model = self._wrap_ddp(self.model)  # checkpoints always save the bare self.model
         self.regularizer = build_regularizer(cfg.regularizer, self._reg_context())
         self._eval_loaders = self._make_eval_loaders()
+        self._leak = self._make_leak_diagnostic()
         self._live = (self._make_live_log(tensorboard, wandb) if (tensorboard or wandb) and self.rank == 0
                       else None)
         if not resuming and self.rank == 0:  # only now that data and model have opened
@@ -219,13 +221,23 @@ class Trainer:
         return RegContext(self.cfg.model.name, self.latent_layer, self.num_classes, steps, self.cfg.train.epochs,
                           self.device, self.data.has_boxes, self.cfg.data.image_size, self.cfg.train.seed)
 
+    def _train_subset_indices(self) -> List[int]:
+        n_pick = self.cfg.data.train_subset or len(self.data.test)
+        return fixed_subset_indices(len(self.data.train_eval), n_pick, self.cfg.train.seed)
+
     def _make_eval_loaders(self) -> Dict[str, Any]:
         d = self.cfg.data
-        n_pick = d.train_subset or len(self.data.test)
-        subset = Subset(self.data.train_eval, fixed_subset_indices(len(self.data.train_eval), n_pick,
-                                                                    self.cfg.train.seed))
+        subset = Subset(self.data.train_eval, self._train_subset_indices())
         return {"train": make_loader(subset, d.batch_size, d.num_workers),
                 "test": make_loader(self.data.test, d.batch_size, d.num_workers)}
+
+    def _make_leak_diagnostic(self) -> Optional[LeakDiagnostic]:
+        """The label-leak columns, for a regularizer whose mask follows the label (regularizers/leak.py)."""
+        d, images = self.cfg.data, self.cfg.train.leak_images
+        if self.rank != 0 or not LeakDiagnostic.wanted(self.regularizer, images):
+            return None
+        return LeakDiagnostic(self.regularizer, self.data.train_eval, self._train_subset_indices(), self.data.test,
+                              images, self.num_classes, self.cfg.train.seed, d.batch_size, d.num_workers)
 
     def _make_live_log(self, logdir: Optional[Path | str], wandb: Optional[str] = None):
         """Per-epoch scalars and probe overlays to TensorBoard (`--tensorboard DIR`) and/or W&B
@@ -337,7 +349,12 @@ class Trainer:
         self._check_finite(epoch, "test loss", test_loss)  # before anything of this epoch is written
         row = {"epoch": epoch, **train_stats, "train_eval_loss": train_loss_eval, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc, "gap": train_acc - test_acc,
+               # the images behind each accuracy: the plots' 95% intervals depend on them
+               "train_images": len(self._eval_loaders["train"].dataset),
+               "test_images": len(self._eval_loaders["test"].dataset),
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
+        if self._leak is not None:
+            row.update(self._leak.row(self.model, epoch, self.device, mean, std))
         sha = self._save_checkpoint(epoch, rng_states)
         rows = [r for r in self.run.read_metrics() if r["epoch"] < epoch] + [row]
         self.run.write_metrics(rows)

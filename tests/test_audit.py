@@ -457,3 +457,57 @@ def test_onset_of_an_analysed_run_becomes_a_finding():
     assert found["onset"]["level"] == "ok" and "no narrowing yet" in found["onset"]["message"]
     assert "onset" not in {f["id"] for f in make_findings({}, t, {"method": "sgdrop", "n_classes": 3,
                                                                  "onset": onset})}
+
+
+def test_label_leak_finding_from_the_runs_leak_columns():
+    t = {k: th.default for k, th in THRESHOLDS.items()}
+    row = {"epoch": 8, "leak_true_mask_acc": 0.55, "leak_no_mask_acc": 0.21, "leak_wrong_mask_acc": 0.15,
+           "leak_pred_mask_acc": 0.17, "leak_true_mask_acc_test": 0.53, "leak_no_mask_acc_test": 0.19,
+           "leak_wrong_mask_acc_test": 0.16, "leak_pred_mask_acc_test": 0.17}
+    found = {f["id"]: f for f in make_findings({}, t, {"method": "grad_cam", "n_classes": 10, "history_row": row})}
+    leak = found["label_leak"]
+    assert leak["level"] == "problem" and leak["value"] == pytest.approx(0.34)
+    assert leak["message"].startswith("the label leaks through the training mask at epoch 8: accuracy +34.0 points")
+    assert "train subset: true-label mask 55%, no mask 21%, wrong-label mask 15%, predicted-class mask 17%" in \
+        leak["message"] and "test split: true-label mask 53%" in leak["message"]
+    mild = dict(row, leak_true_mask_acc=0.30, leak_true_mask_acc_test=0.20)
+    level = lambda r: {f["id"]: f for f in make_findings({}, t, {"method": "grad_cam", "n_classes": 10,  # noqa: E731
+                                                                 "history_row": r})}["label_leak"]["level"]
+    assert level(mild) == "warning"
+    assert level(dict(row, leak_true_mask_acc=0.2, leak_true_mask_acc_test=0.2)) == "ok"
+    plain = make_findings({}, t, {"method": "grad_cam", "n_classes": 10, "history_row": {"epoch": 3, "gap": 0.0}})
+    assert "label_leak" not in {f["id"] for f in plain}
+
+
+def test_report_has_classes_and_render_s_own_history_figures(tiny_run, tmp_path, capsys):
+    """Per-class accuracy and a confusion matrix in report.json and report.html; the run history
+    figures are exactly render's (same panels, titles, ranges, colours), intervals included."""
+    import base64
+    import re
+    import shutil
+
+    from overfocus.analysis import analyze
+    from overfocus.render.figures import run_plots
+    from overfocus.render.io import load_analysis
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("audit*", "analysis", "figures"))
+    analyze(run, methods=("grad_cam",), device="cpu")
+    code, _, err = cli(capsys, run, "--out", tmp_path / "a", "--methods", "grad_cam")
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    classes = report["classes"]
+    n = report["inputs"]["images"]
+    assert [r["class"] for r in classes["per_class"]] == report["inputs"]["classes"]
+    assert sum(map(sum, classes["confusion"])) + classes["outside"] == n == sum(r["images"] for r in classes["per_class"])
+    right = sum(classes["confusion"][i][i] for i in range(len(classes["confusion"])))
+    assert right / n == pytest.approx(report["metrics"]["accuracy"]["value"])
+    for i, r in enumerate(classes["per_class"]):
+        assert r["accuracy"] == pytest.approx(classes["confusion"][i][i] / r["images"])
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "<h2>Classes</h2>" in html and 'alt="confusion matrix"' in html
+    drawn = run_plots(load_analysis(run), load_analysis(run).methods, tmp_path / "render")
+    assert [p.name for p in drawn.written] == ["gap.png", "metrics.png"]
+    embedded = [base64.b64decode(u) for u in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+    for path in drawn.written:
+        assert path.read_bytes() in embedded, path.name  # the very figure render draws

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..attribution.methods import ATTRIBUTIONS, DEFAULT_METHODS
 from ..errors import OverfocusError
+from ..regularizers.leak import LEAK_MARGIN, TEST_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ THRESHOLDS: Dict[str, Threshold] = {
                                          "coverage_latent", "low"),
     "gap_warning": Threshold(0.1, "generalization gap (run directories) above this is a warning"),
     "gap_problem": Threshold(0.25, "generalization gap (run directories) above this is a problem"),
+    "leak_warning": Threshold(LEAK_MARGIN, "label leak (runs of a label-masked regularizer): accuracy with the true "
+                                           "label's mask above the accuracy without a mask by more than this, on "
+                                           "the train subset or the test split, is a warning"),
+    "leak_problem": Threshold(0.2, "label leak: the same difference above this is a problem"),
     "sanity_level": Threshold(0.5, "median Spearman of the maps with the epoch-0 (untrained) model's maps at or "
                                    "above this at the last analysed epoch is a problem: the model-randomisation "
                                    "sanity check fails (run directories analysed by `overfocus analyze`)",
@@ -176,6 +181,31 @@ def gap_finding(row: Optional[Dict[str, Any]], t) -> List[Dict[str, Any]]:
     return [finding("gap", level, text, "gap", gap)]
 
 
+def leak_finding(row: Optional[Dict[str, Any]], t) -> List[Dict[str, Any]]:
+    """The label leak of the audited epoch (metrics.jsonl's leak columns, regularizers/leak.py):
+    how much better the network does with the mask of the true label than without a mask."""
+    row = row or {}
+    splits = [(suffix, where) for suffix, where in (("", "train subset"), (TEST_SUFFIX, "test split"))
+              if row.get("leak_true_mask_acc" + suffix) is not None and row.get("leak_no_mask_acc" + suffix) is not None]
+    if not splits:
+        return []
+    lift = {s: row["leak_true_mask_acc" + s] - row["leak_no_mask_acc" + s] for s, _ in splits}
+    worst = max(lift, key=lift.get)
+    level = graded(lift[worst], lift[worst] > t["leak_problem"], lift[worst] > t["leak_warning"])
+
+    def accs(suffix: str) -> str:
+        parts = [("true-label mask", "true"), ("no mask", "no"), ("wrong-label mask", "wrong"),
+                 ("predicted-class mask", "pred")]
+        return ", ".join(f"{text} {pct(row[f'leak_{k}_mask_acc{suffix}'])}" for text, k in parts
+                         if row.get(f"leak_{k}_mask_acc{suffix}") is not None)
+
+    head = ("the label leaks through the training mask" if level != "ok" else "no label leak through the training mask")
+    detail = "; ".join(f"{where}: {accs(s)}" for s, where in splits)
+    text = (f"{head} at epoch {row.get('epoch')}: accuracy {lift[worst] * 100:+.1f} points with the true label's "
+            f"mask over no mask ({detail})")
+    return [finding("label_leak", level, text, "label_leak", lift[worst])]
+
+
 def onset_finding(onset: Optional[Dict[str, Any]], method: str, t) -> List[Dict[str, Any]]:
     """The run's overfocus onset (RUN/analysis/onset.json of `overfocus analyze`) as a finding:
     how much the area ratio (non-degenerate maps) lost since its peak epoch, and the gap meanwhile."""
@@ -240,6 +270,7 @@ def make_findings(metrics, thresholds, facts: Dict[str, Any]) -> List[Dict[str, 
     found += area_finding(metrics, thresholds, title) + box_findings(metrics, thresholds, title)
     found += map_quality_findings(metrics, thresholds, title, facts.get("layer"))
     found += coverage_finding(metrics, thresholds) + gap_finding(facts.get("history_row"), thresholds)
+    found += leak_finding(facts.get("history_row"), thresholds)
     found += onset_finding(facts.get("onset"), facts["method"], thresholds)
     found += sanity_findings(facts.get("onset"), facts["method"], thresholds)
     found += [finding(f"note_{i}", "warning", text) for i, text in enumerate(facts.get("warnings", []))]

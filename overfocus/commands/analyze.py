@@ -65,7 +65,7 @@ def register(sub) -> None:
     p.add_argument("--layer", help="attribution layer (default: the model's Grad-CAM layer; for a model "
                    "we do not know, the last module with a spatial output before the classifier)")
     p.add_argument("--batch-size", type=int, help="images per batch (default: the run's)")
-    p.add_argument("--limit", type=int, default=0, help="analyse at most N images (default all)")
+    p.add_argument("--limit", type=int, default=0, help="analyse at most N images, evenly spaced over the split so that a class-sorted folder does not yield one class (default all)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default); under torchrun "
                    "cuda/auto mean each rank's own GPU")
     p.add_argument("--amp", action="store_true", help="mixed precision (autocast, bfloat16 where supported) "
@@ -243,10 +243,24 @@ def _report(result) -> None:
     news = f"analysed epochs {_ranges(result.computed)}" if result.computed else "nothing new to analyse"
     print(f"{news}; {len(result.epochs_done)} epoch(s) done in all, {len(result.skipped)} skipped")
     print(f"  summary: {result.folder / 'summary.csv'}\n  records: {result.folder / 'records'}")
+    layer_line = _layer_line(result.folder)
+    if layer_line:
+        print(layer_line)
     for line in _headline(result):
         print(line)
     for line in onset_lines(read_onset(result.folder)):  # the last lines: when attention narrowed
         print(line)
+
+
+def _layer_line(folder) -> str:
+    """'  layer: blocks.11.norm1 (tokens: 1 prefix token dropped, 64 grid tokens -> 8 x 8)' from analysis.json."""
+    from ..analysis.storage import read_analysis_json
+
+    state = read_analysis_json(folder) or {}
+    if not state.get("layer"):
+        return ""
+    reshape = state.get("layer_reshape")
+    return f"  layer: {state['layer']}" + (f" ({reshape})" if reshape else "")
 
 
 def _ranges(epochs) -> str:

@@ -25,7 +25,8 @@ from ..errors import OverfocusError
 from ..models import get_module
 from ..models.hooks import Hooks
 from .base import REGULARIZERS, Regularizer, StepInfo
-from .common import HeadRunner, eval_mode, probe_input
+from ..models.hooks import Hooks
+from .common import HeadRunner, capture_output, eval_mode, probe_input
 
 PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Identity, nn.Flatten)
 POSITIVE_MAPS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AvgPool1d)
@@ -189,6 +190,23 @@ class ExcitationDropout(Regularizer):
         keep = torch.bernoulli(1.0 - drop_probability(p_eb, self.params.retain))
         self._stats["kept_fraction"] = keep.mean()
         return apply_keep_mask(out, keep)
+
+    # -- the leak diagnostic's view (regularizers/leak.py) --
+    @torch.no_grad()
+    def masked_logits(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Logits of `model` (as it is, e.g. in eval mode) with a keep mask drawn for `labels`
+        (Bernoulli from the global RNG, which the diagnostic seeds)."""
+        layer = get_module(model, self.layer)
+        a = capture_output(model, layer, images)
+        keep = torch.bernoulli(1.0 - drop_probability(self.unit_probabilities(a, images, labels), self.params.retain))
+        with Hooks().forward(layer, lambda _m, _i, out: apply_keep_mask(out, keep)):
+            return model(images)
+
+    @torch.no_grad()
+    def mask_predictions(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The class the mask would follow without a label: the online network's own (eval mode)."""
+        with eval_mode(self.modules):
+            return model(images).argmax(1)
 
     def unit_probabilities(self, a: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """p_EB of every unit of `a` (the layer's output) for labels y, B x N."""

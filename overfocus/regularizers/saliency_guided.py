@@ -123,6 +123,19 @@ class SaliencyGuided(Regularizer):
             (grads,) = torch.autograd.grad(score, x)
         return lowest_saliency_mask(input_saliency(grads, self.params.saliency), self.params.r)
 
+    # -- the leak diagnostic's view (regularizers/leak.py) --
+    @torch.no_grad()
+    def masked_logits(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Logits of `model` (as it is, e.g. in eval mode) on the images masked by the saliency of `labels`."""
+        mask = self.saliency_mask(model, images, labels)
+        return model(mask_images(images, mask, self.params.replace))
+
+    @torch.no_grad()
+    def mask_predictions(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The class the saliency would follow without a label: the online network's own (eval mode)."""
+        with eval_mode(list(model.modules())):
+            return model(images).argmax(1)
+
     def loss(self, model: nn.Module, batch, step: StepInfo) -> Tuple[torch.Tensor, Dict[str, Any]]:
         y = batch.labels
         mask = self.saliency_mask(model, batch.images, y)

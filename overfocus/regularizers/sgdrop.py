@@ -33,6 +33,7 @@ from .base import REGULARIZERS, RegContext, Regularizer, StepInfo
 from .common import HeadRunner, eval_mode, largest_k_mask, probe_input
 
 GRANULARITIES = ("element", "spatial", "channel")
+MASK_LABELS = ("label", "predicted")  # the class whose attribution makes the mask
 # Fixed rho per model family, from the paper's settings table (Bertoin et al. 2024, appendix
 # Table 12): 0.01 for VGG16, ResNet50, VGG9 and the CIFAR network; 0.1 for ConvNeXt on natural
 # images (Imagenette, Imagewoof; 0.05 on the remote-sensing sets). See METHODS.md section 1.
@@ -44,8 +45,10 @@ CURRICULUM_RHO_MAX = {"vgg": 0.05, "resnet": 0.1, "convnext": 0.2, "other": 0.05
 
 
 # ---- the pure pieces of SGDrop ----------------------------------------------------------------
-def grad_times_latent(z_leaf: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def grad_times_latent(z_leaf: torch.Tensor, logits: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
     """A = relu(g * z), g = d(sum_b logits[b, y_b]) / dz (no create_graph); detached.
+
+    `labels=None` takes y_b = the network's own predicted class (argmax of the logits).
 
     Example:
         >>> z = torch.tensor([[1.0, 2.0]], requires_grad=True)
@@ -54,6 +57,8 @@ def grad_times_latent(z_leaf: torch.Tensor, logits: torch.Tensor, labels: torch.
         >>> grad_times_latent(z, z @ torch.tensor([[3.0], [-1.0]]), torch.tensor([0]))
         tensor([[3., 0.]])
     """
+    if labels is None:
+        labels = logits.detach().argmax(1)
     score = logits.gather(1, labels.view(-1, 1)).sum()
     (g,) = torch.autograd.grad(score, z_leaf)
     return F.relu(g * z_leaf).detach()
@@ -156,8 +161,10 @@ def ema_update_(ema_params: List[torch.Tensor], params: List[torch.Tensor], ema_
 
 
 def full_model_attribution(model: nn.Module, latent: nn.Module, x: torch.Tensor,
-                           labels: torch.Tensor) -> torch.Tensor:
+                           labels: Optional[torch.Tensor]) -> torch.Tensor:
     """A at `latent` for model(x): the latent output becomes a detached leaf that needs grad.
+
+    `labels=None`: A of each image's predicted class (the model's argmax), label-free.
 
     Used on the EMA copy (eval mode, parameters without grad), so its encoder records no graph.
     """
@@ -167,9 +174,9 @@ def full_model_attribution(model: nn.Module, latent: nn.Module, x: torch.Tensor,
         holder["z"] = out.detach().requires_grad_(True)
         return holder["z"]
 
-    with Hooks().forward(latent, hook), torch.enable_grad():
+    with Hooks().forward(latent, hook), torch.enable_grad():  # also under an outer no_grad
         logits = model(x)
-    return grad_times_latent(holder["z"], logits, labels)
+        return grad_times_latent(holder["z"], logits, labels)
 
 
 # ---- the regularizer -----------------------------------------------------------------------------
@@ -203,6 +210,9 @@ class SGDrop(Regularizer):
         clean_ce_weight: float = 0.0
         k_override: int = -1  # >= 0 forces k (0 = no unit dropped); -1 = from rho
         positive_only: bool = False  # k as an upper bound: units without positive attribution never drop
+        # remedies of the label leak (docs/methods.md, "The label leak"); the defaults are the paper's
+        mask_label: str = "label"  # label | predicted (the attribution network's own class: label-free)
+        mask_fraction: float = 1.0  # share of each batch that is masked (its first ceil(f * B) images)
         layer: str = ""  # "" = the model's latent layer
 
     def __init__(self, params: Any, ctx: RegContext):
@@ -213,6 +223,7 @@ class SGDrop(Regularizer):
         self._mask_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
         self.hooks = Hooks()
         self.head: Optional[HeadRunner] = None
+        self._rho: Optional[float] = None  # rho of the latest step (the leak diagnostic masks with it)
 
     # -- lifecycle --
     def setup(self, model: nn.Module) -> None:
@@ -245,11 +256,12 @@ class SGDrop(Regularizer):
         on_cpu = next(model.parameters()).device.type == "cpu"
         return layout == "channels_last" or (layout == "auto" and on_cpu)
 
-    def ema_attribution(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """A = relu(g * z') from the EMA copy (in its own memory format)."""
-        if self.ema_channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return full_model_attribution(self.ema, self.ema_latent, x, y)
+    def ema_attribution(self, x: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
+        """A = relu(g * z') from the EMA copy (in its own memory format); y=None: its predicted class."""
+        return full_model_attribution(self.ema, self.ema_latent, self._ema_input(x), y)
+
+    def _ema_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.ema_channels_last else x
 
     def teardown(self, model: nn.Module) -> None:
         self.hooks.remove()
@@ -305,17 +317,31 @@ class SGDrop(Regularizer):
         units = {"element": c * h * w, "spatial": h * w, "channel": c}[self.params.granularity]
         return min(units, self.params.k_override) if self.params.k_override >= 0 else drop_count(rho, units)
 
+    def masked_count(self, batch_size: int) -> int:
+        """Images of a batch that get a mask: the first ceil(mask_fraction * B), at least one.
+
+        Example:
+            >>> from overfocus.regularizers import build_regularizer
+            >>> from overfocus.config import RegularizerConfig
+            >>> reg = build_regularizer(RegularizerConfig("sgdrop", {"mask_fraction": 0.5}), None)
+            >>> reg.masked_count(64), reg.masked_count(5)
+            (32, 3)
+        """
+        return min(batch_size, max(1, math.ceil(self.params.mask_fraction * batch_size - 1e-9)))
+
     # -- the step --
     def loss(self, model: nn.Module, batch, step: StepInfo) -> Tuple[torch.Tensor, Dict[str, Any]]:
         x, y = batch.images, batch.labels
-        rho = self.rho_at(step)
+        rho = self._rho = self.rho_at(step)
         stats: Dict[str, Any] = {"rho": rho}
+        b = len(y)
+        m = self.masked_count(b)  # the batch is shuffled: its first m images are a random share
+        target = None if self.params.mask_label == "predicted" else y[:m]
         if self.ema is not None:
-            attribution = self.ema_attribution(x, y)
-            mask = self._mask(attribution, rho, stats)
+            mask = self._mask(self.ema_attribution(x[:m], target), rho, stats, b)
             self._mask_fn = lambda z: z * mask
         else:
-            self._mask_fn = lambda z: z * self._mask(self._online_attribution(z, x, y), rho, stats)
+            self._mask_fn = lambda z: z * self._mask(self._online_attribution(z[:m], x[:m], target), rho, stats, b)
         try:
             loss = F.cross_entropy(model(x), y)
         finally:
@@ -324,13 +350,18 @@ class SGDrop(Regularizer):
             loss = loss + self.params.clean_ce_weight * F.cross_entropy(model(x), y)
         return loss, stats
 
-    def _mask(self, attribution: torch.Tensor, rho: float, stats: Dict[str, Any]) -> torch.Tensor:
+    def _mask(self, attribution: torch.Tensor, rho: float, stats: Dict[str, Any],
+              batch_size: Optional[int] = None) -> torch.Tensor:
+        """M of the attribution's images, padded with ones (no mask) up to `batch_size` images."""
         k = self.k_for(rho, attribution.shape)
         if k == 0:
             stats["dropped_units"] = 0.0
             return torch.ones((), dtype=attribution.dtype, device=attribution.device)
         mask = sgdrop_mask(attribution, k, self.params.granularity, self.params.positive_only)
-        # k is an upper bound with positive_only: log the mean count actually dropped.
+        rest = (batch_size or len(mask)) - len(mask)
+        if rest > 0:
+            mask = torch.cat([mask, mask.new_ones((rest, *mask.shape[1:]))])
+        # k is an upper bound with positive_only, and unmasked images drop none: log the mean count.
         stats["dropped_units"] = (mask == 0).flatten(1).sum(1).float().mean()  # a tensor: no device sync
         return mask
 
@@ -340,7 +371,7 @@ class SGDrop(Regularizer):
             return None
         return self._mask_fn(out)
 
-    def _online_attribution(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _online_attribution(self, z: torch.Tensor, x: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
         """A from the online weights: psi alone (eval mode) on a detached leaf copy of z."""
         leaf = z.detach().requires_grad_(True)
         with eval_mode(self.modules), torch.enable_grad():
@@ -350,6 +381,29 @@ class SGDrop(Regularizer):
     def after_step(self, model: nn.Module) -> None:
         if self.ema is not None:
             ema_update_(*self._pairs, tau=self.tau)
+
+    # -- the leak diagnostic's view (regularizers/leak.py) --
+    @torch.no_grad()
+    def masked_logits(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Logits of `model` (as it is, e.g. in eval mode) with the mask SGDrop makes for `labels`
+        on every image (the rho of the latest step; `mask_fraction` does not apply)."""
+        if self.ema is not None:
+            attribution = self.ema_attribution(images, labels)
+        else:
+            with eval_mode(self.modules):
+                attribution = full_model_attribution(model, self.latent, images, labels)
+        rho = self._rho if self._rho is not None else self.rho_at(StepInfo(0, 1, 0))
+        mask = self._mask(attribution, rho, {})
+        with Hooks().forward(self.latent, lambda _m, _i, out: out * mask):
+            return model(images)
+
+    @torch.no_grad()
+    def mask_predictions(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The class the attribution network predicts (the EMA copy's, else the online network's)."""
+        if self.ema is not None:
+            return self.ema(self._ema_input(images)).argmax(1)
+        with eval_mode(self.modules):
+            return model(images).argmax(1)
 
 
 def _validate(p: Any) -> None:
@@ -372,6 +426,10 @@ def _validate(p: Any) -> None:
          f"regularizer.ema_layout={p.ema_layout!r}: choose auto, keep or channels_last"),
         (p.clean_ce_weight < 0, f"regularizer.clean_ce_weight={p.clean_ce_weight}: use a weight >= 0"),
         (p.k_override < -1, f"regularizer.k_override={p.k_override}: use -1 (off) or a count >= 0"),
+        (p.mask_label not in MASK_LABELS,
+         f"regularizer.mask_label={p.mask_label!r}: choose one of {', '.join(MASK_LABELS)}"),
+        (not 0 < p.mask_fraction <= 1,
+         f"regularizer.mask_fraction={p.mask_fraction}: use a share in (0, 1] (1 = every image)"),
     ]
     for bad, message in checks:
         if bad:
