@@ -105,6 +105,32 @@ def test_sgdrop_masked_logits_are_the_eval_network_on_z_times_the_labels_mask():
     assert torch.equal(reg.mask_predictions(model, batch.images), reg.ema(batch.images).argmax(1))
 
 
+def test_sgdrop_without_ema_masks_from_the_online_network_in_eval_mode():
+    from overfocus.regularizers.sgdrop import full_model_attribution
+
+    model, reg, batch = make(rho=0.05, ema=False)
+    model.eval()
+    latent = get_module(model, "features")
+    z = capture_output(model, latent, batch.images)
+    mask = sgdrop_mask(full_model_attribution(model, latent, batch.images, batch.labels),
+                       drop_count(0.05, z[0].numel()))
+    expected = model.classifier(torch.flatten(model.avgpool(z * mask), 1))
+    assert torch.allclose(reg.masked_logits(model, batch.images, batch.labels), expected, atol=1e-6)
+    assert torch.equal(reg.mask_predictions(model, batch.images), model(batch.images).argmax(1))
+
+
+def test_excitation_and_saliency_masks_follow_the_label():
+    """The true and a wrong label give different masked logits (the masks depend on the label)."""
+    for name in ("excitation_dropout", "saliency_guided"):
+        model, reg, batch = make(name)
+        model.eval()
+        torch.manual_seed(0)
+        a = reg.masked_logits(model, batch.images, batch.labels)
+        torch.manual_seed(0)
+        b = reg.masked_logits(model, batch.images, (batch.labels + 1) % 3)
+        assert not torch.allclose(a, b), name
+
+
 @pytest.mark.parametrize("name", ["sgdrop", "excitation_dropout", "saliency_guided"])
 def test_diagnostic_leaves_the_training_rng_untouched(name):
     from overfocus.data import open_dataset
