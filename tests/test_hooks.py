@@ -239,13 +239,18 @@ def _images():
 def test_no_attribution_hook_survives(method):
     model, users = _model_with_a_users_hook()
     x, t = _images()
+    layer = "features"
+    if method in ATTRIBUTIONS and ATTRIBUTIONS.get(method).forward_pass == "attention":  # the rollout methods
+        torch.manual_seed(0)
+        model, layer = build_model("vit_tiny", 3, width=0.25), "blocks.11.norm1"
+        users = model.blocks[5].register_forward_hook(lambda *_: None)
     before = hooks_of(model)
     wire = Tripwire()
     with wire.installed():
         wire.armed = True
-        attribute(model, x, t, methods=(method,), layer="features")
+        attribute(model, x, t, methods=(method,), layer=layer)
         wire.armed = False
-    assert hooks_of(model) == before and users.id in model.features[2]._forward_hooks
+    assert hooks_of(model) == before and any(users.id in m._forward_hooks for m in model.modules())
     total = wire.calls
     for failure, error in FAILURES.items():
         for spot in SPOTS:
@@ -253,7 +258,7 @@ def test_no_attribution_hook_survives(method):
             with wire.installed(), pytest.raises(error, match="tripwire"):
                 wire.armed = True
                 try:
-                    attribute(model, x, t, methods=(method,), layer="features")
+                    attribute(model, x, t, methods=(method,), layer=layer)
                 finally:
                     wire.armed = False
             assert hooks_of(model) == before, (failure, spot)

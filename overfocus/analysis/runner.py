@@ -245,7 +245,8 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
                         c.split, c.limit, probe_ids, c.human or "", info.image_size, runtime.precision,
                         method_args, faithfulness_images=len(faithful) if faithful is not None else 0,
                         faithfulness_metrics=model_m if faithful is not None else (),
-                        faithfulness_steps=c.faithfulness_steps, faithfulness_baseline=c.faithfulness_baseline)
+                        faithfulness_steps=c.faithfulness_steps, faithfulness_baseline=c.faithfulness_baseline,
+                        layer_reshape=layer_reshape(model, layer, info.image_size, runtime.device))
     FaithfulnessOptions(steps=c.faithfulness_steps, baseline=c.faithfulness_baseline)  # refuses bad values now
     probe_index = find_indices(test, settings.probe_ids)
     sources = _Sources(runtime, c.batch_size, info.num_workers)
@@ -317,6 +318,17 @@ def place_model(model: torch.nn.Module, layer: str, device: torch.device, channe
         model = model.to(memory_format=torch.channels_last)
     get_module(model, layer)
     return model
+
+
+def layer_reshape(model: torch.nn.Module, layer: str, image_size: int, device: torch.device) -> str:
+    """How the layer's output becomes a map (`models.tokens`), for analysis.json and the CLI's line;
+    "" where the layer gives no map (the layer methods then say why)."""
+    from ..models.tokens import layer_layout
+
+    try:
+        return layer_layout(model, layer, torch.zeros(1, 3, image_size, image_size, device=device)).describe()
+    except OverfocusError:
+        return ""
 
 
 def check_layer_size(model: torch.nn.Module, layer: str, image_size: int, device: torch.device, explicit: bool,

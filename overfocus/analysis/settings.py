@@ -121,6 +121,7 @@ class Settings:
     faithfulness_metrics: Tuple[str, ...] = ()
     faithfulness_steps: int = 16
     faithfulness_baseline: str = "blur"
+    layer_reshape: str = ""  # how the layer's output became a map (a token grid's reshape), not compared
 
     @property
     def metrics(self) -> List[str]:

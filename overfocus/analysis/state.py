@@ -172,6 +172,8 @@ def update_state(folder: Path, state: Dict[str, Any], done: set, skipped: List[D
 
 def describe(settings: Settings) -> Dict[str, Any]:
     """The registries' metadata of what this analysis holds: `method_info` and `metric_info` (the
-    summary's metrics and the run's accuracies and gap that render plots beside them)."""
+    summary's metrics and the run's accuracies and gap that render plots beside them), and how the
+    layer's output was read (`layer_reshape`: a token grid's reshape, or none)."""
     return {"method_info": method_info(settings.recorded_methods),
-            "metric_info": metric_info([*settings.summary_metrics(), *run_metrics()])}
+            "metric_info": metric_info([*settings.summary_metrics(), *run_metrics()]),
+            "layer_reshape": settings.layer_reshape}

@@ -8,6 +8,7 @@ from .methods import (ATTRIBUTIONS, DEFAULT_METHODS, AttributionMethod, Attribut
 from . import grad_cam_pp, hirescam, xgradcam, layercam, eigencam, score_cam, ablation_cam  # noqa: F401,E402
 from . import captum_methods  # noqa: F401,E402  (the captum:ClassName family)
 from . import random_map  # noqa: F401,E402  (registers `random`)
+from . import rollout, grad_rollout  # noqa: F401,E402  (the transformer-native maps)
 
 __all__ = ["attribute", "normalize_maps", "attribution_mode", "ATTRIBUTIONS", "AttributionRequest",
            "AttributionMethod", "DEFAULT_METHODS", "check_method_args", "method_info", "register_method",

@@ -7,6 +7,8 @@ default 64). An image whose target logit y is exactly 0 gets an all-zero (degene
 
 As in the paper the channel is zeroed; pytorch-grad-cam does so only when the layer's activations
 have minimum 0 (a post-ReLU layer) and otherwise writes min - 1e7 (docs/conventions.md).
+On a transformer's token layer the channel is zeroed on the grid tokens; the class / register
+tokens are fed back unchanged.
 """
 from __future__ import annotations
 
@@ -40,8 +42,12 @@ def ablation_cam(req: AttributionRequest) -> torch.Tensor:
     y = grads.logits.float().gather(1, req.targets.view(-1, 1))  # B x 1
     head = HeadRunner(req.model, req.layer, req.images[:1])
 
+    layout, output = grads.layout, grads.output  # a token layer: the ablated grid goes back as tokens
+    prefix = output[:, :layout.prefix] if output is not None and layout.prefix else None
+
     def ablated_logits(image_idx: torch.Tensor, channel_idx: torch.Tensor) -> torch.Tensor:
-        return head(ablated(acts, image_idx, channel_idx), req.images[image_idx])
+        z = layout.from_map(ablated(acts, image_idx, channel_idx), None if prefix is None else prefix[image_idx])
+        return head(z, req.images[image_idx])
 
     dropped = y - scores_per_channel(acts.shape[0], acts.shape[1], params.batch_size, req.targets, ablated_logits)
     weights = torch.where(y != 0, dropped / torch.where(y != 0, y, torch.ones_like(y)), torch.zeros_like(dropped))

@@ -6,11 +6,14 @@ the rest of the network, so a following in-place ReLU (VGG's `features.N` conv l
 `ReLU(inplace=True)`) cannot overwrite the activation we keep; the selected PRE-SOFTMAX logits
 are then differentiated with respect to z. This is what Captum's `compute_layer_gradients_and_eval`
 does (its LayerGradCam equals our Grad-CAM, tests/test_oracles.py).
+A transformer layer's tokens (B x N x C, or B x h x w x C in windowed models) are turned into a
+B x C x h x w map by the layout `models.tokens.layout_of` reads from the model (patch grid,
+prefix tokens), so every layer map is computed on the token grid with no user-written reshape.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -19,16 +22,22 @@ import torch.nn.functional as F
 from ..errors import OverfocusError
 from ..models import get_module
 from ..models.hooks import Hooks
+from ..models.tokens import MAP, TokenLayout, layout_of
 from .context import attribution_mode
 
 
 @dataclass
 class LayerGradients:
-    """Activation z (B x C x h x w), d(target logit)/dz (same shape) and the logits (B x K)."""
+    """Activation z (B x C x h x w), d(target logit)/dz (same shape) and the logits (B x K).
+
+    `layout`: how the layer's own output became z (a token grid's reshape, or none); `output`: that
+    output as the layer gave it (None: z itself), for the methods that feed a changed z back."""
 
     activations: torch.Tensor
     gradients: torch.Tensor
     logits: torch.Tensor
+    layout: TokenLayout = MAP
+    output: Optional[torch.Tensor] = None
 
 
 def checked_forward(model: nn.Module, targets: torch.Tensor, store: dict) -> Callable:
@@ -73,12 +82,16 @@ def layer_gradients(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     with attribution_mode(model), Hooks().forward(module, keep):
         logits = checked_forward(model, targets, store)(images)
         z = kept[-1] if kept else None
-        if not isinstance(z, torch.Tensor) or z.dim() != 4:
+        if not isinstance(z, torch.Tensor) or z.shape[:1] != images.shape[:1]:
             shape = tuple(z.shape) if isinstance(z, torch.Tensor) else "no tensor"
-            raise OverfocusError(f"layer {layer!r} outputs {shape}; Grad-CAM needs a B x C x H x W feature map: "
-                                 "pass a convolutional layer or block")
+            raise OverfocusError(f"layer {layer!r} outputs {shape} for {images.shape[0]} images; the layer maps "
+                                 "need one B x C x H x W map (or token grid) per image: pass a convolutional "
+                                 "layer or block")
+        layout = layout_of(model, module, z.shape, images.shape[-2:], layer)
         (grads,) = torch.autograd.grad(logits.gather(1, targets.view(-1, 1)).sum(), z)
-    return LayerGradients(z.detach(), grads.detach(), store["logits"])
+    output = z.detach()
+    return LayerGradients(layout.to_map(output), layout.to_map(grads.detach()), store["logits"], layout,
+                          None if layout.is_map else output)
 
 
 def grad_cam_raw(grads: LayerGradients) -> torch.Tensor:

@@ -15,6 +15,8 @@ Example:
     (torch.Size([2, 32, 32]), True)
     >>> overfocus.overlay(images[0], maps["grad_cam"][0]).shape   # H x W x 3 uint8, ready to save
     (32, 32, 3)
+    >>> maps.layer, maps.reshape                                  # what the layer methods explained
+    ('block3', 'feature map B x C x H x W (no reshape)')
 """
 from __future__ import annotations
 
@@ -28,11 +30,21 @@ from .api import attribute as attribute_raw
 from .api import normalize_maps
 
 
+class AttributionMaps(dict):
+    """method -> B x H x W map, plus the layer the layer methods used (`layer`) and how its output
+    became a map (`reshape`: a token grid's reshape, read from the model, or none)."""
+
+    def __init__(self, maps: Mapping[str, torch.Tensor], layer: str, reshape: str):
+        super().__init__(maps)
+        self.layer, self.reshape = layer, reshape
+
+
 def attribute(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Tensor] = None,
               methods: Union[str, Sequence[str]] = ("grad_cam",), layer: Optional[str] = None,
               mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-              method_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, torch.Tensor]:
-    """Attribution maps ready to overlay: method -> B x H x W float32 in [0, 1] (each map / its max).
+              method_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> AttributionMaps:
+    """Attribution maps ready to overlay: method -> B x H x W float32 in [0, 1] (each map / its max);
+    the result's `.layer` and `.reshape` say which layer was explained and how its output was read.
 
     Args:
         model: any nn.Module returning B x K logits (evaluated in eval mode; its state is restored).
@@ -41,7 +53,9 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Te
         targets: B class indices to explain; None: each image's predicted class.
         methods: names of `overfocus list methods` (default Grad-CAM).
         layer: dotted module name for the layer methods; None: the model's declared layer
-            (models of `overfocus.models`), else the last module with a 4-D output.
+            (models of `overfocus.models`), else for a vision transformer (timm ViT / DeiT / BEiT /
+            Swin, torchvision vit_* / swin_*) the first norm of its last block, read as a token
+            grid, else the last module with a 4-D output.
         mean, std: per-channel normalisation applied to `images` first (e.g. ImageNet's).
         method_args: per method, its arguments, e.g. {"captum:Occlusion": {"sliding_window_shapes": [3, 16, 16]}}.
 
@@ -49,6 +63,7 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Te
     """
     from ..data import normalize
     from ..models.layers import default_layer
+    from ..models.tokens import layer_layout
 
     if images.dim() != 4:
         raise OverfocusError(f"images must be B x C x H x W, got shape {tuple(images.shape)}")
@@ -59,8 +74,12 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Te
     warn_small_layer(model, layer, x)
     if targets is None:
         targets = predicted_classes(model, x)
+    try:
+        reshape = layer_layout(model, layer, x).describe()
+    except OverfocusError:  # not a map: only methods without a layer can run (a layer method says why)
+        reshape = "none: the layer gives no map"
     maps = attribute_raw(model, x, targets, methods=methods, layer=layer, method_args=method_args)
-    return {name: normalize_maps(m)[0] for name, m in maps.items()}
+    return AttributionMaps({name: normalize_maps(m)[0] for name, m in maps.items()}, layer, reshape)
 
 
 def warn_small_layer(model: nn.Module, layer: str, images: torch.Tensor) -> None:

@@ -243,10 +243,24 @@ def _report(result) -> None:
     news = f"analysed epochs {_ranges(result.computed)}" if result.computed else "nothing new to analyse"
     print(f"{news}; {len(result.epochs_done)} epoch(s) done in all, {len(result.skipped)} skipped")
     print(f"  summary: {result.folder / 'summary.csv'}\n  records: {result.folder / 'records'}")
+    layer_line = _layer_line(result.folder)
+    if layer_line:
+        print(layer_line)
     for line in _headline(result):
         print(line)
     for line in onset_lines(read_onset(result.folder)):  # the last lines: when attention narrowed
         print(line)
+
+
+def _layer_line(folder) -> str:
+    """'  layer: blocks.11.norm1 (tokens: 1 prefix token dropped, 64 grid tokens -> 8 x 8)' from analysis.json."""
+    from ..analysis.storage import read_analysis_json
+
+    state = read_analysis_json(folder) or {}
+    if not state.get("layer"):
+        return ""
+    reshape = state.get("layer_reshape")
+    return f"  layer: {state['layer']}" + (f" ({reshape})" if reshape else "")
 
 
 def _ranges(epochs) -> str:

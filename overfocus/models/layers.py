@@ -1,5 +1,6 @@
-"""THE choice of the attribution layer: the layer a registered model declares, else the last module
-with a spatial (4-D, more than 1 x 1) output, and the note when a layer is too small to say much."""
+"""THE choice of the attribution layer: the layer a registered model declares, else a vision
+transformer's token layer (models/tokens.py), else the last module with a spatial (4-D, more than
+1 x 1) output, and the note when a layer is too small to say much."""
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
@@ -34,7 +35,9 @@ def default_layer(model: nn.Module, images: torch.Tensor) -> str:
 
 
 def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
-    """The last module to finish with a 4-D output of more than 1 x 1 pixels (the conv trunk's end).
+    """A transformer's token layer (`models.tokens.find_token_layer`: the first norm of the last
+    block, never the patch embedding), else the last module to finish with a 4-D output of more
+    than 1 x 1 pixels (the conv trunk's end).
 
     Forward hooks fire when a module finishes, so a container (`layer4`, `features`) comes after
     its children: the last hit is the largest block that ends the convolutional part.
@@ -44,6 +47,11 @@ def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
         >>> auto_layer(m, torch.zeros(1, 3, 8, 8))
         '1'
     """
+    from .tokens import find_token_layer
+
+    tokens = find_token_layer(model, images)
+    if tokens is not None:
+        return tokens[0]
     spatial = [name for name, (h, w) in spatial_sizes(model, images) if h * w > 1]
     if not spatial:
         raise OverfocusError("found no convolutional layer with a spatial output: pass --layer NAME")

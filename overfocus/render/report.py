@@ -285,6 +285,37 @@ def details_section(report: Dict[str, Any]) -> str:
             + key_value_table(sorted(report["versions"].items())) + "</details></section>")
 
 
+# ---- classes ---------------------------------------------------------------------------------------------
+def classes_section(report: Dict[str, Any]) -> str:
+    """Per-class accuracy (a table, the weakest classes first) and the confusion matrix (a figure)
+    of report.json's `classes` entry; '' for a report without it."""
+    from .plots import plot_confusion
+
+    table = report.get("classes")
+    if not table or not table.get("per_class"):
+        return ""
+    rows = sorted(table["per_class"], key=lambda r: (r["accuracy"] is None, r["accuracy"] if r["accuracy"]
+                                                      is not None else 0.0, r["class"]))
+    body = "".join(f"<tr><td>{esc(r['class'])}</td><td class=\"num\">{r['images']}</td><td class=\"num\">"
+                   + ("&mdash;" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%") + "</td></tr>"
+                   for r in rows)
+    names = [r["class"] for r in table["per_class"]]
+    with tempfile.TemporaryDirectory(prefix="overfocus-audit-") as tmp:
+        figure = plot_confusion(table["confusion"], names, Path(tmp) / "confusion.png",
+                                f"confusion matrix of the {report['inputs']['images']} audited images")
+        uri = bytes_data_uri(figure.read_bytes())
+    listing = f"<table><thead><tr><th>class</th><th>images</th><th>accuracy</th></tr></thead><tbody>{body}</tbody></table>"
+    if len(rows) > MAX_OPEN_CLASSES:  # a long list stays folded: the figure gives the overview
+        listing = f"<details><summary>accuracy of all {len(rows)} classes</summary>{listing}</details>"
+    return ('<section class="curves"><h2>Classes</h2>'
+            '<p class="sub">Accuracy per true class, the weakest first; the confusion matrix below counts each '
+            "audited image once (rows: true class, columns: the model's prediction).</p>"
+            f"{listing}{img_tag(uri, 'confusion matrix')}</section>")
+
+
+MAX_OPEN_CLASSES = 20
+
+
 # ---- run history -------------------------------------------------------------------------------------------
 def curve_images(result) -> Tuple[List[Tuple[str, str]], List[str]]:
     """(title, data URI) of the run's gap plot and metric curves, plus notes on what was skipped."""
@@ -355,7 +386,7 @@ def render_report_html(result) -> str:
               "&mdash; = not computed for this input.</p></section>"
             + examples_section(result, "Worst examples", result.worst, WORST_BLURB)
             + examples_section(result, "Best examples", result.best, BEST_BLURB)
-            + history_section(result) + details_section(report)
+            + classes_section(report) + history_section(result) + details_section(report)
             + f"<footer>written by overfocus {esc(report['versions'].get('overfocus'))} on "
               f"{esc(report['created'])}</footer>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
