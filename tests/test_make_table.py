@@ -160,3 +160,21 @@ def test_leak_margin_of_the_scripts_is_the_packages():
     from overfocus.regularizers.leak import LEAK_MARGIN
 
     assert claims.LEAK_MARGIN_PP == 100 * LEAK_MARGIN
+
+
+def test_table_recipe_knows_sgdrop_with_the_remedy():
+    """run.sh's method_args: sgdrop_remedy is SGDrop (same regularizer name, so a rerun resumes) plus
+    the remedy options of docs/methods.md; REMEDY overrides them."""
+    script = ANALYSIS / "recipes" / "table" / "run.sh"
+    body = script.read_text()
+    function = body[body.index("method_args() {"):body.index("\n}\n", body.index("method_args() {")) + 3]
+    remedy = next(line for line in body.splitlines() if line.startswith("REMEDY="))
+
+    def args(method: str, env: str = "") -> str:
+        cmd = f"RHO=0.01; {env} {remedy}\n{function}\nmethod_args {method}"
+        return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert args("sgdrop") == "sgdrop --set regularizer.name=sgdrop --set regularizer.rho=0.01"
+    assert args("sgdrop_remedy") == ("sgdrop --set regularizer.name=sgdrop --set regularizer.rho=0.01 "
+                                     "--set regularizer.mask_label=predicted")
+    assert args("sgdrop_remedy", "REMEDY='--set regularizer.mask_fraction=0.5';").endswith("mask_fraction=0.5")
