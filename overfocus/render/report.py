@@ -317,28 +317,46 @@ MAX_OPEN_CLASSES = 20
 
 
 # ---- run history -------------------------------------------------------------------------------------------
-def curve_images(result) -> Tuple[List[Tuple[str, str]], List[str]]:
-    """(title, data URI) of the run's gap plot and metric curves, plus notes on what was skipped."""
-    from .plots import plot_gap, plot_metric_curves
+HISTORY_TITLES = {"gap": "train and test accuracy per epoch",
+                  "leak": "accuracy with and without the training mask (label leak)",
+                  "metrics": "attention metrics per epoch (overfocus analyze)"}
 
+
+def curve_images(result) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """(title, data URI) of the run's gap plot and metric curves, plus notes on what was skipped.
+
+    The figures are render's own (`render.figures.run_plots`: the same panels, titles, units,
+    ranges and colours as `overfocus render`); a run not analysed yet gets its gap plot alone."""
+    from .figures import run_plots
+    from .io import accuracy_counts, load_analysis
+    from .plots import plot_gap
+
+    run_dir = Path(result.report["inputs"]["run_dir"])
     images, notes = [], []
-    name = Path(result.report["inputs"]["run_dir"] or "run").name
     with tempfile.TemporaryDirectory(prefix="overfocus-audit-") as tmp:
-        jobs = []
-        if any("train_acc" in r and "test_acc" in r for r in result.metrics_rows):
-            jobs.append(("train and test accuracy per epoch", lambda p: plot_gap(
-                result.metrics_rows, p, f"{name}: train vs test accuracy")))
-        present = order_metrics(result.report, {r["metric"] for r in result.summary_rows})
-        if present:
-            jobs.append(("attention metrics per epoch (overfocus analyze)", lambda p: plot_metric_curves(
-                result.summary_rows, p, present, f"{name}: metrics per epoch, mean and 95% CI", meta=result.report)))
-        elif result.report["inputs"]["run_dir"]:
-            notes.append("no analysis of this run yet: run `overfocus analyze` to add attention curves")
-        for i, (title, plot) in enumerate(jobs):
-            try:
-                images.append((title, bytes_data_uri(Path(plot(Path(tmp) / f"curve{i}.png")).read_bytes())))
-            except OverfocusError as exc:
-                notes.append(f"{title}: not drawn ({exc})")
+        try:
+            analysis = load_analysis(run_dir)
+        except OverfocusError as exc:
+            analysis = None
+            if (run_dir / "analysis").exists():  # there but unusable: say why, not "not analysed"
+                notes.append(f"attention curves not drawn: {exc}")
+        try:
+            if analysis is not None:
+                drawn = run_plots(analysis, analysis.methods, Path(tmp))
+                written, notes = drawn.written, list(drawn.skipped)
+            else:
+                if not notes:
+                    notes.append("no analysis of this run yet: run `overfocus analyze` to add attention curves")
+                classes = result.report["inputs"].get("classes") or []
+                written = [plot_gap(result.metrics_rows, Path(tmp) / "gap.png",
+                                    f"{run_dir.name}: train vs test accuracy per epoch",
+                                    chance=1.0 / len(classes) if classes else None,
+                                    counts=accuracy_counts(result.metrics_rows))] \
+                    if any("train_acc" in r and "test_acc" in r for r in result.metrics_rows) else []
+        except OverfocusError as exc:
+            written, notes = [], notes + [f"run history: not drawn ({exc})"]
+        for path in written:
+            images.append((HISTORY_TITLES.get(path.stem, path.stem), bytes_data_uri(path.read_bytes())))
     return images, notes
 
 
