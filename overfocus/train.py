@@ -382,6 +382,9 @@ class Trainer:
         self._check_finite(epoch, "test loss", test_loss)  # before anything of this epoch is written
         row = {"epoch": epoch, **train_stats, "train_eval_loss": train_loss_eval, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc, "gap": train_acc - test_acc,
+               # the images behind each accuracy: the plots' 95% intervals depend on them
+               "train_images": len(self._eval_loaders["train"].dataset),
+               "test_images": len(self._eval_loaders["test"].dataset),
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
         if self._leak is not None:
             row.update(self._leak.row(self.model, epoch, self.device, mean, std))

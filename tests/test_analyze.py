@@ -403,3 +403,20 @@ def test_cli_prints_the_onset_and_writes_onset_json(tiny_run, tmp_path, capsys):
     assert out[start + 1].startswith(f"  grad_cam: widest at epoch {peak} (area ratio {summary[peak]:.3f})")
     gaps = {r["epoch"]: r["gap"] for r in RunDir(run).read_metrics()}
     assert onset["methods"]["grad_cam"]["gap_at_last"] == pytest.approx(gaps[2])
+
+
+def test_limit_takes_images_evenly_spaced_and_an_older_first_n_analysis_is_not_mixed_in(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "run")
+    analyze(run, epochs="2", methods=["grad_cam"], metrics=["area_ratio"], device="cpu", show_progress=False,
+            limit=6, faithfulness_images=0)
+    ids = sorted({r["image_id"] for r in read_records(run)})
+    wanted = [f"test_{i:06d}" for i in np.linspace(0, N_TEST - 1, 6).round().astype(int)]
+    assert ids == wanted  # spread over the split (the first six would be one class of a sorted folder)
+    meta_path = run / "analysis" / "analysis.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["image_choice"] == "evenly"
+    del meta["image_choice"]  # what an analysis made when --limit took the first N images looks like
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(OverfocusError, match="image_choice"):
+        analyze(run, epochs="1", methods=["grad_cam"], metrics=["area_ratio"], device="cpu", show_progress=False,
+                limit=6, faithfulness_images=0)

@@ -477,3 +477,37 @@ def test_label_leak_finding_from_the_runs_leak_columns():
     assert level(dict(row, leak_true_mask_acc=0.2, leak_true_mask_acc_test=0.2)) == "ok"
     plain = make_findings({}, t, {"method": "grad_cam", "n_classes": 10, "history_row": {"epoch": 3, "gap": 0.0}})
     assert "label_leak" not in {f["id"] for f in plain}
+
+
+def test_report_has_classes_and_render_s_own_history_figures(tiny_run, tmp_path, capsys):
+    """Per-class accuracy and a confusion matrix in report.json and report.html; the run history
+    figures are exactly render's (same panels, titles, ranges, colours), intervals included."""
+    import base64
+    import re
+    import shutil
+
+    from overfocus.analysis import analyze
+    from overfocus.render.figures import run_plots
+    from overfocus.render.io import load_analysis
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("audit*", "analysis", "figures"))
+    analyze(run, methods=("grad_cam",), device="cpu")
+    code, _, err = cli(capsys, run, "--out", tmp_path / "a", "--methods", "grad_cam")
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    classes = report["classes"]
+    n = report["inputs"]["images"]
+    assert [r["class"] for r in classes["per_class"]] == report["inputs"]["classes"]
+    assert sum(map(sum, classes["confusion"])) + classes["outside"] == n == sum(r["images"] for r in classes["per_class"])
+    right = sum(classes["confusion"][i][i] for i in range(len(classes["confusion"])))
+    assert right / n == pytest.approx(report["metrics"]["accuracy"]["value"])
+    for i, r in enumerate(classes["per_class"]):
+        assert r["accuracy"] == pytest.approx(classes["confusion"][i][i] / r["images"])
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "<h2>Classes</h2>" in html and 'alt="confusion matrix"' in html
+    drawn = run_plots(load_analysis(run), load_analysis(run).methods, tmp_path / "render")
+    assert [p.name for p in drawn.written] == ["gap.png", "metrics.png"]
+    embedded = [base64.b64decode(u) for u in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+    for path in drawn.written:
+        assert path.read_bytes() in embedded, path.name  # the very figure render draws

@@ -104,7 +104,7 @@ def test_render_and_compare_write_the_explorer_by_default(runs, tmp_path, capsys
     assert (runs[0] / "figures" / "explorer.html").is_file()
     assert main(["render", str(runs[1]), "--formats", "gif", "--size", "160", "--no-explorer"]) == 0
     assert not (runs[1] / "figures" / "explorer.html").exists()
-    assert main(["compare", *map(str, runs), "--formats", "gif", "--size", "160", "--out", str(tmp_path / "c")]) == 0
+    assert main(["compare", *map(str, runs), "--formats", "gif", "--size", "320", "--out", str(tmp_path / "c")]) == 0
     assert "explorer.html" in capsys.readouterr().out and (tmp_path / "c" / "explorer.html").is_file()
 
 

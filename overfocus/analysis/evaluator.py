@@ -41,6 +41,7 @@ class AnalysisData:
     n_human: int = 0
     faithful: Optional[BatchSource] = None  # this process's share of the faithfulness images
     faithful_ids: Tuple[str, ...] = ()  # all faithfulness images (every process)
+    analysed_index: Optional[Tuple[int, ...]] = None  # positions of the analysed images in the split (None = all)
 
     @property
     def probe_pos(self) -> Dict[str, int]:
@@ -48,8 +49,12 @@ class AnalysisData:
 
     def uncovered_probe(self) -> List[int]:
         """Probe positions whose image is not among the analysed ones (--limit, --split train)."""
-        analysed = self.n_analysed if self.split == "test" else 0  # analysed = the first n test images
-        return [k for k, index in enumerate(self.probe_index) if index >= analysed]
+        if self.split != "test":
+            return list(range(len(self.probe_index)))
+        if self.analysed_index is None:
+            return []
+        analysed = set(self.analysed_index)
+        return [k for k, index in enumerate(self.probe_index) if index not in analysed]
 
 
 @dataclass

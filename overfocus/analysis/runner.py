@@ -51,7 +51,7 @@ from .settings import (FAITHFULNESS_IMAGES, RunInfo, Runtime, Settings, make_run
                        resolve_methods, resolve_metrics, resolve_model_metrics, select_epochs)
 from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
                      merge_sections, parse_shard, probe_entries, probe_part_arrays, union_masks)
-from .source import BatchSource, evenly_spaced, extend_probe_ids, find_indices, first_n, probe_arrays
+from .source import BatchSource, evenly_spaced, extend_probe_ids, find_indices, probe_arrays
 from .state import checkpoint_identity, fresh_state, prepare_folder, refuse_mismatch, update_state
 from .summary import rebuild_summary
 from .trajectory import update_trajectory
@@ -226,7 +226,7 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
         raise OverfocusError(f"--batch-size {c.batch_size}: use 1 or more (default: the run's batch size)")
     ds = open_dataset(c.data_spec, c.split, info.image_size, skip_bad=c.skip_bad)
     test = ds if c.split == "test" else open_dataset(c.data_spec, "test", info.image_size, skip_bad=c.skip_bad)
-    analysed = first_n(ds, c.limit)
+    analysed = evenly_spaced(ds, c.limit)  # a class-sorted split must not yield one class
     human_ds = open_human_dataset(c.human, info.image_size) if c.human else None
     methods = resolve_methods(c.methods)
     method_args = resolve_method_args(methods, c.method_args)
@@ -246,7 +246,8 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
                         method_args, faithfulness_images=len(faithful) if faithful is not None else 0,
                         faithfulness_metrics=model_m if faithful is not None else (),
                         faithfulness_steps=c.faithfulness_steps, faithfulness_baseline=c.faithfulness_baseline,
-                        layer_reshape=layer_reshape(model, layer, info.image_size, runtime.device))
+                        layer_reshape=layer_reshape(model, layer, info.image_size, runtime.device),
+                        image_choice="evenly" if len(analysed) < len(ds) else "")
     FaithfulnessOptions(steps=c.faithfulness_steps, baseline=c.faithfulness_baseline)  # refuses bad values now
     probe_index = find_indices(test, settings.probe_ids)
     sources = _Sources(runtime, c.batch_size, info.num_workers)
@@ -255,7 +256,8 @@ def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress
                         sources.of(human_ds) if human_ds is not None else None,
                         len(human_ds) if human_ds is not None else 0,
                         sources.of(faithful) if faithful is not None else None,
-                        subset_ids(faithful) if faithful is not None else ())
+                        subset_ids(faithful) if faithful is not None else (),
+                        tuple(analysed.indices) if analysed is not ds else None)
     show = show_progress and runtime.dist.is_main
     init = (lambda: initial_model(source, model)) if settings.faithful_metrics else None
     evaluator = EpochEvaluator(model, settings, info, runtime, data, show, init_model=init)

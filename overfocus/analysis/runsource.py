@@ -304,7 +304,8 @@ class CheckpointFolder(RunSource):
         test_loss, test_acc = evaluate(model, loaders["test"], device, i.mean, i.std)
         rows = self._history()
         rows[epoch] = {"epoch": epoch, "train_eval_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                       "test_acc": test_acc, "gap": train_acc - test_acc, "measured_by": "overfocus analyze"}
+                       "test_acc": test_acc, "gap": train_acc - test_acc, "measured_by": "overfocus analyze",
+                       "train_images": len(loaders["train"].dataset), "test_images": len(loaders["test"].dataset)}
         self._write_history(rows)
 
     def _loaders(self) -> Dict[str, Any]:

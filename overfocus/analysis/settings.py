@@ -27,10 +27,11 @@ COVERAGE_METRICS = ("coverage_global", "coverage_latent", "unit_coverage_global"
 COVERAGE_NAMES = {"coverage", *COVERAGE_METRICS}  # --metrics names that switch coverage on
 COMPARED_SETTINGS = ("methods", "method_args", "metrics", "layer", "target", "data_spec", "split", "limit",
                      "probe_ids", "human", "image_size", "precision", "faithfulness_images", "faithfulness_metrics",
-                     "faithfulness_steps", "faithfulness_baseline")
+                     "faithfulness_steps", "faithfulness_baseline", "image_choice")
 # what an analysis.json written before the key existed meant (no faithfulness pass)
 SETTING_DEFAULTS = {"precision": "float32", "method_args": {}, "faithfulness_images": 0, "faithfulness_metrics": [],
-                    "faithfulness_steps": 16, "faithfulness_baseline": "blur"}
+                    "faithfulness_steps": 16, "faithfulness_baseline": "blur",
+                    "image_choice": ""}  # "" = all images, or (before "evenly") the FIRST --limit N
 FAITHFULNESS_IMAGES = 256  # default --faithfulness-images: evenly spaced over the analysed images
 
 
@@ -122,6 +123,7 @@ class Settings:
     faithfulness_steps: int = 16
     faithfulness_baseline: str = "blur"
     layer_reshape: str = ""  # how the layer's output became a map (a token grid's reshape), not compared
+    image_choice: str = ""  # how --limit picks its images: "evenly" spaced over the split; "" = all of them
 
     @property
     def metrics(self) -> List[str]:

@@ -92,11 +92,6 @@ def extend_probe_ids(dataset, ids: Sequence[str], size: Optional[int]) -> Tuple[
 
 
 
-def first_n(dataset, n: int):
-    """The first `n` items of `dataset` (all of them when n is 0), attributes kept."""
-    return Subset(dataset, range(min(n, len(dataset)))) if n else dataset
-
-
 def evenly_spaced(dataset, n: int):
     """At most `n` items evenly spaced over `dataset` (0 = all), so a sorted folder does not yield
     a single class; attributes kept.

@@ -122,3 +122,23 @@ def method_metrics(acc: Accumulator, method: str, labels: np.ndarray) -> Dict[st
         skip = np.isnan(energy) | (acc.per_image(method, "degenerate") > 0)
         out["outside_box"] = summarize(np.where(skip, np.nan, (energy < 0.5).astype(np.float64)))
     return out
+
+
+def class_summary(labels: Sequence[int], preds: Sequence[int], classes: Sequence[str]) -> Dict[str, Any]:
+    """report.json's `classes`: accuracy and images per true class, and the confusion matrix
+    (rows: true class, columns: prediction, in the data's class order); `outside` counts the
+    predictions of a class the data does not have (a model with more outputs).
+
+    Example:
+        >>> s = class_summary([0, 0, 1], [0, 1, 1], ["cat", "dog"])
+        >>> s["per_class"][0], s["confusion"], s["outside"]
+        ({'class': 'cat', 'images': 2, 'accuracy': 0.5}, [[1, 1], [0, 1]], 0)
+    """
+    from ..metrics.stats import confusion_matrix, per_class_accuracy
+
+    k = len(classes)
+    accuracy, images = per_class_accuracy(labels, preds, k)
+    confusion = confusion_matrix(labels, preds, k)
+    return {"per_class": [{"class": str(name), "images": int(n), "accuracy": None if math.isnan(a) else float(a)}
+                          for name, a, n in zip(classes, accuracy, images)],
+            "confusion": confusion.tolist(), "outside": int(len(labels) - confusion.sum())}

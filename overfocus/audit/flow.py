@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from ..analysis.core import NonFiniteModel, check_finite_weights, evaluate_batch
 from ..attribution.methods import method_info
-from .accumulate import Accumulator, Example, collect_metrics
+from .accumulate import Accumulator, Example, class_summary, collect_metrics
 from .findings import evaluate_gates, make_findings
 from .inputs import (AuditOptions, Preprocessing, Source, check_options, human_root, model_options, open_audit_data,
                      resolve_preprocessing, resolve_source)
@@ -350,6 +350,7 @@ def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds,
         "versions": software_versions(), "thresholds": thresholds, "metrics": metrics, "findings": findings,
         "gates": gates,
         "examples": examples_summary(acc, facts["method"], example_score(bool(inputs["has_boxes"]))),
+        "classes": class_summary(acc.labels, acc.preds, inputs["classes"]),
         "method_info": method_info(inputs["methods"]), "metric_info": metric_info(list(metrics)), "history": {
             "epoch": (facts.get("history_row") or {}).get("epoch"), "row": facts.get("history_row")}})
 

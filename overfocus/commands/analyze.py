@@ -65,7 +65,7 @@ def register(sub) -> None:
     p.add_argument("--layer", help="attribution layer (default: the model's Grad-CAM layer; for a model "
                    "we do not know, the last module with a spatial output before the classifier)")
     p.add_argument("--batch-size", type=int, help="images per batch (default: the run's)")
-    p.add_argument("--limit", type=int, default=0, help="analyse at most N images (default all)")
+    p.add_argument("--limit", type=int, default=0, help="analyse at most N images, evenly spaced over the split so that a class-sorted folder does not yield one class (default all)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default); under torchrun "
                    "cuda/auto mean each rank's own GPU")
     p.add_argument("--amp", action="store_true", help="mixed precision (autocast, bfloat16 where supported) "

@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   overfocus render runs/demo --methods grad_cam,sgdrop --side-by-side
   overfocus render runs/demo --formats gif --size 480 --fps 4 --alpha 0.6 --cmap viridis
   overfocus render runs/demo --filmstrip-epochs 0,5,10 --tensorboard
+  overfocus render runs/demo --filmstrip-rows class:cat,class:cat,class:dog   # these rows, in this order
   overfocus render runs/demo --format pdf                     # vector gap.pdf and metrics.pdf for a paper
   overfocus render runs/demo --metrics area_ratio,gini,entropy   # these panels of metrics.png, in this order
 
@@ -61,6 +62,9 @@ def register(sub) -> None:
     p.add_argument("--filmstrip-epochs", type=epoch_list, help="epochs in the filmstrip, e.g. 0,5,10 "
                    "(default: up to 6 spread evenly)")
     p.add_argument("--filmstrip-images", type=int, default=4, help="probe images in the filmstrip (default 4)")
+    p.add_argument("--filmstrip-rows", type=csv_list, help="the filmstrip's rows, comma-separated: class:NAME (the "
+                   "next probe image of that class; repeat it for more) or id:IMAGE_ID, e.g. class:cat,class:dog "
+                   "(default: the first --filmstrip-images probe images, the classes taken in turn)")
     p.add_argument("--metrics", type=csv_list, help="panels of metrics.png, comma-separated, in this order "
                    "(default: the first 6 the analysis holds, map metrics first)")
     p.add_argument("--tensorboard", action="store_true", help="also export to TensorBoard (RUN/tensorboard)")
@@ -75,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     opts = RenderOptions(methods=args.methods, side_by_side=args.side_by_side, fps=args.fps, size=args.size,
                          alpha=args.alpha, cmap=args.cmap, formats=parse_formats(args.formats),
                          filmstrip_epochs=args.filmstrip_epochs, probes=args.probes,
-                         filmstrip_images=args.filmstrip_images, tensorboard=args.tensorboard,
+                         filmstrip_images=args.filmstrip_images, filmstrip_rows=args.filmstrip_rows,
+                         tensorboard=args.tensorboard,
                          plot_format=args.plot_format, explorer=args.explorer, metrics=args.metrics)
     result = render_run(args.run, opts)
     print(f"wrote {len(result.written)} files:")

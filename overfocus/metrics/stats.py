@@ -54,3 +54,35 @@ def pointing_game_per_class(hits: Sequence[float], labels: Sequence[int]) -> flo
     sums = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, inverse, h)
     counts = torch.bincount(inverse, minlength=len(classes)).double()
     return float((sums / counts).mean())
+
+
+def confusion_matrix(labels: Sequence[int], preds: Sequence[int], n_classes: int) -> np.ndarray:
+    """Counts [true class, predicted class] (n_classes x n_classes, int64); a prediction outside
+    the classes (a model with more outputs than the data has classes) is not counted.
+
+    Example:
+        >>> confusion_matrix([0, 0, 1, 1], [0, 1, 1, 1], 2).tolist()
+        [[1, 1], [0, 2]]
+    """
+    y = np.asarray(labels, np.int64).ravel()
+    p = np.asarray(preds, np.int64).ravel()
+    keep = (y >= 0) & (y < n_classes) & (p >= 0) & (p < n_classes)
+    return np.bincount(y[keep] * n_classes + p[keep], minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def per_class_accuracy(labels: Sequence[int], preds: Sequence[int], n_classes: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(accuracy, images) per true class: the share of each class's images predicted as that
+    class; NaN for a class with no image.
+
+    Example:
+        >>> acc, n = per_class_accuracy([0, 0, 1, 1], [0, 1, 1, 1], 3)
+        >>> acc.tolist()[:2], n.tolist()
+        ([0.5, 1.0], [2, 2, 0])
+    """
+    y = np.asarray(labels, np.int64).ravel()
+    p = np.asarray(preds, np.int64).ravel()
+    keep = (y >= 0) & (y < n_classes)
+    images = np.bincount(y[keep], minlength=n_classes)
+    right = np.bincount(y[keep][p[keep] == y[keep]], minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(images > 0, right / np.maximum(images, 1), np.nan), images

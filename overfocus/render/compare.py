@@ -21,8 +21,8 @@ from ..errors import OverfocusError
 from ..fileio import atomic_write_text
 from ..registry import did_you_mean
 from .encode import check_fps, check_plot_format, write_video
-from .frames import (Cell, FrameStyle, HEADER_METRIC, check_style, compose_frame, compute_layout, empty_text,
-                     fmt_num, fmt_pct, prediction_caption)
+from .frames import (Cell, FrameStyle, HEADER_METRIC, check_panels_fit, check_style, compose_frame, compute_layout,
+                     empty_text, fitting_cells, fmt_num, fmt_pct, legend_line, prediction_caption)
 from .io import Analysis, clean_stale_temps, load_analysis, run_name
 from .meta import merged_info, method_title, metric_info, order_metrics
 from .overlay import NORMALISATION_NOTE, attribution_panel
@@ -87,6 +87,7 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
     if len(run_dirs) < 2:
         raise OverfocusError("compare needs at least two run directories: overfocus compare RUN_A RUN_B")
     fmt = check_plot_format(opts.plot_format)
+    check_panels_fit(len(run_dirs), style.width)
     runs = dict(zip(run_labels(run_dirs, opts.labels), (load_analysis(r) for r in run_dirs)))
     order = check_same_probes(runs)
     method = common_method(runs, opts.method)
@@ -102,7 +103,7 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
     result = CompareResult(out, epochs=epochs, epoch=align.epoch, n_images=align.n_images,
                            progress=progress_note(runs, epochs, align.epoch))
     result.written += _plots(runs, method, metrics, out, meta, align, fmt)
-    frames = compare_frames(runs, order, method, epochs, _indices(len(order[next(iter(runs))]), opts.probes), style)
+    frames = compare_frames(runs, order, method, epochs, video_indices(runs, order, opts.probes, style), style)
     result.written += write_video(list(frames), out / "evolution", opts.fps, opts.formats)
     result.written += write_tables(runs, method, metrics, out, align, meta)
     if opts.explorer:
@@ -257,10 +258,19 @@ def common_metrics(runs: Dict[str, Analysis], method: str, requested: Optional[S
     return order_metrics(meta, shared)
 
 
-def _indices(total: int, count: Optional[int]) -> List[int]:
+def video_indices(runs: Dict[str, Analysis], order: Dict[str, List[int]], count: Optional[int],
+                  style: FrameStyle) -> List[int]:
+    """The common probe images the video shows: the first `count` (--probes), by default as many
+    as fit with the runs' panels side by side at a readable size (`frames.fitting_cells`)."""
     if count is not None and count < 1:
         raise OverfocusError(f"--probes {count} must be at least 1")
-    return list(range(min(total, count or total)))
+    total = len(order[next(iter(runs))])
+    ref = next(iter(runs.values())).probe
+    default = fitting_cells(len(runs), style.width, ref.images.shape[1] / ref.images.shape[2], COMPARE_HEADER + len(runs))
+    return list(range(min(total, count or default)))
+
+
+COMPARE_HEADER = 4  # header lines of a compare frame besides one line per run
 
 
 def _plots(runs: Dict[str, Analysis], method: str, metrics: List[str], out: Path, meta: Dict, align: Alignment,
@@ -276,9 +286,12 @@ def _plots(runs: Dict[str, Analysis], method: str, metrics: List[str], out: Path
         written.append(plot_compare_metrics({k: a.summary for k, a in runs.items()}, out / f"metrics.{fmt}",
                                             panel_metrics(metrics), method, title, meta=meta, note=note))
     if all(a.metrics for a in runs.values()):
+        chances = {a.chance() for a in runs.values()}
         written.append(plot_compare_gap({k: a.metrics for k, a in runs.items()}, out / f"gap.{fmt}",
                                         f"{names}: accuracy and generalization gap per epoch",
-                                        note="accuracies from each run's metrics.jsonl (its own train and test sets)"))
+                                        note="accuracies from each run's metrics.jsonl (its own train and test sets)",
+                                        chance=chances.pop() if len(chances) == 1 else None,
+                                        counts={k: a.accuracy_counts() for k, a in runs.items()}))
     return written
 
 
@@ -295,8 +308,8 @@ def compare_header(runs: Dict[str, Analysis], method: str, epoch: int) -> List[s
                      f"{'n/a' if gap is None else f'{100 * gap:+.1f} pts'}, {a.metric_info(HEADER_METRIC).title} "
                      f"{fmt_num(a.summary_value(epoch, method, HEADER_METRIC))}"
                      f"{empty_text(a.empty_maps(epoch, method))}")
-    return lines + ["above: true class; green box: object; below: each run's prediction (green right, red wrong)",
-                    NORMALISATION_NOTE]
+    has_boxes = any(a.probe.has_boxes for a in runs.values())
+    return lines + [legend_line(has_boxes, "each run's prediction"), NORMALISATION_NOTE]
 
 
 def compare_frames(runs: Dict[str, Analysis], order: Dict[str, List[int]], method: str, epochs: Sequence[int],
@@ -304,7 +317,7 @@ def compare_frames(runs: Dict[str, Analysis], order: Dict[str, List[int]], metho
     """One frame per common epoch: per probe image, one panel per run."""
     ref = next(iter(runs.values())).probe
     layout = compute_layout(len(indices), len(runs), style.width, ref.images.shape[1] / ref.images.shape[2],
-                            header_lines=4 + len(runs))
+                            header_lines=COMPARE_HEADER + len(runs))
     for epoch in epochs:
         loaded = {label: a.load_epoch(epoch) for label, a in runs.items()}
         cells = [_cell(runs, order, loaded, method, i, layout.panel_w, style) for i in indices]
@@ -323,7 +336,7 @@ def _cell(runs, order, loaded, method: str, i: int, width: int, style: FrameStyl
         captions.append(prediction_caption(int(maps.pred[j]), float(maps.conf[j]), int(a.probe.labels[j]),
                                            a.probe.classes))
     first = next(iter(runs.values())).probe
-    return Cell(first.class_name(int(first.labels[order[next(iter(runs))][i]])), panels, captions)
+    return Cell(first.class_name(int(first.labels[order[next(iter(runs))][i]])), panels, captions, list(runs))
 
 
 # --- tables -------------------------------------------------------------------------------------

@@ -162,7 +162,8 @@ def build_page(run_dirs: Sequence[Path | str], opts: ExploreOptions) -> Dict[str
         "diff_lut": colormap_lut(DIFF_CMAP).ravel().tolist(),
         "cmap": opts.cmap, "alpha": opts.alpha, "panel": opts.panel,
         "notes": {"colorbar": COLORBAR_LABEL, "normalisation": NORMALISATION_NOTE,
-                  "legend": "green box: object; under each map: the prediction (green right, red wrong)",
+                  "legend": ("green box: object; " if runs[first_label].probe.has_boxes else "")
+                  + "under each map: the prediction (green right, red wrong)",
                   "diff": "difference of the [0, 1] maps: red = run A attends more, blue = run B attends more"},
     }
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-__all__ = ["RenderOptions", "RenderResult", "render_run"]
+__all__ = ["RenderOptions", "RenderResult", "render_run", "run_plots"]
 
 
 @dataclass
@@ -25,8 +25,9 @@ class RenderOptions:
     formats: Sequence[str] = ("mp4", "gif")
     plot_format: str = "png"                     # static plots (gap, metrics): png, pdf or svg
     filmstrip_epochs: Optional[List[int]] = None  # default: up to 6 evenly spread epochs
-    probes: Optional[int] = None                 # first N probe images in videos (default all)
+    probes: Optional[int] = None                 # first N probe images in videos (default all; side by side: as many as fit)
     filmstrip_images: int = 4
+    filmstrip_rows: Optional[List[str]] = None   # class:NAME / id:ID per row (filmstrip.choose_rows); default the first images
     tensorboard: bool = False
     explorer: bool = True                        # figures/explorer.html (render/explore.py)
     metrics: Optional[List[str]] = None          # panels of metrics.png (default: at most 6, see plots.default_panels)
@@ -47,7 +48,7 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
         ['evolution_grad_cam.gif', 'explorer.html', 'filmstrip_grad_cam.png', 'gap.png', 'metrics.png']
     """
     from .encode import check_fps, check_plot_format
-    from .frames import FrameStyle, check_style
+    from .frames import FrameStyle, check_panels_fit, check_style
     from .io import clean_stale_temps, load_analysis, select_methods
 
     opts = options or RenderOptions()
@@ -67,6 +68,8 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
 
         chosen_panels(opts.metrics, panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary))),
                       analysis.run_dir)
+    if opts.side_by_side:
+        check_panels_fit(len(methods), style.width)
     groups = [methods] if opts.side_by_side else [[m] for m in methods]
     result = RenderResult()
     figures = analysis.run_dir / "figures"
@@ -74,7 +77,9 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
     for group in groups:
         result.written += _videos(analysis, group, style, opts, figures)
         result.written.append(_filmstrip(analysis, group, style, opts, figures))
-    _plots(analysis, methods, figures, result, plot_format, opts.metrics)
+    plots = run_plots(analysis, methods, figures, plot_format, opts.metrics)
+    result.written += plots.written
+    result.skipped += plots.skipped
     if opts.explorer:
         from .explore import ExploreOptions, explore
 
@@ -101,17 +106,24 @@ def _videos(analysis, group: List[str], style, opts: RenderOptions, figures: Pat
     from .encode import write_video
     from .frames import evolution_frames
 
-    frames = list(evolution_frames(analysis, group, _indices(analysis, opts.probes), style))
+    count = opts.probes
+    if count is None and len(group) > 1:  # side by side: as many images as fit at a readable panel size
+        from .frames import EPOCH_HEADER_LINES, fitting_cells
+
+        images = analysis.probe.images
+        count = fitting_cells(len(group), style.width, images.shape[1] / images.shape[2], EPOCH_HEADER_LINES)
+    frames = list(evolution_frames(analysis, group, _indices(analysis, count), style))
     return write_video(frames, figures / f"evolution_{file_stem(group)}", opts.fps, opts.formats)
 
 
 def _filmstrip(analysis, group: List[str], style, opts: RenderOptions, figures: Path) -> Path:
     from .encode import write_png
-    from .filmstrip import check_epochs, default_filmstrip_epochs, filmstrip
+    from .filmstrip import check_epochs, choose_rows, default_filmstrip_epochs, filmstrip
 
     epochs = (check_epochs(opts.filmstrip_epochs, analysis.epochs, analysis.run_dir) if opts.filmstrip_epochs
               else default_filmstrip_epochs(analysis.epochs))
-    indices = _indices(analysis, opts.filmstrip_images, "--filmstrip-images")
+    indices = (choose_rows(analysis.probe, opts.filmstrip_rows, analysis.run_dir) if opts.filmstrip_rows
+               else _indices(analysis, opts.filmstrip_images, "--filmstrip-images"))
     image = filmstrip(analysis, group, epochs, indices, style, panel=max(96, opts.size // 5))
     return write_png(image, figures / f"filmstrip_{file_stem(group)}.png")
 
@@ -127,41 +139,41 @@ def file_stem(methods: Sequence[str]) -> str:
     return "-".join(m.replace(":", "_") for m in methods)
 
 
-def accuracy_sample(analysis) -> Optional[int]:
-    """How many images each accuracy of metrics.jsonl was measured on: the test split analysed whole
-    (the train accuracy uses a fixed subset of the same size); None when that is not known."""
-    meta = analysis.meta
-    subset = ((analysis.manifest.get("config") or {}).get("data") or {}).get("train_subset") or 0
-    if meta.get("split", "test") != "test" or meta.get("limit") or subset:
-        return None
-    n = [r.get("n") for r in analysis.summary if r["metric"] == "correct" and r["method"] == "model"]
-    return int(n[-1]) if n and n[-1] else None
+def run_plots(analysis, methods: List[str], folder: Path, fmt: str = "png",
+              wanted: Optional[List[str]] = None) -> RenderResult:
+    """The run's static plots into `folder`: gap.FMT (train and test accuracy with a chance line and
+    95% intervals) and metrics.FMT (the `wanted` panels, by default at most six). The one place
+    these figures are made: `render` and the audit report (its run history) both call it.
 
-
-def _plots(analysis, methods: List[str], figures: Path, result: RenderResult, fmt: str = "png",
-           wanted: Optional[List[str]] = None) -> None:
+    Example:
+        >>> from overfocus.render.io import load_analysis
+        >>> res = run_plots(load_analysis("runs/demo"), ["grad_cam"], Path("out"))  # doctest: +SKIP
+        >>> [p.name for p in res.written]                                            # doctest: +SKIP
+        ['gap.png', 'metrics.png']
+    """
     from .meta import order_metrics
     from .plots import chosen_panels, default_panels, panel_metrics, plot_gap, plot_metric_curves
 
+    result = RenderResult()
     if any("train_acc" in r and "test_acc" in r for r in analysis.metrics):
-        result.written.append(plot_gap(analysis.metrics, figures / f"gap.{fmt}",
+        result.written.append(plot_gap(analysis.metrics, folder / f"gap.{fmt}",
                                        f"{analysis.name}: train vs test accuracy per epoch",
-                                       chance=1.0 / len(analysis.probe.classes) if analysis.probe.classes else None,
-                                       n_images=accuracy_sample(analysis)))
+                                       chance=analysis.chance(), counts=analysis.accuracy_counts()))
     else:
-        result.skipped.append(f"gap.png: {analysis.run_dir / 'metrics.jsonl'} has no train/test accuracy")
+        result.skipped.append(f"gap.{fmt}: {analysis.run_dir / 'metrics.jsonl'} has no train/test accuracy")
     from .leak_plot import has_leak_columns, plot_leak
 
     if has_leak_columns(analysis.metrics):  # a label-masked regularizer's run: its leak diagnostic
-        result.written.append(plot_leak(analysis.metrics, figures / f"leak.{fmt}",
+        result.written.append(plot_leak(analysis.metrics, folder / f"leak.{fmt}",
                                         f"{analysis.name}: accuracy with and without the training mask",
-                                        chance=1.0 / len(analysis.probe.classes) if analysis.probe.classes else None))
+                                        chance=analysis.chance()))
     available = panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary)))
     metrics = chosen_panels(wanted, available, analysis.run_dir) if wanted else default_panels(available)
     if metrics:
         shown = ", ".join(analysis.method_title(m) for m in methods)
         title = f"{analysis.name}: metrics per epoch ({shown}), mean and 95% bootstrap CI"
-        result.written.append(plot_metric_curves(analysis.summary, figures / f"metrics.{fmt}", metrics, title,
+        result.written.append(plot_metric_curves(analysis.summary, folder / f"metrics.{fmt}", metrics, title,
                                                  methods=methods, meta=analysis.meta, onset=analysis.onset))
     else:
-        result.skipped.append(f"metrics.png: {analysis.run_dir / 'analysis' / 'summary.csv'} is missing or empty")
+        result.skipped.append(f"metrics.{fmt}: {analysis.run_dir / 'analysis' / 'summary.csv'} is missing or empty")
+    return result

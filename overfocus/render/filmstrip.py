@@ -17,7 +17,50 @@ from .io import Analysis, EpochMaps
 from .overlay import (NORMALISATION_NOTE, TEXT, attribution_panel, blank, colorbar_legend, draw_lines, draw_text,
                       fit_caption, text_width, wrap_text)
 
-FILM_LEGEND = "green box: true object; below: prediction (green right, red wrong)"
+
+
+def film_legend(has_boxes: bool) -> str:
+    """The filmstrip's legend; the green box is named only where the data has boxes."""
+    return ("green box: true object; " if has_boxes else "") + "below: prediction (green right, red wrong)"
+
+
+CLASS_PREFIX, ID_PREFIX = "class:", "id:"
+
+
+def choose_rows(probe, wanted: Sequence[str], where) -> List[int]:
+    """The probe images of `render --filmstrip-rows`: `class:NAME` takes the next probe image of that
+    class (give it twice for two), `id:ID` (or a bare ID) that image; in the order given.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> probe = SimpleNamespace(image_ids=["a0", "b0", "a1"], labels=[0, 1, 0], classes=["cat", "dog"])
+        >>> choose_rows(probe, ["class:cat", "class:dog", "class:cat"], "run"), choose_rows(probe, ["id:b0"], "run")
+        ([0, 1, 2], [1])
+    """
+    from ..registry import did_you_mean
+
+    chosen: List[int] = []
+    for item in wanted:
+        if item.startswith(CLASS_PREFIX):
+            name = item[len(CLASS_PREFIX):]
+            if name not in probe.classes:
+                raise OverfocusError(f"--filmstrip-rows {item!r}: no class {name!r} in {where}"
+                                     f"{did_you_mean(name, probe.classes)}; the classes: {', '.join(probe.classes)}")
+            index = probe.classes.index(name)
+            free = [i for i, label in enumerate(probe.labels) if int(label) == index and i not in chosen]
+            if not free:
+                have = sum(int(label) == index for label in probe.labels)
+                raise OverfocusError(f"--filmstrip-rows {item!r}: the probe set of {where} has {have} image(s) of "
+                                     f"class {name!r}, all already chosen: ask for it at most {have} time(s)")
+            chosen.append(free[0])
+        else:
+            image_id = item[len(ID_PREFIX):] if item.startswith(ID_PREFIX) else item
+            if image_id not in probe.image_ids:
+                raise OverfocusError(f"--filmstrip-rows {item!r}: no probe image {image_id!r} in {where}"
+                                     f"{did_you_mean(image_id, probe.image_ids)}; use class:NAME or one of "
+                                     f"{', '.join(probe.image_ids[:4])}, ...")
+            chosen.append(probe.image_ids.index(image_id))
+    return chosen
 
 
 def default_filmstrip_epochs(epochs: Sequence[int], count: int = 6) -> List[int]:
@@ -105,7 +148,7 @@ def filmstrip(analysis: Analysis, methods: Sequence[str], epochs: Sequence[int],
     titles = ", ".join(analysis.method_title(m) for m in methods)
     lines = [(t, g.font + 2, True) for t in wrap_text(f"{analysis.name} - {titles}: attribution over training",
                                                        g.font + 2, text_w, bold=True)]
-    for text in (FILM_LEGEND, NORMALISATION_NOTE):
+    for text in (film_legend(analysis.probe.has_boxes), NORMALISATION_NOTE):
         lines += [(t, g.font - 1, False) for t in wrap_text(text, g.font - 1, text_w)]
     legend = colorbar_legend(min(240, text_w), style.cmap, g.font - 1)
     bar_y = int(round(1.3 * sum(size for _, size, _ in lines))) + g.margin + 2

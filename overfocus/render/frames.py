@@ -18,6 +18,7 @@ from .overlay import (BAD, COLORBAR_LABEL, GOOD, MUTED, NORMALISATION_NOTE, TEXT
                       colorbar, draw_text, fit_caption)
 
 MIN_PANEL = 40
+MIN_SIDE_PANEL = 128  # panels side by side (methods, runs) must be large enough to compare by eye
 TARGET_ASPECT = 4 / 3  # frames near 4:3 suit both screens and slides
 
 
@@ -52,6 +53,7 @@ class Cell:
     title: str
     panels: List[np.ndarray]
     captions: List[Tuple[str, Color]] = field(default_factory=list)
+    labels: List[str] = field(default_factory=list)  # one per panel (method or run) when there are several
 
 
 @dataclass
@@ -71,12 +73,17 @@ class Layout:
     caption_lines: int = 1  # 2 when several panels share a cell: a long class name wraps instead of being cut
 
     @property
+    def label_lines(self) -> int:
+        """A line over the panels naming each one's method (or run) when a cell has several."""
+        return 1 if self.per_cell > 1 else 0
+
+    @property
     def cell_w(self) -> int:
         return self.per_cell * self.panel_w + (self.per_cell - 1) * self.gap
 
     @property
     def cell_h(self) -> int:
-        return self.panel_h + (1 + self.caption_lines) * self.line_h
+        return self.panel_h + (1 + self.label_lines + self.caption_lines) * self.line_h
 
     @property
     def line_h(self) -> int:
@@ -97,8 +104,14 @@ class Layout:
         return left + col * self.col_step, self.header_h + row * (self.cell_h + self.margin)
 
 
+def min_panel(per_cell: int) -> int:
+    """The narrowest panel a frame may have: 128 px when panels stand side by side, else 40 px."""
+    return MIN_SIDE_PANEL if per_cell > 1 else MIN_PANEL
+
+
 def compute_layout(n_cells: int, per_cell: int, width: int, aspect: float = 1.0, header_lines: int = 3) -> Layout:
-    """Choose the number of columns whose frame is closest to 4:3 with readable panels.
+    """Choose the number of columns whose frame is closest to 4:3 with readable panels (at least
+    `min_panel(per_cell)` pixels wide).
 
     Args:
         n_cells: probe images shown.
@@ -111,21 +124,52 @@ def compute_layout(n_cells: int, per_cell: int, width: int, aspect: float = 1.0,
         >>> lay = compute_layout(16, 1, 640)
         >>> lay.cols, lay.width, lay.height % 2
         (6, 640, 0)
+        >>> compute_layout(4, 2, 640).panel_w >= 128
+        True
     """
     width = int(width) - int(width) % 2
+    least = min_panel(per_cell)
     best = None
     for cols in range(1, n_cells + 1):
         lay = _layout_for(cols, n_cells, per_cell, width, aspect, header_lines)
-        if lay.panel_w < MIN_PANEL and best is not None:
+        if lay.panel_w < least and best is not None:
             break
         score = abs(math.log(lay.width / lay.height / TARGET_ASPECT))
         if best is None or score < best[0]:
             best = (score, lay)
     lay = best[1]
-    if lay.panel_w < MIN_PANEL:
-        raise OverfocusError(f"frame width {width} px is too small for {n_cells} probe images x {per_cell} panels: "
-                             f"use a larger --size (e.g. {MIN_PANEL * per_cell * 4 + 64}) or fewer --probes")
+    if lay.panel_w < least:
+        need = least * per_cell + (per_cell - 1) * lay.gap + 3 * lay.margin
+        raise OverfocusError(f"frame width {width} px is too small for {per_cell} panels of at least {least} px side "
+                             f"by side: use --size {need + need % 2} or more" if per_cell > 1 else
+                             f"frame width {width} px is too small for {n_cells} probe images: use a larger --size "
+                             f"(e.g. {least * 4 + 64}) or fewer --probes")
     return lay
+
+
+def check_panels_fit(per_cell: int, width: int) -> None:
+    """Refuse, before any work, a frame too narrow for `per_cell` panels side by side (one line
+    naming the --size that fits)."""
+    compute_layout(1, per_cell, width)
+
+
+def fitting_cells(per_cell: int, width: int, aspect: float = 1.0, header_lines: int = 3) -> int:
+    """How many probe images a frame of `width` shows by default when panels stand side by side:
+    as many as fit, with panels of at least 128 px, in a frame no taller than it is wide (at
+    least one; `--probes N` asks for more, in a taller frame).
+
+    Example:
+        >>> fitting_cells(2, 640), fitting_cells(2, 1280)
+        (4, 16)
+    """
+    width = int(width) - int(width) % 2
+    least = min_panel(per_cell)
+    cols = 1
+    while _layout_for(cols + 1, cols + 1, per_cell, width, aspect, header_lines).panel_w >= least:
+        cols += 1
+    lay = _layout_for(cols, cols, per_cell, width, aspect, header_lines)
+    rows = max(1, (width - lay.header_h - lay.margin) // (lay.cell_h + lay.margin))
+    return cols * rows
 
 
 def _layout_for(cols: int, n_cells: int, per_cell: int, width: int, aspect: float, header_lines: int) -> Layout:
@@ -199,6 +243,12 @@ def _draw_cell(frame: np.ndarray, layout: Layout, origin: Tuple[int, int], cell:
     x, y = origin
     draw_text(frame, (x, y + 2), cell.title, layout.font, TEXT, bold=True, max_width=layout.cell_w)
     py = y + layout.line_h
+    if layout.label_lines:  # which method (or run) each panel shows, centred over it, never cut
+        for j, label in enumerate(cell.labels):
+            (text, *_), size = fit_caption(label, layout.font - 1, layout.panel_w, max_lines=1)
+            draw_text(frame, (x + j * (layout.panel_w + layout.gap) + layout.panel_w // 2, py + 2), text, size,
+                      MUTED, anchor="ma")
+        py += layout.label_lines * layout.line_h
     for j, panel in enumerate(cell.panels):
         px = x + j * (layout.panel_w + layout.gap)
         frame[py:py + layout.panel_h, px:px + layout.panel_w] = panel[:layout.panel_h, :layout.panel_w]
@@ -225,7 +275,8 @@ def probe_cells(analysis: Analysis, maps: EpochMaps, methods: Sequence[str], ind
         caption = prediction_caption(int(maps.pred[i]), float(maps.conf[i]), int(probe.labels[i]), probe.classes)
         panels = [attribution_panel(probe.images[i], maps.maps[m][i], probe.boxes_of(i), layout.panel_w,
                                     style.alpha, style.cmap) for m in methods]
-        cells.append(Cell(f"{probe.class_name(int(probe.labels[i]))}", panels, [caption] * len(methods)))
+        cells.append(Cell(f"{probe.class_name(int(probe.labels[i]))}", panels, [caption] * len(methods),
+                          [analysis.method_title(m) for m in methods]))
     return cells
 
 
@@ -250,10 +301,12 @@ def epoch_header(analysis: Analysis, epoch: int, methods: Sequence[str]) -> List
     return [f"{analysis.name} - {shown}{order}{layer_text(analysis.meta) if at_layer else ''}",
             f"epoch {epoch}   train acc {fmt_pct(row.get('train_acc'))}   test acc {fmt_pct(row.get('test_acc'))}"
             f"   gap {gap_txt}",
-            f"mean {analysis.metric_info(HEADER_METRIC).title}: {areas}", LEGEND, NORMALISATION_NOTE]
+            f"mean {analysis.metric_info(HEADER_METRIC).title}: {areas}", legend_line(analysis.probe.has_boxes),
+            NORMALISATION_NOTE]
 
 
 HEADER_METRIC = "area_ratio"  # the one number per method in a frame header: how much of the image is lit
+EPOCH_HEADER_LINES = 5  # title, accuracies, mean area ratio, legend, colour note (epoch_header)
 
 
 def layer_text(meta) -> str:
@@ -282,14 +335,24 @@ def empty_text(counts: Optional[tuple]) -> str:
         (' (12/48 empty)', '')
     """
     return "" if counts is None else f" ({counts[0]}/{counts[1]} empty)"
-LEGEND = "above: true class; green box: object; below: prediction (green right, red wrong)"
+
+
+def legend_line(has_boxes: bool, whose: str = "prediction") -> str:
+    """The frame's legend; the green box is named only where the data has boxes.
+
+    Example:
+        >>> legend_line(False)
+        'above: true class; below: prediction (green right, red wrong)'
+    """
+    boxes = "green box: object; " if has_boxes else ""
+    return f"above: true class; {boxes}below: {whose} (green right, red wrong)"
 
 
 def evolution_frames(analysis: Analysis, methods: Sequence[str], indices: Sequence[int],
                      style: FrameStyle) -> Iterable[np.ndarray]:
     """One frame per analysed epoch, in epoch order."""
     aspect = analysis.probe.images.shape[1] / analysis.probe.images.shape[2]
-    layout = compute_layout(len(indices), len(methods), style.width, aspect, header_lines=5)
+    layout = compute_layout(len(indices), len(methods), style.width, aspect, header_lines=EPOCH_HEADER_LINES)
     for epoch in analysis.epochs:
         maps = analysis.load_epoch(epoch)
         check_methods(maps, methods, analysis)

@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,6 +47,11 @@ class ProbeSet:
 
     def class_name(self, index: int) -> str:
         return self.classes[index] if 0 <= index < len(self.classes) else str(index)
+
+    @property
+    def has_boxes(self) -> bool:
+        """Whether any probe image has an object box (legends name the green box only then)."""
+        return any(len(self.boxes_of(i)) for i in range(len(self)))
 
 
 @dataclass
@@ -117,6 +122,23 @@ class Analysis:
                 return r["mean"]
         return math.nan
 
+    def accuracy_counts(self) -> Optional[Tuple[int, int]]:
+        """(train images, test images) behind the accuracies of metrics.jsonl (`accuracy_counts`);
+        for runs trained before the counts were written, the analysed images when the analysis
+        took the whole test split (the train accuracy then uses a fixed subset of the same size)."""
+        counts = accuracy_counts(self.metrics)
+        if counts is not None:
+            return counts
+        subset = ((self.manifest.get("config") or {}).get("data") or {}).get("train_subset") or 0
+        if self.meta.get("split", "test") != "test" or self.meta.get("limit") or subset:
+            return None
+        n = [r.get("n") for r in self.summary if r["metric"] == "correct" and r["method"] == "model"]
+        return (int(n[-1]), int(n[-1])) if n and n[-1] else None
+
+    def chance(self) -> Optional[float]:
+        """The accuracy of guessing uniformly, 1 / classes (None when the classes are unknown)."""
+        return 1.0 / len(self.probe.classes) if self.probe.classes else None
+
     def empty_maps(self, epoch: int, method: str) -> Optional[tuple]:
         """(degenerate maps, maps) of `method` at `epoch` from summary.csv, None for an analysis
         without the count (made before degenerate maps were counted)."""
@@ -124,6 +146,26 @@ class Analysis:
             if (r["epoch"], r["method"], r["metric"]) == (epoch, method, "degenerate_count"):
                 return (int(r["mean"]), int(r["n"])) if math.isfinite(r["mean"]) else None
         return None
+
+
+TRAIN_IMAGES, TEST_IMAGES = "train_images", "test_images"  # metrics.jsonl: images behind each accuracy
+
+
+def accuracy_counts(metrics_rows: Sequence[Dict]) -> Optional[Tuple[int, int]]:
+    """(train images, test images) each accuracy of metrics.jsonl was measured on, from its
+    `train_images` / `test_images` fields (the last epoch's); None when the rows do not say.
+
+    Example:
+        >>> accuracy_counts([{"epoch": 0, "train_acc": .5, "train_images": 80, "test_images": 96}])
+        (80, 96)
+        >>> accuracy_counts([{"epoch": 0, "train_acc": .5}]) is None
+        True
+    """
+    for row in reversed(list(metrics_rows)):
+        train, test = row.get(TRAIN_IMAGES), row.get(TEST_IMAGES)
+        if isinstance(train, int) and isinstance(test, int) and train > 0 and test > 0:
+            return train, test
+    return None
 
 
 def run_name(run_dir: Path | str) -> str:

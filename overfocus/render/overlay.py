@@ -25,6 +25,7 @@ BACKGROUND: Color = (255, 255, 255)
 # (attribution.normalize_maps), so colours compare places within a map, not maps with each other.
 NORMALISATION_NOTE = "colour: each map scaled to its own maximum (0 to 1)"
 COLORBAR_LABEL = "attribution / map's max"
+EMPTY_MAP = "empty map"  # written on a panel whose map is all zero (degenerate)
 
 
 @functools.lru_cache(maxsize=16)
@@ -121,9 +122,21 @@ def attribution_panel(image: np.ndarray, attribution: np.ndarray, boxes: np.ndar
     panel = draw_boxes(panel, boxes, thickness=max(1, width // 96), scale=width / w)
     if not np.nan_to_num(np.asarray(attribution, np.float32)).max() > 0:
         # an all-zero (degenerate) map would otherwise look like a uniformly low one
-        draw_text(panel, (3, 2), "empty map", max(9, min(14, width // 9)), (255, 255, 255), bold=True,
-                  max_width=width - 4)
+        lines, size = empty_map_label(width)
+        for k, line in enumerate(lines):
+            draw_text(panel, (3, 2 + k * int(round(size * 1.25))), line, size, (255, 255, 255), bold=True)
     return panel
+
+
+def empty_map_label(width: int) -> Tuple[List[str], int]:
+    """Lines and type size of the "empty map" mark on a panel `width` pixels wide: smaller type,
+    then two lines where the panel is narrow, never cut ("empty ...").
+
+    Example:
+        >>> empty_map_label(128)
+        (['empty map'], 14)
+    """
+    return fit_caption(EMPTY_MAP, max(9, min(14, width // 9)), width - 6, max_lines=2, bold=True)
 
 
 # --- text ---------------------------------------------------------------------------------------

@@ -98,50 +98,97 @@ def wilson_interval(p: np.ndarray, n: int, z: float = 1.96) -> Tuple[np.ndarray,
     return centre - half, centre + half
 
 
+def gap_interval(train: np.ndarray, n_train: int, test: np.ndarray, n_test: int) -> Tuple[np.ndarray, np.ndarray]:
+    """95% interval of the gap train - test of two accuracies measured on independent image sets:
+    Newcombe's hybrid score interval (each accuracy's Wilson interval, combined in quadrature).
+
+    Example:
+        >>> lo, hi = gap_interval(np.array([0.9]), 80, np.array([0.7]), 80)
+        >>> round(float(lo[0]), 3), round(float(hi[0]), 3)
+        (0.077, 0.318)
+    """
+    train, test = np.asarray(train, np.float64), np.asarray(test, np.float64)
+    (l1, u1), (l2, u2) = wilson_interval(train, n_train), wilson_interval(test, n_test)
+    gap = train - test
+    return gap - np.sqrt((train - l1) ** 2 + (u2 - test) ** 2), gap + np.sqrt((u1 - train) ** 2 + (test - l2) ** 2)
+
+
+AccuracyCounts = Tuple[int, int]  # (train images, test images) behind each accuracy of metrics.jsonl
+TRAIN_COLOUR, TEST_COLOUR = "#1f77b4", "#d62728"
+GAP_COLOUR, NEGATIVE_GAP_COLOUR, CHANCE_COLOUR = "#ff7f0e", "#2ca02c", "#555555"
+
+
+def interval_label(counts: AccuracyCounts) -> str:
+    """The legend entry of the accuracy bands: what interval, on how many images.
+
+    Example:
+        >>> interval_label((80, 80)), interval_label((500, 80))
+        ('95% interval (Wilson, 80 images each)', '95% interval (Wilson; train 500, test 80 images)')
+    """
+    n_train, n_test = counts
+    each = f"{n_test} images each" if n_train == n_test else f"train {n_train}, test {n_test} images"
+    return f"95% interval (Wilson{', ' if n_train == n_test else '; '}{each})"
+
+
+def chance_line(ax, chance: Optional[float]) -> None:
+    """The accuracy of guessing (1 / classes) as a dotted line, labelled in the legend."""
+    if chance is not None:
+        ax.axhline(100 * chance, color=CHANCE_COLOUR, linestyle=":", linewidth=1.0,
+                   label=f"chance ({100 * chance:.0f}%)")
+
+
 def plot_gap(metrics_rows: List[dict], out_png: Path, title: str, chance: Optional[float] = None,
-             n_images: Optional[int] = None) -> Path:
+             counts: Optional[AccuracyCounts] = None) -> Path:
     """Train and test accuracy per epoch with the generalization gap shaded between them.
+
+    A negative gap (test above train) is shaded in another colour, without hatching.
 
     Args:
         metrics_rows: metrics.jsonl lines (epoch, train_acc, test_acc).
         out_png: PNG to write.
         title: figure title (name the run).
         chance: the chance accuracy (1 / classes), drawn as a line.
-        n_images: images each accuracy was measured on: 95% Wilson intervals around both curves.
+        counts: (train images, test images) each accuracy was measured on: 95% Wilson intervals
+            around both curves.
 
     Example:
         >>> import tempfile
         >>> rows = [{"epoch": 0, "train_acc": .2, "test_acc": .2}, {"epoch": 1, "train_acc": .9, "test_acc": .7}]
-        >>> plot_gap(rows, Path(tempfile.mkdtemp()) / "gap.pdf", "demo", chance=0.1, n_images=80).read_bytes()[:5]
+        >>> plot_gap(rows, Path(tempfile.mkdtemp()) / "gap.pdf", "demo", chance=0.1, counts=(80, 80)).read_bytes()[:5]
         b'%PDF-'
     """
+    return save_figure(gap_figure(metrics_rows, title, chance, counts), out_png)
+
+
+def gap_figure(metrics_rows: List[dict], title: str, chance: Optional[float] = None,
+               counts: Optional[AccuracyCounts] = None):
+    """The Figure of `plot_gap` (not yet written)."""
     epochs, train, test = _acc_series(metrics_rows)
     if not len(epochs) or np.isnan(train).all() or np.isnan(test).all():
         raise OverfocusError("no train/test accuracy to plot: metrics.jsonl is empty or lacks train_acc/test_acc")
     fig = _new_figure(6.4, 4.6)
     ax = fig.add_subplot()
-    ax.plot(epochs, 100 * train, "o-", color="#1f77b4", label="train accuracy (eval mode, fixed subset)")
-    ax.plot(epochs, 100 * test, "s--", color="#d62728", label="test accuracy")
-    if n_images:
-        for acc, colour in ((train, "#1f77b4"), (test, "#d62728")):
-            lo, hi = wilson_interval(acc, n_images)
+    ax.plot(epochs, 100 * train, "o-", color=TRAIN_COLOUR, label="train accuracy (eval mode, fixed subset)")
+    ax.plot(epochs, 100 * test, "s--", color=TEST_COLOUR, label="test accuracy")
+    if counts:
+        for acc, n, colour in ((train, counts[0], TRAIN_COLOUR), (test, counts[1], TEST_COLOUR)):
+            lo, hi = wilson_interval(acc, n)
             ax.fill_between(epochs, 100 * lo, 100 * hi, color=colour, alpha=0.12, linewidth=0)
-        ax.plot([], [], color="#888888", alpha=0.4, linewidth=6, label=f"95% interval (Wilson, {n_images} images)")
+        ax.plot([], [], color="#888888", alpha=0.4, linewidth=6, label=interval_label(counts))
     wider = train >= test  # a negative gap (test above train) is shaded apart, not like overfitting
-    ax.fill_between(epochs, 100 * test, 100 * train, where=wider, interpolate=True, color="#ff7f0e", alpha=0.25,
-                    hatch="//", edgecolor="#ff7f0e", linewidth=0, label="generalization gap (train - test)")
+    ax.fill_between(epochs, 100 * test, 100 * train, where=wider, interpolate=True, color=GAP_COLOUR, alpha=0.25,
+                    hatch="//", edgecolor=GAP_COLOUR, linewidth=0, label="generalization gap (train - test)")
     if (~wider & np.isfinite(train) & np.isfinite(test)).any():
-        ax.fill_between(epochs, 100 * test, 100 * train, where=~wider, interpolate=True, color="#2ca02c",
+        ax.fill_between(epochs, 100 * test, 100 * train, where=~wider, interpolate=True, color=NEGATIVE_GAP_COLOUR,
                         alpha=0.2, linewidth=0, label="test above train (negative gap)")
-    if chance is not None:
-        ax.axhline(100 * chance, color="#555555", linestyle=":", linewidth=1.0, label=f"chance ({100 * chance:.0f}%)")
+    chance_line(ax, chance)
     _annotate_last_gap(ax, epochs, train, test)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.set_title(title)
     _integer_epochs(ax)
     outside_legend(fig, [ax], ncols=2)
-    return save_figure(fig, out_png)
+    return fig
 
 
 def _annotate_last_gap(ax, epochs: np.ndarray, train: np.ndarray, test: np.ndarray) -> None:
@@ -303,9 +350,25 @@ def mark_faithful(ax, onset: Optional[Mapping], titles: Mapping[str, str]) -> No
             ax.set_xlim(left=lo)
 
 
+def method_colours(meta: Mapping) -> Dict[str, int]:
+    """Colour index per series label: the analysis's methods in their order, then `model`, so a
+    method has the same colour in every figure of a run (render, compare, the audit report)
+    whichever methods a figure shows.
+
+    Example:
+        >>> method_colours({"methods": ["grad_cam", "sgdrop"], "method_info": {"grad_cam": {"title": "Grad-CAM"}}})
+        {'Grad-CAM': 0, 'sgdrop': 1, 'model': 2}
+    """
+    titles = [method_title(meta, m) for m in meta.get("methods") or []] + [method_title(meta, "model")]
+    return {t: k for k, t in enumerate(dict.fromkeys(titles))}
+
+
 def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, note: str = "",
-                decorate=None):
-    """A grid of panels for the metrics that vary, a legend below, notes (flat metrics, `note`) under it.
+                decorate=None, colours: Optional[Dict[str, int]] = None):
+    """A grid of panels for the metrics that vary, a legend at the right, notes (flat metrics, `note`)
+    under it. This is the one look of every metric figure (render, compare, the audit report, the
+    leak diagnostic): one colour per method or run (`colours`, default `method_colours(meta)`), a
+    line style per aggregate (`series_look`), titles, units and ranges from the metadata.
 
     `decorate(ax, metric)` may draw more on a panel (e.g. the onset mark)."""
     shown, flat = _panels(metrics, series_of)
@@ -314,7 +377,7 @@ def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, no
     notes = [n for n in (note, flat_note(flat, meta)) if n]
     fig = _new_figure(4.3 * cols if shown else 8.0, 3.3 * rows + 0.5 + 0.3 * len(notes))
     axes = _grid(fig, len(shown)) if shown else []
-    colours: Dict[str, int] = {}  # one colour per method (or run) across all panels
+    colours = dict(method_colours(meta) if colours is None else colours)  # one per method (or run), all panels
     for ax, metric in zip(axes, shown):
         for label, series in series_of(metric):
             colour, linestyle = series_look(label, colours)
@@ -326,7 +389,7 @@ def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, no
 
     outside_legend(fig, axes, "outside right upper", ncols=1)  # the bottom holds the notes
     # wrapped: a title naming many methods would otherwise run into the legend at the top right
-    fig.suptitle(textwrap.fill(title, 20 * cols))
+    fig.suptitle(textwrap.fill(title, 28 * cols))
     if notes:
         text = "\n".join(textwrap.fill(n, 130 if len(shown) > 2 else 90) for n in notes)
         fig.supxlabel(text, fontsize="small", color="#444444", x=0.01, ha="left")  # laid out below the legend
@@ -360,6 +423,13 @@ def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[st
         >>> plot_metric_curves(rows, Path(tempfile.mkdtemp()) / "c.png", ["area_ratio"], "demo").name
         'c.png'
     """
+    return save_figure(metric_curves_figure(summary_rows, metrics, title, methods, meta, note, onset), out_png)
+
+
+def metric_curves_figure(summary_rows: List[dict], metrics: List[str], title: str,
+                         methods: Optional[Sequence[str]] = None, meta: Optional[Mapping] = None, note: str = "",
+                         onset: Optional[Mapping] = None):
+    """The Figure of `plot_metric_curves` (not yet written)."""
     meta = meta or {}
     present = {r["metric"] for r in summary_rows}
     absent = [m for m in metrics if m not in present]
@@ -383,7 +453,7 @@ def plot_metric_curves(summary_rows: List[dict], out_png: Path, metrics: List[st
             mark_peaks(ax, onset, titles)
         mark_faithful(ax, onset, titles)
 
-    return save_figure(metric_grid(series_of, metrics, title, meta, note, decorate), out_png)
+    return metric_grid(series_of, metrics, title, meta, note, decorate)
 
 
 def _label_axes(ax, info) -> None:
@@ -431,33 +501,110 @@ def plot_compare_metrics(runs: Mapping[str, List[dict]], out_png: Path, metrics:
         companion = curves(metric + NONDEGENERATE) if metric + NONDEGENERATE not in metrics else []
         return with_companions(curves(metric), companion)
 
-    return save_figure(metric_grid(series_of, metrics, title, meta or {}, note), out_png)
+    return save_figure(metric_grid(series_of, metrics, title, meta or {}, note,
+                                   colours={label: k for k, label in enumerate(runs)}), out_png)
 
 
-def plot_compare_gap(runs: Mapping[str, List[dict]], out_png: Path, title: str, note: str = "") -> Path:
-    """Test accuracy and generalization gap per epoch, one curve per run (two panels).
+def plot_compare_gap(runs: Mapping[str, List[dict]], out_png: Path, title: str, note: str = "",
+                     chance: Optional[float] = None,
+                     counts: Optional[Mapping[str, Optional[AccuracyCounts]]] = None) -> Path:
+    """Test accuracy and generalization gap per epoch, one colour per run (two panels).
+
+    With `counts` (run -> (train images, test images)), each run's test accuracy carries its 95%
+    Wilson band and its gap Newcombe's 95% band (`gap_interval`); `chance` (1 / classes) is a line
+    on the accuracy panel, and the gap panel has its zero line (below it, test is above train).
 
     Example:
         >>> import tempfile
         >>> acc = lambda t: [{"epoch": e, "train_acc": .5 + .1 * e, "test_acc": t} for e in range(3)]
-        >>> plot_compare_gap({"a": acc(.5), "b": acc(.6)}, Path(tempfile.mkdtemp()) / "gap.svg", "gap").suffix
+        >>> plot_compare_gap({"a": acc(.5), "b": acc(.6)}, Path(tempfile.mkdtemp()) / "gap.svg", "gap",
+        ...                  chance=0.1, counts={"a": (80, 80), "b": (80, 80)}).suffix
         '.svg'
     """
-    fig = _new_figure(9.0, 4.3 + (0.3 if note else 0.0))
-    if note:
-        fig.supxlabel(note, fontsize="small", color="#444444", x=0.01, ha="left")
+    return save_figure(compare_gap_figure(runs, title, note, chance, counts), out_png)
+
+
+def compare_gap_figure(runs: Mapping[str, List[dict]], title: str, note: str = "", chance: Optional[float] = None,
+                       counts: Optional[Mapping[str, Optional[AccuracyCounts]]] = None):
+    """The Figure of `plot_compare_gap` (not yet written)."""
+    counts = counts or {}
+    fig = _new_figure(9.0, 4.6)
     acc_ax, gap_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    banded = []
     for k, (label, rows) in enumerate(runs.items()):
         epochs, train, test = _acc_series(rows)
-        style = dict(linestyle=STYLES[k % len(STYLES)], marker=MARKERS[k % len(MARKERS)], markersize=4)
+        style = dict(linestyle=STYLES[k % len(STYLES)], marker=MARKERS[k % len(MARKERS)], markersize=4,
+                     color=f"C{k % 10}")
         acc_ax.plot(epochs, 100 * test, label=label, **style)
         gap_ax.plot(epochs, 100 * (train - test), label=label, **style)
+        n = counts.get(label)
+        if n:
+            banded.append(n)
+            lo, hi = wilson_interval(test, n[1])
+            acc_ax.fill_between(epochs, 100 * lo, 100 * hi, color=style["color"], alpha=0.15, linewidth=0)
+            lo, hi = gap_interval(train, n[0], test, n[1])
+            gap_ax.fill_between(epochs, 100 * lo, 100 * hi, color=style["color"], alpha=0.15, linewidth=0)
+    chance_line(acc_ax, chance)
     gap_ax.axhline(0.0, color="grey", linewidth=0.8)
+    acc_ax.set_ylim(-2, 102)
     for ax, (name, unit) in ((acc_ax, ("test accuracy", "accuracy (%)")),
                              (gap_ax, ("generalization gap (train - test)", "gap (percentage points)"))):
         ax.set_title(name, fontsize="medium")
         ax.set_ylabel(unit)
         _integer_epochs(ax)
-    outside_legend(fig, [acc_ax], "outside right upper", ncols=1)  # the bottom holds the note
+    if banded:
+        sizes = sorted({n for pair in banded for n in pair})
+        acc_ax.plot([], [], color="#888888", alpha=0.4, linewidth=6,
+                    label="95% interval" + (f" ({sizes[0]} images each)" if len(sizes) == 1 else ""))
+        note = "; ".join(filter(None, [note, "bands: 95% Wilson interval of the test accuracy, Newcombe's of the "
+                                              "gap, from the images behind each accuracy"]))
+    if note:
+        import textwrap
+
+        fig.supxlabel(textwrap.fill(note, 125), fontsize="small", color="#444444", x=0.01, ha="left")
+    # right, centred: at the top the legend would run into the title, the bottom holds the note
+    outside_legend(fig, [acc_ax], "outside right center", ncols=1)
     fig.suptitle(title)
-    return save_figure(fig, out_png)
+    return fig
+
+
+MAX_ANNOTATED_CLASSES = 12  # beyond this the counts no longer fit in the cells; the colour tells the share
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], out_png: Path, title: str) -> Path:
+    """The confusion matrix (rows: true class, columns: predicted class) as a heat map of each row's
+    share, the counts written in the cells for up to 12 classes.
+
+    Example:
+        >>> import tempfile
+        >>> plot_confusion([[3, 1], [0, 4]], ["cat", "dog"], Path(tempfile.mkdtemp()) / "c.png", "demo").name
+        'c.png'
+    """
+    return save_figure(confusion_figure(confusion, classes, title), out_png)
+
+
+def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str], title: str):
+    """The Figure of `plot_confusion` (not yet written)."""
+    counts = np.asarray(confusion, np.int64)
+    k = counts.shape[0]
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape, np.float64), where=rows > 0)
+    side = min(9.0, max(3.6, 0.45 * k + 2.2))
+    fig = _new_figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class's images")
+    names = [str(c) for c in classes][:k] + [str(i) for i in range(len(classes), k)]
+    step = max(1, k // 40)  # at most ~40 tick labels: more would overlap
+    ticks = list(range(0, k, step))
+    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=60 if k > 4 else 0, ha="right" if k > 4 else "center",
+                  rotation_mode="anchor", fontsize="small" if k <= 20 else "x-small")
+    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize="small" if k <= 20 else "x-small")
+    if k <= MAX_ANNOTATED_CLASSES:
+        for (i, j), n in np.ndenumerate(counts):
+            ax.text(j, i, str(n), ha="center", va="center", fontsize="small",
+                    color="white" if share[i, j] > 0.5 else "#222222")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize="medium")
+    return fig

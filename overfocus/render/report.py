@@ -285,29 +285,78 @@ def details_section(report: Dict[str, Any]) -> str:
             + key_value_table(sorted(report["versions"].items())) + "</details></section>")
 
 
-# ---- run history -------------------------------------------------------------------------------------------
-def curve_images(result) -> Tuple[List[Tuple[str, str]], List[str]]:
-    """(title, data URI) of the run's gap plot and metric curves, plus notes on what was skipped."""
-    from .plots import plot_gap, plot_metric_curves
+# ---- classes ---------------------------------------------------------------------------------------------
+def classes_section(report: Dict[str, Any]) -> str:
+    """Per-class accuracy (a table, the weakest classes first) and the confusion matrix (a figure)
+    of report.json's `classes` entry; '' for a report without it."""
+    from .plots import plot_confusion
 
-    images, notes = [], []
-    name = Path(result.report["inputs"]["run_dir"] or "run").name
+    table = report.get("classes")
+    if not table or not table.get("per_class"):
+        return ""
+    rows = sorted(table["per_class"], key=lambda r: (r["accuracy"] is None, r["accuracy"] if r["accuracy"]
+                                                      is not None else 0.0, r["class"]))
+    body = "".join(f"<tr><td>{esc(r['class'])}</td><td class=\"num\">{r['images']}</td><td class=\"num\">"
+                   + ("&mdash;" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%") + "</td></tr>"
+                   for r in rows)
+    names = [r["class"] for r in table["per_class"]]
     with tempfile.TemporaryDirectory(prefix="overfocus-audit-") as tmp:
-        jobs = []
-        if any("train_acc" in r and "test_acc" in r for r in result.metrics_rows):
-            jobs.append(("train and test accuracy per epoch", lambda p: plot_gap(
-                result.metrics_rows, p, f"{name}: train vs test accuracy")))
-        present = order_metrics(result.report, {r["metric"] for r in result.summary_rows})
-        if present:
-            jobs.append(("attention metrics per epoch (overfocus analyze)", lambda p: plot_metric_curves(
-                result.summary_rows, p, present, f"{name}: metrics per epoch, mean and 95% CI", meta=result.report)))
-        elif result.report["inputs"]["run_dir"]:
-            notes.append("no analysis of this run yet: run `overfocus analyze` to add attention curves")
-        for i, (title, plot) in enumerate(jobs):
-            try:
-                images.append((title, bytes_data_uri(Path(plot(Path(tmp) / f"curve{i}.png")).read_bytes())))
-            except OverfocusError as exc:
-                notes.append(f"{title}: not drawn ({exc})")
+        figure = plot_confusion(table["confusion"], names, Path(tmp) / "confusion.png",
+                                f"confusion matrix of the {report['inputs']['images']} audited images")
+        uri = bytes_data_uri(figure.read_bytes())
+    listing = f"<table><thead><tr><th>class</th><th>images</th><th>accuracy</th></tr></thead><tbody>{body}</tbody></table>"
+    if len(rows) > MAX_OPEN_CLASSES:  # a long list stays folded: the figure gives the overview
+        listing = f"<details><summary>accuracy of all {len(rows)} classes</summary>{listing}</details>"
+    return ('<section class="curves"><h2>Classes</h2>'
+            '<p class="sub">Accuracy per true class, the weakest first; the confusion matrix below counts each '
+            "audited image once (rows: true class, columns: the model's prediction).</p>"
+            f"{listing}{img_tag(uri, 'confusion matrix')}</section>")
+
+
+MAX_OPEN_CLASSES = 20
+
+
+# ---- run history -------------------------------------------------------------------------------------------
+HISTORY_TITLES = {"gap": "train and test accuracy per epoch",
+                  "leak": "accuracy with and without the training mask (label leak)",
+                  "metrics": "attention metrics per epoch (overfocus analyze)"}
+
+
+def curve_images(result) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """(title, data URI) of the run's gap plot and metric curves, plus notes on what was skipped.
+
+    The figures are render's own (`render.figures.run_plots`: the same panels, titles, units,
+    ranges and colours as `overfocus render`); a run not analysed yet gets its gap plot alone."""
+    from .figures import run_plots
+    from .io import accuracy_counts, load_analysis
+    from .plots import plot_gap
+
+    run_dir = Path(result.report["inputs"]["run_dir"])
+    images, notes = [], []
+    with tempfile.TemporaryDirectory(prefix="overfocus-audit-") as tmp:
+        try:
+            analysis = load_analysis(run_dir)
+        except OverfocusError as exc:
+            analysis = None
+            if (run_dir / "analysis").exists():  # there but unusable: say why, not "not analysed"
+                notes.append(f"attention curves not drawn: {exc}")
+        try:
+            if analysis is not None:
+                drawn = run_plots(analysis, analysis.methods, Path(tmp))
+                written, notes = drawn.written, list(drawn.skipped)
+            else:
+                if not notes:
+                    notes.append("no analysis of this run yet: run `overfocus analyze` to add attention curves")
+                classes = result.report["inputs"].get("classes") or []
+                written = [plot_gap(result.metrics_rows, Path(tmp) / "gap.png",
+                                    f"{run_dir.name}: train vs test accuracy per epoch",
+                                    chance=1.0 / len(classes) if classes else None,
+                                    counts=accuracy_counts(result.metrics_rows))] \
+                    if any("train_acc" in r and "test_acc" in r for r in result.metrics_rows) else []
+        except OverfocusError as exc:
+            written, notes = [], notes + [f"run history: not drawn ({exc})"]
+        for path in written:
+            images.append((HISTORY_TITLES.get(path.stem, path.stem), bytes_data_uri(path.read_bytes())))
     return images, notes
 
 
@@ -355,7 +404,7 @@ def render_report_html(result) -> str:
               "&mdash; = not computed for this input.</p></section>"
             + examples_section(result, "Worst examples", result.worst, WORST_BLURB)
             + examples_section(result, "Best examples", result.best, BEST_BLURB)
-            + history_section(result) + details_section(report)
+            + classes_section(report) + history_section(result) + details_section(report)
             + f"<footer>written by overfocus {esc(report['versions'].get('overfocus'))} on "
               f"{esc(report['created'])}</footer>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

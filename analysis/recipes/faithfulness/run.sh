@@ -20,7 +20,7 @@ export TRAIN_ARGS=${TRAIN_ARGS:---set model.batch_norm=false}   # the BN-free VG
 export TITLE=${TITLE:-VGG11 (no BatchNorm) on Tiny-ImageNet-10}
 ATTRIBUTIONS=${ATTRIBUTIONS:-grad_cam,grad_cam_pp,hirescam,score_cam,captum:IntegratedGradients,sgdrop,random}
 METHOD_ARGS=${METHOD_ARGS:-captum:IntegratedGradients.n_steps=16}   # Captum's default is 50 steps
-LIMIT=${LIMIT:-0}             # images analysed per epoch (0 = the whole test split; N = the FIRST N, class-sorted on most data)
+LIMIT=${LIMIT:-0}             # images analysed per epoch (0 = the whole test split; N = N evenly spaced images)
 FAITH=${FAITH:-64}            # of those, the images the faithfulness and sanity metrics use
 ANALYSIS_EPOCHS=${ANALYSIS_EPOCHS:-}   # e.g. 0:21:2; empty = every epoch
 FAITH_DIR=${FAITH_DIR:-analysis-faith}
