@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.tokens import layout_of
 from ..models.hooks import Hooks
 from .base import REGULARIZERS, RegContext, Regularizer, StepInfo
 from .common import HeadRunner, capture_output, eval_mode, largest_k_mask, probe_input
@@ -338,10 +339,11 @@ class SGDrop(Regularizer):
         m = self.masked_count(b)  # the batch is shuffled: its first m images are a random share
         target = None if self.params.mask_label == "predicted" else y[:m]
         if self.ema is not None:
-            mask = self._mask(self.ema_attribution(x[:m], target), rho, stats, b)
+            mask = self._mask(self.ema_attribution(x[:m], target), rho, stats, b, x.shape[-2:])
             self._mask_fn = lambda z: z * mask
         else:
-            self._mask_fn = lambda z: z * self._mask(self._online_attribution(z[:m], x[:m], target), rho, stats, b)
+            self._mask_fn = lambda z: z * self._mask(self._online_attribution(z[:m], x[:m], target), rho, stats, b,
+                                                     x.shape[-2:])
         try:
             loss = F.cross_entropy(model(x), y)
         finally:
@@ -351,8 +353,13 @@ class SGDrop(Regularizer):
         return loss, stats
 
     def _mask(self, attribution: torch.Tensor, rho: float, stats: Dict[str, Any],
-              batch_size: Optional[int] = None) -> torch.Tensor:
-        """M of the attribution's images, padded with ones (no mask) up to `batch_size` images."""
+              batch_size: Optional[int] = None, size: Tuple[int, ...] = (0, 0)) -> torch.Tensor:
+        """M of the attribution's images, padded with ones (no mask) up to `batch_size` images.
+        A transformer's latent tokens are units on their grid (models/tokens.py); the mask is made
+        there and laid back on the tokens, the class / register tokens never dropped (`size`: the
+        input's H x W, which gives the grid)."""
+        layout = layout_of(self.model, self.latent, attribution.shape, size, self.layer)
+        attribution = layout.to_map(attribution)
         k = self.k_for(rho, attribution.shape)
         if k == 0:
             stats["dropped_units"] = 0.0
@@ -363,7 +370,7 @@ class SGDrop(Regularizer):
             mask = torch.cat([mask, mask.new_ones((rest, *mask.shape[1:]))])
         # k is an upper bound with positive_only, and unmasked images drop none: log the mean count.
         stats["dropped_units"] = (mask == 0).flatten(1).sum(1).float().mean()  # a tensor: no device sync
-        return mask
+        return layout.from_map(mask)
 
     def _latent_hook(self, module: nn.Module, _inp, out: torch.Tensor):
         """Masks z only inside this regularizer's training forward (never in eval or nested runs)."""
@@ -402,7 +409,7 @@ class SGDrop(Regularizer):
             leaf = z_attr.detach().requires_grad_(True)
             with torch.enable_grad():
                 attribution = grad_times_latent(leaf, attr(leaf, attr_x), y)
-            out.append(online(z * self._mask(attribution, rho, {}), images))
+            out.append(online(z * self._mask(attribution, rho, {}, size=images.shape[-2:]), images))
         return out
 
     def _leak_heads(self, model: nn.Module, images: torch.Tensor) -> Tuple[HeadRunner, HeadRunner, torch.Tensor]:
