@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-road", action="store_true")
     parser.add_argument("--skip-analysis", action="store_true")
+    parser.add_argument("--skip-deletion", action="store_true", help="leave out rows (f) and (h): row (g) only")
     args = parser.parse_args()
     if args.quick:
         args.images, args.repeats = 64, 3
@@ -158,7 +159,7 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"VGG11 x0.25, {args.size} px, {args.images} images, device {device}, {torch.get_num_threads()} threads")
     print("| row | ratio | goal |\n|---|---|---|")
-    for line in row_f(args, device):
+    for line in ([] if args.skip_deletion else row_f(args, device)):
         print(line, flush=True)
     if not args.skip_analysis:
         for line in row_g(args, device):

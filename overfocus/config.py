@@ -53,6 +53,9 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    """The optimizer: adam | adamw | sgd. A model family may declare other defaults (the vision
+    transformers: AdamW, weight decay 0.05, 5 warm-up epochs, cosine): `family_optim_defaults`."""
+
     name: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
@@ -60,6 +63,7 @@ class OptimConfig:
     schedule: str = "none"  # none | step | cosine
     step_size: int = 10
     gamma: float = 0.1
+    warmup_epochs: int = 0  # linear warm-up of the learning rate over the first N epochs, then the schedule
 
 
 @dataclass
@@ -245,7 +249,31 @@ def build_config(config_file: Optional[str] = None, overrides: Optional[List[str
     if config_file:
         data = _deep_merge(data, _without_other_params(load_file(config_file), list(overrides or [])))
     data = apply_overrides(data, list(overrides or []))
-    return validate(from_dict(RunConfig, data))
+    return validate(from_dict(RunConfig, family_optim_defaults(data)))
+
+
+def family_optim_defaults(data: Dict[str, Any]) -> Dict[str, Any]:
+    """`data` with the optimizer defaults its model declares (`register_model(..., optim=...)`, the
+    vision transformers' AdamW + warm-up) filled in for the optim keys the user did not set; none
+    when the user named the optimizer (`optim.name`): their choice keeps the plain defaults.
+
+    Example:
+        >>> family_optim_defaults({"model": {"name": "vit_tiny"}})["optim"]["name"]
+        'adamw'
+        >>> family_optim_defaults({"model": {"name": "vit_tiny"}, "optim": {"name": "sgd"}})["optim"]
+        {'name': 'sgd'}
+    """
+    model = data.get("model")
+    optim = data.get("optim", {})
+    if not isinstance(model, dict) or not isinstance(optim, dict) or "name" in optim:
+        return data
+    from .models import MODELS
+
+    name = model.get("name", ModelConfig.name)
+    defaults = MODELS.get(name).optim if isinstance(name, str) and name in MODELS else None
+    if not defaults:
+        return data
+    return {**data, "optim": {**defaults, **optim}}
 
 
 MAX_IMAGE_SIZE = 4096  # pixels per side: a 4096 x 4096 input is 200 MB as floats before any layer
@@ -272,6 +300,7 @@ RULES = [
     ("optim.weight_decay", lambda v: v >= 0, "0 or more"),
     ("optim.step_size", lambda v: 1 <= v <= 1_000_000, "from 1 to 1000000 (epochs)"),
     ("optim.gamma", lambda v: v > 0, "a positive number, e.g. 0.1"),
+    ("optim.warmup_epochs", lambda v: 0 <= v <= 1_000_000, "from 0 (no warm-up) to 1000000 (epochs)"),
     ("train.epochs", lambda v: 0 <= v <= 1_000_000, "from 0 to 1000000"),
     ("train.seed", lambda v: 0 <= v < SEED_LIMIT, f"from 0 to {SEED_LIMIT - 1} (2^32 - 1)"),
     ("train.checkpoint_dtype", lambda v: v in ("float32", "float16", "bfloat16"), "float32, float16 or bfloat16"),

@@ -77,10 +77,16 @@ def build_optimizer(model: nn.Module, cfg: RunConfig):
     o = cfg.optim
     if o.name == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    elif o.name == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     elif o.name == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     else:
-        raise OverfocusError(f"unknown optimizer {o.name!r}: use adam or sgd")
+        raise OverfocusError(f"unknown optimizer {o.name!r}: use adam, adamw or sgd")
+    if o.schedule not in ("none", "step", "cosine"):
+        raise OverfocusError(f"unknown schedule {o.schedule!r}: use none, step or cosine")
+    if o.warmup_epochs:
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, warmup_factor(o, cfg.train.epochs))
     if o.schedule == "none":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _e: 1.0)
     elif o.schedule == "step":
@@ -90,6 +96,33 @@ def build_optimizer(model: nn.Module, cfg: RunConfig):
     else:
         raise OverfocusError(f"unknown schedule {o.schedule!r}: use none, step or cosine")
     return opt, sched
+
+
+def warmup_factor(o, epochs: int):
+    """The learning-rate factor after e epochs: linear warm-up to 1 over `warmup_epochs`, then the
+    schedule over the remaining epochs (cosine to 0, step, or constant).
+
+    Example:
+        >>> from overfocus.config import OptimConfig
+        >>> f = warmup_factor(OptimConfig(schedule="cosine", warmup_epochs=2), epochs=6)
+        >>> [round(f(e), 3) for e in range(6)]
+        [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
+    """
+    import math
+
+    warm = o.warmup_epochs
+
+    def factor(e: int) -> float:  # e: epochs done (LambdaLR's count); epoch e + 1 trains with it
+        if e < warm:
+            return (e + 1) / warm
+        after = e - warm
+        if o.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, after / max(1, epochs - warm))))
+        if o.schedule == "step":
+            return o.gamma ** (after // o.step_size)
+        return 1.0
+
+    return factor
 
 
 def rng_state(device: torch.device) -> Dict[str, Any]:

@@ -9,6 +9,9 @@ pass makes, counted in a first, clean run.
 """
 from __future__ import annotations
 
+import functools
+import re
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -168,6 +171,18 @@ def _loss_calls(trainer: Trainer, wire: Tripwire) -> None:
     reg.loss = first_loss_armed
 
 
+@functools.lru_cache(maxsize=None)
+def _first_loss_calls(name: str) -> int:
+    """Module calls of the regularizer's first loss in a clean run (counted once per regularizer)."""
+    wire = Tripwire()
+    with tempfile.TemporaryDirectory() as folder:
+        clean = _trainer(name, Path(folder))
+        _loss_calls(clean, wire)
+        with wire.installed():
+            clean.fit()
+    return wire.calls
+
+
 @pytest.mark.parametrize("name", REGULARIZERS.names())
 def test_no_regularizer_hook_survives_training(name, tmp_path):
     trainer = _trainer(name, tmp_path)
@@ -181,11 +196,7 @@ def test_no_regularizer_hook_survives_training(name, tmp_path):
 @pytest.mark.parametrize("name", REGULARIZERS.names())
 def test_no_regularizer_hook_survives_a_failure_mid_step(name, failure, spot, tmp_path):
     wire = Tripwire()
-    clean = _trainer(name, tmp_path / "clean")
-    _loss_calls(clean, wire)
-    with wire.installed():
-        clean.fit()
-    wire.aim(spot, wire.calls, FAILURES[failure])
+    wire.aim(spot, _first_loss_calls(name), FAILURES[failure])
     trainer = _trainer(name, tmp_path / "failing")
     _loss_calls(trainer, wire)
     with wire.installed(), pytest.raises(FAILURES[failure], match="tripwire"):
@@ -300,3 +311,23 @@ def test_a_model_without_activations_keeps_no_coverage_hook():
         with NeuronCoverage(model, latent_layer=""):
             pass
     assert hooks_of(model) == {}
+
+
+# ---- the one place ------------------------------------------------------------------------------
+BARE_REGISTRATION = re.compile(r"\.register_(forward_hook|forward_pre_hook|full_backward_hook|"
+                               r"full_backward_pre_hook|backward_hook|hook)\(")
+
+
+def bare_registrations(root: Path) -> list:
+    """`file:line` of every hook registered outside models/hooks.py (which alone calls torch's)."""
+    return [f"{path.relative_to(root)}:{n}" for path in sorted(root.rglob("*.py"))
+            if path.relative_to(root).as_posix() != "models/hooks.py"
+            for n, line in enumerate(path.read_text().splitlines(), 1) if BARE_REGISTRATION.search(line)]
+
+
+def test_every_hook_registers_through_the_helper(tmp_path):
+    assert bare_registrations(Path(__file__).resolve().parents[1] / "overfocus") == []
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "hooks.py").write_text("h = m.register_forward_hook(f)\n")
+    (tmp_path / "other.py").write_text("x = 1\nh = layer.register_full_backward_hook(f)\n")
+    assert bare_registrations(tmp_path) == ["other.py:2"]  # the check can fail

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..attribution.methods import method_info
+from ..attribution.methods import layer_methods, method_info
 from ..errors import OverfocusError, option
 from ..fileio import sha256_file
 from ..metrics.registry import metric_info, run_metrics
@@ -172,8 +172,9 @@ def update_state(folder: Path, state: Dict[str, Any], done: set, skipped: List[D
 
 def describe(settings: Settings) -> Dict[str, Any]:
     """The registries' metadata of what this analysis holds: `method_info` and `metric_info` (the
-    summary's metrics and the run's accuracies and gap that render plots beside them), and how the
-    layer's output was read (`layer_reshape`: a token grid's reshape, or none)."""
+    summary's metrics and the run's accuracies and gap that render plots beside them), how the
+    layer's output was read (`layer_reshape`: a token grid's reshape, or none) and which methods'
+    maps are made at that layer (`layer_methods`: the figures name the layer beside them)."""
     return {"method_info": method_info(settings.recorded_methods),
             "metric_info": metric_info([*settings.summary_metrics(), *run_metrics()]),
-            "layer_reshape": settings.layer_reshape}
+            "layer_reshape": settings.layer_reshape, "layer_methods": layer_methods(settings.recorded_methods)}

@@ -31,7 +31,8 @@ def ablated(activations: torch.Tensor, image_idx: torch.Tensor, channel_idx: tor
     return z
 
 
-@register_method("ablation_cam", "Ablation-CAM", yields_logits=True, params=PerturbationParams)
+@register_method("ablation_cam", "Ablation-CAM", yields_logits=True, params=PerturbationParams,
+                 uses_layer=True)
 def ablation_cam(req: AttributionRequest) -> torch.Tensor:
     """Ablation-CAM at `req.layer`: channels weighted by the relative logit drop when each is zeroed."""
     from ..regularizers.common import HeadRunner  # model surgery shared with SGDrop

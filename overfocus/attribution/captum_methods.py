@@ -205,7 +205,7 @@ def make_captum_method(class_name: str) -> AttributionMethod:
 
     fn.__doc__ = info.describe()
     return AttributionMethod(f"{PREFIX}:{class_name}", fn, f"{class_name} (Captum)", yields_logits=False,
-                             arguments=functools.partial(_parse, info))
+                             arguments=functools.partial(_parse, info), uses_layer=info.on_layer)
 
 
 def captum_names() -> List[str]:

@@ -52,6 +52,7 @@ class AttributionMethod:
     forward_pass: Optional[str] = None
     layer_map: Optional[Callable] = None
     arguments: Optional[Callable[[Mapping[str, Any]], Any]] = None  # checks --method-args; None: takes none
+    uses_layer: bool = False  # its map explains the attribution layer (figures name the layer beside it)
 
     def __call__(self, req: "AttributionRequest") -> torch.Tensor:
         return self.fn(req)
@@ -71,17 +72,20 @@ class AttributionMethod:
 
 
 def register_method(name: str, title: str, yields_logits: bool = False, forward_pass: Optional[str] = None,
-                    layer_map: Optional[Callable] = None, params: Optional[type] = None) -> Callable:
+                    layer_map: Optional[Callable] = None, params: Optional[type] = None,
+                    uses_layer: Optional[bool] = None) -> Callable:
     """Decorator: register `fn(req) -> map` in ATTRIBUTIONS with its metadata (one file per method).
 
     `params`: a dataclass of the method's arguments; `--method-args NAME.KEY=VALUE` sets its fields
     (unknown keys and wrong types are one-line errors) and `req.args(NAME)` hands it to the method.
+    `uses_layer`: the map is made at the attribution layer (None: True for the layer maps).
     """
 
     def decorator(fn: Callable) -> Callable:
         arguments = dataclass_arguments(params, name) if params is not None else None
+        at_layer = layer_map is not None if uses_layer is None else uses_layer
         ATTRIBUTIONS.register(name)(AttributionMethod(name, fn, title, yields_logits, forward_pass, layer_map,
-                                                      arguments))
+                                                      arguments, at_layer))
         return fn
 
     return decorator
@@ -111,6 +115,16 @@ def check_method_args(methods: Sequence[str], method_args: Optional[Mapping[str,
                                  f"({', '.join(methods)}): add it to --methods or drop its arguments")
     for name in methods:  # also those without arguments: a method may need some (captum:Occlusion)
         ATTRIBUTIONS.get(name).parse_args(method_args.get(name, {}))
+
+
+def layer_methods(methods) -> list:
+    """The methods among `methods` whose maps are made at the attribution layer.
+
+    Example:
+        >>> layer_methods(["grad_cam", "saliency", "score_cam"])
+        ['grad_cam', 'score_cam']
+    """
+    return [name for name in methods if ATTRIBUTIONS.get(name).uses_layer]
 
 
 def method_info(methods) -> Dict[str, Dict[str, Any]]:
@@ -218,7 +232,7 @@ def integrated_gradients(req: AttributionRequest) -> torch.Tensor:
     return torch.relu(attr.sum(dim=1))
 
 
-@register_method("guided_grad_cam", "guided Grad-CAM")
+@register_method("guided_grad_cam", "guided Grad-CAM", uses_layer=True)
 def guided_grad_cam(req: AttributionRequest) -> torch.Tensor:
     """Captum's Guided Grad-CAM at `req.layer` (bilinear upsampling), channel sum, ReLU applied."""
     from captum.attr import GuidedGradCam

@@ -35,7 +35,7 @@ def unit_masks(activations: torch.Tensor, size) -> torch.Tensor:
                        torch.zeros_like(up))
 
 
-@register_method("score_cam", "Score-CAM", yields_logits=True, params=PerturbationParams)
+@register_method("score_cam", "Score-CAM", yields_logits=True, params=PerturbationParams, uses_layer=True)
 def score_cam(req: AttributionRequest) -> torch.Tensor:
     """Score-CAM at `req.layer`: channels weighted by the softmax of the logits of the masked inputs."""
     params: PerturbationParams = req.args("score_cam")

@@ -5,6 +5,11 @@
   reuse one ReLU) counts as one layer per call.
 - Neuron: a channel of a B x C x ... output (a unit of a B x C output, e.g. the classifier's
   ReLUs, which are part of `global`).
+- Vision transformers (`models.tokens.is_token_model`): the GELU outputs of the MLPs are hooked
+  too; their tokens are channels last (B x N x C), so a neuron is a feature channel and its
+  "spatial mean" the mean over the tokens (class token included); `latent` is the last GELU
+  before the end of the latent layer. A GELU output is read through its positive part, so that a
+  neuron fires where its pre-activation is positive, as a ReLU neuron does.
 - Per sample and layer the whole layer output is min-max scaled to [0, 1] (a constant output
   scales to 0); the neuron fires if its spatial mean is > `threshold` (default 0).
 - `global`: all hooked layers. `latent`: the last hooked output produced at or before the end of
@@ -28,6 +33,7 @@ import torch.nn as nn
 
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.tokens import is_token_model
 from ..models.hooks import Hooks
 
 ACTIVATION_TYPES: Tuple[type, ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU,
@@ -119,6 +125,10 @@ class NeuronCoverage:
     def __init__(self, model: nn.Module, latent_layer: str = "features", threshold: float = 0.0,
                  module_types: Tuple[type, ...] = ACTIVATION_TYPES):
         self.model, self.threshold, self.module_types = model, float(threshold), module_types
+        # a vision transformer: its MLPs' GELU outputs B x N x C tokens (channels last) are the neurons
+        self.tokens = is_token_model(model)
+        if self.tokens and module_types is ACTIVATION_TYPES:
+            self.module_types = (*module_types, nn.GELU)
         self.latent_module = get_module(model, latent_layer) if latent_layer else None
         self.latent_layer = latent_layer
         self.hooks = Hooks()
@@ -158,6 +168,10 @@ class NeuronCoverage:
         def hook(_module, _inputs, output):
             if not isinstance(output, torch.Tensor) or output.dim() < 2:
                 return
+            if self.tokens and output.dim() >= 3:
+                output = output.movedim(-1, 1)  # tokens: B x N x C (or B x h x w x C) -> channels first
+            if isinstance(_module, nn.GELU):  # its positive part: fires where the pre-activation is > 0, as a ReLU
+                output = output.clamp_min(0)
             call = self._calls.get(name, 0)
             self._calls[name] = call + 1
             key = f"{name}#{call}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import inspect
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch.nn as nn
 
@@ -24,16 +24,20 @@ class ModelEntry:
     latent_layer: str
     gradcam_layer: str
     description: str = ""
+    optim: Optional[Mapping[str, Any]] = None  # the family's optimizer defaults (config.family_optim_defaults)
 
 
 MODELS: Registry = Registry("model")
 
 
-def register_model(name: str, latent_layer: str, gradcam_layer: str = "", description: str = ""):
-    """Decorator registering a factory `f(num_classes, width, small_input) -> nn.Module`."""
+def register_model(name: str, latent_layer: str, gradcam_layer: str = "", description: str = "",
+                   optim: Optional[Mapping[str, Any]] = None):
+    """Decorator registering a factory `f(num_classes, width, small_input) -> nn.Module`; `optim`:
+    optimizer settings (keys of `config.OptimConfig`) this model trains with unless told otherwise."""
 
     def decorator(factory):
-        MODELS.register(name)(ModelEntry(name, factory, latent_layer, gradcam_layer or latent_layer, description))
+        MODELS.register(name)(ModelEntry(name, factory, latent_layer, gradcam_layer or latent_layer, description,
+                                         dict(optim) if optim else None))
         return factory
 
     return decorator

@@ -297,7 +297,8 @@ def epoch_header(analysis: Analysis, epoch: int, methods: Sequence[str]) -> List
     order = " (left to right)" if len(methods) > 1 else ""
     areas = ", ".join(f"{analysis.method_title(m)} {fmt_num(analysis.summary_value(epoch, m, HEADER_METRIC))}"
                       f"{empty_text(analysis.empty_maps(epoch, m))}" for m in methods)
-    return [f"{analysis.name} - {shown}{order}{layer_text(analysis.meta)}",
+    at_layer = any(m in analysis.meta.get("layer_methods", ()) for m in methods)
+    return [f"{analysis.name} - {shown}{order}{layer_text(analysis.meta) if at_layer else ''}",
             f"epoch {epoch}   train acc {fmt_pct(row.get('train_acc'))}   test acc {fmt_pct(row.get('test_acc'))}"
             f"   gap {gap_txt}",
             f"mean {analysis.metric_info(HEADER_METRIC).title}: {areas}", legend_line(analysis.probe.has_boxes),
@@ -309,7 +310,8 @@ EPOCH_HEADER_LINES = 5  # title, accuracies, mean area ratio, legend, colour not
 
 
 def layer_text(meta) -> str:
-    """' at layer blocks.11.norm1 (8 x 8 token grid)': the layer the maps explain, as analysis.json records it.
+    """' at layer blocks.11.norm1 (8 x 8 token grid)': the layer the maps explain, as analysis.json
+    records it (the header shows it beside the methods listed in `layer_methods`).
 
     Example:
         >>> layer_text({"layer": "blocks.11.norm1", "layer_reshape": "tokens: 1 prefix token dropped, 64 grid tokens -> 8 x 8"})
