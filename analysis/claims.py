@@ -12,6 +12,11 @@ for every claim: "reproduces" when every seed agrees with the claim, "does not r
 seed does, "mixed (k of n seeds)" otherwise. With three seeds this is a sign test at its coarsest;
 the table's mean ± std and the per-seed numbers are printed so a reader can judge the size.
 
+Each treatment's label leak (the true-label mask's accuracy minus the no-mask accuracy, train
+subset and test split, from metrics.jsonl; docs/methods.md "The label leak") is stated seed by seed
+beside the claims: an accuracy claim read from a run whose mask leaks the label says little about
+the method, so the claims section says which seeds leak.
+
 Claim 1 reads each reference run's `analysis/onset.json` (written by `overfocus analyze`): a seed
 agrees when its area ratio peaks before the last analysed epoch and the slope after the peak has
 a 95% bootstrap interval entirely below zero.
@@ -53,6 +58,34 @@ PAIRED_CLAIMS = (
     PairedClaim("SGDrop generalizes better: smaller gap", "Gap (pp)", -1, " pp", 1),
     PairedClaim("SGDrop generalizes better: higher test accuracy", "Test acc. (%)", +1, " pp", 1),
 )
+
+
+# Leak margin in points: overfocus.regularizers.leak.LEAK_MARGIN (0.05) x 100 (these scripts run
+# without the package; tests/test_make_table.py pins that the two agree).
+LEAK_MARGIN_PP = 5.0
+LEAK_TRAIN, LEAK_TEST = "Leak train (pp)", "Leak test (pp)"
+
+
+def leak_line(values: Dict[int, Dict[str, Optional[float]]], treatment: str) -> Optional[str]:
+    """The treatment's label leak per seed as a Markdown bullet; None when no run measured it.
+
+    Example:
+        >>> leak_line({0: {"Leak train (pp)": 34.0, "Leak test (pp)": 33.8}}, "sgdrop").split(" (")[0]
+        "- **The label leaks through sgdrop's mask**: in 1 of 1 seed"
+    """
+    seeds = {s: v for s, v in values.items() if v.get(LEAK_TRAIN) is not None or v.get(LEAK_TEST) is not None}
+    if not seeds:
+        return None
+    leaking = [s for s, v in seeds.items()
+               if max(x for x in (v.get(LEAK_TRAIN), v.get(LEAK_TEST)) if x is not None) > LEAK_MARGIN_PP]
+    fmt = lambda x: "n/a" if x is None else f"{x:+.1f}"  # noqa: E731
+    per_seed = ", ".join(f"seed {s}: {fmt(v.get(LEAK_TRAIN))} / {fmt(v.get(LEAK_TEST))} pp"
+                         for s, v in seeds.items())
+    head = (f"- **The label leaks through {treatment}'s mask**: in {len(leaking)} of {len(seeds)} seed"
+            f"{'s' if len(seeds) > 1 else ''}" if leaking else f"- **No label leak through {treatment}'s mask**: "
+            f"in none of {len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
+    return (head + f" (true-label mask minus no mask, train subset / test split, margin {LEAK_MARGIN_PP:g} pp: "
+            f"{per_seed}).")
 
 
 def verdict(agreeing: Sequence[float]) -> str:
@@ -133,6 +166,9 @@ def claims_markdown(values_by_group: Dict[str, Dict[int, Dict[str, Optional[floa
     ref, treat = values_by_group.get(reference, {}), values_by_group.get(treatment, {})
     for claim in PAIRED_CLAIMS:
         lines.append(paired_line(claim, paired_differences(ref, treat, claim.column), treatment, reference))
+    leak = leak_line(treat, treatment)
+    if leak is not None:
+        lines.append(leak)
     return "\n".join(lines) + "\n"
 
 

@@ -40,7 +40,7 @@ class Column:
     """One table column: where its number comes from and how it is printed."""
 
     header: str
-    source: str  # metrics | map | model | human
+    source: str  # metrics | leak (true-mask minus no-mask accuracy, key = split suffix) | map | model | human
     key: str
     scale: float = 1.0
     digits: int = 3
@@ -64,7 +64,19 @@ def columns(coverage: str, level: str = "unit") -> List[Column]:
             Column("Energy PG", "map", "energy_pg"),
             Column(f"NC global ({name})", "model", f"{prefix}coverage_global{suffix}"),
             Column(f"NC latent ({name})", "model", f"{prefix}coverage_latent{suffix}"),
-            Column("Harmonization", "human", "harmonization")]
+            Column("Harmonization", "human", "harmonization"),
+            *LEAK_COLUMNS]
+
+
+# The label-leak diagnostic of label-masked regularizers (metrics.jsonl, docs/methods.md "The label
+# leak"): the leak (true-label mask minus no mask, points) on both splits, then the four test-split
+# accuracies. Shown only when some run has them.
+LEAK_COLUMNS = [Column("Leak train (pp)", "leak", "", 100.0, 1),
+                Column("Leak test (pp)", "leak", "_test", 100.0, 1),
+                Column("True-mask acc. (%)", "metrics", "leak_true_mask_acc_test", 100.0, 1),
+                Column("No-mask acc. (%)", "metrics", "leak_no_mask_acc_test", 100.0, 1),
+                Column("Wrong-mask acc. (%)", "metrics", "leak_wrong_mask_acc_test", 100.0, 1),
+                Column("Pred-mask acc. (%)", "metrics", "leak_pred_mask_acc_test", 100.0, 1)]
 
 
 @dataclass
@@ -111,6 +123,9 @@ def lookup(col: Column, metrics_row: dict, summary, human, epoch: int, human_epo
     """One column's raw value for one run, scaled; None when absent."""
     if col.source == "metrics":
         value = metrics_row.get(col.key)
+    elif col.source == "leak":
+        true, none = metrics_row.get("leak_true_mask_acc" + col.key), metrics_row.get("leak_no_mask_acc" + col.key)
+        value = None if true is None or none is None else true - none
     elif col.source == "human":
         value = human.get((human_epoch, method, col.key)) if human_epoch is not None else None
     else:
@@ -163,7 +178,8 @@ def to_csv(rows: List[dict], cols: Sequence[Column]) -> str:
     return buf.getvalue()
 
 
-def caption(groups: Dict[str, List[RunValues]], args: argparse.Namespace, has_human: bool) -> str:
+def caption(groups: Dict[str, List[RunValues]], args: argparse.Namespace, has_human: bool,
+            has_leak: bool = False) -> str:
     """What the numbers are: data, epoch(s), map method, layer, conventions."""
     first = next(iter(groups.values()))[0].path
     settings = json.loads((first / args.analysis / "analysis.json").read_text())
@@ -177,6 +193,12 @@ def caption(groups: Dict[str, List[RunValues]], args: argparse.Namespace, has_hu
              f"coverage (DeepXplore, post-ReLU, threshold 0, {args.coverage_level} level, {args.coverage}). "
              f"Empty maps are all zero or non-finite; they count 0 in Area ratio and are left out of "
              f"Area ratio (non-empty)."]
+    if has_leak:
+        parts.append(" Leak = accuracy of the online network with the training mask of the true label minus "
+                     "without a mask (points; train subset and test split, a few hundred fixed images each; "
+                     "n/a for methods without a label-dependent mask); True-/No-/Wrong-/Pred-mask acc. = the "
+                     "test split's accuracy with the true label's mask, without a mask, with a wrong label's "
+                     "mask and with the predicted class's mask (docs/methods.md, \"The label leak\").")
     if has_human:
         parts.append(f" Harmonization: Spearman of the `{args.method}` map (predicted class) with the "
                      f"blurred human map, from `{args.human}/`.")
@@ -196,7 +218,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--coverage-level", choices=("unit", "channel"), default="unit",
                    help="a neuron is one element of a post-ReLU map (unit) or one channel")
     p.add_argument("--reference", default="vanilla", help="group the claims compare against")
-    p.add_argument("--treatment", default="sgdrop", help="group whose claims are judged")
+    p.add_argument("--treatment", default="sgdrop,sgdrop_remedy",
+                   help="group(s) whose claims are judged, comma-separated (those present)")
     p.add_argument("--out", help="write the Markdown here (default: print it)")
     p.add_argument("--csv", help="also write the means and stds as CSV here")
     return p.parse_args(argv)
@@ -214,13 +237,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     warn_duplicates(groups)
     has_human = any(r.values["Harmonization"] is not None for runs in groups.values() for r in runs)
     cols = cols if has_human else [c for c in cols if c.source != "human"]
+    has_leak = any(r.values[c.header] is not None for c in LEAK_COLUMNS for runs in groups.values() for r in runs)
+    cols = cols if has_leak else [c for c in cols if c not in LEAK_COLUMNS]
     rows = build_rows(groups, cols)
-    text = to_markdown(rows, cols, caption(groups, args, has_human))
-    if args.reference in groups and args.treatment in groups:
+    text = to_markdown(rows, cols, caption(groups, args, has_human, has_leak))
+    treatments = [t for t in args.treatment.split(",") if t in groups]
+    if args.reference in groups and treatments:
         onsets = {r.seed: o for r in groups[args.reference]
                   if (o := claims.read_onset(r.path, args.analysis, args.method)) is not None}
-        text += "\n" + claims.claims_markdown({name: claims.by_seed(runs) for name, runs in groups.items()},
-                                              onsets, args.reference, args.treatment, args.method)
+        for treatment in treatments:
+            text += "\n" + claims.claims_markdown({name: claims.by_seed(runs) for name, runs in groups.items()},
+                                                  onsets, args.reference, treatment, args.method)
     if args.out:
         atomic_write_text(Path(args.out), text)
     else:

@@ -10,6 +10,7 @@ pass makes, counted in a first, clean run.
 from __future__ import annotations
 
 import functools
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -310,3 +311,23 @@ def test_a_model_without_activations_keeps_no_coverage_hook():
         with NeuronCoverage(model, latent_layer=""):
             pass
     assert hooks_of(model) == {}
+
+
+# ---- the one place ------------------------------------------------------------------------------
+BARE_REGISTRATION = re.compile(r"\.register_(forward_hook|forward_pre_hook|full_backward_hook|"
+                               r"full_backward_pre_hook|backward_hook|hook)\(")
+
+
+def bare_registrations(root: Path) -> list:
+    """`file:line` of every hook registered outside models/hooks.py (which alone calls torch's)."""
+    return [f"{path.relative_to(root)}:{n}" for path in sorted(root.rglob("*.py"))
+            if path.relative_to(root).as_posix() != "models/hooks.py"
+            for n, line in enumerate(path.read_text().splitlines(), 1) if BARE_REGISTRATION.search(line)]
+
+
+def test_every_hook_registers_through_the_helper(tmp_path):
+    assert bare_registrations(Path(__file__).resolve().parents[1] / "overfocus") == []
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "hooks.py").write_text("h = m.register_forward_hook(f)\n")
+    (tmp_path / "other.py").write_text("x = 1\nh = layer.register_full_backward_hook(f)\n")
+    assert bare_registrations(tmp_path) == ["other.py:2"]  # the check can fail

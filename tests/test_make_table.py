@@ -17,12 +17,14 @@ MODEL_METRICS = ("unit_coverage_global", "unit_coverage_latent", "coverage_globa
 
 
 def make_run(root: Path, method: str, seed: int, *, test_acc: float, gap: float, area: float,
-             unit_latent: float, onset: dict | None = None) -> Path:
-    """A run folder with the files make_table reads; epoch 2 carries the given numbers."""
+             unit_latent: float, onset: dict | None = None, leak: dict | None = None) -> Path:
+    """A run folder with the files make_table reads; epoch 2 carries the given numbers (`leak`:
+    metrics.jsonl's leak columns, every epoch)."""
     run = root / method / f"seed{seed}"
     (run / "analysis").mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"seed": seed, "config": {"data": {"spec": "toy:1"}}}))
-    rows = [{"epoch": e, "test_acc": test_acc, "train_acc": test_acc + gap, "gap": gap} for e in range(3)]
+    rows = [{"epoch": e, "test_acc": test_acc, "train_acc": test_acc + gap, "gap": gap, **(leak or {})}
+            for e in range(3)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     lines = ["epoch,method,metric,mean,ci_low,ci_high,n"]
     for epoch in range(3):
@@ -114,3 +116,65 @@ def test_figures_plot_the_non_empty_area_ratio_by_default(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = (tmp_path / "fig" / "fig1_area_ratio_nondegenerate_gap.csv").read_text().splitlines()
     assert "vanilla,area_ratio_nondegenerate,2,0.25,0.07071067811865477,2" in rows  # mean, std (ddof 1)
+
+
+def leak_columns(true: float, none: float, wrong: float, pred: float, test_shift: float = 0.0) -> dict:
+    values = {"true": true, "no": none, "wrong": wrong, "pred": pred}
+    out = {f"leak_{k}_mask_acc": v for k, v in values.items()}
+    out.update({f"leak_{k}_mask_acc_test": v + test_shift for k, v in values.items()})
+    return out
+
+
+def test_leak_columns_and_the_leak_line_of_each_treatment(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        runs.append(make_run(tmp_path, "vanilla", seed, test_acc=0.50, gap=0.30, area=0.2, unit_latent=0.1))
+        # the published SGDrop leaks in seed 0 only; the remedy in neither
+        runs.append(make_run(tmp_path, "sgdrop", seed, test_acc=0.45, gap=0.2, area=0.3, unit_latent=0.2,
+                             leak=leak_columns(0.55 if seed == 0 else 0.30, 0.21 if seed == 0 else 0.29, 0.15, 0.17,
+                                               test_shift=-0.02)))
+        runs.append(make_run(tmp_path, "sgdrop_remedy", seed, test_acc=0.52, gap=0.2, area=0.3, unit_latent=0.2,
+                             leak=leak_columns(0.40, 0.41, 0.40, 0.41)))
+    text = run_table(runs, tmp_path)
+    header = next(line for line in text.splitlines() if line.startswith("| Method"))
+    assert header.endswith("| Leak train (pp) | Leak test (pp) | True-mask acc. (%) | No-mask acc. (%) | "
+                           "Wrong-mask acc. (%) | Pred-mask acc. (%) |")
+    sgdrop_row = next(line for line in text.splitlines() if line.startswith("| sgdrop |"))
+    assert "| 17.5 ± 23.3 | 17.5 ± 23.3 | 40.5 ± 17.7 | 23.0 ± 5.7 | 13.0 ± 0.0 | 15.0 ± 0.0 |" in sgdrop_row
+    assert next(line for line in text.splitlines() if line.startswith("| vanilla")).endswith(
+        "| n/a | n/a | n/a | n/a | n/a | n/a |")
+    assert "Leak = accuracy of the online network with the training mask" in text
+    assert ("- **The label leaks through sgdrop's mask**: in 1 of 2 seeds (true-label mask minus no mask, train "
+            "subset / test split, margin 5 pp: seed 0: +34.0 / +34.0 pp, seed 1: +1.0 / +1.0 pp).") in text
+    assert "- **No label leak through sgdrop_remedy's mask**: in none of 2 seeds" in text
+    assert "sgdrop_remedy generalizes better: higher test accuracy**: reproduces" in text
+    assert "sgdrop,Leak train (pp),17.5" in (tmp_path / "table.csv").read_text()
+
+
+def test_no_leak_columns_without_a_label_masked_run(tmp_path):
+    runs = [make_run(tmp_path, "vanilla", 0, test_acc=0.5, gap=0.1, area=0.3, unit_latent=0.2)]
+    assert "Leak" not in run_table(runs, tmp_path)
+
+
+def test_leak_margin_of_the_scripts_is_the_packages():
+    from overfocus.regularizers.leak import LEAK_MARGIN
+
+    assert claims.LEAK_MARGIN_PP == 100 * LEAK_MARGIN
+
+
+def test_table_recipe_knows_sgdrop_with_the_remedy():
+    """run.sh's method_args: sgdrop_remedy is SGDrop (same regularizer name, so a rerun resumes) plus
+    the remedy options of docs/methods.md; REMEDY overrides them."""
+    script = ANALYSIS / "recipes" / "table" / "run.sh"
+    body = script.read_text()
+    function = body[body.index("method_args() {"):body.index("\n}\n", body.index("method_args() {")) + 3]
+    remedy = next(line for line in body.splitlines() if line.startswith("REMEDY="))
+
+    def args(method: str, env: str = "") -> str:
+        cmd = f"RHO=0.01; {env} {remedy}\n{function}\nmethod_args {method}"
+        return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert args("sgdrop") == "sgdrop --set regularizer.name=sgdrop --set regularizer.rho=0.01"
+    assert args("sgdrop_remedy") == ("sgdrop --set regularizer.name=sgdrop --set regularizer.rho=0.01 "
+                                     "--set regularizer.mask_label=predicted")
+    assert args("sgdrop_remedy", "REMEDY='--set regularizer.mask_fraction=0.5';").endswith("mask_fraction=0.5")

@@ -64,11 +64,9 @@ class ReadsTheMask:
     def __init__(self, predictions):
         self.predictions = predictions
 
-    def masked_logits(self, model, images, labels):
-        return F.one_hot(labels, 3).float()
-
-    def mask_predictions(self, model, images):
-        return self.predictions[: len(images)]
+    def leak_logits(self, model, images, labelings):
+        return [model(images)] + [F.one_hot(self.predictions[: len(images)] if y is None else y, 3).float()
+                                  for y in labelings]
 
 
 def test_four_accuracies_known_answer():
@@ -94,15 +92,50 @@ def test_which_regularizers_are_label_masked():
     assert masked == {"sgdrop", "saliency_guided", "excitation_dropout"}
 
 
-def test_sgdrop_masked_logits_are_the_eval_network_on_z_times_the_labels_mask():
+def test_sgdrop_leak_logits_are_the_eval_network_on_z_times_each_labellings_mask():
     model, reg, batch = make(rho=0.05)
     model.eval()
     z = capture_output(model, get_module(model, "features"), batch.images)
     wrong = (batch.labels + 1) % 3
-    mask = sgdrop_mask(reg.ema_attribution(batch.images, wrong), drop_count(0.05, z[0].numel()))
+    own = reg.ema(batch.images).argmax(1)
+    plain, *got = reg.leak_logits(model, batch.images, [wrong, None, batch.labels])
+    assert torch.allclose(plain, model(batch.images), atol=1e-5)
+    for labels, logits in zip((wrong, own, batch.labels), got):
+        mask = sgdrop_mask(reg.ema_attribution(batch.images, labels), drop_count(0.05, z[0].numel()))
+        expected = model.classifier(torch.flatten(model.avgpool(z * mask), 1))
+        assert torch.allclose(logits, expected, atol=1e-5)
+    assert not torch.allclose(got[0], got[2])  # the masks differ with the labels
+
+
+def test_sgdrop_without_ema_masks_from_the_online_network_in_eval_mode():
+    from overfocus.regularizers.sgdrop import full_model_attribution
+
+    model, reg, batch = make(rho=0.05, ema=False)
+    model.eval()
+    latent = get_module(model, "features")
+    z = capture_output(model, latent, batch.images)
+    mask = sgdrop_mask(full_model_attribution(model, latent, batch.images, batch.labels),
+                       drop_count(0.05, z[0].numel()))
     expected = model.classifier(torch.flatten(model.avgpool(z * mask), 1))
-    assert torch.allclose(reg.masked_logits(model, batch.images, wrong), expected, atol=1e-6)
-    assert torch.equal(reg.mask_predictions(model, batch.images), reg.ema(batch.images).argmax(1))
+    _, got = reg.leak_logits(model, batch.images, [batch.labels])
+    assert torch.allclose(got, expected, atol=1e-5)
+    own = model(batch.images).argmax(1)
+    _, got_own = reg.leak_logits(model, batch.images, [None])
+    _, by_label = reg.leak_logits(model, batch.images, [own])
+    assert torch.allclose(got_own, by_label)
+
+
+def test_excitation_and_saliency_masks_follow_the_label():
+    """The true and a wrong label give different masked logits (the masks depend on the label)."""
+    for name in ("excitation_dropout", "saliency_guided"):
+        model, reg, batch = make(name)
+        model.eval()
+        torch.manual_seed(0)
+        plain, a = reg.leak_logits(model, batch.images, [batch.labels])
+        assert torch.allclose(plain, model(batch.images)), name
+        torch.manual_seed(0)
+        _, b = reg.leak_logits(model, batch.images, [(batch.labels + 1) % 3])
+        assert not torch.allclose(a, b), name
 
 
 @pytest.mark.parametrize("name", ["sgdrop", "excitation_dropout", "saliency_guided"])

@@ -15,7 +15,7 @@ positive map; max pooling passes it to the winner. psi runs in eval mode via Hea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -193,20 +193,20 @@ class ExcitationDropout(Regularizer):
 
     # -- the leak diagnostic's view (regularizers/leak.py) --
     @torch.no_grad()
-    def masked_logits(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Logits of `model` (as it is, e.g. in eval mode) with a keep mask drawn for `labels`
-        (Bernoulli from the global RNG, which the diagnostic seeds)."""
+    def leak_logits(self, model: nn.Module, images: torch.Tensor,
+                    labels: Sequence[Optional[torch.Tensor]]) -> List[torch.Tensor]:
+        """Logits of `model` (as it is: the diagnostic puts it in eval mode) without a mask, then with
+        a keep mask drawn for each labelling (None: the online network's own predicted class;
+        Bernoulli draws from the global RNG, which the diagnostic seeds)."""
         layer = get_module(model, self.layer)
         a = capture_output(model, layer, images)
-        keep = torch.bernoulli(1.0 - drop_probability(self.unit_probabilities(a, images, labels), self.params.retain))
-        with Hooks().forward(layer, lambda _m, _i, out: apply_keep_mask(out, keep)):
-            return model(images)
-
-    @torch.no_grad()
-    def mask_predictions(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """The class the mask would follow without a label: the online network's own (eval mode)."""
-        with eval_mode(self.modules):
-            return model(images).argmax(1)
+        out = [model(images)]
+        for y in labels:
+            y = out[0].argmax(1) if y is None else y
+            keep = torch.bernoulli(1.0 - drop_probability(self.unit_probabilities(a, images, y), self.params.retain))
+            with Hooks().forward(layer, lambda _m, _i, _out, keep=keep: apply_keep_mask(_out, keep)):
+                out.append(model(images))
+        return out
 
     def unit_probabilities(self, a: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """p_EB of every unit of `a` (the layer's output) for labels y, B x N."""

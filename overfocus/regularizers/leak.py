@@ -16,8 +16,9 @@ The test split's columns end in `_test`. A network that learned the images score
 with and without a mask; one that learned the mask scores far higher with the true label's mask
 and near or below chance with a wrong one. `LEAK_MARGIN` is the gap that counts as a leak.
 
-A regularizer takes part by having `masked_logits(model, images, labels)` and
-`mask_predictions(model, images)`. The diagnostic draws random numbers (Excitation Dropout's
+A regularizer takes part by having `leak_logits(model, images, labelings)`: the online network's
+logits without a mask, then with the mask made for each labelling of the images (None: the
+attribution network's own predicted class). The diagnostic draws random numbers (Excitation Dropout's
 Bernoulli mask, random fills) from its own seed inside `torch.random.fork_rng`, so training's
 random stream, hence resume, is untouched.
 
@@ -49,7 +50,7 @@ _DRAW_SEED = 15_485_863  # seeds the diagnostic's own random draws
 
 def is_label_masked(regularizer: Any) -> bool:
     """Whether a regularizer's mask depends on the label (it offers the diagnostic's two methods)."""
-    return all(callable(getattr(regularizer, name, None)) for name in ("masked_logits", "mask_predictions"))
+    return callable(getattr(regularizer, "leak_logits", None))
 
 
 def wrong_shifts(n_images: int, num_classes: int, seed: int) -> torch.Tensor:
@@ -87,12 +88,11 @@ def leak_accuracies(regularizer: Any, model: nn.Module, loader, shifts: torch.Te
         for batch in loader:
             x = normalize(batch.images.to(device), mean, std)
             y = batch.labels.to(device)
-            masks = {"leak_true_mask_acc": y,
-                     "leak_wrong_mask_acc": wrong_labels(y, shifts[seen:seen + len(y)], num_classes),
-                     "leak_pred_mask_acc": regularizer.mask_predictions(model, x)}
-            for column, labels in masks.items():
-                counts[column] += int((regularizer.masked_logits(model, x, labels).argmax(1) == y).sum())
-            counts["leak_no_mask_acc"] += int((model(x).argmax(1) == y).sum())
+            wrong = wrong_labels(y, shifts[seen:seen + len(y)], num_classes)
+            logits = regularizer.leak_logits(model, x, [y, wrong, None])
+            for column, out in zip(("leak_no_mask_acc", "leak_true_mask_acc", "leak_wrong_mask_acc",
+                                    "leak_pred_mask_acc"), logits):
+                counts[column] += int((out.argmax(1) == y).sum())
             seen += len(y)
     finally:
         model.train(was_training)

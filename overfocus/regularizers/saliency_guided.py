@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -125,16 +125,15 @@ class SaliencyGuided(Regularizer):
 
     # -- the leak diagnostic's view (regularizers/leak.py) --
     @torch.no_grad()
-    def masked_logits(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Logits of `model` (as it is, e.g. in eval mode) on the images masked by the saliency of `labels`."""
-        mask = self.saliency_mask(model, images, labels)
-        return model(mask_images(images, mask, self.params.replace))
-
-    @torch.no_grad()
-    def mask_predictions(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """The class the saliency would follow without a label: the online network's own (eval mode)."""
-        with eval_mode(list(model.modules())):
-            return model(images).argmax(1)
+    def leak_logits(self, model: nn.Module, images: torch.Tensor,
+                    labels: Sequence[Optional[torch.Tensor]]) -> List[torch.Tensor]:
+        """Logits of `model` (as it is: the diagnostic puts it in eval mode) on the images as they are,
+        then masked by the saliency of each labelling (None: the online network's own predicted class)."""
+        out = [model(images)]
+        for y in labels:
+            y = out[0].argmax(1) if y is None else y
+            out.append(model(mask_images(images, self.saliency_mask(model, images, y), self.params.replace)))
+        return out
 
     def loss(self, model: nn.Module, batch, step: StepInfo) -> Tuple[torch.Tensor, Dict[str, Any]]:
         y = batch.labels

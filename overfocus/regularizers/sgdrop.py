@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -31,7 +31,7 @@ from ..models import get_module
 from ..models.tokens import layout_of
 from ..models.hooks import Hooks
 from .base import REGULARIZERS, RegContext, Regularizer, StepInfo
-from .common import HeadRunner, eval_mode, largest_k_mask, probe_input
+from .common import HeadRunner, capture_output, eval_mode, largest_k_mask, probe_input
 
 GRANULARITIES = ("element", "spatial", "channel")
 MASK_LABELS = ("label", "predicted")  # the class whose attribution makes the mask
@@ -391,26 +391,35 @@ class SGDrop(Regularizer):
 
     # -- the leak diagnostic's view (regularizers/leak.py) --
     @torch.no_grad()
-    def masked_logits(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Logits of `model` (as it is, e.g. in eval mode) with the mask SGDrop makes for `labels`
-        on every image (the rho of the latest step; `mask_fraction` does not apply)."""
-        if self.ema is not None:
-            attribution = self.ema_attribution(images, labels)
-        else:
-            with eval_mode(self.modules):
-                attribution = full_model_attribution(model, self.latent, images, labels)
-        rho = self._rho if self._rho is not None else self.rho_at(StepInfo(0, 1, 0))
-        mask = self._mask(attribution, rho, {}, size=images.shape[-2:])
-        with Hooks().forward(self.latent, lambda _m, _i, out: out * mask):
-            return model(images)
+    def leak_logits(self, model: nn.Module, images: torch.Tensor,
+                    labels: Sequence[Optional[torch.Tensor]]) -> List[torch.Tensor]:
+        """Logits of `model` (as it is: the diagnostic puts it in eval mode) without a mask, then with
+        the mask SGDrop makes for each labelling of the images (None: the attribution network's
+        predicted class), at the rho of the latest step, on every image (`mask_fraction` does not apply).
 
-    @torch.no_grad()
-    def mask_predictions(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """The class the attribution network predicts (the EMA copy's, else the online network's)."""
-        if self.ema is not None:
-            return self.ema(self._ema_input(images)).argmax(1)
-        with eval_mode(self.modules):
-            return model(images).argmax(1)
+        The latents of both networks are computed once; each labelling costs only a classifier
+        (psi) forward and backward on the attribution side and a psi forward on the online side.
+        """
+        online, attr, attr_x = self._leak_heads(model, images)
+        z = capture_output(model, self.latent, images)
+        z_attr = z if self.ema is None else capture_output(self.ema, self.ema_latent, attr_x)
+        rho = self._rho if self._rho is not None else self.rho_at(StepInfo(0, 1, 0))
+        out = [online(z, images)]
+        for y in labels:
+            leaf = z_attr.detach().requires_grad_(True)
+            with torch.enable_grad():
+                attribution = grad_times_latent(leaf, attr(leaf, attr_x), y)
+            out.append(online(z * self._mask(attribution, rho, {}, size=images.shape[-2:]), images))
+        return out
+
+    def _leak_heads(self, model: nn.Module, images: torch.Tensor) -> Tuple[HeadRunner, HeadRunner, torch.Tensor]:
+        """psi of the online model and of the attribution network (made once), and the latter's input."""
+        if getattr(self, "_online_head", None) is None:
+            probe = probe_input(model, getattr(self.ctx, "image_size", 64))
+            self._online_head = self.head or HeadRunner(model, self.layer, probe)
+            self._attr_head = (self._online_head if self.ema is None
+                               else HeadRunner(self.ema, self.layer, self._ema_input(probe)))
+        return self._online_head, self._attr_head, (images if self.ema is None else self._ema_input(images))
 
 
 def _validate(p: Any) -> None:

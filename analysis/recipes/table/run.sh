@@ -5,6 +5,8 @@
 #   bash analysis/recipes/table/run.sh
 #   DEVICE=cuda WORKERS=8 SEEDS="0 1 2" OUT=runs/table bash analysis/recipes/table/run.sh
 # Any registered regularizer can join: METHODS="vanilla dropout sgdrop guidance" (its defaults).
+# sgdrop_remedy is SGDrop with the label-leak remedy of docs/methods.md ("The label leak"):
+#   METHODS="vanilla sgdrop sgdrop_remedy" bash analysis/recipes/table/run.sh
 # Re-running the same command continues where it stopped (finished stages are skipped).
 set -euo pipefail
 
@@ -17,6 +19,7 @@ EPOCHS=${EPOCHS:-30}
 SEEDS=${SEEDS:-0 1 2}
 METHODS=${METHODS:-vanilla dropout sgdrop}
 RHO=${RHO:-0.01}                             # SGDrop drop rate (METHODS.md: 0.01 for VGG)
+REMEDY=${REMEDY:---set regularizer.mask_label=predicted}  # sgdrop_remedy's options (docs/methods.md, "The label leak")
 DROP_P=${DROP_P:-0.5}                        # dropout baseline at the latent layer
 WORKERS=${WORKERS:-0}                        # data-loader processes (4-8 on a GPU machine)
 TRAIN_ARGS=${TRAIN_ARGS:-}                   # extra `overfocus train` options, e.g. "--set data.image_size=96"
@@ -33,6 +36,7 @@ method_args() {
         vanilla) echo "none --set regularizer.name=none" ;;
         dropout) echo "dropout --set regularizer.name=dropout --set regularizer.p=$DROP_P" ;;
         sgdrop) echo "sgdrop --set regularizer.name=sgdrop --set regularizer.rho=$RHO" ;;
+        sgdrop_remedy) echo "sgdrop --set regularizer.name=sgdrop --set regularizer.rho=$RHO $REMEDY" ;;
         *) echo "$1 --set regularizer.name=$1" ;;   # any other registered method, its defaults
     esac
 }
