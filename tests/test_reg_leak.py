@@ -260,3 +260,23 @@ def test_leak_figure_has_both_splits_and_four_curves(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     train_only = [{k: v for k, v in r.items() if not k.endswith(TEST_SUFFIX)} for r in rows]
     assert plot_leak(train_only, tmp_path / "train.svg", "demo").read_text().count("train subset") >= 1
+
+
+def test_render_draws_the_leak_figure_only_for_a_run_with_the_columns(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_render import write_fake_run  # the contract-C fixture generator
+
+    from overfocus.render import RenderOptions, render_run
+    from overfocus.rundir import RunDir
+
+    options = RenderOptions(methods=["grad_cam"], formats=["gif"], size=320, explorer=False)
+    plain = write_fake_run(tmp_path / "vanilla")
+    assert "leak.png" not in {p.name for p in render_run(plain, options).written}
+    run = write_fake_run(tmp_path / "sgdrop")
+    rows = RunDir(run).read_metrics()
+    RunDir(run).write_metrics([{**r, **{c + s: 0.3 for c in LEAK_COLUMNS for s in ("", TEST_SUFFIX)}} for r in rows])
+    assert (run / "figures" / "leak.png") in render_run(run, options).written
+    assert (run / "figures" / "leak.png").read_bytes()[:4] == b"\x89PNG"
