@@ -17,7 +17,7 @@ Standard library only (the recipe's figures come from `overfocus compare` and ma
 
 Example:
     >>> vit_claim({"narrows": "does not reproduce"}, {"vgg11": "reproduces", "resnet18": "reproduces"})
-    'no: the ViT does not narrow (does not reproduce) where the CNNs do (vgg11: reproduces; resnet18: reproduces)'
+    'no: the ViT does not narrow (does not reproduce) where the CNNs do (resnet18: reproduces; vgg11: reproduces)'
 """
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ from .errors import OverfocusError
 from .fileio import atomic_write_bytes, clean_stale_temps
 from .lock import run_lock
 from .models.build import ModelOptions, build_target
-from .models.layers import auto_layer
+from .models.layers import auto_layer, auto_layer_reason
 from .checkpoint.keys import check_and_load, infer_num_classes, strip_prefixes
 from .rundir import SCHEMA_VERSION, TRACKER_KIND, RunDir, atomic_torch_save, recorded_by
 from .versions import software_versions
@@ -321,7 +321,7 @@ class Tracker:
         probe = self._probe_images()
         with torch.no_grad():
             layer = auto_layer(rebuilt, probe)
-        print(f"overfocus Tracker: attribution layer {layer!r} (the last module with a spatial output; "
+        print(f"overfocus Tracker: attribution layer {layer!r} ({auto_layer_reason(rebuilt, layer, probe)}; "
               "layer=NAME chooses another)", file=sys.stderr)
         return {"gradcam_layer": layer, "latent_layer": layer}
 

@@ -125,3 +125,55 @@ def test_a_vit_run_trains_and_analyses_on_its_token_grid(tmp_path):
     methods = {r["method"] for r in rows}
     assert {"grad_cam", "attention_rollout", "grad_rollout"} <= methods
     assert any(r["metric"] == "coverage_latent" and r["mean"] > 0 for r in rows)
+    # render: the frame header names the layer beside the layer maps, not beside the rollout
+    from overfocus.render.frames import epoch_header
+    from overfocus.render.io import load_analysis
+
+    analysis = load_analysis(run)
+    assert epoch_header(analysis, 1, ["grad_cam"])[0].endswith("Grad-CAM at layer blocks.11.norm1 (8 x 8 token grid)")
+    assert "at layer" not in epoch_header(analysis, 1, ["attention_rollout"])[0]
+    # audit: the report says which layer and reshape it explained
+    from overfocus.cli import main
+
+    assert main(["audit", str(run), "--limit", "8", "--out", str(tmp_path / "audit")]) in (0, 1)
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert report["inputs"]["layer"] == "blocks.11.norm1"
+    assert report["inputs"]["layer_reshape"] == "tokens: 1 prefix token dropped, 64 grid tokens -> 8 x 8"
+
+
+def test_a_folder_of_timm_vit_checkpoints_analyses_on_its_token_grid(tmp_path, capsys):
+    """`analyze FOLDER --model timm:NAME`: no layer or reshape flag (timm's test_vit: 160 px, patch 16)."""
+    timm = pytest.importorskip("timm")
+    from overfocus.cli import main
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    torch.manual_seed(0)
+    for epoch in (1, 2):
+        torch.save(timm.create_model("test_vit", num_classes=3).state_dict(), folder / f"checkpoint-{epoch}.pth")
+    code = main(["analyze", str(folder), "--model", "timm:test_vit", "--data", "builtin?classes=3&train=8&test=4",
+                 "--image-size", "160", "--device", "cpu", "--methods", "grad_cam,attention_rollout",
+                 "--metrics", "area_ratio"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "attribution layer 'blocks.5.norm1'" in err and "100 grid tokens -> 10 x 10" in err
+    assert "layer: blocks.5.norm1 (tokens: 1 prefix token dropped, 100 grid tokens -> 10 x 10)" in out
+    meta = json.loads((folder / "overfocus" / "analysis" / "analysis.json").read_text())
+    assert meta["epochs_done"] == [1, 2] and meta["layer"] == "blocks.5.norm1"
+
+
+def test_the_tracker_finds_a_timm_vits_token_layer(tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    import overfocus
+
+    net = timm.create_model("test_vit", pretrained=False, num_classes=3)
+    tracker = overfocus.Tracker(tmp_path / "tracked", data="builtin?classes=3&train=8&test=4", image_size=160,
+                                mean=(0.5,) * 3, std=(0.25,) * 3, measure=False)
+    tracker.start(net)
+    tracker.finish()
+    assert "attribution layer 'blocks.5.norm1' (the first norm of the last transformer block" in capsys.readouterr().err
+    result = overfocus.analyze(tmp_path / "tracked", methods=["grad_cam"], metrics=["area_ratio"], device="cpu",
+                               show_progress=False)
+    assert result.epochs_done == [0]
+    meta = json.loads((tmp_path / "tracked" / "analysis" / "analysis.json").read_text())
+    assert meta["layer"] == "blocks.5.norm1" and meta["layer_reshape"].endswith("-> 10 x 10")

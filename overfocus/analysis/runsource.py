@@ -28,7 +28,7 @@ from ..checkpoint.folder import FolderScan, scan_folder
 from ..errors import OverfocusError, option
 from ..checkpoint.history import HistoryColumns, read_history
 from ..models.build import ModelOptions, build_target
-from ..models.layers import auto_layer
+from ..models.layers import auto_layer, auto_layer_reason
 from ..checkpoint.keys import check_and_load, infer_num_classes
 from ..checkpoint.files import read_weights
 from ..rundir import SCHEMA_VERSION, RunDir, recorded_by
@@ -215,8 +215,9 @@ class CheckpointFolder(RunSource):
             return asked, "--layer"
         if declared:
             return declared, "the model's declared layer"
-        found = auto_layer(self.model, torch.zeros(1, 3, size, size))
-        return found, "the last module with a spatial output before the classifier; --layer NAME chooses another"
+        probe = torch.zeros(1, 3, size, size)
+        found = auto_layer(self.model, probe)
+        return found, f"{auto_layer_reason(self.model, found, probe)}; --layer NAME chooses another"
 
     def epochs(self) -> List[int]:
         return self.scan.epochs

@@ -230,6 +230,17 @@ def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preproc
     return layer, latent
 
 
+def layer_reshape(model: nn.Module, layer: str, image_size: int) -> str:
+    """How the attention layer's output became a map (a transformer's token grid), for the report."""
+    from ..models.tokens import layer_layout
+
+    device = next(model.parameters()).device
+    try:
+        return layer_layout(model, layer, torch.zeros(1, 3, image_size, image_size, device=device)).describe()
+    except OverfocusError:
+        return ""
+
+
 def example_score(has_boxes: bool) -> str:
     """What ranks the report's examples: energy pointing game with boxes, else the model's confidence."""
     return "energy_pg" if has_boxes else "confidence"
@@ -340,6 +351,7 @@ def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds,
               "images": len(acc.labels), "split_size": len(getattr(dataset, "dataset", dataset)),
               "limit": opts.limit, "classes": list(dataset.classes),
               "has_boxes": bool(getattr(dataset, "has_boxes", False)), "layer": layer, "latent_layer": latent,
+              "layer_reshape": layer_reshape(loaded.model, layer, prep.image_size) if layer else "",
               "methods": list(opts.methods) if layer else [], "method_args": dict(opts.method_args) if layer else {},
               "target": opts.target_class, "human": opts.human}
     return clean_json({
@@ -411,6 +423,9 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
     lines = [f"audit of {inputs['checkpoint']} (sha256 {inputs['sha256'][:12]}...) on {inputs['images']} images "
              f"of {where}, {inputs.get('split_size', inputs['images'])} in all (--limit {inputs['limit']}), of "
              f"{inputs['data']}"]
+    if inputs.get("layer"):
+        reshape = inputs.get("layer_reshape")
+        lines.append(f"  attention layer {inputs['layer']}" + (f" ({reshape})" if reshape else ""))
     lines += [f"  [{f['level']}] {f['message']}" for f in report["findings"]]
     for g in report["gates"]:
         verdict = "passed" if g["passed"] else "FAILED"

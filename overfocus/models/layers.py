@@ -58,6 +58,23 @@ def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
     return spatial[-1]
 
 
+def auto_layer_reason(model: nn.Module, layer: str, images: torch.Tensor) -> str:
+    """Why `auto_layer` chose `layer`, for the one line that names it (analyze FOLDER, Tracker).
+
+    Example:
+        >>> from overfocus.models import build_model
+        >>> m = build_model("vit_tiny", 3, width=0.25)
+        >>> auto_layer_reason(m, "blocks.11.norm1", torch.zeros(1, 3, 64, 64))
+        'the first norm of the last transformer block, tokens: 1 prefix token dropped, 64 grid tokens -> 8 x 8'
+    """
+    from .tokens import layer_layout
+
+    layout = layer_layout(model, layer, images)
+    if layout.is_map:
+        return "the last module with a spatial output before the classifier"
+    return f"the first norm of the last transformer block, {layout.describe()}"
+
+
 # Below this many pixels a side, a layer's maps are near constant once upsampled (1 x 1: exactly).
 MIN_LAYER_SIDE = 4
 

@@ -386,7 +386,8 @@ def header(report: Dict[str, Any]) -> str:
              + (" (its test split)" if inputs.get("split") == "test" else " (the whole folder)" if inputs.get("split")
                 == "all" else "")]
     if inputs["layer"]:
-        lines.append(f"attention layer {inputs['layer']}, latent layer {inputs['latent_layer']}, "
+        reshape = f" ({inputs['layer_reshape']})" if inputs.get("layer_reshape") else ""
+        lines.append(f"attention layer {inputs['layer']}{reshape}, latent layer {inputs['latent_layer']}, "
                      f"target class: {'ground truth' if inputs['target'] == 'gt' else 'predicted'}")
     subs = "".join(f'<p class="sub">{esc(line)}</p>' for line in lines)
     return f"<header><h1>overfocus audit</h1>{subs}{verdict(report)}</header>"
