@@ -46,3 +46,15 @@ def test_a_run_without_onset_is_one_line(tmp_path, capsys):
     assert architectures.main([str(run), "--out", str(tmp_path / "a.md")]) == 2
     err = capsys.readouterr().err
     assert "onset.json is missing" in err and len(err.strip().splitlines()) == 1
+
+
+def test_seeds_without_an_onset_are_left_out_of_the_verdict_and_said(tmp_path):
+    none = {"peak_epoch": None, "search_reason": "the model is never above chance level"}
+    runs = [make_run(tmp_path, "vit", "vanilla", 0, {"grad_cam": none}),
+            make_run(tmp_path, "vit", "vanilla", 1, {"grad_cam": NARROWS})]
+    out = tmp_path / "a.md"
+    assert architectures.main([str(r) for r in runs] + ["--out", str(out)]) == 0
+    text = out.read_text()
+    assert "(vit, vanilla, `grad_cam`)**: reproduces (1 of 2 seeds without an onset to search)." in text
+    assert "| vit | vanilla | `grad_cam` | 0 | none: the model is never above chance level | n/a | n/a | not measured |" \
+        in text
