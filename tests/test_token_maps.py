@@ -226,3 +226,15 @@ def test_a_windowed_stages_tokens_as_b_l_c_are_read_on_the_stage_grid():
     layout = layer_layout(model, "layers.1.blocks.0.norm2", images)
     assert layout == TokenLayout("tokens", (8, 8), 0)
     assert get_module(model, "layers.1.blocks.0.norm2") is not None
+
+
+def test_a_token_grid_below_4_x_4_gets_the_small_layer_note():
+    """The note reads the token grid (a Swin's last stage: 2 x 2 at 32 px), not dims of the tokens."""
+    from overfocus.models.layers import layer_side, small_layer_note
+
+    model, *_ = _case("torchvision_swin")
+    x = torch.zeros(1, 3, 32, 32)
+    assert layer_side(model, "features.5.0.norm1", x) == (2, 2)
+    note = small_layer_note(model, "features.5.0.norm1", x)
+    assert note.startswith("attribution layer 'features.5.0.norm1' is 2 x 2 at 32 x 32 px")
+    assert small_layer_note(model, "features.5.0.norm1", torch.zeros(1, 3, 64, 64)) is None

@@ -337,13 +337,13 @@ def check_layer_size(model: torch.nn.Module, layer: str, image_size: int, device
                      show: bool) -> None:
     """A layer below 4 x 4 at this image size gives near-constant maps: one line on stderr naming a
     larger layer; a 1 x 1 layer (every map constant) is refused unless the caller named it."""
-    from ..models.layers import small_layer_note, spatial_sizes
+    from ..models.layers import layer_side, small_layer_note
 
     images = torch.zeros(1, 3, image_size, image_size, device=device)
     note = small_layer_note(model, layer, images)
     if note is None:
         return
-    h, w = dict(spatial_sizes(model, images))[layer]
+    h, w = layer_side(model, layer, images)
     if h * w == 1 and not explicit:
         raise OverfocusError(f"{note} (or {option('layer', repr(layer))} to analyse it anyway)")
     if show:

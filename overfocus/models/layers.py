@@ -58,6 +58,31 @@ def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
     return spatial[-1]
 
 
+def layer_side(model: nn.Module, layer: str, images: torch.Tensor) -> Optional[Tuple[int, int]]:
+    """The h x w of `layer`'s map at this input size: a transformer layer's token grid, else its
+    4-D output's spatial size; None for a layer without a map.
+
+    Example:
+        >>> m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> layer_side(m, "1", torch.zeros(1, 3, 8, 8))
+        (6, 6)
+    """
+    return _token_grid(model, layer, images) or dict(spatial_sizes(model, images)).get(layer)
+
+
+def _token_grid(model: nn.Module, layer: str, images: torch.Tensor) -> Optional[Tuple[int, int]]:
+    """The token grid of a transformer layer (None for a CNN map or a layer without a map)."""
+    from .tokens import layer_layout, patch_embedding
+
+    if patch_embedding(model) is None:
+        return None
+    try:
+        layout = layer_layout(model, layer, images)
+    except OverfocusError:
+        return None
+    return None if layout.is_map else tuple(layout.grid)
+
+
 def auto_layer_reason(model: nn.Module, layer: str, images: torch.Tensor) -> str:
     """Why `auto_layer` chose `layer`, for the one line that names it (analyze FOLDER, Tracker).
 
@@ -114,8 +139,9 @@ def small_layer_note(model: nn.Module, layer: str, images: torch.Tensor) -> Opti
         >>> small_layer_note(m, "layer4", torch.zeros(1, 3, 128, 128)) is None
         True
     """
-    sizes = spatial_sizes(model, images)
-    found = dict(sizes)
+    token_grid = _token_grid(model, layer, images)
+    sizes = [] if token_grid else spatial_sizes(model, images)
+    found = {layer: token_grid} if token_grid else dict(sizes)
     if layer not in found or min(found[layer]) >= MIN_LAYER_SIDE:
         return None
     h, w = found[layer]
