@@ -4,7 +4,8 @@ Rows of the Markdown table it prints:
   (a) the marginal cost of one more checkpoint in `overfocus.analyze()` (public API: load the
       checkpoint, Grad-CAM + SGDrop from one forward/backward, all map metrics (area_ratio,
       box_iou, hit, pointing_game, energy_pg, gini, entropy) for both methods, neuron coverage,
-      probe maps, the epoch's files and the rebuilt summary with its bootstrap intervals),
+      probe maps, the epoch's files and the rebuilt summary with its bootstrap intervals; not the
+      faithfulness pass, `faithfulness_images=0`: bench_faithfulness.py row (g) rates that one),
       measured as (T(3 checkpoints) - T(1 checkpoint)) / 2, vs ONE bare Captum LayerGradCam call
       per batch over the same images, same layer, same device (goal: <= 1.25x). The images are
       decoded once by analyze() either way (it caches them across checkpoints), so both sides
@@ -61,10 +62,11 @@ import torch  # noqa: E402
 
 
 def all_map_metrics() -> List[str]:
-    """Every registered map metric the builtin data supports (all but those needing human maps)."""
+    """Every registered map metric the builtin data supports (not those needing human maps, nor the
+    model-dependent ones, which compute_map_metrics leaves to compute_model_metrics)."""
     from overfocus.metrics import METRICS
 
-    return [n for n in METRICS.registered() if not METRICS.get(n).needs_human]
+    return [n for n in METRICS.registered() if not METRICS.get(n).needs_human and not METRICS.get(n).needs_model]
 
 
 @dataclass

@@ -41,8 +41,9 @@ class MidPassError(Exception):
 
 FAILURES = {"exception": MidPassError, "interrupt": KeyboardInterrupt}
 SPOTS = ("first", "middle", "last")
-# Captum classes that put hooks on modules (ReLU overrides, layer hooks); the rest of the family
-# runs plain forwards and is covered by the same mechanism as integrated_gradients
+# A sample of the Captum family (about 40 classes, run on request only): one per kind of hook it
+# puts on modules (DeepLift's and GuidedBackprop's / Deconvolution's on the nonlinearities, a layer
+# hook for the Layer* and Neuron* classes, both at once for GuidedGradCam)
 CAPTUM_HOOKING = ("captum:DeepLift", "captum:GuidedBackprop", "captum:Deconvolution", "captum:LayerGradCam",
                   "captum:GuidedGradCam")
 
