@@ -238,3 +238,11 @@ def test_a_token_grid_below_4_x_4_gets_the_small_layer_note():
     note = small_layer_note(model, "features.5.0.norm1", x)
     assert note.startswith("attribution layer 'features.5.0.norm1' is 2 x 2 at 32 x 32 px")
     assert small_layer_note(model, "features.5.0.norm1", torch.zeros(1, 3, 64, 64)) is None
+
+
+@pytest.mark.parametrize("method", ["guided_grad_cam", "captum:LayerGradCam"])
+def test_methods_that_read_the_layer_themselves_refuse_tokens_in_one_line(method):
+    model, images, targets, *_ = _case("timm_vit")
+    with pytest.raises(OverfocusError, match="needs a convolutional layer") as err:
+        attribute(model, images, targets, methods=(method,), layer="blocks.1.norm1")
+    assert "\n" not in str(err.value) and "grad_cam" in str(err.value)

@@ -173,6 +173,19 @@ def layer_pass(req: AttributionRequest):
     return req.cache["layer"]
 
 
+def require_feature_map(req: AttributionRequest, name: str) -> None:
+    """A one-line error where `name` (a method that reads the layer as B x C x H x W itself, e.g.
+    through Captum) is asked for at a transformer's token layer, whose tokens it would misread."""
+    from ..models.tokens import layer_layout, patch_embedding
+
+    if patch_embedding(req.model) is None:  # a CNN: its layers are maps
+        return
+    layout = layer_layout(req.model, req.layer, req.images[:1])
+    if not layout.is_map:
+        raise OverfocusError(f"{name} needs a convolutional layer; {req.layer!r} outputs transformer tokens "
+                             f"({layout.describe()}): use grad_cam or the CAM family, which read the token grid")
+
+
 def _input_gradients(req: AttributionRequest) -> torch.Tensor:
     if "input_grad" not in req.cache:
         x = req.images.detach().clone().requires_grad_(True)
@@ -237,6 +250,7 @@ def guided_grad_cam(req: AttributionRequest) -> torch.Tensor:
     """Captum's Guided Grad-CAM at `req.layer` (bilinear upsampling), channel sum, ReLU applied."""
     from captum.attr import GuidedGradCam
 
+    require_feature_map(req, "guided_grad_cam")
     method = GuidedGradCam(req.model, get_module(req.model, req.layer))
     with warnings.catch_warnings():  # Captum warns that it hooks the ReLUs; they are removed after
         warnings.simplefilter("ignore")
