@@ -26,8 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import from_dict
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.tokens import layer_layout, patch_embedding
 from ..registry import Registry
 from .layer import checked_forward, grad_cam_raw, layer_gradients, sgdrop_raw
 
@@ -93,8 +95,6 @@ def register_method(name: str, title: str, yields_logits: bool = False, forward_
 
 def dataclass_arguments(params: type, name: str) -> Callable[[Mapping[str, Any]], Any]:
     """A parser of `--method-args` for a method whose arguments are the fields of `params`."""
-    from ..config import from_dict
-
     return lambda given: from_dict(params, dict(given), where=f"method_args.{name}")
 
 
@@ -176,8 +176,6 @@ def layer_pass(req: AttributionRequest):
 def require_feature_map(req: AttributionRequest, name: str) -> None:
     """A one-line error where `name` (a method that reads the layer as B x C x H x W itself, e.g.
     through Captum) is asked for at a transformer's token layer, whose tokens it would misread."""
-    from ..models.tokens import layer_layout, patch_embedding
-
     if patch_embedding(req.model) is None:  # a CNN: its layers are maps
         return
     layout = layer_layout(req.model, req.layer, req.images[:1])

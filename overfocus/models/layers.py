@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from ..errors import OverfocusError, option
 from .hooks import Hooks
+from .tokens import find_token_layer, layer_layout, patch_embedding
 
 
 SKIP_LAYER_TYPES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.Identity, nn.Flatten,
@@ -47,8 +48,6 @@ def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
         >>> auto_layer(m, torch.zeros(1, 3, 8, 8))
         '1'
     """
-    from .tokens import find_token_layer
-
     tokens = find_token_layer(model, images)
     if tokens is not None:
         return tokens[0]
@@ -72,8 +71,6 @@ def layer_side(model: nn.Module, layer: str, images: torch.Tensor) -> Optional[T
 
 def _token_grid(model: nn.Module, layer: str, images: torch.Tensor) -> Optional[Tuple[int, int]]:
     """The token grid of a transformer layer (None for a CNN map or a layer without a map)."""
-    from .tokens import layer_layout, patch_embedding
-
     if patch_embedding(model) is None:
         return None
     try:
@@ -92,8 +89,6 @@ def auto_layer_reason(model: nn.Module, layer: str, images: torch.Tensor) -> str
         >>> auto_layer_reason(m, "blocks.11.norm1", torch.zeros(1, 3, 64, 64))
         'the first norm of the last transformer block, tokens: 1 prefix token dropped, 64 grid tokens -> 8 x 8'
     """
-    from .tokens import layer_layout
-
     layout = layer_layout(model, layer, images)
     if layout.is_map:
         return "the last module with a spatial output before the classifier"
