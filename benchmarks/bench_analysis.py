@@ -105,7 +105,7 @@ def interleaved(contenders: Dict[str, Callable[[], object]], repeats: int, devic
 def make_run(folder: Path, n_images: int, model: str, width: float, size: int, epochs: int) -> Path:
     """A small trained run on the builtin data (timings do not depend on accuracy, maps do a little)."""
     from overfocus.config import build_config
-    from overfocus.train import train
+    from overfocus.training.engine import train
 
     cfg = build_config(overrides=[f"data.spec=builtin?classes=6&train={max(n_images, 64)}&test={n_images}",
                                   f"data.image_size={size}", "data.batch_size=64", f"model.name={model}",
@@ -115,7 +115,7 @@ def make_run(folder: Path, n_images: int, model: str, width: float, size: int, e
 
 def copy_checkpoints(run: Path, last: int) -> None:
     """Epochs 2..last as copies of epoch 1: the cost of a checkpoint does not depend on its weights."""
-    from overfocus.rundir import RunDir
+    from overfocus.runs.rundir import RunDir
 
     src = RunDir(run).checkpoint_path(1)
     for e in range(2, last + 1):
@@ -129,7 +129,7 @@ class Fixture:
         from overfocus.analysis import RunInfo
         from overfocus.data import collate_samples, normalize, open_dataset
         from overfocus.models import build_model
-        from overfocus.rundir import RunDir
+        from overfocus.runs.rundir import RunDir
         from overfocus.checkpoint.files import load_checkpoint
 
         self.info = info = RunInfo.from_manifest(RunDir(run).read_manifest())

@@ -27,7 +27,7 @@ LOOK = dict(formats=["gif"], probes=6, size=480)  # small stills keep the commit
 def train_and_analyse(root: Path, name: str, extra: list) -> Path:
     from overfocus.analysis import analyze
     from overfocus.config import build_config
-    from overfocus.train import train
+    from overfocus.training.engine import train
 
     run = train(build_config(overrides=OVERRIDES + extra), root / name)
     analyze(run, methods=("grad_cam", "sgdrop"), device="cpu")
