@@ -266,11 +266,11 @@ def test_render_draws_the_leak_figure_only_for_a_run_with_the_columns(tmp_path):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "render"))
     from test_render import write_fake_run  # the contract-C fixture generator
 
     from overfocus.render import RenderOptions, render_run
-    from overfocus.rundir import RunDir
+    from overfocus.runs.rundir import RunDir
 
     options = RenderOptions(methods=["grad_cam"], formats=["gif"], size=320, explorer=False)
     plain = write_fake_run(tmp_path / "vanilla")
