@@ -17,7 +17,7 @@ Standard library only (the recipe's figures come from `overfocus compare` and ma
 
 Example:
     >>> vit_claim({"narrows": "does not reproduce"}, {"vgg11": "reproduces", "resnet18": "reproduces"})
-    'no: the ViT does not narrow (does not reproduce) where the CNNs do (vgg11: reproduces; resnet18: reproduces)'
+    'no: the ViT does not narrow (does not reproduce) where the CNNs do (resnet18: reproduces; vgg11: reproduces)'
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def run_onsets(runs: Sequence[Path], analysis: str = "analysis") -> Dict[Key, Di
             raise RunsError(f"{path} is missing: run `overfocus analyze {run}` first")
         for method in json.loads(path.read_text()).get("methods", {}):
             onset = read_onset(run, analysis, method)
-            if onset is not None and onset.get("peak_epoch") is not None:
+            if onset is not None:
                 found.setdefault((arch, reg, method), {})[seed] = onset
     return found
 
@@ -64,6 +64,10 @@ def table_markdown(onsets: Dict[Key, Dict[int, dict]]) -> str:
              "post-peak slope / epoch [95% CI] | narrows |", "|---|---|---|---|---|---|---|---|"]
     for (arch, reg, method), by_seed in sorted(onsets.items()):
         for seed, o in sorted(by_seed.items()):
+            if o.get("peak_epoch") is None:  # nothing to search: say why
+                lines.append(f"| {arch} | {reg} | `{method}` | {seed} | none: {o.get('search_reason') or 'no peak'} | "
+                             "n/a | n/a | not measured |")
+                continue
             ci = o.get("slope_ci") or [None, None]
             narrowing = o.get("narrowing")
             lines.append(f"| {arch} | {reg} | `{method}` | {seed} | {o['peak_epoch']} of {o.get('last_epoch')} | "
@@ -74,9 +78,18 @@ def table_markdown(onsets: Dict[Key, Dict[int, dict]]) -> str:
 
 
 def narrowing_verdicts(onsets: Dict[Key, Dict[int, dict]], reg: str = VANILLA) -> Dict[Tuple[str, str], str]:
-    """{(arch, method): verdict over seeds} of "attention narrows" for the `reg` runs."""
-    return {(arch, method): verdict([1.0 if narrows(o) else -1.0 for o in by_seed.values()])
-            for (arch, r, method), by_seed in sorted(onsets.items()) if r == reg}
+    """{(arch, method): verdict over seeds} of "attention narrows" for the `reg` runs; seeds whose
+    onset could not be searched (e.g. a model never above chance) are left out and counted."""
+    out = {}
+    for (arch, r, method), by_seed in sorted(onsets.items()):
+        if r != reg:
+            continue
+        measured = [o for o in by_seed.values() if o.get("peak_epoch") is not None]
+        text = verdict([1.0 if narrows(o) else -1.0 for o in measured])
+        if len(measured) < len(by_seed):
+            text += f" ({len(by_seed) - len(measured)} of {len(by_seed)} seeds without an onset to search)"
+        out[(arch, method)] = text
+    return out
 
 
 def vit_claim(vit: Dict[str, str], cnns: Dict[str, str]) -> str:
@@ -101,7 +114,8 @@ def sgdrop_lines(onsets: Dict[Key, Dict[int, dict]]) -> List[str]:
             continue
         va = onsets[(arch, VANILLA, method)]
         diffs = {s: sg[s]["narrowing"] - va[s]["narrowing"] for s in sorted(set(sg) & set(va))
-                 if sg[s].get("narrowing") is not None and va[s].get("narrowing") is not None}
+                 if sg[s].get("narrowing") is not None and va[s].get("narrowing") is not None
+                 and sg[s].get("peak_epoch") is not None and va[s].get("peak_epoch") is not None}
         if not diffs:
             continue
         per_seed = ", ".join(f"seed {s}: {100 * d:+.0f} pp" for s, d in diffs.items())

@@ -4,7 +4,8 @@ Rows of the Markdown table it prints:
   (a) the marginal cost of one more checkpoint in `overfocus.analyze()` (public API: load the
       checkpoint, Grad-CAM + SGDrop from one forward/backward, all map metrics (area_ratio,
       box_iou, hit, pointing_game, energy_pg, gini, entropy) for both methods, neuron coverage,
-      probe maps, the epoch's files and the rebuilt summary with its bootstrap intervals),
+      probe maps, the epoch's files and the rebuilt summary with its bootstrap intervals; not the
+      faithfulness pass, `faithfulness_images=0`: bench_faithfulness.py row (g) rates that one),
       measured as (T(3 checkpoints) - T(1 checkpoint)) / 2, vs ONE bare Captum LayerGradCam call
       per batch over the same images, same layer, same device (goal: <= 1.25x). The images are
       decoded once by analyze() either way (it caches them across checkpoints), so both sides
@@ -61,10 +62,11 @@ import torch  # noqa: E402
 
 
 def all_map_metrics() -> List[str]:
-    """Every registered map metric the builtin data supports (all but those needing human maps)."""
+    """Every registered map metric the builtin data supports (not those needing human maps, nor the
+    model-dependent ones, which compute_map_metrics leaves to compute_model_metrics)."""
     from overfocus.metrics import METRICS
 
-    return [n for n in METRICS.registered() if not METRICS.get(n).needs_human]
+    return [n for n in METRICS.registered() if not METRICS.get(n).needs_human and not METRICS.get(n).needs_model]
 
 
 @dataclass
@@ -103,7 +105,7 @@ def interleaved(contenders: Dict[str, Callable[[], object]], repeats: int, devic
 def make_run(folder: Path, n_images: int, model: str, width: float, size: int, epochs: int) -> Path:
     """A small trained run on the builtin data (timings do not depend on accuracy, maps do a little)."""
     from overfocus.config import build_config
-    from overfocus.train import train
+    from overfocus.training.engine import train
 
     cfg = build_config(overrides=[f"data.spec=builtin?classes=6&train={max(n_images, 64)}&test={n_images}",
                                   f"data.image_size={size}", "data.batch_size=64", f"model.name={model}",
@@ -113,7 +115,7 @@ def make_run(folder: Path, n_images: int, model: str, width: float, size: int, e
 
 def copy_checkpoints(run: Path, last: int) -> None:
     """Epochs 2..last as copies of epoch 1: the cost of a checkpoint does not depend on its weights."""
-    from overfocus.rundir import RunDir
+    from overfocus.runs.rundir import RunDir
 
     src = RunDir(run).checkpoint_path(1)
     for e in range(2, last + 1):
@@ -127,7 +129,7 @@ class Fixture:
         from overfocus.analysis import RunInfo
         from overfocus.data import collate_samples, normalize, open_dataset
         from overfocus.models import build_model
-        from overfocus.rundir import RunDir
+        from overfocus.runs.rundir import RunDir
         from overfocus.checkpoint.files import load_checkpoint
 
         self.info = info = RunInfo.from_manifest(RunDir(run).read_manifest())

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 def make_run(folder: Path, n_images: int, model: str, width: float, size: int, epochs: int) -> Path:
     """A small trained run on the builtin data (the analysis cost does not depend on accuracy)."""
     from overfocus.config import build_config
-    from overfocus.train import train
+    from overfocus.training.engine import train
 
     cfg = build_config(overrides=[f"data.spec=builtin?classes=6&train=64&test={n_images}",
                                   f"data.image_size={size}", "data.batch_size=32", f"model.name={model}",

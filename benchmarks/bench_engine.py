@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from overfocus.config import build_config
 from overfocus.data import collate_samples, normalize, open_dataset
 from overfocus.models import build_model
-from overfocus.train import Trainer
+from overfocus.training.engine import Trainer
 
 
 def bare_epoch(model, optimizer, dataset, batch_size, mean, std, seed) -> float:

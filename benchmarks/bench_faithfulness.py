@@ -115,7 +115,7 @@ def row_f(args, device) -> List[str]:
 def row_g(args, device) -> List[str]:
     from overfocus.analysis import analyze
     from overfocus.config import build_config
-    from overfocus.train import train
+    from overfocus.training.engine import train
 
     work = Path(tempfile.mkdtemp(prefix="bench-faith-"))
     try:

@@ -15,8 +15,8 @@ from overfocus.config import build_config
 from overfocus.models import build_model, latent_layer_name
 from overfocus.regularizers import RegContext, StepInfo, build_regularizer
 from overfocus.data import Batch
-from overfocus.run_checkpoints import state_payload, weights_payload
-from overfocus.train import build_optimizer, rng_state
+from overfocus.runs.checkpoints import state_payload, weights_payload
+from overfocus.training.engine import build_optimizer, rng_state
 
 
 def nbytes(obj) -> int:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TRAIN = ("from overfocus.config import build_config; from overfocus.train import train; "
+TRAIN = ("from overfocus.config import build_config; from overfocus.training.engine import train; "
          "cfg = build_config(overrides=['data.spec=builtin?classes=3&train=48&test=40', 'data.image_size=32', "
          "'data.batch_size=16', 'model.name=cifarnet', 'model.width=0.125', 'train.epochs=2', "
          "'train.progress=false']); train(cfg, {run!r})")

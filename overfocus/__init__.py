@@ -8,7 +8,7 @@ The public API is four plain functions and the Tracker class, imported lazily so
                                               overfocus.attribution.quick.attribute: maps in [0, 1]
     overlay(image, map)                       overfocus.render.overlay.overlay: H x W x 3 uint8
     normalize_maps(maps)                      overfocus.attribution.normalize_maps
-    Tracker(run_dir, data=..., ...)           overfocus.tracker.Tracker: your own loop writes a run
+    Tracker(run_dir, data=..., ...)           overfocus.training.tracker.Tracker: your own loop writes a run
 
 `overfocus.attribution.attribute` is the raw form (unscaled maps, explicit targets and layer).
 """
@@ -17,7 +17,7 @@ __all__ = ["Tracker", "analyze", "attribute", "normalize_maps", "overlay"]
 
 _PUBLIC = {"analyze": "overfocus.analysis.runner", "attribute": "overfocus.attribution.quick",
            "normalize_maps": "overfocus.attribution.api", "overlay": "overfocus.render.overlay",
-           "Tracker": "overfocus.tracker"}
+           "Tracker": "overfocus.training.tracker"}
 
 
 def __getattr__(name: str):

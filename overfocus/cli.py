@@ -17,7 +17,9 @@ import tempfile
 import traceback
 from typing import List, NoReturn, Optional
 
+from . import __version__
 from .errors import OverfocusError, cli_spelling, environment_error, one_line
+from .registry import did_you_mean
 
 COMMANDS = ["train", "resume", "demo", "list", "data", "analyze", "audit", "render", "compare", "explore", "select", "tensorboard", "export"]
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -40,7 +42,6 @@ def _with_suggestion(message: str) -> str:
     """
     import re
 
-    from .registry import did_you_mean
 
     found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
     if not found:
@@ -54,8 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="overfocus", description="Watch, measure and counter how CNNs narrow their attention in training.",
         epilog="Start with `overfocus demo`; each sub-command has --help with examples.")
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"overfocus {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

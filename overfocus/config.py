@@ -4,7 +4,7 @@ Unknown keys, values of the wrong type and values out of range (`validate`) are 
 (OverfocusError), so a typo never silently falls back to a default. A float field also takes a
 numeric string: YAML 1.1 reads `1e-3` (no dot) as the string "1e-3"; it must be finite (NaN and
 infinity are refused for every float key, a regularizer's included). Files and `--set` values are
-read through `yamlsafe` (size, nesting, UTF-8 and alias bounds); messages quote values shortened.
+read through `fileio.read_yaml_file` / `load_scalar` (size, nesting, UTF-8 and alias bounds); messages quote values shortened.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import OverfocusError, shorten
+from .fileio import load_scalar, read_yaml_file
 from .registry import did_you_mean
-from .yamlsafe import load_scalar, read_yaml_file
+from .models import MODELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -267,8 +268,6 @@ def family_optim_defaults(data: Dict[str, Any]) -> Dict[str, Any]:
     optim = data.get("optim", {})
     if not isinstance(model, dict) or not isinstance(optim, dict) or "name" in optim:
         return data
-    from .models import MODELS
-
     name = model.get("name", ModelConfig.name)
     defaults = MODELS.get(name).optim if isinstance(name, str) and name in MODELS else None
     if not defaults:

@@ -6,11 +6,12 @@ import subprocess
 from pathlib import Path
 from typing import Dict
 
+from . import __version__
+
 
 def software_versions() -> Dict[str, str]:
     import torch
 
-    from . import __version__
 
     versions = {"python": platform.python_version(), "torch": torch.__version__, "overfocus": __version__}
     try:

@@ -36,7 +36,7 @@ def _seed():
 def tiny_run(tmp_path_factory) -> Path:
     """A finished 2-epoch run on tiny builtin data (shared by tests that only read it)."""
     from overfocus.config import build_config
-    from overfocus.train import train
+    from overfocus.training.engine import train
 
     cfg = build_config(overrides=["data.spec=builtin?classes=3&train=48&test=24", "data.image_size=32",
                                   "data.batch_size=16", "model.name=cifarnet", "model.width=0.125",

@@ -13,19 +13,24 @@ from typing import Dict, Iterable, List, Set, Tuple
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "overfocus"
-RUNS = ("overfocus.rundir", "overfocus.train")
 CLI = ("overfocus.cli", "overfocus.commands")
+# the only modules at the top of overfocus/ (docs/ARCHITECTURE.md): everything else lives in a package
+TOP_LEVEL = {"__init__", "__main__", "cli", "registry", "config", "errors", "fileio", "progress", "device",
+             "distributed", "versions"}
+PACKAGES = {"analysis", "attribution", "audit", "checkpoint", "commands", "data", "integrations", "metrics",
+            "models", "regularizers", "render", "runs", "training"}
 
 # (rule id, modules it constrains, modules they must not import, modules exempt from it)
 RULES: List[Tuple[str, Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]] = [
-    ("render never imports models, train or attribution", ("overfocus.render",),
-     ("overfocus.models", "overfocus.train", "overfocus.attribution"), ()),
-    ("analysis never imports train", ("overfocus.analysis", "overfocus.audit"), ("overfocus.train",), ()),
+    ("render never imports models, training or attribution", ("overfocus.render",),
+     ("overfocus.models", "overfocus.training", "overfocus.attribution"), ()),
+    ("analysis and audit never import training", ("overfocus.analysis", "overfocus.audit"), ("overfocus.training",),
+     ()),
     ("the library never imports the CLI", ("overfocus",), CLI, ("overfocus.cli", "overfocus.__main__",
                                                                 "overfocus.commands")),
-    ("data never imports runs or analysis", ("overfocus.data",), (*RUNS, "overfocus.analysis",
-                                                                 "overfocus.analysis_io", "overfocus.analysis_shards"),
-     ()),
+    ("data never imports runs or analysis", ("overfocus.data",), ("overfocus.runs", "overfocus.analysis"), ()),
+    ("checkpoint never imports training or analysis", ("overfocus.checkpoint",),
+     ("overfocus.training", "overfocus.analysis"), ()),
 ]
 
 
@@ -84,12 +89,28 @@ def test_rule_checker_sees_a_broken_rule(tmp_path):
     (pkg / "__init__.py").write_text("")
     (pkg / "render" / "__init__.py").write_text("")
     (pkg / "render" / "io.py").write_text("def f():\n    from ..models import build_model\n")
-    (pkg / "data.py").write_text("from . import train\n")
+    (pkg / "data.py").write_text("from .runs import rundir\n")
     imports = all_imports(pkg)
     assert violations(imports, *RULES[0][1:]) == ["overfocus.render.io imports overfocus.models",
                                                   "overfocus.render.io imports overfocus.models.build_model"]
-    assert violations(imports, *RULES[3][1:]) == ["overfocus.data imports overfocus.train"]
+    assert violations(imports, *RULES[3][1:]) == ["overfocus.data imports overfocus.runs",
+                                                  "overfocus.data imports overfocus.runs.rundir"]
 
 
 def test_every_module_is_seen():
-    assert {"overfocus.analysis.core", "overfocus.audit", "overfocus.render.io", "overfocus.data.human"} <= set(IMPORTS)
+    assert {"overfocus.analysis.core", "overfocus.audit.flow", "overfocus.render.io", "overfocus.data.human",
+            "overfocus.runs.writer", "overfocus.training.hooks", "overfocus.checkpoint.files"} <= set(IMPORTS)
+
+
+def test_nothing_at_the_top_but_the_listed_modules():
+    """A new module goes into the package of its job (runs/, training/, checkpoint/, ...), not beside cli.py."""
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    assert modules - TOP_LEVEL == set(), "move these into a package (docs/ARCHITECTURE.md)"
+    packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert packages == PACKAGES
+
+
+def test_every_package_says_what_it_holds():
+    """Each package's __init__.py opens with a docstring naming its modules' jobs."""
+    for name in sorted(PACKAGES):
+        assert ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text())), name

@@ -34,7 +34,7 @@ def train_and_analyse(root: Path, name: str, extra: list) -> Path:
     """The analysed run ROOT/NAME, trained and analysed unless a previous call left it complete."""
     from overfocus.analysis import analyze
     from overfocus.config import build_config
-    from overfocus.train import train
+    from overfocus.training.engine import train
 
     run = root / name
     if (run / "analysis" / "analysis.json").is_file() and (run / "analysis" / "summary.csv").is_file():

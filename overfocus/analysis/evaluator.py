@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from ..attribution import attribution_mode, normalize_maps
 from ..errors import OverfocusError
 from ..metrics import NeuronCoverage
-from ..progress import progress
 from ..metrics.faithfulness import FaithfulnessOptions
+from ..models.layers import spatial_sizes
+from ..progress import progress
+from ..runs.manifest import RunInfo
 from .core import FaithfulnessRequest, check_finite_weights, evaluate_batch
-from .settings import COVERAGE_METRICS, RunInfo, Runtime, Settings
+from .settings import COVERAGE_METRICS, Runtime, Settings
 from .shards import SECTIONS, merge_sections
 from .source import BatchSource, batch_subset
 from .storage import ALL_IMAGES, DEGENERATE, MODEL_METHOD
@@ -235,8 +237,6 @@ def drift_resolution(model: torch.nn.Module, layer: str, images: torch.Tensor) -
         >>> drift_resolution(build_model("cifarnet", 3, width=0.125), "block3", torch.zeros(1, 3, 32, 32))
         (4, 4)
     """
-    from ..models.layers import spatial_sizes
-
     size = dict(spatial_sizes(model, images[:1])).get(layer, (16, 16))
     lo, hi = DRIFT_SIDE
     return tuple(int(min(max(side, lo), hi, full)) for side, full in zip(size, images.shape[-2:]))

@@ -22,13 +22,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import option
-from ..lock import FolderLock
+from ..runs.lock import FolderLock
 
 LOCK_NAME = "analysis.lock"
 
 
 class AnalysisLock(FolderLock):
-    """The lock of one analysis folder (`overfocus.lock.FolderLock`); `shared=True` for --shard
+    """The lock of one analysis folder (`overfocus.runs.lock.FolderLock`); `shared=True` for --shard
     processes. A context manager."""
 
     def __init__(self, folder: Path, shared: bool = False):

@@ -35,9 +35,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..fileio import atomic_write_json
-from . import storage as store
-from . import verdicts
+from . import storage as store, verdicts
+from ..fileio import atomic_write_json, json_safe
+from .core import RANDOM_BASELINE
 from .trajectory import DRIFT_LEVEL, read_trajectory
 
 ONSET_FILE = "onset.json"
@@ -225,8 +225,6 @@ def compute_onset(collector: OnsetCollector, gaps: Dict[int, float]) -> Dict[str
 
 def method_facts(collector: OnsetCollector, method: str) -> Dict[str, Any]:
     """faithful_from (against the random baseline), the epochs it rests on, and sanity_from."""
-    from .core import RANDOM_BASELINE
-
     epochs = sorted(collector.faithful)
     ids = sorted({iid for e in epochs for iid in collector.faithful[e].get(RANDOM_BASELINE, {}).get("deletion", {})})
 
@@ -273,7 +271,7 @@ def update_onset(folder: Path, epochs: Sequence[int], gaps: Dict[int, float],
     if not collector.by_epoch:
         return None
     onset = compute_onset(collector, gaps)
-    atomic_write_json(path, _clean(onset))
+    atomic_write_json(path, json_safe(onset))
     return onset
 
 
@@ -286,17 +284,6 @@ def read_onset(folder: Path | str) -> Optional[Dict[str, Any]]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _clean(obj: Any) -> Any:
-    """Strict JSON: NaN and inf as null."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # ---- words ------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ docs/analysis.md and `overfocus.analysis.storage`, which also reads it back.
 
 The analysis is incremental: an epoch is done when its records file exists and analysis.json
 lists it, and a later call computes only what is missing. A corrupt checkpoint is reported and
-skipped; the others complete. This module is the plan (what to do), the loop over checkpoints,
-the parts of a sharded analysis and their merge, and analysis.json; one checkpoint's work is
-`evaluator.EpochEvaluator`.
+skipped; the others complete. This module is the plan (what to do), the loop over checkpoints
+and analysis.json; one checkpoint's work is `evaluator.EpochEvaluator`, the parts of a sharded
+analysis and their merge `parts.EpochParts`.
 
 Example (in a notebook):
     >>> import overfocus
@@ -30,27 +30,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
+from . import storage as store
+from ..attribution import attribution_mode
 from ..attribution.methods import DEFAULT_METHODS
+from ..checkpoint.folder import scan_folder
+from ..data import collate_samples, normalize, open_dataset
+from ..data.human import open_human_dataset
+from ..data.subset import Subset
+from ..device import resolve_device
 from ..distributed import broadcast_object, gather_objects
 from ..errors import OverfocusError, option
-from ..fileio import clean_stale_temps
-from ..models.build import ModelOptions
-from ..progress import epoch_line, progress
-from ..rundir import RunDir
-from . import storage as store
+from ..fileio import atomic_write_json, clean_stale_temps, json_safe
 from ..metrics.faithfulness import FaithfulnessOptions
-from .core import NonFiniteModel
-from .evaluator import AnalysisData, EpochEvaluator, cumulative_rows
+from ..models import get_module
+from ..models.build import ModelOptions
+from ..models.layers import layer_side, small_layer_note
+from ..models.tokens import layer_layout
+from ..progress import epoch_line, progress
+from ..runs.manifest import RunInfo
+from ..runs.rundir import RunDir
+from .cascade import CASCADE_FILE, cascade, randomisable_layers
+from .core import NonFiniteModel, check_finite_weights
+from .evaluator import AnalysisData, EpochEvaluator
 from .lock import AnalysisLock
 from .onset import OnsetCollector, update_onset
+from .parts import EpochParts
 from .runsource import FolderOptions, RunSource, open_source
-from .settings import (FAITHFULNESS_IMAGES, RunInfo, Runtime, Settings, make_runtime, resolve_method_args,
-                       resolve_methods, resolve_metrics, resolve_model_metrics, select_epochs)
-from .shards import (batch_span, coverage_masks, cumulative_coverage, mask_arrays, masks_from_arrays,
-                     merge_sections, parse_shard, probe_entries, probe_part_arrays, union_masks)
+from .settings import (FAITHFULNESS_IMAGES, Runtime, Settings, make_runtime, resolve_method_args, resolve_methods,
+                       resolve_metrics, resolve_model_metrics, select_epochs)
+from .shards import batch_span, parse_shard
 from .source import BatchSource, evenly_spaced, extend_probe_ids, find_indices, probe_arrays
 from .state import checkpoint_identity, fresh_state, prepare_folder, refuse_mismatch, update_state
 from .summary import rebuild_summary
@@ -168,9 +178,6 @@ def preflight(run_dir: Path | str, epochs: Optional[Iterable[int] | str] = None,
     Example:
         >>> preflight("runs/demo", "0:10", device="cpu", nproc=2)                 # doctest: +SKIP
     """
-    from ..checkpoint.folder import scan_folder
-    from ..device import resolve_device
-
     run = RunDir(run_dir)
     if run.exists():
         RunInfo.from_manifest(run.read_manifest())
@@ -214,9 +221,6 @@ class Choices:
 def prepare(source: RunSource, runtime: Runtime, choices: Choices, show_progress: bool) -> "Runner":
     """Open the data, check the choices against the registries and the data, build the model:
     everything the Runner and its EpochEvaluator receive in their constructors."""
-    from ..data import collate_samples, open_dataset
-    from ..data.human import open_human_dataset
-
     c, info = choices, source.info
     if c.split not in ("test", "train"):
         raise OverfocusError(f"--split {c.split!r}: use test or train")
@@ -280,8 +284,6 @@ def faithful_subset(analysed, n: int):
         raise OverfocusError(f"--faithfulness-images {n}: use 0 (no faithfulness metrics) or more")
     if n == 0 or len(analysed) == 0:
         return None
-    from ..subset import Subset
-
     chosen = evenly_spaced(analysed, n)
     return chosen if isinstance(chosen, Subset) else Subset(chosen, range(len(chosen)))
 
@@ -297,7 +299,6 @@ def initial_model(source: RunSource, model: torch.nn.Module) -> Optional[torch.n
     computed) when the run has no epoch 0 or it cannot be loaded."""
     import copy
 
-    from .core import check_finite_weights
 
     if 0 not in source.epochs():
         return None
@@ -313,8 +314,6 @@ def initial_model(source: RunSource, model: torch.nn.Module) -> Optional[torch.n
 
 def place_model(model: torch.nn.Module, layer: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
     """The one model object of a call (checkpoints are loaded into it) on its device; the layer is checked."""
-    from ..models import get_module
-
     model = model.to(device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -325,8 +324,6 @@ def place_model(model: torch.nn.Module, layer: str, device: torch.device, channe
 def layer_reshape(model: torch.nn.Module, layer: str, image_size: int, device: torch.device) -> str:
     """How the layer's output becomes a map (`models.tokens`), for analysis.json and the CLI's line;
     "" where the layer gives no map (the layer methods then say why)."""
-    from ..models.tokens import layer_layout
-
     try:
         return layer_layout(model, layer, torch.zeros(1, 3, image_size, image_size, device=device)).describe()
     except OverfocusError:
@@ -337,13 +334,11 @@ def check_layer_size(model: torch.nn.Module, layer: str, image_size: int, device
                      show: bool) -> None:
     """A layer below 4 x 4 at this image size gives near-constant maps: one line on stderr naming a
     larger layer; a 1 x 1 layer (every map constant) is refused unless the caller named it."""
-    from ..models.layers import small_layer_note, spatial_sizes
-
     images = torch.zeros(1, 3, image_size, image_size, device=device)
     note = small_layer_note(model, layer, images)
     if note is None:
         return
-    h, w = dict(spatial_sizes(model, images))[layer]
+    h, w = layer_side(model, layer, images)
     if h * w == 1 and not explicit:
         raise OverfocusError(f"{note} (or {option('layer', repr(layer))} to analyse it anyway)")
     if show:
@@ -359,8 +354,6 @@ class _Sources:
     num_workers: int
 
     def of(self, dataset) -> BatchSource:
-        from ..subset import Subset
-
         if self.runtime.part is not None:
             span = batch_span(len(dataset), self.batch_size, *self.runtime.part)
             dataset = Subset(dataset, range(*span))
@@ -391,15 +384,15 @@ class Plan:
 
 
 class Runner:
-    """One analyze call: the plan, the loop over checkpoints, parts and their merge, analysis.json."""
+    """One analyze call: the plan, the loop over checkpoints (the parts of a sharded one: parts.py), analysis.json."""
 
     def __init__(self, source: RunSource, runtime: Runtime, settings: Settings, data: AnalysisData,
                  evaluator: EpochEvaluator, batch_size: int, show_progress: bool):
         self.source, self.info, self.rt, self.settings, self.data = source, source.info, runtime, settings, data
         self.evaluator, self.batch_size, self.show = evaluator, batch_size, show_progress
-        self.reused: List[int] = []
         self.written_rows: List[Dict[str, Any]] = []
         self.cascade_images: Optional[BatchSource] = None  # set by prepare for --sanity cascade
+        self.parts = EpochParts(source, settings, data, evaluator, batch_size, self._write_epoch)
 
     # -- the loop --
     def execute(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
@@ -421,7 +414,8 @@ class Runner:
                     plan.record(folder, epoch, reason)
                     if self.show and not reason:  # one plain line per checkpoint in a log
                         epoch_line(epoch, prefix="analyze", **headline_means(self.written_rows, self.settings))
-            self._report_reused()
+            if self.rt.part is not None:
+                self.parts.report_reused(self.rt.part)
             return self._on_main(lambda: self._finish(selection[0], folder, force, plan))
         finally:
             lock.release()
@@ -442,7 +436,7 @@ class Runner:
         self._write_faithfulness_ids(folder)
         skipped = [_skip(e, f"no checkpoint {self.source.checkpoint(e)}") for e in missing]
         todo = [e for e in selected if e not in done]
-        ready = {e: w for e in todo if (w := self._complete_world(folder, e))}
+        ready = {e: w for e in todo if (w := self.parts.complete_world(folder, e))}
         return Plan(state, done, todo, ready, skipped)
 
     def _finish(self, selected: List[int], folder: Path, force: bool, plan: Plan) -> AnalysisResult:
@@ -464,9 +458,6 @@ class Runner:
 
     def _cascade(self, folder: Path, epoch: int) -> None:
         """Rank 0: the cascading randomisation test of `epoch` (cascade.py) -> sanity_cascade.json."""
-        from ..attribution import attribution_mode
-        from ..fileio import atomic_write_json
-        from .cascade import CASCADE_FILE, cascade, randomisable_layers
         model = self.evaluator.load(self.source, epoch)
         s, info = self.settings, self.info
         batches = []
@@ -475,8 +466,6 @@ class Runner:
             targets = batch.labels
             if s.target == "predicted":
                 with torch.no_grad():
-                    from ..data import normalize
-
                     targets = model(normalize(batch.images, info.mean, info.std)).argmax(1)
             batches.append((batch.images, targets))
         steps = len(randomisable_layers(model))
@@ -487,7 +476,7 @@ class Runner:
                             mean=info.mean, std=info.std, method_args=s.method_args,
                             on_step=lambda _: next(ticks, None))
         atomic_write_json(folder / CASCADE_FILE, {"epoch": epoch, "images": sum(len(b[0]) for b in batches),
-                                                  **_finite(curve)})
+                                                  **json_safe(curve)})
 
     def _fill_history(self, epochs: List[int]) -> None:
         """Rank 0: the train/test accuracy of analysed checkpoints that the run does not record
@@ -504,18 +493,18 @@ class Runner:
         """One epoch on every rank; the reason it was skipped (meaningful on rank 0), or None."""
         main = self.rt.dist.is_main
         if epoch in plan.ready:  # a complete set of parts is on disk: only the merge is left
-            return self._merge(folder, epoch, plan.ready[epoch]) if main else None
+            return self.parts.merge(folder, epoch, plan.ready[epoch]) if main else None
         if self.rt.part is None:
             return self._one_epoch(folder, epoch)
         rank, world = self.rt.part
-        reasons = gather_objects(self._one_part(folder, epoch, rank, world), self.rt.dist)
+        reasons = gather_objects(self.parts.write(folder, epoch, rank, world), self.rt.dist)
         if not main:
             return None  # on to the next epoch while rank 0 merges this one
         failed = next((r for r in reasons if r), None)
         if failed:
             store.remove_parts(folder, [epoch])
             return failed
-        return self._merge(folder, epoch, world)
+        return self.parts.merge(folder, epoch, world)
 
     def _execute_shard(self, selection: Tuple[List[int], List[int]], folder: Path, force: bool) -> AnalysisResult:
         """--shard R/W: this share's parts of the epochs not done yet; no shared file is written."""
@@ -530,9 +519,9 @@ class Runner:
         skipped = [_skip(e, f"no checkpoint {self.source.checkpoint(e)}") for e in missing]
         computed = []
         for epoch in progress([e for e in selected if e not in done], self.show, desc="checkpoints"):
-            reason = self._one_part(folder, epoch, *self.rt.shard)
+            reason = self.parts.write(folder, epoch, *self.rt.shard)
             (skipped.append(_skip(epoch, reason)) if reason else computed.append(epoch))
-        self._report_reused()
+        self.parts.report_reused(self.rt.part)
         return AnalysisResult([], computed, skipped, sorted(done), folder)
 
     def _on_main(self, fn):
@@ -575,76 +564,6 @@ class Runner:
         store.write_npz(store.probe_epoch_path(folder, epoch), **probe)
         store.write_npz(store.small_maps_path(folder, epoch), **small)
         store.write_csv(store.records_path(folder, epoch), rows, store.RECORD_COLUMNS, ".9g")  # last: "done"
-
-    # -- parts (torchrun ranks, shards) --
-    def _part_meta(self, epoch: int, rank: int, world: int) -> Dict[str, Any]:
-        """What a part was made from; a part on disk is reused only when all of it matches."""
-        ckpt = self.source.checkpoint(epoch)
-        stat = ckpt.stat() if ckpt.is_file() else None
-        n, n_human = self.data.n_analysed, self.data.n_human
-        n_faithful = len(self.data.faithful_ids)
-        return {"settings": self.settings.compared(), "batch_size": self.batch_size, "n": n,
-                "n_human": n_human, "span": list(batch_span(n, self.batch_size, rank, world)),
-                "human_span": list(batch_span(n_human, self.batch_size, rank, world)),
-                "faithful_span": list(batch_span(n_faithful, self.batch_size, rank, world)),
-                "checkpoint": [stat.st_size, stat.st_mtime_ns] if stat else None}
-
-    def _one_part(self, folder: Path, epoch: int, rank: int, world: int) -> Optional[str]:
-        """This rank's share of one checkpoint, written as a part (or a finished one reused)."""
-        meta = self._part_meta(epoch, rank, world)
-        if store.part_meta(folder, epoch, rank, world) == meta:
-            self.reused.append(epoch)
-            return None
-        try:
-            self.evaluator.load(self.source, epoch)
-        except OverfocusError as exc:
-            return str(exc)
-        # probe images outside the analysed ones are rank 0's job (one process computes them too)
-        try:
-            out = self.evaluator.evaluate(epoch, probe_positions=self.data.uncovered_probe() if rank == 0 else [])
-        except NonFiniteModel as exc:
-            return str(exc)
-        size = self.info.image_size
-        arrays = probe_part_arrays(out.probe, self.settings.methods, (size, size), self.info.num_classes)
-        if out.cov is not None:
-            arrays.update(mask_arrays(*coverage_masks(out.cov)))
-        arrays.update({f"small_{k}": v for k, v in out.small_arrays().items()})
-        store.write_part(folder, epoch, rank, world, out.sections, arrays, meta)
-        return None
-
-    def _complete_world(self, folder: Path, epoch: int) -> Optional[int]:
-        """World size of a complete, up-to-date set of parts of `epoch` on disk (any world size)."""
-        for world in store.part_worlds(folder, epoch):
-            if all(store.part_meta(folder, epoch, r, world) == self._part_meta(epoch, r, world)
-                   for r in range(world)):
-                return world
-        return None
-
-    def _merge(self, folder: Path, epoch: int, world: int) -> Optional[str]:
-        """Rank 0: the parts of one epoch -> the records and probe files of a one-process run."""
-        parts = [store.read_part(folder, epoch, r, world) for r in range(world)]
-        cumulative: List[Dict[str, Any]] = []
-        settings = self.settings
-        if settings.coverage:
-            masks = [masks_from_arrays(arrays) for _, arrays in parts]
-            latent_key = next((key for _, key in masks if key), "")
-            totals = cumulative_coverage(union_masks(m for m, _ in masks), latent_key)
-            cumulative = cumulative_rows(epoch, totals)
-        probe: Dict[int, tuple] = {}
-        for _, arrays in parts:
-            probe.update(probe_entries(arrays, settings.methods))
-        rows = merge_sections([sections for sections, _ in parts], cumulative)
-        small = {k[len("small_"):]: np.concatenate([arrays[k] for _, arrays in parts if k in arrays])
-                 for k in sorted({k for _, arrays in parts for k in arrays if k.startswith("small_")})}
-        self._write_epoch(folder, epoch, rows, self.evaluator.probe_arrays(epoch, probe), small)
-        store.remove_parts(folder, [epoch])
-        return None
-
-    def _report_reused(self) -> None:
-        if self.reused:
-            rank, world = self.rt.part
-            print(f"overfocus analyze: rank {rank} of {world} reused its finished parts of epochs "
-                  f"{sorted(self.reused)}", file=sys.stderr)
 
     def _write_faithfulness_ids(self, folder: Path) -> None:
         """faithfulness.json: which images the faithfulness and sanity metrics were computed on."""
@@ -692,15 +611,6 @@ def run_gaps(run: RunDir) -> Dict[int, float]:
     """epoch -> generalization gap of the run's metrics.jsonl (empty without one)."""
     return {int(r["epoch"]): float(r["gap"]) for r in run.read_metrics()
             if isinstance(r.get("epoch"), int) and isinstance(r.get("gap"), (int, float))}
-
-
-def _finite(obj: Any) -> Any:
-    """Strict JSON: NaN as null."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return None if isinstance(obj, float) and obj != obj else obj
 
 
 def _skip(epoch: int, reason: str) -> Dict[str, Any]:

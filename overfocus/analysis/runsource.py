@@ -24,16 +24,21 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from ..checkpoint.files import load_checkpoint, read_weights
 from ..checkpoint.folder import FolderScan, scan_folder
-from ..errors import OverfocusError, option
 from ..checkpoint.history import HistoryColumns, read_history
-from ..models.build import ModelOptions, build_target
-from ..models.layers import auto_layer
 from ..checkpoint.keys import check_and_load, infer_num_classes
-from ..checkpoint.files import read_weights
-from ..rundir import SCHEMA_VERSION, RunDir, recorded_by
-from ..checkpoint.files import load_checkpoint
-from .settings import RunInfo, available_epochs
+from ..config import IMAGENET_MEAN, IMAGENET_STD
+from ..data import open_dataset
+from ..data.splits import probe_ids
+from ..errors import OverfocusError, option
+from ..models.build import ModelOptions, build_target
+from ..models.layers import auto_layer, auto_layer_reason
+from ..runs.accuracy import eval_loaders, evaluate
+from ..runs.manifest import RunInfo, run_manifest
+from ..runs.rundir import RunDir, recorded_by
+from .settings import available_epochs
+from .storage import analysis_dir
 
 FOREIGN_KIND = "checkpoint-folder"  # run.json `source.kind` of a foreign folder's output
 DEFAULT_BATCH = 64
@@ -147,8 +152,6 @@ class OwnRun(RunSource):
         return self.run.checkpoint_path(epoch)
 
     def analysis_folder(self, out: Optional[Path | str]) -> Path:
-        from .storage import analysis_dir
-
         return analysis_dir(self.root, out)  # --out names the analysis folder itself for a run
 
     def build_model(self) -> torch.nn.Module:
@@ -173,8 +176,6 @@ class CheckpointFolder(RunSource):
 
     def __init__(self, folder: Path, opts: FolderOptions, data: Optional[str], out: Optional[Path | str],
                  layer: Optional[str], show: bool = True):
-        from ..config import IMAGENET_MEAN, IMAGENET_STD
-
         if not (opts.model.model or opts.model.arch):
             raise OverfocusError(f"{folder} is not an overfocus run (no run.json): name the architecture of its "
                                  "checkpoints with --model NAME (ours, torchvision's or timm:NAME) or "
@@ -199,7 +200,7 @@ class CheckpointFolder(RunSource):
             print(f"overfocus analyze: {self.description}; attribution layer {chosen!r} ({why})", file=sys.stderr)
         self.info = RunInfo(opts.model.model or opts.model.arch, opts.model.width, opts.model.small_input,
                             num_classes, data, size, mean, std, DEFAULT_BATCH, 0, chosen, latent or chosen,
-                            _probe_ids(test))
+                            probe_ids(test))
 
     def _classes_from_weights(self) -> Optional[int]:
         """The output size of the first readable checkpoint (unreadable ones are reported later)."""
@@ -215,8 +216,9 @@ class CheckpointFolder(RunSource):
             return asked, "--layer"
         if declared:
             return declared, "the model's declared layer"
-        found = auto_layer(self.model, torch.zeros(1, 3, size, size))
-        return found, "the last module with a spatial output before the classifier; --layer NAME chooses another"
+        probe = torch.zeros(1, 3, size, size)
+        found = auto_layer(self.model, probe)
+        return found, f"{auto_layer_reason(self.model, found, probe)}; --layer NAME chooses another"
 
     def epochs(self) -> List[int]:
         return self.scan.epochs
@@ -269,19 +271,19 @@ class CheckpointFolder(RunSource):
 
     def _manifest(self) -> Dict[str, Any]:
         m, i = self.opts.model, self.info
-        return {"schema": SCHEMA_VERSION, "status": "foreign",
-                "source": {"kind": FOREIGN_KIND, "folder": str(self.root.resolve()),
-                           "skipped_files": [p.name for p in self.scan.unnamed + self.scan.duplicates]},
-                "config": {"model": {"name": m.model, "arch": m.arch, "width": m.width, "small_input": m.small_input,
-                                     "num_classes": i.num_classes, "description": self.description},
-                           "data": {"spec": i.data_spec, "image_size": i.image_size, "mean": list(i.mean),
-                                    "std": list(i.std), "batch_size": i.batch_size}},
-                "num_classes": i.num_classes, "gradcam_layer": i.gradcam_layer, "latent_layer": i.latent_layer,
-                "probe_ids": list(i.probe_ids), "epoch0_is_initial": self.scan.epoch0_is_initial,
-                "epoch_offset": self.scan.offset,
-                "epochs": [{"epoch": e, "file": os.path.relpath(p.resolve(), self.out_root.resolve()),
-                            **({"step": self.scan.steps[e]} if e in self.scan.steps else {})}
-                           for e, p in sorted(self.scan.files.items())]}
+        config = {"model": {"name": m.model, "arch": m.arch, "width": m.width, "small_input": m.small_input,
+                            "num_classes": i.num_classes, "description": self.description},
+                  "data": {"spec": i.data_spec, "image_size": i.image_size, "mean": list(i.mean), "std": list(i.std),
+                           "batch_size": i.batch_size}}
+        source = {"kind": FOREIGN_KIND, "folder": str(self.root.resolve()),
+                  "skipped_files": [p.name for p in self.scan.unnamed + self.scan.duplicates]}
+        epochs = [{"epoch": e, "file": os.path.relpath(p.resolve(), self.out_root.resolve()),
+                   **({"step": self.scan.steps[e]} if e in self.scan.steps else {})}
+                  for e, p in sorted(self.scan.files.items())]
+        return run_manifest(config, status="foreign", source=source, versions=False, num_classes=i.num_classes,
+                            gradcam_layer=i.gradcam_layer, latent_layer=i.latent_layer, probe_ids=i.probe_ids,
+                            epoch0_is_initial=self.scan.epoch0_is_initial, epoch_offset=self.scan.offset,
+                            epochs=epochs)
 
     def _history(self) -> Dict[int, Dict[str, Any]]:
         return {int(r["epoch"]): r for r in RunDir(self.out_root).read_metrics() if "epoch" in r}
@@ -296,8 +298,6 @@ class CheckpointFolder(RunSource):
         return [e for e in epochs if e not in known]
 
     def record_history(self, epoch: int, model: torch.nn.Module, device: torch.device) -> None:
-        from ..accuracy import evaluate
-
         loaders = self._loaders()
         i = self.info
         train_loss, train_acc = evaluate(model, loaders["train"], device, i.mean, i.std)
@@ -311,17 +311,10 @@ class CheckpointFolder(RunSource):
     def _loaders(self) -> Dict[str, Any]:
         """The test split and a fixed train subset of its size (opened once, on first use)."""
         if getattr(self, "_gap_loaders", None) is None:
-            from ..accuracy import fixed_subset_indices, make_loader
-            from ..subset import Subset
-
             i = self.info
-            test = _open(i.data_spec, "test", i.image_size)
-            train = _open(i.data_spec, "train", i.image_size)
-            subset = Subset(train, fixed_subset_indices(len(train), len(test), self.opts.subset_seed))
-            self._gap_loaders = {"train": make_loader(subset, i.batch_size, 0),
-                                 "test": make_loader(test, i.batch_size, 0)}
+            test, train = _open(i.data_spec, "test", i.image_size), _open(i.data_spec, "train", i.image_size)
+            self._gap_loaders = eval_loaders(train, test, self.opts.subset_seed, i.batch_size)
         return self._gap_loaders
-
 
 def _recipe(manifest: Dict[str, Any]) -> Dict[str, Any]:
     """What makes two analyses of one folder comparable: the model and the preprocessing."""
@@ -346,17 +339,7 @@ def _difference(old: Dict[str, Any], new: Dict[str, Any]) -> str:
 
 
 def _open(spec: str, split: str, size: int):
-    from ..data import open_dataset
-
     dataset = open_dataset(spec, split, size)
     if len(dataset) == 0:
         raise OverfocusError(f"--data {spec} has no {split} images: point it at data with a {split} split")
     return dataset
-
-
-def _probe_ids(test) -> Tuple[str, ...]:
-    """The probe set `overfocus train` would pick on this test split (evenly spaced images)."""
-    from ..accuracy import PROBE_SIZE, probe_indices
-    from ..data import dataset_labels, image_id_at
-
-    return tuple(image_id_at(test, k) for k in probe_indices(len(test), PROBE_SIZE, dataset_labels(test)))

@@ -26,7 +26,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import OverfocusError
+from ..fileio import atomic_write_json
+from ..metrics.registry import METRICS, SUMMARY_METRICS
 from ..registry import did_you_mean
+from ..runs.rundir import RunDir
+from .storage import read_summary
 
 DEFAULT_OBJECTIVES = ("test_acc", "energy_pg_nondegenerate", "area_ratio_nondegenerate")
 SELECT_FILE = "select.json"
@@ -52,8 +56,6 @@ def objective(name: str) -> Objective:
         >>> objective("energy_pg_nondegenerate").higher_is_better, objective("gap").higher_is_better
         (True, False)
     """
-    from ..metrics.registry import METRICS, SUMMARY_METRICS
-
     for registry in (METRICS, SUMMARY_METRICS):
         if name in registry:
             spec = registry.get(name)
@@ -175,9 +177,6 @@ def select_run(run_dir: Path | str, objectives: Sequence[str] = DEFAULT_OBJECTIV
         >>> result["front"][0]["epoch"], result["pick"]["epoch"]   # doctest: +SKIP
         (3, 7)
     """
-    from ..rundir import RunDir
-    from .storage import read_summary
-
     run_dir = Path(run_dir)
     if pick is not None and pick not in PICKS:
         raise OverfocusError(f"--pick {pick!r} is not known: use --pick knee")
@@ -221,8 +220,6 @@ def _num(v: float) -> Optional[float]:
 
 def write_select(result: Mapping[str, Any], path: Path | str) -> Path:
     """select.json, written atomically."""
-    from ..fileio import atomic_write_json
-
     atomic_write_json(Path(path), dict(result))
     return Path(path)
 

@@ -14,13 +14,15 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..attribution.methods import ATTRIBUTIONS, check_method_args
-from ..distributed import DistInfo
+from ..device import resolve_device
+from ..distributed import DistInfo, env_info, init_process_group
 from ..errors import OverfocusError
-from ..models.build import check_recipe_args
 from ..metrics.registry import METRICS
-from ..rundir import RunDir
 from ..registry import did_you_mean
+from ..runs.rundir import RunDir
+from .core import RANDOM_BASELINE
 from .shards import parse_shard
+from .summary import derived_metrics
 
 IMAGE_METRICS = ("correct", "confidence")  # always recorded: free, from the logits
 COVERAGE_METRICS = ("coverage_global", "coverage_latent", "unit_coverage_global", "unit_coverage_latent")
@@ -33,69 +35,6 @@ SETTING_DEFAULTS = {"precision": "float32", "method_args": {}, "faithfulness_ima
                     "faithfulness_steps": 16, "faithfulness_baseline": "blur",
                     "image_choice": ""}  # "" = all images, or (before "evenly") the FIRST --limit N
 FAITHFULNESS_IMAGES = 256  # default --faithfulness-images: evenly spaced over the analysed images
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What analyze needs from run.json: the model, the preprocessing and the probe ids."""
-
-    model_name: str
-    width: float
-    small_input: bool
-    num_classes: int
-    data_spec: str
-    image_size: int
-    mean: Tuple[float, ...]
-    std: Tuple[float, ...]
-    batch_size: int
-    num_workers: int
-    gradcam_layer: str
-    latent_layer: str
-    probe_ids: Tuple[str, ...]
-    batch_norm: Optional[bool] = None  # model.batch_norm of the run (None = the architecture's default)
-    skip_bad: bool = False  # the run was trained with --skip-bad: analysis skips unreadable images too
-    arch: Optional[str] = None  # "package.module:Factory" of a tracked run's model (model_name then empty)
-
-    @classmethod
-    def from_manifest(cls, manifest: Dict[str, Any]) -> "RunInfo":
-        cfg = manifest.get("config") or {}
-        model, data = cfg.get("model") or {}, cfg.get("data") or {}
-        if not (model.get("name") or model.get("arch")) or "spec" not in data:
-            raise OverfocusError("run.json has no model/data configuration: was it written by `overfocus train`?")
-        layers = [manifest.get("gradcam_layer"), manifest.get("latent_layer")]
-        if not all(layers):  # older run.json: the registry entry declares them
-            from ..models import MODELS
-
-            entry = MODELS.get(model["name"])
-            layers = [layers[0] or entry.gradcam_layer, layers[1] or entry.latent_layer]
-        recipe = {"num_classes": manifest.get("num_classes") or model.get("num_classes"),
-                  "width": model.get("width", 1.0), "small_input": model.get("small_input", True),
-                  "batch_norm": model.get("batch_norm")}
-        check_recipe_args(recipe, "run.json")  # a value of the wrong type never reaches a model factory
-        return cls(model.get("name") or "", float(recipe["width"]), recipe["small_input"], recipe["num_classes"],
-                   data["spec"],
-                   int(data.get("image_size", 64)), tuple(data.get("mean")), tuple(data.get("std")),
-                   int(data.get("batch_size", 64)), int(data.get("num_workers", 0)), layers[0], layers[1],
-                   tuple(manifest.get("probe_ids") or ()), model.get("batch_norm"), bool(data.get("skip_bad", False)),
-                   model.get("arch") or None)
-
-    def build_model(self, allow: Optional["ModelOptions"] = None) -> torch.nn.Module:
-        """The recorded recipe with random weights: a registry (or timm:NAME) model, or the import
-        path, which is built only when `allow` names the same path (`arch=`) or trusts the recipe
-        (`trust_recipe=True`; see `models.build.allow_recorded_arch`).
-
-        Example:
-            >>> info = RunInfo("cifarnet", 0.125, True, 3, "builtin", 32, (0.5,) * 3, (0.25,) * 3, 8, 0,
-            ...                "block3", "block3", ())
-            >>> type(info.build_model()).__name__
-            'CifarNet'
-        """
-        from ..models.build import ModelOptions, allow_recorded_arch, build_target
-
-        arch = allow_recorded_arch(self.arch, allow or ModelOptions(), "run.json") if self.arch else None
-        options = ModelOptions(model=None if arch else self.model_name, arch=arch, width=self.width,
-                               small_input=self.small_input, batch_norm=self.batch_norm)
-        return build_target(options, self.num_classes)[0]
 
 
 @dataclass(frozen=True)
@@ -140,8 +79,6 @@ class Settings:
     def recorded_methods(self) -> Tuple[str, ...]:
         """The methods the records hold: the chosen ones, plus the random baseline of the
         faithfulness metrics (its faithfulness values only) when it was not chosen."""
-        from .core import RANDOM_BASELINE
-
         extra = (RANDOM_BASELINE,) if self.faithful_metrics and RANDOM_BASELINE not in self.methods else ()
         return (*self.methods, *extra)
 
@@ -155,11 +92,8 @@ class Settings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-
     def summary_metrics(self) -> List[str]:
         """Every metric name summary.csv can hold for these settings (for `metric_info`)."""
-        from .summary import derived_metrics
-
         cumulative = [f"{m}_cumulative" for m in COVERAGE_METRICS] if self.coverage else []
         flips = [f"{m}_flip" for m in ("hit", "pointing_game") if m in self.map_metrics]
         return [*self.metrics, *derived_metrics(self.map_metrics), *cumulative, "drift", *flips]
@@ -207,9 +141,6 @@ def make_runtime(device: str = "auto", amp: bool = False, channels_last: bool = 
         >>> make_runtime("cpu").precision
         'float32'
     """
-    from ..device import resolve_device
-    from ..distributed import env_info, init_process_group
-
     info, shard = env_info(), parse_shard(shard)
     if shard is not None and info.enabled:
         raise OverfocusError("--shard is for independent processes: under torchrun the ranks split the work "
@@ -225,7 +156,6 @@ def _amp_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
-
 
 
 # ---- epoch selection ----------------------------------------------------------------------------
@@ -301,7 +231,6 @@ def _span(epochs: Sequence[int]) -> str:
     if list(epochs) == list(range(epochs[0], epochs[-1] + 1)):
         return f"{epochs[0]}-{epochs[-1]}"
     return ", ".join(map(str, epochs))
-
 
 
 # ---- methods and metrics ------------------------------------------------------------------------

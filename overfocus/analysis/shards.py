@@ -27,6 +27,7 @@ import numpy as np
 
 from ..distributed import split_evenly
 from ..errors import OverfocusError
+from ..metrics.coverage import coverage_from_masks
 
 SECTIONS = ("batch", "coverage", "human", "faithfulness")  # order of the rows in a merged records file
 
@@ -94,8 +95,6 @@ def cumulative_coverage(masks: Dict[str, np.ndarray], latent_key: str) -> Dict[s
         >>> cov["coverage_global"], cov["coverage_latent"]
         (0.75, 1.0)
     """
-    from ..metrics.coverage import coverage_from_masks
-
     return coverage_from_masks(masks, latent_key)
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from ..data import Batch, collate_samples, image_id_at
+from ..data.subset import Subset
 from ..errors import OverfocusError
-from ..subset import Subset
 
 CACHE_BYTES = 512 * 2 ** 20  # analysed images are kept in memory across checkpoints up to this size
 

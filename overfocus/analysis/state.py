@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from . import storage as store
 from ..attribution.methods import layer_methods, method_info
 from ..errors import OverfocusError, option
 from ..fileio import sha256_file
 from ..metrics.registry import metric_info, run_metrics
-from . import storage as store
 from .settings import COMPARED_SETTINGS, SETTING_DEFAULTS, Settings
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from ..regularizers.common import HeadRunner  # model surgery shared with SGDrop
 from .layer import upsample
 from .methods import AttributionRequest, layer_pass, register_method
 from .perturbed import PerturbationParams, scores_per_channel
@@ -35,8 +36,6 @@ def ablated(activations: torch.Tensor, image_idx: torch.Tensor, channel_idx: tor
                  uses_layer=True)
 def ablation_cam(req: AttributionRequest) -> torch.Tensor:
     """Ablation-CAM at `req.layer`: channels weighted by the relative logit drop when each is zeroed."""
-    from ..regularizers.common import HeadRunner  # model surgery shared with SGDrop
-
     params: PerturbationParams = req.args("ablation_cam")
     grads = layer_pass(req)
     acts = grads.activations

@@ -31,7 +31,7 @@ from ..errors import OverfocusError
 from ..models import get_module
 from ..registry import did_you_mean
 from .layer import upsample
-from .methods import ATTRIBUTIONS, AttributionMethod, AttributionRequest
+from .methods import ATTRIBUTIONS, AttributionMethod, AttributionRequest, require_feature_map
 
 PREFIX = "captum"
 FILLED = ("forward_func", "model", "layer", "inputs", "target")  # what the call itself hands over
@@ -173,6 +173,7 @@ def _run(info: CaptumClass, req: AttributionRequest) -> torch.Tensor:
     init = {"forward_func" if "forward_func" in info.init_params else "model":
             req.forward_fn() if "forward_func" in info.init_params else req.model}
     if info.on_layer:
+        require_feature_map(req, method)
         init["layer"] = get_module(req.model, req.layer)
     call = dict(args.call)
     if "internal_batch_size" in info.call_params:

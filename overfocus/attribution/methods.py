@@ -26,8 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import from_dict
 from ..errors import OverfocusError
 from ..models import get_module
+from ..models.tokens import layer_layout, patch_embedding
 from ..registry import Registry
 from .layer import checked_forward, grad_cam_raw, layer_gradients, sgdrop_raw
 
@@ -93,8 +95,6 @@ def register_method(name: str, title: str, yields_logits: bool = False, forward_
 
 def dataclass_arguments(params: type, name: str) -> Callable[[Mapping[str, Any]], Any]:
     """A parser of `--method-args` for a method whose arguments are the fields of `params`."""
-    from ..config import from_dict
-
     return lambda given: from_dict(params, dict(given), where=f"method_args.{name}")
 
 
@@ -173,6 +173,17 @@ def layer_pass(req: AttributionRequest):
     return req.cache["layer"]
 
 
+def require_feature_map(req: AttributionRequest, name: str) -> None:
+    """A one-line error where `name` (a method that reads the layer as B x C x H x W itself, e.g.
+    through Captum) is asked for at a transformer's token layer, whose tokens it would misread."""
+    if patch_embedding(req.model) is None:  # a CNN: its layers are maps
+        return
+    layout = layer_layout(req.model, req.layer, req.images[:1])
+    if not layout.is_map:
+        raise OverfocusError(f"{name} needs a convolutional layer; {req.layer!r} outputs transformer tokens "
+                             f"({layout.describe()}): use grad_cam or the CAM family, which read the token grid")
+
+
 def _input_gradients(req: AttributionRequest) -> torch.Tensor:
     if "input_grad" not in req.cache:
         x = req.images.detach().clone().requires_grad_(True)
@@ -237,6 +248,7 @@ def guided_grad_cam(req: AttributionRequest) -> torch.Tensor:
     """Captum's Guided Grad-CAM at `req.layer` (bilinear upsampling), channel sum, ReLU applied."""
     from captum.attr import GuidedGradCam
 
+    require_feature_map(req, "guided_grad_cam")
     method = GuidedGradCam(req.model, get_module(req.model, req.layer))
     with warnings.catch_warnings():  # Captum warns that it hooks the ReLUs; they are removed after
         warnings.simplefilter("ignore")

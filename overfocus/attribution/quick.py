@@ -20,14 +20,16 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 
+from ..data import normalize
 from ..errors import OverfocusError
-from .api import attribute as attribute_raw
-from .api import normalize_maps
+from ..models.layers import default_layer, small_layer_note
+from ..models.tokens import layer_layout
+from .api import attribute as attribute_raw, normalize_maps
 
 
 class AttributionMaps(dict):
@@ -61,10 +63,6 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Te
 
     Use `overfocus.attribution.attribute` for raw (unscaled) maps, as the metrics need them.
     """
-    from ..data import normalize
-    from ..models.layers import default_layer
-    from ..models.tokens import layer_layout
-
     if images.dim() != 4:
         raise OverfocusError(f"images must be B x C x H x W, got shape {tuple(images.shape)}")
     if (mean is None) != (std is None):
@@ -86,7 +84,6 @@ def warn_small_layer(model: nn.Module, layer: str, images: torch.Tensor) -> None
     """A UserWarning of one line when `layer` is below 4 x 4 at this size (near-constant maps)."""
     import warnings
 
-    from ..models.layers import small_layer_note
 
     note = small_layer_note(model, layer, images)
     if note:

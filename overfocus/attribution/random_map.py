@@ -1,7 +1,7 @@
 """The `random` attribution method: a uniform random map per image, the chance level of every
 faithfulness number (a method whose maps rank pixels no better than this is not faithful).
 
-The map is drawn from a seed of the image's own pixels (`overfocus.seeds`), so an image gets the
+The map is drawn from a seed of the image's own pixels (`overfocus.data.seeds`), so an image gets the
 same map at every epoch, in every process, shard and device; it ignores the model and the target.
 
 Example:
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..seeds import image_seeds, seeded_uniform
+from ..data.seeds import image_seeds, seeded_uniform
 from .methods import AttributionRequest, register_method
 
 

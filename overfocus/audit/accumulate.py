@@ -16,6 +16,7 @@ import torch
 from ..analysis.summary import per_class_pointing, summarize_values
 from ..metrics.coverage import COVERAGE_KEYS
 from ..metrics.registry import NONDEGENERATE, degenerate_as_zero
+from ..metrics.stats import confusion_matrix, per_class_accuracy
 
 RENAMED = {"hit": "hit_ratio"}  # per-image `hit` averages to the hit ratio
 
@@ -134,8 +135,6 @@ def class_summary(labels: Sequence[int], preds: Sequence[int], classes: Sequence
         >>> s["per_class"][0], s["confusion"], s["outside"]
         ({'class': 'cat', 'images': 2, 'accuracy': 0.5}, [[1, 1], [0, 1]], 0)
     """
-    from ..metrics.stats import confusion_matrix, per_class_accuracy
-
     k = len(classes)
     accuracy, images = per_class_accuracy(labels, preds, k)
     confusion = confusion_matrix(labels, preds, k)

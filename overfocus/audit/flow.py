@@ -28,16 +28,28 @@ import torch
 import torch.nn as nn
 
 from ..analysis.core import NonFiniteModel, check_finite_weights, evaluate_batch
+from ..analysis.onset import read_onset
+from ..analysis.storage import parse_summary_file
+from ..attribution import attribution_mode, normalize_maps
 from ..attribution.methods import method_info
-from .accumulate import Accumulator, Example, class_summary, collect_metrics
-from .findings import evaluate_gates, make_findings
-from .inputs import (AuditOptions, Preprocessing, Source, check_options, human_root, model_options, open_audit_data,
-                     resolve_preprocessing, resolve_source)
+from ..checkpoint.load import LoadedModel, load_model
+from ..data import collate_samples, normalize
+from ..data.human import load_maps_by_id
+from ..device import resolve_device
 from ..errors import OverfocusError, option
 from ..fileio import atomic_write_json
-from ..checkpoint.load import LoadedModel, load_model
-from ..models.layers import auto_layer, small_layer_note
+from ..metrics import NeuronCoverage
 from ..metrics.registry import METRICS, metric_info
+from ..models import get_module
+from ..models.layers import auto_layer, small_layer_note
+from ..models.tokens import layer_layout
+from ..progress import progress
+from ..render.report import write_report_html
+from ..versions import software_versions
+from .accumulate import Accumulator, Example, class_summary, collect_metrics
+from .findings import evaluate_gates, make_findings
+from .inputs import (AuditOptions, Preprocessing, AuditTarget, check_options, human_root, model_options, open_audit_data,
+                     resolve_preprocessing, resolve_source)
 
 REPORT_SCHEMA = 1
 
@@ -73,8 +85,6 @@ class Context:
 def audit_batch(ctx: Context, batch, acc: Accumulator, coverage) -> None:
     """Evaluate the batch (the evaluation `analyze` makes: a no-grad forward with the coverage hooks,
     then the maps and their metrics), record it, and offer the batch's examples."""
-    from ..data.human import load_maps_by_id
-
     batch = batch.to(ctx.device)
     methods = ctx.methods if ctx.layer is not None else ()
     human = None
@@ -98,8 +108,6 @@ def audit_batch(ctx: Context, batch, acc: Accumulator, coverage) -> None:
 def measure_maps(result, acc: Accumulator) -> Dict[str, torch.Tensor]:
     """A batch's map metrics (and the all-zero flags) per method into the accumulator; returns the
     per-sample normalised maps."""
-    from ..attribution import normalize_maps
-
     normed_all = {}
     for method, table in result.metrics.items():
         for name, values in table.items():
@@ -140,9 +148,6 @@ def audit(opts: AuditOptions) -> AuditResult:
         >>> result.report["metrics"]["accuracy"]["value"]                       # doctest: +SKIP
         0.84
     """
-    from ..attribution import attribution_mode
-    from ..device import resolve_device
-
     thresholds = check_options(opts)
     source = resolve_source(opts.target)
     prep = resolve_preprocessing(opts, source)
@@ -185,8 +190,6 @@ def check_input_size(model: nn.Module, dataset, prep: Preprocessing, device: tor
     A fixed-size classifier (a Linear after a Flatten) raises a shape error deep inside the model;
     that is the user's --image-size, not a bug and not a failed gate.
     """
-    from ..data import normalize
-
     sample = normalize(first_image(dataset).unsqueeze(0).to(device), prep.mean, prep.std)
     try:
         with torch.no_grad():
@@ -211,9 +214,6 @@ def diverged_is_bad_input(checkpoint: Path):
 def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preprocessing,
                    device: torch.device) -> Tuple[Optional[str], Optional[str]]:
     """(attribution layer, latent layer): declared, given, or picked from a forward pass."""
-    from ..data import normalize
-    from ..models import get_module
-
     if not loaded.hookable:
         return None, None
     layer = loaded.layer
@@ -228,6 +228,15 @@ def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preproc
     latent = loaded.latent_layer or layer
     get_module(model, latent)
     return layer, latent
+
+
+def layer_reshape(model: nn.Module, layer: str, image_size: int) -> str:
+    """How the attention layer's output became a map (a transformer's token grid), for the report."""
+    device = next(model.parameters()).device
+    try:
+        return layer_layout(model, layer, torch.zeros(1, 3, image_size, image_size, device=device)).describe()
+    except OverfocusError:
+        return ""
 
 
 def example_score(has_boxes: bool) -> str:
@@ -247,8 +256,6 @@ def make_context(opts: AuditOptions, model, device, prep, layer, dataset) -> Con
 
 def make_coverage(model: nn.Module, latent: Optional[str], notes: List[str]):
     """A NeuronCoverage on the model, or None (with a note) where it has no activation modules."""
-    from ..metrics import NeuronCoverage
-
     if not latent:
         return None
     coverage = NeuronCoverage(model, latent_layer=latent, threshold=0.0)
@@ -262,9 +269,6 @@ def make_coverage(model: nn.Module, latent: Optional[str], notes: List[str]):
 
 
 def run_batches(ctx: Context, dataset, acc: Accumulator, coverage, opts: AuditOptions) -> None:
-    from ..data import collate_samples
-    from ..progress import progress
-
     loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch_size, shuffle=False,
                                          collate_fn=collate_samples)
     for batch in progress(loader, opts.progress, desc="audit"):
@@ -312,14 +316,12 @@ def assumed_preprocessing_note(prep: Preprocessing) -> str:
             "or every number may be wrong")
 
 
-def run_onset(source: Source) -> Optional[Dict[str, Any]]:
+def run_onset(source: AuditTarget) -> Optional[Dict[str, Any]]:
     """The onset.json that `overfocus analyze` wrote for the audited run, or None."""
-    from ..analysis.onset import read_onset
-
     return read_onset(source.run.analysis) if source.run is not None else None
 
 
-def history_row(source: Source, epoch: Optional[int]) -> Optional[Dict[str, Any]]:
+def history_row(source: AuditTarget, epoch: Optional[int]) -> Optional[Dict[str, Any]]:
     """The run's metrics.jsonl line of the audited epoch (the last line when unknown)."""
     if source.run is None:
         return None
@@ -330,8 +332,6 @@ def history_row(source: Source, epoch: Optional[int]) -> Optional[Dict[str, Any]
 
 def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds, metrics, facts, acc) -> Dict[str, Any]:
     """The JSON-ready report (NaN never appears: missing numbers are null)."""
-    from ..versions import software_versions
-
     findings = make_findings(metrics, thresholds, facts)
     gates = evaluate_gates(opts.gates, metrics, opts.methods[0])
     inputs = {"checkpoint": str(source.checkpoint), "sha256": loaded.sha256, "kind": loaded.kind,
@@ -340,6 +340,7 @@ def build_report(opts, source, prep, loaded, dataset, layer, latent, thresholds,
               "images": len(acc.labels), "split_size": len(getattr(dataset, "dataset", dataset)),
               "limit": opts.limit, "classes": list(dataset.classes),
               "has_boxes": bool(getattr(dataset, "has_boxes", False)), "layer": layer, "latent_layer": latent,
+              "layer_reshape": layer_reshape(loaded.model, layer, prep.image_size) if layer else "",
               "methods": list(opts.methods) if layer else [], "method_args": dict(opts.method_args) if layer else {},
               "target": opts.target_class, "human": opts.human}
     return clean_json({
@@ -377,12 +378,10 @@ def clean_json(obj: Any) -> Any:
     return obj
 
 
-def read_history(source: Source) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+def read_history(source: AuditTarget) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """The run's metrics.jsonl rows and, when analysed, its summary.csv rows (numbers parsed)."""
     if source.run is None:
         return [], []
-    from ..analysis.storage import parse_summary_file
-
     summary = source.run.analysis / "summary.csv"
     return source.run.read_metrics(), parse_summary_file(summary) if summary.is_file() else []
 
@@ -395,8 +394,6 @@ def default_out(target: str | Path) -> Path:
 
 def write_outputs(result: AuditResult, out: Path) -> Tuple[Path, Path]:
     """Write report.json and the self-contained report.html into `out`; return both paths."""
-    from ..render.report import write_report_html
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "report.json", result.report)
@@ -411,6 +408,9 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
     lines = [f"audit of {inputs['checkpoint']} (sha256 {inputs['sha256'][:12]}...) on {inputs['images']} images "
              f"of {where}, {inputs.get('split_size', inputs['images'])} in all (--limit {inputs['limit']}), of "
              f"{inputs['data']}"]
+    if inputs.get("layer"):
+        reshape = inputs.get("layer_reshape")
+        lines.append(f"  attention layer {inputs['layer']}" + (f" ({reshape})" if reshape else ""))
     lines += [f"  [{f['level']}] {f['message']}" for f in report["findings"]]
     for g in report["gates"]:
         verdict = "passed" if g["passed"] else "FAILED"

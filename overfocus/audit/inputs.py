@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..analysis.runsource import listed_checkpoint
 from ..analysis.source import evenly_spaced
 from ..attribution.methods import DEFAULT_METHODS, check_method_args
-from .findings import THRESHOLDS
+from ..config import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_SIZE
+from ..data import open_dataset
 from ..errors import OverfocusError, shorten
-from ..models.build import ModelOptions, allow_recorded_arch, check_recipe_args
 from ..metrics.registry import reported_metrics
+from ..models.build import ModelOptions, allow_recorded_arch, check_recipe_args
 from ..registry import did_you_mean
-from ..rundir import RunDir
+from ..runs.rundir import RunDir
+from .findings import THRESHOLDS
 
 
 @dataclass
@@ -47,7 +50,7 @@ class AuditOptions:
 
 
 @dataclass
-class Source:
+class AuditTarget:
     """The checkpoint to audit and, when it belongs to a run, that run."""
 
     checkpoint: Path
@@ -67,22 +70,20 @@ class Preprocessing:
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
-def resolve_source(target: str | Path) -> Source:
+def resolve_source(target: str | Path) -> AuditTarget:
     """A run directory -> its latest checkpoint; a checkpoint inside RUN/checkpoints -> with its run."""
     path = Path(target)
     if path.is_dir():
-        from ..analysis.runsource import listed_checkpoint
-
         run = RunDir(path)
         manifest = run.read_manifest()
         foreign = listed_checkpoint(path, manifest)  # the output folder of `analyze FOLDER`
-        return Source(foreign or run.checkpoint_path(_last_epoch(run)), run, manifest)
+        return AuditTarget(foreign or run.checkpoint_path(_last_epoch(run)), run, manifest)
     if not path.is_file():
         raise OverfocusError(f"{path} does not exist: pass a checkpoint file or a run directory")
     run = RunDir(path.resolve().parent.parent)
     if path.resolve().parent.name == "checkpoints" and run.exists():
-        return Source(path, run, run.read_manifest())
-    return Source(path)
+        return AuditTarget(path, run, run.read_manifest())
+    return AuditTarget(path)
 
 
 def _last_epoch(run: RunDir) -> int:
@@ -93,10 +94,8 @@ def _last_epoch(run: RunDir) -> int:
     return latest if latest is not None else epochs[-1]
 
 
-def resolve_preprocessing(opts: AuditOptions, source: Source) -> Preprocessing:
+def resolve_preprocessing(opts: AuditOptions, source: AuditTarget) -> Preprocessing:
     """Options win; else the run's recorded preprocessing; else 64 px and ImageNet mean/std (assumed)."""
-    from ..config import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_SIZE
-
     recorded = (source.manifest or {}).get("config", {}).get("data", {})
     data = opts.data or recorded.get("spec")
     if not data:
@@ -117,7 +116,7 @@ def resolve_preprocessing(opts: AuditOptions, source: Source) -> Preprocessing:
     return Preprocessing(data, int(values["image_size"]), mean, std, origin, assumed, skip_bad)
 
 
-def model_options(opts: AuditOptions, source: Source) -> ModelOptions:
+def model_options(opts: AuditOptions, source: AuditTarget) -> ModelOptions:
     """The run's model settings (run.json) fill what the user did not give."""
     if not source.manifest:
         return opts.model
@@ -145,8 +144,6 @@ def open_audit_data(prep: Preprocessing, limit: int, whole_folder: bool = False)
     """(the images to audit, which split): at most `limit` images evenly spaced (0 = all) over the
     test split, or, with `whole_folder`, over every image of data that has no split of its own
     (a folder of test images: its 20% share would silently leave most of them out)."""
-    from ..data import open_dataset
-
     dataset = open_dataset(prep.data, "test", prep.image_size, skip_bad=prep.skip_bad)
     split = "test"
     if whole_folder and "test_fraction" not in prep.data:
@@ -161,8 +158,6 @@ def open_audit_data(prep: Preprocessing, limit: int, whole_folder: bool = False)
 def _all_images(prep: Preprocessing):
     """Every image of `prep.data` as its test split (test_fraction=1), or None for a kind without
     a fractional split (its test split is its own)."""
-    from ..data import open_dataset
-
     spec = prep.data + ("&" if "?" in prep.data else "?") + "test_fraction=1"
     try:
         return open_dataset(spec, "test", prep.image_size, skip_bad=prep.skip_bad)

@@ -12,6 +12,9 @@ from .audit import add_model_args, add_preprocessing_args, model_options, triple
 from .common import RAW, add_method_args, finite_float, parse_method_args
 from .train import relaunch_with_torchrun, strip_nproc
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus analyze runs/demo                          # every checkpoint not analysed yet
   overfocus analyze runs/demo --epochs 0:50:5          # START:STOP:STEP, STOP included
@@ -177,7 +180,7 @@ def _check_folder_options(args: argparse.Namespace, foreign: bool) -> None:
 
 def _records_arch(run: str) -> bool:
     """True for a run whose run.json names its model by an import path (`--arch` then allows it)."""
-    from ..rundir import RunDir
+    from ..runs.rundir import RunDir
 
     return bool(((RunDir(run).read_manifest().get("config") or {}).get("model") or {}).get("arch"))
 

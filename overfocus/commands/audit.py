@@ -9,6 +9,9 @@ from typing import Optional, Tuple
 
 from .common import RAW, add_method_args, finite_float, parse_method_args
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus audit runs/demo                                     # a run's last checkpoint, with its history
   overfocus audit runs/demo/checkpoints/epoch_0005.pt --limit 200

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import math
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 RAW = argparse.RawDescriptionHelpFormatter
 
 
@@ -90,7 +93,7 @@ def parse_method_args(items) -> dict:
 def _yaml_value(raw: str, where: str):
     """A YAML value (the bounded reader of `--set`); a number YAML 1.1 leaves as a string (1e-3)
     becomes a float."""
-    from ..yamlsafe import load_scalar
+    from ..fileio import load_scalar
 
     value = load_scalar(raw, where)
     if isinstance(value, str):
@@ -129,7 +132,7 @@ def with_continue_command(exc, run_dir) -> Exception:
     """
     from ..data.imagefile import SKIP_HINT
     from ..errors import OverfocusError
-    from ..rundir import RunDir
+    from ..runs.rundir import RunDir
 
     run = RunDir(run_dir)
     if not isinstance(exc, OverfocusError) or SKIP_HINT not in str(exc) or not run.exists():

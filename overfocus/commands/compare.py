@@ -7,6 +7,9 @@ from pathlib import Path
 from .common import RAW
 from .render import add_explorer_arg, add_style_args, csv_list
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus compare runs/demo runs/sgdrop      # runs/sgdrop: see the "next" lines of `overfocus demo`
   overfocus compare runs/demo runs/sgdrop --labels vanilla,sgdrop --out figures/cmp

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from .common import RAW
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus demo                      # writes runs/demo; needs no runs/demo yet (else add --force)
   overfocus demo --out runs/demo2 --force
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis import analyze
     from ..config import build_config
     from ..render import RenderOptions, render_run
-    from ..train import train
+    from ..training.engine import train
 
     overrides = list(DEMO_OVERRIDES) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
     print("1/3 training (a checkpoint per epoch) ...", flush=True)

@@ -7,6 +7,9 @@ from pathlib import Path
 from .common import RAW
 from .render import csv_list
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus explore runs/demo                                  # writes runs/demo/figures/explorer.html
   overfocus explore runs/demo runs/sgdrop --labels vanilla,sgdrop --out cmp.html

@@ -5,6 +5,9 @@ import argparse
 
 from .common import RAW
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus export runs/demo --to tensorboard              # as `overfocus tensorboard runs/demo`
   overfocus export runs/demo --to wandb --project overfocus   # needs the wandb package and a login

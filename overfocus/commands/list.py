@@ -5,6 +5,9 @@ import argparse
 
 from .common import RAW
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus list
   overfocus list models

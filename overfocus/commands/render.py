@@ -6,6 +6,9 @@ import sys
 
 from .common import RAW, finite_float
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus render runs/demo                                  # every analysed method, MP4 + GIF
   overfocus render runs/demo --methods grad_cam,sgdrop --side-by-side

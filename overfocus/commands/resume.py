@@ -6,6 +6,9 @@ import argparse
 from ..errors import OverfocusError
 from .common import RAW, finite_float, with_continue_command
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus resume runs/demo                 # after a crash or Ctrl-C
   overfocus resume runs/demo --epochs 14     # train further than first planned
@@ -33,8 +36,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..distributed import env_info
-    from ..rundir import RunDir
-    from ..train import resume
+    from ..runs.rundir import RunDir
+    from ..training.engine import resume
     from .train import relaunch_with_torchrun, strip_nproc
 
     RunDir(args.run).read_manifest()  # a one-line error before any process is launched

@@ -7,6 +7,9 @@ from pathlib import Path
 from .common import RAW
 from .render import csv_list
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus select runs/demo                      # test_acc, energy_pg_nondegenerate, area_ratio_nondegenerate
   overfocus select runs/demo --pick knee          # ... and name one epoch: the knee of the front

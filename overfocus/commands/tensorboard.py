@@ -5,6 +5,9 @@ import argparse
 
 from .common import RAW
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus tensorboard runs/demo                   # writes runs/demo/tensorboard
   overfocus tensorboard runs/demo --logdir tb       # writes tb/demo

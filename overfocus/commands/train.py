@@ -9,6 +9,9 @@ from pathlib import Path
 from ..errors import OverfocusError
 from .common import RAW, add_config_args, add_shortcut_args, shortcut_overrides, with_continue_command
 
+# The library is imported inside the functions that run the command (not at the top), so that
+# `overfocus --help`, `overfocus COMMAND --help` and a bad option answer without loading torch.
+
 EXAMPLES = """examples:
   overfocus train --out runs/shapes --epochs 10
   overfocus train --data tiny-imagenet:../shared/data/tiny-imagenet-10 --model vgg11 \\
@@ -80,7 +83,7 @@ def warn_unrecorded_training(manifest: Path, like: str) -> None:
     say on stderr that the optimizer, schedule and regularizer are the defaults (or --set)."""
     import sys
 
-    from ..rundir import RunDir, recorded_by
+    from ..runs.rundir import RunDir, recorded_by
 
     kind = recorded_by(RunDir(manifest.parent).read_manifest())  # a damaged run.json: one line here
     if kind:
@@ -107,7 +110,7 @@ def recipe_line(cfg, args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config
-    from ..train import train
+    from ..training.engine import train
 
     cfg = build_config(config_source(args), shortcut_overrides(args) + args.overrides)  # validate before launching
     if args.tensorboard:

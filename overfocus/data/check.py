@@ -19,7 +19,9 @@ from typing import Dict, List, Optional
 
 import torch
 
+from . import open_dataset
 from ..errors import OverfocusError
+from ..progress import progress
 from .imagefile import SKIP_HINT
 
 
@@ -47,8 +49,6 @@ class CheckReport:
 def check_dataset(spec: str, image_size: int = 64, jobs: Optional[int] = None,
                   show_progress: bool = True) -> CheckReport:
     """Read every sample of the train and test splits of `spec` once (in `jobs` threads)."""
-    from . import open_dataset
-
     report = CheckReport(spec)
     for split in ("train", "test"):
         try:
@@ -65,8 +65,6 @@ def check_dataset(spec: str, image_size: int = 64, jobs: Optional[int] = None,
 
 def check_samples(dataset, split: str, jobs: Optional[int], show_progress: bool) -> List[Problem]:
     """The problems of every sample of one split, in index order."""
-    from ..progress import progress
-
     workers = max(1, jobs or min(16, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:  # decoding (PIL, numpy) releases the GIL
         found = list(progress(pool.map(lambda i: sample_problem(dataset, i), range(len(dataset))), show_progress,

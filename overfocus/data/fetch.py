@@ -31,15 +31,15 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import OverfocusError, is_write_failure, shorten_text, write_error
-from ..progress import progress
 from ..fileio import check_writable, make_dirs, sha256_file, writing
+from ..progress import progress
 from ..registry import did_you_mean
 
 CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
-class Source:
+class DownloadSource:
     """Where a named dataset comes from. sha256 "" = no published checksum is known."""
 
     url: str
@@ -51,9 +51,9 @@ class Source:
 # fast.ai publishes these archives without checksums; the computed sha256 is printed so that a
 # user can pin it with --sha256 (no hash is made up here).
 KNOWN = {
-    "imagenette": Source("https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
+    "imagenette": DownloadSource("https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
                          description="10 easy ImageNet classes, shorter side 160 px, train/ + val/ (fast.ai)"),
-    "imagewoof": Source("https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-160.tgz",
+    "imagewoof": DownloadSource("https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-160.tgz",
                         description="10 dog breeds of ImageNet, shorter side 160 px, train/ + val/ (fast.ai)"),
 }
 
@@ -69,8 +69,8 @@ def cache_dir(cache: Optional[str] = None) -> Path:
     return Path(chosen).expanduser()
 
 
-def resolve_source(name: str, url: Optional[str] = None, sha256: Optional[str] = None) -> Source:
-    """The Source of a known name, or of `--url` (with an optional `--sha256`) for any name."""
+def resolve_source(name: str, url: Optional[str] = None, sha256: Optional[str] = None) -> DownloadSource:
+    """The DownloadSource of a known name, or of `--url` (with an optional `--sha256`) for any name."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or ""):
         raise OverfocusError(f"dataset name {name!r}: use letters, digits, '.', '_' or '-' (it names the cache folder)")
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
@@ -78,13 +78,13 @@ def resolve_source(name: str, url: Optional[str] = None, sha256: Optional[str] =
     if url:
         if not url.startswith(("http://", "https://")):
             raise OverfocusError(f"--url {url!r}: only http:// and https:// addresses can be fetched")
-        known = KNOWN.get(name, Source(url))
-        return Source(url, (sha256 or "").lower(), known.kind, known.description)
+        known = KNOWN.get(name, DownloadSource(url))
+        return DownloadSource(url, (sha256 or "").lower(), known.kind, known.description)
     if name not in KNOWN:
         raise OverfocusError(f"unknown dataset {name!r}{did_you_mean(name, KNOWN)}: fetch one of {', '.join(sorted(KNOWN))}, "
                              "or give --url URL (and --sha256 HEX) for another archive")
     source = KNOWN[name]
-    return Source(source.url, (sha256 or source.sha256).lower(), source.kind, source.description)
+    return DownloadSource(source.url, (sha256 or source.sha256).lower(), source.kind, source.description)
 
 
 def fetch(name: str, cache: Optional[str] = None, url: Optional[str] = None, sha256: Optional[str] = None,

@@ -16,9 +16,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import OverfocusError, shorten
-from ..yamlsafe import read_text_file
+from ..fileio import read_text_file
 from .base import FileDataset
-from .specs import option_int  # noqa: F401 (the formats' `?limit=N`)
+from .specs import option_int
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 COMMON_OPTIONS = {"limit"}

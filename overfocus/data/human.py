@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import OverfocusError
+from ..fileio import load_scalar
 from ..registry import Registry, did_you_mean
-from ..yamlsafe import load_scalar
 from .base import Batch, collate_samples, resize_with_boxes, to_tensor
 from .imagefile import decode_image
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from ..errors import OverfocusError, shorten
+from ..fileio import load_scalar
 from ..registry import Registry, did_you_mean
-from ..yamlsafe import load_scalar
 
 DATASETS: Registry = Registry("dataset kind")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import OverfocusError
-from ..yamlsafe import read_text_file
+from ..fileio import read_text_file
 from .formats import (SPLIT_OPTIONS, Record, bad_entry, check_options, make_dataset, pick_label, require_dir,
                       require_path, split_fraction, split_records)
 from .specs import DATASETS

@@ -25,7 +25,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from ..errors import OverfocusError, shorten
-from ..yamlsafe import read_text_file, read_yaml_file
+from ..fileio import read_text_file, read_yaml_file
 from .base import FileDataset
 from .formats import (SPLIT_OPTIONS, Record, bad_entry, check_options, list_images, make_dataset, pick_label,
                       require_path, split_fraction, split_records)

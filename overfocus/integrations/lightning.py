@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..errors import OverfocusError
+from ..training.tracker import Tracker
 
 try:
     from lightning.pytorch import Callback
@@ -71,8 +72,6 @@ class OverfocusCallback(Callback):
             return
         if self.tracker is not None:
             return self._continue(trainer)
-        from ..tracker import Tracker
-
         self.tracker = Tracker(self.run_dir, **self.tracker_options)
         self.tracker.start(self.network(pl_module))
 

@@ -1,9 +1,9 @@
 """Per-image metrics over batched maps, neuron coverage and aggregation (docs/conventions.md)."""
-from .batch import MapBatch
+from .batch import MapBatch, boxes_to_masks
 from .concentration import entropy, gini
 from .coverage import NeuronCoverage
 from .harmonization import CLICKME_CEILING, gaussian_blur, harmonization, prepare_human_maps, spearman
-from .localisation import area_ratio, box_iou, boxes_to_masks, energy_pg, hit, pointing_game
+from .localisation import area_ratio, box_iou, energy_pg, hit, pointing_game
 from .registry import METRICS, SUMMARY_METRICS, MetricInfo, MetricSpec, compute_map_metrics, metric_info, register_metric
 from .stats import bootstrap_ci, pointing_game_per_class
 

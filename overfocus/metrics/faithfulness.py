@@ -20,7 +20,7 @@ softmax probability of the explained class (docs/conventions.md, "Faithfulness")
   before and after).
 
 Every count of removed pixels is round(fraction x H x W); ties in a map are broken in an order
-drawn from the image's seed (`overfocus.seeds`), never in raster order. A degenerate map (all
+drawn from the image's seed (`overfocus.data.seeds`), never in raster order. A degenerate map (all
 zero or non-finite) ranks nothing: its values are NaN. All perturbed copies of a batch go
 through the model in chunks of `forward_batch` copies (no loop over pixels or images).
 
@@ -45,8 +45,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..data.seeds import image_seeds, seeded_normal, seeded_uniform
 from ..errors import OverfocusError
-from ..seeds import image_seeds, seeded_normal, seeded_uniform
 from .harmonization import gaussian_blur
 
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # ([0, 1] images N x C x H x W, N targets) -> N probs

@@ -11,8 +11,7 @@ import math
 import torch
 
 from ..errors import OverfocusError
-from .batch import (MapBatch, box_pixel_ranges, boxes_to_masks, check_boxes, check_maps,  # noqa: F401
-                    pad_boxes)
+from .batch import MapBatch, box_pixel_ranges
 from .components import best_iou, extent_boxes, largest_component_boxes
 
 NAN = float("nan")

@@ -7,7 +7,7 @@ random ones and when another class is explained. Per image:
   image's map under the run's epoch-0 (initial, random) weights: model-parameter randomisation
   with the stored initial weights;
 - `sanity_class` / `sanity_class_ssim`: the same against the map explaining another class, drawn
-  per image from its seed (`overfocus.seeds`): the random-logit test.
+  per image from its seed (`overfocus.data.seeds`): the random-logit test.
 
 High values mean the map hardly depends on what is tested (a failed sanity check); a map that
 passes has values near 0. Both compare the maps at input size; SSIM on the maps scaled to [0, 1]
@@ -27,7 +27,7 @@ from typing import List, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..seeds import seeded_uniform
+from ..data.seeds import seeded_uniform
 from .harmonization import spearman
 
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03

@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from ..errors import OverfocusError, option
 from .hooks import Hooks
+from .tokens import find_token_layer, layer_layout, patch_embedding
 
 
 SKIP_LAYER_TYPES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.Identity, nn.Flatten,
@@ -47,8 +48,6 @@ def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
         >>> auto_layer(m, torch.zeros(1, 3, 8, 8))
         '1'
     """
-    from .tokens import find_token_layer
-
     tokens = find_token_layer(model, images)
     if tokens is not None:
         return tokens[0]
@@ -56,6 +55,44 @@ def auto_layer(model: nn.Module, images: torch.Tensor) -> str:
     if not spatial:
         raise OverfocusError("found no convolutional layer with a spatial output: pass --layer NAME")
     return spatial[-1]
+
+
+def layer_side(model: nn.Module, layer: str, images: torch.Tensor) -> Optional[Tuple[int, int]]:
+    """The h x w of `layer`'s map at this input size: a transformer layer's token grid, else its
+    4-D output's spatial size; None for a layer without a map.
+
+    Example:
+        >>> m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> layer_side(m, "1", torch.zeros(1, 3, 8, 8))
+        (6, 6)
+    """
+    return _token_grid(model, layer, images) or dict(spatial_sizes(model, images)).get(layer)
+
+
+def _token_grid(model: nn.Module, layer: str, images: torch.Tensor) -> Optional[Tuple[int, int]]:
+    """The token grid of a transformer layer (None for a CNN map or a layer without a map)."""
+    if patch_embedding(model) is None:
+        return None
+    try:
+        layout = layer_layout(model, layer, images)
+    except OverfocusError:
+        return None
+    return None if layout.is_map else tuple(layout.grid)
+
+
+def auto_layer_reason(model: nn.Module, layer: str, images: torch.Tensor) -> str:
+    """Why `auto_layer` chose `layer`, for the one line that names it (analyze FOLDER, Tracker).
+
+    Example:
+        >>> from overfocus.models import build_model
+        >>> m = build_model("vit_tiny", 3, width=0.25)
+        >>> auto_layer_reason(m, "blocks.11.norm1", torch.zeros(1, 3, 64, 64))
+        'the first norm of the last transformer block, tokens: 1 prefix token dropped, 64 grid tokens -> 8 x 8'
+    """
+    layout = layer_layout(model, layer, images)
+    if layout.is_map:
+        return "the last module with a spatial output before the classifier"
+    return f"the first norm of the last transformer block, {layout.describe()}"
 
 
 # Below this many pixels a side, a layer's maps are near constant once upsampled (1 x 1: exactly).
@@ -97,8 +134,9 @@ def small_layer_note(model: nn.Module, layer: str, images: torch.Tensor) -> Opti
         >>> small_layer_note(m, "layer4", torch.zeros(1, 3, 128, 128)) is None
         True
     """
-    sizes = spatial_sizes(model, images)
-    found = dict(sizes)
+    token_grid = _token_grid(model, layer, images)
+    sizes = [] if token_grid else spatial_sizes(model, images)
+    found = {layer: token_grid} if token_grid else dict(sizes)
     if layer not in found or min(found[layer]) >= MIN_LAYER_SIDE:
         return None
     h, w = found[layer]

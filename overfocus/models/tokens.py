@@ -39,6 +39,7 @@ import torch.nn as nn
 
 from ..errors import OverfocusError
 from .hooks import Hooks
+from .registry import get_module
 
 Grid = Tuple[int, int]
 
@@ -313,8 +314,6 @@ def layer_layout(model: nn.Module, layer: str, images: torch.Tensor) -> TokenLay
         ...                    torch.zeros(1, 3, 64, 64)).describe())
         tokens: 1 prefix token dropped, 64 grid tokens -> 8 x 8
     """
-    from .registry import get_module
-
     module = get_module(model, layer, "--layer")
     with torch.no_grad():
         shape = _output_shape(model, module, images[:1])

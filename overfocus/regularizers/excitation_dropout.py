@@ -25,7 +25,6 @@ from ..errors import OverfocusError
 from ..models import get_module
 from ..models.hooks import Hooks
 from .base import REGULARIZERS, Regularizer, StepInfo
-from ..models.hooks import Hooks
 from .common import HeadRunner, capture_output, eval_mode, probe_input
 
 PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Identity, nn.Flatten)

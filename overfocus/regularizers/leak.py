@@ -37,9 +37,10 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..accuracy import make_loader, probe_indices
 from ..data import normalize
-from ..subset import Subset
+from ..data.splits import probe_indices
+from ..data.subset import Subset
+from ..runs.accuracy import make_loader
 
 LEAK_MARGIN = 0.05  # true-mask accuracy above no-mask accuracy by more than this: a leak
 LEAK_COLUMNS = ("leak_true_mask_acc", "leak_no_mask_acc", "leak_wrong_mask_acc", "leak_pred_mask_acc")

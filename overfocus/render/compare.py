@@ -17,15 +17,18 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..analysis.storage import ALL_IMAGES, read_records
+from ..analysis.summary import summarize_records  # the one summary implementation (mean, bootstrap CI, n)
 from ..errors import OverfocusError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, clean_stale_temps
 from ..registry import did_you_mean
 from .encode import check_fps, check_plot_format, write_video
 from .frames import (Cell, FrameStyle, HEADER_METRIC, check_panels_fit, check_style, compose_frame, compute_layout,
                      empty_text, fitting_cells, fmt_num, fmt_pct, legend_line, prediction_caption)
-from .io import Analysis, clean_stale_temps, load_analysis, run_name
+from .io import Analysis, load_analysis, run_name
 from .meta import merged_info, method_title, metric_info, order_metrics
 from .overlay import NORMALISATION_NOTE, attribution_panel
+from .plots import panel_metrics, plot_compare_gap, plot_compare_metrics
 
 
 @dataclass
@@ -107,8 +110,7 @@ def compare_runs(run_dirs: Sequence[Path | str], options: Optional[CompareOption
     result.written += write_video(list(frames), out / "evolution", opts.fps, opts.formats)
     result.written += write_tables(runs, method, metrics, out, align, meta)
     if opts.explorer:
-        from .explore import ExploreOptions, explore
-
+        from .explore import ExploreOptions, explore  # here, not at the top: explore imports compare (a cycle)
         result.written.append(explore(list(run_dirs), ExploreOptions(
             methods=[opts.method] if opts.method else None, labels=list(runs), out=out / "explorer.html",
             alpha=opts.alpha, cmap=opts.cmap, probes=opts.probes)))
@@ -208,8 +210,6 @@ def table_epoch(common: Sequence[int], requested: Optional[int]) -> int:
 
 def analysed_ids(analysis: Analysis, epoch: int) -> set:
     """Image ids in the records of `epoch` (the images the summary's means are taken over)."""
-    from ..analysis.storage import ALL_IMAGES, read_records
-
     records = read_records(analysis.run_dir, epochs=[epoch])
     if not records:
         raise OverfocusError(f"{analysis.run_dir} has no records of epoch {epoch}: re-run "
@@ -234,9 +234,6 @@ def align_images(runs: Dict[str, Analysis], epoch: int) -> Alignment:
 
 def _summary_on(analysis: Analysis, ids: set) -> List[Dict]:
     """The run's summary rows recomputed (same code as analyze) from its records of the images `ids`."""
-    from ..analysis.storage import ALL_IMAGES, read_records
-    from ..analysis.summary import summarize_records  # the one summary implementation (mean, bootstrap CI, n)
-
     keep = [r for r in read_records(analysis.run_dir, epochs=analysis.epochs)
             if r["image_id"] in ids or r["image_id"] == ALL_IMAGES]
     return summarize_records(keep)

@@ -30,11 +30,17 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..analysis.select import read_select, select_run
+from ..analysis.storage import iter_record_file, records_path
 from ..errors import OverfocusError
 from ..fileio import atomic_write_text
+from .compare import align_images, check_same_probes, common_epochs, run_labels
+from .frames import check_methods, epoch_header
 from .io import Analysis, load_analysis, select_methods
 from .meta import merged_info, method_title, metric_info, order_metrics
 from .overlay import COLORBAR_LABEL, NORMALISATION_NOTE, colormap_lut, resize
+from .plots import NONDEGENERATE, is_flat
+from .report import png_data_uri
 
 EXPLORER_FILE = "explorer.html"
 DIFF_CMAP = "RdBu_r"  # diverging: blue = run B attends more, red = run A attends more, white = equal
@@ -59,8 +65,6 @@ class ExploreOptions:
 
 def explore(run_dirs: Sequence[Path | str], options: Optional[ExploreOptions] = None) -> Path:
     """Write the explorer page of one or several analysed runs; return its path."""
-    from .compare import run_labels
-
     opts = options or ExploreOptions()
     _check_options(opts)
     if not run_dirs:
@@ -105,8 +109,6 @@ class Aligned:
 def align_runs(run_dirs: Sequence[Path | str], labels: Optional[Sequence[str]]) -> Aligned:
     """One run as it is; several through compare's alignment (common probe ids and epochs, means
     over the analysed images common to all runs)."""
-    from .compare import align_images, check_same_probes, common_epochs, run_labels
-
     names = run_labels(run_dirs, labels)
     runs = {name: load_analysis(r) for name, r in zip(names, run_dirs)}
     if len(runs) == 1:
@@ -189,8 +191,6 @@ def gray_png_uri(values: np.ndarray) -> str:
 
 
 def _probes(a: Analysis, indices: Sequence[int], limit: int) -> List[Dict[str, Any]]:
-    from .report import png_data_uri
-
     probe, out = a.probe, []
     h, w = probe.images.shape[1:3]
     th, tw = _fit(h, w, 2 * limit)  # the photo may be sharper than the (smooth) maps
@@ -206,8 +206,6 @@ def _run_maps(a: Analysis, order: Sequence[int], shown: Sequence[int], epochs: S
               methods: Sequence[str], limit: int) -> Dict[str, Any]:
     """Per method and shown image one sprite (the epochs stacked downwards), and per epoch the
     predictions, confidences and empty-map flags."""
-    from .frames import check_methods
-
     stacks: Dict[str, List[List[np.ndarray]]] = {m: [[] for _ in shown] for m in methods}
     pred, conf, empty = [], [], {m: [] for m in methods}
     for epoch in epochs:
@@ -229,8 +227,6 @@ def _run_maps(a: Analysis, order: Sequence[int], shown: Sequence[int], epochs: S
 
 def _run_entry(label: str, a: Analysis, epochs: Sequence[int], methods: Sequence[str],
                maps: Dict[str, Any]) -> Dict[str, Any]:
-    from .frames import epoch_header
-
     onset = {m: (a.onset or {}).get("methods", {}).get(m, {}).get("peak_epoch") for m in methods}
     return {"label": label, "name": a.name, "classes": a.probe.classes,
             "headers": [epoch_header(a, e, methods)[:3] for e in epochs],
@@ -242,8 +238,6 @@ def _run_entry(label: str, a: Analysis, epochs: Sequence[int], methods: Sequence
 def _selection(a: Analysis) -> Optional[Dict[str, Any]]:
     """The run's Pareto-optimal epochs: select.json when `overfocus select` wrote one, else the front
     over the default objectives (None when the run lacks them)."""
-    from ..analysis.select import read_select, select_run
-
     result = read_select(a.run_dir)
     if result is None:
         try:
@@ -271,10 +265,6 @@ def curves(runs: Dict[str, Analysis], methods: Sequence[str], epochs: Sequence[i
     """One panel per metric that varies: a series per run and method (per run for model numbers),
     mean and 95% band per epoch; metrics.jsonl's test accuracy and gap after them. Metrics come
     from the summaries as they are (faithfulness or any new metric appears when present)."""
-    from .plots import is_flat
-
-    from .plots import NONDEGENERATE
-
     wanted = set(epochs)
     names = {r["metric"] for a in runs.values() for r in a.summary if r["method"] in (*methods, "model")}
     # in view: the map metrics over all maps, and the onset's measure (the non-degenerate area ratio);
@@ -319,8 +309,6 @@ def _panel(metric: str, meta: Dict, series: List[Dict], group: Optional[str] = N
 def _image_curves(runs: Dict[str, Analysis], order: Dict[str, List[int]], shown: Sequence[int],
                   epochs: Sequence[int], methods: Sequence[str]) -> List[List[Dict[str, List]]]:
     """Per run, per method: each shown image's own area ratio per epoch (from the records)."""
-    from ..analysis.storage import iter_record_file, records_path
-
     out = []
     for label, a in runs.items():
         ids = {a.probe.image_ids[order[label][i]]: k for k, i in enumerate(shown)}

@@ -9,6 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..errors import OverfocusError
+from ..fileio import clean_stale_temps
+from .encode import check_fps, check_plot_format, write_png, write_video
+from .explore import ExploreOptions, explore
+from .filmstrip import check_epochs, choose_rows, default_filmstrip_epochs, filmstrip
+from .frames import EPOCH_HEADER_LINES, FrameStyle, check_panels_fit, check_style, evolution_frames, fitting_cells
+from .io import load_analysis, select_methods
+from .leak_plot import has_leak_columns, plot_leak
+from .meta import order_metrics
+from .plots import chosen_panels, default_panels, panel_metrics, plot_gap, plot_metric_curves
+from .tensorboard import export, require_tensorboard
+
 __all__ = ["RenderOptions", "RenderResult", "render_run", "run_plots"]
 
 
@@ -47,14 +59,8 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
         >>> sorted(p.name for p in res.written)                                                 # doctest: +SKIP
         ['evolution_grad_cam.gif', 'explorer.html', 'filmstrip_grad_cam.png', 'gap.png', 'metrics.png']
     """
-    from .encode import check_fps, check_plot_format
-    from .frames import FrameStyle, check_panels_fit, check_style
-    from .io import clean_stale_temps, load_analysis, select_methods
-
     opts = options or RenderOptions()
     if opts.tensorboard:
-        from .tensorboard import require_tensorboard
-
         require_tensorboard()  # before the work, not after it
     analysis = load_analysis(run_dir)
     methods = select_methods(analysis.methods, opts.methods, analysis.run_dir)
@@ -63,9 +69,6 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
     check_fps(opts.fps)
     plot_format = check_plot_format(opts.plot_format)
     if opts.metrics:  # a wrong name is refused before anything is written
-        from .meta import order_metrics
-        from .plots import chosen_panels, panel_metrics
-
         chosen_panels(opts.metrics, panel_metrics(order_metrics(analysis.meta, (r["metric"] for r in analysis.summary))),
                       analysis.run_dir)
     if opts.side_by_side:
@@ -81,21 +84,15 @@ def render_run(run_dir: Path | str, options: Optional[RenderOptions] = None) -> 
     result.written += plots.written
     result.skipped += plots.skipped
     if opts.explorer:
-        from .explore import ExploreOptions, explore
-
         result.written.append(explore([analysis.run_dir], ExploreOptions(methods=methods, alpha=opts.alpha,
                                                                           cmap=opts.cmap, probes=opts.probes,
                                                                           out=figures / "explorer.html")))
     if opts.tensorboard:
-        from .tensorboard import export
-
         result.written.append(export(analysis.run_dir))
     return result
 
 
 def _indices(analysis, count: Optional[int], option: str = "--probes") -> List[int]:
-    from ..errors import OverfocusError
-
     total = len(analysis.probe)
     if count is not None and count < 1:
         raise OverfocusError(f"{option} {count} must be at least 1")
@@ -103,13 +100,8 @@ def _indices(analysis, count: Optional[int], option: str = "--probes") -> List[i
 
 
 def _videos(analysis, group: List[str], style, opts: RenderOptions, figures: Path) -> List[Path]:
-    from .encode import write_video
-    from .frames import evolution_frames
-
     count = opts.probes
     if count is None and len(group) > 1:  # side by side: as many images as fit at a readable panel size
-        from .frames import EPOCH_HEADER_LINES, fitting_cells
-
         images = analysis.probe.images
         count = fitting_cells(len(group), style.width, images.shape[1] / images.shape[2], EPOCH_HEADER_LINES)
     frames = list(evolution_frames(analysis, group, _indices(analysis, count), style))
@@ -117,9 +109,6 @@ def _videos(analysis, group: List[str], style, opts: RenderOptions, figures: Pat
 
 
 def _filmstrip(analysis, group: List[str], style, opts: RenderOptions, figures: Path) -> Path:
-    from .encode import write_png
-    from .filmstrip import check_epochs, choose_rows, default_filmstrip_epochs, filmstrip
-
     epochs = (check_epochs(opts.filmstrip_epochs, analysis.epochs, analysis.run_dir) if opts.filmstrip_epochs
               else default_filmstrip_epochs(analysis.epochs))
     indices = (choose_rows(analysis.probe, opts.filmstrip_rows, analysis.run_dir) if opts.filmstrip_rows
@@ -151,9 +140,6 @@ def run_plots(analysis, methods: List[str], folder: Path, fmt: str = "png",
         >>> [p.name for p in res.written]                                            # doctest: +SKIP
         ['gap.png', 'metrics.png']
     """
-    from .meta import order_metrics
-    from .plots import chosen_panels, default_panels, panel_metrics, plot_gap, plot_metric_curves
-
     result = RenderResult()
     if any("train_acc" in r and "test_acc" in r for r in analysis.metrics):
         result.written.append(plot_gap(analysis.metrics, folder / f"gap.{fmt}",
@@ -161,8 +147,6 @@ def run_plots(analysis, methods: List[str], folder: Path, fmt: str = "png",
                                        chance=analysis.chance(), counts=analysis.accuracy_counts()))
     else:
         result.skipped.append(f"gap.{fmt}: {analysis.run_dir / 'metrics.jsonl'} has no train/test accuracy")
-    from .leak_plot import has_leak_columns, plot_leak
-
     if has_leak_columns(analysis.metrics):  # a label-masked regularizer's run: its leak diagnostic
         result.written.append(plot_leak(analysis.metrics, folder / f"leak.{fmt}",
                                         f"{analysis.name}: accuracy with and without the training mask",

@@ -12,6 +12,7 @@ from typing import List, Sequence
 import numpy as np
 
 from ..errors import OverfocusError
+from ..registry import did_you_mean
 from .frames import FrameStyle, check_methods, prediction_caption
 from .io import Analysis, EpochMaps
 from .overlay import (NORMALISATION_NOTE, TEXT, attribution_panel, blank, colorbar_legend, draw_lines, draw_text,
@@ -37,8 +38,6 @@ def choose_rows(probe, wanted: Sequence[str], where) -> List[int]:
         >>> choose_rows(probe, ["class:cat", "class:dog", "class:cat"], "run"), choose_rows(probe, ["id:b0"], "run")
         ([0, 1, 2], [1])
     """
-    from ..registry import did_you_mean
-
     chosen: List[int] = []
     for item in wanted:
         if item.startswith(CLASS_PREFIX):

@@ -14,8 +14,8 @@ import numpy as np
 
 from ..errors import OverfocusError
 from .io import Analysis, EpochMaps
-from .overlay import (BAD, COLORBAR_LABEL, GOOD, MUTED, NORMALISATION_NOTE, TEXT, Color, attribution_panel, blank,
-                      colorbar, draw_text, fit_caption)
+from .overlay import (BAD, COLORBAR_LABEL, Color, GOOD, MUTED, NORMALISATION_NOTE, TEXT, attribution_panel, blank,
+                      colorbar, colormap_lut, draw_text, fit_caption)
 
 MIN_PANEL = 40
 MIN_SIDE_PANEL = 128  # panels side by side (methods, runs) must be large enough to compare by eye
@@ -36,8 +36,6 @@ MIN_FRAME_WIDTH, MAX_FRAME_WIDTH = 160, 4096  # a 4K video frame; wider ones onl
 
 def check_style(style: FrameStyle) -> None:
     """Refuse bad options before any work: odd or tiny width, opacity outside [0, 1], unknown colormap."""
-    from .overlay import colormap_lut
-
     if not MIN_FRAME_WIDTH <= style.width <= MAX_FRAME_WIDTH or style.width % 2:
         raise OverfocusError(f"--size {style.width} must be an even number of pixels from {MIN_FRAME_WIDTH} to "
                              f"{MAX_FRAME_WIDTH} (e.g. --size 640)")

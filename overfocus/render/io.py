@@ -22,10 +22,10 @@ import numpy as np
 from ..analysis.onset import read_onset
 from ..analysis.storage import parse_summary_file
 from ..errors import OverfocusError
-from ..fileio import TEMP_MARK, clean_stale_temps, file_mode, temp_prefix, writing  # noqa: F401 (clean_stale_temps re-exported)
+from ..fileio import TEMP_MARK, file_mode, temp_prefix, writing
 from ..registry import did_you_mean
-from ..rundir import RunDir, epoch0_is_initial
-from .meta import MetricInfo, method_title, metric_info
+from ..runs.rundir import RunDir, epoch0_is_initial
+from .meta import MetricLabel, method_title, metric_info
 
 @dataclass
 class ProbeSet:
@@ -104,7 +104,7 @@ class Analysis:
         """Display title from analysis.json's `method_info` (plain name for older analyses)."""
         return method_title(self.meta, method)
 
-    def metric_info(self, metric: str) -> MetricInfo:
+    def metric_info(self, metric: str) -> MetricLabel:
         """Title, unit and range from analysis.json's `metric_info` (plain name, no range, for older ones)."""
         return metric_info(self.meta, metric)
 

@@ -11,7 +11,7 @@ from typing import Any, Iterable, List, Mapping, Optional, Tuple
 
 
 @dataclass(frozen=True)
-class MetricInfo:
+class MetricLabel:
     """How to label one metric: title, unit, value range (None = open end) and kind ('map' or 'model')."""
 
     title: str
@@ -54,7 +54,7 @@ def _bound(value: Any) -> Optional[float]:
         return None
 
 
-def metric_info(meta: Mapping[str, Any], metric: str) -> MetricInfo:
+def metric_info(meta: Mapping[str, Any], metric: str) -> MetricLabel:
     """Title, unit, range and kind of a metric from `meta["metric_info"]`, else the plain name, no range.
 
     Example:
@@ -65,7 +65,7 @@ def metric_info(meta: Mapping[str, Any], metric: str) -> MetricInfo:
     entry = (meta.get("metric_info") or {}).get(metric) or {}
     bounds = entry.get("range") or [None, None]
     lo, hi = (_bound(bounds[0]), _bound(bounds[1])) if len(bounds) == 2 else (None, None)
-    return MetricInfo(str(entry.get("title") or plain_name(metric)), str(entry.get("unit") or ""), (lo, hi),
+    return MetricLabel(str(entry.get("title") or plain_name(metric)), str(entry.get("unit") or ""), (lo, hi),
                       str(entry.get("kind") or ""))
 
 

@@ -16,6 +16,8 @@ import numpy as np
 
 from ..errors import OverfocusError
 from ..fileio import atomic_write_bytes
+from ..registry import did_you_mean
+from .encode import check_plot_format
 from .meta import metric_info, method_title, order_metrics
 
 STYLES = ["-", "--", ":", "-."]
@@ -38,8 +40,6 @@ def save_figure(fig, out: Path) -> Path:
         >>> save_figure(fig, Path(tempfile.mkdtemp()) / "x.svg").read_text()[:5]
         '<?xml'
     """
-    from .encode import check_plot_format
-
     fmt = check_plot_format(Path(out).suffix or ".png")
     buffer = io.BytesIO()
     # no creation date in PDF/SVG: rendering the same analysis twice gives the same file
@@ -279,8 +279,6 @@ def default_panels(available: Sequence[str], limit: int = MAX_DEFAULT_PANELS) ->
 
 def chosen_panels(wanted: Sequence[str], available: Sequence[str], where) -> List[str]:
     """`render --metrics a,b,c`: those panels, in that order; an unknown name is one line naming the others."""
-    from ..registry import did_you_mean
-
     for name in wanted:
         if name not in available:
             raise OverfocusError(f"--metrics {name!r} is not in the analysis of {where}{did_you_mean(name, available)}: "

@@ -22,7 +22,10 @@ import numpy as np
 
 from ..errors import OverfocusError
 from ..fileio import atomic_write_text
+from .io import accuracy_counts, load_analysis
 from .meta import method_title, metric_info, order_metrics
+from .overlay import NORMALISATION_NOTE, colorbar_legend, draw_boxes, overlay_map
+from .plots import plot_confusion, plot_gap
 
 TILE = 256  # display width of an example image, pixels (large enough to see where a map sits)
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -125,8 +128,6 @@ def scaled(image: np.ndarray, width: int = TILE) -> Tuple[np.ndarray, float]:
 def example_panels(example, methods: Sequence[str], meta: Optional[Dict[str, Any]] = None
                    ) -> List[Tuple[str, np.ndarray]]:
     """(caption, RGB) panels of one example: the image with its boxes, then one overlay per method."""
-    from .overlay import draw_boxes, overlay_map
-
     big, factor = scaled(example.image)
     boxes = np.asarray(example.boxes, np.float64).reshape(-1, 4) * factor  # box lines drawn at display size
     thickness = max(1, TILE // 80)
@@ -143,8 +144,6 @@ CMAP = "inferno"
 
 def colorbar_tag() -> str:
     """The colour bar of the example maps, with the normalisation note, as an <img>."""
-    from .overlay import NORMALISATION_NOTE, colorbar_legend
-
     return img_tag(png_data_uri(colorbar_legend(TILE, CMAP, 12)), f"colour bar: {NORMALISATION_NOTE}", "colorbar")
 
 
@@ -179,8 +178,6 @@ def examples_section(result, title: str, examples: list, blurb: str) -> str:
     unranked = report["examples"].get("unranked_all_zero", 0)
     if unranked:
         text += f" {unranked} images whose {primary} map is all zero are not ranked."
-    from .overlay import NORMALISATION_NOTE
-
     return (f"<section><h2>{esc(title)}</h2><p class=\"sub\">{esc(text)} {esc(NORMALISATION_NOTE)}.</p>"
             f'{colorbar_tag()}<div class="examples">{figures}</div></section>')
 
@@ -289,8 +286,6 @@ def details_section(report: Dict[str, Any]) -> str:
 def classes_section(report: Dict[str, Any]) -> str:
     """Per-class accuracy (a table, the weakest classes first) and the confusion matrix (a figure)
     of report.json's `classes` entry; '' for a report without it."""
-    from .plots import plot_confusion
-
     table = report.get("classes")
     if not table or not table.get("per_class"):
         return ""
@@ -327,9 +322,7 @@ def curve_images(result) -> Tuple[List[Tuple[str, str]], List[str]]:
 
     The figures are render's own (`render.figures.run_plots`: the same panels, titles, units,
     ranges and colours as `overfocus render`); a run not analysed yet gets its gap plot alone."""
-    from .figures import run_plots
-    from .io import accuracy_counts, load_analysis
-    from .plots import plot_gap
+    from .figures import run_plots  # here, not at the top: figures imports explore, which imports report (a cycle)
 
     run_dir = Path(result.report["inputs"]["run_dir"])
     images, notes = [], []
@@ -386,7 +379,8 @@ def header(report: Dict[str, Any]) -> str:
              + (" (its test split)" if inputs.get("split") == "test" else " (the whole folder)" if inputs.get("split")
                 == "all" else "")]
     if inputs["layer"]:
-        lines.append(f"attention layer {inputs['layer']}, latent layer {inputs['latent_layer']}, "
+        reshape = f" ({inputs['layer_reshape']})" if inputs.get("layer_reshape") else ""
+        lines.append(f"attention layer {inputs['layer']}{reshape}, latent layer {inputs['latent_layer']}, "
                      f"target class: {'ground truth' if inputs['target'] == 'gt' else 'predicted'}")
     subs = "".join(f'<p class="sub">{esc(line)}</p>' for line in lines)
     return f"<header><h1>overfocus audit</h1>{subs}{verdict(report)}</header>"

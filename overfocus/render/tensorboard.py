@@ -6,7 +6,7 @@ TensorBoard: every numeric field of metrics.jsonl as `run/<field>`, each map met
 probe set), and one image tag per probe image, `overlay/<method>/<image id>`, so TensorBoard's
 image slider scrubs the epochs (`metric_tag`, `overlay_tag`, `run_tag`: the one naming).
 Export: `export`; live: `LiveWriter`, used by `overfocus train --tensorboard` and `overfocus.Tracker`.
-Only arrays come in here: the model-running part lives in `overfocus.live`.
+Only arrays come in here: the model-running part lives in `overfocus.training.live`.
 Needs the optional `tensorboard` package (`pip install tensorboard`, in the `dev` extra).
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 
 from ..errors import OverfocusError
 from ..fileio import writing
-from .io import Analysis, load_analysis
 from .frames import FrameStyle, check_style
+from .io import Analysis, load_analysis
 from .overlay import attribution_panel
 
 EVENT_GLOB = "events.out.tfevents.*"

@@ -22,6 +22,8 @@ import numpy as np
 
 from ..errors import OverfocusError
 from .frames import FrameStyle, check_style
+from .io import load_analysis
+from .tensorboard import export_items, live_items
 
 
 def require_wandb() -> None:
@@ -91,8 +93,6 @@ class WandbWriter:
                   images: np.ndarray, maps: Mapping[str, np.ndarray], image_ids: Sequence[str],
                   boxes: Optional[Sequence[np.ndarray]] = None) -> None:
         """One epoch, as `LiveWriter.log_epoch` logs it, at W&B step = the epoch."""
-        from .tensorboard import live_items
-
         scalars, panels = live_items(row, probe_means, images, maps, image_ids, boxes, self.style)
         epoch = int(row["epoch"])
         if self._run is None:
@@ -114,9 +114,6 @@ def export(run_dir: Path | str, options: Optional[Mapping[str, Any] | str] = Non
         >>> export("runs/demo", {"project": "overfocus", "mode": "offline"})   # doctest: +SKIP
         'runs/demo/wandb/offline-run-20260101_000000-abc123/files'
     """
-    from .io import load_analysis
-    from .tensorboard import export_items
-
     require_wandb()
     style = FrameStyle(size, alpha, cmap)
     check_style(style)
