@@ -12,7 +12,7 @@ from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .plots import _f, _integer_epochs, _new_figure, outside_legend, save_figure
+from .plots import chance_line, finite_or_nan, integer_epochs, new_figure, outside_legend, save_figure
 
 # (column stem, legend label, colour, style): the four curves of each panel
 CURVES = (("leak_true_mask_acc", "true label's mask (what training sees)", "#d62728", "o-"),
@@ -40,19 +40,18 @@ def plot_leak(rows: Sequence[Mapping], out: Path, title: str, chance: Optional[f
     rows = sorted((r for r in rows if "epoch" in r), key=lambda r: int(r["epoch"]))
     epochs = np.array([int(r["epoch"]) for r in rows])
     splits = [(s, name) for s, name in SPLITS if any(r.get("leak_true_mask_acc" + s) is not None for r in rows)]
-    fig = _new_figure(4.2 * len(splits) + 1.0, 4.4)
+    fig = new_figure(4.2 * len(splits) + 1.0, 4.4)
     axes: List = []
     for i, (suffix, name) in enumerate(splits):
         ax = fig.add_subplot(1, len(splits), i + 1, sharey=axes[0] if axes else None)
         for stem, label, colour, style in CURVES:
-            values = np.array([_f(r.get(stem + suffix)) for r in rows])
+            values = np.array([finite_or_nan(r.get(stem + suffix)) for r in rows])
             if np.isfinite(values).any():
                 ax.plot(epochs, 100 * values, style, color=colour, label=label, markersize=4)
-        if chance is not None:
-            ax.axhline(100 * chance, color="#555555", linestyle=":", linewidth=1.0, label=f"chance ({100 * chance:.0f}%)")
+        chance_line(ax, chance)
         ax.set_title(name, fontsize="medium")
         ax.set_ylim(-2, 102)
-        _integer_epochs(ax)
+        integer_epochs(ax)
         axes.append(ax)
     axes[0].set_ylabel("accuracy of the online network (%)")
     fig.suptitle(title)

@@ -25,7 +25,8 @@ MARKERS = ["o", "s", "^", "D", "v", "P"]
 FLAT_TOL = 1e-9  # a series whose means differ by less than this over the epochs carries no information
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A Figure of `width` x `height` inches with the house's dpi and constrained layout (no pyplot state)."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=120, layout="constrained")
@@ -36,7 +37,7 @@ def save_figure(fig, out: Path) -> Path:
 
     Example:
         >>> import tempfile
-        >>> fig = _new_figure(2, 2); _ = fig.add_subplot().plot([0, 1])
+        >>> fig = new_figure(2, 2); _ = fig.add_subplot().plot([0, 1])
         >>> save_figure(fig, Path(tempfile.mkdtemp()) / "x.svg").read_text()[:5]
         '<?xml'
     """
@@ -62,7 +63,8 @@ def outside_legend(fig, axes: Sequence, loc: str = "outside lower center", ncols
                    fontsize="small", frameon=False)
 
 
-def _integer_epochs(ax) -> None:
+def integer_epochs(ax) -> None:
+    """Epoch axis: integer ticks only, a label and a light grid (every per-epoch plot uses it)."""
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -71,7 +73,12 @@ def _integer_epochs(ax) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _f(value) -> float:
+def finite_or_nan(value) -> float:
+    """A JSON value as a float, NaN for null or text (so a missing epoch leaves a gap in a curve).
+
+        >>> finite_or_nan(None), finite_or_nan("0.5")
+        (nan, 0.5)
+    """
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -81,7 +88,8 @@ def _f(value) -> float:
 def _acc_series(rows: Sequence[Mapping]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = sorted((r for r in rows if "epoch" in r), key=lambda r: int(r["epoch"]))
     epochs = np.array([int(r["epoch"]) for r in rows])
-    return epochs, np.array([_f(r.get("train_acc")) for r in rows]), np.array([_f(r.get("test_acc")) for r in rows])
+    train = np.array([finite_or_nan(r.get("train_acc")) for r in rows])
+    return epochs, train, np.array([finite_or_nan(r.get("test_acc")) for r in rows])
 
 
 def wilson_interval(p: np.ndarray, n: int, z: float = 1.96) -> Tuple[np.ndarray, np.ndarray]:
@@ -166,7 +174,7 @@ def gap_figure(metrics_rows: List[dict], title: str, chance: Optional[float] = N
     epochs, train, test = _acc_series(metrics_rows)
     if not len(epochs) or np.isnan(train).all() or np.isnan(test).all():
         raise OverfocusError("no train/test accuracy to plot: metrics.jsonl is empty or lacks train_acc/test_acc")
-    fig = _new_figure(6.4, 4.6)
+    fig = new_figure(6.4, 4.6)
     ax = fig.add_subplot()
     ax.plot(epochs, 100 * train, "o-", color=TRAIN_COLOUR, label="train accuracy (eval mode, fixed subset)")
     ax.plot(epochs, 100 * test, "s--", color=TEST_COLOUR, label="test accuracy")
@@ -186,7 +194,7 @@ def gap_figure(metrics_rows: List[dict], title: str, chance: Optional[float] = N
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.set_title(title)
-    _integer_epochs(ax)
+    integer_epochs(ax)
     outside_legend(fig, [ax], ncols=2)
     return fig
 
@@ -206,7 +214,7 @@ def _annotate_last_gap(ax, epochs: np.ndarray, train: np.ndarray, test: np.ndarr
 
 def _series(rows: Sequence[Mapping], metric: str, method: str) -> Tuple[np.ndarray, ...]:
     sel = sorted((r for r in rows if r["metric"] == metric and r["method"] == method), key=lambda r: int(r["epoch"]))
-    cols = [np.array([_f(r[k]) for r in sel]) for k in ("mean", "ci_low", "ci_high")]
+    cols = [np.array([finite_or_nan(r[k]) for r in sel]) for k in ("mean", "ci_low", "ci_high")]
     return (np.array([int(r["epoch"]) for r in sel]), *cols)
 
 
@@ -417,7 +425,7 @@ def metric_grid(series_of, metrics: Sequence[str], title: str, meta: Mapping, no
     cols = min(3, max(1, len(shown)))
     rows = math.ceil(len(shown) / cols)
     notes = [n for n in (note, flat_note(flat, meta)) if n]
-    fig = _new_figure(4.3 * cols if shown else 8.0, 3.3 * rows + 0.5 + 0.3 * len(notes))
+    fig = new_figure(4.3 * cols if shown else 8.0, 3.3 * rows + 0.5 + 0.3 * len(notes))
     axes = _grid(fig, len(shown)) if shown else []
     colours = dict(method_colours(meta) if colours is None else colours)  # one per method (or run), all panels
     for ax, metric in zip(axes, shown):
@@ -516,7 +524,7 @@ def _label_axes(ax, info) -> None:
 
     ax.set_title(textwrap.fill(info.title, PANEL_TITLE_CHARS), fontsize="medium")  # long titles wrap, never overlap
     ax.set_ylabel(info.axis_label)
-    _integer_epochs(ax)
+    integer_epochs(ax)
 
 
 def plot_compare_metrics(runs: Mapping[str, List[dict]], out_png: Path, metrics: Sequence[str], method: str,
@@ -575,7 +583,7 @@ def compare_gap_figure(runs: Mapping[str, List[dict]], title: str, note: str = "
                        counts: Optional[Mapping[str, Optional[AccuracyCounts]]] = None):
     """The Figure of `plot_compare_gap` (not yet written)."""
     counts = counts or {}
-    fig = _new_figure(9.0, 4.6)
+    fig = new_figure(9.0, 4.6)
     acc_ax, gap_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     banded = []
     for k, (label, rows) in enumerate(runs.items()):
@@ -598,7 +606,7 @@ def compare_gap_figure(runs: Mapping[str, List[dict]], title: str, note: str = "
                              (gap_ax, ("generalization gap (train - test)", "gap (percentage points)"))):
         ax.set_title(name, fontsize="medium")
         ax.set_ylabel(unit)
-        _integer_epochs(ax)
+        integer_epochs(ax)
     if banded:
         sizes = sorted({n for pair in banded for n in pair})
         acc_ax.plot([], [], color="#888888", alpha=0.4, linewidth=6,
@@ -637,7 +645,7 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape, np.float64), where=rows > 0)
     side = min(9.0, max(3.6, 0.45 * k + 2.2))
-    fig = _new_figure(side + 1.0, side)
+    fig = new_figure(side + 1.0, side)
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class's images")
