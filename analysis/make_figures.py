@@ -10,7 +10,16 @@ of ± one standard deviation when there are several seeds). The curves are also 
 
     python analysis/make_figures.py runs/table/{vanilla,dropout,sgdrop}/seed* --out runs/table/figures
 
-Writes `<out>/fig1_<metric>_gap.png` and `<out>/fig1_<metric>_gap.csv`. Per-run videos,
+Writes `<out>/fig1_<metric>_gap.png` and `<out>/fig1_<metric>_gap.csv`. With `--faithfulness`
+(an analysis made with `--faithfulness-images N` and the `random` method) it writes instead
+`<out>/faith_<method>.png/.csv`: the area ratio beside insertion and deletion (the random map's
+curve dashed in the same colour: the chance level) and `sanity_init` (Spearman of the map with
+the same image's map under the epoch-0 weights; lower = the map depends more on what was learned):
+
+    python analysis/make_figures.py runs/faithfulness/{vanilla,dropout,sgdrop}/seed* \
+        --analysis analysis-faith --faithfulness --method grad_cam --out runs/faithfulness/figures
+
+Per-run videos,
 filmstrips and plots come from `overfocus render`; comparisons of runs from `overfocus compare`.
 """
 from __future__ import annotations
@@ -51,8 +60,27 @@ def _aggregate(per_run: List[Dict[int, float]], scale: float) -> Curve:
     return epochs, [m for m, _ in stats], [s for _, s in stats], len(per_run)
 
 
+RANDOM = "random"  # the attribution method whose curves are the chance level of faithfulness
+FAITH_PANELS = (("area_ratio_nondegenerate", "area ratio, non-empty maps", False),
+                ("insertion", "insertion AUC (higher = more faithful)", True),
+                ("deletion", "deletion AUC (lower = more faithful)", True),
+                ("sanity_init", "Spearman with the epoch-0 map", False))
+
+
+def faithfulness_curves(runs: Sequence[Path], method: str, analysis: str) -> Dict[str, Curve]:
+    """The curves of the faithfulness figure for one group: each panel's metric of `method` and,
+    for insertion and deletion, the same metric of the random map (key `random:METRIC`)."""
+    curves = {key: metric_curve(runs, method, key, analysis) for key, _, _ in FAITH_PANELS}
+    curves.update({f"{RANDOM}:{key}": metric_curve(runs, RANDOM, key, analysis)
+                   for key, _, with_random in FAITH_PANELS if with_random})
+    return curves
+
+
 def draw(curves: Dict[str, Dict[str, Curve]], panels: Sequence[Tuple[str, str]], title: str) -> bytes:
-    """One row of panels, one line (+ std band) per group; PNG bytes (Agg canvas, no pyplot)."""
+    """One row of panels, one line (+ std band) per group; PNG bytes (Agg canvas, no pyplot).
+
+    A panel key with a `random:KEY` curve in the groups gets that curve dashed in the group's colour.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -68,12 +96,22 @@ def draw(curves: Dict[str, Dict[str, Curve]], panels: Sequence[Tuple[str, str]],
             if n > 1:
                 ax.fill_between(epochs, [m - s for m, s in zip(means, stds)],
                                 [m + s for m, s in zip(means, stds)], color=color, alpha=0.2, lw=0)
+            if f"{RANDOM}:{key}" in by_key:
+                r_epochs, r_means, _, _ = by_key[f"{RANDOM}:{key}"]
+                ax.plot(r_epochs, r_means, color=color, lw=1.0, ls="--",
+                        label="random map (dashed)" if i == 0 else None)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.margins(x=0.02)  # no tick one epoch past the last
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = [], []
+    for ax in axes:  # one legend for the figure: a panel's own entries plus the dashed chance line
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    axes[0].legend(handles, labels, fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -103,11 +141,32 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "counts empty maps as 0)")
     p.add_argument("--analysis", default="analysis", help="analysis folder inside each run")
     p.add_argument("--title", default="", help="figure title")
+    p.add_argument("--faithfulness", action="store_true",
+                   help="draw the faithfulness figure (area ratio, insertion, deletion, sanity_init) instead")
     return p.parse_args(argv)
+
+
+def faithfulness_main(args: argparse.Namespace) -> int:
+    """The --faithfulness figure of `args.method` (see the module docstring)."""
+    try:
+        curves = {group: faithfulness_curves(runs, args.method, args.analysis)
+                  for group, runs in group_runs(args.runs).items()}
+    except (RunsError, OSError, ValueError, KeyError) as exc:
+        print(f"make_figures: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    stem = f"faith_{args.method.replace(':', '_')}"
+    panels = [(key, f"{label} ({args.method})" if i == 0 else label) for i, (key, label, _) in enumerate(FAITH_PANELS)]
+    write_atomically(out / f"{stem}.png", draw(curves, panels, args.title))
+    atomic_write_text(out / f"{stem}.csv", curves_csv(curves))
+    print(f"wrote {out / (stem + '.png')} and {out / (stem + '.csv')}")
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    if args.faithfulness:
+        return faithfulness_main(args)
     panels = [(args.metric, f"{METRIC_LABELS.get(args.metric, args.metric)} ({args.method})"), ("gap", "generalization gap (pp)"),
               ("test_acc", "test accuracy (%)")]
     try:

@@ -118,6 +118,31 @@ def test_figures_plot_the_non_empty_area_ratio_by_default(tmp_path):
     assert "vanilla,area_ratio_nondegenerate,2,0.25,0.07071067811865477,2" in rows  # mean, std (ddof 1)
 
 
+def test_faithfulness_figure_has_the_random_maps_curves_beside_the_methods(tmp_path):
+    runs = [make_run(tmp_path, "vanilla", s, test_acc=0.5, gap=0.1, area=0.3, unit_latent=0.2) for s in (0, 1)]
+    for seed, run in enumerate(runs):
+        rows = [f"{e},{method},{metric},{value + 0.1 * seed},,,10" for e in range(3)
+                for method, metric, value in (("grad_cam", "insertion", 0.6), ("grad_cam", "deletion", 0.2),
+                                              ("grad_cam", "sanity_init", 0.1), ("random", "insertion", 0.4),
+                                              ("random", "deletion", 0.4))]
+        with (run / "analysis" / "summary.csv").open("a") as f:
+            f.write("\n".join(rows) + "\n")
+    proc = subprocess.run([sys.executable, str(ANALYSIS / "make_figures.py"), *map(str, runs), "--faithfulness",
+                           "--out", str(tmp_path / "fig")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "fig" / "faith_grad_cam.png").read_bytes()[:4] == b"\x89PNG"
+    rows = {(r[1], r[2]): (float(r[3]), float(r[4])) for r in
+            (line.split(",") for line in (tmp_path / "fig" / "faith_grad_cam.csv").read_text().splitlines()[1:])}
+    assert rows["random:insertion", "1"] == pytest.approx((0.45, 0.1 / 2 ** 0.5))  # mean, std (ddof 1)
+    assert rows["sanity_init", "1"] == pytest.approx((0.15, 0.1 / 2 ** 0.5))
+    # without the random method's rows the figure says what is missing
+    (runs[0] / "analysis" / "summary.csv").write_text((runs[0] / "analysis" / "summary.csv").read_text()
+                                                      .replace(",random,", ",other,"))
+    proc = subprocess.run([sys.executable, str(ANALYSIS / "make_figures.py"), *map(str, runs), "--faithfulness",
+                           "--out", str(tmp_path / "fig2")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no random/insertion rows" in proc.stderr
+
+
 def leak_columns(true: float, none: float, wrong: float, pred: float, test_shift: float = 0.0) -> dict:
     values = {"true": true, "no": none, "wrong": wrong, "pred": pred}
     out = {f"leak_{k}_mask_acc": v for k, v in values.items()}
