@@ -43,8 +43,10 @@ def metric_curve(runs: Sequence[Path], method: str, metric: str, analysis: str) 
     for run in runs:
         summary = read_summary(run / analysis)
         per_run.append({e: v for (e, m, k), v in summary.items() if m == method and k == metric})
-    if not any(per_run):
-        raise RunsError(f"no {method}/{metric} rows in {runs[0] / analysis}/summary.csv: check --method/--metric")
+    missing = next((run for run, rows in zip(runs, per_run) if not rows), None)
+    if missing is not None:  # one run without the rows would silently empty the curve of its group
+        raise RunsError(f"no {method}/{metric} rows in {missing / analysis}/summary.csv: check --method/--metric "
+                        "(and that every run was analysed the same way)")
     return _aggregate(per_run, 1.0)
 
 
