@@ -150,6 +150,9 @@ def narrowing_line(onsets: Dict[int, dict], reference: str, method: str) -> str:
     signed = [1.0 if narrows(o) else -1.0 for o in onsets.values()]
     parts = []
     for seed, o in onsets.items():
+        if o.get("peak_epoch") is None:  # the onset found no epoch to search (e.g. maps never faithful)
+            parts.append(f"seed {seed}: no peak ({o.get('search_reason') or 'no onset'})")
+            continue
         ci = o.get("slope_ci") or [float("nan")] * 2
         parts.append(f"seed {seed}: peak at epoch {o['peak_epoch']}, {100 * o['narrowing']:.0f}% narrower "
                      f"by epoch {o['last_epoch']}, slope {o['slope']:+.4f}/epoch "

@@ -106,6 +106,13 @@ def test_narrows_needs_an_early_peak_and_a_negative_interval(onset_value, expect
     assert claims.narrows(onset_value) is expected
 
 
+def test_narrowing_line_names_a_seed_without_a_peak_and_its_reason():
+    gated = {"peak_epoch": None, "search_reason": "the maps never beat the random baseline on deletion and insertion"}
+    line = claims.narrowing_line({0: onset(1, -0.001), 1: gated}, "vanilla", "grad_cam")
+    assert "mixed (1 of 2 seeds)" in line
+    assert "seed 1: no peak (the maps never beat the random baseline on deletion and insertion)" in line
+
+
 def test_figures_plot_the_non_empty_area_ratio_by_default(tmp_path):
     runs = [make_run(tmp_path, "vanilla", s, test_acc=0.5, gap=0.1 * s, area=0.2 + 0.1 * s, unit_latent=0.2)
             for s in (0, 1)]
