@@ -148,39 +148,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def faithfulness_main(args: argparse.Namespace) -> int:
-    """The --faithfulness figure of `args.method` (see the module docstring)."""
-    try:
-        curves = {group: faithfulness_curves(runs, args.method, args.analysis)
-                  for group, runs in group_runs(args.runs).items()}
-    except (RunsError, OSError, ValueError, KeyError) as exc:
-        print(f"make_figures: error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    stem = f"faith_{args.method.replace(':', '_')}"
-    panels = [(key, f"{label} ({args.method})" if i == 0 else label) for i, (key, label, _) in enumerate(FAITH_PANELS)]
-    write_atomically(out / f"{stem}.png", draw(curves, panels, args.title))
-    atomic_write_text(out / f"{stem}.csv", curves_csv(curves))
-    print(f"wrote {out / (stem + '.png')} and {out / (stem + '.csv')}")
-    return 0
+def fig1_curves(runs: Sequence[Path], args: argparse.Namespace) -> Dict[str, Curve]:
+    """The curves of the Fig. 1 figure for one group: the map metric, the gap and the test accuracy."""
+    return {args.metric: metric_curve(runs, args.method, args.metric, args.analysis),
+            "gap": metrics_curve(runs, "gap", 100.0), "test_acc": metrics_curve(runs, "test_acc", 100.0)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if args.faithfulness:
-        return faithfulness_main(args)
-    panels = [(args.metric, f"{METRIC_LABELS.get(args.metric, args.metric)} ({args.method})"), ("gap", "generalization gap (pp)"),
-              ("test_acc", "test accuracy (%)")]
+    if args.faithfulness:  # the faithfulness figure of args.method (module docstring)
+        curves_of = lambda runs: faithfulness_curves(runs, args.method, args.analysis)  # noqa: E731
+        stem = f"faith_{args.method.replace(':', '_')}"
+        panels = [(key, f"{label} ({args.method})" if i == 0 else label)
+                  for i, (key, label, _) in enumerate(FAITH_PANELS)]
+    else:
+        curves_of = lambda runs: fig1_curves(runs, args)  # noqa: E731
+        stem = f"fig1_{args.metric}_gap"
+        panels = [(args.metric, f"{METRIC_LABELS.get(args.metric, args.metric)} ({args.method})"),
+                  ("gap", "generalization gap (pp)"), ("test_acc", "test accuracy (%)")]
     try:
-        curves = {group: {args.metric: metric_curve(runs, args.method, args.metric, args.analysis),
-                          "gap": metrics_curve(runs, "gap", 100.0),
-                          "test_acc": metrics_curve(runs, "test_acc", 100.0)}
-                  for group, runs in group_runs(args.runs).items()}
+        curves = {group: curves_of(runs) for group, runs in group_runs(args.runs).items()}
     except (RunsError, OSError, ValueError, KeyError) as exc:
         print(f"make_figures: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    stem = f"fig1_{args.metric}_gap"
     write_atomically(out / f"{stem}.png", draw(curves, panels, args.title))
     atomic_write_text(out / f"{stem}.csv", curves_csv(curves))
     print(f"wrote {out / (stem + '.png')} and {out / (stem + '.csv')}")
