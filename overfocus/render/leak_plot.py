@@ -12,7 +12,7 @@ from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .plots import chance_line, finite_or_nan, integer_epochs, new_figure, outside_legend, save_figure
+from .plots import chance_line, float_or_nan, integer_epochs, new_figure, outside_legend, save_figure
 
 # (column stem, legend label, colour, style): the four curves of each panel
 CURVES = (("leak_true_mask_acc", "true label's mask (what training sees)", "#d62728", "o-"),
@@ -45,7 +45,7 @@ def plot_leak(rows: Sequence[Mapping], out: Path, title: str, chance: Optional[f
     for i, (suffix, name) in enumerate(splits):
         ax = fig.add_subplot(1, len(splits), i + 1, sharey=axes[0] if axes else None)
         for stem, label, colour, style in CURVES:
-            values = np.array([finite_or_nan(r.get(stem + suffix)) for r in rows])
+            values = np.array([float_or_nan(r.get(stem + suffix)) for r in rows])
             if np.isfinite(values).any():
                 ax.plot(epochs, 100 * values, style, color=colour, label=label, markersize=4)
         chance_line(ax, chance)

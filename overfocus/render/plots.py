@@ -73,10 +73,10 @@ def integer_epochs(ax) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def finite_or_nan(value) -> float:
+def float_or_nan(value) -> float:
     """A JSON value as a float, NaN for null or text (so a missing epoch leaves a gap in a curve).
 
-        >>> finite_or_nan(None), finite_or_nan("0.5")
+        >>> float_or_nan(None), float_or_nan("0.5")
         (nan, 0.5)
     """
     try:
@@ -88,8 +88,8 @@ def finite_or_nan(value) -> float:
 def _acc_series(rows: Sequence[Mapping]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = sorted((r for r in rows if "epoch" in r), key=lambda r: int(r["epoch"]))
     epochs = np.array([int(r["epoch"]) for r in rows])
-    train = np.array([finite_or_nan(r.get("train_acc")) for r in rows])
-    return epochs, train, np.array([finite_or_nan(r.get("test_acc")) for r in rows])
+    train = np.array([float_or_nan(r.get("train_acc")) for r in rows])
+    return epochs, train, np.array([float_or_nan(r.get("test_acc")) for r in rows])
 
 
 def wilson_interval(p: np.ndarray, n: int, z: float = 1.96) -> Tuple[np.ndarray, np.ndarray]:
@@ -214,7 +214,7 @@ def _annotate_last_gap(ax, epochs: np.ndarray, train: np.ndarray, test: np.ndarr
 
 def _series(rows: Sequence[Mapping], metric: str, method: str) -> Tuple[np.ndarray, ...]:
     sel = sorted((r for r in rows if r["metric"] == metric and r["method"] == method), key=lambda r: int(r["epoch"]))
-    cols = [np.array([finite_or_nan(r[k]) for r in sel]) for k in ("mean", "ci_low", "ci_high")]
+    cols = [np.array([float_or_nan(r[k]) for r in sel]) for k in ("mean", "ci_low", "ci_high")]
     return (np.array([int(r["epoch"]) for r in sel]), *cols)
 
 
