@@ -18,7 +18,7 @@ from overfocus.data import Batch, collate_samples, normalize, open_dataset
 from overfocus.data.specs import DATASETS
 from overfocus.metrics.registry import METRICS, compute_map_metrics
 from overfocus.models import MODELS, build_model, get_module
-from overfocus.models.layers import default_layer
+from overfocus.models.layers import choose_layer
 from overfocus.config import RegularizerConfig
 from overfocus.regularizers import REGULARIZERS, RegContext, StepInfo, build_regularizer
 
@@ -60,7 +60,7 @@ def _model_for(method: str) -> torch.nn.Module:
 @pytest.mark.parametrize("method", ATTRIBUTIONS.names())
 def test_every_method_gives_one_finite_map_per_image(method):
     model, images = _model_for(method), _images()
-    layer = default_layer(model, images)
+    layer = choose_layer(model, images).name
     maps = attribute(model, images, torch.tensor([0, 2]), methods=[method], layer=layer)[method]
     assert maps.shape[0] == 2 and maps.dim() == 3 and torch.isfinite(maps).all()
 
@@ -91,7 +91,7 @@ def test_every_model_metric_scores_each_image_within_its_range(name):
     request = FaithfulnessRequest((name,), init_model=_small("cifarnet"))
     with attribution_mode(model):
         out = evaluate_batch(model, images, torch.tensor([0, 2]), None, mean=MEAN, std=STD, methods=("grad_cam",),
-                             layer=default_layer(model, images), metric_names=(), faithfulness=request)
+                             layer=choose_layer(model, images).name, metric_names=(), faithfulness=request)
     values = out.metrics["grad_cam"][name]
     assert values.shape == (2,) and _in_range(name, values)
 

@@ -33,7 +33,7 @@ from ..data import open_dataset
 from ..data.splits import probe_ids
 from ..errors import OverfocusError, option
 from ..models.build import ModelOptions, build_target
-from ..models.layers import auto_layer, auto_layer_reason
+from ..models.layers import choose_layer
 from ..runs.accuracy import eval_loaders, evaluate
 from ..runs.manifest import RunInfo, run_manifest
 from ..runs.rundir import RunDir, recorded_by
@@ -212,13 +212,10 @@ class CheckpointFolder(RunSource):
         return None
 
     def _layer(self, asked: Optional[str], declared: Optional[str], size: int) -> Tuple[str, str]:
-        if asked:
-            return asked, "--layer"
-        if declared:
-            return declared, "the model's declared layer"
-        probe = torch.zeros(1, 3, size, size)
-        found = auto_layer(self.model, probe)
-        return found, f"{auto_layer_reason(self.model, found, probe)}; --layer NAME chooses another"
+        choice = choose_layer(self.model, torch.zeros(1, 3, size, size), asked=asked, declared=declared)
+        if not choice.automatic:
+            return choice.name, "--layer" if asked else choice.reason
+        return choice.name, f"{choice.reason}; --layer NAME chooses another"
 
     def epochs(self) -> List[int]:
         return self.scan.epochs

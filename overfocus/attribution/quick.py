@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from ..data import normalize
 from ..errors import OverfocusError
-from ..models.layers import default_layer, small_layer_note
+from ..models.layers import choose_layer, small_layer_note
 from ..models.tokens import layer_layout
 from .api import attribute as attribute_raw, normalize_maps
 
@@ -68,7 +68,7 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Te
     if (mean is None) != (std is None):
         raise OverfocusError("pass mean and std together (or neither, for images already normalised)")
     x = normalize(images, tuple(mean), tuple(std)) if mean is not None else images
-    layer = layer or default_layer(model, x)
+    layer = choose_layer(model, x, asked=layer).name
     warn_small_layer(model, layer, x)
     if targets is None:
         targets = predicted_classes(model, x)

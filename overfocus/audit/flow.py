@@ -41,7 +41,7 @@ from ..fileio import atomic_write_json
 from ..metrics import NeuronCoverage
 from ..metrics.registry import METRICS, metric_info
 from ..models import get_module
-from ..models.layers import auto_layer, small_layer_note
+from ..models.layers import choose_layer, small_layer_note
 from ..models.tokens import layer_layout
 from ..progress import progress
 from ..render.report import write_report_html
@@ -216,10 +216,10 @@ def resolve_layers(loaded: LoadedModel, model: nn.Module, dataset, prep: Preproc
     """(attribution layer, latent layer): declared, given, or picked from a forward pass."""
     if not loaded.hookable:
         return None, None
-    layer = loaded.layer
     sample = normalize(first_image(dataset).unsqueeze(0).to(device), prep.mean, prep.std)
-    if not layer:
-        layer = auto_layer(model, sample)
+    choice = choose_layer(model, sample, asked=loaded.layer)
+    layer = choice.name
+    if choice.automatic:
         loaded.notes.append(f"attention layer picked automatically: {layer} (pass --layer to choose another)")
     get_module(model, layer)
     small = small_layer_note(model, layer, sample)

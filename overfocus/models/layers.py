@@ -3,6 +3,7 @@ transformer's token layer (models/tokens.py), else the last module with a spatia
 1 x 1) output, and the note when a layer is too small to say much."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
@@ -17,22 +18,40 @@ SKIP_LAYER_TYPES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn
                     nn.Dropout, nn.Dropout2d)
 
 
+@dataclass(frozen=True)
+class LayerChoice:
+    """The attribution layer and why it was chosen (`automatic`: picked from a forward pass, which
+    the callers announce, since the user did not name it)."""
+    name: str
+    reason: str
+    automatic: bool
+
+
 @torch.no_grad()
-def default_layer(model: nn.Module, images: torch.Tensor) -> str:
-    """The layer to explain: the one a registered model declares (its Grad-CAM layer, by default its
-    latent layer), else `auto_layer`'s pick.
+def choose_layer(model: nn.Module, images: torch.Tensor, asked: Optional[str] = None,
+                 declared: Optional[str] = None) -> LayerChoice:
+    """THE precedence of the attribution layer, for every caller (attribute, analyze, Tracker,
+    audit): the layer asked for, else the declared one (`declared`, else the model's own
+    `overfocus_layers["gradcam"]`), else `auto_layer`'s pick with its reason.
 
     Example:
         >>> from overfocus.models import build_model
-        >>> default_layer(build_model("resnet18", 3, width=0.125, small_input=True), torch.zeros(1, 3, 32, 32))
+        >>> choose_layer(build_model("resnet18", 3, width=0.125, small_input=True), torch.zeros(1, 3, 32, 32)).name
         'layer4'
-        >>> default_layer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1)), torch.zeros(1, 3, 8, 8))
-        '1'
+        >>> m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        >>> choose_layer(m, torch.zeros(1, 3, 8, 8))
+        LayerChoice(name='1', reason='the last module with a spatial output before the classifier', automatic=True)
+        >>> choose_layer(m, torch.zeros(1, 3, 8, 8), asked="0").reason
+        'asked for'
     """
-    declared = getattr(model, "overfocus_layers", None)
-    if isinstance(declared, dict) and declared.get("gradcam"):
-        return declared["gradcam"]
-    return auto_layer(model, images)
+    if asked:
+        return LayerChoice(asked, "asked for", automatic=False)
+    own = getattr(model, "overfocus_layers", None)
+    declared = declared or (own.get("gradcam") if isinstance(own, dict) else None)
+    if declared:
+        return LayerChoice(declared, "the model's declared layer", automatic=False)
+    found = auto_layer(model, images)
+    return LayerChoice(found, auto_layer_reason(model, found, images), automatic=True)
 
 
 def auto_layer(model: nn.Module, images: torch.Tensor) -> str:

@@ -52,7 +52,7 @@ from ..data.splits import probe_ids, readable_probe_indices
 from ..errors import OverfocusError
 from ..fileio import clean_stale_temps
 from ..models.build import ModelOptions, build_target
-from ..models.layers import auto_layer, auto_layer_reason
+from ..models.layers import choose_layer
 from ..render.wandb import init_options, require_wandb
 from ..runs.accuracy import eval_loaders, evaluate
 from ..runs.claim import RunClaim, check_out_dir
@@ -307,15 +307,13 @@ class Tracker:
         """Rebuild the recipe once (its weights must have your model's names and shapes) and choose
         the attribution layers."""
         rebuilt, declared, latent = self._rebuild_checked(model)
-        if self.layer or declared:
-            layer = self.layer or declared
+        if self.layer or declared:  # no probe forward pass needed
+            layer = choose_layer(rebuilt, None, asked=self.layer, declared=declared).name
             return {"gradcam_layer": layer, "latent_layer": latent if (latent and not self.layer) else layer}
-        probe = self._probe_images()
-        with torch.no_grad():
-            layer = auto_layer(rebuilt, probe)
-        print(f"overfocus Tracker: attribution layer {layer!r} ({auto_layer_reason(rebuilt, layer, probe)}; "
+        choice = choose_layer(rebuilt, self._probe_images())
+        print(f"overfocus Tracker: attribution layer {choice.name!r} ({choice.reason}; "
               "layer=NAME chooses another)", file=sys.stderr)
-        return {"gradcam_layer": layer, "latent_layer": layer}
+        return {"gradcam_layer": choice.name, "latent_layer": choice.name}
 
     def _rebuild_checked(self, model: nn.Module):
         """The recipe's model with your weights loaded, its declared layer and latent layer."""

@@ -7,11 +7,12 @@ import warnings
 
 import pytest
 import torch
+import torch.nn as nn
 
 import overfocus
 from overfocus.cli import main
 from overfocus.errors import cli_spelling
-from overfocus.models.layers import small_layer_note
+from overfocus.models.layers import LayerChoice, choose_layer, small_layer_note
 from overfocus.models import build_model
 
 DATA = "builtin?classes=3&train=8&test=8"
@@ -74,3 +75,16 @@ def test_attribute_warns_in_python_spelling():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         overfocus.attribute(model, torch.rand(1, 3, 128, 128))  # 4 x 4: no warning
+
+
+def test_choose_layer_precedence_is_asked_then_declared_then_found():
+    """One precedence for every caller: the layer asked for wins over the declared one, which wins
+    over the forward-pass pick; only the pick is marked automatic (the callers announce it)."""
+    model = build_model("resnet18", 3, width=0.125, small_input=True)
+    x = torch.zeros(1, 3, 32, 32)
+    assert choose_layer(model, x, asked="layer3") == LayerChoice("layer3", "asked for", False)
+    assert choose_layer(model, x).name == "layer4" and not choose_layer(model, x).automatic
+    assert choose_layer(model, x, declared="layer2").name == "layer2"
+    bare = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1))
+    found = choose_layer(bare, torch.zeros(1, 3, 16, 16))
+    assert found.automatic and found.name == "2" and "spatial output" in found.reason

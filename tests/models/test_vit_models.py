@@ -13,7 +13,7 @@ from overfocus.config import RegularizerConfig, build_config
 from overfocus.data.base import Batch
 from overfocus.metrics import NeuronCoverage
 from overfocus.models import MODELS, build_model, get_module
-from overfocus.models.layers import default_layer
+from overfocus.models.layers import choose_layer
 from overfocus.regularizers import RegContext, StepInfo, build_regularizer
 from overfocus.training.engine import build_optimizer, train
 
@@ -26,7 +26,7 @@ def test_the_vits_take_32_to_128_px_and_declare_a_token_latent_layer(name, size,
     assert model(x).shape == (2, 5)
     entry = MODELS.get(name)
     assert entry.latent_layer == entry.gradcam_layer == "blocks.11.norm1"
-    assert default_layer(model, x) == "blocks.11.norm1"
+    assert choose_layer(model, x).name == "blocks.11.norm1"
     z = {}
     get_module(model, entry.latent_layer).register_forward_hook(lambda _m, _i, out: z.setdefault("z", out))
     model(x)
