@@ -181,9 +181,11 @@ def run_name(run_dir: Path | str) -> str:
         'sgdrop/seed1'
     """
     run_dir = Path(run_dir)
-    try:
-        source = json.loads((run_dir / "run.json").read_text()).get("source") or {}
-    except (OSError, ValueError, AttributeError):
+    try:  # a name is wanted even for a damaged or missing run.json: fall back to the folder's
+        source = RunDir(run_dir).read_manifest().get("source") or {}
+    except (OverfocusError, OSError):
+        source = {}
+    if not isinstance(source, dict):
         source = {}
     path = Path(source["folder"]) if source.get("folder") else run_dir.resolve()
     if REPETITION_NAME.fullmatch(path.name) and path.parent.name:
