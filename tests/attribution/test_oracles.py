@@ -69,29 +69,21 @@ def test_grad_cam_equals_captum_layergradcam(name, layer, kwargs):
     torch.testing.assert_close(ours, theirs.detach(), rtol=1e-5, atol=1e-7)
 
 
+# (our method, pytorch-grad-cam's class, atol). The SGDrop map equals LayerCAM because
+# sum_c relu(g * z) = sum_c relu(g) * z where the layer's outputs are post-ReLU (z >= 0).
+PGC_TWINS = [("grad_cam", "GradCAM", 1e-7), ("sgdrop", "LayerCAM", 1e-6)]
+
+
+@pytest.mark.parametrize("ours_name,theirs_name,atol", PGC_TWINS, ids=[t[0] for t in PGC_TWINS])
 @pytest.mark.parametrize("name,layer,kwargs", MODELS)
-def test_grad_cam_equals_pytorch_grad_cam(name, layer, kwargs):
-    pytest.importorskip("pytorch_grad_cam")
-    from pytorch_grad_cam import GradCAM
+def test_layer_cam_equals_pytorch_grad_cam(name, layer, kwargs, ours_name, theirs_name, atol):
+    pgc = pytest.importorskip("pytorch_grad_cam")
 
     model, images, targets = _case(name, kwargs)
-    ours = layer_cams(model, images, targets, layer)["grad_cam"]
-    theirs = _pgc_raw(GradCAM, model, layer, images, targets)
+    ours = layer_cams(model, images, targets, layer)[ours_name]
+    theirs = _pgc_raw(getattr(pgc, theirs_name), model, layer, images, targets)
     assert theirs.abs().max() > 0
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
-
-
-@pytest.mark.parametrize("name,layer,kwargs", MODELS)
-def test_sgdrop_map_equals_layercam(name, layer, kwargs):
-    """sum_c relu(g * z) = sum_c relu(g) * z because these layers' outputs are post-ReLU (z >= 0)."""
-    pytest.importorskip("pytorch_grad_cam")
-    from pytorch_grad_cam import LayerCAM
-
-    model, images, targets = _case(name, kwargs)
-    ours = layer_cams(model, images, targets, layer)["sgdrop"]
-    theirs = _pgc_raw(LayerCAM, model, layer, images, targets)
-    assert theirs.abs().max() > 0
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=atol)
 
 
 def _quantus_case(seed=0, b=6, h=24, w=30):
