@@ -1,13 +1,19 @@
 """Shared test fixtures: every test runs on the CPU, seeded, with few threads."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 torch.set_num_threads(1)  # tiny models: threading costs more than it gives
 
@@ -24,6 +30,34 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"../shared/data/{name} is not present on this machine")
     return path
+
+
+def hold_in_another_process(code: str, *args: str) -> subprocess.Popen:
+    """A second Python process running `code`, which takes a lock, prints "held" and waits on its
+    stdin; it returns once the lock is held (`release` ends it)."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def release(proc: subprocess.Popen) -> None:
+    """End a `hold_in_another_process` holder (closing its stdin lets it exit, freeing the lock)."""
+    proc.stdin.close()
+    proc.wait(timeout=30)
+
+
+def folder_with_a_bad_first_test_image(root: Path) -> Path:
+    """train/ and val/ class folders of 24 x 24 noise; val/a/a_0.png, the first test image (a
+    probe pick), does not decode."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 4)):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                cv2.imwrite(str(root / split / cls / f"{cls}_{i}.png"), (rng.random((24, 24, 3)) * 255).astype(np.uint8))
+    (root / "val" / "a" / "a_0.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
+    return root
 
 
 @pytest.fixture(autouse=True)

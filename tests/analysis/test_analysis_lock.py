@@ -1,46 +1,28 @@
 """One analyze per analysis folder (analysis/lock.py): a second call exits with one line, shards share."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import copy_run
+from conftest import copy_run, hold_in_another_process, release
 
 from overfocus.analysis import analyze
 from overfocus.analysis.lock import AnalysisLock
 from overfocus.cli import main
 from overfocus.errors import OverfocusError
 
-ROOT = Path(__file__).resolve().parents[2]
 HOLD = ("import sys; from overfocus.analysis.lock import AnalysisLock; "
         "lock = AnalysisLock(sys.argv[1], shared=sys.argv[2] == 'shared').acquire(); "
         "print('held', flush=True); sys.stdin.read()")
 
 
-def _hold_in_another_process(folder: Path, shared: bool = False) -> subprocess.Popen:
-    """A second process that holds the folder's lock until its stdin is closed."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), "shared" if shared else "exclusive"],
-                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
-def _release(proc: subprocess.Popen) -> None:
-    proc.stdin.close()
-    proc.wait(timeout=30)
-
-
 def test_a_second_analyze_exits_with_one_line_and_writes_nothing(tiny_run, tmp_path, capsys):
     run = copy_run(tiny_run, tmp_path / "run")
-    holder = _hold_in_another_process(run / "analysis")
+    holder = hold_in_another_process(HOLD, str(run / "analysis"), "exclusive")
     try:
         code = main(["analyze", str(run), "--device", "cpu", "--epochs", "1"])
         err = capsys.readouterr().err
     finally:
-        _release(holder)
+        release(holder)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "another `overfocus analyze` is writing" in err and f"pid {holder.pid}" in err
@@ -61,13 +43,13 @@ def test_the_lock_is_released_after_an_error(tiny_run, tmp_path):
 
 def test_shards_run_side_by_side_but_not_beside_a_merging_call(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
-    holder = _hold_in_another_process(run / "analysis", shared=True)  # another shard of the job array
+    holder = hold_in_another_process(HOLD, str(run / "analysis"), "shared")  # another shard of the job array
     try:
         res = analyze(run, epochs="1", device="cpu", show_progress=False, shard="0/2", metrics=["area_ratio"])
         assert res.computed == [1]
         with pytest.raises(OverfocusError, match="another `overfocus analyze` is writing"):
             analyze(run, epochs="1", device="cpu", show_progress=False, metrics=["area_ratio"])
     finally:
-        _release(holder)
+        release(holder)
     analyze(run, epochs="1", device="cpu", show_progress=False, shard="1/2", metrics=["area_ratio"])
     assert analyze(run, epochs="1", device="cpu", show_progress=False, metrics=["area_ratio"]).computed == [1]

@@ -13,7 +13,6 @@ import pytest
 
 from test_render import write_fake_run  # noqa: E402  (the contract-C fixture generator)
 
-from overfocus.errors import OverfocusError  # noqa: E402
 
 
 def _page_data(path: Path) -> dict:

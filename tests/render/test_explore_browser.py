@@ -12,14 +12,13 @@ import base64
 import contextlib
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from test_report_browser import (CHROMIUM, FLAGS, DevTools, WebSocket, close_browser, console_errors,  # noqa: E402
-                                 devtools_endpoint, requested_urls, stop)
+from test_report_browser import (CHROMIUM, DevTools, console_errors, devtools_session,  # noqa: E402
+                                 requested_urls)
 from test_render import write_fake_run  # noqa: E402  (the contract-C fixture generator)
 
 pytestmark = [pytest.mark.browser,
@@ -30,31 +29,19 @@ DEADLINE_S = 40.0
 @contextlib.contextmanager
 def browser_page(html: Path, profile: Path, width: int = 1400, height: int = 1000):
     """A DevTools session on `html`, loaded; the browser is ended afterwards."""
-    deadline = time.monotonic() + DEADLINE_S
-    proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        port, path = devtools_endpoint(profile, proc, deadline)
-        ws = WebSocket("127.0.0.1", port, path, timeout=DEADLINE_S)
-        try:
-            cdp = DevTools(ws, deadline)
-            target = cdp.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-            cdp.session = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True},
-                                   browser=True)["sessionId"]
-            for domain in ("Page", "Runtime", "Log", "Network"):
-                cdp.call(f"{domain}.enable")
-            cdp.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
-                                                            "mobile": False})
-            cdp.events.clear()
-            cdp.call("Page.navigate", {"url": html.resolve().as_uri()})
-            cdp.wait_for("Page.loadEventFired")
-            wait_until(cdp, "document.body.getAttribute('data-ready') === '1'")
-            yield cdp
-            close_browser(cdp)
-        finally:
-            ws.close()
-    finally:
-        stop(proc)
+    with devtools_session(profile, time.monotonic() + DEADLINE_S) as cdp:
+        target = cdp.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        cdp.session = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True},
+                               browser=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            cdp.call(f"{domain}.enable")
+        cdp.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
+                                                        "mobile": False})
+        cdp.events.clear()
+        cdp.call("Page.navigate", {"url": html.resolve().as_uri()})
+        cdp.wait_for("Page.loadEventFired")
+        wait_until(cdp, "document.body.getAttribute('data-ready') === '1'")
+        yield cdp
 
 
 def js(cdp: DevTools, expression: str):

@@ -8,6 +8,7 @@ without it the test is skipped.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import struct
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -144,24 +145,29 @@ def devtools_endpoint(profile: Path, proc: subprocess.Popen, deadline: float) ->
     raise TimeoutError("chromium did not open its DevTools port")
 
 
-def load_in_chromium(html: Path, profile: Path, screenshot: Path) -> Dict[str, Any]:
-    """Open `html`, collect console/network events, image sizes, and a full-page screenshot."""
-    deadline = time.monotonic() + DEADLINE_S
+@contextlib.contextmanager
+def devtools_session(profile: Path, deadline: float) -> Iterator[DevTools]:
+    """A headless Chromium of its own and a DevTools client on it; the browser is ended afterwards."""
     # a session of its own, so that the browser's helper processes can be ended with it
     proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         port, path = devtools_endpoint(profile, proc, deadline)
-        ws = WebSocket("127.0.0.1", port, path, timeout=DEADLINE_S)
+        ws = WebSocket("127.0.0.1", port, path, timeout=max(1.0, deadline - time.monotonic()))
         try:
             cdp = DevTools(ws, deadline)
-            seen = drive(cdp, html, screenshot)
+            yield cdp
             close_browser(cdp)
-            return seen
         finally:
             ws.close()
     finally:
         stop(proc)
+
+
+def load_in_chromium(html: Path, profile: Path, screenshot: Path) -> Dict[str, Any]:
+    """Open `html`, collect console/network events, image sizes, and a full-page screenshot."""
+    with devtools_session(profile, time.monotonic() + DEADLINE_S) as cdp:
+        return drive(cdp, html, screenshot)
 
 
 def close_browser(cdp: DevTools) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import folder_with_a_bad_first_test_image
 
 from overfocus.cli import main
 
@@ -15,23 +16,10 @@ SMALL = ["--set", "data.image_size=32", "--set", "model.width=0.125", "--set", "
          "--set", "data.batch_size=8", "--epochs", "1"]
 
 
-def _folder_with_a_bad_test_image(root: Path) -> Path:
-    """train/ and val/ class folders; val/a/a_0.png (the first test image, a probe pick) is corrupt."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 6), ("val", 4)):
-        for cls in ("a", "b"):
-            (root / split / cls).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = (rng.random((24, 24, 3)) * 255).astype(np.uint8)
-                cv2.imwrite(str(root / split / cls / f"{cls}_{i}.png"), img)
-    (root / "val" / "a" / "a_0.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
-    return root
-
-
 @pytest.fixture(scope="module")
 def skip_bad_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("skipbad")
-    data = _folder_with_a_bad_test_image(tmp / "data")
+    data = folder_with_a_bad_first_test_image(tmp / "data")
     run = tmp / "run"
     assert main(["train", "--data", f"folder:{data}", *SMALL, "--skip-bad", "--out", str(run)]) == 0
     return data, run
@@ -46,7 +34,7 @@ def test_run_json_lists_the_skipped_files_and_no_probe_image_is_bad(skip_bad_run
 
 
 def test_train_says_how_many_were_skipped(tmp_path, capsys):
-    data = _folder_with_a_bad_test_image(tmp_path / "data")
+    data = folder_with_a_bad_first_test_image(tmp_path / "data")
     capsys.readouterr()
     assert main(["train", "--data", f"folder:{data}", *SMALL, "--skip-bad", "--out", str(tmp_path / "r")]) == 0
     assert "--skip-bad skipped 1 unreadable image(s)" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import copy_run
+from conftest import copy_run, hold_in_another_process, release
 
 from overfocus.cli import main
 from overfocus.fileio import temp_prefix
@@ -29,23 +29,10 @@ def _one_line(err: str, *needles: str) -> None:
         assert needle in err, (needle, err)
 
 
-def _hold(run_dir: Path) -> subprocess.Popen:
-    """Another process holding the run folder's lock (as a running train does) until stdin closes."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
-def _release(proc: subprocess.Popen) -> None:
-    proc.stdin.close()
-    proc.wait(timeout=30)
-
-
 def test_a_second_train_or_resume_exits_at_once_naming_the_holder(tiny_run, tmp_path, capsys):
     run = copy_run(tiny_run, tmp_path / "run")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    holder = _hold(run)
+    holder = hold_in_another_process(HOLD, str(run))
     try:
         for argv in (["train", *TINY, "--epochs", "1", "--force", "--out", str(run)],
                      ["resume", str(run), "--epochs", "3"],
@@ -53,7 +40,7 @@ def test_a_second_train_or_resume_exits_at_once_naming_the_holder(tiny_run, tmp_
             assert main(argv) == 2
             _one_line(capsys.readouterr().err, "is writing", f"pid {holder.pid}")
     finally:
-        _release(holder)
+        release(holder)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # not a byte changed
     assert main(["resume", str(run), "--epochs", "3"]) == 0  # the holder has gone: free again
     assert RunDir(run).latest_epoch() == 3

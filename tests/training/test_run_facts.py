@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+from conftest import folder_with_a_bad_first_test_image
 import torch
 
 import overfocus
@@ -20,18 +19,6 @@ from overfocus.training.engine import train
 FACTS = ("dataset", "num_classes", "gradcam_layer", "latent_layer", "probe_ids", "epoch0_is_initial", "schema")
 SMALL = ["data.image_size=32", "model.name=cifarnet", "model.width=0.125", "train.epochs=1",
          "train.progress=false", "data.batch_size=8"]
-
-
-def _folder_with_a_bad_probe_image(root: Path) -> Path:
-    """train/ and val/ class folders; val/a/a_0.png, the first probe pick, does not decode."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 6), ("val", 4)):
-        for cls in ("a", "b"):
-            (root / split / cls).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                cv2.imwrite(str(root / split / cls / f"{cls}_{i}.png"), (rng.random((24, 24, 3)) * 255).astype(np.uint8))
-    (root / "val" / "a" / "a_0.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
-    return root
 
 
 def _manifest(run: Path) -> dict:
@@ -66,7 +53,7 @@ def _track(out: Path, cfg, trained: Path, **options) -> Path:
 
 
 def test_probe_ids_are_the_readable_ones_in_both(tmp_path):
-    data = _folder_with_a_bad_probe_image(tmp_path / "data")
+    data = folder_with_a_bad_first_test_image(tmp_path / "data")
     cfg = build_config(overrides=[f"data.spec=folder:{data}", *SMALL, "data.skip_bad=true"])
     trained = train(cfg, tmp_path / "train")
     tracked = _track(tmp_path / "tracked", cfg, trained, measure=False)
