@@ -60,6 +60,22 @@ def folder_with_a_bad_first_test_image(root: Path) -> Path:
     return root
 
 
+def heatmap_folder(root: Path) -> Path:
+    """Six 40 x 40 photos (PNG), each with a bright square, and a human heatmap on that square
+    (the `heatmaps:` layout)."""
+    (root / "images").mkdir(parents=True)
+    (root / "heatmaps").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        img = (rng.random((40, 40, 3)) * 80).astype(np.uint8)
+        heat = np.zeros((40, 40), np.uint8)
+        img[8:24, 4 * i:4 * i + 14] = 255
+        heat[8:24, 4 * i:4 * i + 14] = 255
+        cv2.imwrite(str(root / "images" / f"s{i}.png"), img)
+        cv2.imwrite(str(root / "heatmaps" / f"s{i}.png"), heat)
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ from overfocus.analysis.storage import (RECORD_COLUMNS, SUMMARY_COLUMNS, read_pr
 from overfocus.analysis import IMAGE_METRICS, analyze, parse_epochs
 from overfocus.errors import OverfocusError
 from overfocus.runs.rundir import RunDir
-from conftest import copy_run
+from conftest import copy_run, heatmap_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 N_TEST = 24  # test images of the `tiny_run` fixture
@@ -232,26 +232,9 @@ def test_parse_epochs():
         parse_epochs("one", range(3))
 
 
-def _heatmap_folder(root: Path) -> Path:
-    """Six photos (PNG) with a bright square and a human heatmap on that square (`heatmaps:` layout)."""
-    import cv2
-
-    (root / "images").mkdir(parents=True)
-    (root / "heatmaps").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        img = (rng.random((40, 40, 3)) * 80).astype(np.uint8)
-        heat = np.zeros((40, 40), np.uint8)
-        img[8:24, 4 * i:4 * i + 14] = 255
-        heat[8:24, 4 * i:4 * i + 14] = 255
-        cv2.imwrite(str(root / "images" / f"s{i}.png"), img)
-        cv2.imwrite(str(root / "heatmaps" / f"s{i}.png"), heat)
-    return root
-
-
 def test_human_maps_give_harmonization(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
-    spec = f"heatmaps:{_heatmap_folder(tmp_path / 'human')}"
+    spec = f"heatmaps:{heatmap_folder(tmp_path / 'human')}"
     res = analyze(run, epochs="2", methods=["grad_cam"], metrics=["area_ratio"], human=spec, limit=4,
                   device="cpu", show_progress=False)
     rows = [r for r in read_records(run) if r["metric"] == "harmonization"]

@@ -18,7 +18,7 @@ from overfocus.analysis.shards import batch_span, cumulative_coverage, union_mas
 from overfocus.analysis import analyze
 from overfocus.cli import main
 from overfocus.errors import OverfocusError
-from conftest import copy_run
+from conftest import copy_run, heatmap_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-5
@@ -128,26 +128,12 @@ def test_shards_merge_into_the_files_of_one_process(reference, tiny_run, tmp_pat
     assert_same_analysis(reference, run)
 
 
-def _heatmaps(root: Path) -> Path:
-    import cv2
-
-    (root / "images").mkdir(parents=True)
-    (root / "heatmaps").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        img = (rng.random((40, 40, 3)) * 80).astype(np.uint8)
-        img[8:24, 4 * i:4 * i + 14] = 255
-        cv2.imwrite(str(root / "images" / f"s{i}.png"), img)
-        cv2.imwrite(str(root / "heatmaps" / f"s{i}.png"), (img[..., 0] == 255).astype(np.uint8) * 255)
-    return root
-
-
 def test_shards_with_limit_predicted_target_and_human_maps(tiny_run, tmp_path):
     """Probe images outside --limit (rank 0 computes them), a separate coverage forward, and
     human-map images split over the shards too."""
     run = copy_run(tiny_run, tmp_path / "run")
     opts = dict(epochs="1,2", methods=["grad_cam"], metrics=["area_ratio", "coverage"], target="predicted",
-                limit=8, batch_size=4, human=f"heatmaps:{_heatmaps(tmp_path / 'human')}", device="cpu",
+                limit=8, batch_size=4, human=f"heatmaps:{heatmap_folder(tmp_path / 'human')}", device="cpu",
                 show_progress=False)
     analyze(run, out=tmp_path / "one", **opts)
     for rank in range(2):

@@ -202,13 +202,9 @@ def _data_format(make: str, rel: str, data: bytes) -> Callable:
 
 def _coco_edit(edit: Callable[[dict], None]) -> Callable:
     def prepare(tmp: Path, _mp) -> None:
-        from test_data_formats import make_coco
+        from test_data_formats import coco_with
 
-        root = make_coco(tmp / "ds")
-        path = root / "annotations" / "instances_train2017.json"
-        data = json.loads(path.read_text())
-        edit(data)
-        path.write_text(json.dumps(data))
+        coco_with(tmp / "ds", edit)
     return prepare
 
 

@@ -473,9 +473,9 @@ def test_skips_met_by_dataloader_workers_are_reported(tmp_path, capfd):
 
 
 # ------------------------------------------------------------- bad entries of annotation files
-def _coco_with(tmp_path: Path, edit) -> Path:
-    """The COCO fixture with its train file edited by `edit(data)` (in place)."""
-    root = make_coco(tmp_path / "coco")
+def coco_with(root: Path, edit) -> Path:
+    """The COCO fixture at `root` with its train file edited by `edit(data)` (in place)."""
+    root = make_coco(root)
     path = root / "annotations" / "instances_train2017.json"
     data = json.loads(path.read_text())
     edit(data)
@@ -512,7 +512,7 @@ def _duplicate_image_id(data):
     (_duplicate_image_id, r"images 0 \('t1.jpg'\), 1 \('t2.jpg'\) share id 1"),
 ])
 def test_coco_bad_entry_is_named(tmp_path, edit, message):
-    root = _coco_with(tmp_path, edit)
+    root = coco_with(tmp_path / "coco", edit)
     with pytest.raises(OverfocusError, match=message) as info:
         open_dataset(f"coco:{root}", "train", 32)
     assert "instances_train2017.json" in str(info.value) and "\n" not in str(info.value)
@@ -524,7 +524,7 @@ def test_coco_bad_entry_is_named(tmp_path, edit, message):
     (_duplicate_image_id, []),  # images 1 and 2 share an id: both out; image 3 is crowd only
 ])
 def test_coco_skip_bad_leaves_the_entry_out_with_one_warning(tmp_path, capsys, edit, kept):
-    root = _coco_with(tmp_path, edit)
+    root = coco_with(tmp_path / "coco", edit)
     spec = f"coco:{root}"
     if not kept:
         with pytest.raises(OverfocusError, match="no images found"):

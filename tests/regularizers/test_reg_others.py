@@ -182,14 +182,21 @@ def test_mixed_labels_loss():
     assert torch.allclose(mixed_cross_entropy(logits, y_a, y_b, 0.3), expected)
 
 
+def _catchup_draws(seed: int, batch: int):
+    """Catch-up Mix's random draws of one step, replayed in its order after `manual_seed(seed)`:
+    the Beta(1, 1) mixing weight, the partner permutation, then the mixing point's index."""
+    torch.manual_seed(seed)
+    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
+    perm = torch.randperm(batch)
+    torch.randint(1, (1,))
+    return lam, perm
+
+
 def test_catchup_step_mixes_at_the_stage_and_mixes_the_labels():
     model, reg, batch = make("catchup_mix", "resnet18", stages="layer3", include_input=False)
     torch.manual_seed(5)
     loss, stats = reg.loss(model, batch, StepInfo(0, 1, 0))
-    torch.manual_seed(5)
-    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
-    perm = torch.randperm(4)
-    torch.randint(1, (1,))
+    lam, perm = _catchup_draws(seed=5, batch=4)
     handle = model.layer3.register_forward_hook(lambda _m, _i, out: channel_mix(out, perm, lam))
     logits = model(batch.images)
     handle.remove()
@@ -218,10 +225,7 @@ def test_catchup_cutmix_branch_through_the_regularizer():
     model.eval()  # deterministic forward: the loss can be recomputed exactly
     torch.manual_seed(7)
     loss, stats = reg.loss(model, batch, StepInfo(0, 1, 0))
-    torch.manual_seed(7)
-    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
-    perm = torch.randperm(4)
-    torch.randint(1, (1,))
+    lam, perm = _catchup_draws(seed=7, batch=4)
     mixed, area_lam = cutmix(batch.images, perm, lam)
     assert stats["mix_at_input"] == 1.0 and stats["lam"] == area_lam and stats["weaker_channels"] == 0.0
     assert not torch.equal(mixed, batch.images)
