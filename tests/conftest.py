@@ -47,15 +47,21 @@ def release(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def folder_with_a_bad_first_test_image(root: Path) -> Path:
-    """train/ and val/ class folders of 24 x 24 noise; val/a/a_0.png, the first test image (a
-    probe pick), does not decode."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 6), ("val", 4)):
+def noise_class_folders(root: Path, train: int, test: int, ext: str = "png", seed: int = 0) -> Path:
+    """train/ and val/ folders of classes a and b, `train` / `test` images of 24 x 24 noise each."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), ("val", test)):
         for cls in ("a", "b"):
             (root / split / cls).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                cv2.imwrite(str(root / split / cls / f"{cls}_{i}.png"), (rng.random((24, 24, 3)) * 255).astype(np.uint8))
+                cv2.imwrite(str(root / split / cls / f"{cls}_{i}.{ext}"), (rng.random((24, 24, 3)) * 255).astype(np.uint8))
+    return root
+
+
+def folder_with_a_bad_first_test_image(root: Path) -> Path:
+    """`noise_class_folders` (6 train, 4 test a class) where val/a/a_0.png, the first test image
+    (a probe pick), does not decode."""
+    noise_class_folders(root, train=6, test=4)
     (root / "val" / "a" / "a_0.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
     return root
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
-from conftest import folder_with_a_bad_first_test_image
+from conftest import folder_with_a_bad_first_test_image, noise_class_folders
 
 from overfocus.cli import main
 
@@ -83,12 +81,7 @@ def _folder_with_a_truncated_train_jpeg(root: Path) -> Path:
     from overfocus.data.splits import fixed_subset_indices
     from overfocus.data import open_dataset
 
-    rng = np.random.default_rng(1)
-    for split, n in (("train", 8), ("val", 2)):
-        for cls in ("a", "b"):
-            (root / split / cls).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                cv2.imwrite(str(root / split / cls / f"{cls}_{i}.jpg"), (rng.random((24, 24, 3)) * 255).astype(np.uint8))
+    noise_class_folders(root, train=8, test=2, ext="jpg", seed=1)
     train = open_dataset(f"folder:{root}", "train", 32)
     evaluated = set(fixed_subset_indices(len(train), len(open_dataset(f"folder:{root}", "test", 32)), 0))
     bad = Path(train.records[next(i for i in range(len(train)) if i not in evaluated)][0])
