@@ -188,8 +188,11 @@ def test_perturbation_cams_give_the_same_maps_whatever_their_batch_size(method):
     maps = {bs: attribute(model, images, targets, methods=method, layer="block3",
                           method_args={method: {"batch_size": bs}})[method] for bs in (1, 7, 10_000)}
     assert float(maps[1].max()) > 0
-    torch.testing.assert_close(maps[1], maps[7], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(maps[1], maps[10_000], rtol=1e-5, atol=1e-6)
+    # another batch size may pick another float32 kernel, and Ablation-CAM's y - y_k cancels: allow
+    # 1e-5 of the map's range (a batching mistake moves whole maps, far beyond it)
+    atol = 1e-5 * float(maps[1].abs().max())
+    for bs in (7, 10_000):
+        torch.testing.assert_close(maps[1], maps[bs], rtol=1e-5, atol=max(atol, 1e-6))
 
 
 @pytest.mark.parametrize("method", ["score_cam", "ablation_cam"])
